@@ -1,0 +1,103 @@
+/* log.c - diagnostics for operators: stderr with syslog priority prefixes. */
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int log_verbose;
+static int log_prefix = -1;
+static const char *log_tag = "moat";
+
+void
+log_init(int verbose)
+{
+	log_verbose = verbose;
+	log_prefix = !isatty(STDERR_FILENO);
+}
+
+void
+log_set_tag(const char *tag)
+{
+	log_tag = tag;
+}
+
+static void log_emit(enum log_level, const char *, va_list, const char *)
+	__attribute__((format(printf, 2, 0)));
+
+static void
+log_emit(enum log_level level, const char *fmt, va_list ap, const char *errstr)
+{
+	char line[2048];
+	int n;
+
+	if (level == LOG_LEVEL_DEBUG && log_verbose < 2)
+		return;
+	if (level == LOG_LEVEL_INFO && log_verbose < 0)
+		return;
+	if (log_prefix < 0)
+		log_prefix = !isatty(STDERR_FILENO);
+
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	if (n < 0)
+		return;
+	/* One write per line so concurrent writers never interleave. */
+	if (log_prefix)
+		fprintf(stderr, "<%d>%s: %s%s%s\n", (int)level, log_tag, line,
+		    errstr ? ": " : "", errstr ? errstr : "");
+	else
+		fprintf(stderr, "%s: %s%s%s\n", log_tag, line,
+		    errstr ? ": " : "", errstr ? errstr : "");
+}
+
+#define LOG_BODY(level, errstr)				\
+	do {						\
+		va_list ap;				\
+		va_start(ap, fmt);			\
+		log_emit(level, fmt, ap, errstr);	\
+		va_end(ap);				\
+	} while (0)
+
+void
+log_warn(const char *fmt, ...)
+{
+	const char *e = strerror(errno);
+
+	LOG_BODY(LOG_LEVEL_WARNING, e);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	LOG_BODY(LOG_LEVEL_WARNING, NULL);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	LOG_BODY(LOG_LEVEL_INFO, NULL);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	LOG_BODY(LOG_LEVEL_DEBUG, NULL);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	const char *e = strerror(errno);
+
+	LOG_BODY(LOG_LEVEL_ERR, e);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	LOG_BODY(LOG_LEVEL_ERR, NULL);
+	exit(1);
+}

@@ -1,0 +1,48 @@
+/* addr.h - literal addresses, IP:PORT endpoints and CIDR prefixes. */
+#ifndef MOAT_ADDR_H
+#define MOAT_ADDR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* An endpoint written "192.0.2.1:25" or "[2001:db8::1]:25". */
+struct addr_port {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/*
+ * A prefix, always stored as IPv6: IPv4 lives under ::ffff:0:0/96 so that
+ * one trie serves both families and IPv4-mapped clients match IPv4 rules.
+ * plen counts from the start of the 128 bits (an IPv4 /24 is 120).
+ */
+struct cidr {
+	uint8_t addr[16];
+	uint8_t plen;
+};
+
+#define ADDR_PORT_STRLEN 64	/* "[" INET6_ADDRSTRLEN "]:65535" and NUL */
+#define CIDR_STRLEN 56
+
+/*
+ * The parsers return 0, or -1 with *why pointing at a static reason that
+ * reads well after "invalid address 'x': ". Host bits set below the prefix
+ * length are an error, since they usually mean a typo.
+ */
+int addr_port_parse(const char *s, struct addr_port *out, const char **why);
+int cidr_parse(const char *s, struct cidr *out, const char **why);
+/* Turns a socket address into the 16-byte form used by struct cidr;
+ * returns -1 for families other than AF_INET and AF_INET6. */
+int addr_to_v6(const struct sockaddr *sa, uint8_t out[16]);
+bool cidr_contains(const struct cidr *c, const uint8_t addr[16]);
+bool addr_is_v4mapped(const uint8_t addr[16]);
+
+/* Writers for logs and events; they return buf. */
+const char *addr_port_str(const struct addr_port *ap, char *buf, size_t len);
+const char *cidr_str(const struct cidr *c, char *buf, size_t len);
+/* The bare address of a 16-byte form, IPv4-mapped shown as IPv4. */
+const char *addr_v6_str(const uint8_t addr[16], char *buf, size_t len);
+
+#endif

@@ -1,0 +1,1785 @@
+/* config.c - reads moat's TOML configuration and validates every key. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "country.h"
+#include "duration.h"
+#include "toml.h"
+
+/* Past this many errors the rest are noise caused by the first ones. */
+#define MAX_ERRORS 50
+/* A config file is small; a larger one is a mistake (or /dev/zero). */
+#define CONFIG_MAX_BYTES (16u << 20)
+/* allow_files/deny_files may be large feeds. */
+#define LISTFILE_MAX_BYTES (512u << 20)
+#define NAME_MAX_LEN 32
+
+struct loader {
+	const char *name;	/* file name used in diagnostics */
+	const char *basedir;
+	config_report_fn *report;
+	void *arg;
+	int nerrors;
+	struct config *cfg;
+};
+
+struct key_spec;
+typedef void key_fn(struct loader *, const struct toml_value *,
+    struct toml_pos, void *);
+
+struct key_spec {
+	const char *name;
+	key_fn *fn;
+};
+
+static void vdiag(struct loader *, bool, const char *, struct toml_pos,
+    const char *, va_list) __attribute__((format(printf, 5, 0)));
+
+static void
+vdiag(struct loader *l, bool is_error, const char *file, struct toml_pos pos,
+    const char *fmt, va_list ap)
+{
+	char msg[512], line[1024];
+
+	if (is_error && ++l->nerrors > MAX_ERRORS)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (is_error && l->nerrors == MAX_ERRORS)
+		snprintf(msg, sizeof(msg), "too many errors, giving up");
+	if (pos.line > 0)
+		snprintf(line, sizeof(line), "%s:%d:%d: %s%s", file, pos.line,
+		    pos.col, is_error ? "" : "warning: ", msg);
+	else
+		snprintf(line, sizeof(line), "%s: %s%s", file,
+		    is_error ? "" : "warning: ", msg);
+	l->report(l->arg, is_error, line);
+}
+
+static void err_at(struct loader *, struct toml_pos, const char *, ...)
+	__attribute__((format(printf, 3, 4)));
+static void warn_at(struct loader *, struct toml_pos, const char *, ...)
+	__attribute__((format(printf, 3, 4)));
+static void err_file(struct loader *, const char *, struct toml_pos,
+    const char *, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+err_at(struct loader *l, struct toml_pos pos, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdiag(l, true, l->name, pos, fmt, ap);
+	va_end(ap);
+}
+
+static void
+warn_at(struct loader *l, struct toml_pos pos, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdiag(l, false, l->name, pos, fmt, ap);
+	va_end(ap);
+}
+
+static void
+err_file(struct loader *l, const char *file, struct toml_pos pos,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdiag(l, true, file, pos, fmt, ap);
+	va_end(ap);
+}
+
+static void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+
+	if (p == NULL) {
+		perror("moat: calloc");
+		abort();
+	}
+	return p;
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL) {
+		perror("moat: strdup");
+		abort();
+	}
+	return p;
+}
+
+/* Levenshtein distance, capped: only used to suggest a close key name. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	size_t row[NAME_MAX_LEN + 1];
+
+	if (la > NAME_MAX_LEN || lb > NAME_MAX_LEN)
+		return SIZE_MAX;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			size_t up = row[j], best;
+
+			best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+/*
+ * Calls the handler of every key in t; anything not in specs is an error
+ * at the key's own position, with a suggestion when one is close.
+ */
+static void
+walk_table(struct loader *l, const struct toml_value *t, const char *section,
+    const struct key_spec *specs, size_t nspecs, void *ctx)
+{
+	size_t i, j, n = toml_table_len(t);
+
+	for (i = 0; i < n; i++) {
+		struct toml_pos kpos;
+		size_t klen;
+		const char *key = toml_table_key(t, i, &klen, &kpos);
+		const struct key_spec *hit = NULL;
+		const char *close = NULL;
+		size_t best = 3;
+
+		for (j = 0; j < nspecs; j++) {
+			size_t d;
+
+			if (strlen(specs[j].name) == klen &&
+			    strcmp(specs[j].name, key) == 0) {
+				hit = &specs[j];
+				break;
+			}
+			d = edit_distance(key, specs[j].name);
+			if (d < best) {
+				best = d;
+				close = specs[j].name;
+			}
+		}
+		if (hit != NULL) {
+			hit->fn(l, toml_table_at(t, i), kpos, ctx);
+			continue;
+		}
+		if (close != NULL)
+			err_at(l, kpos, "unknown key '%s' in %s (did you mean "
+			    "'%s'?)", key, section, close);
+		else
+			err_at(l, kpos, "unknown key '%s' in %s", key, section);
+	}
+}
+
+static const char *
+type_with_article(enum toml_type t)
+{
+	switch (t) {
+	case TOML_TABLE:
+		return "a table";
+	case TOML_ARRAY:
+		return "an array";
+	case TOML_STRING:
+		return "a string";
+	case TOML_INTEGER:
+		return "an integer";
+	case TOML_FLOAT:
+		return "a float";
+	case TOML_BOOL:
+		return "a boolean";
+	default:
+		return "a date/time";
+	}
+}
+
+static bool
+want_type(struct loader *l, const struct toml_value *v, enum toml_type t,
+    const char *what)
+{
+	if (toml_type(v) == t)
+		return true;
+	err_at(l, toml_value_pos(v), "%s must be %s, not %s", what,
+	    type_with_article(t), type_with_article(toml_type(v)));
+	return false;
+}
+
+/* Strings with NUL bytes cannot be paths or names; refuse them early. */
+static const char *
+get_string(struct loader *l, const struct toml_value *v, const char *what)
+{
+	const char *s;
+	size_t len;
+
+	if (!want_type(l, v, TOML_STRING, what))
+		return NULL;
+	s = toml_string(v, &len);
+	if (strlen(s) != len) {
+		err_at(l, toml_value_pos(v), "%s must not contain NUL", what);
+		return NULL;
+	}
+	return s;
+}
+
+static bool
+get_uint(struct loader *l, const struct toml_value *v, const char *what,
+    int64_t min, int64_t max, uint32_t *out)
+{
+	int64_t n;
+
+	if (!want_type(l, v, TOML_INTEGER, what))
+		return false;
+	n = toml_integer(v);
+	if (n < min || n > max) {
+		err_at(l, toml_value_pos(v), "%s must be between %lld and "
+		    "%lld, not %lld", what, (long long)min, (long long)max,
+		    (long long)n);
+		return false;
+	}
+	*out = (uint32_t)n;
+	return true;
+}
+
+static bool
+get_bool(struct loader *l, const struct toml_value *v, const char *what,
+    bool *out)
+{
+	if (!want_type(l, v, TOML_BOOL, what))
+		return false;
+	*out = toml_bool(v);
+	return true;
+}
+
+static bool
+get_duration(struct loader *l, const struct toml_value *v, const char *what,
+    uint64_t *ms)
+{
+	const char *s, *why;
+
+	if (toml_type(v) == TOML_INTEGER) {
+		err_at(l, toml_value_pos(v), "%s needs a unit: write \"%llds\" "
+		    "rather than %lld", what, (long long)toml_integer(v),
+		    (long long)toml_integer(v));
+		return false;
+	}
+	if ((s = get_string(l, v, what)) == NULL)
+		return false;
+	if (duration_parse(s, ms, &why) == -1) {
+		err_at(l, toml_value_pos(v), "invalid duration \"%s\" for %s: "
+		    "%s", s, what, why);
+		return false;
+	}
+	return true;
+}
+
+static bool
+get_enum(struct loader *l, const struct toml_value *v, const char *what,
+    const char *const *names, int *out)
+{
+	const char *s;
+	char list[256] = "";
+	size_t off = 0;
+	int i;
+
+	if ((s = get_string(l, v, what)) == NULL)
+		return false;
+	for (i = 0; names[i] != NULL; i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*out = i;
+			return true;
+		}
+		off += (size_t)snprintf(list + off, sizeof(list) - off,
+		    "%s\"%s\"", i == 0 ? "" : names[i + 1] ? ", " : " or ",
+		    names[i]);
+		if (off >= sizeof(list))
+			off = sizeof(list) - 1;
+	}
+	err_at(l, toml_value_pos(v), "%s must be %s, not \"%s\"", what, list,
+	    s);
+	return false;
+}
+
+/* Relative paths are taken from the config file's directory, so a config
+ * and its certificates can move together. */
+static char *
+resolve_path(struct loader *l, const char *s)
+{
+	char *p;
+
+	if (s[0] == '/' || l->basedir == NULL)
+		return xstrdup(s);
+	if (asprintf(&p, "%s/%s", l->basedir, s) == -1) {
+		perror("moat: asprintf");
+		abort();
+	}
+	return p;
+}
+
+static bool
+get_path(struct loader *l, const struct toml_value *v, const char *what,
+    char **out)
+{
+	const char *s = get_string(l, v, what);
+
+	if (s == NULL)
+		return false;
+	if (*s == '\0') {
+		err_at(l, toml_value_pos(v), "%s must not be empty", what);
+		return false;
+	}
+	free(*out);
+	*out = resolve_path(l, s);
+	return true;
+}
+
+/* A path that the daemon will read at start: say now if it cannot. */
+static bool
+get_readable_path(struct loader *l, const struct toml_value *v,
+    const char *what, char **out)
+{
+	struct stat st;
+
+	if (!get_path(l, v, what, out))
+		return false;
+	if (access(*out, R_OK) == -1 || stat(*out, &st) == -1) {
+		err_at(l, toml_value_pos(v), "%s: cannot read %s: %s", what,
+		    *out, strerror(errno));
+		return false;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err_at(l, toml_value_pos(v), "%s: %s is not a regular file",
+		    what, *out);
+		return false;
+	}
+	return true;
+}
+
+static void
+strings_clear(struct cfg_strings *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = 0;
+}
+
+static void
+strings_add(struct cfg_strings *s, char *owned)
+{
+	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
+
+	if (v == NULL) {
+		perror("moat: realloc");
+		abort();
+	}
+	s->v = v;
+	s->v[s->n++] = owned;
+}
+
+static void
+cidrs_add(struct cfg_cidrs *c, const struct cidr *p)
+{
+	/* Grow geometrically: list files can hold a million prefixes. */
+	if ((c->n & (c->n - 1)) == 0 || c->n < 16) {
+		size_t cap = c->n < 16 ? 16 : c->n * 2;
+		struct cidr *v = realloc(c->v, cap * sizeof(*v));
+
+		if (v == NULL) {
+			perror("moat: realloc");
+			abort();
+		}
+		c->v = v;
+	}
+	c->v[c->n++] = *p;
+}
+
+/* Accepts an array of strings, or a lone string as an array of one. */
+static bool
+get_array(struct loader *l, const struct toml_value *v, const char *what)
+{
+	if (toml_type(v) == TOML_ARRAY)
+		return true;
+	err_at(l, toml_value_pos(v), "%s must be an array of strings, as in "
+	    "[\"...\"]", what);
+	return false;
+}
+
+static void
+get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
+    struct cfg_cidrs *out)
+{
+	size_t i;
+
+	if (!get_array(l, v, what))
+		return;
+	for (i = 0; i < toml_array_len(v); i++) {
+		const struct toml_value *e = toml_array_at(v, i);
+		const char *s = get_string(l, e, what), *why;
+		struct cidr c;
+
+		if (s == NULL)
+			continue;
+		if (cidr_parse(s, &c, &why) == -1) {
+			err_at(l, toml_value_pos(e), "invalid address or CIDR "
+			    "\"%s\" in %s: %s", s, what, why);
+			continue;
+		}
+		cidrs_add(out, &c);
+	}
+}
+
+/*
+ * Reads a list file: one address or CIDR per line, '#' starts a comment,
+ * blank lines ignored. Errors name the list file, line and column.
+ */
+static void
+read_list_file(struct loader *l, const char *path, struct toml_pos where,
+    struct cfg_cidrs *out)
+{
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int lineno = 0;
+	struct stat st;
+
+	if ((f = fopen(path, "re")) == NULL) {
+		err_at(l, where, "cannot read list file %s: %s", path,
+		    strerror(errno));
+		return;
+	}
+	if (fstat(fileno(f), &st) == 0 && st.st_size > LISTFILE_MAX_BYTES) {
+		err_at(l, where, "list file %s is larger than %u MiB", path,
+		    LISTFILE_MAX_BYTES >> 20);
+		fclose(f);
+		return;
+	}
+	while ((n = getline(&line, &cap, f)) != -1) {
+		char *p = line, *end, *hash;
+		const char *why;
+		struct cidr c;
+
+		lineno++;
+		if ((hash = memchr(line, '#', (size_t)n)) != NULL)
+			*hash = '\0', n = hash - line;
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			err_file(l, path, (struct toml_pos){ lineno, 1 },
+			    "NUL byte in list file");
+			continue;
+		}
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p && (end[-1] == '\n' || end[-1] == '\r' ||
+		    end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (*p == '\0')
+			continue;
+		if (cidr_parse(p, &c, &why) == -1) {
+			err_file(l, path, (struct toml_pos){ lineno,
+			    (int)(p - line) + 1 }, "invalid address or CIDR "
+			    "\"%.64s\": %s", p, why);
+			if (l->nerrors > MAX_ERRORS)
+				break;
+			continue;
+		}
+		cidrs_add(out, &c);
+	}
+	if (ferror(f))
+		err_at(l, where, "error reading list file %s: %s", path,
+		    strerror(errno));
+	free(line);
+	fclose(f);
+}
+
+static void
+get_list_files(struct loader *l, const struct toml_value *v, const char *what,
+    struct cfg_strings *files, struct cfg_cidrs *out)
+{
+	size_t i;
+
+	if (!get_array(l, v, what))
+		return;
+	for (i = 0; i < toml_array_len(v); i++) {
+		const struct toml_value *e = toml_array_at(v, i);
+		char *path = NULL;
+
+		if (!get_path(l, e, what, &path))
+			continue;
+		read_list_file(l, path, toml_value_pos(e), out);
+		strings_add(files, path);
+	}
+}
+
+static void
+get_countries(struct loader *l, const struct toml_value *v, const char *what,
+    struct cfg_strings *out)
+{
+	size_t i;
+
+	if (!get_array(l, v, what))
+		return;
+	for (i = 0; i < toml_array_len(v); i++) {
+		const struct toml_value *e = toml_array_at(v, i);
+		const char *s = get_string(l, e, what);
+
+		if (s == NULL)
+			continue;
+		if (!country_code_valid(s)) {
+			if (strlen(s) == 2 && s[0] >= 'a' && s[0] <= 'z')
+				err_at(l, toml_value_pos(e), "country codes "
+				    "are upper case: write \"%c%c\" in %s",
+				    s[0] - 32, s[1] >= 'a' && s[1] <= 'z' ?
+				    s[1] - 32 : s[1], what);
+			else if (strcmp(s, "UK") == 0)
+				err_at(l, toml_value_pos(e), "\"UK\" is not "
+				    "an ISO 3166-1 code; the United Kingdom "
+				    "is \"GB\"");
+			else
+				err_at(l, toml_value_pos(e), "\"%s\" in %s is "
+				    "not an ISO 3166-1 alpha-2 country code",
+				    s, what);
+			continue;
+		}
+		strings_add(out, xstrdup(s));
+	}
+}
+
+static bool
+name_valid(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return false;
+	for (; *s; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' ||
+		    *s == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* ---- [daemon] ---------------------------------------------------------- */
+
+static void
+k_daemon_user(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	const char *s = get_string(l, v, "daemon.user");
+
+	(void)kp, (void)ctx;
+	if (s == NULL)
+		return;
+	if (getpwnam(s) == NULL) {
+		err_at(l, toml_value_pos(v), "daemon.user: no such user \"%s\" "
+		    "(create it, or remove the key to keep the starting user)",
+		    s);
+		return;
+	}
+	free(l->cfg->daemon.user);
+	l->cfg->daemon.user = xstrdup(s);
+}
+
+static void
+k_daemon_workers(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "daemon.workers", 0, 256, &l->cfg->daemon.workers);
+}
+
+static void
+k_daemon_control(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	if (get_path(l, v, "daemon.control_socket",
+	    &l->cfg->daemon.control_socket) &&
+	    strlen(l->cfg->daemon.control_socket) >= 108)
+		err_at(l, toml_value_pos(v), "daemon.control_socket: path is "
+		    "longer than a unix socket address allows (107 bytes)");
+}
+
+static void
+k_daemon_state(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_path(l, v, "daemon.state_file", &l->cfg->daemon.state_file);
+}
+
+static void
+k_daemon_metrics(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	const char *s = get_string(l, v, "daemon.metrics"), *why;
+
+	(void)kp, (void)ctx;
+	if (s == NULL)
+		return;
+	if (addr_port_parse(s, &l->cfg->daemon.metrics, &why) == -1) {
+		err_at(l, toml_value_pos(v), "daemon.metrics: invalid address "
+		    "\"%s\": %s", s, why);
+		return;
+	}
+	l->cfg->daemon.metrics_enabled = true;
+}
+
+static void
+k_daemon_drain(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_duration(l, v, "daemon.drain_timeout", &l->cfg->daemon.drain_ms);
+}
+
+static const struct key_spec daemon_keys[] = {
+	{ "user", k_daemon_user },
+	{ "workers", k_daemon_workers },
+	{ "control_socket", k_daemon_control },
+	{ "state_file", k_daemon_state },
+	{ "metrics", k_daemon_metrics },
+	{ "drain_timeout", k_daemon_drain },
+};
+
+/* ---- [tls] ------------------------------------------------------------- */
+
+static void
+k_tls_cert(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_readable_path(l, v, "tls.certificate", &l->cfg->tls.certificate);
+}
+
+static void
+k_tls_key(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_readable_path(l, v, "tls.key", &l->cfg->tls.key);
+}
+
+static void
+k_tls_min(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	static const char *const names[] = { "1.2", "1.3", NULL };
+	int i;
+
+	(void)kp, (void)ctx;
+	if (toml_type(v) == TOML_FLOAT) {
+		err_at(l, toml_value_pos(v), "tls.min_version must be a "
+		    "string: write \"1.2\" or \"1.3\" in quotes");
+		return;
+	}
+	if (get_enum(l, v, "tls.min_version", names, &i))
+		l->cfg->tls.min_version = i == 0 ? TLS1_2_VERSION :
+		    TLS1_3_VERSION;
+}
+
+static void
+k_sni_names(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct cfg_sni *sni = ctx;
+	size_t i;
+
+	(void)kp;
+	if (!get_array(l, v, "tls.sni.names"))
+		return;
+	for (i = 0; i < toml_array_len(v); i++) {
+		const struct toml_value *e = toml_array_at(v, i);
+		const char *s = get_string(l, e, "tls.sni.names");
+		char *low, *p;
+
+		if (s == NULL)
+			continue;
+		if (*s == '\0' || strlen(s) > 253 || strspn(s,
+		    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789-.*") != strlen(s) || strchr(s + 1, '*') ||
+		    (s[0] == '*' && s[1] != '.')) {
+			err_at(l, toml_value_pos(e), "tls.sni.names: \"%s\" is "
+			    "not a host name (a leading \"*.\" is the only "
+			    "wildcard allowed)", s);
+			continue;
+		}
+		low = xstrdup(s);
+		for (p = low; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p += 32;
+		strings_add(&sni->names, low);
+	}
+}
+
+static void
+k_sni_cert(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct cfg_sni *sni = ctx;
+
+	(void)kp;
+	get_readable_path(l, v, "tls.sni.certificate", &sni->certificate);
+}
+
+static void
+k_sni_key(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct cfg_sni *sni = ctx;
+
+	(void)kp;
+	get_readable_path(l, v, "tls.sni.key", &sni->key);
+}
+
+static const struct key_spec sni_keys[] = {
+	{ "names", k_sni_names },
+	{ "certificate", k_sni_cert },
+	{ "key", k_sni_key },
+};
+
+static void
+k_tls_sni(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct config *cfg = l->cfg;
+	size_t i, n;
+
+	(void)ctx;
+	if (toml_type(v) != TOML_ARRAY) {
+		err_at(l, kp, "tls.sni must be written as [[tls.sni]] "
+		    "sections");
+		return;
+	}
+	n = toml_array_len(v);
+	cfg->tls.sni = xcalloc(n, sizeof(*cfg->tls.sni));
+	for (i = 0; i < n; i++) {
+		const struct toml_value *t = toml_array_at(v, i);
+		struct cfg_sni *sni = &cfg->tls.sni[cfg->tls.nsni];
+
+		if (!want_type(l, t, TOML_TABLE, "each tls.sni entry"))
+			continue;
+		cfg->tls.nsni++;
+		walk_table(l, t, "[[tls.sni]]", sni_keys,
+		    sizeof(sni_keys) / sizeof(sni_keys[0]), sni);
+		if (sni->names.n == 0)
+			err_at(l, toml_value_pos(t), "[[tls.sni]] needs "
+			    "names = [\"host.example\", ...]");
+		if (sni->certificate == NULL || sni->key == NULL)
+			err_at(l, toml_value_pos(t), "[[tls.sni]] needs both "
+			    "certificate and key");
+	}
+}
+
+static const struct key_spec tls_keys[] = {
+	{ "certificate", k_tls_cert },
+	{ "key", k_tls_key },
+	{ "min_version", k_tls_min },
+	{ "sni", k_tls_sni },
+};
+
+/* ---- [[listener]] ------------------------------------------------------ */
+
+struct listener_ctx {
+	struct cfg_listener *lis;
+	bool has_listen, has_protocol, has_tls, has_backend;
+	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos;
+};
+
+static void
+k_lis_name(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+	const char *s = get_string(l, v, "listener.name");
+
+	(void)kp;
+	if (s == NULL)
+		return;
+	if (!name_valid(s, NAME_MAX_LEN)) {
+		err_at(l, toml_value_pos(v), "listener.name \"%s\" must be 1 "
+		    "to %d letters, digits, '.', '_' or '-' (it appears in "
+		    "logs and metrics)", s, NAME_MAX_LEN);
+		return;
+	}
+	lc->lis->name = xstrdup(s);
+}
+
+static void
+k_lis_listen(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+	struct cfg_listener *lis = lc->lis;
+	size_t i, n;
+
+	(void)kp;
+	lc->has_listen = true;
+	if (!get_array(l, v, "listener.listen"))
+		return;
+	n = toml_array_len(v);
+	if (n == 0) {
+		err_at(l, toml_value_pos(v), "listener.listen is empty");
+		return;
+	}
+	lis->listen = xcalloc(n, sizeof(*lis->listen));
+	for (i = 0; i < n; i++) {
+		const struct toml_value *e = toml_array_at(v, i);
+		const char *s = get_string(l, e, "listener.listen"), *why;
+
+		if (s == NULL)
+			continue;
+		if (addr_port_parse(s, &lis->listen[lis->nlisten], &why)
+		    == -1) {
+			err_at(l, toml_value_pos(e), "listener.listen: invalid "
+			    "address \"%s\": %s", s, why);
+			continue;
+		}
+		lis->nlisten++;
+	}
+}
+
+static void
+k_lis_protocol(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	static const char *const names[] = { "smtp", "pop3", NULL };
+	struct listener_ctx *lc = ctx;
+	int i;
+
+	(void)kp;
+	lc->has_protocol = true;
+	if (get_enum(l, v, "listener.protocol", names, &i))
+		lc->lis->protocol = (enum cfg_protocol)i;
+}
+
+static void
+k_lis_tls(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	static const char *const names[] = { "none", "implicit", "starttls",
+	    NULL };
+	struct listener_ctx *lc = ctx;
+	int i;
+
+	(void)kp;
+	lc->has_tls = true;
+	lc->tls_pos = toml_value_pos(v);
+	if (get_enum(l, v, "listener.tls", names, &i))
+		lc->lis->tls = (enum cfg_tls_mode)i;
+}
+
+static void
+k_lis_require_tls(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+
+	(void)kp;
+	get_bool(l, v, "listener.require_tls", &lc->lis->require_tls);
+}
+
+static void
+k_lis_backend(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+	const char *s = get_string(l, v, "listener.backend"), *why;
+
+	(void)kp;
+	lc->has_backend = true;
+	if (s == NULL)
+		return;
+	if (addr_port_parse(s, &lc->lis->backend, &why) == -1)
+		err_at(l, toml_value_pos(v), "listener.backend: invalid "
+		    "address \"%s\": %s", s, why);
+}
+
+static void
+k_lis_bproxy(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	static const char *const names[] = { "none", "v1", "v2", "xclient",
+	    NULL };
+	struct listener_ctx *lc = ctx;
+	int i;
+
+	(void)kp;
+	lc->bproxy_pos = toml_value_pos(v);
+	if (get_enum(l, v, "listener.backend_proxy", names, &i))
+		lc->lis->backend_proxy = (enum cfg_backend_proxy)i;
+}
+
+static void
+k_lis_accept_proxy(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+
+	(void)kp;
+	lc->accept_proxy_pos = toml_value_pos(v);
+	get_bool(l, v, "listener.accept_proxy", &lc->lis->accept_proxy);
+}
+
+static void
+k_lis_accept_from(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+
+	(void)kp;
+	get_cidrs(l, v, "listener.accept_proxy_from",
+	    &lc->lis->accept_proxy_from);
+}
+
+static void
+k_to_handshake(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct cfg_listener *lis = ctx;
+
+	(void)kp;
+	get_duration(l, v, "timeouts.handshake", &lis->handshake_ms);
+}
+
+static void
+k_to_idle(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct cfg_listener *lis = ctx;
+
+	(void)kp;
+	get_duration(l, v, "timeouts.idle", &lis->idle_ms);
+}
+
+static void
+k_to_connect(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct cfg_listener *lis = ctx;
+
+	(void)kp;
+	get_duration(l, v, "timeouts.connect", &lis->connect_ms);
+}
+
+static const struct key_spec timeout_keys[] = {
+	{ "handshake", k_to_handshake },
+	{ "idle", k_to_idle },
+	{ "connect", k_to_connect },
+};
+
+static void
+k_lis_timeouts(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+	struct cfg_listener *lis = lc->lis;
+
+	(void)kp;
+	if (!want_type(l, v, TOML_TABLE, "listener.timeouts"))
+		return;
+	walk_table(l, v, "listener.timeouts", timeout_keys,
+	    sizeof(timeout_keys) / sizeof(timeout_keys[0]), lis);
+	if (lis->handshake_ms == 0 || lis->idle_ms == 0 ||
+	    lis->connect_ms == 0)
+		err_at(l, toml_value_pos(v), "listener.timeouts must all be "
+		    "longer than zero");
+}
+
+static void
+k_lis_max_line(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	struct listener_ctx *lc = ctx;
+
+	(void)kp;
+	/* RFC 5321 4.5.3.1.4 requires at least 512 octets per command line. */
+	get_uint(l, v, "listener.max_line", 512, 65536, &lc->lis->max_line);
+}
+
+static const struct key_spec listener_keys[] = {
+	{ "name", k_lis_name },
+	{ "listen", k_lis_listen },
+	{ "protocol", k_lis_protocol },
+	{ "tls", k_lis_tls },
+	{ "require_tls", k_lis_require_tls },
+	{ "backend", k_lis_backend },
+	{ "backend_proxy", k_lis_bproxy },
+	{ "accept_proxy", k_lis_accept_proxy },
+	{ "accept_proxy_from", k_lis_accept_from },
+	{ "timeouts", k_lis_timeouts },
+	{ "max_line", k_lis_max_line },
+};
+
+static void
+listener_defaults(struct cfg_listener *lis)
+{
+	lis->protocol = CFG_PROTO_SMTP;
+	lis->tls = CFG_TLS_NONE;
+	lis->backend_proxy = CFG_BPROXY_V2;
+	lis->handshake_ms = 10 * 1000;
+	lis->idle_ms = 5 * 60 * 1000;
+	lis->connect_ms = 5 * 1000;
+	lis->max_line = 2048;
+}
+
+static bool
+addr_port_equal(const struct addr_port *a, const struct addr_port *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static void
+check_listener(struct loader *l, struct listener_ctx *lc,
+    struct toml_pos pos, size_t index)
+{
+	struct config *cfg = l->cfg;
+	struct cfg_listener *lis = lc->lis;
+	size_t i, j, k;
+
+	if (lis->name == NULL) {
+		err_at(l, pos, "[[listener]] needs a name = \"...\" "
+		    "(used in logs, events and metrics)");
+		return;
+	}
+	if (!lc->has_listen)
+		err_at(l, pos, "listener '%s' needs listen = [\"IP:PORT\", "
+		    "...]", lis->name);
+	if (!lc->has_protocol)
+		err_at(l, pos, "listener '%s' needs protocol = \"smtp\" or "
+		    "\"pop3\"", lis->name);
+	if (!lc->has_tls)
+		err_at(l, pos, "listener '%s' needs tls = \"implicit\", "
+		    "\"starttls\" or \"none\"", lis->name);
+	if (!lc->has_backend)
+		err_at(l, pos, "listener '%s' needs backend = \"IP:PORT\"",
+		    lis->name);
+	if (lis->backend_proxy == CFG_BPROXY_XCLIENT &&
+	    lis->protocol != CFG_PROTO_SMTP)
+		err_at(l, lc->bproxy_pos, "listener '%s': backend_proxy = "
+		    "\"xclient\" is an SMTP extension; POP3 backends need "
+		    "\"v1\" or \"v2\"", lis->name);
+	if (lis->require_tls && lis->tls == CFG_TLS_NONE)
+		err_at(l, lc->tls_pos.line ? lc->tls_pos : pos, "listener "
+		    "'%s': require_tls = true needs tls = \"starttls\" or "
+		    "\"implicit\"", lis->name);
+	if (lis->accept_proxy && lis->accept_proxy_from.n == 0)
+		err_at(l, lc->accept_proxy_pos, "listener '%s': accept_proxy "
+		    "= true needs accept_proxy_from = [\"CIDR\", ...] naming "
+		    "the load balancers allowed to send the header",
+		    lis->name);
+	if (!lis->accept_proxy && lis->accept_proxy_from.n > 0)
+		warn_at(l, pos, "listener '%s': accept_proxy_from is ignored "
+		    "while accept_proxy = false", lis->name);
+	if (lis->protocol == CFG_PROTO_SMTP &&
+	    lis->backend_proxy == CFG_BPROXY_NONE && lc->has_backend)
+		warn_at(l, lc->bproxy_pos.line ? lc->bproxy_pos : pos,
+		    "listener '%s': backend_proxy = \"none\" hides every "
+		    "client's address from the backend, which then sees all "
+		    "mail coming from moat's own address; a backend that "
+		    "trusts that address (Postfix mynetworks includes "
+		    "127.0.0.0/8) becomes an OPEN RELAY. Use \"v2\", \"v1\" "
+		    "or \"xclient\" and configure the backend for it",
+		    lis->name);
+
+	/* Names and addresses must not collide with earlier listeners. */
+	for (i = 0; i < index; i++) {
+		const struct cfg_listener *o = &cfg->listeners[i];
+
+		if (o->name != NULL && strcmp(o->name, lis->name) == 0)
+			err_at(l, pos, "duplicate listener name '%s' (first "
+			    "used at line %d)", lis->name, o->line);
+		for (j = 0; j < lis->nlisten; j++)
+			for (k = 0; k < o->nlisten; k++)
+				if (addr_port_equal(&lis->listen[j],
+				    &o->listen[k])) {
+					char b[ADDR_PORT_STRLEN];
+
+					err_at(l, pos, "listener '%s': %s is "
+					    "already used by listener '%s'",
+					    lis->name, addr_port_str(
+					    &lis->listen[j], b, sizeof(b)),
+					    o->name ? o->name : "?");
+				}
+	}
+	for (j = 0; j < lis->nlisten; j++)
+		for (k = 0; k < j; k++)
+			if (addr_port_equal(&lis->listen[j], &lis->listen[k])) {
+				char b[ADDR_PORT_STRLEN];
+
+				err_at(l, pos, "listener '%s' lists %s twice",
+				    lis->name, addr_port_str(&lis->listen[j],
+				    b, sizeof(b)));
+			}
+}
+
+static void
+k_listener(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct config *cfg = l->cfg;
+	size_t i, n;
+
+	(void)ctx;
+	if (toml_type(v) != TOML_ARRAY) {
+		err_at(l, kp, "listeners are written as [[listener]] sections "
+		    "(an array of tables)");
+		return;
+	}
+	n = toml_array_len(v);
+	cfg->listeners = xcalloc(n, sizeof(*cfg->listeners));
+	for (i = 0; i < n; i++) {
+		const struct toml_value *t = toml_array_at(v, i);
+		struct listener_ctx lc;
+
+		if (!want_type(l, t, TOML_TABLE, "each listener"))
+			continue;
+		memset(&lc, 0, sizeof(lc));
+		lc.lis = &cfg->listeners[cfg->nlisteners];
+		listener_defaults(lc.lis);
+		lc.lis->line = toml_value_pos(t).line;
+		walk_table(l, t, "[[listener]]", listener_keys,
+		    sizeof(listener_keys) / sizeof(listener_keys[0]), &lc);
+		check_listener(l, &lc, toml_value_pos(t), cfg->nlisteners);
+		cfg->nlisteners++;
+	}
+}
+
+/* ---- [policy] ---------------------------------------------------------- */
+
+static void
+k_pol_allow(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_cidrs(l, v, "policy.allow", &l->cfg->policy.allow);
+}
+
+static void
+k_pol_deny(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_cidrs(l, v, "policy.deny", &l->cfg->policy.deny);
+}
+
+static void
+k_pol_allow_files(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_list_files(l, v, "policy.allow_files",
+	    &l->cfg->policy.allow_files, &l->cfg->policy.allow);
+}
+
+static void
+k_pol_deny_files(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_list_files(l, v, "policy.deny_files", &l->cfg->policy.deny_files,
+	    &l->cfg->policy.deny);
+}
+
+static void
+k_geo_db(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_readable_path(l, v, "policy.geo.database",
+	    &l->cfg->policy.geo.database);
+}
+
+static void
+k_geo_allow(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_countries(l, v, "policy.geo.allow_countries",
+	    &l->cfg->policy.geo.allow_countries);
+}
+
+static void
+k_geo_deny(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_countries(l, v, "policy.geo.deny_countries",
+	    &l->cfg->policy.geo.deny_countries);
+}
+
+static void
+k_geo_unknown(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	static const char *const names[] = { "allow", "deny", NULL };
+	int i;
+
+	(void)kp, (void)ctx;
+	if (get_enum(l, v, "policy.geo.unknown", names, &i))
+		l->cfg->policy.geo.unknown = (enum cfg_geo_unknown)i;
+}
+
+static const struct key_spec geo_keys[] = {
+	{ "database", k_geo_db },
+	{ "allow_countries", k_geo_allow },
+	{ "deny_countries", k_geo_deny },
+	{ "unknown", k_geo_unknown },
+};
+
+static void
+k_pol_geo(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	struct config *cfg = l->cfg;
+
+	(void)kp, (void)ctx;
+	if (!want_type(l, v, TOML_TABLE, "policy.geo"))
+		return;
+	walk_table(l, v, "[policy.geo]", geo_keys,
+	    sizeof(geo_keys) / sizeof(geo_keys[0]), NULL);
+	if (cfg->policy.geo.allow_countries.n > 0 &&
+	    cfg->policy.geo.deny_countries.n > 0)
+		err_at(l, toml_value_pos(v), "[policy.geo]: set "
+		    "allow_countries or deny_countries, not both "
+		    "(allow_countries already rejects every other country)");
+	if ((cfg->policy.geo.allow_countries.n > 0 ||
+	    cfg->policy.geo.deny_countries.n > 0) &&
+	    cfg->policy.geo.database == NULL)
+		err_at(l, toml_value_pos(v), "[policy.geo]: country lists "
+		    "need database = \"/path/to/GeoLite2-Country.mmdb\"");
+}
+
+static void
+get_window(struct loader *l, const struct toml_value *v, const char *what,
+    struct cfg_window *w)
+{
+	size_t i, n;
+	bool has_limit = false, has_window = false;
+
+	if (!want_type(l, v, TOML_TABLE, what))
+		return;
+	n = toml_table_len(v);
+	for (i = 0; i < n; i++) {
+		struct toml_pos kpos;
+		size_t klen;
+		const char *key = toml_table_key(v, i, &klen, &kpos);
+		const struct toml_value *e = toml_table_at(v, i);
+		char sub[64];
+
+		snprintf(sub, sizeof(sub), "%s.%s", what, key);
+		if (strcmp(key, "limit") == 0) {
+			has_limit = true;
+			get_uint(l, e, sub, 0, 1000000, &w->limit);
+		} else if (strcmp(key, "window") == 0) {
+			has_window = true;
+			if (get_duration(l, e, sub, &w->window_ms) &&
+			    (w->window_ms < 1000 ||
+			    w->window_ms > 7ULL * 24 * 3600 * 1000))
+				err_at(l, toml_value_pos(e), "%s must be "
+				    "between 1s and 7d", sub);
+		} else
+			err_at(l, kpos, "unknown key '%s' in %s (expected "
+			    "limit and window)", key, what);
+	}
+	if (!has_limit || !has_window)
+		err_at(l, toml_value_pos(v), "%s needs both limit and window, "
+		    "as in { limit = 30, window = \"1m\" }", what);
+}
+
+static void
+k_rate_conn(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_window(l, v, "policy.rate.connections",
+	    &l->cfg->policy.rate.connections);
+}
+
+static void
+k_rate_conc(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "policy.rate.concurrent_per_ip", 0, 1000000,
+	    &l->cfg->policy.rate.concurrent_per_ip);
+}
+
+static void
+k_rate_auth(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_window(l, v, "policy.rate.auth_failures",
+	    &l->cfg->policy.rate.auth_failures);
+}
+
+static const struct key_spec rate_keys[] = {
+	{ "connections", k_rate_conn },
+	{ "concurrent_per_ip", k_rate_conc },
+	{ "auth_failures", k_rate_auth },
+};
+
+static void
+k_pol_rate(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	if (!want_type(l, v, TOML_TABLE, "policy.rate"))
+		return;
+	walk_table(l, v, "[policy.rate]", rate_keys,
+	    sizeof(rate_keys) / sizeof(rate_keys[0]), NULL);
+}
+
+static const struct key_spec policy_keys[] = {
+	{ "allow", k_pol_allow },
+	{ "deny", k_pol_deny },
+	{ "allow_files", k_pol_allow_files },
+	{ "deny_files", k_pol_deny_files },
+	{ "geo", k_pol_geo },
+	{ "rate", k_pol_rate },
+};
+
+/* ---- [ban] ------------------------------------------------------------- */
+
+static void
+k_ban_duration(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	if (get_duration(l, v, "ban.duration", &l->cfg->ban.duration_ms) &&
+	    l->cfg->ban.duration_ms < 1000)
+		err_at(l, toml_value_pos(v), "ban.duration must be at least "
+		    "1s");
+}
+
+static void
+k_ban_escalation(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	double d;
+
+	(void)kp, (void)ctx;
+	if (toml_type(v) == TOML_INTEGER)
+		d = (double)toml_integer(v);
+	else if (want_type(l, v, TOML_FLOAT, "ban.escalation"))
+		d = toml_float(v);
+	else
+		return;
+	if (!(d >= 1.0 && d <= 100.0)) {
+		err_at(l, toml_value_pos(v), "ban.escalation must be between "
+		    "1.0 (no escalation) and 100.0");
+		return;
+	}
+	l->cfg->ban.escalation = d;
+}
+
+static void
+k_ban_max(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_duration(l, v, "ban.max_duration", &l->cfg->ban.max_duration_ms);
+}
+
+static const struct key_spec ban_keys[] = {
+	{ "duration", k_ban_duration },
+	{ "escalation", k_ban_escalation },
+	{ "max_duration", k_ban_max },
+};
+
+/* ---- [firewall] -------------------------------------------------------- */
+
+static void
+get_fw_name(struct loader *l, const struct toml_value *v, const char *what,
+    char **out)
+{
+	const char *s = get_string(l, v, what);
+
+	if (s == NULL)
+		return;
+	/* ipset names are at most 31 bytes; keep nftables to the same. */
+	if (!name_valid(s, 31) || strchr(s, '.') != NULL) {
+		err_at(l, toml_value_pos(v), "%s \"%s\" must be 1 to 31 "
+		    "letters, digits, '_' or '-'", what, s);
+		return;
+	}
+	free(*out);
+	*out = xstrdup(s);
+}
+
+static void
+k_fw_backend(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	static const char *const names[] = { "nftables", "ipset", "none",
+	    NULL };
+	int i;
+
+	(void)kp, (void)ctx;
+	if (get_enum(l, v, "firewall.backend", names, &i))
+		l->cfg->firewall.backend = (enum cfg_firewall)i;
+}
+
+static void
+k_fw_table(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_fw_name(l, v, "firewall.table", &l->cfg->firewall.table);
+}
+
+static void
+k_fw_set4(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_fw_name(l, v, "firewall.set4", &l->cfg->firewall.set4);
+}
+
+static void
+k_fw_set6(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_fw_name(l, v, "firewall.set6", &l->cfg->firewall.set6);
+}
+
+static const struct key_spec firewall_keys[] = {
+	{ "backend", k_fw_backend },
+	{ "table", k_fw_table },
+	{ "set4", k_fw_set4 },
+	{ "set6", k_fw_set6 },
+};
+
+/* ---- [events] ---------------------------------------------------------- */
+
+static void
+k_ev_file(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	const char *s;
+
+	(void)kp, (void)ctx;
+	if ((s = get_string(l, v, "events.file")) == NULL)
+		return;
+	free(l->cfg->events.file);
+	l->cfg->events.file = NULL;
+	if (*s == '\0')
+		return;
+	if (strcmp(s, "-") == 0)
+		l->cfg->events.file = xstrdup("-");
+	else
+		l->cfg->events.file = resolve_path(l, s);
+}
+
+static void
+k_ev_syslog(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_bool(l, v, "events.syslog", &l->cfg->events.syslog);
+}
+
+static const struct key_spec events_keys[] = {
+	{ "file", k_ev_file },
+	{ "syslog", k_ev_syslog },
+};
+
+/* ---- top level --------------------------------------------------------- */
+
+#define SECTION(fn, spec, label)					\
+static void								\
+fn(struct loader *l, const struct toml_value *v, struct toml_pos kp,	\
+    void *ctx)								\
+{									\
+	(void)kp, (void)ctx;						\
+	if (want_type(l, v, TOML_TABLE, label))				\
+		walk_table(l, v, "[" label "]", spec,			\
+		    sizeof(spec) / sizeof(spec[0]), NULL);		\
+}
+
+SECTION(k_daemon, daemon_keys, "daemon")
+SECTION(k_tls, tls_keys, "tls")
+SECTION(k_policy, policy_keys, "policy")
+SECTION(k_ban, ban_keys, "ban")
+SECTION(k_firewall, firewall_keys, "firewall")
+SECTION(k_events, events_keys, "events")
+
+static const struct key_spec top_keys[] = {
+	{ "daemon", k_daemon },
+	{ "tls", k_tls },
+	{ "listener", k_listener },
+	{ "policy", k_policy },
+	{ "ban", k_ban },
+	{ "firewall", k_firewall },
+	{ "events", k_events },
+};
+
+static void
+config_defaults(struct config *cfg)
+{
+	cfg->daemon.control_socket = xstrdup("/run/moat/control.sock");
+	cfg->daemon.state_file = xstrdup("/var/lib/moat/state");
+	cfg->daemon.workers = 1;
+	cfg->daemon.drain_ms = 30 * 1000;
+	cfg->tls.min_version = TLS1_2_VERSION;
+	cfg->policy.geo.unknown = CFG_GEO_UNKNOWN_ALLOW;
+	cfg->policy.rate.connections.limit = 30;
+	cfg->policy.rate.connections.window_ms = 60 * 1000;
+	cfg->policy.rate.concurrent_per_ip = 20;
+	cfg->policy.rate.auth_failures.limit = 5;
+	cfg->policy.rate.auth_failures.window_ms = 10 * 60 * 1000;
+	cfg->ban.duration_ms = 3600 * 1000;
+	cfg->ban.escalation = 2.0;
+	cfg->ban.max_duration_ms = 7ULL * 24 * 3600 * 1000;
+	cfg->firewall.backend = CFG_FW_NFTABLES;
+	cfg->firewall.table = xstrdup("moat");
+	cfg->firewall.set4 = xstrdup("blocked4");
+	cfg->firewall.set6 = xstrdup("blocked6");
+	cfg->events.file = xstrdup("/var/log/moat/events.jsonl");
+}
+
+/* Checks that span sections, after every key has been read. */
+static void
+config_check(struct loader *l, const struct toml_value *root)
+{
+	struct config *cfg = l->cfg;
+	const struct toml_value *tls = toml_table_get(root, "tls");
+	struct toml_pos tpos = tls ? toml_value_pos(tls) :
+	    (struct toml_pos){ 0, 0 };
+	size_t i;
+	bool need_tls = false;
+
+	if (cfg->nlisteners == 0)
+		err_at(l, (struct toml_pos){ 0, 0 }, "no [[listener]] is "
+		    "configured; moat would have nothing to do");
+	for (i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].tls != CFG_TLS_NONE)
+			need_tls = true;
+	if (need_tls && (cfg->tls.certificate == NULL ||
+	    cfg->tls.key == NULL) && l->nerrors == 0)
+		err_at(l, tpos, "a listener uses TLS, so [tls] needs "
+		    "certificate and key");
+	if ((cfg->tls.certificate == NULL) != (cfg->tls.key == NULL) &&
+	    l->nerrors == 0)
+		err_at(l, tpos, "[tls] needs both certificate and key");
+	if (cfg->ban.max_duration_ms < cfg->ban.duration_ms) {
+		const struct toml_value *ban = toml_table_get(root, "ban");
+
+		err_at(l, ban ? toml_value_pos(ban) : (struct toml_pos){ 0, 0 },
+		    "ban.max_duration is shorter than ban.duration");
+	}
+}
+
+void
+config_free(struct config *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	free(cfg->path);
+	free(cfg->daemon.user);
+	free(cfg->daemon.control_socket);
+	free(cfg->daemon.state_file);
+	free(cfg->tls.certificate);
+	free(cfg->tls.key);
+	for (i = 0; i < cfg->tls.nsni; i++) {
+		strings_clear(&cfg->tls.sni[i].names);
+		free(cfg->tls.sni[i].certificate);
+		free(cfg->tls.sni[i].key);
+	}
+	free(cfg->tls.sni);
+	for (i = 0; i < cfg->nlisteners; i++) {
+		free(cfg->listeners[i].name);
+		free(cfg->listeners[i].listen);
+		free(cfg->listeners[i].accept_proxy_from.v);
+	}
+	free(cfg->listeners);
+	free(cfg->policy.allow.v);
+	free(cfg->policy.deny.v);
+	strings_clear(&cfg->policy.allow_files);
+	strings_clear(&cfg->policy.deny_files);
+	free(cfg->policy.geo.database);
+	strings_clear(&cfg->policy.geo.allow_countries);
+	strings_clear(&cfg->policy.geo.deny_countries);
+	free(cfg->firewall.table);
+	free(cfg->firewall.set4);
+	free(cfg->firewall.set6);
+	free(cfg->events.file);
+	free(cfg);
+}
+
+struct config *
+config_load_buf(const char *name, const char *basedir, const char *buf,
+    size_t len, config_report_fn *report, void *arg)
+{
+	struct loader l = {
+		.name = name, .basedir = basedir, .report = report, .arg = arg,
+	};
+	struct toml_error terr;
+	struct toml_value *root;
+
+	root = toml_parse(buf, len, &terr);
+	if (root == NULL) {
+		err_at(&l, terr.pos, "%s", terr.msg);
+		return NULL;
+	}
+	l.cfg = xcalloc(1, sizeof(*l.cfg));
+	l.cfg->path = xstrdup(name);
+	config_defaults(l.cfg);
+	walk_table(&l, root, "the top level", top_keys,
+	    sizeof(top_keys) / sizeof(top_keys[0]), NULL);
+	if (l.nerrors == 0)
+		config_check(&l, root);
+	toml_free(root);
+	if (l.nerrors > 0) {
+		config_free(l.cfg);
+		return NULL;
+	}
+	return l.cfg;
+}
+
+struct config *
+config_load(const char *path, config_report_fn *report, void *arg)
+{
+	struct loader l = { .name = path, .report = report, .arg = arg };
+	struct config *cfg = NULL;
+	struct stat st;
+	char *buf = NULL, *dir = NULL, *slash;
+	size_t off = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		err_at(&l, (struct toml_pos){ 0, 0 }, "cannot open: %s",
+		    strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		err_at(&l, (struct toml_pos){ 0, 0 }, "not a regular file");
+		goto out;
+	}
+	if (st.st_size > CONFIG_MAX_BYTES) {
+		err_at(&l, (struct toml_pos){ 0, 0 }, "larger than %u MiB; "
+		    "is this really a config file?", CONFIG_MAX_BYTES >> 20);
+		goto out;
+	}
+	buf = xcalloc(1, (size_t)st.st_size + 1);
+	while (off < (size_t)st.st_size) {
+		n = read(fd, buf + off, (size_t)st.st_size - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err_at(&l, (struct toml_pos){ 0, 0 }, "read error: %s",
+			    n == 0 ? "file shrank while reading" :
+			    strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	dir = xstrdup(path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		slash[slash == dir ? 1 : 0] = '\0';
+	else {
+		free(dir);
+		dir = xstrdup(".");
+	}
+	cfg = config_load_buf(path, dir, buf, off, report, arg);
+out:
+	close(fd);
+	free(buf);
+	free(dir);
+	return cfg;
+}
+
+void
+config_report_stderr(void *arg, bool is_error, const char *line)
+{
+	(void)arg, (void)is_error;
+	fprintf(stderr, "%s\n", line);
+}
+
+const char *
+cfg_protocol_str(enum cfg_protocol p)
+{
+	return p == CFG_PROTO_POP3 ? "pop3" : "smtp";
+}
+
+const char *
+cfg_tls_mode_str(enum cfg_tls_mode t)
+{
+	switch (t) {
+	case CFG_TLS_IMPLICIT:
+		return "implicit";
+	case CFG_TLS_STARTTLS:
+		return "starttls";
+	default:
+		return "none";
+	}
+}
+
+const char *
+cfg_backend_proxy_str(enum cfg_backend_proxy b)
+{
+	switch (b) {
+	case CFG_BPROXY_V1:
+		return "v1";
+	case CFG_BPROXY_V2:
+		return "v2";
+	case CFG_BPROXY_XCLIENT:
+		return "xclient";
+	default:
+		return "none";
+	}
+}
+
+const char *
+cfg_firewall_str(enum cfg_firewall f)
+{
+	switch (f) {
+	case CFG_FW_IPSET:
+		return "ipset";
+	case CFG_FW_NONE:
+		return "none";
+	default:
+		return "nftables";
+	}
+}

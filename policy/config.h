@@ -1,0 +1,169 @@
+/* config.h - moat's configuration: a TOML file in, validated settings out. */
+#ifndef MOAT_CONFIG_H
+#define MOAT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+enum cfg_protocol {
+	CFG_PROTO_SMTP = 0,
+	CFG_PROTO_POP3,
+};
+
+enum cfg_tls_mode {
+	CFG_TLS_NONE = 0,
+	CFG_TLS_IMPLICIT,
+	CFG_TLS_STARTTLS,
+};
+
+enum cfg_backend_proxy {
+	CFG_BPROXY_NONE = 0,
+	CFG_BPROXY_V1,
+	CFG_BPROXY_V2,
+	CFG_BPROXY_XCLIENT,
+};
+
+enum cfg_firewall {
+	CFG_FW_NFTABLES = 0,
+	CFG_FW_IPSET,
+	CFG_FW_NONE,
+};
+
+enum cfg_geo_unknown {
+	CFG_GEO_UNKNOWN_ALLOW = 0,
+	CFG_GEO_UNKNOWN_DENY,
+};
+
+/* A sliding-window limit: at most limit events in any window_ms. */
+struct cfg_window {
+	uint32_t limit;
+	uint64_t window_ms;
+};
+
+struct cfg_cidrs {
+	struct cidr *v;
+	size_t n;
+};
+
+struct cfg_strings {
+	char **v;
+	size_t n;
+};
+
+struct cfg_sni {
+	struct cfg_strings names;	/* lower-case; "*.example.org" allowed */
+	char *certificate;		/* absolute paths */
+	char *key;
+};
+
+struct cfg_listener {
+	char *name;
+	struct addr_port *listen;
+	size_t nlisten;
+	enum cfg_protocol protocol;
+	enum cfg_tls_mode tls;
+	bool require_tls;
+	struct addr_port backend;
+	enum cfg_backend_proxy backend_proxy;
+	bool accept_proxy;
+	struct cfg_cidrs accept_proxy_from;
+	uint64_t handshake_ms;
+	uint64_t idle_ms;
+	uint64_t connect_ms;
+	uint32_t max_line;		/* longest command line accepted */
+	int line;			/* where [[listener]] was written */
+};
+
+struct config {
+	char *path;			/* as given; "<embedded>" for the default */
+
+	struct {
+		char *user;		/* NULL: keep the starting user */
+		uint32_t workers;	/* 0: one per core */
+		char *control_socket;
+		char *state_file;
+		bool metrics_enabled;
+		struct addr_port metrics;
+		uint64_t drain_ms;	/* SIGTERM grace period */
+	} daemon;
+
+	struct {
+		char *certificate;	/* NULL when no listener needs TLS */
+		char *key;
+		int min_version;	/* TLS1_2_VERSION or TLS1_3_VERSION */
+		struct cfg_sni *sni;
+		size_t nsni;
+	} tls;
+
+	struct cfg_listener *listeners;
+	size_t nlisteners;
+
+	struct {
+		struct cfg_cidrs allow;	/* inline entries and allow_files */
+		struct cfg_cidrs deny;
+		struct cfg_strings allow_files;
+		struct cfg_strings deny_files;
+		struct {
+			char *database;	/* NULL: geofencing off */
+			struct cfg_strings allow_countries;	/* upper case */
+			struct cfg_strings deny_countries;
+			enum cfg_geo_unknown unknown;
+		} geo;
+		struct {
+			struct cfg_window connections;
+			uint32_t concurrent_per_ip;
+			struct cfg_window auth_failures;
+		} rate;
+	} policy;
+
+	struct {
+		uint64_t duration_ms;
+		double escalation;
+		uint64_t max_duration_ms;
+	} ban;
+
+	struct {
+		enum cfg_firewall backend;
+		char *table;
+		char *set4;
+		char *set6;
+	} firewall;
+
+	struct {
+		char *file;		/* "-" for stdout, NULL for none */
+		bool syslog;
+	} events;
+};
+
+/*
+ * Receives each diagnostic as one line "FILE:LINE:COL: message" (or
+ * "FILE: message" where no position applies); warnings are prefixed
+ * "warning: " after the position.
+ */
+typedef void config_report_fn(void *arg, bool is_error, const char *line);
+
+/*
+ * Reads and validates path. Returns a config owned by the caller
+ * (config_free), or NULL after reporting every error found. Relative paths
+ * inside the file are taken relative to the file's directory.
+ */
+struct config *config_load(const char *path, config_report_fn *report,
+    void *arg);
+/* The same over bytes in memory; name appears in diagnostics and relative
+ * paths resolve against basedir. */
+struct config *config_load_buf(const char *name, const char *basedir,
+    const char *buf, size_t len, config_report_fn *report, void *arg);
+void config_free(struct config *cfg);
+
+/* Prints a report line to stderr; a ready-made config_report_fn. */
+void config_report_stderr(void *arg, bool is_error, const char *line);
+
+const char *cfg_protocol_str(enum cfg_protocol p);
+const char *cfg_tls_mode_str(enum cfg_tls_mode t);
+const char *cfg_backend_proxy_str(enum cfg_backend_proxy b);
+const char *cfg_firewall_str(enum cfg_firewall f);
+
+#endif

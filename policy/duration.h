@@ -1,0 +1,18 @@
+/* duration.h - durations written with units, as in "10s", "5m" or "1h30m". */
+#ifndef MOAT_DURATION_H
+#define MOAT_DURATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Accepts one or more <integer><unit> groups, units ms, s, m, h, d, w, with
+ * no sign and no spaces ("90s", "1h30m", "7d"). Stores milliseconds in *ms.
+ * Returns 0, or -1 with *why set to a static reason.
+ */
+int duration_parse(const char *s, uint64_t *ms, const char **why);
+
+/* Shortest exact spelling, e.g. 5400000 -> "1h30m"; returns buf. */
+const char *duration_str(uint64_t ms, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,64 @@
+/* buf.h - bounded byte buffers for one direction of one connection. */
+#ifndef MOAT_BUF_H
+#define MOAT_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * A FIFO of at most cap bytes. The storage is allocated on first use and
+ * freed by buf_clear(), so an idle or short session costs nothing. The
+ * owner (a connection) embeds it; pointers from buf_data()/buf_tail() stay
+ * valid until the next call that changes the buffer.
+ */
+struct buf {
+	uint8_t *data;		/* NULL until first needed */
+	size_t cap;
+	size_t off;		/* first unread byte */
+	size_t len;		/* bytes held */
+};
+
+void buf_init(struct buf *b, size_t cap);
+/* Frees the storage; the buffer is empty and reusable afterwards. */
+void buf_clear(struct buf *b);
+
+static inline size_t
+buf_len(const struct buf *b)
+{
+	return b->len;
+}
+
+static inline const uint8_t *
+buf_data(const struct buf *b)
+{
+	return b->data + b->off;
+}
+
+/* Free space, whether or not storage is allocated yet. */
+static inline size_t
+buf_room(const struct buf *b)
+{
+	return b->cap - b->len;
+}
+
+static inline bool
+buf_full(const struct buf *b)
+{
+	return b->len == b->cap;
+}
+
+/*
+ * Makes all free space contiguous after the held bytes and returns where
+ * to write; NULL when allocation fails. Commit what was written with
+ * buf_commit(). Moving held bytes is safe for OpenSSL's write retries
+ * because sessions set SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER.
+ */
+uint8_t *buf_tail(struct buf *b);
+void buf_commit(struct buf *b, size_t n);
+void buf_consume(struct buf *b, size_t n);
+/* Appends all of p or nothing: returns 0, or -1 when it does not fit or
+ * allocation fails. */
+int buf_append(struct buf *b, const void *p, size_t n);
+
+#endif

@@ -1,0 +1,106 @@
+/* main.c - moat's command line: run, check a config, print versions. */
+#include <ev.h>
+#include <maxminddb.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "defaults.h"
+#include "log.h"
+#include "moat_version.h"
+#include "server.h"
+
+static void __attribute__((noreturn))
+usage(int code)
+{
+	fprintf(code ? stderr : stdout,
+	    "usage: moat [-tv] [-c FILE]\n"
+	    "       moat -V | -p | -h\n"
+	    "\n"
+	    "  -c FILE  configuration file (default: the built-in demo "
+	    "configuration)\n"
+	    "  -t       check the configuration and exit\n"
+	    "  -v       more verbose logging (twice for debug)\n"
+	    "  -V       print the versions of moat and its libraries\n"
+	    "  -p       print the built-in configuration\n"
+	    "  -h       this help\n");
+	exit(code);
+}
+
+static void
+print_versions(void)
+{
+	printf("moat %s\n", MOAT_VERSION);
+	printf("OpenSSL %s (built with %s)\n",
+	    OpenSSL_version(OPENSSL_VERSION_STRING), OPENSSL_VERSION_STR);
+	printf("libev %d.%d\n", ev_version_major(), ev_version_minor());
+	/* These three have no run-time version call; pkg-config's at build. */
+	printf("libnftnl %s\n", BUILT_LIBNFTNL_VERSION);
+	printf("libmnl %s\n", BUILT_LIBMNL_VERSION);
+	printf("libipset %s\n", BUILT_LIBIPSET_VERSION);
+	printf("libmaxminddb %s\n", MMDB_lib_version());
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *path = NULL;
+	struct config *cfg;
+	bool check = false;
+	int ch, verbose = 0;
+
+	while ((ch = getopt(argc, argv, "c:htpvV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check = true;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			print_versions();
+			return 0;
+		case 'p':
+			fputs(default_config, stdout);
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(2);
+		}
+	}
+	if (optind != argc)
+		usage(2);
+	log_init(verbose);
+
+	if (path != NULL)
+		cfg = config_load(path, config_report_stderr, NULL);
+	else
+		cfg = config_load_buf("<built-in configuration>", ".",
+		    default_config, strlen(default_config),
+		    config_report_stderr, NULL);
+	if (cfg == NULL) {
+		if (path == NULL)
+			fprintf(stderr, "moat: the built-in configuration "
+			    "expects cert.pem and key.pem in the current "
+			    "directory; or give one with -c FILE\n");
+		return 1;
+	}
+	if (check) {
+		int rc = server_check(cfg);
+
+		if (rc == 0)
+			fprintf(stderr, "%s: configuration OK\n", cfg->path);
+		config_free(cfg);
+		return rc == 0 ? 0 : 1;
+	}
+	return server_run(cfg, path);
+}

@@ -1,0 +1,23 @@
+/* server.h - the running daemon: listeners, sessions, signals, reload. */
+#ifndef MOAT_SERVER_H
+#define MOAT_SERVER_H
+
+struct config;
+
+/*
+ * Runs the daemon in the foreground until SIGTERM/SIGINT has drained it.
+ * Takes ownership of cfg. config_path is re-read on SIGHUP (NULL when the
+ * embedded default is in use: a reload then only reloads certificates).
+ * Returns the process exit code.
+ */
+int server_run(struct config *cfg, const char *config_path);
+
+/*
+ * The checks of `moat -t` that need more than the config file itself:
+ * builds every TLS context (certificate chain, key match, SNI entries).
+ * Reports problems through config_report_fn-style lines on stderr.
+ * Returns 0 when everything would start.
+ */
+int server_check(const struct config *cfg);
+
+#endif

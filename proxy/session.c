@@ -1,0 +1,1265 @@
+/* session.c - one proxied connection: an explicit state machine and the relay. */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "addr.h"
+#include "backend.h"
+#include "buf.h"
+#include "filter.h"
+#include "gen.h"
+#include "log.h"
+#include "proxyproto.h"
+#include "tls.h"
+
+/*
+ * Each direction has an input buffer (bytes read, waiting for the filter)
+ * and an output buffer (bytes the filter passed, waiting to be written):
+ * four buffers of RELAY_BUF bytes at most, allocated on first use. A TLS
+ * record is at most 16 KiB, so one SSL_read always fits an empty buffer.
+ */
+#define RELAY_BUF (16 * 1024)
+/* Rounds of the relay per event before other sessions get their turn. */
+#define PUMP_ROUNDS 16
+/* How long a refused client may take to read our reply and hang up. */
+#define LINGER_MS 5000
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of_const(p, type, member) \
+	((const type *)(const void *)((const char *)(p) - \
+	    offsetof(type, member)))
+
+enum session_state {
+	SESSION_NEW = 0,
+	SESSION_PROXY_HEADER,	/* reading the load balancer's header */
+	SESSION_ADMIT,		/* asking policy */
+	SESSION_HANDSHAKE,	/* TLS with the client */
+	SESSION_CONNECT,	/* connecting to the backend */
+	SESSION_XCLIENT,	/* EHLO + XCLIENT with the backend */
+	SESSION_RELAY,		/* both ways through the filter */
+	SESSION_REJECT,		/* final reply to the client, then close */
+	SESSION_DEAD,		/* freed when the current callback returns */
+};
+
+enum io_rc {
+	IO_OK,
+	IO_AGAIN,
+	IO_EOF,
+	IO_ERR,
+};
+
+/* One side of the session. The session owns both, and each owns its fd,
+ * SSL and buffers. */
+struct conn {
+	int fd;			/* -1: not connected, or gone */
+	SSL *ssl;		/* client side with TLS only */
+	bool ssl_broken;	/* a fatal TLS error: no close_notify */
+	ev_io io;
+	int watching;		/* events io runs with; 0 when stopped */
+	struct buf in;		/* read from this side, for the filter */
+	struct buf out;		/* for this side, from the filter */
+	int rd_ev;		/* what the next read waits for */
+	int wr_ev;		/* what the next write waits for */
+	bool rd_eof;		/* this side sent all it will send */
+	bool shut_pending;	/* send our end of stream when out drains */
+	bool wr_shut;		/* our end of stream was sent */
+	uint64_t nin, nout;
+};
+
+/* The filter instance; what a filter sees of its session. */
+struct filter_io {
+	const struct filter_ops *ops;
+	void *state;
+};
+
+struct session {
+	struct session *prev, *next;
+	struct session_list *list;
+	struct ev_loop *loop;
+	struct gen *gen;
+	const struct cfg_listener *lc;
+	char id[17];
+	enum session_state state;
+	bool dead;
+	bool kick;		/* pump again next loop iteration */
+	bool starttls;		/* the filter asked for TLS */
+	const char *filter_close;	/* the filter asked to end */
+	const char *close_reason;	/* why the session ended */
+	const char *end_reason;	/* why it is ending (reject, EOF) */
+	char why[160];		/* detail for the close line */
+	struct conn client;
+	struct conn backend;
+	struct filter_io filter;
+	ev_timer timer;
+	ev_tstamp started;
+	ev_tstamp last_active;
+	/* The client as believed: the PROXY header's when there was one. */
+	struct sockaddr_storage peer, local;
+	socklen_t peerlen, locallen;
+	char ip[INET6_ADDRSTRLEN];
+	unsigned port;
+	int xc_step;
+};
+
+static uint64_t session_next_id;
+
+static void client_io_cb(struct ev_loop *, ev_io *, int);
+static void backend_io_cb(struct ev_loop *, ev_io *, int);
+static void session_timer_cb(struct ev_loop *, ev_timer *, int);
+static void start_handshake(struct session *);
+static void start_connect(struct session *);
+static void relay_pump(struct session *);
+
+static const char *
+session_state_str(enum session_state st)
+{
+	switch (st) {
+	case SESSION_NEW:
+		return "new";
+	case SESSION_PROXY_HEADER:
+		return "proxy_header";
+	case SESSION_ADMIT:
+		return "admit";
+	case SESSION_HANDSHAKE:
+		return "handshake";
+	case SESSION_CONNECT:
+		return "connect";
+	case SESSION_XCLIENT:
+		return "xclient";
+	case SESSION_RELAY:
+		return "relay";
+	case SESSION_REJECT:
+		return "reject";
+	case SESSION_DEAD:
+		return "dead";
+	}
+	return "?";
+}
+
+/* A log value: quoted when it holds spaces, so lines stay key=value. */
+static const char *
+logval(const char *v, char *buf, size_t len)
+{
+	size_t i, o = 0;
+
+	if (v == NULL)
+		return "-";
+	if (strpbrk(v, " \"=") == NULL)
+		return v;
+	buf[o++] = '"';
+	for (i = 0; v[i] != '\0' && o + 2 < len; i++)
+		buf[o++] = v[i] == '"' ? '\'' : v[i];
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+static void
+set_timer_ms(struct session *s, uint64_t ms)
+{
+	ev_timer_stop(s->loop, &s->timer);
+	if (ms == 0)
+		return;
+	ev_timer_set(&s->timer, (ev_tstamp)ms / 1000., 0.);
+	ev_timer_start(s->loop, &s->timer);
+}
+
+/* The only place that assigns s->state; each state owns the timer. */
+static void
+enter_state(struct session *s, enum session_state st)
+{
+	log_debug("%s state %s -> %s", s->id, session_state_str(s->state),
+	    session_state_str(st));
+	s->state = st;
+	switch (st) {
+	case SESSION_PROXY_HEADER:
+	case SESSION_HANDSHAKE:
+		set_timer_ms(s, s->lc->handshake_ms);
+		break;
+	case SESSION_CONNECT:
+	case SESSION_XCLIENT:
+		set_timer_ms(s, s->lc->connect_ms);
+		break;
+	case SESSION_RELAY:
+		s->last_active = ev_now(s->loop);
+		set_timer_ms(s, s->lc->idle_ms);
+		break;
+	case SESSION_REJECT:
+		set_timer_ms(s, LINGER_MS);
+		break;
+	case SESSION_NEW:
+	case SESSION_ADMIT:
+	case SESSION_DEAD:
+		set_timer_ms(s, 0);
+		break;
+	}
+}
+
+/*
+ * Marks the session for freeing; it stops doing anything at once and is
+ * freed by session_done() when the current callback returns.
+ */
+static void
+session_kill(struct session *s, const char *reason)
+{
+	if (s->dead)
+		return;
+	s->dead = true;
+	s->close_reason = reason;
+	enter_state(s, SESSION_DEAD);
+}
+
+static void
+conn_init(struct conn *c, int fd, void (*cb)(struct ev_loop *, ev_io *, int))
+{
+	c->fd = fd;
+	ev_io_init(&c->io, cb, fd, 0);
+	buf_init(&c->in, RELAY_BUF);
+	buf_init(&c->out, RELAY_BUF);
+	c->rd_ev = EV_READ;
+	c->wr_ev = EV_WRITE;
+}
+
+static void
+conn_watch(struct session *s, struct conn *c, int ev)
+{
+	if (c->watching == ev)
+		return;
+	ev_io_stop(s->loop, &c->io);
+	c->watching = 0;
+	if (ev != 0 && c->fd >= 0) {
+		ev_io_set(&c->io, c->fd, ev);
+		ev_io_start(s->loop, &c->io);
+		c->watching = ev;
+	}
+}
+
+/* Closes one side for good: watcher, TLS, socket and buffers. */
+static void
+conn_clear(struct session *s, struct conn *c)
+{
+	conn_watch(s, c, 0);
+	ev_io_stop(s->loop, &c->io);	/* drops a pending kick too */
+	if (c->ssl != NULL)
+		SSL_free(c->ssl);
+	c->ssl = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buf_clear(&c->in);
+	buf_clear(&c->out);
+}
+
+/* The one place a session is freed. */
+static void
+session_free(struct session *s)
+{
+	struct session_list *list = s->list;
+	char b1[200];
+	uint64_t ms;
+
+	ms = (uint64_t)((ev_now(s->loop) - s->started) * 1000.);
+	log_info("%s close reason=%s%s%s client_in=%" PRIu64
+	    " client_out=%" PRIu64 " duration_ms=%" PRIu64, s->id,
+	    s->close_reason ? s->close_reason : "closed",
+	    s->why[0] ? " error=" : "",
+	    s->why[0] ? logval(s->why, b1, sizeof(b1)) : "",
+	    s->client.nin, s->client.nout, ms);
+	conn_clear(s, &s->client);
+	conn_clear(s, &s->backend);
+	ev_timer_stop(s->loop, &s->timer);
+	if (s->filter.ops != NULL && s->filter.ops->free != NULL &&
+	    s->filter.state != NULL)
+		s->filter.ops->free(s->filter.state);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		list->head = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	gen_unref(s->gen);
+	free(s);
+	if (--list->n == 0 && list->on_empty != NULL)
+		list->on_empty(list->arg);
+}
+
+static int
+conn_events(const struct conn *c)
+{
+	int ev = 0;
+
+	if (c->fd < 0)
+		return 0;
+	if (!c->rd_eof && !buf_full(&c->in))
+		ev |= c->rd_ev;
+	if (buf_len(&c->out) > 0 || c->shut_pending)
+		ev |= c->wr_ev;
+	return ev;
+}
+
+/* Sets what both sockets are watched for, from the state. */
+static void
+session_update_io(struct session *s)
+{
+	int cev = 0, bev = 0;
+
+	switch (s->state) {
+	case SESSION_PROXY_HEADER:
+		cev = EV_READ;
+		break;
+	case SESSION_HANDSHAKE:
+		cev = s->client.rd_ev;
+		break;
+	case SESSION_CONNECT:
+		bev = EV_WRITE;
+		break;
+	case SESSION_XCLIENT:
+		bev = conn_events(&s->backend);
+		break;
+	case SESSION_RELAY:
+	case SESSION_REJECT:
+		cev = conn_events(&s->client);
+		bev = conn_events(&s->backend);
+		break;
+	case SESSION_NEW:
+	case SESSION_ADMIT:
+	case SESSION_DEAD:
+		break;
+	}
+	conn_watch(s, &s->client, cev);
+	conn_watch(s, &s->backend, bev);
+	if (s->kick) {
+		/*
+		 * The relay stopped for fairness, possibly with bytes held
+		 * inside OpenSSL that no socket event would announce: come
+		 * back on the next loop iteration.
+		 */
+		s->kick = false;
+		ev_feed_event(s->loop, &s->client.io, EV_CUSTOM);
+	}
+}
+
+/* Every callback ends here: free a dead session, else re-arm. */
+static void
+session_done(struct session *s)
+{
+	if (s->dead)
+		session_free(s);
+	else
+		session_update_io(s);
+}
+
+static void
+set_client_addr(struct session *s)
+{
+	uint8_t a[16];
+
+	s->ip[0] = '\0';
+	s->port = 0;
+	if (addr_to_v6((struct sockaddr *)&s->peer, a) == 0)
+		addr_v6_str(a, s->ip, sizeof(s->ip));
+	if (s->peer.ss_family == AF_INET)
+		s->port = ntohs(((struct sockaddr_in *)&s->peer)->sin_port);
+	else if (s->peer.ss_family == AF_INET6)
+		s->port = ntohs(((struct sockaddr_in6 *)&s->peer)->sin6_port);
+}
+
+/*
+ * The policy verdict. Issue 5 replaces this with policy/'s admit(), which
+ * may refuse with a protocol-correct reply; until then all are admitted.
+ */
+static bool
+policy_admit_stub(const struct session *s)
+{
+	(void)s;
+	return true;
+}
+
+/*
+ * The backend is out of reach (or the filter ended the session): drop
+ * the backend side, queue msg (may be NULL) to the client, and linger
+ * until the client has read it and hung up.
+ */
+static void
+session_reject(struct session *s, const char *msg, const char *reason)
+{
+	struct conn *b = &s->backend;
+
+	conn_clear(s, b);
+	b->rd_eof = true;
+	b->wr_shut = true;
+	b->shut_pending = false;
+	if (msg != NULL)
+		(void)buf_append(&s->client.out, msg, strlen(msg));
+	s->end_reason = reason;
+	enter_state(s, SESSION_REJECT);
+	relay_pump(s);
+}
+
+static void
+backend_fail(struct session *s, const char *why)
+{
+	char msg[256], b1[200], b2[ADDR_PORT_STRLEN];
+
+	log_info("%s backend_fail backend=%s reason=%s ip=%s", s->id,
+	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
+	    logval(why, b1, sizeof(b1)), s->ip);
+	snprintf(s->why, sizeof(s->why), "%s", why);
+	if (s->lc->protocol == CFG_PROTO_SMTP)
+		snprintf(msg, sizeof(msg), "421 4.3.0 %s service temporarily "
+		    "unavailable\r\n", s->lc->name);
+	else
+		snprintf(msg, sizeof(msg), "-ERR [SYS/TEMP] %s service "
+		    "temporarily unavailable\r\n", s->lc->name);
+	session_reject(s, msg, "backend_unavailable");
+}
+
+static void
+session_admit(struct session *s)
+{
+	enter_state(s, SESSION_ADMIT);
+	if (!policy_admit_stub(s)) {
+		session_kill(s, "rejected");
+		return;
+	}
+	if (s->filter.ops->new != NULL &&
+	    (s->filter.state = s->filter.ops->new(s->lc)) == NULL) {
+		session_kill(s, "out_of_memory");
+		return;
+	}
+	if (s->lc->tls == CFG_TLS_IMPLICIT)
+		start_handshake(s);
+	else
+		start_connect(s);
+}
+
+/* --- PROXY header from a trusted load balancer ------------------------ */
+
+static bool
+proxy_trusted(const struct session *s)
+{
+	const struct cfg_cidrs *from = &s->lc->accept_proxy_from;
+	uint8_t a[16];
+	size_t i;
+
+	if (addr_to_v6((const struct sockaddr *)&s->peer, a) == -1)
+		return false;
+	for (i = 0; i < from->n; i++)
+		if (cidr_contains(&from->v[i], a))
+			return true;
+	return false;
+}
+
+static void
+proxy_fail(struct session *s, const char *why)
+{
+	char b1[200];
+
+	log_info("%s proxy_fail reason=%s ip=%s", s->id,
+	    logval(why, b1, sizeof(b1)), s->ip);
+	snprintf(s->why, sizeof(s->why), "%s", why);
+	session_kill(s, "proxy_fail");
+}
+
+/*
+ * Peeks at what has arrived and consumes only header bytes: what follows
+ * the header (a TLS ClientHello) must stay in the socket for OpenSSL.
+ * Bytes of an incomplete header are consumed into client.in so the
+ * socket does not stay readable (and the loop spin) while we wait.
+ */
+static void
+do_proxy_header(struct session *s)
+{
+	struct conn *c = &s->client;
+	struct proxyproto_hdr h;
+	enum proxyproto_rc rc;
+	const char *why;
+	size_t have = buf_len(&c->in), hlen;
+	uint8_t *p;
+	ssize_t n;
+
+	if ((p = buf_tail(&c->in)) == NULL) {
+		proxy_fail(s, "out of memory");
+		return;
+	}
+	n = recv(c->fd, p, PROXYPROTO_MAX - have, MSG_PEEK);
+	if (n == 0) {
+		proxy_fail(s, "eof");
+		return;
+	}
+	if (n == -1) {
+		if (errno != EAGAIN && errno != EINTR)
+			proxy_fail(s, strerror(errno));
+		return;
+	}
+	rc = proxyproto_parse(buf_data(&c->in), have + (size_t)n, &h, &hlen,
+	    &why);
+	if (rc == PROXYPROTO_ERROR) {
+		proxy_fail(s, why);
+		return;
+	}
+	if (rc == PROXYPROTO_AGAIN) {
+		if (recv(c->fd, p, (size_t)n, 0) != n) {
+			proxy_fail(s, "short read");
+			return;
+		}
+		buf_commit(&c->in, (size_t)n);
+		return;
+	}
+	if (recv(c->fd, p, hlen - have, 0) != (ssize_t)(hlen - have)) {
+		proxy_fail(s, "short read");
+		return;
+	}
+	buf_clear(&c->in);
+	if (!h.local) {
+		memcpy(&s->peer, &h.src, h.srclen);
+		s->peerlen = h.srclen;
+		memcpy(&s->local, &h.dst, h.dstlen);
+		s->locallen = h.dstlen;
+		set_client_addr(s);
+	}
+	log_info("%s proxy version=%d ip=%s port=%u%s", s->id, h.version,
+	    s->ip, s->port, h.local ? " local=yes" : "");
+	session_admit(s);
+}
+
+/* --- TLS with the client ---------------------------------------------- */
+
+static void
+start_handshake(struct session *s)
+{
+	struct conn *c = &s->client;
+
+	if ((c->ssl = tls_ssl_new(gen_tls(s->gen), c->fd)) == NULL) {
+		char reason[200];
+
+		log_warnx("%s tls_fail reason=%s ip=%s", s->id,
+		    tls_error_reason(reason, sizeof(reason)) ? reason :
+		    "no_tls_context", s->ip);
+		session_kill(s, "tls_fail");
+		return;
+	}
+	c->rd_ev = EV_READ;
+	enter_state(s, SESSION_HANDSHAKE);
+	/* Nothing arrived yet in the usual case: wait for the ClientHello. */
+}
+
+static void
+do_handshake(struct session *s)
+{
+	struct conn *c = &s->client;
+	char reason[200], b1[200];
+	const char *r, *sni;
+	int rc, err, saved;
+
+	ERR_clear_error();
+	rc = SSL_do_handshake(c->ssl);
+	if (rc == 1) {
+		c->rd_ev = EV_READ;
+		c->wr_ev = EV_WRITE;
+		sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+		log_info("%s tls version=%s cipher=%s sni=%s", s->id,
+		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+		    logval(sni, b1, sizeof(b1)));
+		if (s->backend.fd >= 0) {
+			/* STARTTLS: the relay goes on, now encrypted. */
+			if (s->filter.ops->tls_started != NULL)
+				s->filter.ops->tls_started(s->filter.state,
+				    &s->filter);
+			enter_state(s, SESSION_RELAY);
+			relay_pump(s);
+		} else {
+			start_connect(s);
+		}
+		return;
+	}
+	saved = errno;
+	err = SSL_get_error(c->ssl, rc);
+	if (err == SSL_ERROR_WANT_READ) {
+		c->rd_ev = EV_READ;
+		return;
+	}
+	if (err == SSL_ERROR_WANT_WRITE) {
+		c->rd_ev = EV_WRITE;
+		return;
+	}
+	c->ssl_broken = true;
+	if ((r = tls_error_reason(reason, sizeof(reason))) == NULL)
+		r = err == SSL_ERROR_SYSCALL && saved != 0 ? strerror(saved) :
+		    "eof";
+	log_info("%s tls_fail reason=%s ip=%s", s->id,
+	    logval(r, b1, sizeof(b1)), s->ip);
+	snprintf(s->why, sizeof(s->why), "%s", r);
+	session_kill(s, "tls_fail");
+}
+
+/* --- the backend ------------------------------------------------------ */
+
+static void
+start_connect(struct session *s)
+{
+	int fd;
+
+	enter_state(s, SESSION_CONNECT);
+	if ((fd = backend_connect(&s->lc->backend)) == -1) {
+		backend_fail(s, strerror(errno));
+		return;
+	}
+	conn_init(&s->backend, fd, backend_io_cb);
+}
+
+static void
+start_xclient(struct session *s)
+{
+	s->xc_step = 0;
+	enter_state(s, SESSION_XCLIENT);
+}
+
+static void
+do_connect(struct session *s)
+{
+	struct conn *b = &s->backend;
+	struct proxyproto_tls tls, *tp = NULL;
+	uint8_t hdr[PROXYPROTO_WRITE_MAX];
+	char b1[ADDR_PORT_STRLEN];
+	int err, n;
+
+	if ((err = backend_connect_result(b->fd)) != 0) {
+		backend_fail(s, strerror(err));
+		return;
+	}
+	if (s->client.ssl != NULL) {
+		tls.version = SSL_get_version(s->client.ssl);
+		tls.cipher = SSL_get_cipher_name(s->client.ssl);
+		tp = &tls;
+	}
+	n = backend_proxy_header(hdr, sizeof(hdr), s->lc->backend_proxy,
+	    (struct sockaddr *)&s->peer, (struct sockaddr *)&s->local, tp);
+	if (n < 0) {
+		backend_fail(s, "cannot build PROXY header");
+		return;
+	}
+	/* One write on a fresh socket: it fits, or the backend is broken. */
+	if (n > 0 && send(b->fd, hdr, (size_t)n, MSG_NOSIGNAL) != n) {
+		backend_fail(s, "cannot write PROXY header");
+		return;
+	}
+	log_debug("%s backend_connected backend=%s proxy=%s", s->id,
+	    addr_port_str(&s->lc->backend, b1, sizeof(b1)),
+	    cfg_backend_proxy_str(s->lc->backend_proxy));
+	if (s->lc->backend_proxy == CFG_BPROXY_XCLIENT &&
+	    s->lc->protocol == CFG_PROTO_SMTP) {
+		start_xclient(s);
+		return;
+	}
+	enter_state(s, SESSION_RELAY);
+	relay_pump(s);
+}
+
+/* --- reading and writing one side ------------------------------------- */
+
+static enum io_rc
+ssl_result(struct session *s, struct conn *c, int ret, int *ev)
+{
+	int err, saved = errno;
+	const char *r;
+
+	err = SSL_get_error(c->ssl, ret);
+	switch (err) {
+	case SSL_ERROR_WANT_READ:
+		*ev = EV_READ;
+		return IO_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		*ev = EV_WRITE;
+		return IO_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return IO_EOF;
+	case SSL_ERROR_SYSCALL:
+		/*
+		 * A peer that closes with our close_notify unread makes its
+		 * kernel answer with RST; once we finished writing, that is
+		 * an ordinary close.
+		 */
+		if (ERR_peek_error() == 0 && (saved == 0 ||
+		    (saved == ECONNRESET && c->wr_shut)))
+			return IO_EOF;
+		break;
+	default:
+		break;
+	}
+	c->ssl_broken = true;
+	r = tls_error_reason(s->why, sizeof(s->why));
+	if (r == NULL)
+		snprintf(s->why, sizeof(s->why), "%s", saved != 0 ?
+		    strerror(saved) : "tls error");
+	return IO_ERR;
+}
+
+static enum io_rc
+conn_read(struct session *s, struct conn *c)
+{
+	size_t room = buf_room(&c->in), n;
+	uint8_t *p;
+	ssize_t r;
+
+	if ((p = buf_tail(&c->in)) == NULL) {
+		snprintf(s->why, sizeof(s->why), "out of memory");
+		return IO_ERR;
+	}
+	if (c->ssl != NULL) {
+		ERR_clear_error();
+		if (SSL_read_ex(c->ssl, p, room, &n) != 1)
+			return ssl_result(s, c, 0, &c->rd_ev);
+		c->rd_ev = EV_READ;
+	} else {
+		r = read(c->fd, p, room);
+		if (r == 0)
+			return IO_EOF;
+		if (r == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				return IO_AGAIN;
+			if (errno == ECONNRESET && c->wr_shut)
+				return IO_EOF;	/* see ssl_result() */
+			snprintf(s->why, sizeof(s->why), "%s",
+			    strerror(errno));
+			return IO_ERR;
+		}
+		n = (size_t)r;
+	}
+	buf_commit(&c->in, n);
+	c->nin += n;
+	return IO_OK;
+}
+
+static enum io_rc
+conn_write(struct session *s, struct conn *c)
+{
+	size_t len = buf_len(&c->out), n;
+	ssize_t r;
+
+	if (c->ssl != NULL) {
+		/*
+		 * After WANT_WRITE OpenSSL needs the same bytes again; the
+		 * buffer still starts with them (it only grows at the tail
+		 * until a write succeeds) and may move, which
+		 * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows.
+		 */
+		ERR_clear_error();
+		if (SSL_write_ex(c->ssl, buf_data(&c->out), len, &n) != 1)
+			return ssl_result(s, c, 0, &c->wr_ev);
+		c->wr_ev = EV_WRITE;
+	} else {
+		r = send(c->fd, buf_data(&c->out), len, MSG_NOSIGNAL);
+		if (r == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				return IO_AGAIN;
+			snprintf(s->why, sizeof(s->why), "%s",
+			    strerror(errno));
+			return IO_ERR;
+		}
+		n = (size_t)r;
+	}
+	buf_consume(&c->out, n);
+	c->nout += n;
+	return IO_OK;
+}
+
+static const char *
+side_str(const struct session *s, const struct conn *c)
+{
+	return c == &s->client ? "client" : "backend";
+}
+
+/* Reads once from c if it has room; returns whether anything changed. */
+static bool
+conn_fill(struct session *s, struct conn *c)
+{
+	if (c->fd < 0 || c->rd_eof || buf_full(&c->in))
+		return false;
+	switch (conn_read(s, c)) {
+	case IO_OK:
+		s->last_active = ev_now(s->loop);
+		return true;
+	case IO_AGAIN:
+		return false;
+	case IO_EOF:
+		log_debug("%s eof side=%s", s->id, side_str(s, c));
+		c->rd_eof = true;
+		if (s->end_reason == NULL)
+			s->end_reason = c == &s->client ? "client_closed" :
+			    "backend_closed";
+		return true;
+	case IO_ERR:
+		session_kill(s, c == &s->client ? "client_error" :
+		    "backend_error");
+		return false;
+	}
+	return false;
+}
+
+/* Writes what c->out holds, then our end of stream if it is due. */
+static bool
+conn_flush(struct session *s, struct conn *c)
+{
+	bool progress = false;
+	int rc;
+
+	if (c->fd < 0)
+		return false;
+	if (buf_len(&c->out) > 0) {
+		switch (conn_write(s, c)) {
+		case IO_OK:
+			s->last_active = ev_now(s->loop);
+			progress = true;
+			break;
+		case IO_AGAIN:
+		case IO_EOF:
+			return false;
+		case IO_ERR:
+			session_kill(s, c == &s->client ? "client_error" :
+			    "backend_error");
+			return false;
+		}
+	}
+	if (buf_len(&c->out) > 0 || !c->shut_pending)
+		return progress;
+	if (c->ssl != NULL && !c->ssl_broken) {
+		/* One call sends close_notify; we do not wait for theirs. */
+		ERR_clear_error();
+		rc = SSL_shutdown(c->ssl);
+		if (rc < 0) {
+			switch (SSL_get_error(c->ssl, rc)) {
+			case SSL_ERROR_WANT_WRITE:
+				c->wr_ev = EV_WRITE;
+				return progress;
+			case SSL_ERROR_WANT_READ:
+				c->wr_ev = EV_READ;
+				return progress;
+			default:
+				ERR_clear_error();
+				break;
+			}
+		}
+	}
+	(void)shutdown(c->fd, SHUT_WR);
+	log_debug("%s shutdown side=%s", s->id, side_str(s, c));
+	c->shut_pending = false;
+	c->wr_shut = true;
+	return true;
+}
+
+/* --- the relay -------------------------------------------------------- */
+
+size_t
+filter_room_backend(const struct filter_io *io)
+{
+	const struct session *s = container_of_const(io, struct session,
+	    filter);
+
+	return buf_room(&s->backend.out);
+}
+
+size_t
+filter_room_client(const struct filter_io *io)
+{
+	const struct session *s = container_of_const(io, struct session,
+	    filter);
+
+	return buf_room(&s->client.out);
+}
+
+int
+filter_to_backend(struct filter_io *io, const void *p, size_t len)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	return buf_append(&s->backend.out, p, len);
+}
+
+int
+filter_to_client(struct filter_io *io, const void *p, size_t len)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	return buf_append(&s->client.out, p, len);
+}
+
+void
+filter_starttls(struct filter_io *io)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	s->starttls = true;
+}
+
+void
+filter_close(struct filter_io *io, const char *reason)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	s->filter_close = reason;
+}
+
+bool
+filter_client_tls(const struct filter_io *io)
+{
+	const struct session *s = container_of_const(io, struct session,
+	    filter);
+
+	return s->client.ssl != NULL && s->state == SESSION_RELAY;
+}
+
+/*
+ * Offers from->in to the filter. When the peer is gone (rejected, or
+ * its end of stream already sent) the bytes are dropped.
+ */
+static bool
+run_filter(struct session *s, struct conn *from, struct conn *to)
+{
+	size_t len = buf_len(&from->in), n;
+
+	if (len == 0)
+		return false;
+	if (to->fd < 0 || to->wr_shut || to->shut_pending) {
+		buf_consume(&from->in, len);
+		return true;
+	}
+	if (from == &s->client)
+		n = s->filter.ops->client_data(s->filter.state, &s->filter,
+		    buf_data(&from->in), len, from->rd_eof);
+	else
+		n = s->filter.ops->backend_data(s->filter.state, &s->filter,
+		    buf_data(&from->in), len, from->rd_eof);
+	if (n > len)
+		fatalx("filter %s consumed more than offered",
+		    s->filter.ops->name);
+	buf_consume(&from->in, n);
+	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
+	    buf_len(&s->client.out) == 0) {
+		session_kill(s, "filter_stall");
+		return false;
+	}
+	return n > 0;
+}
+
+/* Passes an end of stream on once everything before it was written. */
+static bool
+relay_shutdowns(struct session *s)
+{
+	struct conn *c = &s->client, *b = &s->backend;
+	bool progress = false;
+
+	if (c->rd_eof && buf_len(&c->in) == 0 && !b->wr_shut &&
+	    !b->shut_pending && buf_len(&b->out) == 0) {
+		b->shut_pending = true;
+		progress = true;
+	}
+	if (b->rd_eof && buf_len(&b->in) == 0 && !c->wr_shut &&
+	    !c->shut_pending && buf_len(&c->out) == 0) {
+		c->shut_pending = true;
+		progress = true;
+	}
+	return progress;
+}
+
+/*
+ * Moves bytes until neither side can make progress (or PUMP_ROUNDS have
+ * passed): read client, filter, write backend; read backend, filter,
+ * write client. A side is not read while its input buffer is full, and
+ * the filter does not move bytes into a full output buffer, which is all
+ * the backpressure there is. May kill the session.
+ */
+static void
+relay_pump(struct session *s)
+{
+	struct conn *c = &s->client, *b = &s->backend;
+	bool progress = true;
+	int round;
+
+	for (round = 0; progress && round < PUMP_ROUNDS; round++) {
+		progress = conn_fill(s, c);
+		if (!s->dead)
+			progress |= run_filter(s, c, b);
+		if (!s->dead)
+			progress |= conn_flush(s, b);
+		if (!s->dead)
+			progress |= conn_fill(s, b);
+		if (!s->dead)
+			progress |= run_filter(s, b, c);
+		if (!s->dead)
+			progress |= conn_flush(s, c);
+		if (!s->dead)
+			progress |= relay_shutdowns(s);
+		if (s->dead)
+			return;
+		if (s->filter_close != NULL && s->state == SESSION_RELAY) {
+			session_reject(s, NULL, s->filter_close);
+			return;
+		}
+		if (s->starttls && buf_len(&c->out) == 0 && c->ssl == NULL) {
+			s->starttls = false;
+			if (buf_len(&c->in) > 0)
+				log_info("%s starttls_discard bytes=%zu",
+				    s->id, buf_len(&c->in));
+			buf_consume(&c->in, buf_len(&c->in));
+			start_handshake(s);
+			if (!s->dead)
+				do_handshake(s);
+			return;
+		}
+	}
+	if (c->rd_eof && c->wr_shut && b->rd_eof && b->wr_shut) {
+		session_kill(s, s->end_reason);
+		return;
+	}
+	if (progress)
+		s->kick = true;
+}
+
+static void
+do_xclient(struct session *s)
+{
+	struct conn *b = &s->backend;
+	enum backend_reply_rc rc;
+	char cmd[512], why[64];
+	bool progress = true;
+	size_t len;
+	int code, n;
+
+	while (progress) {
+		progress = conn_flush(s, b);
+		if (!s->dead)
+			progress |= conn_fill(s, b);
+		if (s->dead)
+			return;
+		rc = backend_reply_parse(buf_data(&b->in), buf_len(&b->in),
+		    &len, &code);
+		if (rc == BACKEND_REPLY_ERROR) {
+			backend_fail(s, "bad SMTP reply during XCLIENT");
+			return;
+		}
+		if (rc == BACKEND_REPLY_AGAIN) {
+			if (b->rd_eof) {
+				backend_fail(s, "closed during XCLIENT");
+				return;
+			}
+			continue;
+		}
+		switch (s->xc_step) {
+		case 0:		/* the greeting */
+		case 1:		/* the EHLO reply */
+			if (code != (s->xc_step == 0 ? 220 : 250)) {
+				snprintf(why, sizeof(why), "%s refused: %d",
+				    s->xc_step == 0 ? "greeting" : "EHLO",
+				    code);
+				backend_fail(s, why);
+				return;
+			}
+			buf_consume(&b->in, len);
+			n = s->xc_step == 0 ? backend_ehlo_cmd(cmd,
+			    sizeof(cmd)) : backend_xclient_cmd(cmd,
+			    sizeof(cmd), (struct sockaddr *)&s->peer);
+			if (n < 0 || buf_append(&b->out, cmd, (size_t)n) ==
+			    -1) {
+				backend_fail(s, "cannot build XCLIENT");
+				return;
+			}
+			s->xc_step++;
+			progress = true;
+			break;
+		default:	/* the XCLIENT reply: the client's greeting */
+			if (code != 220) {
+				snprintf(why, sizeof(why), "XCLIENT refused: "
+				    "%d", code);
+				backend_fail(s, why);
+				return;
+			}
+			log_debug("%s xclient ok", s->id);
+			enter_state(s, SESSION_RELAY);
+			relay_pump(s);
+			return;
+		}
+	}
+}
+
+/* --- events ----------------------------------------------------------- */
+
+static void
+session_step(struct session *s, bool from_backend)
+{
+	switch (s->state) {
+	case SESSION_PROXY_HEADER:
+		do_proxy_header(s);
+		break;
+	case SESSION_HANDSHAKE:
+		do_handshake(s);
+		break;
+	case SESSION_CONNECT:
+		/* Only writability of the backend means anything here. */
+		if (from_backend)
+			do_connect(s);
+		break;
+	case SESSION_XCLIENT:
+		do_xclient(s);
+		break;
+	case SESSION_RELAY:
+	case SESSION_REJECT:
+		relay_pump(s);
+		break;
+	case SESSION_NEW:
+	case SESSION_ADMIT:
+	case SESSION_DEAD:
+		break;
+	}
+}
+
+static void
+client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct session *s = container_of(w, struct session, client.io);
+
+	(void)loop;
+	(void)revents;
+	session_step(s, false);
+	session_done(s);
+}
+
+static void
+backend_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct session *s = container_of(w, struct session, backend.io);
+
+	(void)loop;
+	(void)revents;
+	session_step(s, true);
+	session_done(s);
+}
+
+static void
+session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct session *s = container_of(w, struct session, timer);
+	ev_tstamp left;
+
+	(void)revents;
+	switch (s->state) {
+	case SESSION_PROXY_HEADER:
+		proxy_fail(s, "timeout");
+		break;
+	case SESSION_HANDSHAKE:
+		log_info("%s tls_fail reason=timeout ip=%s", s->id, s->ip);
+		session_kill(s, "handshake_timeout");
+		break;
+	case SESSION_CONNECT:
+	case SESSION_XCLIENT:
+		backend_fail(s, "timeout");
+		break;
+	case SESSION_RELAY:
+		/* Activity only stamps last_active; re-arm for the rest. */
+		left = s->last_active + (ev_tstamp)s->lc->idle_ms / 1000. -
+		    ev_now(loop);
+		if (left > 0.01) {
+			ev_timer_set(w, left, 0.);
+			ev_timer_start(loop, w);
+		} else {
+			session_kill(s, "idle_timeout");
+		}
+		break;
+	case SESSION_REJECT:
+		session_kill(s, s->end_reason);
+		break;
+	case SESSION_NEW:
+	case SESSION_ADMIT:
+	case SESSION_DEAD:
+		break;
+	}
+	session_done(s);
+}
+
+void
+session_start(struct ev_loop *loop, struct session_list *list,
+    struct gen *gen, const struct cfg_listener *lc, int fd,
+    const struct sockaddr *peer, socklen_t peerlen)
+{
+	struct session *s;
+	int on = 1;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		log_warnx("session: out of memory");
+		close(fd);
+		return;
+	}
+	if (session_next_id == 0) {
+		/* Random start, so ids differ across restarts. */
+		if (RAND_bytes((unsigned char *)&session_next_id,
+		    sizeof(session_next_id)) != 1)
+			session_next_id = (uint64_t)getpid() << 32;
+		session_next_id |= 1;
+	}
+	snprintf(s->id, sizeof(s->id), "%016" PRIx64, session_next_id++);
+	s->loop = loop;
+	s->list = list;
+	s->gen = gen_ref(gen);
+	s->lc = lc;
+	s->state = SESSION_NEW;
+	s->started = ev_now(loop);
+	s->filter.ops = filter_for(lc);
+	conn_init(&s->client, fd, client_io_cb);
+	conn_init(&s->backend, -1, backend_io_cb);
+	ev_timer_init(&s->timer, session_timer_cb, 0., 0.);
+	if (peerlen > sizeof(s->peer))
+		peerlen = sizeof(s->peer);
+	memcpy(&s->peer, peer, peerlen);
+	s->peerlen = peerlen;
+	s->locallen = sizeof(s->local);
+	if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) == -1)
+		s->locallen = 0;
+	set_client_addr(s);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+
+	s->next = list->head;
+	if (list->head != NULL)
+		list->head->prev = s;
+	list->head = s;
+	list->n++;
+
+	log_info("%s connect listener=%s ip=%s port=%u", s->id, lc->name,
+	    s->ip, s->port);
+	if (lc->accept_proxy) {
+		if (!proxy_trusted(s))
+			proxy_fail(s, "untrusted source");
+		else
+			enter_state(s, SESSION_PROXY_HEADER);
+	} else {
+		session_admit(s);
+	}
+	session_done(s);
+}
+
+void
+session_list_close_all(struct session_list *list, const char *reason)
+{
+	struct session *s;
+
+	while ((s = list->head) != NULL) {
+		session_kill(s, reason);
+		session_free(s);
+	}
+}

@@ -1,0 +1,40 @@
+/* session.h - one proxied connection, from accept to close. */
+#ifndef MOAT_SESSION_H
+#define MOAT_SESSION_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct ev_loop;
+struct gen;
+struct session;
+
+/*
+ * The sessions of one event loop. The owner embeds it; on_empty (may be
+ * NULL) runs whenever the last session is freed, which is how a draining
+ * server learns it may exit.
+ */
+struct session_list {
+	struct session *head;
+	size_t n;
+	void (*on_empty)(void *arg);
+	void *arg;
+};
+
+/*
+ * Starts a session for fd (accepted on listener lc of generation gen,
+ * which the session references until it ends). Takes ownership of fd in
+ * every case: on failure it is closed. The session frees itself when it
+ * ends; nothing outside holds a pointer to it except list.
+ */
+void session_start(struct ev_loop *loop, struct session_list *list,
+    struct gen *gen, const struct cfg_listener *lc, int fd,
+    const struct sockaddr *peer, socklen_t peerlen);
+
+/* Ends every session of list now (drain deadline, shutdown). Must not be
+ * called from a session's own callback. */
+void session_list_close_all(struct session_list *list, const char *reason);
+
+#endif

@@ -1,0 +1,260 @@
+/* tls.c - OpenSSL server contexts of one configuration, SNI included. */
+#include "tls.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/err.h>
+
+#include "log.h"
+
+/* TLS 1.2 suites: forward secrecy (ECDHE) with AEAD only. */
+#define TLS12_CIPHERS							\
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"	\
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"	\
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS_GROUPS "X25519:P-256:X448:P-384:P-521"
+
+struct tls_name {
+	char *name;		/* lower case; "*.example.org" allowed */
+	SSL_CTX *ctx;		/* a reference of its own */
+};
+
+struct tls_set {
+	int refs;
+	SSL_CTX *def;
+	struct tls_name *names;
+	size_t nnames;
+};
+
+const char *
+tls_error_reason(char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r;
+
+	if (e == 0)
+		return NULL;
+	r = ERR_reason_error_string(e);
+	if (r != NULL)
+		snprintf(buf, len, "%s", r);
+	else
+		ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+static void
+report_ssl(config_report_fn *report, void *arg, const char *file,
+    const char *what)
+{
+	char line[1024], reason[256];
+	const char *r = tls_error_reason(reason, sizeof(reason));
+
+	snprintf(line, sizeof(line), "%s: %s%s%s", file, what, r ? ": " : "",
+	    r ? r : "");
+	report(arg, true, line);
+}
+
+/* Compares a lower-case pattern ("x.org" or "*.x.org") with a name. */
+static bool
+name_matches(const char *pattern, const char *name)
+{
+	const char *dot;
+
+	if (strcasecmp(pattern, name) == 0)
+		return true;
+	if (pattern[0] != '*' || pattern[1] != '.')
+		return false;
+	/* A wildcard stands for exactly one non-empty label. */
+	dot = strchr(name, '.');
+	if (dot == NULL || dot == name)
+		return false;
+	return strcasecmp(pattern + 1, dot) == 0;
+}
+
+static int
+sni_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_set *t = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	size_t i;
+
+	(void)alert;
+	if (name == NULL || t == NULL)
+		return SSL_TLSEXT_ERR_OK;
+	/* Exact names win over wildcards, whatever the order in config. */
+	for (i = 0; i < t->nnames; i++)
+		if (t->names[i].name[0] != '*' &&
+		    name_matches(t->names[i].name, name))
+			goto found;
+	for (i = 0; i < t->nnames; i++)
+		if (t->names[i].name[0] == '*' &&
+		    name_matches(t->names[i].name, name))
+			goto found;
+	return SSL_TLSEXT_ERR_OK;	/* the default certificate */
+found:
+	if (SSL_set_SSL_CTX(ssl, t->names[i].ctx) == NULL)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *
+ctx_new(const char *cert, const char *key, int min_version,
+    config_report_fn *report, void *arg)
+{
+	SSL_CTX *ctx;
+	char line[1024];
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		report_ssl(report, arg, cert, "cannot create TLS context");
+		return NULL;
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, min_version) ||
+	    !SSL_CTX_set_max_proto_version(ctx, 0)) {
+		report_ssl(report, arg, cert, "cannot set protocol versions");
+		goto fail;
+	}
+	/*
+	 * No renegotiation (a DoS lever and a source of bugs), no
+	 * compression (CRIME), our cipher order, and no tickets: nothing
+	 * rotates ticket keys yet, and a static key would undo forward
+	 * secrecy. An unexpected EOF is a plain EOF for mail clients that
+	 * close without close_notify.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	    SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
+		report_ssl(report, arg, cert, "cannot set TLS 1.2 ciphers");
+		goto fail;
+	}
+	if (!SSL_CTX_set1_groups_list(ctx, TLS_GROUPS)) {
+		report_ssl(report, arg, cert, "cannot set key exchange groups");
+		goto fail;
+	}
+	if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
+		report_ssl(report, arg, cert, "cannot load certificate chain");
+		goto fail;
+	}
+	if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
+		report_ssl(report, arg, key, "cannot load private key");
+		goto fail;
+	}
+	if (!SSL_CTX_check_private_key(ctx)) {
+		snprintf(line, sizeof(line), "private key does not match "
+		    "certificate %s", cert);
+		report_ssl(report, arg, key, line);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+struct tls_set *
+tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
+{
+	struct tls_set *t;
+	size_t i, j, n = 0;
+	int errors = 0;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL) {
+		report(arg, true, "out of memory");
+		return NULL;
+	}
+	t->refs = 1;
+	if (cfg->tls.certificate == NULL)
+		return t;	/* no listener speaks TLS */
+	t->def = ctx_new(cfg->tls.certificate, cfg->tls.key,
+	    cfg->tls.min_version, report, arg);
+	if (t->def == NULL)
+		errors++;
+	for (i = 0; i < cfg->tls.nsni; i++)
+		n += cfg->tls.sni[i].names.n;
+	if (n > 0 && (t->names = calloc(n, sizeof(*t->names))) == NULL) {
+		report(arg, true, "out of memory");
+		tls_set_unref(t);
+		return NULL;
+	}
+	for (i = 0; i < cfg->tls.nsni; i++) {
+		const struct cfg_sni *sni = &cfg->tls.sni[i];
+		SSL_CTX *ctx = ctx_new(sni->certificate, sni->key,
+		    cfg->tls.min_version, report, arg);
+
+		if (ctx == NULL) {
+			errors++;
+			continue;
+		}
+		for (j = 0; j < sni->names.n; j++) {
+			struct tls_name *tn = &t->names[t->nnames];
+
+			if ((tn->name = strdup(sni->names.v[j])) == NULL) {
+				errors++;
+				break;
+			}
+			SSL_CTX_up_ref(ctx);
+			tn->ctx = ctx;
+			t->nnames++;
+		}
+		SSL_CTX_free(ctx);	/* the names hold it now */
+	}
+	if (errors > 0) {
+		tls_set_unref(t);
+		return NULL;
+	}
+	SSL_CTX_set_tlsext_servername_callback(t->def, sni_cb);
+	SSL_CTX_set_tlsext_servername_arg(t->def, t);
+	return t;
+}
+
+struct tls_set *
+tls_set_ref(struct tls_set *t)
+{
+	t->refs++;
+	return t;
+}
+
+void
+tls_set_unref(struct tls_set *t)
+{
+	size_t i;
+
+	if (t == NULL || --t->refs > 0)
+		return;
+	for (i = 0; i < t->nnames; i++) {
+		free(t->names[i].name);
+		SSL_CTX_free(t->names[i].ctx);
+	}
+	free(t->names);
+	SSL_CTX_free(t->def);
+	free(t);
+}
+
+SSL *
+tls_ssl_new(struct tls_set *t, int fd)
+{
+	SSL *ssl;
+
+	if (t->def == NULL)
+		return NULL;
+	ERR_clear_error();
+	if ((ssl = SSL_new(t->def)) == NULL)
+		return NULL;
+	if (!SSL_set_fd(ssl, fd)) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_accept_state(ssl);
+	return ssl;
+}

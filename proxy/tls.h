@@ -1,0 +1,41 @@
+/* tls.h - OpenSSL server contexts of one configuration, SNI included. */
+#ifndef MOAT_TLS_H
+#define MOAT_TLS_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+/*
+ * The default context from [tls] and one per [[tls.sni]] entry, shared by
+ * reference count: every session holds a reference for as long as it
+ * lives, so a reload that builds a new set never pulls contexts from under
+ * a handshake in progress.
+ */
+struct tls_set;
+
+/*
+ * Builds the contexts of cfg. Every problem goes to report as
+ * "FILE: message" with OpenSSL's reason; returns NULL after reporting.
+ * The result has one reference.
+ */
+struct tls_set *tls_set_new(const struct config *cfg,
+    config_report_fn *report, void *arg);
+struct tls_set *tls_set_ref(struct tls_set *t);
+void tls_set_unref(struct tls_set *t);
+
+/*
+ * A server-side SSL on fd in accept state, ready for SSL_do_handshake().
+ * The SSL needs t alive (SNI callback); the caller keeps a reference for
+ * as long as the SSL exists and frees it with SSL_free(). NULL on failure.
+ */
+SSL *tls_ssl_new(struct tls_set *t, int fd);
+
+/*
+ * The reason of the most recent OpenSSL error, such as "unsupported
+ * protocol", or NULL when the queue is empty; clears the queue.
+ */
+const char *tls_error_reason(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,109 @@
+"""pytest fixtures for the integration tests: a test PKI and private
+Postfix/Dovecot instances (see mailstack.py, certs.py, README.md).
+
+Fixtures:
+  pki              session-scoped certs.PKI in a temporary directory
+  mailstack        module-scoped MailStack with default options, started
+  make_mailstack   factory: make_mailstack(**MailStack options) -> started
+                   MailStack, stopped and removed after the test
+Helpers:
+  free_port()          a free loopback TCP port
+  require_mailstack()  skip (or fail when CI=true) if the servers are missing
+
+Environment:
+  CI=true              missing Postfix/Dovecot/openssl is a failure, not a skip
+  MAILSTACK_KEEP=1     keep every MailStack workdir (logs, maildirs, configs);
+                       workdirs of failed tests are always kept and named
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from certs import PKI, make_pki, openssl_available  # noqa: E402
+from mailstack import MailStack, MailStackError, free_port  # noqa: E402
+
+__all__ = ["free_port", "require_mailstack", "MailStack", "MailStackError", "PKI"]
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _missing(why: str) -> None:
+    if _ci():
+        pytest.fail(f"CI=true but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def require_mailstack() -> None:
+    ok, why = MailStack.available()
+    if not ok:
+        _missing(f"Postfix/Dovecot test servers unavailable: {why}")
+
+
+def _keep() -> bool:
+    return os.environ.get("MAILSTACK_KEEP", "") not in ("", "0")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "_mailstack_rep_" + rep.when, rep)
+    if rep.when == "call" and rep.failed:
+        for ms in getattr(item, "_mailstacks", []):
+            rep.sections.append((f"mailstack {ms.name} ({ms.workdir}, kept)", ms.diagnostics()))
+
+
+def _failed(request) -> bool:
+    node = request.node
+    return any(getattr(getattr(node, "_mailstack_rep_" + w, None), "failed", False)
+               for w in ("setup", "call"))
+
+
+def _finish(ms: MailStack, keep: bool) -> None:
+    ms.stop()
+    if not keep:
+        shutil.rmtree(ms.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> PKI:
+    if not openssl_available():
+        _missing("openssl command not found (apt-get install openssl)")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mailstack():
+    require_mailstack()
+    ms = MailStack()
+    try:
+        ms.start()
+        yield ms
+    finally:
+        _finish(ms, _keep())
+
+
+@pytest.fixture
+def make_mailstack(request):
+    require_mailstack()
+    made = []
+    request.node._mailstacks = made
+
+    def factory(**opts) -> MailStack:
+        ms = MailStack(**opts)
+        made.append(ms)
+        return ms.start()
+
+    yield factory
+    failed = _failed(request)
+    for ms in made:
+        _finish(ms, _keep() or failed)

@@ -1,0 +1,194 @@
+"""Running the moat binary in integration tests: a TOML config in a temp
+dir, the process, its log, readiness and shutdown.  Python stdlib only.
+
+    m = Moat(tmpdir, pki, [listener(...), ...]).start()
+    ... talk to 127.0.0.1:m.port("smtps") ...
+    m.stop()      # SIGTERM, then SIGKILL after a grace period
+
+The binary is $MOAT_BUILD_ROOT/proxy/moat (default: build/ in the tree).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+__all__ = ["Moat", "listener", "moat_binary", "wait_port", "free_port"]
+
+
+def moat_binary() -> Path:
+    root = os.environ.get("MOAT_BUILD_ROOT")
+    if root:
+        return Path(root) / "proxy" / "moat"
+    return Path(__file__).resolve().parents[2] / "build" / "proxy" / "moat"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        try:
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect((host, port))
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port}")
+            time.sleep(0.05)
+
+
+def _q(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def listener(name: str, backend, *, protocol: str = "smtp", tls: str = "implicit",
+             backend_proxy: str = "none", listen: Optional[List[str]] = None,
+             accept_proxy: bool = False, accept_proxy_from: Optional[List[str]] = None,
+             connect: str = "5s", handshake: str = "10s", idle: str = "60s") -> Dict:
+    """A [[listener]] as a dict; listen defaults to one free 127.0.0.1 port.
+    backend is "host:port" or a (host, port) tuple."""
+    if not isinstance(backend, str):
+        h, p = backend
+        backend = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+    if listen is None:
+        listen = [f"127.0.0.1:{free_port()}"]
+    return {"name": name, "listen": listen, "protocol": protocol, "tls": tls,
+            "backend": backend, "backend_proxy": backend_proxy,
+            "accept_proxy": accept_proxy, "accept_proxy_from": accept_proxy_from or [],
+            "timeouts": {"handshake": handshake, "idle": idle, "connect": connect}}
+
+
+def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
+                  min_version: str = "1.2", sni: Optional[List[Dict]] = None,
+                  drain: str = "5s") -> str:
+    out = ["[daemon]",
+           f"control_socket = {_q(workdir / 'moat.sock')}",
+           f"state_file = {_q(workdir / 'moat.state')}",
+           f"drain_timeout = {_q(drain)}",
+           "", "[tls]",
+           f"certificate = {_q(cert)}",
+           f"key = {_q(key)}",
+           f"min_version = {_q(min_version)}"]
+    for s in sni or []:
+        out += ["", "[[tls.sni]]",
+                "names = [" + ", ".join(_q(n) for n in s["names"]) + "]",
+                f"certificate = {_q(s['certificate'])}",
+                f"key = {_q(s['key'])}"]
+    for l in listeners:
+        t = l["timeouts"]
+        out += ["", "[[listener]]",
+                f"name = {_q(l['name'])}",
+                "listen = [" + ", ".join(_q(a) for a in l["listen"]) + "]",
+                f"protocol = {_q(l['protocol'])}",
+                f"tls = {_q(l['tls'])}",
+                f"backend = {_q(l['backend'])}",
+                f"backend_proxy = {_q(l['backend_proxy'])}",
+                f"accept_proxy = {'true' if l['accept_proxy'] else 'false'}",
+                "accept_proxy_from = [" + ", ".join(_q(c) for c in l["accept_proxy_from"]) + "]",
+                f"timeouts = {{ handshake = {_q(t['handshake'])}, idle = {_q(t['idle'])}, "
+                f"connect = {_q(t['connect'])} }}"]
+    out += ["", "[firewall]", 'backend = "none"',
+            "", "[events]", f"file = {_q(workdir / 'events.jsonl')}", ""]
+    return "\n".join(out)
+
+
+class Moat:
+    """One moat process with its own config file and log under workdir."""
+
+    def __init__(self, workdir, pki, listeners: List[Dict], *, verbose: int = 1,
+                 **config_opts):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.listeners = {l["name"]: l for l in listeners}
+        self.config_path = self.workdir / "moat.toml"
+        self.log_path = self.workdir / "moat.log"
+        self.config_path.write_text(render_config(
+            self.workdir, pki.server_chain, pki.server_key, listeners, **config_opts))
+        self.verbose = verbose
+        self.proc: Optional[subprocess.Popen] = None
+
+    def addr(self, name: str, i: int = 0):
+        a = self.listeners[name]["listen"][i]
+        host, port = a.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def port(self, name: str) -> int:
+        return self.addr(name)[1]
+
+    def start(self, timeout: float = 20.0) -> "Moat":
+        args = [str(moat_binary()), "-c", str(self.config_path)] + ["-v"] * self.verbose
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.workdir)
+        for name in self.listeners:
+            for i in range(len(self.listeners[name]["listen"])):
+                host, port = self.addr(name, i)
+                deadline = time.monotonic() + timeout
+                while True:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
+                    try:
+                        wait_port(host, port, timeout=0.5)
+                        break
+                    except TimeoutError:
+                        if time.monotonic() > deadline:
+                            raise
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if needle in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not in moat log:\n{text[-4000:]}")
+            time.sleep(0.05)
+
+    def vmhwm_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def sanitized(self) -> bool:
+        """Whether this moat runs under AddressSanitizer."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return "libasan" in f.read()
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; SIGKILL when it does not exit. Returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

@@ -1,0 +1,268 @@
+"""What the backend learns about the client through moat: PROXY v1/v2 to
+Postfix and Dovecot, the v2 SSL TLV, Postfix XCLIENT, accept_proxy from a
+trusted load balancer, and the open-relay check.  See issue 3.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import poplib
+import shutil
+import smtplib
+import socket
+import ssl
+import struct
+import uuid
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack, proxy_v1_header
+from moatrun import Moat, listener
+
+SENDER = "sender@example.org"
+
+
+def proxy_v2_header(src: str, dst: str, sport: int, dport: int, local=False) -> bytes:
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    fam = 0x11 if s.version == 4 else 0x21
+    addrs = s.packed + d.packed + struct.pack("!HH", sport, dport)
+    return sig + bytes([0x20 if local else 0x21, fam]) + struct.pack("!H", len(addrs)) + addrs
+
+
+def header(version: int, src: str, port: int = 40000) -> bytes:
+    dst = "::1" if ":" in src else "127.0.0.1"
+    if version == 1:
+        return proxy_v1_header(src, dst, port, 465)
+    return proxy_v2_header(src, dst, port, 465)
+
+
+class ProxySMTP_SSL(smtplib.SMTP_SSL):
+    """SMTP_SSL that sends a PROXY header (as a load balancer would) before
+    the TLS handshake; source binds the client socket to a local address."""
+
+    def __init__(self, hdr: bytes, *a, source=None, **kw):
+        self._hdr = hdr
+        self._source = source
+        super().__init__(*a, **kw)
+
+    def _get_socket(self, host, port, timeout):
+        raw = socket.create_connection((host, port), timeout,
+                                       (self._source, 0) if self._source else None)
+        if self._hdr:
+            raw.sendall(self._hdr)
+        return self.context.wrap_socket(raw, server_hostname=self._host)
+
+
+class ProxyPOP3_SSL(poplib.POP3_SSL):
+    def __init__(self, hdr: bytes, *a, **kw):
+        self._hdr = hdr
+        super().__init__(*a, **kw)
+
+    def _create_socket(self, timeout):
+        raw = socket.create_connection((self.host, self.port), timeout)
+        if self._hdr:
+            raw.sendall(self._hdr)
+        return self.context.wrap_socket(raw, server_hostname=self.host)
+
+
+def ctx_for(pki) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki.ca_cert))
+
+
+def lb_listener(name, backend, mode, **kw):
+    """A listener behind a 'load balancer' on loopback."""
+    return listener(name, backend, backend_proxy=mode, accept_proxy=True,
+                    accept_proxy_from=["127.0.0.0/8", "::1/128"], **kw)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    require_mailstack()
+    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True, ipv6=True)
+    try:
+        ms.start()
+        yield ms
+    finally:
+        ms.stop()
+        shutil.rmtree(ms.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moat(stack, pki, tmp_path_factory):
+    m = Moat(tmp_path_factory.mktemp("moat"), pki, [
+        listener("smtps-v1", stack.smtp_addr, backend_proxy="v1"),
+        listener("smtps-v2", stack.smtp_addr, backend_proxy="v2"),
+        lb_listener("lb-smtps-v1", stack.smtp_addr, "v1"),
+        lb_listener("lb-smtps-v2", stack.smtp_addr, "v2"),
+        lb_listener("lb-pop3s-v1", stack.pop3_addr, "v1", protocol="pop3"),
+        lb_listener("lb-pop3s-v2", stack.pop3_addr, "v2", protocol="pop3"),
+        listener("strict-lb", stack.smtp_addr, backend_proxy="v2", accept_proxy=True,
+                 accept_proxy_from=["192.0.2.0/24"]),
+    ]).start()
+    yield m
+    assert m.stop() == 0, m.log()[-3000:]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_postfix_sees_the_real_client(stack, moat, pki, version):
+    """Without accept_proxy: the address moat's client connected from."""
+    src = f"127.0.0.{40 + version}"
+    mark = stack.log_mark("postfix")
+    with ProxySMTP_SSL(b"", "127.0.0.1", moat.port(f"smtps-v{version}"), source=src,
+                       context=ctx_for(pki), timeout=20) as s:
+        s.ehlo("client.example.org")
+    stack.wait_log(rf"connect from \S+\[{src}\]", "postfix", timeout=20, since=mark)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_postfix_sees_the_load_balancers_client(stack, moat, pki, version):
+    src = f"192.0.2.{10 + version}"
+    mark = stack.log_mark("postfix")
+    before = len(stack.maildir_messages("alice"))
+    with ProxySMTP_SSL(header(version, src), "127.0.0.1", moat.port(f"lb-smtps-v{version}"),
+                       context=ctx_for(pki), timeout=20) as s:
+        s.sendmail(SENDER, ["alice@example.test"], b"Subject: lb\r\n\r\nhello\r\n")
+    stack.wait_for_messages("alice", before + 1, timeout=20)
+    stack.wait_log(rf"client=\S+\[{src}\]", "postfix", timeout=20, since=mark)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_dovecot_sees_the_load_balancers_client(stack, moat, pki, version):
+    src = f"192.0.2.{20 + version}"
+    mark = stack.log_mark("dovecot")
+    p = ProxyPOP3_SSL(header(version, src), "127.0.0.1", moat.port(f"lb-pop3s-v{version}"),
+                      context=ctx_for(pki), timeout=20)
+    try:
+        p.user("alice")
+        p.pass_("alicepw")
+        p.stat()
+    finally:
+        p.quit()
+    stack.wait_log(rf"rip={src}\b", "dovecot", timeout=20, since=mark)
+
+
+def test_ipv6_client_through_v2(stack, moat, pki):
+    src = "2001:db8::23"
+    mark = stack.log_mark("postfix")
+    with ProxySMTP_SSL(header(2, src), "127.0.0.1", moat.port("lb-smtps-v2"),
+                       context=ctx_for(pki), timeout=20) as s:
+        s.ehlo("v6.example.org")
+    stack.wait_log(r"connect from \S+\[2001:db8::23\]", "postfix", timeout=20, since=mark)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_no_open_relay(stack, moat, pki, version):
+    """A client outside mynetworks must not relay through moat, although
+    moat itself connects from loopback (which Postfix trusts)."""
+    with ProxySMTP_SSL(header(version, f"192.0.2.{30 + version}"), "127.0.0.1",
+                       moat.port(f"lb-smtps-v{version}"), context=ctx_for(pki),
+                       timeout=20) as s:
+        s.ehlo("relay.example.org")
+        assert s.mail(SENDER)[0] == 250
+        code, msg = s.rcpt("victim@outside.example.org")
+        assert code == 554, msg
+        assert b"5.7.1" in msg and b"Relay access denied" in msg
+    # The same through a client that Postfix's mynetworks does include.
+    with ProxySMTP_SSL(header(version, "127.0.0.9"), "127.0.0.1",
+                       moat.port(f"lb-smtps-v{version}"), context=ctx_for(pki),
+                       timeout=20) as s:
+        s.ehlo("relay.example.org")
+        s.mail(SENDER)
+        assert s.rcpt("victim@outside.example.org")[0] == 250
+
+
+def test_proxy_local_keeps_the_connection_address(stack, moat, pki):
+    mark = stack.log_mark("postfix")
+    hdr = proxy_v2_header("192.0.2.99", "127.0.0.1", 1, 2, local=True)
+    with ProxySMTP_SSL(hdr, "127.0.0.1", moat.port("lb-smtps-v2"),
+                       context=ctx_for(pki), timeout=20) as s:
+        s.ehlo("local.example.org")
+    stack.wait_log(r"connect from \S+\[127\.0\.0\.1\]", "postfix", timeout=20, since=mark)
+
+
+def closed_without_reply(port: int, data: bytes) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        if data:
+            try:
+                s.sendall(data)
+            except ConnectionError:
+                return True
+        try:
+            return s.recv(100) == b""
+        except ConnectionError:
+            return True
+
+
+def test_proxy_header_from_untrusted_source_closes(moat):
+    assert closed_without_reply(moat.port("strict-lb"), header(1, "192.0.2.50"))
+    moat.wait_log('proxy_fail reason="untrusted source" ip=127.0.0.1')
+
+
+@pytest.mark.parametrize("data", [
+    b"PROXY TCP4 192.0.2.1 127.0.0.1 99999 465\r\n",
+    b"PROXY TCP4 not-an-ip 127.0.0.1 1 465\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,   # a ClientHello
+    b"PROXY " + b"x" * 200 + b"\r\n",
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x31\x00\x00",                       # v2 over AF_UNIX
+])
+def test_malformed_proxy_header_closes(moat, data):
+    assert closed_without_reply(moat.port("lb-smtps-v2"), data)
+
+
+def test_xclient_with_postfix(make_mailstack, pki, tmp_path):
+    ms = make_mailstack(xclient_hosts="127.0.0.0/8", ipv6=True)
+    m = Moat(tmp_path, pki, [lb_listener("xclient", ms.smtp_addr, "xclient")]).start()
+    try:
+        mark = ms.log_mark("postfix")
+        before = len(ms.maildir_messages("alice"))
+        with ProxySMTP_SSL(header(2, "192.0.2.77"), "127.0.0.1", m.port("xclient"),
+                           context=ctx_for(pki), timeout=20) as s:
+            code, banner = s.ehlo("xclient.example.org")
+            assert code == 250
+            s.sendmail(SENDER, ["alice@example.test"], b"Subject: xclient\r\n\r\nhi\r\n")
+            s.mail(SENDER)
+            code, msg = s.rcpt("victim@outside.example.org")
+            assert code == 554 and b"Relay access denied" in msg
+        ms.wait_for_messages("alice", before + 1, timeout=20)
+        ms.wait_log(r"client=\S+\[192\.0\.2\.77\]", "postfix", timeout=20, since=mark)
+
+        mark = ms.log_mark("postfix")
+        with ProxySMTP_SSL(header(2, "2001:db8::77"), "127.0.0.1", m.port("xclient"),
+                           context=ctx_for(pki), timeout=20) as s:
+            s.ehlo("xclient6.example.org")
+            s.mail(SENDER)
+            assert s.rcpt("alice@example.test")[0] == 250
+        ms.wait_log(r"\[2001:db8::77\]", "postfix", timeout=20, since=mark)
+    finally:
+        assert m.stop() == 0
+
+
+def test_v2_ssl_tlv_lets_dovecot_trust_tls(make_mailstack, pki, tmp_path):
+    """disable_plaintext_auth: Dovecot accepts USER/PASS from a remote
+    client only if the PROXY v2 header says the client is on TLS."""
+    ms = make_mailstack(dovecot_proxy=True, disable_plaintext_auth=True)
+    m = Moat(tmp_path, pki, [
+        lb_listener("v1", ms.pop3_addr, "v1", protocol="pop3"),
+        lb_listener("v2", ms.pop3_addr, "v2", protocol="pop3"),
+    ]).start()
+    try:
+        p = ProxyPOP3_SSL(header(2, "192.0.2.88"), "127.0.0.1", m.port("v2"),
+                          context=ctx_for(pki), timeout=20)
+        try:
+            p.user("alice")
+            assert p.pass_("alicepw").startswith(b"+OK")
+        finally:
+            p.quit()
+        # v1 carries no TLS information: Dovecot sees plaintext and refuses.
+        p = ProxyPOP3_SSL(header(1, "192.0.2.89"), "127.0.0.1", m.port("v1"),
+                          context=ctx_for(pki), timeout=20)
+        try:
+            with pytest.raises(poplib.error_proto):
+                p.user("alice")
+                p.pass_("alicepw")
+        finally:
+            p.close()
+    finally:
+        assert m.stop() == 0

@@ -1,0 +1,317 @@
+/* test_config.c - unit tests for the config loader: values, defaults, errors. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "check.h"
+#include "config.h"
+
+/* Collects diagnostics so tests can look for one line among them. */
+struct diags {
+	char text[8192];
+	int errors, warnings;
+};
+
+static void
+collect(void *arg, bool is_error, const char *line)
+{
+	struct diags *d = arg;
+	size_t off = strlen(d->text);
+
+	if (is_error)
+		d->errors++;
+	else
+		d->warnings++;
+	snprintf(d->text + off, sizeof(d->text) - off, "%s\n", line);
+}
+
+static struct config *
+load(const char *toml, struct diags *d)
+{
+	memset(d, 0, sizeof(*d));
+	return config_load_buf("t.toml", "/base", toml, strlen(toml), collect,
+	    d);
+}
+
+#define LISTENER							\
+	"[[listener]]\nname = \"smtp\"\nlisten = [\"127.0.0.1:2525\"]\n"	\
+	"protocol = \"smtp\"\ntls = \"none\"\nbackend = \"127.0.0.1:25\"\n"
+
+/* Expects the config to fail with a line containing want. */
+static void
+expect_error(const char *toml, const char *want, int line)
+{
+	struct diags d;
+	struct config *cfg = load(toml, &d);
+
+	if (cfg != NULL || strstr(d.text, want) == NULL) {
+		check_failed++;
+		fprintf(stderr, "%s:%d: expected error \"%s\", got%s:\n%s",
+		    __FILE__, line, want, cfg ? " success" : "", d.text);
+	} else
+		check_passed++;
+	config_free(cfg);
+}
+#define EXPECT_ERROR(toml, want) expect_error(toml, want, __LINE__)
+
+static void
+test_defaults(void)
+{
+	struct diags d;
+	struct config *cfg = load(LISTENER, &d);
+	const struct cfg_listener *lis;
+
+	CHECK(cfg != NULL);
+	if (cfg == NULL) {
+		fputs(d.text, stderr);
+		return;
+	}
+	CHECK_INT_EQ(d.errors, 0);
+	CHECK_INT_EQ(cfg->nlisteners, 1);
+	lis = &cfg->listeners[0];
+	CHECK_STR_EQ(lis->name, "smtp");
+	CHECK_INT_EQ(lis->backend_proxy, CFG_BPROXY_V2);
+	CHECK_INT_EQ(lis->handshake_ms, 10000);
+	CHECK_INT_EQ(lis->idle_ms, 300000);
+	CHECK_INT_EQ(lis->connect_ms, 5000);
+	CHECK_INT_EQ(lis->max_line, 2048);
+	CHECK_INT_EQ(lis->line, 1);
+	CHECK(!lis->require_tls);
+	CHECK(cfg->daemon.user == NULL);
+	CHECK_INT_EQ(cfg->daemon.workers, 1);
+	CHECK_STR_EQ(cfg->daemon.control_socket, "/run/moat/control.sock");
+	CHECK_STR_EQ(cfg->daemon.state_file, "/var/lib/moat/state");
+	CHECK(!cfg->daemon.metrics_enabled);
+	CHECK_INT_EQ(cfg->tls.min_version, TLS1_2_VERSION);
+	CHECK_INT_EQ(cfg->policy.rate.connections.limit, 30);
+	CHECK_INT_EQ(cfg->policy.rate.connections.window_ms, 60000);
+	CHECK_INT_EQ(cfg->policy.rate.concurrent_per_ip, 20);
+	CHECK_INT_EQ(cfg->policy.rate.auth_failures.limit, 5);
+	CHECK_INT_EQ(cfg->policy.rate.auth_failures.window_ms, 600000);
+	CHECK_INT_EQ(cfg->ban.duration_ms, 3600000);
+	CHECK(cfg->ban.escalation == 2.0);
+	CHECK_INT_EQ(cfg->ban.max_duration_ms, 7LL * 24 * 3600 * 1000);
+	CHECK_INT_EQ(cfg->firewall.backend, CFG_FW_NFTABLES);
+	CHECK_STR_EQ(cfg->firewall.table, "moat");
+	CHECK_STR_EQ(cfg->firewall.set4, "blocked4");
+	CHECK_STR_EQ(cfg->firewall.set6, "blocked6");
+	CHECK_STR_EQ(cfg->events.file, "/var/log/moat/events.jsonl");
+	CHECK(cfg->policy.geo.database == NULL);
+	CHECK_INT_EQ(cfg->policy.geo.unknown, CFG_GEO_UNKNOWN_ALLOW);
+	config_free(cfg);
+}
+
+static void
+test_values(void)
+{
+	struct diags d;
+	struct config *cfg = load(
+	    "[daemon]\nworkers = 0\nmetrics = \"127.0.0.1:9425\"\n"
+	    "state_file = \"state\"\ndrain_timeout = \"1m\"\n"
+	    "[[listener]]\nname = \"pop3\"\n"
+	    "listen = [\"127.0.0.1:1110\", \"[::1]:1110\"]\n"
+	    "protocol = \"pop3\"\ntls = \"none\"\nbackend = \"[::1]:110\"\n"
+	    "backend_proxy = \"v1\"\naccept_proxy = true\n"
+	    "accept_proxy_from = [\"10.0.0.0/8\", \"fd00::/8\"]\n"
+	    "timeouts = { handshake = \"3s\", idle = \"1h\", "
+	    "connect = \"250ms\" }\nmax_line = 4096\n"
+	    "[policy]\nallow = [\"192.0.2.10\"]\n"
+	    "deny = [\"198.51.100.0/24\", \"2001:db8:bad::/48\"]\n"
+	    "[policy.rate]\nconnections = { limit = 5, window = \"10s\" }\n"
+	    "concurrent_per_ip = 0\n"
+	    "[ban]\nduration = \"10m\"\nescalation = 3\n"
+	    "max_duration = \"1d\"\n"
+	    "[firewall]\nbackend = \"ipset\"\nset4 = \"bad4\"\n"
+	    "[events]\nfile = \"\"\nsyslog = true\n", &d);
+	const struct cfg_listener *lis;
+
+	CHECK(cfg != NULL);
+	if (cfg == NULL) {
+		fputs(d.text, stderr);
+		return;
+	}
+	CHECK_INT_EQ(cfg->daemon.workers, 0);
+	CHECK(cfg->daemon.metrics_enabled);
+	CHECK_STR_EQ(cfg->daemon.state_file, "/base/state");
+	CHECK_INT_EQ(cfg->daemon.drain_ms, 60000);
+	lis = &cfg->listeners[0];
+	CHECK_INT_EQ(lis->protocol, CFG_PROTO_POP3);
+	CHECK_INT_EQ(lis->nlisten, 2);
+	CHECK_INT_EQ(lis->backend.ss.ss_family, AF_INET6);
+	CHECK_INT_EQ(lis->backend_proxy, CFG_BPROXY_V1);
+	CHECK(lis->accept_proxy);
+	CHECK_INT_EQ(lis->accept_proxy_from.n, 2);
+	CHECK_INT_EQ(lis->handshake_ms, 3000);
+	CHECK_INT_EQ(lis->idle_ms, 3600000);
+	CHECK_INT_EQ(lis->connect_ms, 250);
+	CHECK_INT_EQ(lis->max_line, 4096);
+	CHECK_INT_EQ(cfg->policy.allow.n, 1);
+	CHECK_INT_EQ(cfg->policy.deny.n, 2);
+	CHECK_INT_EQ(cfg->policy.rate.connections.limit, 5);
+	CHECK_INT_EQ(cfg->policy.rate.connections.window_ms, 10000);
+	CHECK_INT_EQ(cfg->policy.rate.concurrent_per_ip, 0);
+	CHECK_INT_EQ(cfg->ban.duration_ms, 600000);
+	CHECK(cfg->ban.escalation == 3.0);
+	CHECK_INT_EQ(cfg->firewall.backend, CFG_FW_IPSET);
+	CHECK_STR_EQ(cfg->firewall.set4, "bad4");
+	CHECK(cfg->events.file == NULL);
+	CHECK(cfg->events.syslog);
+	/* SMTP is not involved, so no open-relay warning. */
+	CHECK_INT_EQ(d.warnings, 0);
+	config_free(cfg);
+}
+
+static void
+test_errors(void)
+{
+	/* Each message names the file, the position and the problem. */
+	EXPECT_ERROR(LISTENER "[daemon]\nworkerz = 2\n",
+	    "t.toml:8:1: unknown key 'workerz' in [daemon] (did you mean "
+	    "'workers'?)");
+	EXPECT_ERROR(LISTENER "[daemon]\nworkers = \"2\"\n",
+	    "t.toml:8:11: daemon.workers must be an integer, not a string");
+	EXPECT_ERROR(LISTENER "[daemon]\nworkers = -1\n",
+	    "t.toml:8:11: daemon.workers must be between 0 and 256");
+	EXPECT_ERROR(LISTENER "[policy]\ndeny = [\"10.0.0.0/33\"]\n",
+	    "t.toml:8:9: invalid address or CIDR \"10.0.0.0/33\" in "
+	    "policy.deny: IPv4 prefix length must be 0 to 32");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"1hour\"\n",
+	    "t.toml:8:12: invalid duration \"1hour\" for ban.duration");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = 60\n",
+	    "ban.duration needs a unit: write \"60s\"");
+	EXPECT_ERROR(LISTENER LISTENER, "t.toml:7:1: duplicate listener name "
+	    "'smtp' (first used at line 1)");
+	EXPECT_ERROR(LISTENER "[tls]\ncertificate = \"/nonexistent/c.pem\"\n",
+	    "t.toml:8:15: tls.certificate: cannot read /nonexistent/c.pem");
+	EXPECT_ERROR("[[listener]]\nname = \"x\"\n",
+	    "t.toml:1:1: listener 'x' needs listen");
+	EXPECT_ERROR("[[listener]]\nlisten = [\"1.2.3.4:5\"]\n",
+	    "needs a name");
+	EXPECT_ERROR("[daemon]\n", "no [[listener]] is configured");
+	EXPECT_ERROR(LISTENER "tls = \"implicit\"\n",
+	    "duplicate key");
+	EXPECT_ERROR("[[listener]]\nname = \"s\"\nlisten = [\"127.0.0.1:1\"]\n"
+	    "protocol = \"smtp\"\ntls = \"implicit\"\nbackend = "
+	    "\"127.0.0.1:25\"\n", "a listener uses TLS, so [tls] needs "
+	    "certificate and key");
+	EXPECT_ERROR("[[listener]]\nname = \"p\"\nlisten = [\"127.0.0.1:1\"]\n"
+	    "protocol = \"pop3\"\ntls = \"none\"\nbackend = \"127.0.0.1:1\"\n"
+	    "backend_proxy = \"xclient\"\n", "t.toml:7:17: listener 'p': "
+	    "backend_proxy = \"xclient\" is an SMTP extension");
+	EXPECT_ERROR(LISTENER "tls_mode = 1\n",
+	    "t.toml:7:1: unknown key 'tls_mode' in [[listener]]");
+	EXPECT_ERROR(LISTENER "protocol_x = 1\n", "unknown key 'protocol_x'");
+	EXPECT_ERROR(LISTENER "accept_proxy = true\n",
+	    "t.toml:7:16: listener 'smtp': accept_proxy = true needs "
+	    "accept_proxy_from");
+	EXPECT_ERROR(LISTENER "require_tls = true\n",
+	    "require_tls = true needs tls = \"starttls\" or \"implicit\"");
+	EXPECT_ERROR(LISTENER "listen2 = []\n", "unknown key 'listen2'");
+	EXPECT_ERROR("[[listener]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\n"
+	    "protocol = \"smtp\"\ntls = \"none\"\nbackend = \"127.0.0.1:1\"\n"
+	    "[[listener]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\n"
+	    "protocol = \"smtp\"\ntls = \"none\"\nbackend = \"127.0.0.1:1\"\n",
+	    "listener 'b': 127.0.0.1:1 is already used by listener 'a'");
+	EXPECT_ERROR(LISTENER "protocol = \"imap\"\n", "duplicate key");
+	EXPECT_ERROR("[[listener]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\n"
+	    "protocol = \"imap\"\ntls = \"none\"\nbackend = \"127.0.0.1:1\"\n",
+	    "t.toml:4:12: listener.protocol must be \"smtp\" or \"pop3\", "
+	    "not \"imap\"");
+	EXPECT_ERROR(LISTENER "[policy.geo]\nallow_countries = [\"UK\"]\n",
+	    "the United Kingdom is \"GB\"");
+	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"cn\"]\n",
+	    "country codes are upper case: write \"CN\"");
+	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"CN\"]\n",
+	    "country lists need database");
+	EXPECT_ERROR(LISTENER "[policy.rate]\nconnections = { limit = 5 }\n",
+	    "policy.rate.connections needs both limit and window");
+	EXPECT_ERROR(LISTENER "[policy.rate]\nconnections = { limit = 5, "
+	    "window = \"1m\", burst = 3 }\n", "unknown key 'burst'");
+	EXPECT_ERROR(LISTENER "[ban]\nescalation = 0.5\n",
+	    "ban.escalation must be between 1.0");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"2d\"\nmax_duration = "
+	    "\"1d\"\n", "ban.max_duration is shorter than ban.duration");
+	EXPECT_ERROR(LISTENER "[firewall]\nbackend = \"iptables\"\n",
+	    "firewall.backend must be \"nftables\", \"ipset\" or \"none\"");
+	EXPECT_ERROR(LISTENER "[firewall]\nset4 = \"a b\"\n",
+	    "firewall.set4 \"a b\" must be 1 to 31");
+	EXPECT_ERROR(LISTENER "[tls]\nmin_version = 1.3\n",
+	    "tls.min_version must be a string");
+	EXPECT_ERROR(LISTENER "[tls]\nmin_version = \"1.1\"\n",
+	    "tls.min_version must be \"1.2\" or \"1.3\", not \"1.1\"");
+	EXPECT_ERROR(LISTENER "[daemon]\nuser = \"no-such-user-moat\"\n",
+	    "daemon.user: no such user");
+	EXPECT_ERROR(LISTENER "[policy]\nallow_files = [\"/nonexistent\"]\n",
+	    "cannot read list file /nonexistent");
+	EXPECT_ERROR("a = \n", "t.toml:1:");
+	EXPECT_ERROR(LISTENER "daemon = 3\n", "unknown key 'daemon' in "
+	    "[[listener]]");
+	EXPECT_ERROR(LISTENER "[[daemon]]\n", "daemon must be a table, not an "
+	    "array");
+}
+
+static void
+test_open_relay_warning(void)
+{
+	struct diags d;
+	struct config *cfg = load(LISTENER "backend_proxy = \"none\"\n", &d);
+
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.warnings, 1);
+	CHECK(strstr(d.text, "t.toml:7:17: warning: listener 'smtp': "
+	    "backend_proxy = \"none\"") != NULL);
+	CHECK(strstr(d.text, "OPEN RELAY") != NULL);
+	config_free(cfg);
+}
+
+static void
+test_list_file(void)
+{
+	char path[] = "/tmp/moat-test-list-XXXXXX", toml[256];
+	struct diags d;
+	struct config *cfg;
+	FILE *f;
+	int fd = mkstemp(path);
+
+	CHECK(fd != -1);
+	f = fdopen(fd, "w");
+	fputs("# blocklist\n192.0.2.0/24\n\n  2001:db8::/32  # v6\r\n"
+	    "198.51.100.7\n", f);
+	fclose(f);
+	snprintf(toml, sizeof(toml), LISTENER "[policy]\ndeny_files = "
+	    "[\"%s\"]\ndeny = [\"203.0.113.0/24\"]\n", path);
+	cfg = load(toml, &d);
+	CHECK(cfg != NULL);
+	if (cfg != NULL)
+		CHECK_INT_EQ(cfg->policy.deny.n, 4);
+	config_free(cfg);
+
+	f = fopen(path, "w");
+	fputs("192.0.2.0/24\n  10.1.2.3/8\n", f);
+	fclose(f);
+	cfg = load(toml, &d);
+	CHECK(cfg == NULL);
+	{
+		char want[256];
+
+		snprintf(want, sizeof(want), "%s:2:3: invalid address or CIDR "
+		    "\"10.1.2.3/8\": address has bits set", path);
+		CHECK(strstr(d.text, want) != NULL);
+	}
+	unlink(path);
+}
+
+int
+main(void)
+{
+	test_defaults();
+	test_values();
+	test_errors();
+	test_open_relay_warning();
+	test_list_file();
+	return check_report("test_config");
+}
