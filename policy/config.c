@@ -1306,7 +1306,8 @@ get_window(struct loader *l, const struct toml_value *v, const char *what,
 		snprintf(sub, sizeof(sub), "%s.%s", what, key);
 		if (strcmp(key, "limit") == 0) {
 			has_limit = true;
-			get_uint(l, e, sub, 0, 1000000, &w->limit);
+			/* The window counters are 16 bits wide. */
+			get_uint(l, e, sub, 0, 65535, &w->limit);
 		} else if (strcmp(key, "window") == 0) {
 			has_window = true;
 			if (get_duration(l, e, sub, &w->window_ms) &&
@@ -1350,10 +1351,40 @@ k_rate_auth(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	    &l->cfg->policy.rate.auth_failures);
 }
 
+static void
+k_rate_agg4(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "policy.rate.aggregate_ipv4", 8, 32,
+	    &l->cfg->policy.rate.aggregate_ipv4);
+}
+
+static void
+k_rate_agg6(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "policy.rate.aggregate_ipv6", 16, 128,
+	    &l->cfg->policy.rate.aggregate_ipv6);
+}
+
+static void
+k_rate_max_tracked(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "policy.rate.max_tracked", 1000, 100000000,
+	    &l->cfg->policy.rate.max_tracked);
+}
+
 static const struct key_spec rate_keys[] = {
 	{ "connections", k_rate_conn },
 	{ "concurrent_per_ip", k_rate_conc },
 	{ "auth_failures", k_rate_auth },
+	{ "aggregate_ipv4", k_rate_agg4 },
+	{ "aggregate_ipv6", k_rate_agg6 },
+	{ "max_tracked", k_rate_max_tracked },
 };
 
 static void
@@ -1418,10 +1449,29 @@ k_ban_max(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	get_duration(l, v, "ban.max_duration", &l->cfg->ban.max_duration_ms);
 }
 
+static void
+k_ban_forget(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_duration(l, v, "ban.forget_after", &l->cfg->ban.forget_after_ms);
+}
+
+static void
+k_ban_max_entries(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "ban.max_entries", 1000, 100000000,
+	    &l->cfg->ban.max_entries);
+}
+
 static const struct key_spec ban_keys[] = {
 	{ "duration", k_ban_duration },
 	{ "escalation", k_ban_escalation },
 	{ "max_duration", k_ban_max },
+	{ "forget_after", k_ban_forget },
+	{ "max_entries", k_ban_max_entries },
 };
 
 /* ---- [firewall] -------------------------------------------------------- */
@@ -1566,6 +1616,10 @@ config_defaults(struct config *cfg)
 	cfg->policy.rate.concurrent_per_ip = 20;
 	cfg->policy.rate.auth_failures.limit = 5;
 	cfg->policy.rate.auth_failures.window_ms = 10 * 60 * 1000;
+	cfg->policy.rate.aggregate_ipv4 = 32;
+	cfg->policy.rate.aggregate_ipv6 = 128;
+	cfg->policy.rate.max_tracked = 100000;
+	cfg->ban.max_entries = 1000000;
 	cfg->ban.duration_ms = 3600 * 1000;
 	cfg->ban.escalation = 2.0;
 	cfg->ban.max_duration_ms = 7ULL * 24 * 3600 * 1000;

@@ -116,6 +116,9 @@ struct config {
 			struct cfg_window connections;
 			uint32_t concurrent_per_ip;
 			struct cfg_window auth_failures;
+			uint32_t aggregate_ipv4;	/* prefix counted as one */
+			uint32_t aggregate_ipv6;
+			uint32_t max_tracked;	/* addresses in the windows */
 		} rate;
 	} policy;
 
@@ -123,6 +126,8 @@ struct config {
 		uint64_t duration_ms;
 		double escalation;
 		uint64_t max_duration_ms;
+		uint64_t forget_after_ms;	/* 0: max_duration */
+		uint32_t max_entries;
 	} ban;
 
 	struct {

@@ -28,7 +28,7 @@
  */
 enum toml_kind {
 	KIND_SCALAR = 0,
-	TAB_IMPLICIT,	/* middle of a [a.b.c] path: a header may define it once */
+	TAB_IMPLICIT,	/* inside a [a.b.c] path: a header may define it once */
 	TAB_HEADER,	/* defined by [header] or [[header]], or the root */
 	TAB_DOTTED,	/* made by a dotted key: no header may define it */
 	TAB_INLINE,	/* { ... }: frozen, and so is everything inside it */
@@ -41,15 +41,17 @@ struct toml_entry {
 	size_t			 keylen;
 	uint32_t		 hash;
 	struct toml_pos		 pos;
-	struct toml_value	*val;	/* NULL only while its value is parsed */
+	struct toml_value	*val;	/* NULL while its value is parsed */
 };
 
 struct toml_table {
 	struct toml_entry	*ent;	/* in order of first definition */
 	size_t			 len;
 	size_t			 cap;
-	uint32_t		*idx;	/* open addressing: entry index + 1, 0 free */
-	size_t			 idxcap; /* power of two; 0 while unindexed */
+	/* Open addressing; a slot holds an entry index + 1, or 0 if free.
+	 * idxcap is a power of two, or 0 while the table is small. */
+	uint32_t		*idx;
+	size_t			 idxcap;
 };
 
 struct toml_array {
@@ -94,18 +96,18 @@ struct parser {
 	const char		*buf;
 	size_t			 len;
 	size_t			 at;	/* next byte to read */
-	size_t			 bol;	/* offset of the current line's first byte */
+	size_t			 bol;	/* where the current line starts */
 	size_t			 line;
 	struct toml_error	*err;
 	bool			 failed;
 	struct toml_value	*root;
-	struct toml_value	*cur;	/* table the current section fills */
+	struct toml_value	*cur;	/* table of the current section */
 	int			 cur_depth;
 	struct sbuf		 sb;	/* decoded string, cleaned number */
-	struct sbuf		 kb;	/* decoded parts of the key being read */
+	struct sbuf		 kb;	/* decoded parts of the current key */
 	struct key_part		 part[TOML_MAX_DEPTH];
 	size_t			 nparts;
-	locale_t		 cloc;	/* "C" locale for strtod_l, on demand */
+	locale_t		 cloc;	/* "C" locale for strtod_l */
 };
 
 static struct toml_value *parse_value(struct parser *, int);
@@ -514,7 +516,8 @@ peek(const struct parser *p, size_t ahead)
 static void
 skip_ws(struct parser *p)
 {
-	while (p->at < p->len && (p->buf[p->at] == ' ' || p->buf[p->at] == '\t'))
+	while (p->at < p->len &&
+	    (p->buf[p->at] == ' ' || p->buf[p->at] == '\t'))
 		p->at++;
 }
 
@@ -526,7 +529,8 @@ eat_newline(struct parser *p)
 		p->at++;
 	} else if (peek(p, 0) == '\r') {
 		if (peek(p, 1) != '\n') {
-			perr(p, p->at, "carriage return not followed by newline");
+			perr(p, p->at,
+			    "carriage return not followed by newline");
 			return -1;
 		}
 		p->at += 2;
@@ -665,8 +669,8 @@ parse_escape(struct parser *p, struct sbuf *out)
 			cp = cp << 4 | (uint32_t)d;
 		}
 		if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
-			perr(p, at, "escape '%.*s' is not a Unicode scalar value",
-			    (int)(ndig + 2), p->buf + at);
+			perr(p, at, "escape '%.*s' is not a Unicode scalar "
+			    "value", (int)(ndig + 2), p->buf + at);
 			return -1;
 		}
 		p->at += 2 + ndig;
@@ -787,8 +791,9 @@ parse_multi(struct parser *p, struct sbuf *out, char q)
 		if (q == '"' && p->buf[p->at] == '\\') {
 			/* A backslash ending a line trims all whitespace and
 			 * newlines after it. */
-			for (k = 1; peek(p, k) == ' ' || peek(p, k) == '\t'; k++)
-				continue;
+			k = 1;
+			while (peek(p, k) == ' ' || peek(p, k) == '\t')
+				k++;
 			if (peek(p, k) == '\n' ||
 			    (peek(p, k) == '\r' && peek(p, k + 1) == '\n')) {
 				p->at += k;
@@ -895,7 +900,8 @@ type_article(const struct toml_value *v)
 	case TOML_TABLE:
 		return v->kind == TAB_INLINE ? "an inline table" : "a table";
 	case TOML_ARRAY:
-		return v->kind == ARR_TABLES ? "an array of tables" : "an array";
+		return v->kind == ARR_TABLES ? "an array of tables" :
+		    "an array";
 	case TOML_STRING:
 		return "a string";
 	case TOML_INTEGER:
@@ -1154,7 +1160,8 @@ scan_digits(const char *t, size_t n, size_t *i, int base)
 		    hex_val((unsigned char)t[j]) < base)
 			j++;
 		else if (t[j] == '_') {
-			if (j + 1 >= n || hex_val((unsigned char)t[j + 1]) < 0 ||
+			if (j + 1 >= n ||
+			    hex_val((unsigned char)t[j + 1]) < 0 ||
 			    hex_val((unsigned char)t[j + 1]) >= base)
 				return -1;
 			j++;
@@ -1199,8 +1206,9 @@ parse_float_text(struct parser *p, const char *t, size_t n, size_t start,
 	if (sbuf_add(p, &p->sb, "", 1) < 0)
 		return -1;
 	/* strtod obeys LC_NUMERIC; TOML always means '.'. */
-	if (p->cloc == (locale_t)0 &&
-	    (p->cloc = newlocale(LC_ALL_MASK, "C", (locale_t)0)) == (locale_t)0) {
+	if (p->cloc == (locale_t)0)
+		p->cloc = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+	if (p->cloc == (locale_t)0) {
 		perr(p, start, "cannot create the C locale");
 		return -1;
 	}
@@ -1374,7 +1382,8 @@ parse_time(struct parser *p, const char *t, size_t n, size_t *i,
 			}
 		}
 		if (nd == 0) {
-			perr(p, start + *i, "expected digits after '.' in time");
+			perr(p, start + *i,
+			    "expected digits after '.' in time");
 			return -1;
 		}
 		for (; nd < 9; nd++)
@@ -1423,7 +1432,8 @@ parse_datetime(struct parser *p, const char *t, size_t n, size_t start,
 	if (i == n)
 		return 0;
 	if (t[i] != 'T' && t[i] != 't' && t[i] != ' ') {
-		perr(p, start + i, "invalid date-time: expected 'T' after date");
+		perr(p, start + i,
+		    "invalid date-time: expected 'T' after date");
 		return -1;
 	}
 	i++;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,7 +12,10 @@
 #include <ev.h>
 
 #include "config.h"
+#include "events.h"
 #include "gen.h"
+#include "geo.h"
+#include "guard.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -23,7 +27,8 @@ struct server {
 	struct listener **ls;
 	size_t nls;
 	struct session_list sessions;
-	ev_signal sighup, sigterm, sigint;
+	ev_signal sighup, sigterm, sigint, sigusr1;
+	struct event_log *events;
 	ev_timer drain;
 	bool draining;
 };
@@ -127,11 +132,54 @@ server_close_listeners(struct server *srv)
 	srv->nls = 0;
 }
 
+/*
+ * Opens the events sink of cfg, or (same sink) reopens the file so that
+ * logrotate can move it. At start a failure is fatal; on reload it keeps
+ * the sink that works.
+ */
+static int
+server_events(struct server *srv, const struct config *cfg, bool initial)
+{
+	const struct config *old = initial ? NULL : gen_config(srv->gen);
+	struct event_log *log;
+	char err[300];
+
+	if (old != NULL && old->events.syslog == cfg->events.syslog &&
+	    ((old->events.file == NULL && cfg->events.file == NULL) ||
+	    (old->events.file != NULL && cfg->events.file != NULL &&
+	    strcmp(old->events.file, cfg->events.file) == 0))) {
+		(void)event_log_reopen(srv->events);
+		return 0;
+	}
+	if ((log = event_log_open(cfg->events.file, cfg->events.syslog, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("%s%s", err, initial ? "" :
+		    "; keeping the running configuration");
+		return -1;
+	}
+	event_log_close(srv->events);
+	srv->events = log;
+	events_set(log);
+	return 0;
+}
+
+static void
+server_sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct server *srv = container_of(w, struct server, sigusr1);
+
+	(void)loop;
+	(void)revents;
+	log_info("reopening the events file");
+	(void)event_log_reopen(srv->events);
+}
+
 static void
 server_reload(struct server *srv)
 {
 	struct config *cfg;
 	struct gen *g;
+	char err[300] = "";
 
 	if (srv->draining)
 		return;
@@ -151,6 +199,14 @@ server_reload(struct server *srv)
 	if (g == NULL) {
 		log_warnx("reload failed: TLS setup has errors, keeping the "
 		    "running configuration");
+		return;
+	}
+	if (guard_reload(gen_config(g), err, sizeof(err)) == -1 ||
+	    server_events(srv, gen_config(g), false) == -1) {
+		if (err[0] != '\0')
+			log_warnx("reload failed: %s; keeping the running "
+			    "configuration", err);
+		gen_unref(g);
 		return;
 	}
 	(void)server_apply_listeners(srv, g, false);
@@ -224,6 +280,7 @@ int
 server_run(struct config *cfg, const char *config_path)
 {
 	struct server srv;
+	char err[300] = "";
 
 	memset(&srv, 0, sizeof(srv));
 	signal(SIGPIPE, SIG_IGN);
@@ -235,21 +292,33 @@ server_run(struct config *cfg, const char *config_path)
 	}
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
+	if (server_events(&srv, gen_config(srv.gen), true) == -1 ||
+	    guard_open(srv.loop, gen_config(srv.gen), err, sizeof(err)) == -1) {
+		if (err[0] != '\0')
+			log_warnx("%s", err);
+		event_log_close(srv.events);
+		gen_unref(srv.gen);
+		return 1;
+	}
 	srv.sessions.on_empty = server_sessions_empty;
 	srv.sessions.arg = &srv;
 	if (server_apply_listeners(&srv, srv.gen, true) == -1) {
+		guard_close();
+		event_log_close(srv.events);
 		gen_unref(srv.gen);
 		return 1;
 	}
 	ev_signal_init(&srv.sighup, server_sighup_cb, SIGHUP);
 	ev_signal_init(&srv.sigterm, server_sigterm_cb, SIGTERM);
 	ev_signal_init(&srv.sigint, server_sigterm_cb, SIGINT);
+	ev_signal_init(&srv.sigusr1, server_sigusr1_cb, SIGUSR1);
 	srv.sigterm.data = &srv;
 	srv.sigint.data = &srv;
 	ev_timer_init(&srv.drain, server_drain_cb, 0., 0.);
 	ev_signal_start(srv.loop, &srv.sighup);
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
+	ev_signal_start(srv.loop, &srv.sigusr1);
 	log_info("moat running: %zu listening sockets", srv.nls);
 
 	ev_run(srv.loop, 0);
@@ -257,10 +326,13 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sighup);
 	ev_signal_stop(srv.loop, &srv.sigterm);
 	ev_signal_stop(srv.loop, &srv.sigint);
+	ev_signal_stop(srv.loop, &srv.sigusr1);
 	ev_timer_stop(srv.loop, &srv.drain);
 	srv.sessions.on_empty = NULL;
 	session_list_close_all(&srv.sessions, "shutdown");
 	server_close_listeners(&srv);
+	guard_close();
+	event_log_close(srv.events);
 	gen_unref(srv.gen);
 	ev_loop_destroy(srv.loop);
 	log_info("stopped");
@@ -272,8 +344,24 @@ server_check(const struct config *cfg)
 {
 	struct tls_set *t;
 
+	struct geo *geo;
+	char *msg = NULL;
+	int rc = 0;
+
 	if ((t = tls_set_new(cfg, config_report_stderr, NULL)) == NULL)
-		return 1;
-	tls_set_unref(t);
-	return 0;
+		rc = 1;
+	else
+		tls_set_unref(t);
+	/* The loader only knows the database is readable; this knows it is
+	 * a country database libmaxminddb can use. */
+	if (cfg->policy.geo.database != NULL) {
+		if ((geo = geo_open(cfg->policy.geo.database, &msg)) == NULL) {
+			fprintf(stderr, "%s\n", msg ? msg :
+			    cfg->policy.geo.database);
+			free(msg);
+			rc = 1;
+		} else
+			geo_close(geo);
+	}
+	return rc;
 }

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "filter.h"
 #include "gen.h"
+#include "guard.h"
 #include "log.h"
 #include "proxyproto.h"
 #include "tls.h"
@@ -114,8 +115,11 @@ struct session {
 	struct sockaddr_storage peer, local;
 	socklen_t peerlen, locallen;
 	char ip[INET6_ADDRSTRLEN];
+	uint8_t addr[16];	/* the same, for policy */
 	unsigned port;
 	int xc_step;
+	bool admitted;		/* holds a policy_release() */
+	char reject[160];	/* implicit TLS: reply after the handshake */
 };
 
 static uint64_t session_next_id;
@@ -285,6 +289,8 @@ session_free(struct session *s)
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
 	ev_timer_stop(s->loop, &s->timer);
+	if (s->admitted)
+		guard_release(s->addr);
 	if (s->filter.ops != NULL && s->filter.ops->free != NULL &&
 	    s->filter.state != NULL)
 		s->filter.ops->free(s->filter.state);
@@ -373,23 +379,15 @@ set_client_addr(struct session *s)
 
 	s->ip[0] = '\0';
 	s->port = 0;
-	if (addr_to_v6((struct sockaddr *)&s->peer, a) == 0)
+	memset(s->addr, 0, sizeof(s->addr));
+	if (addr_to_v6((struct sockaddr *)&s->peer, a) == 0) {
 		addr_v6_str(a, s->ip, sizeof(s->ip));
+		memcpy(s->addr, a, sizeof(s->addr));
+	}
 	if (s->peer.ss_family == AF_INET)
 		s->port = ntohs(((struct sockaddr_in *)&s->peer)->sin_port);
 	else if (s->peer.ss_family == AF_INET6)
 		s->port = ntohs(((struct sockaddr_in6 *)&s->peer)->sin6_port);
-}
-
-/*
- * The policy verdict. Issue 5 replaces this with policy/'s admit(), which
- * may refuse with a protocol-correct reply; until then all are admitted.
- */
-static bool
-policy_admit_stub(const struct session *s)
-{
-	(void)s;
-	return true;
 }
 
 /*
@@ -434,11 +432,29 @@ backend_fail(struct session *s, const char *why)
 static void
 session_admit(struct session *s)
 {
+	bool banned;
+
 	enter_state(s, SESSION_ADMIT);
-	if (!policy_admit_stub(s)) {
-		session_kill(s, "rejected");
+	if (!guard_admit(s->addr, s->lc, s->id, s->reject, sizeof(s->reject),
+	    &banned)) {
+		log_info("%s reject ip=%s banned=%s", s->id, s->ip,
+		    banned ? "yes" : "no");
+		/*
+		 * A banned address costs nothing more: no reply, no TLS.
+		 * Others read a protocol-correct refusal, after the
+		 * handshake on implicit-TLS listeners.
+		 */
+		if (banned) {
+			session_kill(s, "banned");
+			return;
+		}
+		if (s->lc->tls == CFG_TLS_IMPLICIT)
+			start_handshake(s);
+		else
+			session_reject(s, s->reject, "rejected");
 		return;
 	}
+	s->admitted = true;
 	if (s->filter.ops->new != NULL &&
 	    (s->filter.state = s->filter.ops->new(s->lc)) == NULL) {
 		session_kill(s, "out_of_memory");
@@ -585,6 +601,8 @@ do_handshake(struct session *s)
 				    &s->filter);
 			enter_state(s, SESSION_RELAY);
 			relay_pump(s);
+		} else if (s->reject[0] != '\0') {
+			session_reject(s, s->reject, "rejected");
 		} else {
 			start_connect(s);
 		}

@@ -97,7 +97,8 @@ walk(const struct toml_value *v, int depth)
 		INVARIANT(dt->second >= 0 && dt->second <= 60);
 		INVARIANT(dt->nanosecond >= 0 && dt->nanosecond < 1000000000);
 		INVARIANT(dt->frac_digits >= 0 && dt->frac_digits <= 9);
-		INVARIANT(dt->offset_min > -24 * 60 && dt->offset_min < 24 * 60);
+		INVARIANT(dt->offset_min > -24 * 60 &&
+		    dt->offset_min < 24 * 60);
 	}
 }
 

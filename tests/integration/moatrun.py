@@ -73,7 +73,11 @@ def listener(name: str, backend, *, protocol: str = "smtp", tls: str = "implicit
 
 def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                   min_version: str = "1.2", sni: Optional[List[Dict]] = None,
-                  drain: str = "5s") -> str:
+                  drain: str = "5s", extra: str = "") -> str:
+    """extra is raw TOML ([policy], [ban], ...) placed after the listeners.
+    Unless extra sets [policy.rate], every limit is off: tests of other
+    features make many connections from one loopback address and must not
+    be throttled or banned by moat's defaults."""
     out = ["[daemon]",
            f"control_socket = {_q(workdir / 'moat.sock')}",
            f"state_file = {_q(workdir / 'moat.state')}",
@@ -100,6 +104,13 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                 "accept_proxy_from = [" + ", ".join(_q(c) for c in l["accept_proxy_from"]) + "]",
                 f"timeouts = {{ handshake = {_q(t['handshake'])}, idle = {_q(t['idle'])}, "
                 f"connect = {_q(t['connect'])} }}"]
+    if "[policy.rate]" not in extra:
+        out += ["", "[policy.rate]",
+                'connections = { limit = 0, window = "1m" }',
+                "concurrent_per_ip = 0",
+                'auth_failures = { limit = 0, window = "1m" }']
+    if extra:
+        out += ["", extra]
     out += ["", "[firewall]", 'backend = "none"',
             "", "[events]", f"file = {_q(workdir / 'events.jsonl')}", ""]
     return "\n".join(out)

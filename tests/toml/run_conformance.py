@@ -28,7 +28,8 @@ SANITIZER_MARKS = (
 )
 ERROR_LINE = re.compile(rb"^\d+:\d+: \S")
 DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
-TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?$")
+TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+                  r"([Zz]|[+-]\d{2}:\d{2})?$")
 
 
 def suite_dir():

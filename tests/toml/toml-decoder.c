@@ -158,7 +158,8 @@ put_value(const struct toml_value *v, FILE *out)
 		type = "float";
 		break;
 	case TOML_BOOL:
-		snprintf(buf, sizeof(buf), "%s", toml_bool(v) ? "true" : "false");
+		snprintf(buf, sizeof(buf), "%s",
+		    toml_bool(v) ? "true" : "false");
 		type = "bool";
 		break;
 	default:

@@ -92,6 +92,11 @@ test_defaults(void)
 	CHECK_INT_EQ(cfg->policy.rate.concurrent_per_ip, 20);
 	CHECK_INT_EQ(cfg->policy.rate.auth_failures.limit, 5);
 	CHECK_INT_EQ(cfg->policy.rate.auth_failures.window_ms, 600000);
+	CHECK_INT_EQ(cfg->policy.rate.aggregate_ipv4, 32);
+	CHECK_INT_EQ(cfg->policy.rate.aggregate_ipv6, 128);
+	CHECK_INT_EQ(cfg->policy.rate.max_tracked, 100000);
+	CHECK_INT_EQ(cfg->ban.forget_after_ms, 0);
+	CHECK_INT_EQ(cfg->ban.max_entries, 1000000);
 	CHECK_INT_EQ(cfg->ban.duration_ms, 3600000);
 	CHECK(cfg->ban.escalation == 2.0);
 	CHECK_INT_EQ(cfg->ban.max_duration_ms, 7LL * 24 * 3600 * 1000);
@@ -231,6 +236,10 @@ test_errors(void)
 	    "policy.rate.connections needs both limit and window");
 	EXPECT_ERROR(LISTENER "[policy.rate]\nconnections = { limit = 5, "
 	    "window = \"1m\", burst = 3 }\n", "unknown key 'burst'");
+	EXPECT_ERROR(LISTENER "[policy.rate]\nauth_failures = { limit = 70000, "
+	    "window = \"1m\" }\n", "must be between 0 and 65535");
+	EXPECT_ERROR(LISTENER "[policy.rate]\naggregate_ipv6 = 129\n",
+	    "policy.rate.aggregate_ipv6 must be between 16 and 128");
 	EXPECT_ERROR(LISTENER "[ban]\nescalation = 0.5\n",
 	    "ban.escalation must be between 1.0");
 	EXPECT_ERROR(LISTENER "[ban]\nduration = \"2d\"\nmax_duration = "

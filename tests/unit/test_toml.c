@@ -1,4 +1,4 @@
-/* test_toml.c - unit tests for the TOML parser's API: positions, errors, limits. */
+/* test_toml.c - unit tests for the TOML parser: positions, errors, limits. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -284,7 +284,8 @@ test_errors(void)
 	CHECK_ERROR("a = \"\"\"x\n\n", 1, 5, "unterminated multi-line string");
 	CHECK_ERROR("\"a\nb\" = 1\n", 1, 3, "newline in single-line string");
 	CHECK_ERROR("a = 01\n", 1, 5, "leading zeros not allowed in '01'");
-	CHECK_ERROR("a = -0x1\n", 1, 5, "sign not allowed on a base-16 integer");
+	CHECK_ERROR("a = -0x1\n", 1, 5,
+	    "sign not allowed on a base-16 integer");
 	CHECK_ERROR("x = 1\n[[x]]\n", 2, 3, "key 'x' is already an integer");
 
 	/* Error messages quote long keys shortened and escape controls. */
@@ -589,7 +590,8 @@ test_oom(void)
 			alloc_fail_at = i;
 			v = toml_parse(docs[d], strlen(docs[d]), &err);
 			alloc_fail_at = -1;
-			if (v != NULL || strcmp(err.msg, "out of memory") != 0) {
+			if (v != NULL ||
+			    strcmp(err.msg, "out of memory") != 0) {
 				fprintf(stderr, "doc %zu, allocation %ld: %s\n",
 				    d, i, v != NULL ? "parsed" : err.msg);
 				bad++;
@@ -655,8 +657,8 @@ test_large(void)
 		if (f == 1 || f == 3)
 			t = toml_table_get(root, "t");
 		if (f == 2) {
-			CHECK_INT_EQ(toml_array_len(toml_table_get(root, "aot")),
-			    100000);
+			t = toml_table_get(root, "aot");
+			CHECK_INT_EQ(toml_array_len(t), 100000);
 		} else {
 			CHECK_INT_EQ(toml_table_len(t), 100000);
 			CHECK(toml_table_get(t, "key99999") != NULL);

@@ -1,0 +1,163 @@
+/* geo.c - country and continent of an address, from a MaxMind database. */
+#include "geo.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <maxminddb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct geo {
+	MMDB_s db;
+	char *path;
+};
+
+static const uint8_t v4mapped[12] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+static void
+set_err(char **errmsg, const char *path, const char *why)
+{
+	if (errmsg == NULL)
+		return;
+	if (asprintf(errmsg, "%s: %s", path, why) == -1)
+		*errmsg = NULL;
+}
+
+struct geo *
+geo_open(const char *path, char **errmsg)
+{
+	struct geo *g;
+	const char *type;
+	int rc;
+
+	if (errmsg != NULL)
+		*errmsg = NULL;
+	g = calloc(1, sizeof(*g));
+	if (g == NULL || (g->path = strdup(path)) == NULL) {
+		free(g);
+		set_err(errmsg, path, "out of memory");
+		return NULL;
+	}
+	rc = MMDB_open(path, MMDB_MODE_MMAP, &g->db);
+	if (rc != MMDB_SUCCESS) {
+		/* MMDB_strerror says "Error opening the specified MaxMind
+		 * DB file" for a missing file; errno says which error. */
+		if (rc == MMDB_FILE_OPEN_ERROR) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "%s (%s)",
+			    MMDB_strerror(rc), strerror(errno));
+			set_err(errmsg, path, why);
+		} else
+			set_err(errmsg, path, MMDB_strerror(rc));
+		free(g->path);
+		free(g);
+		return NULL;
+	}
+	type = g->db.metadata.database_type;
+	if (type == NULL || (strstr(type, "Country") == NULL &&
+	    strstr(type, "City") == NULL)) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "database type is \"%s\"; moat "
+		    "needs a GeoIP2/GeoLite2 Country or City database",
+		    type ? type : "(none)");
+		set_err(errmsg, path, why);
+		geo_close(g);
+		return NULL;
+	}
+	return g;
+}
+
+void
+geo_close(struct geo *g)
+{
+	if (g == NULL)
+		return;
+	MMDB_close(&g->db);
+	free(g->path);
+	free(g);
+}
+
+/* Copies a two-letter code at path from entry into out, or "". */
+static int
+get_code(MMDB_entry_s *entry, char out[3], const char *key,
+    const char *subkey)
+{
+	MMDB_entry_data_s data;
+	int rc;
+
+	out[0] = '\0';
+	rc = MMDB_get_value(entry, &data, key, subkey, NULL);
+	if (rc == MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR)
+		return 0;	/* the record has no such key: unknown */
+	if (rc != MMDB_SUCCESS)
+		return -1;
+	if (data.has_data && data.type == MMDB_DATA_TYPE_UTF8_STRING &&
+	    data.data_size == 2) {
+		memcpy(out, data.utf8_string, 2);
+		out[2] = '\0';
+	}
+	return 0;
+}
+
+int
+geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
+    char continent[3])
+{
+	struct sockaddr_storage ss;
+	MMDB_lookup_result_s res;
+	int mmdb_err = MMDB_SUCCESS;
+
+	country[0] = continent[0] = '\0';
+	memset(&ss, 0, sizeof(ss));
+	if (memcmp(addr, v4mapped, sizeof(v4mapped)) == 0) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr + 12, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr, 16);
+	}
+	/* libmaxminddb takes a non-const handle but only reads it. */
+	res = MMDB_lookup_sockaddr((MMDB_s *)(uintptr_t)&g->db,
+	    (const struct sockaddr *)&ss, &mmdb_err);
+	if (mmdb_err == MMDB_IPV6_LOOKUP_IN_IPV4_DATABASE_ERROR)
+		return 0;	/* an IPv4-only database knows no IPv6 */
+	if (mmdb_err != MMDB_SUCCESS)
+		return -1;
+	if (!res.found_entry)
+		return 0;
+	if (get_code(&res.entry, country, "country", "iso_code") == -1 ||
+	    get_code(&res.entry, continent, "continent", "code") == -1) {
+		country[0] = continent[0] = '\0';
+		return -1;
+	}
+	return 1;
+}
+
+const char *
+geo_database_type(const struct geo *g)
+{
+	return g->db.metadata.database_type;
+}
+
+uint64_t
+geo_build_epoch(const struct geo *g)
+{
+	return g->db.metadata.build_epoch;
+}
+
+const char *
+geo_path(const struct geo *g)
+{
+	return g->path;
+}

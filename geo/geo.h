@@ -1,0 +1,48 @@
+/* geo.h - country and continent of an address, from a MaxMind database. */
+#ifndef MOAT_GEO_H
+#define MOAT_GEO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * A read-only, memory-mapped GeoIP2/GeoLite2 Country or City database
+ * (libmaxminddb, MMDB_MODE_MMAP). Lookups do not change the handle, so
+ * several threads may share it. A reload opens a new handle and, only if
+ * that worked, swaps it in and closes the old one once nothing uses it;
+ * a failed open leaves the old database serving.
+ *
+ * Lookups use the record's `country.iso_code` (where the client is), not
+ * `registered_country` (who holds the block): geofencing is about where
+ * connections come from. A record without `country` (anycast ranges,
+ * continent-only records) counts as found with an unknown country.
+ * IPv4-mapped addresses are looked up as IPv4, so the database's IPv4
+ * subtree is used even when it has no ::ffff:0:0/96 alias.
+ */
+struct geo;
+
+/*
+ * Opens path. Returns NULL on failure with *errmsg (malloc'd; the caller
+ * frees it) naming the file and the reason: MMDB_strerror for a missing or
+ * corrupt file, or the database type when it is not a Country or City
+ * database. Call it before dropping privileges if the file is not readable
+ * by the daemon's user.
+ */
+struct geo *geo_open(const char *path, char **errmsg);
+void geo_close(struct geo *g);
+
+/*
+ * Looks addr up (16-byte form). Returns 1 when the database has a record
+ * for it, with country and continent set to the ISO codes or to "" where
+ * the record lacks them; 0 when it has none (both ""); -1 on a database
+ * error (a corrupt record; both ""). Never allocates.
+ */
+int geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
+    char continent[3]);
+
+/* The database's metadata, for logs and `moat -V`. */
+const char *geo_database_type(const struct geo *g);
+uint64_t geo_build_epoch(const struct geo *g);
+const char *geo_path(const struct geo *g);
+
+#endif

@@ -1,0 +1,403 @@
+/* ban.c - the ban table: who is banned until when, and how often before. */
+#include "ban.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "siphash.h"
+
+#define NIL UINT32_MAX
+#define BAN_INITIAL 256
+#define SWEEP_STEP 2
+#define EVICT_SCAN 8
+
+struct ban_entry {
+	uint8_t addr[16];
+	uint64_t expiry_ms;
+	uint32_t next;
+	uint32_t count;
+	uint8_t reason;
+};
+
+struct ban_table {
+	struct ban_params p;
+	struct ban_entry *e;
+	uint32_t n, cap;
+	uint32_t *bucket;
+	uint32_t nbucket;
+	uint32_t cursor;		/* where the lazy sweep goes on */
+	uint64_t seed[2];
+};
+
+static const char *const reason_names[BAN_REASON_COUNT] = {
+	[BAN_MANUAL] = "manual",
+	[BAN_RATE] = "rate",
+	[BAN_AUTH] = "auth",
+	[BAN_SMUGGLING] = "smuggling",
+};
+
+const char *
+ban_reason_str(enum ban_reason r)
+{
+	return (unsigned)r < BAN_REASON_COUNT ? reason_names[r] : "?";
+}
+
+int
+ban_reason_parse(const char *s, size_t len, enum ban_reason *r)
+{
+	for (int i = 0; i < BAN_REASON_COUNT; i++) {
+		if (strlen(reason_names[i]) == len &&
+		    memcmp(reason_names[i], s, len) == 0) {
+			*r = (enum ban_reason)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static uint64_t
+cap_ms(const struct ban_params *p)
+{
+	return p->max_duration_ms > p->duration_ms ? p->max_duration_ms :
+	    p->duration_ms;
+}
+
+uint64_t
+ban_duration(const struct ban_params *p, uint32_t n)
+{
+	double d = (double)p->duration_ms, cap = (double)cap_ms(p);
+
+	/* A loop rather than pow(): no libm, and it stops at the cap. */
+	for (uint32_t i = 1; i < n && d < cap; i++)
+		d *= p->escalation;
+	return d >= cap ? cap_ms(p) : (uint64_t)d;
+}
+
+static void
+params_fix(struct ban_params *p)
+{
+	if (!(p->escalation >= 1.0))
+		p->escalation = 1.0;
+	if (p->forget_ms == 0)
+		p->forget_ms = cap_ms(p);
+	if (p->max_entries == 0)
+		p->max_entries = BAN_DEFAULT_MAX_ENTRIES;
+	if (p->max_entries >= NIL)
+		p->max_entries = NIL - 1;
+}
+
+static uint32_t
+bucket_of(const struct ban_table *t, const uint8_t addr[16])
+{
+	return (uint32_t)siphash13(addr, 16, t->seed) & (t->nbucket - 1);
+}
+
+static void
+chain_push(struct ban_table *t, uint32_t i)
+{
+	uint32_t *b = &t->bucket[bucket_of(t, t->e[i].addr)];
+
+	t->e[i].next = *b;
+	*b = i;
+}
+
+static uint32_t *
+chain_ref(struct ban_table *t, uint32_t i)
+{
+	uint32_t *pp = &t->bucket[bucket_of(t, t->e[i].addr)];
+
+	while (*pp != i)
+		pp = &t->e[*pp].next;
+	return pp;
+}
+
+static uint32_t
+find(const struct ban_table *t, const uint8_t addr[16])
+{
+	uint32_t i;
+
+	if (t->n == 0)
+		return NIL;
+	i = t->bucket[bucket_of(t, addr)];
+	while (i != NIL && memcmp(t->e[i].addr, addr, 16) != 0)
+		i = t->e[i].next;
+	return i;
+}
+
+/* Removes record i, moving the last record into its place. */
+static void
+remove_at(struct ban_table *t, uint32_t i)
+{
+	uint32_t last = t->n - 1;
+
+	*chain_ref(t, i) = t->e[i].next;
+	if (i != last) {
+		*chain_ref(t, last) = i;
+		t->e[i] = t->e[last];
+	}
+	t->n--;
+}
+
+static bool
+forgotten(const struct ban_table *t, const struct ban_entry *e, uint64_t now)
+{
+	return now >= e->expiry_ms && now - e->expiry_ms >= t->p.forget_ms;
+}
+
+static int
+rehash(struct ban_table *t, uint32_t nb)
+{
+	uint32_t *b = malloc((size_t)nb * sizeof(*b));
+
+	if (b == NULL)
+		return -1;
+	for (uint32_t i = 0; i < nb; i++)
+		b[i] = NIL;
+	free(t->bucket);
+	t->bucket = b;
+	t->nbucket = nb;
+	for (uint32_t i = 0; i < t->n; i++)
+		chain_push(t, i);
+	return 0;
+}
+
+struct ban_table *
+ban_table_new(const struct ban_params *p)
+{
+	struct ban_table *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->p = *p;
+	params_fix(&t->p);
+	siphash_key_init(t->seed);
+	t->cap = BAN_INITIAL;
+	t->e = malloc((size_t)t->cap * sizeof(*t->e));
+	if (t->e == NULL || rehash(t, t->cap) == -1) {
+		ban_table_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void
+ban_table_free(struct ban_table *t)
+{
+	if (t == NULL)
+		return;
+	free(t->e);
+	free(t->bucket);
+	free(t);
+}
+
+void
+ban_table_reconfigure(struct ban_table *t, const struct ban_params *p)
+{
+	t->p = *p;
+	params_fix(&t->p);
+	/* A smaller cap is enforced as records are added (see make_room). */
+}
+
+/* Drops up to k forgotten records from the cursor on. */
+static void
+sweep(struct ban_table *t, uint64_t now, uint32_t k)
+{
+	while (k-- > 0 && t->n > 0) {
+		if (t->cursor >= t->n)
+			t->cursor = 0;
+		if (forgotten(t, &t->e[t->cursor], now))
+			remove_at(t, t->cursor);	/* recheck same slot */
+		else
+			t->cursor++;
+	}
+}
+
+/* Ensures one free slot; -1 if memory is short and nothing can go. */
+static int
+make_room(struct ban_table *t, uint64_t now)
+{
+	while (t->n >= t->p.max_entries) {
+		uint32_t victim = NIL;
+
+		sweep(t, now, t->n);
+		if (t->n < t->p.max_entries)
+			break;
+		/* Everything is live: drop the record forgotten soonest
+		 * among a few, starting at the cursor. */
+		for (uint32_t k = 0; k < EVICT_SCAN && k < t->n; k++) {
+			uint32_t i = (t->cursor + k) % t->n;
+
+			if (victim == NIL ||
+			    t->e[i].expiry_ms < t->e[victim].expiry_ms)
+				victim = i;
+		}
+		t->cursor++;
+		remove_at(t, victim);
+	}
+	if (t->n == t->cap) {
+		uint32_t ncap = t->cap * 2;
+		struct ban_entry *ne;
+
+		if (ncap > t->p.max_entries)
+			ncap = (uint32_t)t->p.max_entries;
+		if (ncap <= t->cap)
+			return -1;
+		ne = realloc(t->e, (size_t)ncap * sizeof(*ne));
+		if (ne == NULL)
+			return -1;
+		t->e = ne;
+		t->cap = ncap;
+		if (t->nbucket < ncap) {
+			uint32_t nb = t->nbucket;
+
+			while (nb < ncap)
+				nb *= 2;
+			if (rehash(t, nb) == -1)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+info_of(const struct ban_entry *e, struct ban_info *out)
+{
+	out->expiry_ms = e->expiry_ms;
+	out->duration_ms = 0;
+	out->count = e->count;
+	out->reason = (enum ban_reason)e->reason;
+}
+
+bool
+ban_lookup(struct ban_table *t, const uint8_t addr[16], uint64_t now,
+    struct ban_info *out)
+{
+	uint32_t i = find(t, addr);
+
+	if (i == NIL)
+		return false;
+	if (now < t->e[i].expiry_ms) {
+		if (out != NULL)
+			info_of(&t->e[i], out);
+		return true;
+	}
+	if (forgotten(t, &t->e[i], now))
+		remove_at(t, i);
+	return false;
+}
+
+/* Finds or creates the record of addr; NIL when out of memory. */
+static uint32_t
+record(struct ban_table *t, const uint8_t addr[16], uint64_t now)
+{
+	uint32_t i = find(t, addr);
+
+	if (i != NIL && forgotten(t, &t->e[i], now)) {
+		t->e[i].count = 0;
+		t->e[i].expiry_ms = 0;
+	}
+	if (i != NIL)
+		return i;
+	if (make_room(t, now) == -1)
+		return NIL;
+	i = t->n++;
+	memset(&t->e[i], 0, sizeof(t->e[i]));
+	memcpy(t->e[i].addr, addr, 16);
+	chain_push(t, i);
+	return i;
+}
+
+bool
+ban_add(struct ban_table *t, const uint8_t addr[16], enum ban_reason reason,
+    uint64_t duration_ms, uint64_t now, struct ban_info *out)
+{
+	struct ban_entry *e;
+	uint32_t i;
+
+	memset(out, 0, sizeof(*out));
+	sweep(t, now, SWEEP_STEP);
+	i = record(t, addr, now);
+	if (i == NIL)
+		return false;
+	e = &t->e[i];
+	if (now < e->expiry_ms && duration_ms == 0) {
+		info_of(e, out);
+		return false;
+	}
+	if (e->count < UINT32_MAX)
+		e->count++;
+	if (duration_ms == 0)
+		duration_ms = ban_duration(&t->p, e->count);
+	e->expiry_ms = now + duration_ms;
+	e->reason = (uint8_t)reason;
+	info_of(e, out);
+	out->duration_ms = duration_ms;
+	return true;
+}
+
+int
+ban_restore(struct ban_table *t, const uint8_t addr[16],
+    enum ban_reason reason, uint64_t expiry_ms, uint32_t count, uint64_t now)
+{
+	uint32_t i = record(t, addr, now);
+
+	if (i == NIL)
+		return -1;
+	t->e[i].expiry_ms = expiry_ms;
+	t->e[i].count = count;
+	t->e[i].reason = (uint8_t)reason;
+	if (forgotten(t, &t->e[i], now))
+		remove_at(t, i);
+	return 0;
+}
+
+bool
+ban_del(struct ban_table *t, const uint8_t addr[16], uint64_t now)
+{
+	uint32_t i = find(t, addr);
+	bool active;
+
+	if (i == NIL)
+		return false;
+	active = now < t->e[i].expiry_ms;
+	remove_at(t, i);
+	return active;
+}
+
+void
+ban_foreach(const struct ban_table *t, uint64_t now, ban_visit_fn *fn,
+    void *arg)
+{
+	struct ban_info b;
+
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (forgotten(t, &t->e[i], now))
+			continue;
+		info_of(&t->e[i], &b);
+		fn(arg, t->e[i].addr, &b);
+	}
+}
+
+size_t
+ban_entries(const struct ban_table *t)
+{
+	return t->n;
+}
+
+size_t
+ban_active(const struct ban_table *t, uint64_t now)
+{
+	size_t k = 0;
+
+	for (uint32_t i = 0; i < t->n; i++)
+		if (now < t->e[i].expiry_ms)
+			k++;
+	return k;
+}
+
+size_t
+ban_bytes(const struct ban_table *t)
+{
+	return sizeof(*t) + (size_t)t->cap * sizeof(struct ban_entry) +
+	    (size_t)t->nbucket * sizeof(uint32_t);
+}

@@ -1,0 +1,63 @@
+/* events.h - block events as JSON Lines, for operators and moatctl tail. */
+#ifndef MOAT_EVENTS_H
+#define MOAT_EVENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * One event. Unknown fields stay NULL (strings) or negative (numbers) and
+ * are left out of the line. Every line carries ts (RFC 3339, UTC,
+ * milliseconds), event, ip, listener and reason, as DESIGN.md promises.
+ */
+struct event {
+	const char *event;	/* "reject", "ban", "unban", "auth_fail", ... */
+	const uint8_t *ip;	/* 16-byte form (IPv4-mapped for IPv4) */
+	const char *listener;
+	const char *reason;
+	const char *country;
+	int64_t count;
+	int64_t window_s;
+	int64_t ban_s;
+	const char *firewall;
+	const char *session;	/* session id, to match log lines */
+	const char *detail;	/* short free text; never secrets */
+};
+
+/* An event with every optional field unset. */
+#define EVENT_INIT { .count = -1, .window_s = -1, .ban_s = -1 }
+
+struct event_log;
+
+/*
+ * Opens the sink: a file appended to, "-" for stdout, or NULL for none;
+ * syslog adds a copy of each line to syslog (LOG_MAIL, LOG_NOTICE).
+ * Returns NULL with a message in errbuf when the file cannot be opened.
+ */
+struct event_log *event_log_open(const char *path, bool syslog,
+    char *errbuf, size_t errlen);
+/* Reopens the file after logrotate moved it; 0 or -1 (old one kept). */
+int event_log_reopen(struct event_log *log);
+void event_log_close(struct event_log *log);
+
+/*
+ * The process-wide log that events_emit() writes to; the server sets it
+ * at start and on reload. events_emit() never blocks for long and never
+ * fails the caller: a line that cannot be written (full disk, unwritable
+ * file) is counted as dropped, and the first drop is logged once.
+ */
+void events_set(struct event_log *log);
+struct event_log *events_get(void);
+void events_emit(const struct event *ev);
+uint64_t events_dropped(void);
+uint64_t events_written(void);
+
+/*
+ * Formats ev as one JSON object with a trailing newline into buf; returns
+ * the length, or -1 if it did not fit. Pure: used by tests and tail.
+ */
+int event_format(const struct event *ev, uint64_t unix_ms, char *buf,
+    size_t len);
+
+#endif

@@ -1,0 +1,252 @@
+/* guard.c - the proxy's side of policy: verdicts, feedback, bans, events. */
+#include "guard.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "events.h"
+#include "geo.h"
+#include "log.h"
+
+/* How long a changed ban table may wait before it is written out: long
+ * enough to batch a burst of bans into one fsync, short enough that a
+ * crash loses little. */
+#define STATE_SAVE_DELAY 2.0
+
+static struct {
+	struct ev_loop *loop;
+	struct policy *policy;
+	struct geo *geo;
+	char *geo_path;
+	ev_timer save;
+	bool open;
+} guard;
+
+uint64_t
+guard_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct policy *
+guard_policy(void)
+{
+	return guard.policy;
+}
+
+static void
+guard_save_now(void)
+{
+	char err[256];
+
+	if (guard.policy == NULL || !policy_state_dirty(guard.policy))
+		return;
+	if (policy_state_save(guard.policy, guard_now_ms(), wall_ms(), err,
+	    sizeof(err)) == -1)
+		log_warnx("%s (bans are still enforced, but would not "
+		    "survive a restart)", err);
+}
+
+static void
+guard_save_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)w, (void)revents;
+	guard_save_now();
+}
+
+static void
+guard_schedule_save(void)
+{
+	if (guard.loop != NULL && !ev_is_active(&guard.save)) {
+		ev_timer_set(&guard.save, STATE_SAVE_DELAY, 0.);
+		ev_timer_start(guard.loop, &guard.save);
+	}
+}
+
+static void
+state_report(void *arg, const char *line)
+{
+	(void)arg;
+	log_warnx("%s", line);
+}
+
+/* Opens path unless it is the database already open. */
+static int
+guard_geo(const struct config *cfg, struct geo **out, char *err,
+    size_t errlen)
+{
+	const char *path = cfg->policy.geo.database;
+	char *msg = NULL;
+
+	*out = NULL;
+	if (path == NULL)
+		return 0;
+	if ((*out = geo_open(path, &msg)) == NULL) {
+		snprintf(err, errlen, "%s", msg ? msg : path);
+		free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+int
+guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	char *perr = NULL;
+	long n;
+
+	if (guard_geo(cfg, &guard.geo, err, errlen) == -1)
+		return -1;
+	if ((guard.policy = policy_new(cfg, guard.geo, &perr)) == NULL) {
+		snprintf(err, errlen, "policy: %s", perr ? perr : "failed");
+		free(perr);
+		geo_close(guard.geo);
+		guard.geo = NULL;
+		return -1;
+	}
+	guard.loop = loop;
+	ev_timer_init(&guard.save, guard_save_cb, STATE_SAVE_DELAY, 0.);
+	n = policy_state_load(guard.policy, guard_now_ms(), wall_ms(),
+	    state_report, NULL);
+	if (n > 0)
+		log_info("state: %ld bans restored from %s", n,
+		    cfg->daemon.state_file);
+	guard.open = true;
+	return 0;
+}
+
+int
+guard_reload(const struct config *cfg, char *err, size_t errlen)
+{
+	struct geo *geo = NULL, *old = guard.geo;
+	char *perr = NULL;
+
+	if (!guard.open)
+		return 0;
+	if (guard_geo(cfg, &geo, err, errlen) == -1)
+		return -1;
+	if (policy_reload(guard.policy, cfg, geo, &perr) == -1) {
+		snprintf(err, errlen, "policy: %s", perr ? perr : "failed");
+		free(perr);
+		geo_close(geo);
+		return -1;
+	}
+	guard.geo = geo;
+	geo_close(old);
+	return 0;
+}
+
+void
+guard_close(void)
+{
+	if (!guard.open)
+		return;
+	if (guard.loop != NULL)
+		ev_timer_stop(guard.loop, &guard.save);
+	guard_save_now();
+	policy_free(guard.policy);
+	geo_close(guard.geo);
+	memset(&guard, 0, sizeof(guard));
+}
+
+static void
+emit_result(const char *what, const uint8_t addr[16],
+    const struct cfg_listener *lc, const char *sid,
+    const struct policy_result *res)
+{
+	struct event ev = EVENT_INIT;
+
+	ev.event = what;
+	ev.ip = addr;
+	ev.listener = lc ? lc->name : NULL;
+	ev.reason = policy_reason_str(res->reason);
+	ev.session = sid;
+	if (res->country[0] != '\0')
+		ev.country = res->country;
+	if (res->limit > 0) {
+		ev.count = res->count;
+		if (res->window_ms > 0)
+			ev.window_s = (int64_t)(res->window_ms / 1000);
+	}
+	if (res->ban_ms > 0 && (res->ban_new ||
+	    res->reason == POLICY_BANNED))
+		ev.ban_s = (int64_t)((res->ban_ms + 999) / 1000);
+	events_emit(&ev);
+}
+
+static void
+note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
+    const char *sid, const struct policy_result *res)
+{
+	char ip[64];
+
+	addr_v6_str(addr, ip, sizeof(ip));
+	log_info("%s ban ip=%s reason=%s ban_s=%llu bans=%u", sid ? sid : "-",
+	    ip, policy_reason_str(res->reason),
+	    (unsigned long long)(res->ban_ms / 1000), res->ban_count);
+	emit_result("ban", addr, lc, sid, res);
+	guard_schedule_save();
+}
+
+bool
+guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
+    const char *sid, char *reply, size_t replylen, bool *banned)
+{
+	struct policy_result res;
+
+	*banned = false;
+	if (guard.policy == NULL)
+		return true;
+	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
+	    POLICY_ALLOW)
+		return true;
+	*banned = res.reason == POLICY_BANNED;
+	if (lc->protocol == CFG_PROTO_SMTP)
+		snprintf(reply, replylen, "554 5.7.1 Access denied: %s\r\n",
+		    policy_reason_category(res.reason));
+	else
+		snprintf(reply, replylen, "-ERR Access denied: %s\r\n",
+		    policy_reason_category(res.reason));
+	emit_result("reject", addr, lc, sid, &res);
+	if (res.ban_new)
+		note_ban(addr, lc, sid, &res);
+	return false;
+}
+
+void
+guard_release(const uint8_t addr[16])
+{
+	if (guard.policy != NULL)
+		policy_release(guard.policy, addr);
+}
+
+bool
+guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
+    const char *sid, enum policy_event ev)
+{
+	struct policy_result res;
+
+	if (guard.policy == NULL)
+		return false;
+	policy_note(guard.policy, addr, ev, guard_now_ms(), &res);
+	if (res.ban_new)
+		note_ban(addr, lc, sid, &res);
+	return res.verdict == POLICY_REJECT;
+}

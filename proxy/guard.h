@@ -1,0 +1,54 @@
+/* guard.h - the proxy's side of policy: verdicts, feedback, bans, events. */
+#ifndef MOAT_GUARD_H
+#define MOAT_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "policy.h"
+
+struct config;
+struct cfg_listener;
+
+/*
+ * One guard per process: it owns the policy tables, the geo database and
+ * the state file, and turns verdicts into block events (and, later,
+ * firewall writes). guard_open() loads the state file so bans survive a
+ * restart, and saves it a few seconds after each change and at close.
+ * Returns 0, or -1 with a message in err.
+ */
+int guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
+    size_t errlen);
+/* Swaps in new lists, limits and geo database; windows and bans stay.
+ * On error (geo database unreadable) the old ones stay. */
+int guard_reload(const struct config *cfg, char *err, size_t errlen);
+void guard_close(void);
+
+/*
+ * Asks whether addr may use listener lc. On refusal, fills reply with the
+ * protocol-correct line to send (SMTP 554 5.7.1, POP3 -ERR) naming only a
+ * reason category, emits a reject event (and a ban event for a new ban)
+ * and returns false; *banned tells an already-banned address, which gets
+ * no reply at all on implicit-TLS listeners so it costs no handshake. An
+ * admitted session must call guard_release() once when it ends.
+ */
+bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
+    const char *sid, char *reply, size_t replylen, bool *banned);
+void guard_release(const uint8_t addr[16]);
+
+/*
+ * Feedback from the protocol filters. Returns true if the address is now
+ * banned (the session should end). Emits a ban event for a new ban.
+ */
+bool guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
+    const char *sid, enum policy_event ev);
+
+/* The policy tables, for the control socket and metrics; NULL before
+ * guard_open(). */
+struct policy *guard_policy(void);
+uint64_t guard_now_ms(void);
+
+#endif

@@ -1,0 +1,213 @@
+"""The policy verdict at accept, seen from clients: deny and allow lists,
+geofencing, connection rates, bans that survive a restart, block events.
+
+Clients present their addresses with a PROXY v1 header (moat trusts it from
+loopback through accept_proxy), so one test host can be many clients.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack, proxy_v1_header
+from moatrun import Moat, listener
+
+SHARED = Path(os.environ.get("MOAT_SHARED", Path(__file__).resolve().parents[3]
+                             / "shared"))
+TEST_COUNTRY_DB = SHARED / "testdata" / "geo" / "test-country.mmdb"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    require_mailstack()
+    s = MailStack(postfix_proxy="haproxy", dovecot_proxy=True).start()
+    yield s
+    s.stop()
+
+
+def lb(name, backend, **kw):
+    return listener(name, backend, backend_proxy="v1", accept_proxy=True,
+                    accept_proxy_from=["127.0.0.0/8"], **kw)
+
+
+def start(tmp_path, pki, stack, extra, tls="none"):
+    return Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls=tls)],
+                extra=extra).start()
+
+
+def hello(port: int, ip: str, tls_ctx=None) -> bytes:
+    """Connects as ip; returns the first line moat or the backend sends
+    (b"" when the connection is closed without a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
+        if tls_ctx is not None:
+            try:
+                s = tls_ctx.wrap_socket(s, server_hostname="localhost")
+            except (ssl.SSLError, ConnectionError):
+                return b""
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                chunk = s.recv(512)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionError, ssl.SSLError):
+            pass
+        return data
+
+
+def events(moat: Moat, kind: str | None = None):
+    path = moat.workdir / "events.jsonl"
+    if not path.exists():
+        return []
+    out = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [e for e in out if kind is None or e["event"] == kind]
+
+
+def wait_event(moat: Moat, kind: str, ip: str, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        for e in events(moat, kind):
+            if e["ip"] == ip:
+                return e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {kind} event for {ip}: {events(moat)}")
+        time.sleep(0.05)
+
+
+def test_deny_list_rejected_with_554(tmp_path, pki, stack):
+    m = start(tmp_path, pki, stack, '[policy]\ndeny = ["198.51.100.0/24"]\n')
+    try:
+        assert hello(m.port("smtp"), "198.51.100.7") == \
+            b"554 5.7.1 Access denied: policy\r\n"
+        # Another client still reaches Postfix.
+        assert hello(m.port("smtp"), "192.0.2.44").startswith(b"220 ")
+        e = wait_event(m, "reject", "198.51.100.7")
+        assert e["reason"] == "denylist" and e["listener"] == "smtp"
+        assert e["ts"].endswith("Z") and len(e["ts"]) == 24
+    finally:
+        assert m.stop() == 0
+
+
+def test_deny_on_implicit_tls_after_handshake(tmp_path, pki, stack):
+    """An implicit-TLS client can only read a reply inside TLS."""
+    m = start(tmp_path, pki, stack, '[policy]\ndeny = ["198.51.100.0/24"]\n',
+              tls="implicit")
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    try:
+        assert hello(m.port("smtp"), "198.51.100.8", ctx) == \
+            b"554 5.7.1 Access denied: policy\r\n"
+    finally:
+        assert m.stop() == 0
+
+
+def test_rate_limit_rejects_sixth_and_allow_list_beats_it(tmp_path, pki, stack):
+    m = start(tmp_path, pki, stack,
+              '[policy]\nallow = ["192.0.2.10"]\n'
+              '[policy.rate]\nconnections = { limit = 5, window = "10s" }\n')
+    port = m.port("smtp")
+    try:
+        for i in range(5):
+            assert hello(port, "203.0.113.5").startswith(b"220 "), i
+        assert hello(port, "203.0.113.5") == \
+            b"554 5.7.1 Access denied: rate limit\r\n"
+        # The offender is banned now: no reply at all, no work.
+        assert hello(port, "203.0.113.5") == b""
+        # Another address is not affected, nor is the allow-listed one.
+        assert hello(port, "203.0.113.6").startswith(b"220 ")
+        for i in range(8):
+            assert hello(port, "192.0.2.10").startswith(b"220 "), i
+        e = wait_event(m, "reject", "203.0.113.5")
+        assert e["reason"] == "rate" and e["count"] >= 5 and e["window_s"] == 10
+        b = wait_event(m, "ban", "203.0.113.5")
+        assert b["ban_s"] == 3600
+        assert not [e for e in events(m) if e["ip"] == "192.0.2.10"]
+    finally:
+        assert m.stop() == 0
+
+
+def test_ban_survives_restart(tmp_path, pki, stack):
+    extra = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
+    m = start(tmp_path, pki, stack, extra)
+    port = m.port("smtp")
+    try:
+        for _ in range(2):
+            assert hello(port, "203.0.113.77").startswith(b"220 ")
+        assert hello(port, "203.0.113.77").startswith(b"554 ")
+        wait_event(m, "ban", "203.0.113.77")
+    finally:
+        assert m.stop() == 0
+    state = (tmp_path / "moat.state").read_text()
+    assert "203.0.113.77" in state
+    m2 = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none",
+                                  listen=[f"127.0.0.1:{port}"])],
+              extra=extra).start()
+    try:
+        m2.wait_log("bans restored")
+        assert hello(port, "203.0.113.77") == b""
+        assert hello(port, "203.0.113.78").startswith(b"220 ")
+    finally:
+        assert m2.stop() == 0
+
+
+def test_geofence_allow_countries(tmp_path, pki, stack):
+    if not TEST_COUNTRY_DB.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared test data missing: {TEST_COUNTRY_DB}")
+        pytest.skip(f"shared test data missing: {TEST_COUNTRY_DB}")
+    m = start(tmp_path, pki, stack,
+              f'[policy.geo]\ndatabase = "{TEST_COUNTRY_DB}"\n'
+              'allow_countries = ["DE", "US"]\n')
+    port = m.port("smtp")
+    try:
+        assert hello(port, "198.51.100.9") == \
+            b"554 5.7.1 Access denied: policy\r\n"            # CN
+        assert hello(port, "192.0.2.1").startswith(b"220 ")   # DE
+        assert hello(port, "203.0.113.9").startswith(b"220 ")  # US
+        e = wait_event(m, "reject", "198.51.100.9")
+        assert e["reason"] == "geo" and e["country"] == "CN"
+    finally:
+        assert m.stop() == 0
+
+
+def test_reload_adds_deny_and_keeps_bans(tmp_path, pki, stack):
+    extra = '[policy.rate]\nconnections = { limit = 1, window = "1m" }\n'
+    m = start(tmp_path, pki, stack, extra)
+    port = m.port("smtp")
+    try:
+        assert hello(port, "203.0.113.20").startswith(b"220 ")
+        assert hello(port, "203.0.113.20").startswith(b"554 ")
+        text = m.config_path.read_text().replace(
+            "[policy.rate]", '[policy]\ndeny = ["192.0.2.0/24"]\n[policy.rate]')
+        m.config_path.write_text(text)
+        m.signal(__import__("signal").SIGHUP)
+        m.wait_log("reload done")
+        assert hello(port, "192.0.2.50").startswith(b"554 ")
+        assert hello(port, "203.0.113.20") == b""       # still banned
+    finally:
+        assert m.stop() == 0
+
+
+def test_broken_geo_database_keeps_old_on_reload(tmp_path, pki, stack):
+    bad = tmp_path / "bad.mmdb"
+    bad.write_bytes(b"not a maxmind database")
+    m = start(tmp_path, pki, stack, '[policy]\ndeny = ["198.51.100.0/24"]\n')
+    try:
+        text = m.config_path.read_text().replace(
+            "[policy]", f'[policy.geo]\ndatabase = "{bad}"\n[policy]')
+        m.config_path.write_text(text)
+        m.signal(__import__("signal").SIGHUP)
+        m.wait_log("reload failed")
+        assert "bad.mmdb" in m.log()
+        assert hello(m.port("smtp"), "198.51.100.7").startswith(b"554 ")
+        assert hello(m.port("smtp"), "192.0.2.7").startswith(b"220 ")
+    finally:
+        assert m.stop() == 0

@@ -1,0 +1,248 @@
+/* test_ban.c - unit tests for the ban table of policy/ban.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "addr.h"
+#include "ban.h"
+#include "check.h"
+
+#define S 1000ULL
+#define H (3600 * S)
+
+static const uint8_t *
+ip(const char *s)
+{
+	static uint8_t bufs[8][16];
+	static int k;
+	struct cidr c;
+	const char *why;
+
+	if (cidr_parse(s, &c, &why) == -1 || c.plen != 128)
+		abort();
+	k = (k + 1) % 8;
+	memcpy(bufs[k], c.addr, 16);
+	return bufs[k];
+}
+
+static const struct ban_params params = {
+	.duration_ms = H, .escalation = 2.0, .max_duration_ms = 7 * H,
+};
+
+static void
+test_duration(void)
+{
+	struct ban_params p = params;
+
+	p.max_duration_ms = 7 * 24 * H;
+	CHECK_INT_EQ(ban_duration(&p, 1), H);
+	CHECK_INT_EQ(ban_duration(&p, 2), 2 * H);
+	CHECK_INT_EQ(ban_duration(&p, 3), 4 * H);
+	CHECK_INT_EQ(ban_duration(&p, 8), 128 * H);
+	CHECK_INT_EQ(ban_duration(&p, 9), 7 * 24 * H);	/* 256 h capped */
+	CHECK_INT_EQ(ban_duration(&p, 4000000000u), 7 * 24 * H);
+	p.escalation = 1.5;
+	CHECK_INT_EQ(ban_duration(&p, 3), 2 * H + H / 4);
+	p.escalation = 1.0;
+	CHECK_INT_EQ(ban_duration(&p, 50), H);
+	/* A cap below the first duration means no escalation. */
+	p.escalation = 2.0;
+	p.max_duration_ms = H / 2;
+	CHECK_INT_EQ(ban_duration(&p, 1), H);
+	CHECK_INT_EQ(ban_duration(&p, 5), H);
+}
+
+static void
+test_escalation(void)
+{
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct ban_info b;
+	uint64_t now = 1000;
+
+	p.max_duration_ms = 8 * H;
+	t = ban_table_new(&p);
+	CHECK(!ban_lookup(t, ip("192.0.2.1"), now, &b));
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_AUTH, 0, now, &b));
+	CHECK_INT_EQ(b.duration_ms, H);
+	CHECK_INT_EQ(b.count, 1);
+	CHECK_INT_EQ(b.expiry_ms, now + H);
+	CHECK(ban_lookup(t, ip("192.0.2.1"), now + H - 1, &b));
+	CHECK_INT_EQ(b.reason, BAN_AUTH);
+	CHECK(!ban_lookup(t, ip("::ffff:192.0.2.2"), now, NULL));
+	/* Banned already: an automatic ban changes nothing. */
+	CHECK(!ban_add(t, ip("192.0.2.1"), BAN_RATE, 0, now + 10, &b));
+	CHECK_INT_EQ(b.count, 1);
+	CHECK_INT_EQ(b.expiry_ms, now + H);
+	/* Expired at exactly its expiry. */
+	CHECK(!ban_lookup(t, ip("192.0.2.1"), now + H, &b));
+
+	/* Repeat offences: 2 h, 4 h, 8 h, 8 h. */
+	now += H;
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_RATE, 0, now, &b));
+	CHECK_INT_EQ(b.count, 2);
+	CHECK_INT_EQ(b.duration_ms, 2 * H);
+	CHECK_INT_EQ(b.reason, BAN_RATE);
+	now += 2 * H;
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_RATE, 0, now, &b));
+	CHECK_INT_EQ(b.duration_ms, 4 * H);
+	now += 4 * H;
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_RATE, 0, now, &b));
+	CHECK_INT_EQ(b.duration_ms, 8 * H);
+	now += 8 * H;
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_RATE, 0, now, &b));
+	CHECK_INT_EQ(b.duration_ms, 8 * H);
+	CHECK_INT_EQ(b.count, 5);
+
+	/* Remembered for forget_ms (= max_duration) after expiry, then a
+	 * new offence starts over at the first step. */
+	now += 8 * H + 8 * H - 1;
+	CHECK_INT_EQ(ban_entries(t), 1);
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_AUTH, 0, now, &b));
+	CHECK_INT_EQ(b.count, 6);
+	now += 8 * H + 8 * H;
+	CHECK(!ban_lookup(t, ip("192.0.2.1"), now, &b));
+	CHECK_INT_EQ(ban_entries(t), 0);	/* dropped by the lookup */
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_AUTH, 0, now, &b));
+	CHECK_INT_EQ(b.count, 1);
+	CHECK_INT_EQ(b.duration_ms, H);
+	ban_table_free(t);
+}
+
+static void
+test_manual(void)
+{
+	struct ban_table *t = ban_table_new(&params);
+	struct ban_info b;
+
+	CHECK(ban_add(t, ip("2001:db8::1"), BAN_MANUAL, 30 * S, 0, &b));
+	CHECK_INT_EQ(b.duration_ms, 30 * S);
+	CHECK_INT_EQ(b.reason, BAN_MANUAL);
+	/* An explicit duration replaces a ban in force. */
+	CHECK(ban_add(t, ip("2001:db8::1"), BAN_MANUAL, 5 * S, 1, &b));
+	CHECK_INT_EQ(b.expiry_ms, 1 + 5 * S);
+	CHECK_INT_EQ(b.count, 2);
+	CHECK(ban_del(t, ip("2001:db8::1"), 2));
+	CHECK(!ban_lookup(t, ip("2001:db8::1"), 2, NULL));
+	CHECK(!ban_del(t, ip("2001:db8::1"), 2));
+	/* Unban forgives the count too. */
+	CHECK(ban_add(t, ip("2001:db8::1"), BAN_RATE, 0, 3, &b));
+	CHECK_INT_EQ(b.count, 1);
+	ban_table_free(t);
+}
+
+struct seen {
+	int n;
+	uint32_t counts;
+};
+
+static void
+visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	struct seen *s = arg;
+
+	(void)addr;
+	s->n++;
+	s->counts += b->count;
+}
+
+static void
+test_many(void)
+{
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct ban_info b;
+	struct seen s = { 0, 0 };
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	int bad = 0;
+
+	p.max_entries = 5000;
+	t = ban_table_new(&p);
+	for (int i = 0; i < 4000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		if (!ban_add(t, a, BAN_RATE, 0, 0, &b))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	CHECK_INT_EQ(ban_entries(t), 4000);
+	CHECK_INT_EQ(ban_active(t, 1), 4000);
+	for (int i = 0; i < 4000; i += 2) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_del(t, a, 1);
+	}
+	for (int i = 0; i < 4000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		if (ban_lookup(t, a, 1, NULL) != (i % 2 == 1))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	ban_foreach(t, 1, visit, &s);
+	CHECK_INT_EQ(s.n, 2000);
+	CHECK_INT_EQ(s.counts, 2000);
+
+	/* Past the cap: the oldest-expiring records give way. */
+	for (int i = 10000; i < 20000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		if (!ban_add(t, a, BAN_RATE, 0, (uint64_t)i, &b))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	CHECK(ban_entries(t) <= 5000);
+	memcpy(a + 12, &(int){ 19999 }, sizeof(int));
+	CHECK(ban_lookup(t, a, 20000, NULL));
+
+	/* Forgotten records are swept lazily by later bans. */
+	for (int i = 0; i < 20000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		a[4] = 1;
+		ban_add(t, a, BAN_RATE, 0, 100 * H, &b);
+	}
+	CHECK(ban_entries(t) <= 5000);
+	ban_table_free(t);
+}
+
+static void
+test_restore(void)
+{
+	struct ban_table *t = ban_table_new(&params);
+	struct ban_info b;
+
+	CHECK_INT_EQ(ban_restore(t, ip("192.0.2.1"), BAN_AUTH, 5000, 3, 1000),
+	    0);
+	CHECK(ban_lookup(t, ip("192.0.2.1"), 4999, &b));
+	CHECK_INT_EQ(b.count, 3);
+	/* An expired record still escalates the next ban. */
+	CHECK_INT_EQ(ban_restore(t, ip("192.0.2.2"), BAN_RATE, 500, 2, 1000),
+	    0);
+	CHECK(!ban_lookup(t, ip("192.0.2.2"), 1000, NULL));
+	CHECK(ban_add(t, ip("192.0.2.2"), BAN_RATE, 0, 1000, &b));
+	CHECK_INT_EQ(b.count, 3);
+	CHECK_INT_EQ(b.duration_ms, 4 * H);
+	ban_table_free(t);
+}
+
+static void
+test_reason_names(void)
+{
+	enum ban_reason r;
+
+	for (int i = 0; i < BAN_REASON_COUNT; i++) {
+		const char *s = ban_reason_str((enum ban_reason)i);
+
+		CHECK_INT_EQ(ban_reason_parse(s, strlen(s), &r), 0);
+		CHECK_INT_EQ(r, i);
+	}
+	CHECK_INT_EQ(ban_reason_parse("aut", 3, &r), -1);
+	CHECK_INT_EQ(ban_reason_parse("auths", 5, &r), -1);
+}
+
+int
+main(void)
+{
+	test_duration();
+	test_escalation();
+	test_manual();
+	test_many();
+	test_restore();
+	test_reason_names();
+	return check_report("ban");
+}

@@ -1,0 +1,290 @@
+/* test_state.c - unit tests for the state file of policy/state.c. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "ban.h"
+#include "check.h"
+#include "state.h"
+
+#define H 3600000ULL
+#define WALL 1767225600000ULL		/* 2026-01-01T00:00:00Z */
+
+static const struct ban_params params = {
+	.duration_ms = H, .escalation = 2.0, .max_duration_ms = 168 * H,
+};
+
+static const uint8_t *
+ip(const char *s)
+{
+	static uint8_t bufs[8][16];
+	static int k;
+	struct cidr c;
+	const char *why;
+
+	if (cidr_parse(s, &c, &why) == -1 || c.plen != 128)
+		abort();
+	k = (k + 1) % 8;
+	memcpy(bufs[k], c.addr, 16);
+	return bufs[k];
+}
+
+/* Collects the diagnostics of a parse. */
+struct log {
+	char lines[16][600];
+	int n;
+	struct state_ban bans[16];
+	int nb;
+};
+
+static void
+log_report(void *arg, const char *line)
+{
+	struct log *l = arg;
+
+	if (l->n < 16)
+		snprintf(l->lines[l->n], sizeof(l->lines[0]), "%s", line);
+	l->n++;
+}
+
+static void
+log_ban(void *arg, const struct state_ban *b)
+{
+	struct log *l = arg;
+
+	if (l->nb < 16)
+		l->bans[l->nb] = *b;
+	l->nb++;
+}
+
+static long
+parse(const char *text, struct log *l)
+{
+	memset(l, 0, sizeof(*l));
+	return state_parse("state", text, strlen(text), log_ban, log_report,
+	    l);
+}
+
+static bool
+logged(const struct log *l, const char *needle)
+{
+	for (int i = 0; i < l->n && i < 16; i++)
+		if (strstr(l->lines[i], needle) != NULL)
+			return true;
+	return false;
+}
+
+static void
+test_round_trip(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], err[256];
+	struct ban_table *t = ban_table_new(&params), *u;
+	struct ban_info b;
+	struct stat st;
+	struct log l;
+	uint64_t now = 50 * H;		/* monotonic, before the restart */
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_AUTH, 0, now, &b));
+	CHECK(ban_add(t, ip("2001:db8::25"), BAN_SMUGGLING, 0, now, &b));
+	CHECK(ban_add(t, ip("198.51.100.9"), BAN_MANUAL, 30 * H, now, &b));
+	/* A third offence that has expired: kept for its count. */
+	CHECK_INT_EQ(ban_restore(t, ip("203.0.113.3"), BAN_RATE, now - H, 3,
+	    now), 0);
+
+	CHECK_INT_EQ(state_write(path, t, now, WALL, err, sizeof(err)), 0);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+
+	/* Restart ten minutes later: the monotonic clock started afresh. */
+	u = ban_table_new(&params);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, u, 5000, WALL + 600000, log_report, &l),
+	    4);
+	CHECK_INT_EQ(l.n, 0);
+	CHECK(ban_lookup(u, ip("192.0.2.1"), 5000, &b));
+	CHECK_INT_EQ(b.expiry_ms, 5000 + H - 600000);	/* time left kept */
+	CHECK_INT_EQ(b.count, 1);
+	CHECK_INT_EQ(b.reason, BAN_AUTH);
+	CHECK(ban_lookup(u, ip("2001:db8::25"), 5000, &b));
+	CHECK_INT_EQ(b.reason, BAN_SMUGGLING);
+	CHECK(ban_lookup(u, ip("198.51.100.9"), 5000, &b));
+	CHECK_INT_EQ(b.expiry_ms, 5000 + 30 * H - 600000);
+	CHECK(!ban_lookup(u, ip("203.0.113.3"), 5000, &b));
+	/* ...but its count escalates the next ban. */
+	CHECK(ban_add(u, ip("203.0.113.3"), BAN_RATE, 0, 6000, &b));
+	CHECK_INT_EQ(b.count, 4);
+	CHECK_INT_EQ(b.duration_ms, 8 * H);
+
+	/* Writing again replaces the file; no temporary is left behind. */
+	CHECK_INT_EQ(state_write(path, u, 6000, WALL + 601000, err,
+	    sizeof(err)), 0);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "test $(ls %s | wc -l) -eq 1", dir);
+		CHECK(system(cmd) == 0);
+	}
+	ban_table_free(u);
+
+	/* A missing file is the first start, not an error. */
+	unlink(path);
+	u = ban_table_new(&params);
+	CHECK_INT_EQ(state_read(path, u, 0, WALL, log_report, &l), 0);
+	/* An unwritable place gives an error naming the file. */
+	CHECK_INT_EQ(state_write("/nonexistent/dir/state", t, now, WALL, err,
+	    sizeof(err)), -1);
+	CHECK(strstr(err, "/nonexistent/dir/state") != NULL);
+	ban_table_free(u);
+	ban_table_free(t);
+	rmdir(dir);
+}
+
+static void
+test_parse_good(void)
+{
+	struct log l;
+
+	CHECK_INT_EQ(parse("moat-state 1\n"
+	    "# comment\n"
+	    "\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\r\n"
+	    "ban 2001:db8::1 0 1 manual\n"
+	    "end 2\n", &l), 2);
+	CHECK_INT_EQ(l.n, 0);
+	CHECK_INT_EQ(l.nb, 2);
+	CHECK(memcmp(l.bans[0].addr, ip("192.0.2.1"), 16) == 0);
+	CHECK_INT_EQ(l.bans[0].expiry_unix_ms, 1767225600000ULL);
+	CHECK_INT_EQ(l.bans[0].count, 3);
+	CHECK_INT_EQ(l.bans[0].reason, BAN_AUTH);
+	CHECK_INT_EQ(l.bans[1].reason, BAN_MANUAL);
+
+	CHECK_INT_EQ(parse("moat-state 1\nend 0\n", &l), 0);
+	CHECK_INT_EQ(l.n, 0);
+}
+
+static void
+test_parse_corrupt(void)
+{
+	struct log l;
+
+	/* Not ours: the whole file is ignored, with file and line. */
+	CHECK_INT_EQ(parse("", &l), -1);
+	CHECK(logged(&l, "state: not a moat state file"));
+	CHECK_INT_EQ(parse("ban 192.0.2.1 1 1 auth\nend 1\n", &l), -1);
+	CHECK(logged(&l, "state:1: not a moat state file"));
+	CHECK_INT_EQ(l.nb, 0);
+	CHECK_INT_EQ(parse("moat-state\n", &l), -1);
+	CHECK_INT_EQ(parse("moat-state x\n", &l), -1);
+	CHECK_INT_EQ(parse("moat-state 2\nend 0\n", &l), -1);
+	CHECK(logged(&l, "state:1: state file version 2 is not supported"));
+	CHECK_INT_EQ(parse("moat-sta\0e 1\n", &l), -1);
+
+	/* Bad lines are skipped, each named; good ones are kept. */
+	CHECK_INT_EQ(parse("moat-state 1\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\n"
+	    "ban 192.0.2.300 1767225600000 3 auth\n"
+	    "ban 192.0.2.0/24 1767225600000 3 auth\n"
+	    "ban 192.0.2.2 -5 3 auth\n"
+	    "ban 192.0.2.2 99999999999999999999999 3 auth\n"
+	    "ban 192.0.2.2 1767225600000 0 auth\n"
+	    "ban 192.0.2.2 1767225600000 3 typo\n"
+	    "ban 192.0.2.2 1767225600000 3 auth extra\n"
+	    "ban 192.0.2.2  1767225600000 3 auth\n"
+	    "bam 192.0.2.2 1767225600000 3 auth\n"
+	    "ban 2001:db8::7 1767225600000 1 rate\n"
+	    "end 10\n", &l), 2);
+	CHECK_INT_EQ(l.nb, 2);
+	CHECK(logged(&l, "state:3: bad address"));
+	CHECK(logged(&l, "state:4: bad address"));
+	CHECK(logged(&l, "state:5: bad expiry"));
+	CHECK(logged(&l, "state:6: bad expiry"));
+	CHECK(logged(&l, "state:7: bad ban count"));
+	CHECK(logged(&l, "state:8: bad reason"));
+	CHECK(logged(&l, "state:9: unexpected text"));
+	CHECK(logged(&l, "state:10: bad expiry"));	/* two spaces */
+	CHECK(logged(&l, "state:11: unknown record 'bam'"));
+	CHECK_INT_EQ(l.n, 9);
+
+	/* Cut off in the middle of a line: that line is dropped. */
+	CHECK_INT_EQ(parse("moat-state 1\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\n"
+	    "ban 192.0.2.2 17672", &l), 1);
+	CHECK(logged(&l, "state:3: last line has no newline"));
+	CHECK(logged(&l, "state: no 'end' line"));
+	/* Cut off at a line end: noticed by the missing end line. */
+	CHECK_INT_EQ(parse("moat-state 1\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\n", &l), 1);
+	CHECK(logged(&l, "no 'end' line"));
+	CHECK_INT_EQ(parse("moat-state 1", &l), 0);
+	CHECK(logged(&l, "truncated"));
+	/* A wrong count in the end line, text after it, NUL bytes. */
+	CHECK_INT_EQ(parse("moat-state 1\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\n"
+	    "end 2\n"
+	    "ban 192.0.2.2 1767225600000 3 auth\n", &l), 1);
+	CHECK(logged(&l, "state:3: 'end' counts 2 bans but 1 were found"));
+	CHECK(logged(&l, "state:4: text after the 'end' line"));
+	{
+		static const char nul[] = "moat-state 1\nban 192.0.2.1 1 1 "
+		    "a\0th\nend 1\n";
+
+		memset(&l, 0, sizeof(l));
+		CHECK_INT_EQ(state_parse("state", nul, sizeof(nul) - 1,
+		    log_ban, log_report, &l), 0);
+		CHECK(logged(&l, "state:2: NUL byte"));
+	}
+
+	/* Many bad lines: ten reported, then a summary. */
+	{
+		char big[4096] = "moat-state 1\n";
+
+		for (int i = 0; i < 30; i++)
+			strcat(big, "junk\n");
+		strcat(big, "end 0\n");
+		CHECK_INT_EQ(parse(big, &l), 0);
+		CHECK_INT_EQ(l.n, 11);
+		CHECK(logged(&l, "20 more problems not shown"));
+	}
+}
+
+/* Random damage to a good file: never a crash (ASan/UBSan watch). */
+static void
+test_parse_garbage(void)
+{
+	static const char good[] = "moat-state 1\n"
+	    "ban 192.0.2.1 1767225600000 3 auth\n"
+	    "ban 2001:db8::1 1767225600000 1 manual\n"
+	    "end 2\n";
+	char buf[sizeof(good)];
+	unsigned seed = 99;
+	int sane = 0;
+
+	for (int i = 0; i < 20000; i++) {
+		struct log l;
+		size_t len = sizeof(good) - 1 - (size_t)(rand_r(&seed) % 8);
+		long rc;
+
+		memcpy(buf, good, sizeof(good));
+		for (int k = rand_r(&seed) % 4; k >= 0; k--)
+			buf[rand_r(&seed) % len] = (char)rand_r(&seed);
+		memset(&l, 0, sizeof(l));
+		rc = state_parse("fuzz", buf, len, log_ban, log_report, &l);
+		if (rc >= -1 && rc <= 2 && (rc == -1 || rc == l.nb))
+			sane++;
+	}
+	CHECK_INT_EQ(sane, 20000);
+}
+
+int
+main(void)
+{
+	test_round_trip();
+	test_parse_good();
+	test_parse_corrupt();
+	test_parse_garbage();
+	return check_report("state");
+}
