@@ -250,3 +250,37 @@ guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
 		note_ban(addr, lc, sid, &res);
 	return res.verdict == POLICY_REJECT;
 }
+
+int
+guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why)
+{
+	struct policy_result res;
+
+	if (guard.policy == NULL) {
+		*why = "moat is not running";
+		return -1;
+	}
+	if (policy_ban(guard.policy, addr, duration_ms, guard_now_ms(), &res,
+	    why) == -1)
+		return -1;
+	note_ban(addr, NULL, NULL, &res);
+	return 0;
+}
+
+bool
+guard_unban(const uint8_t addr[16])
+{
+	struct event ev = EVENT_INIT;
+	char ip[64];
+
+	if (guard.policy == NULL ||
+	    !policy_unban(guard.policy, addr, guard_now_ms()))
+		return false;
+	log_info("unban ip=%s", addr_v6_str(addr, ip, sizeof(ip)));
+	ev.event = "unban";
+	ev.ip = addr;
+	ev.reason = "manual";
+	events_emit(&ev);
+	guard_schedule_save();
+	return true;
+}

@@ -46,6 +46,16 @@ void guard_release(const uint8_t addr[16]);
 bool guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
     const char *sid, enum policy_event ev);
 
+/*
+ * Operator actions (moatctl ban/unban). guard_ban() bans addr for
+ * duration_ms (0: the configured [ban] duration with escalation) and
+ * returns 0, or -1 with *why set (an allow-listed address cannot be
+ * banned). guard_unban() returns true if a ban was lifted. Both emit
+ * events and reach the firewall like automatic bans.
+ */
+int guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why);
+bool guard_unban(const uint8_t addr[16]);
+
 /* The policy tables, for the control socket and metrics; NULL before
  * guard_open(). */
 struct policy *guard_policy(void);
