@@ -1531,8 +1531,17 @@ k_fw_set6(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	get_fw_name(l, v, "firewall.set6", &l->cfg->firewall.set6);
 }
 
+static void
+k_fw_create(struct loader *l, const struct toml_value *v, struct toml_pos kp,
+    void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_bool(l, v, "firewall.create", &l->cfg->firewall.create);
+}
+
 static const struct key_spec firewall_keys[] = {
 	{ "backend", k_fw_backend },
+	{ "create", k_fw_create },
 	{ "table", k_fw_table },
 	{ "set4", k_fw_set4 },
 	{ "set6", k_fw_set6 },
@@ -1627,6 +1636,7 @@ config_defaults(struct config *cfg)
 	cfg->firewall.table = xstrdup("moat");
 	cfg->firewall.set4 = xstrdup("blocked4");
 	cfg->firewall.set6 = xstrdup("blocked6");
+	cfg->firewall.create = true;
 	cfg->events.file = xstrdup("/var/log/moat/events.jsonl");
 }
 

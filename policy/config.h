@@ -135,6 +135,7 @@ struct config {
 		char *table;
 		char *set4;
 		char *set6;
+		bool create;	/* create missing table/sets (default on) */
 	} firewall;
 
 	struct {

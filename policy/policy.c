@@ -455,6 +455,7 @@ policy_unban(struct policy *p, const uint8_t addr[16], uint64_t now_ms)
 
 	pthread_mutex_lock(&p->lock);
 	was = ban_del(p->bans, addr, now_ms);
+	window_forget(p->win, addr);
 	p->dirty = true;
 	pthread_mutex_unlock(&p->lock);
 	return was;

@@ -517,6 +517,17 @@ window_close(struct window_table *t, const uint8_t addr[16])
 		t->e[i].sessions--;
 }
 
+void
+window_forget(struct window_table *t, const uint8_t addr[16])
+{
+	uint32_t i = lookup(t, addr);
+
+	if (i == NIL)
+		return;
+	memset(t->e[i].conn, 0, sizeof(t->e[i].conn));
+	memset(t->e[i].fail, 0, sizeof(t->e[i].fail));
+}
+
 uint32_t
 window_conn_count(struct window_table *t, const uint8_t addr[16],
     uint64_t now_ms)

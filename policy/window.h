@@ -120,6 +120,10 @@ uint32_t window_fail(struct window_table *t, const uint8_t addr[16],
 /* A session ends: one fewer open (never below 0). Unknown keys (evicted,
  * or allow-listed and never opened) are ignored. */
 void window_close(struct window_table *t, const uint8_t addr[16]);
+/* Clears the connection and failure counts of addr's key (its open
+ * sessions stay counted): an operator's unban starts the client afresh,
+ * rather than banning it again on its next connection. */
+void window_forget(struct window_table *t, const uint8_t addr[16]);
 
 /* Read-only peeks, for tests and moatctl; they do not refresh recency. */
 uint32_t window_conn_count(struct window_table *t, const uint8_t addr[16],

@@ -26,6 +26,35 @@ struct event_log {
 static struct event_log *current;
 static uint64_t dropped, written;
 
+static struct {
+	events_sub_fn *fn;
+	void *arg;
+} subs[EVENTS_SUBSCRIBERS];
+static size_t nsubs;
+
+int
+events_subscribe(events_sub_fn *fn, void *arg)
+{
+	if (nsubs == EVENTS_SUBSCRIBERS)
+		return -1;
+	subs[nsubs].fn = fn;
+	subs[nsubs].arg = arg;
+	nsubs++;
+	return 0;
+}
+
+void
+events_unsubscribe(events_sub_fn *fn, void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < nsubs; i++)
+		if (subs[i].fn == fn && subs[i].arg == arg) {
+			subs[i] = subs[--nsubs];
+			return;
+		}
+}
+
 struct event_log *
 event_log_open(const char *path, bool use_syslog, char *errbuf,
     size_t errlen)
@@ -254,16 +283,23 @@ events_emit(const struct event *ev)
 {
 	struct event_log *log = current;
 	char line[EVENT_LINE_MAX];
+	uint64_t ms;
+	size_t i;
 	int n;
 	ssize_t w;
 
-	if (log == NULL || (log->fd == -1 && !log->syslog))
+	if (nsubs == 0 && (log == NULL || (log->fd == -1 && !log->syslog)))
 		return;
-	n = event_format(ev, now_unix_ms(), line, sizeof(line));
+	ms = now_unix_ms();
+	n = event_format(ev, ms, line, sizeof(line));
 	if (n < 0) {
 		dropped++;
 		return;
 	}
+	for (i = 0; i < nsubs; i++)
+		subs[i].fn(subs[i].arg, ev, ms, line, (size_t)n);
+	if (log == NULL || (log->fd == -1 && !log->syslog))
+		return;
 	if (log->syslog)
 		syslog(LOG_NOTICE, "%.*s", n - 1, line);
 	if (log->fd == -1) {

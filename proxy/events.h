@@ -54,6 +54,19 @@ uint64_t events_dropped(void);
 uint64_t events_written(void);
 
 /*
+ * Live followers (moatctl tail). events_emit() hands each event to every
+ * subscriber with its formatted line (JSON, newline included, len bytes)
+ * and its time, whether or not a sink is open. fn runs on the emitting
+ * thread, must not block and must not emit events. At most
+ * EVENTS_SUBSCRIBERS at once; events_subscribe returns 0 or -1 (full).
+ */
+#define EVENTS_SUBSCRIBERS 4
+typedef void events_sub_fn(void *arg, const struct event *ev, uint64_t unix_ms,
+    const char *line, size_t len);
+int events_subscribe(events_sub_fn *fn, void *arg);
+void events_unsubscribe(events_sub_fn *fn, void *arg);
+
+/*
  * Formats ev as one JSON object with a trailing newline into buf; returns
  * the length, or -1 if it did not fit. Pure: used by tests and tail.
  */

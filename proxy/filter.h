@@ -66,7 +66,49 @@ void filter_close(struct filter_io *io, const char *reason);
 /* True once the client side runs TLS (implicit or after STARTTLS). */
 bool filter_client_tls(const struct filter_io *io);
 
-/* The filter for a listener: issue 3 relays everything unchanged. */
+/*
+ * Drops the backend connection at once: bytes queued to it and not yet
+ * written are discarded, nothing more is read from it, and the session
+ * ends once the client's queue is flushed (pair it with filter_close()
+ * for the close reason). The SMTP smuggling guard uses it so that a
+ * message that held a bare LF/CR never completes at the backend.
+ */
+void filter_abort_backend(struct filter_io *io);
+
+/*
+ * What a filter observed that policy cares about. Each goes through
+ * session_signal() in session.c, the one place that logs it, emits the
+ * block event and feeds the policy module.
+ */
+enum filter_signal {
+	FILTER_SIG_AUTH_OK = 0,	/* final success reply to AUTH/PASS/APOP */
+	FILTER_SIG_AUTH_FAIL,	/* final permanent failure: event auth_fail */
+	FILTER_SIG_AUTH_TEMPFAIL, /* 454, -ERR [SYS/TEMP], [IN-USE]: apart */
+	FILTER_SIG_SMUGGLING,	/* event smuggling: reason names the variant */
+	FILTER_SIG_GLITCH,	/* event protocol: early talker, long lines,
+				 * client XCLIENT, bad commands */
+	FILTER_SIG_FOREIGN,	/* event protocol: HTTP or TLS bytes on a mail
+				 * port; the filter closes the session */
+};
+
+/*
+ * Reports sig; reason is a static word for logs and events ("smtp_auth",
+ * "pop3_pass", "bare_lf", "early_talker"), never protocol payload. Does
+ * not destroy the session.
+ */
+void filter_signal(struct filter_io *io, enum filter_signal sig,
+    const char *reason);
+const char *filter_signal_str(enum filter_signal sig);
+
+/*
+ * Longest line a filter can wait for: the session's input buffers hold at
+ * least this much, so a filter that has seen this many bytes without an
+ * end of line must decide (listener max_line above it is capped).
+ */
+#define FILTER_INPUT_MAX (16 * 1024)
+
+/* The filter for a listener: SMTP or POP3 by lc->protocol, whatever its
+ * tls mode. */
 const struct filter_ops *filter_for(const struct cfg_listener *lc);
 
 extern const struct filter_ops filter_passthrough;

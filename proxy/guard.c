@@ -9,8 +9,10 @@
 
 #include "config.h"
 #include "events.h"
+#include "fw.h"
 #include "geo.h"
 #include "log.h"
+#include "metrics.h"
 
 /* How long a changed ban table may wait before it is written out: long
  * enough to batch a burst of bans into one fsync, short enough that a
@@ -23,6 +25,13 @@ static struct {
 	struct geo *geo;
 	char *geo_path;
 	ev_timer save;
+	struct fw *fw;		/* kernel set writer; never NULL once open */
+	enum fw_problem fw_problem;	/* the writer's last report */
+	struct {		/* the [firewall] it was started with */
+		enum cfg_firewall backend;
+		bool create;
+		char table[32], set4[32], set6[32];
+	} fwc;
 	bool open;
 } guard;
 
@@ -105,6 +114,76 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 	return 0;
 }
 
+/*
+ * The firewall writer's reports, on the loop thread: each problem arrives
+ * once (fw.h), with the fix in its message; it is logged and raised as a
+ * firewall_error event. Bans stay enforced at accept either way.
+ */
+static void
+guard_fw_report(void *arg, const struct fw_report *r)
+{
+	struct event ev = EVENT_INIT;
+
+	(void)arg;
+	guard.fw_problem = r->problem;
+	if (r->problem == FW_OK) {
+		log_info("firewall: %s", r->message);
+		return;
+	}
+	log_warnx("firewall: %s", r->message);
+	ev.event = "firewall_error";
+	ev.ip = r->addr;
+	ev.reason = fw_problem_str(r->problem);
+	ev.firewall = r->backend;
+	ev.detail = r->message;
+	events_emit(&ev);
+}
+
+/* Pushes one ban in force to the kernel with the time it has left. */
+static void
+guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	uint64_t now = *(const uint64_t *)arg;
+
+	if (b->expiry_ms > now)
+		fw_add(guard.fw, addr, b->expiry_ms - now);
+}
+
+/* Starts the writer for cfg and gives it every ban in force, so that
+ * timeouts are right again after a restart or a changed [firewall]. */
+static int
+guard_fw_start(const struct config *cfg, char *err, size_t errlen)
+{
+	uint64_t now = guard_now_ms();
+
+	if ((guard.fw = fw_open(guard.loop, cfg, guard_fw_report,
+	    NULL)) == NULL) {
+		snprintf(err, errlen, "firewall: %s", strerror(errno));
+		return -1;
+	}
+	if (fw_enabled(guard.fw))
+		policy_bans(guard.policy, now, guard_fw_assert, &now);
+	guard.fwc.backend = cfg->firewall.backend;
+	guard.fwc.create = cfg->firewall.create;
+	snprintf(guard.fwc.table, sizeof(guard.fwc.table), "%s",
+	    cfg->firewall.table);
+	snprintf(guard.fwc.set4, sizeof(guard.fwc.set4), "%s",
+	    cfg->firewall.set4);
+	snprintf(guard.fwc.set6, sizeof(guard.fwc.set6), "%s",
+	    cfg->firewall.set6);
+	return 0;
+}
+
+static bool
+guard_fw_changed(const struct config *cfg)
+{
+	return guard.fwc.backend != cfg->firewall.backend ||
+	    guard.fwc.create != cfg->firewall.create ||
+	    strcmp(guard.fwc.table, cfg->firewall.table) != 0 ||
+	    strcmp(guard.fwc.set4, cfg->firewall.set4) != 0 ||
+	    strcmp(guard.fwc.set6, cfg->firewall.set6) != 0;
+}
+
 int
 guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
     size_t errlen)
@@ -128,6 +207,12 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	if (n > 0)
 		log_info("state: %ld bans restored from %s", n,
 		    cfg->daemon.state_file);
+	if (guard_fw_start(cfg, err, errlen) == -1) {
+		policy_free(guard.policy);
+		geo_close(guard.geo);
+		memset(&guard, 0, sizeof(guard));
+		return -1;
+	}
 	guard.open = true;
 	return 0;
 }
@@ -150,6 +235,20 @@ guard_reload(const struct config *cfg, char *err, size_t errlen)
 	}
 	guard.geo = geo;
 	geo_close(old);
+	if (guard_fw_changed(cfg)) {
+		/* Elements written so far stay in the old sets and expire
+		 * there; the new writer gets every ban in force. */
+		log_info("firewall: [firewall] changed, restarting the %s "
+		    "writer", cfg_firewall_str(cfg->firewall.backend));
+		fw_close(guard.fw);
+		if (guard_fw_start(cfg, err, errlen) == -1) {
+			log_warnx("%s; banned addresses are still rejected by "
+			    "moat itself", err);
+			err[0] = '\0';
+			guard.fw = fw_open_backend(NULL, cfg, &fw_backend_none,
+			    NULL, NULL);
+		}
+	}
 	return 0;
 }
 
@@ -161,6 +260,7 @@ guard_close(void)
 	if (guard.loop != NULL)
 		ev_timer_stop(guard.loop, &guard.save);
 	guard_save_now();
+	fw_close(guard.fw);
 	policy_free(guard.policy);
 	geo_close(guard.geo);
 	memset(&guard, 0, sizeof(guard));
@@ -178,6 +278,8 @@ emit_result(const char *what, const uint8_t addr[16],
 	ev.listener = lc ? lc->name : NULL;
 	ev.reason = policy_reason_str(res->reason);
 	ev.session = sid;
+	if (strcmp(what, "ban") == 0 && fw_enabled(guard.fw))
+		ev.firewall = fw_name(guard.fw);
 	if (res->country[0] != '\0')
 		ev.country = res->country;
 	if (res->limit > 0) {
@@ -201,7 +303,9 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 	log_info("%s ban ip=%s reason=%s ban_s=%llu bans=%u", sid ? sid : "-",
 	    ip, policy_reason_str(res->reason),
 	    (unsigned long long)(res->ban_ms / 1000), res->ban_count);
+	fw_add(guard.fw, addr, res->ban_ms);
 	emit_result("ban", addr, lc, sid, res);
+	metrics_ban(policy_reason_str(res->reason));
 	guard_schedule_save();
 }
 
@@ -215,8 +319,11 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 	if (guard.policy == NULL)
 		return true;
 	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
-	    POLICY_ALLOW)
+	    POLICY_ALLOW) {
+		metrics_admit(lc->name, NULL);
 		return true;
+	}
+	metrics_admit(lc->name, policy_reason_str(res.reason));
 	*banned = res.reason == POLICY_BANNED;
 	if (lc->protocol == CFG_PROTO_SMTP)
 		snprintf(reply, replylen, "554 5.7.1 Access denied: %s\r\n",
@@ -245,6 +352,7 @@ guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
 
 	if (guard.policy == NULL)
 		return false;
+	metrics_policy_event(lc ? lc->name : NULL, ev);
 	policy_note(guard.policy, addr, ev, guard_now_ms(), &res);
 	if (res.ban_new)
 		note_ban(addr, lc, sid, &res);
@@ -277,10 +385,32 @@ guard_unban(const uint8_t addr[16])
 	    !policy_unban(guard.policy, addr, guard_now_ms()))
 		return false;
 	log_info("unban ip=%s", addr_v6_str(addr, ip, sizeof(ip)));
+	fw_del(guard.fw, addr);
 	ev.event = "unban";
 	ev.ip = addr;
 	ev.reason = "manual";
+	if (fw_enabled(guard.fw))
+		ev.firewall = fw_name(guard.fw);
 	events_emit(&ev);
 	guard_schedule_save();
 	return true;
+}
+
+const char *
+guard_fw_state(char *buf, size_t len)
+{
+	struct fw_stats st;
+
+	if (guard.fw == NULL || !fw_enabled(guard.fw))
+		return "off";
+	fw_stats(guard.fw, &st);
+	if (guard.fw_problem != FW_OK)
+		snprintf(buf, len, "failing (%s); %llu elements written, "
+		    "bans enforced in moat", fw_problem_str(guard.fw_problem),
+		    (unsigned long long)st.written);
+	else
+		snprintf(buf, len, "ok; %llu elements written in %llu batches",
+		    (unsigned long long)st.written,
+		    (unsigned long long)st.batches);
+	return buf;
 }

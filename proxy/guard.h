@@ -56,6 +56,10 @@ bool guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
 int guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why);
 bool guard_unban(const uint8_t addr[16]);
 
+/* The firewall writer's state in words ("off", "ok; ...", "failing
+ * (permission); ..."), for moatctl status; returns buf or a constant. */
+const char *guard_fw_state(char *buf, size_t len);
+
 /* The policy tables, for the control socket and metrics; NULL before
  * guard_open(). */
 struct policy *guard_policy(void);

@@ -2,7 +2,9 @@
 #include "server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +14,15 @@
 #include <ev.h>
 
 #include "config.h"
+#include "control.h"
 #include "events.h"
 #include "gen.h"
 #include "geo.h"
 #include "guard.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "privdrop.h"
 #include "session.h"
 
 struct server {
@@ -31,6 +36,10 @@ struct server {
 	struct event_log *events;
 	ev_timer drain;
 	bool draining;
+	struct control_server hooks;	/* for control and metrics */
+	struct control *control;
+	struct metrics_http *metrics;
+	char config_abs[PATH_MAX];	/* config_path made absolute */
 };
 
 #define container_of(p, type, member) \
@@ -45,6 +54,35 @@ report_log(void *arg, bool is_error, const char *line)
 		log_warnx("%s", line);
 	else
 		log_info("%s", line);
+}
+
+/* A reload's diagnostics: to the log, and to whoever asked for the
+ * reload (moatctl) when fn is set. */
+struct reload_report {
+	config_report_fn *fn;
+	void *arg;
+};
+
+static void
+report_tee(void *arg, bool is_error, const char *line)
+{
+	struct reload_report *rr = arg;
+
+	report_log(NULL, is_error, line);
+	if (rr != NULL && rr->fn != NULL)
+		rr->fn(rr->arg, is_error, line);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+reload_say(struct reload_report *rr, bool is_error, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	report_tee(rr, is_error, line);
 }
 
 static void
@@ -138,7 +176,8 @@ server_close_listeners(struct server *srv)
  * the sink that works.
  */
 static int
-server_events(struct server *srv, const struct config *cfg, bool initial)
+server_events(struct server *srv, const struct config *cfg, bool initial,
+    struct reload_report *rr)
 {
 	const struct config *old = initial ? NULL : gen_config(srv->gen);
 	struct event_log *log;
@@ -153,7 +192,7 @@ server_events(struct server *srv, const struct config *cfg, bool initial)
 	}
 	if ((log = event_log_open(cfg->events.file, cfg->events.syslog, err,
 	    sizeof(err))) == NULL) {
-		log_warnx("%s%s", err, initial ? "" :
+		reload_say(rr, true, "%s%s", err, initial ? "" :
 		    "; keeping the running configuration");
 		return -1;
 	}
@@ -174,46 +213,73 @@ server_sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)event_log_reopen(srv->events);
 }
 
-static void
-server_reload(struct server *srv)
+/*
+ * The reload of SIGHUP and moatctl: a new config, TLS contexts, lists and
+ * events sink, or, on any error, the running ones kept. Every diagnostic
+ * goes to the log and to report (may be NULL). Returns 0 when the new
+ * configuration is in force, -1 when the old one stays.
+ */
+static int
+server_reload(struct server *srv, config_report_fn *report, void *arg)
 {
+	struct reload_report rr = { report, arg };
+	const struct config *old;
 	struct config *cfg;
 	struct gen *g;
 	char err[300] = "";
 
-	if (srv->draining)
-		return;
+	if (srv->draining) {
+		reload_say(&rr, true, "reload refused: moat is shutting down");
+		return -1;
+	}
 	if (srv->config_path != NULL) {
 		log_info("reload: reading %s", srv->config_path);
-		cfg = config_load(srv->config_path, report_log, NULL);
+		cfg = config_load(srv->config_path, report_tee, &rr);
 		if (cfg == NULL) {
-			log_warnx("reload failed: %s has errors, keeping the "
-			    "running configuration", srv->config_path);
-			return;
+			reload_say(&rr, true, "reload failed: %s has errors, "
+			    "keeping the running configuration",
+			    srv->config_path);
+			return -1;
 		}
-		g = gen_new(cfg, report_log, NULL);
+		g = gen_new(cfg, report_tee, &rr);
 	} else {
 		log_info("reload: built-in configuration, certificates only");
-		g = gen_new_certs(srv->gen, report_log, NULL);
+		g = gen_new_certs(srv->gen, report_tee, &rr);
 	}
 	if (g == NULL) {
-		log_warnx("reload failed: TLS setup has errors, keeping the "
-		    "running configuration");
-		return;
+		reload_say(&rr, true, "reload failed: TLS setup has errors, "
+		    "keeping the running configuration");
+		return -1;
 	}
 	if (guard_reload(gen_config(g), err, sizeof(err)) == -1 ||
-	    server_events(srv, gen_config(g), false) == -1) {
+	    server_events(srv, gen_config(g), false, &rr) == -1) {
 		if (err[0] != '\0')
-			log_warnx("reload failed: %s; keeping the running "
-			    "configuration", err);
+			reload_say(&rr, true, "reload failed: %s; keeping the "
+			    "running configuration", err);
 		gen_unref(g);
-		return;
+		return -1;
 	}
 	(void)server_apply_listeners(srv, g, false);
+	old = gen_config(srv->gen);
+	/* These two are bound once, before privileges are dropped. */
+	if (strcmp(old->daemon.control_socket ? old->daemon.control_socket :
+	    "", gen_config(g)->daemon.control_socket ?
+	    gen_config(g)->daemon.control_socket : "") != 0)
+		reload_say(&rr, false, "warning: daemon.control_socket "
+		    "changes at the next restart");
+	if (old->daemon.metrics_enabled !=
+	    gen_config(g)->daemon.metrics_enabled ||
+	    (old->daemon.metrics_enabled &&
+	    (old->daemon.metrics.len != gen_config(g)->daemon.metrics.len ||
+	    memcmp(&old->daemon.metrics.ss, &gen_config(g)->daemon.metrics.ss,
+	    old->daemon.metrics.len) != 0)))
+		reload_say(&rr, false, "warning: daemon.metrics changes at "
+		    "the next restart");
 	gen_unref(srv->gen);
 	srv->gen = g;
-	log_info("reload done: %zu listening sockets, %zu sessions carry on",
-	    srv->nls, srv->sessions.n);
+	reload_say(&rr, false, "reload done: %zu listening sockets, %zu "
+	    "sessions carry on", srv->nls, srv->sessions.n);
+	return 0;
 }
 
 static void
@@ -223,7 +289,126 @@ server_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	server_reload(srv);
+	(void)server_reload(srv, NULL, NULL);
+}
+
+/* --- what the control socket and the metrics endpoint see ------------ */
+
+static const struct gen *
+hook_gen(void *arg)
+{
+	struct server *srv = arg;
+
+	return srv->gen;
+}
+
+static size_t
+hook_sessions(void *arg)
+{
+	struct server *srv = arg;
+
+	return srv->sessions.n;
+}
+
+static bool
+hook_listener(void *arg, size_t i, const struct cfg_listener **lc,
+    const struct addr_port **ap)
+{
+	struct server *srv = arg;
+
+	if (i >= srv->nls)
+		return false;
+	*lc = listener_config(srv->ls[i]);
+	*ap = listener_addr(srv->ls[i]);
+	return true;
+}
+
+static int
+hook_reload(void *arg, config_report_fn *report, void *rarg)
+{
+	return server_reload(arg, report, rarg);
+}
+
+static void
+hook_reopen(void *arg)
+{
+	struct server *srv = arg;
+
+	log_info("reopening the events file");
+	(void)event_log_reopen(srv->events);
+}
+
+/*
+ * Becomes daemon.user (privdrop.h) when set: CAP_NET_ADMIN stays only if
+ * a firewall writer needs it, and the working directory is the state
+ * file's. A relative config path is made absolute first so that SIGHUP
+ * still finds the file after the chdir.
+ */
+static int
+server_privdrop(struct server *srv)
+{
+	const struct config *cfg = gen_config(srv->gen);
+	const char *own[3];
+	char err[512], dir[4096];
+	size_t n;
+
+	if (cfg->daemon.user == NULL)
+		return 0;
+	if (srv->config_path != NULL && srv->config_path[0] != '/') {
+		if (realpath(srv->config_path, srv->config_abs) == NULL) {
+			log_warn("%s", srv->config_path);
+			return -1;
+		}
+		srv->config_path = srv->config_abs;
+	}
+	n = 0;
+	if (cfg->daemon.state_file != NULL)
+		own[n++] = cfg->daemon.state_file;
+	if (cfg->events.file != NULL)
+		own[n++] = cfg->events.file;
+	own[n] = NULL;
+	if (privdrop(cfg->daemon.user,
+	    cfg->firewall.backend != CFG_FW_NONE,
+	    cfg->daemon.state_file != NULL ? privdrop_dirname(
+	    cfg->daemon.state_file, dir, sizeof(dir)) : "/",
+	    own, err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The control socket and the metrics endpoint; failures are fatal at
+ * start, as an operator who configured them relies on them. */
+static int
+server_ops_open(struct server *srv)
+{
+	const struct config *cfg = gen_config(srv->gen);
+	char err[512];
+
+	srv->hooks.arg = srv;
+	srv->hooks.gen = hook_gen;
+	srv->hooks.sessions = hook_sessions;
+	srv->hooks.listener = hook_listener;
+	srv->hooks.reload = hook_reload;
+	srv->hooks.reopen = hook_reopen;
+	if (cfg->daemon.control_socket != NULL &&
+	    cfg->daemon.control_socket[0] != '\0' &&
+	    (srv->control = control_open(srv->loop,
+	    cfg->daemon.control_socket, &srv->hooks, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	if (cfg->daemon.metrics_enabled &&
+	    (srv->metrics = metrics_http_open(srv->loop, &cfg->daemon.metrics,
+	    &srv->hooks, err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		control_close(srv->control);
+		srv->control = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -292,17 +477,26 @@ server_run(struct config *cfg, const char *config_path)
 	}
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
-	if (server_events(&srv, gen_config(srv.gen), true) == -1 ||
+	metrics_init();
+	srv.sessions.on_empty = server_sessions_empty;
+	srv.sessions.arg = &srv;
+	/*
+	 * What needs root comes first (ports, the control socket); then
+	 * daemon.user takes over, and the rest (events file, state file,
+	 * geo database, firewall writer thread) opens as that user, as it
+	 * will be reopened on reload. The writer thread inherits
+	 * CAP_NET_ADMIN from here.
+	 */
+	if (server_apply_listeners(&srv, srv.gen, true) == -1 ||
+	    server_ops_open(&srv) == -1 ||
+	    server_privdrop(&srv) == -1 ||
+	    server_events(&srv, gen_config(srv.gen), true, NULL) == -1 ||
 	    guard_open(srv.loop, gen_config(srv.gen), err, sizeof(err)) == -1) {
 		if (err[0] != '\0')
 			log_warnx("%s", err);
-		event_log_close(srv.events);
-		gen_unref(srv.gen);
-		return 1;
-	}
-	srv.sessions.on_empty = server_sessions_empty;
-	srv.sessions.arg = &srv;
-	if (server_apply_listeners(&srv, srv.gen, true) == -1) {
+		metrics_http_close(srv.metrics);
+		control_close(srv.control);
+		server_close_listeners(&srv);
 		guard_close();
 		event_log_close(srv.events);
 		gen_unref(srv.gen);
@@ -331,6 +525,8 @@ server_run(struct config *cfg, const char *config_path)
 	srv.sessions.on_empty = NULL;
 	session_list_close_all(&srv.sessions, "shutdown");
 	server_close_listeners(&srv);
+	metrics_http_close(srv.metrics);
+	control_close(srv.control);
 	guard_close();
 	event_log_close(srv.events);
 	gen_unref(srv.gen);

@@ -22,10 +22,12 @@
 #include "addr.h"
 #include "backend.h"
 #include "buf.h"
+#include "events.h"
 #include "filter.h"
 #include "gen.h"
 #include "guard.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxyproto.h"
 #include "tls.h"
 
@@ -36,6 +38,8 @@
  * record is at most 16 KiB, so one SSL_read always fits an empty buffer.
  */
 #define RELAY_BUF (16 * 1024)
+_Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
+    "filters wait for lines this long");
 /* Rounds of the relay per event before other sessions get their turn. */
 #define PUMP_ROUNDS 16
 /* How long a refused client may take to read our reply and hang up. */
@@ -286,6 +290,9 @@ session_free(struct session *s)
 	    s->why[0] ? " error=" : "",
 	    s->why[0] ? logval(s->why, b1, sizeof(b1)) : "",
 	    s->client.nin, s->client.nout, ms);
+	if (s->admitted)	/* metrics */
+		metrics_session_end(s->lc->name, (double)ms / 1000.,
+		    s->client.nin, s->client.nout);
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
 	ev_timer_stop(s->loop, &s->timer);
@@ -419,6 +426,7 @@ backend_fail(struct session *s, const char *why)
 	log_info("%s backend_fail backend=%s reason=%s ip=%s", s->id,
 	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
 	    logval(why, b1, sizeof(b1)), s->ip);
+	metrics_backend_failure(s->lc->name);
 	snprintf(s->why, sizeof(s->why), "%s", why);
 	if (s->lc->protocol == CFG_PROTO_SMTP)
 		snprintf(msg, sizeof(msg), "421 4.3.0 %s service temporarily "
@@ -594,6 +602,8 @@ do_handshake(struct session *s)
 		log_info("%s tls version=%s cipher=%s sni=%s", s->id,
 		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
 		    logval(sni, b1, sizeof(b1)));
+		metrics_tls_handshake(SSL_get_version(c->ssl),
+		    SSL_get_cipher_name(c->ssl));
 		if (s->backend.fd >= 0) {
 			/* STARTTLS: the relay goes on, now encrypted. */
 			if (s->filter.ops->tls_started != NULL)
@@ -624,6 +634,7 @@ do_handshake(struct session *s)
 		    "eof";
 	log_info("%s tls_fail reason=%s ip=%s", s->id,
 	    logval(r, b1, sizeof(b1)), s->ip);
+	metrics_tls_failure(r);
 	snprintf(s->why, sizeof(s->why), "%s", r);
 	session_kill(s, "tls_fail");
 }
@@ -935,6 +946,100 @@ filter_close(struct filter_io *io, const char *reason)
 	s->filter_close = reason;
 }
 
+void
+filter_abort_backend(struct filter_io *io)
+{
+	struct session *s = container_of(io, struct session, filter);
+	struct conn *b = &s->backend;
+
+	/*
+	 * What is still queued for the backend goes with the socket: the
+	 * backend sees the connection end where the last write stopped.
+	 */
+	if (buf_len(&b->out) > 0)
+		log_info("%s backend_abort discarded=%zu", s->id,
+		    buf_len(&b->out));
+	conn_clear(s, b);
+	b->rd_eof = true;
+	b->wr_shut = true;
+	b->shut_pending = false;
+}
+
+/*
+ * The one place where what a filter observed (auth results, smuggling,
+ * glitches) becomes a log line, a block event and policy feedback. The
+ * reason is a static word; payloads never come here.
+ */
+static void
+session_signal(struct session *s, enum filter_signal sig, const char *reason)
+{
+	struct event ev = EVENT_INIT;
+	const char *name = NULL;
+	enum policy_event pev = POLICY_EV_GLITCH;
+
+	switch (sig) {
+	case FILTER_SIG_AUTH_OK:
+		break;		/* counted by policy, not an event */
+	case FILTER_SIG_AUTH_FAIL:
+		name = "auth_fail";
+		break;
+	case FILTER_SIG_AUTH_TEMPFAIL:
+		break;		/* counted apart: not a guess */
+	case FILTER_SIG_SMUGGLING:
+		name = "smuggling";
+		break;
+	case FILTER_SIG_GLITCH:
+	case FILTER_SIG_FOREIGN:
+		name = "protocol";
+		break;
+	}
+	log_info("%s %s reason=%s ip=%s listener=%s", s->id,
+	    filter_signal_str(sig), reason, s->ip, s->lc->name);
+	if (name != NULL) {
+		ev.event = name;
+		ev.ip = s->addr;
+		ev.listener = s->lc->name;
+		ev.reason = reason;
+		ev.session = s->id;
+		if (sig == FILTER_SIG_FOREIGN)
+			ev.detail = "foreign protocol";
+		events_emit(&ev);
+	}
+	/*
+	 * Feedback to policy: failures and glitches count in the address's
+	 * window; a temporary failure is the server's trouble, not a guess.
+	 * When the address is now banned the session ends after the reply
+	 * already queued for the client.
+	 */
+	switch (sig) {
+	case FILTER_SIG_AUTH_FAIL:
+		pev = POLICY_EV_AUTH_FAIL;
+		break;
+	case FILTER_SIG_AUTH_OK:
+		pev = POLICY_EV_AUTH_OK;
+		break;
+	case FILTER_SIG_SMUGGLING:
+		pev = POLICY_EV_SMUGGLING;
+		break;
+	case FILTER_SIG_GLITCH:
+	case FILTER_SIG_FOREIGN:
+		pev = POLICY_EV_GLITCH;
+		break;
+	case FILTER_SIG_AUTH_TEMPFAIL:
+		return;
+	}
+	if (guard_note(s->addr, s->lc, s->id, pev) && s->filter_close == NULL)
+		s->filter_close = "banned";
+}
+
+void
+filter_signal(struct filter_io *io, enum filter_signal sig, const char *reason)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	session_signal(s, sig, reason);
+}
+
 bool
 filter_client_tls(const struct filter_io *io)
 {
@@ -1183,6 +1288,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case SESSION_HANDSHAKE:
 		log_info("%s tls_fail reason=timeout ip=%s", s->id, s->ip);
+		metrics_tls_failure("timeout");
 		session_kill(s, "handshake_timeout");
 		break;
 	case SESSION_CONNECT:

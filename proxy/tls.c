@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/err.h>
 
@@ -257,4 +258,37 @@ tls_ssl_new(struct tls_set *t, int fd)
 	}
 	SSL_set_accept_state(ssl);
 	return ssl;
+}
+
+static int64_t
+cert_not_after(const X509 *x)
+{
+	const ASN1_TIME *t = X509_get0_notAfter(x);
+	struct tm tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+void
+tls_set_certs(const struct tls_set *t, tls_cert_fn *fn, void *arg)
+{
+	const SSL_CTX *prev = NULL;
+	X509 *x;
+	size_t i;
+
+	if (t == NULL)
+		return;
+	if (t->def != NULL && (x = SSL_CTX_get0_certificate(t->def)) != NULL)
+		fn(arg, "default", cert_not_after(x));
+	/* The names of one [[tls.sni]] entry share its context and follow
+	 * each other: report the context once, under its first name. */
+	for (i = 0; i < t->nnames; i++) {
+		if (t->names[i].ctx == prev)
+			continue;
+		prev = t->names[i].ctx;
+		if ((x = SSL_CTX_get0_certificate(prev)) != NULL)
+			fn(arg, t->names[i].name, cert_not_after(x));
+	}
 }

@@ -3,6 +3,8 @@
 #define MOAT_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
 #include <openssl/ssl.h>
 
 #include "config.h"
@@ -31,6 +33,15 @@ void tls_set_unref(struct tls_set *t);
  * as long as the SSL exists and frees it with SSL_free(). NULL on failure.
  */
 SSL *tls_ssl_new(struct tls_set *t, int fd);
+
+/*
+ * Visits the leaf certificate of each context of t, for status and
+ * metrics: the [tls] one first with name "default", then one per
+ * [[tls.sni]] entry with its first name; not_after is the end of its
+ * validity in Unix seconds (0 if unreadable).
+ */
+typedef void tls_cert_fn(void *arg, const char *name, int64_t not_after);
+void tls_set_certs(const struct tls_set *t, tls_cert_fn *fn, void *arg);
 
 /*
  * The reason of the most recent OpenSSL error, such as "unsupported

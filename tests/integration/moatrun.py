@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-__all__ = ["Moat", "listener", "moat_binary", "wait_port", "free_port"]
+__all__ = ["Moat", "listener", "moat_binary", "moatctl_binary", "wait_port",
+           "free_port"]
 
 
 def moat_binary() -> Path:
@@ -26,6 +27,10 @@ def moat_binary() -> Path:
     if root:
         return Path(root) / "proxy" / "moat"
     return Path(__file__).resolve().parents[2] / "build" / "proxy" / "moat"
+
+
+def moatctl_binary() -> Path:
+    return moat_binary().parent / "moatctl"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,8 +78,11 @@ def listener(name: str, backend, *, protocol: str = "smtp", tls: str = "implicit
 
 def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                   min_version: str = "1.2", sni: Optional[List[Dict]] = None,
-                  drain: str = "5s", extra: str = "") -> str:
+                  drain: str = "5s", extra: str = "",
+                  metrics: Optional[str] = None, firewall="none") -> str:
     """extra is raw TOML ([policy], [ban], ...) placed after the listeners.
+    firewall is the [firewall] backend ("none", "nftables", "ipset") or a
+    dict of [firewall] keys (e.g. {"backend": "nftables", "create": False}).
     Unless extra sets [policy.rate], every limit is off: tests of other
     features make many connections from one loopback address and must not
     be throttled or banned by moat's defaults."""
@@ -82,6 +90,7 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
            f"control_socket = {_q(workdir / 'moat.sock')}",
            f"state_file = {_q(workdir / 'moat.state')}",
            f"drain_timeout = {_q(drain)}",
+           *([f"metrics = {_q(metrics)}"] if metrics else []),
            "", "[tls]",
            f"certificate = {_q(cert)}",
            f"key = {_q(key)}",
@@ -111,8 +120,12 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                 'auth_failures = { limit = 0, window = "1m" }']
     if extra:
         out += ["", extra]
-    out += ["", "[firewall]", 'backend = "none"',
-            "", "[events]", f"file = {_q(workdir / 'events.jsonl')}", ""]
+    fw = firewall if isinstance(firewall, dict) else {"backend": firewall}
+    out += ["", "[firewall]"]
+    for k, v in fw.items():
+        out.append(f"{k} = " + (("true" if v else "false") if isinstance(v, bool)
+                                 else _q(v)))
+    out += ["", "[events]", f"file = {_q(workdir / 'events.jsonl')}", ""]
     return "\n".join(out)
 
 
@@ -186,6 +199,15 @@ class Moat:
         """Whether this moat runs under AddressSanitizer."""
         with open(f"/proc/{self.proc.pid}/maps") as f:
             return "libasan" in f.read()
+
+    @property
+    def control_socket(self) -> Path:
+        return self.workdir / "moat.sock"
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """Runs moatctl against this moat's control socket."""
+        return subprocess.run([str(moatctl_binary()), "-s", str(self.control_socket),
+                               *args], capture_output=True, text=True, timeout=timeout)
 
     def signal(self, sig) -> None:
         self.proc.send_signal(sig)

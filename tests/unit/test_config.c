@@ -104,6 +104,7 @@ test_defaults(void)
 	CHECK_STR_EQ(cfg->firewall.table, "moat");
 	CHECK_STR_EQ(cfg->firewall.set4, "blocked4");
 	CHECK_STR_EQ(cfg->firewall.set6, "blocked6");
+	CHECK(cfg->firewall.create);
 	CHECK_STR_EQ(cfg->events.file, "/var/log/moat/events.jsonl");
 	CHECK(cfg->policy.geo.database == NULL);
 	CHECK_INT_EQ(cfg->policy.geo.unknown, CFG_GEO_UNKNOWN_ALLOW);
@@ -131,6 +132,7 @@ test_values(void)
 	    "[ban]\nduration = \"10m\"\nescalation = 3\n"
 	    "max_duration = \"1d\"\n"
 	    "[firewall]\nbackend = \"ipset\"\nset4 = \"bad4\"\n"
+	    "create = false\n"
 	    "[events]\nfile = \"\"\nsyslog = true\n", &d);
 	const struct cfg_listener *lis;
 
@@ -163,6 +165,7 @@ test_values(void)
 	CHECK(cfg->ban.escalation == 3.0);
 	CHECK_INT_EQ(cfg->firewall.backend, CFG_FW_IPSET);
 	CHECK_STR_EQ(cfg->firewall.set4, "bad4");
+	CHECK(!cfg->firewall.create);
 	CHECK(cfg->events.file == NULL);
 	CHECK(cfg->events.syslog);
 	/* SMTP is not involved, so no open-relay warning. */

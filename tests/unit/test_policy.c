@@ -175,9 +175,19 @@ test_rate_and_ban(void)
 	CHECK_INT_EQ(r.ban_ms, 2 * H);
 	CHECK_INT_EQ(r.ban_count, 2);
 
+	/* An operator's unban starts the client afresh: its next connection
+	 * is admitted, not counted against the old window and banned again. */
+	CHECK(policy_unban(p, ip("203.0.113.9"), 3000) == false);
+	for (int i = 0; i < 7; i++)
+		hit(p, "203.0.113.9", 3000, &r);
+	CHECK_INT_EQ(r.reason, POLICY_BANNED);
+	CHECK(policy_unban(p, ip("203.0.113.9"), 3000));
+	CHECK_INT_EQ(hit(p, "203.0.113.9", 3001, &r), POLICY_ALLOW);
+	CHECK_INT_EQ(r.count, 1);
+
 	policy_stats(p, 2000 + H, &st);
 	CHECK_INT_EQ(st.bans_active, 1);
-	CHECK_INT_EQ(st.tracked, 2);
+	CHECK_INT_EQ(st.tracked, 3);
 	CHECK_INT_EQ(st.allow_ranges, 2);
 	policy_free(p);
 }

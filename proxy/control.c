@@ -1,0 +1,1052 @@
+/* control.c - the control socket that moatctl talks to. */
+#include "control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "addr.h"
+#include "duration.h"
+#include "events.h"
+#include "gen.h"
+#include "guard.h"
+#include "log.h"
+#include "metrics.h"
+#include "moat_version.h"
+#include "sbuf.h"
+#include "tls.h"
+
+/* A request line may not be longer; the client is told and dropped. */
+#define CTL_LINE_MAX 1024
+/* Clients at once; more are told "too many clients" and closed. */
+#define CTL_CLIENTS_MAX 64
+/* A reply (bans of a huge table) is cut at this size. */
+#define CTL_REPLY_MAX (8 * 1024 * 1024)
+/* Events queued for one tail client; past it, events are dropped and
+ * counted for that client, so a stalled reader never holds moat up. */
+#define CTL_TAIL_MAX (256 * 1024)
+/* A client that neither asks nor reads for this long is closed. Tail
+ * clients are exempt while they read. */
+#define CTL_IDLE 60.
+#define CTL_WORDS 8
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+struct cclient {
+	struct cclient *prev, *next;
+	struct control *ctl;
+	int fd;
+	ev_io io;
+	int watching;
+	ev_timer timer;
+	char in[CTL_LINE_MAX + 1];
+	size_t inlen;
+	struct sbuf out;
+	bool closing;		/* close once out is sent */
+	bool json;		/* the current/tail request asked for JSON */
+	bool tail;
+	char tail_event[32];	/* "" for every event */
+	bool tail_has_ip;
+	uint8_t tail_ip[16];
+	uint64_t tail_dropped;	/* not yet reported to the client */
+};
+
+struct control {
+	struct ev_loop *loop;
+	const struct control_server *srv;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	int fd;
+	ev_io io;
+	struct cclient *clients;
+	size_t nclients;
+	bool subscribed;
+};
+
+/* What one command produces: ok or an error, and data lines. */
+struct reply {
+	bool ok;
+	char err[256];
+	struct sbuf body;
+};
+
+static void cclient_update(struct cclient *c);
+
+/* --- clients ---------------------------------------------------------- */
+
+static void
+cclient_free(struct cclient *c)
+{
+	struct control *ctl = c->ctl;
+
+	ev_io_stop(ctl->loop, &c->io);
+	ev_timer_stop(ctl->loop, &c->timer);
+	close(c->fd);
+	sbuf_clear(&c->out);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		ctl->clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	ctl->nclients--;
+	free(c);
+}
+
+/* Watches for what the client needs next: input until it tails or
+ * closes, output while anything is queued. */
+static void
+cclient_update(struct cclient *c)
+{
+	int ev = 0;
+
+	if (!c->closing)
+		ev |= EV_READ;
+	if (c->out.len > 0)
+		ev |= EV_WRITE;
+	if (ev == c->watching)
+		return;
+	ev_io_stop(c->ctl->loop, &c->io);
+	c->watching = ev;
+	if (ev != 0) {
+		ev_io_set(&c->io, c->fd, ev);
+		ev_io_start(c->ctl->loop, &c->io);
+	}
+}
+
+static void
+reply_init(struct reply *r)
+{
+	r->ok = true;
+	r->err[0] = '\0';
+	sbuf_init(&r->body, CTL_REPLY_MAX);
+}
+
+static void __attribute__((format(printf, 2, 3)))
+reply_fail(struct reply *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->ok = false;
+	va_start(ap, fmt);
+	vsnprintf(r->err, sizeof(r->err), fmt, ap);
+	va_end(ap);
+}
+
+/* Queues the reply to c: the status line, the data lines, the end. */
+static void
+cclient_send(struct cclient *c, struct reply *r)
+{
+	struct sbuf *out = &c->out;
+	char *nl;
+
+	if (r->ok && sbuf_overflow(&r->body)) {
+		sbuf_clear(&r->body);
+		reply_fail(r, "reply larger than %d bytes", CTL_REPLY_MAX);
+	}
+	for (nl = r->err; (nl = strpbrk(nl, "\r\n")) != NULL; )
+		*nl = ' ';
+	if (r->ok)
+		(void)sbuf_adds(out, "ok\n");
+	else
+		(void)sbuf_printf(out, "error %s\n", r->err);
+	if (!r->ok && c->json && r->body.len == 0) {
+		(void)sbuf_adds(&r->body, "{\"ok\":false,\"error\":");
+		(void)sbuf_json_str(&r->body, r->err);
+		(void)sbuf_adds(&r->body, "}\n");
+	}
+	if (r->body.len > 0)
+		(void)sbuf_add(out, r->body.p, r->body.len);
+	if (!c->tail)
+		(void)sbuf_adds(out, ".\n");
+	sbuf_clear(&r->body);
+	if (sbuf_overflow(out)) {
+		log_warnx("control: out of memory for a reply");
+		c->closing = true;
+	}
+}
+
+/* --- commands --------------------------------------------------------- */
+
+static const char *
+secs_str(uint64_t ms, char *buf, size_t len)
+{
+	if (ms == 0)
+		return duration_str(0, buf, len);
+	/* Whole seconds: an operator does not need the milliseconds. */
+	return duration_str((ms + 999) / 1000 * 1000, buf, len);
+}
+
+static void
+iso_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+struct cert_list {
+	struct sbuf *human, *json;
+	int64_t now;
+	size_t n;
+};
+
+static void
+status_cert(void *arg, const char *name, int64_t not_after)
+{
+	struct cert_list *cl = arg;
+	char when[32], left[64];
+	int64_t secs = not_after - cl->now;
+
+	iso_time(not_after, when, sizeof(when));
+	if (secs >= 0)
+		secs_str((uint64_t)secs * 1000, left, sizeof(left));
+	(void)sbuf_printf(cl->human, "%-12s %s expires %s (%s%s)\n",
+	    cl->n == 0 ? "certificates" : "", name, when,
+	    secs >= 0 ? "in " : "EXPIRED", secs >= 0 ? left : "");
+	(void)sbuf_adds(cl->json, cl->n == 0 ? "" : ",");
+	(void)sbuf_adds(cl->json, "{\"name\":");
+	(void)sbuf_json_str(cl->json, name);
+	(void)sbuf_printf(cl->json, ",\"not_after\":\"%s\","
+	    "\"expires_in_s\":%lld}", when, (long long)secs);
+	cl->n++;
+}
+
+static void
+cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
+{
+	const struct control_server *srv = ctl->srv;
+	const struct config *cfg = gen_config(srv->gen(srv->arg));
+	const struct cfg_listener *lc;
+	const struct addr_port *ap;
+	struct metrics_totals t;
+	struct policy_stats st;
+	struct policy *p;
+	struct sbuf h, j, certs_h, certs_j;
+	struct cert_list cl;
+	struct timespec now;
+	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
+	const char *fw_state;
+	uint64_t uptime_ms;
+	size_t i, sessions = srv->sessions(srv->arg), bans_active = 0;
+	size_t tails = 0;
+	struct cclient *cc;
+	bool have_policy;
+
+	metrics_totals(&t);
+	clock_gettime(CLOCK_REALTIME, &now);
+	uptime_ms = (uint64_t)(((double)now.tv_sec +
+	    (double)now.tv_nsec / 1e9 - t.start_unix) * 1000.);
+	if ((have_policy = (p = guard_policy()) != NULL)) {
+		policy_stats(p, guard_now_ms(), &st);
+		bans_active = st.bans_active;
+	}
+	fw_state = guard_fw_state(fwbuf, sizeof(fwbuf));
+	sbuf_init(&h, CTL_REPLY_MAX);
+	sbuf_init(&j, CTL_REPLY_MAX);
+	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
+	    (long)getpid(), secs_str(uptime_ms, up, sizeof(up)));
+	(void)sbuf_printf(&h, "%-12s %s\n", "config", cfg->path);
+	(void)sbuf_printf(&j, "{\"ok\":true,\"version\":\"%s\",\"pid\":%ld,"
+	    "\"uptime_s\":%llu,\"config\":", MOAT_VERSION, (long)getpid(),
+	    (unsigned long long)(uptime_ms / 1000));
+	(void)sbuf_json_str(&j, cfg->path);
+	(void)sbuf_adds(&j, ",\"listeners\":[");
+	for (i = 0; srv->listener(srv->arg, i, &lc, &ap); i++) {
+		addr_port_str(ap, a, sizeof(a));
+		addr_port_str(&lc->backend, b, sizeof(b));
+		(void)sbuf_printf(&h, "%-12s %-12s %-22s %s, tls %s -> %s "
+		    "(%s)\n", i == 0 ? "listeners" : "", lc->name, a,
+		    cfg_protocol_str(lc->protocol),
+		    cfg_tls_mode_str(lc->tls), b,
+		    cfg_backend_proxy_str(lc->backend_proxy));
+		(void)sbuf_adds(&j, i == 0 ? "{\"name\":" : ",{\"name\":");
+		(void)sbuf_json_str(&j, lc->name);
+		(void)sbuf_printf(&j, ",\"address\":\"%s\",\"protocol\":\"%s\","
+		    "\"tls\":\"%s\",\"backend\":\"%s\","
+		    "\"backend_proxy\":\"%s\"}", a,
+		    cfg_protocol_str(lc->protocol),
+		    cfg_tls_mode_str(lc->tls), b,
+		    cfg_backend_proxy_str(lc->backend_proxy));
+	}
+	if (i == 0)
+		(void)sbuf_printf(&h, "%-12s none (draining)\n", "listeners");
+	(void)sbuf_printf(&h, "%-12s %zu now; since start %llu connections "
+	    "(%llu accepted, %llu rejected), %llu TLS handshakes, %llu "
+	    "failed\n", "sessions", sessions,
+	    (unsigned long long)t.connections,
+	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
+	    (unsigned long long)t.tls_handshakes,
+	    (unsigned long long)t.tls_failures);
+	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",
+	    bans_active, (unsigned long long)t.bans);
+	(void)sbuf_printf(&h, "%-12s %s, %s\n", "firewall",
+	    cfg_firewall_str(cfg->firewall.backend), fw_state);
+	for (cc = ctl->clients; cc != NULL; cc = cc->next)
+		tails += cc->tail;
+	(void)sbuf_printf(&h, "%-12s %llu written, %llu dropped; %zu "
+	    "following (tail)\n", "events",
+	    (unsigned long long)events_written(),
+	    (unsigned long long)events_dropped(), tails);
+	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"totals\":{"
+	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
+	    "\"tls_handshakes\":%llu,\"tls_failures\":%llu,"
+	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
+	    "\"backend_failures\":%llu,\"bans\":%llu},"
+	    "\"bans_active\":%zu,\"firewall\":{\"backend\":\"%s\","
+	    "\"state\":\"%s\"},\"events\":{\"written\":%llu,"
+	    "\"dropped\":%llu,\"tail_clients\":%zu},\"certificates\":[",
+	    sessions,
+	    (unsigned long long)t.connections,
+	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
+	    (unsigned long long)t.tls_handshakes,
+	    (unsigned long long)t.tls_failures,
+	    (unsigned long long)t.auth_failures,
+	    (unsigned long long)t.smuggling,
+	    (unsigned long long)t.backend_failures,
+	    (unsigned long long)t.bans, bans_active,
+	    cfg_firewall_str(cfg->firewall.backend), fw_state,
+	    (unsigned long long)events_written(),
+	    (unsigned long long)events_dropped(), tails);
+	sbuf_init(&certs_h, CTL_REPLY_MAX);
+	sbuf_init(&certs_j, CTL_REPLY_MAX);
+	cl.human = &certs_h;
+	cl.json = &certs_j;
+	cl.now = (int64_t)now.tv_sec;
+	cl.n = 0;
+	tls_set_certs(gen_tls(srv->gen(srv->arg)), status_cert, &cl);
+	if (cl.n == 0)
+		(void)sbuf_printf(&h, "%-12s none\n", "certificates");
+	else
+		(void)sbuf_add(&h, certs_h.p, certs_h.len);
+	if (certs_j.len > 0)
+		(void)sbuf_add(&j, certs_j.p, certs_j.len);
+	(void)sbuf_adds(&j, "]}\n");
+	if (!have_policy)
+		(void)sbuf_adds(&h, "note         the policy engine is not "
+		    "running\n");
+	if (c->json)
+		(void)sbuf_add(&r->body, j.p, j.len);
+	else
+		(void)sbuf_add(&r->body, h.p, h.len);
+	if (sbuf_overflow(&h) || sbuf_overflow(&j) || sbuf_overflow(&certs_h))
+		r->body.overflow = true;
+	sbuf_clear(&h);
+	sbuf_clear(&j);
+	sbuf_clear(&certs_h);
+	sbuf_clear(&certs_j);
+}
+
+struct ban_list {
+	struct reply *r;
+	bool json;
+	uint64_t now;
+	size_t n;
+	/* For "ban": the one address to find. */
+	const uint8_t *want;
+	struct ban_info found;
+	bool have;
+};
+
+static void
+bans_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	struct ban_list *bl = arg;
+	struct sbuf *o = &bl->r->body;
+	uint64_t left = b->expiry_ms > bl->now ? b->expiry_ms - bl->now : 0;
+	char ip[64], d[64];
+
+	if (bl->want != NULL) {
+		if (memcmp(addr, bl->want, 16) == 0) {
+			bl->found = *b;
+			bl->have = true;
+		}
+		return;
+	}
+	if (left == 0)
+		return;
+	addr_v6_str(addr, ip, sizeof(ip));
+	if (bl->json) {
+		(void)sbuf_adds(o, bl->n == 0 ? "{\"ip\":\"" : ",{\"ip\":\"");
+		(void)sbuf_printf(o, "%s\",\"reason\":\"%s\","
+		    "\"remaining_s\":%llu,\"count\":%u}", ip,
+		    ban_reason_str(b->reason),
+		    (unsigned long long)((left + 999) / 1000), b->count);
+	} else {
+		if (bl->n == 0)
+			(void)sbuf_printf(o, "%-40s %-10s %-12s %s\n",
+			    "ADDRESS", "REASON", "REMAINING", "COUNT");
+		(void)sbuf_printf(o, "%-40s %-10s %-12s %u\n", ip,
+		    ban_reason_str(b->reason), secs_str(left, d, sizeof(d)),
+		    b->count);
+	}
+	bl->n++;
+}
+
+static void
+cmd_bans(struct cclient *c, struct reply *r)
+{
+	struct policy *p = guard_policy();
+	struct ban_list bl;
+
+	if (p == NULL) {
+		reply_fail(r, "the policy engine is not running");
+		return;
+	}
+	memset(&bl, 0, sizeof(bl));
+	bl.r = r;
+	bl.json = c->json;
+	bl.now = guard_now_ms();
+	if (c->json)
+		(void)sbuf_adds(&r->body, "{\"ok\":true,\"bans\":[");
+	policy_bans(p, bl.now, bans_visit, &bl);
+	if (c->json)
+		(void)sbuf_printf(&r->body, "],\"count\":%zu}\n", bl.n);
+	else if (bl.n == 0)
+		(void)sbuf_adds(&r->body, "no active bans\n");
+}
+
+/* A single address (no prefix) into the 16-byte form. */
+static int
+parse_ip(const char *s, uint8_t out[16], struct reply *r)
+{
+	struct cidr cidr;
+	const char *why;
+
+	if (cidr_parse(s, &cidr, &why) == -1 || strchr(s, '/') != NULL) {
+		reply_fail(r, "invalid address '%s': %s", s,
+		    strchr(s, '/') ? "give one address, not a prefix" : why);
+		return -1;
+	}
+	memcpy(out, cidr.addr, 16);
+	return 0;
+}
+
+static void
+cmd_ban(struct cclient *c, struct reply *r, char **w, size_t nw)
+{
+	struct ban_list bl;
+	uint8_t addr[16];
+	uint64_t ms = 0;
+	const char *why;
+	char ip[64], d[64];
+
+	if (nw < 2 || nw > 3) {
+		reply_fail(r, "usage: ban IP [DURATION]");
+		return;
+	}
+	if (parse_ip(w[1], addr, r) == -1)
+		return;
+	if (nw == 3) {
+		if (duration_parse(w[2], &ms, &why) == -1) {
+			reply_fail(r, "invalid duration '%s': %s", w[2], why);
+			return;
+		}
+		if (ms < 1000) {
+			reply_fail(r, "invalid duration '%s': a ban lasts at "
+			    "least 1s", w[2]);
+			return;
+		}
+	}
+	if (guard_ban(addr, ms, &why) == -1) {
+		reply_fail(r, "cannot ban %s: %s", w[1], why);
+		return;
+	}
+	memset(&bl, 0, sizeof(bl));
+	bl.r = r;
+	bl.now = guard_now_ms();
+	bl.want = addr;
+	policy_bans(guard_policy(), bl.now, bans_visit, &bl);
+	addr_v6_str(addr, ip, sizeof(ip));
+	if (bl.have)
+		ms = bl.found.expiry_ms > bl.now ?
+		    bl.found.expiry_ms - bl.now : 0;
+	log_info("control: ban ip=%s duration_s=%llu", ip,
+	    (unsigned long long)((ms + 999) / 1000));
+	if (c->json)
+		(void)sbuf_printf(&r->body, "{\"ok\":true,\"ip\":\"%s\","
+		    "\"duration_s\":%llu,\"count\":%u}\n", ip,
+		    (unsigned long long)((ms + 999) / 1000),
+		    bl.have ? bl.found.count : 1);
+	else
+		(void)sbuf_printf(&r->body, "banned %s for %s (ban %u of "
+		    "this address)\n", ip, secs_str(ms, d, sizeof(d)),
+		    bl.have ? bl.found.count : 1);
+}
+
+static void
+cmd_unban(struct cclient *c, struct reply *r, char **w, size_t nw)
+{
+	uint8_t addr[16];
+	char ip[64];
+
+	if (nw != 2) {
+		reply_fail(r, "usage: unban IP");
+		return;
+	}
+	if (parse_ip(w[1], addr, r) == -1)
+		return;
+	addr_v6_str(addr, ip, sizeof(ip));
+	if (!guard_unban(addr)) {
+		reply_fail(r, "%s is not banned", ip);
+		return;
+	}
+	log_info("control: unban ip=%s", ip);
+	if (c->json)
+		(void)sbuf_printf(&r->body, "{\"ok\":true,\"ip\":\"%s\"}\n",
+		    ip);
+	else
+		(void)sbuf_printf(&r->body, "unbanned %s\n", ip);
+}
+
+struct reload_lines {
+	struct sbuf human, json;
+	size_t n;
+};
+
+static void
+reload_collect(void *arg, bool is_error, const char *line)
+{
+	struct reload_lines *rl = arg;
+
+	(void)sbuf_printf(&rl->human, "%s%s\n", line[0] == '.' ? " " : "",
+	    line);
+	(void)sbuf_adds(&rl->json, rl->n == 0 ? "{\"error\":" :
+	    ",{\"error\":");
+	(void)sbuf_printf(&rl->json, "%s,\"message\":",
+	    is_error ? "true" : "false");
+	(void)sbuf_json_str(&rl->json, line);
+	(void)sbuf_adds(&rl->json, "}");
+	rl->n++;
+}
+
+static void
+cmd_reload(struct control *ctl, struct cclient *c, struct reply *r)
+{
+	struct reload_lines rl;
+	int rc;
+
+	memset(&rl, 0, sizeof(rl));
+	sbuf_init(&rl.human, CTL_REPLY_MAX / 2);
+	sbuf_init(&rl.json, CTL_REPLY_MAX / 2);
+	log_info("control: reload requested");
+	rc = ctl->srv->reload(ctl->srv->arg, reload_collect, &rl);
+	if (rc == -1)
+		reply_fail(r, "reload failed, the running configuration "
+		    "stays");
+	if (c->json) {
+		(void)sbuf_printf(&r->body, "{\"ok\":%s,",
+		    rc == 0 ? "true" : "false");
+		if (rc == -1) {
+			(void)sbuf_adds(&r->body, "\"error\":");
+			(void)sbuf_json_str(&r->body, r->err);
+			(void)sbuf_adds(&r->body, ",");
+		}
+		(void)sbuf_adds(&r->body, "\"messages\":[");
+		if (rl.json.len > 0)
+			(void)sbuf_add(&r->body, rl.json.p, rl.json.len);
+		(void)sbuf_adds(&r->body, "]}\n");
+	} else {
+		if (rl.human.len > 0)
+			(void)sbuf_add(&r->body, rl.human.p, rl.human.len);
+		if (rc == 0)
+			(void)sbuf_adds(&r->body, "reload done\n");
+	}
+	sbuf_clear(&rl.human);
+	sbuf_clear(&rl.json);
+}
+
+static void
+cmd_reopen(struct control *ctl, struct cclient *c, struct reply *r)
+{
+	ctl->srv->reopen(ctl->srv->arg);
+	if (c->json)
+		(void)sbuf_adds(&r->body, "{\"ok\":true}\n");
+	else
+		(void)sbuf_adds(&r->body, "events file reopened\n");
+}
+
+static void
+cmd_tail(struct cclient *c, struct reply *r, char **w, size_t nw)
+{
+	size_t i;
+
+	c->tail_event[0] = '\0';
+	c->tail_has_ip = false;
+	for (i = 1; i < nw; i++) {
+		if (strcmp(w[i], "--event") == 0 && i + 1 < nw) {
+			if (strlen(w[++i]) >= sizeof(c->tail_event)) {
+				reply_fail(r, "event name too long");
+				return;
+			}
+			snprintf(c->tail_event, sizeof(c->tail_event), "%s",
+			    w[i]);
+		} else if (strcmp(w[i], "--ip") == 0 && i + 1 < nw) {
+			if (parse_ip(w[++i], c->tail_ip, r) == -1)
+				return;
+			c->tail_has_ip = true;
+		} else {
+			reply_fail(r, "usage: tail [--event E] [--ip IP]");
+			return;
+		}
+	}
+	c->tail = true;
+	ev_timer_stop(c->ctl->loop, &c->timer);
+}
+
+static void
+cmd_help(struct cclient *c, struct reply *r)
+{
+	static const char *const cmds[] = {
+		"status", "bans", "ban IP [DURATION]", "unban IP", "reload",
+		"reopen", "tail [--event E] [--ip IP]", "help",
+	};
+	size_t i;
+
+	if (c->json)
+		(void)sbuf_adds(&r->body, "{\"ok\":true,\"commands\":[");
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (c->json) {
+			(void)sbuf_adds(&r->body, i ? "," : "");
+			(void)sbuf_json_str(&r->body, cmds[i]);
+		} else
+			(void)sbuf_printf(&r->body, "%s\n", cmds[i]);
+	}
+	if (c->json)
+		(void)sbuf_adds(&r->body, "]}\n");
+}
+
+/* Runs one request line (NUL-terminated, no newline). */
+static void
+cclient_command(struct cclient *c, char *line)
+{
+	struct control *ctl = c->ctl;
+	struct reply r;
+	char *w[CTL_WORDS], *save = NULL, *tok;
+	size_t nw = 0;
+
+	reply_init(&r);
+	c->json = false;
+	for (tok = strtok_r(line, " \t\r", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t\r", &save)) {
+		if (nw == 0 && !c->json && strcmp(tok, "json") == 0) {
+			c->json = true;
+			continue;
+		}
+		if (nw == CTL_WORDS) {
+			reply_fail(&r, "too many arguments");
+			goto out;
+		}
+		w[nw++] = tok;
+	}
+	if (nw == 0) {
+		reply_fail(&r, "empty request; try help");
+		goto out;
+	}
+	if (strcmp(w[0], "status") == 0 && nw == 1)
+		cmd_status(ctl, c, &r);
+	else if (strcmp(w[0], "bans") == 0 && nw == 1)
+		cmd_bans(c, &r);
+	else if (strcmp(w[0], "ban") == 0)
+		cmd_ban(c, &r, w, nw);
+	else if (strcmp(w[0], "unban") == 0)
+		cmd_unban(c, &r, w, nw);
+	else if (strcmp(w[0], "reload") == 0 && nw == 1)
+		cmd_reload(ctl, c, &r);
+	else if (strcmp(w[0], "reopen") == 0 && nw == 1)
+		cmd_reopen(ctl, c, &r);
+	else if (strcmp(w[0], "tail") == 0)
+		cmd_tail(c, &r, w, nw);
+	else if (strcmp(w[0], "help") == 0 && nw == 1)
+		cmd_help(c, &r);
+	else if (strcmp(w[0], "status") == 0 || strcmp(w[0], "bans") == 0 ||
+	    strcmp(w[0], "reload") == 0 || strcmp(w[0], "reopen") == 0 ||
+	    strcmp(w[0], "help") == 0)
+		reply_fail(&r, "%s takes no arguments", w[0]);
+	else
+		reply_fail(&r, "unknown command '%.40s'; try help", w[0]);
+out:
+	cclient_send(c, &r);
+}
+
+/* Runs every complete line in the input, unless the client tails now. */
+static void
+cclient_process(struct cclient *c)
+{
+	char *nl;
+	size_t n;
+
+	while (!c->tail && !c->closing &&
+	    (nl = memchr(c->in, '\n', c->inlen)) != NULL) {
+		*nl = '\0';
+		n = (size_t)(nl - c->in) + 1;
+		cclient_command(c, c->in);
+		memmove(c->in, c->in + n, c->inlen - n);
+		c->inlen -= n;
+	}
+	if (!c->tail && !c->closing && c->inlen == CTL_LINE_MAX) {
+		struct reply r;
+
+		reply_init(&r);
+		reply_fail(&r, "request longer than %d bytes",
+		    CTL_LINE_MAX);
+		cclient_send(c, &r);
+		c->closing = true;
+	}
+	if (c->tail)
+		c->inlen = 0;	/* a tail client has nothing more to say */
+}
+
+static void
+cclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct cclient *c = container_of(w, struct cclient, io);
+	ssize_t n;
+
+	if (revents & EV_WRITE) {
+		n = write(c->fd, c->out.p, c->out.len);
+		if (n == -1 && errno != EAGAIN && errno != EINTR) {
+			cclient_free(c);
+			return;
+		}
+		if (n > 0) {
+			sbuf_consume(&c->out, (size_t)n);
+			if (!c->tail)
+				ev_timer_again(loop, &c->timer);
+		}
+		if (c->out.len == 0 && c->closing) {
+			cclient_free(c);
+			return;
+		}
+	}
+	if (revents & EV_READ) {
+		n = read(c->fd, c->in + c->inlen, CTL_LINE_MAX - c->inlen);
+		if (n == -1 && errno != EAGAIN && errno != EINTR) {
+			cclient_free(c);
+			return;
+		}
+		if (n == 0) {
+			/* The client said all it will: answer what it asked
+			 * (echo status | nc -U), then close. */
+			if (c->inlen > 0 && c->inlen < CTL_LINE_MAX &&
+			    memchr(c->in, '\n', c->inlen) == NULL)
+				c->in[c->inlen++] = '\n';
+			cclient_process(c);
+			c->closing = true;
+			if (c->out.len == 0) {
+				cclient_free(c);
+				return;
+			}
+		} else if (n > 0) {
+			c->inlen += (size_t)n;
+			if (!c->tail)
+				ev_timer_again(loop, &c->timer);
+			cclient_process(c);
+		}
+	}
+	cclient_update(c);
+}
+
+static void
+cclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct cclient *c = container_of(w, struct cclient, timer);
+
+	(void)loop;
+	(void)revents;
+	cclient_free(c);
+}
+
+/* --- tail ------------------------------------------------------------- */
+
+static void
+tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
+{
+	char ts[40], ip[64];
+	time_t secs = (time_t)(unix_ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	(void)sbuf_printf(o, "%s.%03uZ %s %s", ts,
+	    (unsigned)(unix_ms % 1000), ev->event ? ev->event : "unknown",
+	    ev->ip ? addr_v6_str(ev->ip, ip, sizeof(ip)) : "-");
+	if (ev->listener != NULL)
+		(void)sbuf_printf(o, " listener=%s", ev->listener);
+	if (ev->reason != NULL)
+		(void)sbuf_printf(o, " reason=%s", ev->reason);
+	if (ev->country != NULL)
+		(void)sbuf_printf(o, " country=%s", ev->country);
+	if (ev->count >= 0)
+		(void)sbuf_printf(o, " count=%lld", (long long)ev->count);
+	if (ev->window_s >= 0)
+		(void)sbuf_printf(o, " window_s=%lld",
+		    (long long)ev->window_s);
+	if (ev->ban_s >= 0)
+		(void)sbuf_printf(o, " ban_s=%lld", (long long)ev->ban_s);
+	if (ev->firewall != NULL)
+		(void)sbuf_printf(o, " firewall=%s", ev->firewall);
+	if (ev->session != NULL)
+		(void)sbuf_printf(o, " session=%s", ev->session);
+	(void)sbuf_adds(o, "\n");
+}
+
+static void
+control_event_cb(void *arg, const struct event *ev, uint64_t unix_ms,
+    const char *line, size_t len)
+{
+	struct control *ctl = arg;
+	struct cclient *c;
+	struct sbuf tmp;
+	char note[96];
+	int nn;
+
+	for (c = ctl->clients; c != NULL; c = c->next) {
+		if (!c->tail || c->closing)
+			continue;
+		if (c->tail_event[0] != '\0' && (ev->event == NULL ||
+		    strcmp(c->tail_event, ev->event) != 0))
+			continue;
+		if (c->tail_has_ip && (ev->ip == NULL ||
+		    memcmp(ev->ip, c->tail_ip, 16) != 0))
+			continue;
+		nn = 0;
+		if (c->tail_dropped > 0)
+			nn = snprintf(note, sizeof(note), c->json ?
+			    "{\"event\":\"tail_dropped\",\"count\":%llu}\n" :
+			    "# %llu events dropped: this reader is too "
+			    "slow\n", (unsigned long long)c->tail_dropped);
+		sbuf_init(&tmp, 4096);
+		if (c->json)
+			(void)sbuf_add(&tmp, line, len);
+		else
+			tail_human(&tmp, ev, unix_ms);
+		if (sbuf_overflow(&tmp) ||
+		    c->out.len + (size_t)nn + tmp.len > CTL_TAIL_MAX) {
+			c->tail_dropped++;
+		} else {
+			if (nn > 0)
+				(void)sbuf_add(&c->out, note, (size_t)nn);
+			(void)sbuf_add(&c->out, tmp.p, tmp.len);
+			c->tail_dropped = 0;
+			cclient_update(c);
+		}
+		sbuf_clear(&tmp);
+	}
+}
+
+/* --- the socket ------------------------------------------------------- */
+
+static void
+control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct control *ctl = container_of(w, struct control, io);
+	struct cclient *c;
+	struct ucred cred;
+	socklen_t clen;
+	int fd, i;
+	static const char busy[] = "error too many clients\n.\n";
+	static const char denied[] = "error permission denied\n.\n";
+
+	(void)revents;
+	for (i = 0; i < 16; i++) {
+		fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("control: accept");
+			return;
+		}
+		/* The socket's mode already keeps others out; this also
+		 * holds if an operator loosened it by hand. */
+		clen = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) ==
+		    -1 || (cred.uid != 0 && cred.uid != geteuid())) {
+			(void)!write(fd, denied, sizeof(denied) - 1);
+			close(fd);
+			continue;
+		}
+		if (ctl->nclients >= CTL_CLIENTS_MAX ||
+		    (c = calloc(1, sizeof(*c))) == NULL) {
+			(void)!write(fd, busy, sizeof(busy) - 1);
+			close(fd);
+			continue;
+		}
+		c->ctl = ctl;
+		c->fd = fd;
+		sbuf_init(&c->out, CTL_REPLY_MAX + 4096);
+		ev_io_init(&c->io, cclient_io_cb, fd, EV_READ);
+		ev_timer_init(&c->timer, cclient_timer_cb, 0., CTL_IDLE);
+		ev_timer_again(loop, &c->timer);
+		c->next = ctl->clients;
+		if (ctl->clients != NULL)
+			ctl->clients->prev = c;
+		ctl->clients = c;
+		ctl->nclients++;
+		cclient_update(c);
+	}
+}
+
+/* Makes the directories above path (mode 0750), like mkdir -p. */
+static int
+make_parents(const char *path, char *err, size_t errlen)
+{
+	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *p;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (p = buf + 1; (p = strchr(p, '/')) != NULL; p++) {
+		*p = '\0';
+		if (mkdir(buf, 0750) == -1 && errno != EEXIST) {
+			snprintf(err, errlen, "control socket: cannot create "
+			    "directory %s: %s", buf, strerror(errno));
+			return -1;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+/* Removes a socket file nobody answers on; refuses a live one or a file
+ * that is not a socket. */
+static int
+clear_stale(const char *path, const struct sockaddr_un *sun, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "control socket: %s exists and is not "
+		    "a socket", path);
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	close(fd);
+	if (rc == 0 || errno == EAGAIN) {
+		snprintf(err, errlen, "control socket: another moat answers "
+		    "on %s", path);
+		return -1;
+	}
+	if (errno != ECONNREFUSED && errno != ENOENT) {
+		snprintf(err, errlen, "control socket: %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	log_info("control: removing stale socket %s", path);
+	if (unlink(path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "control socket: cannot remove stale "
+		    "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+struct control *
+control_open(struct ev_loop *loop, const char *path,
+    const struct control_server *srv, char *err, size_t errlen)
+{
+	struct control *ctl;
+	struct sockaddr_un sun;
+	struct stat st;
+	mode_t old;
+	int rc;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "control socket: path too long: %s",
+		    path);
+		return NULL;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	if (make_parents(path, err, errlen) == -1 ||
+	    clear_stale(path, &sun, err, errlen) == -1)
+		return NULL;
+	if ((ctl = calloc(1, sizeof(*ctl))) == NULL ||
+	    (ctl->path = strdup(path)) == NULL) {
+		free(ctl);
+		snprintf(err, errlen, "control socket: out of memory");
+		return NULL;
+	}
+	ctl->loop = loop;
+	ctl->srv = srv;
+	ctl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (ctl->fd == -1)
+		goto fail;
+	/* Created 0600 from the start: no window where others connect. */
+	old = umask(0177);
+	rc = bind(ctl->fd, (const struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc == -1 || chmod(path, 0600) == -1 || listen(ctl->fd, 16) == -1 ||
+	    stat(path, &st) == -1)
+		goto fail;
+	ctl->dev = st.st_dev;
+	ctl->ino = st.st_ino;
+	ev_io_init(&ctl->io, control_accept_cb, ctl->fd, EV_READ);
+	ev_io_start(loop, &ctl->io);
+	if (events_subscribe(control_event_cb, ctl) == 0)
+		ctl->subscribed = true;
+	else
+		log_warnx("control: no room to follow events; tail is off");
+	log_info("control socket %s", path);
+	return ctl;
+fail:
+	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+	if (ctl->fd != -1)
+		close(ctl->fd);
+	free(ctl->path);
+	free(ctl);
+	return NULL;
+}
+
+void
+control_close(struct control *ctl)
+{
+	struct stat st;
+	struct cclient *c;
+
+	if (ctl == NULL)
+		return;
+	if (ctl->subscribed)
+		events_unsubscribe(control_event_cb, ctl);
+	while ((c = ctl->clients) != NULL) {
+		/* Tail readers learn that the stream ended on purpose. */
+		if (c->tail && c->out.len < CTL_TAIL_MAX)
+			(void)sbuf_adds(&c->out, ".\n");
+		if (c->out.len > 0)
+			(void)!write(c->fd, c->out.p, c->out.len);
+		cclient_free(c);
+	}
+	ev_io_stop(ctl->loop, &ctl->io);
+	close(ctl->fd);
+	/* Only our own socket: a newer moat may have replaced it. */
+	if (stat(ctl->path, &st) == 0 && st.st_dev == ctl->dev &&
+	    st.st_ino == ctl->ino)
+		(void)unlink(ctl->path);
+	free(ctl->path);
+	free(ctl);
+}

@@ -1,0 +1,628 @@
+/* pop3.c - the POP3 protocol filter: STLS, CAPA rewriting, guards. */
+#include "pop3.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pop3_parse.h"
+#include "smtp_parse.h"
+
+/*
+ * The same two cursors and FIFO as smtp.c: commands are forwarded or
+ * answered locally, and every response (forwarded or local) reaches the
+ * client in the order of its command. A response is a status line, and
+ * for some commands with +OK a body up to a line holding a single dot.
+ */
+
+#define POP3_SASL_LINE_MAX 12288
+#define POP3_LOCAL_MAX 128
+
+enum pend_kind {
+	PEND_GREETING = 0,
+	PEND_USER,
+	PEND_PASS,
+	PEND_APOP,
+	PEND_AUTH,		/* AUTH mechanism: SASL may follow */
+	PEND_MULTI,		/* +OK has a body: LIST, UIDL, RETR, TOP, AUTH */
+	PEND_CAPA,		/* +OK has a body, rewritten */
+	PEND_OTHER,
+	PEND_LOCAL,
+	PEND_STLS,		/* accepted or refused when at the head */
+};
+
+struct pend {
+	enum pend_kind kind;
+	const char *local;
+};
+
+enum client_mode {
+	CM_WAIT = 0,
+	CM_CMD,
+	CM_SASL,
+	CM_DISCARD,
+	CM_DEAD,
+};
+
+enum body_mode {
+	BODY_NONE = 0,
+	BODY_DATA,		/* scanned for its end only */
+	BODY_CAPA,		/* line by line, rewritten */
+};
+
+struct pop3 {
+	const struct cfg_listener *lc;
+	enum client_mode cmode;
+	enum body_mode body;
+	struct pop3_multi multi;
+	struct pend q[POP3_PENDING_MAX];
+	size_t qhead, qlen;
+	size_t maxline;
+	int long_lines;
+	bool tls;
+	bool checked;
+	bool greeted;
+	bool early;
+	bool skipping;
+	bool authed;
+	bool user_seen;		/* a USER went out since the start or STLS */
+};
+
+/*
+ * require_tls refusals follow RFC 3206 section 4, the AUTH response code
+ * ("an attempt to authenticate in violation of policy"), as Dovecot's
+ * disable_plaintext_auth does; RFC 2595 4 has the server refuse until
+ * STLS. No [PRIVACY] code is registered for POP3 (RFC 2449 8 registry).
+ */
+static const char R_NEEDTLS[] =
+    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n";
+static const char R_LONG[] = "-ERR line too long\r\n";
+static const char R_TOOMANY[] =
+    "-ERR too many long lines, closing connection\r\n";
+static const char R_BADCHAR[] = "-ERR bad characters in command\r\n";
+static const char R_TLSACTIVE[] =
+    "-ERR Command not permitted when TLS active\r\n";
+static const char R_NOTLS[] = "-ERR STLS not available\r\n";
+static const char R_TLSSTATE[] =
+    "-ERR STLS only permitted in AUTHORIZATION state\r\n";
+static const char R_READY[] = "+OK Begin TLS negotiation\r\n";
+static const char R_NOUSER[] = "-ERR No username given\r\n";
+static const char R_BADREPLY[] =
+    "-ERR [SYS/TEMP] backend protocol error, closing connection\r\n";
+
+static void *
+pop3_new(const struct cfg_listener *lc)
+{
+	struct pop3 *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->lc = lc;
+	s->cmode = CM_WAIT;
+	s->tls = lc->tls == CFG_TLS_IMPLICIT;
+	s->maxline = lc->max_line > 0 ? lc->max_line : 2048;
+	if (s->maxline > FILTER_INPUT_MAX)
+		s->maxline = FILTER_INPUT_MAX;
+	s->q[0].kind = PEND_GREETING;
+	s->qlen = 1;
+	return s;
+}
+
+static void
+pop3_free(void *state)
+{
+	free(state);
+}
+
+static struct pend *
+q_head(struct pop3 *s)
+{
+	return s->qlen > 0 ? &s->q[s->qhead] : NULL;
+}
+
+static void
+q_pop(struct pop3 *s)
+{
+	s->qhead = (s->qhead + 1) % POP3_PENDING_MAX;
+	s->qlen--;
+}
+
+static void
+q_push(struct pop3 *s, enum pend_kind kind, const char *local)
+{
+	struct pend *e = &s->q[(s->qhead + s->qlen) % POP3_PENDING_MAX];
+
+	/* Callers stop reading commands before the FIFO fills. */
+	if (s->qlen >= POP3_PENDING_MAX)
+		abort();
+	e->kind = kind;
+	e->local = local;
+	s->qlen++;
+}
+
+static size_t
+q_locals_len(const struct pop3 *s, size_t from)
+{
+	size_t i, n = 0;
+
+	for (i = from; i < s->qlen; i++) {
+		const struct pend *e = &s->q[(s->qhead + i) % POP3_PENDING_MAX];
+
+		if (e->kind == PEND_LOCAL)
+			n += strlen(e->local);
+		else if (e->kind == PEND_STLS)
+			n += POP3_LOCAL_MAX;
+		else
+			break;
+	}
+	return n;
+}
+
+static void
+stls_decide(struct pop3 *s, struct filter_io *io)
+{
+	if (s->authed) {
+		(void)filter_to_client(io, R_TLSSTATE, sizeof(R_TLSSTATE) - 1);
+		s->cmode = CM_CMD;
+		return;
+	}
+	(void)filter_to_client(io, R_READY, sizeof(R_READY) - 1);
+	filter_starttls(io);
+	s->cmode = CM_DISCARD;
+}
+
+static bool
+q_drain(struct pop3 *s, struct filter_io *io)
+{
+	struct pend *e;
+
+	while ((e = q_head(s)) != NULL) {
+		if (e->kind == PEND_LOCAL) {
+			if (filter_to_client(io, e->local, strlen(e->local)) ==
+			    -1)
+				return false;
+		} else if (e->kind == PEND_STLS) {
+			if (filter_room_client(io) < POP3_LOCAL_MAX)
+				return false;
+			q_pop(s);
+			stls_decide(s, io);
+			continue;
+		} else {
+			return true;
+		}
+		q_pop(s);
+	}
+	return true;
+}
+
+/* --- the backend side -------------------------------------------------- */
+
+static bool
+ieq_word(const uint8_t *p, size_t len, const char *word)
+{
+	size_t i, n = strlen(word);
+
+	if (len < n || (len > n && p[n] != ' '))
+		return false;
+	for (i = 0; i < n; i++) {
+		int c = p[i];
+
+		if (c >= 'a' && c <= 'z')
+			c -= 'a' - 'A';
+		if (c != word[i])
+			return false;
+	}
+	return true;
+}
+
+/* CAPA lines that stay: STLS is moat's; USER and SASL hide before TLS
+ * when the listener requires it. */
+static bool
+capa_keep(const struct pop3 *s, const uint8_t *p, size_t len)
+{
+	if (ieq_word(p, len, "STLS"))
+		return false;
+	if (s->lc->require_tls && !s->tls &&
+	    (ieq_word(p, len, "USER") || ieq_word(p, len, "SASL")))
+		return false;
+	return true;
+}
+
+static bool
+code_is(const struct pop3_status *st, const char *code)
+{
+	size_t n = strlen(code);
+
+	return st->code != NULL && st->codelen >= n &&
+	    memcmp(st->code, code, n) == 0;
+}
+
+static void
+auth_verdict(struct filter_io *io, const struct pop3_status *st,
+    const char *reason)
+{
+	if (st->kind == POP3_STATUS_OK)
+		filter_signal(io, FILTER_SIG_AUTH_OK, reason);
+	else if (code_is(st, "SYS/") || code_is(st, "IN-USE") ||
+	    code_is(st, "LOGIN-DELAY"))
+		/* RFC 3206 / 2449: not the credentials' fault. */
+		filter_signal(io, FILTER_SIG_AUTH_TEMPFAIL, reason);
+	else
+		filter_signal(io, FILTER_SIG_AUTH_FAIL, reason);
+}
+
+/* A status line is in; what it means for the command at the head. */
+static void
+status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
+{
+	struct pend *e = q_head(s);
+	bool ok = st->kind == POP3_STATUS_OK;
+
+	if (e == NULL)
+		return;
+	switch (e->kind) {
+	case PEND_GREETING:
+		s->greeted = true;
+		if (s->cmode == CM_WAIT)
+			s->cmode = CM_CMD;
+		break;
+	case PEND_AUTH:
+		if (st->kind == POP3_STATUS_CONT) {
+			s->cmode = CM_SASL;
+			return;
+		}
+		auth_verdict(io, st, "pop3_auth");
+		s->authed |= ok;
+		s->cmode = CM_CMD;
+		break;
+	case PEND_PASS:
+	case PEND_APOP:
+		auth_verdict(io, st, e->kind == PEND_PASS ? "pop3_pass" :
+		    "pop3_apop");
+		s->authed |= ok;
+		break;
+	case PEND_MULTI:
+	case PEND_CAPA:
+		if (ok) {
+			s->body = e->kind == PEND_CAPA ? BODY_CAPA : BODY_DATA;
+			pop3_multi_init(&s->multi);
+			return;		/* popped at the end of the body */
+		}
+		break;
+	case PEND_USER:
+	case PEND_OTHER:
+	case PEND_LOCAL:
+	case PEND_STLS:
+		break;
+	}
+	q_pop(s);
+}
+
+static void
+bad_backend(struct pop3 *s, struct filter_io *io)
+{
+	(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
+	filter_close(io, "backend_bad_reply");
+	s->cmode = CM_DEAD;
+}
+
+/* One CAPA body line; 0 when it must wait, else bytes consumed. */
+static size_t
+capa_line(struct pop3 *s, struct filter_io *io, const uint8_t *p, size_t len,
+    bool eof)
+{
+	struct pop3_line l;
+	enum pop3_parse_rc rc;
+
+	rc = pop3_line_parse(p, len, POP3_REPLY_MAX, &l);
+	if (rc == POP3_PARSE_AGAIN)
+		return eof ? len : 0;
+	if (rc == POP3_PARSE_ERROR) {
+		bad_backend(s, io);
+		return len;
+	}
+	if (filter_room_client(io) < l.consumed + 16 + q_locals_len(s, 1))
+		return 0;
+	if (l.len == 1 && l.p[0] == '.') {
+		if (s->lc->tls == CFG_TLS_STARTTLS && !s->tls)
+			(void)filter_to_client(io, "STLS\r\n", 6);
+		(void)filter_to_client(io, ".\r\n", 3);
+		s->body = BODY_NONE;
+		q_pop(s);
+		(void)q_drain(s, io);
+	} else if (capa_keep(s, l.p, l.len)) {
+		(void)filter_to_client(io, l.p, l.consumed);
+	}
+	return l.consumed;
+}
+
+static size_t
+pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
+    size_t len, bool eof)
+{
+	struct pop3 *s = state;
+	struct pop3_status st;
+	enum pop3_parse_rc rc;
+	size_t off = 0, n, room, locals;
+
+	if (s->cmode == CM_DEAD)
+		return len;
+	while (off < len) {
+		if (!q_drain(s, io))
+			break;
+		if (s->body == BODY_CAPA) {
+			if ((n = capa_line(s, io, p + off, len - off, eof)) ==
+			    0)
+				break;
+			off += n;
+			continue;
+		}
+		if (s->body == BODY_DATA) {
+			/* Room for the local replies queued behind the end
+			 * too, so that reaching it can write them at once. */
+			room = filter_room_client(io);
+			locals = q_locals_len(s, 1);
+			room = room > locals ? room - locals : 0;
+			n = len - off < room ? len - off : room;
+			if (n == 0)
+				break;
+			rc = pop3_multi_scan(&s->multi, p + off, n, &n);
+			(void)filter_to_client(io, p + off, n);
+			off += n;
+			if (rc == POP3_PARSE_OK) {
+				s->body = BODY_NONE;
+				q_pop(s);
+				(void)q_drain(s, io);
+			}
+			continue;
+		}
+		rc = pop3_status_parse(p + off, len - off, POP3_REPLY_MAX, &st);
+		if (rc == POP3_PARSE_AGAIN) {
+			if (eof)
+				off = len;
+			break;
+		}
+		if (rc == POP3_PARSE_ERROR) {
+			bad_backend(s, io);
+			return len;
+		}
+		if (filter_room_client(io) < st.consumed + q_locals_len(s, 1))
+			break;
+		(void)filter_to_client(io, p + off, st.consumed);
+		status_done(s, io, &st);
+		(void)q_drain(s, io);
+		off += st.consumed;
+	}
+	return off;
+}
+
+/* --- the client side --------------------------------------------------- */
+
+static void
+answer(struct pop3 *s, struct filter_io *io, const char *reply)
+{
+	q_push(s, PEND_LOCAL, reply);
+	(void)q_drain(s, io);
+}
+
+static bool
+forward_line(struct filter_io *io, const uint8_t *p, size_t len)
+{
+	if (filter_room_backend(io) < len + 2)
+		return false;
+	(void)filter_to_backend(io, p, len);
+	(void)filter_to_backend(io, "\r\n", 2);
+	return true;
+}
+
+static bool
+command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
+{
+	struct pop3_cmd c;
+	enum pend_kind kind = PEND_OTHER;
+
+	if (pop3_cmd_parse(l->p, l->len, &c) == POP3_PARSE_ERROR) {
+		filter_signal(io, FILTER_SIG_GLITCH, "bad_command");
+		answer(s, io, R_BADCHAR);
+		return true;
+	}
+	switch (c.verb) {
+	case POP3_VERB_STLS:
+		if (s->tls)
+			answer(s, io, R_TLSACTIVE);
+		else if (s->lc->tls != CFG_TLS_STARTTLS)
+			answer(s, io, R_NOTLS);
+		else if (s->authed)
+			answer(s, io, R_TLSSTATE);
+		else {
+			q_push(s, PEND_STLS, NULL);
+			s->cmode = CM_WAIT;
+			(void)q_drain(s, io);
+		}
+		return true;
+	case POP3_VERB_USER:
+	case POP3_VERB_PASS:
+	case POP3_VERB_APOP:
+	case POP3_VERB_AUTH:
+		if (s->lc->require_tls && !s->tls) {
+			answer(s, io, R_NEEDTLS);
+			return true;
+		}
+		break;
+	default:
+		break;
+	}
+	switch (c.verb) {
+	case POP3_VERB_USER:
+		kind = PEND_USER;
+		break;
+	case POP3_VERB_PASS:
+		/*
+		 * RFC 2595 4: a USER from before STLS is forgotten, though
+		 * the backend still holds it. A PASS without a USER is
+		 * answered here, so it is not counted as a failed login.
+		 */
+		if (!s->user_seen) {
+			answer(s, io, R_NOUSER);
+			return true;
+		}
+		kind = PEND_PASS;
+		break;
+	case POP3_VERB_APOP:
+		kind = PEND_APOP;
+		break;
+	case POP3_VERB_AUTH:
+		kind = c.arglen > 0 ? PEND_AUTH : PEND_MULTI;
+		break;
+	case POP3_VERB_CAPA:
+		kind = PEND_CAPA;
+		break;
+	case POP3_VERB_LIST:
+	case POP3_VERB_UIDL:
+		kind = c.arglen > 0 ? PEND_OTHER : PEND_MULTI;
+		break;
+	case POP3_VERB_RETR:
+	case POP3_VERB_TOP:
+		kind = PEND_MULTI;
+		break;
+	default:
+		break;
+	}
+	if (!forward_line(io, l->p, l->len))
+		return false;
+	if (c.verb == POP3_VERB_USER)
+		s->user_seen = true;
+	q_push(s, kind, NULL);
+	if (kind == PEND_AUTH)
+		s->cmode = CM_WAIT;
+	return true;
+}
+
+static bool
+long_line(struct pop3 *s, struct filter_io *io)
+{
+	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
+	if (++s->long_lines >= POP3_LONG_LINES_MAX) {
+		(void)filter_to_client(io, R_TOOMANY, sizeof(R_TOOMANY) - 1);
+		filter_close(io, "line_too_long");
+		s->cmode = CM_DEAD;
+		return false;
+	}
+	answer(s, io, R_LONG);
+	s->skipping = true;
+	return true;
+}
+
+static size_t
+pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
+    bool eof)
+{
+	struct pop3 *s = state;
+	struct pop3_line l;
+	enum pop3_parse_rc rc;
+	const char *what;
+	const uint8_t *nl;
+	size_t off = 0;
+
+	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
+		return len;
+	if (!s->checked) {
+		enum smtp_parse_rc frc = smtp_foreign_parse(p, len, &what);
+
+		if (frc == SMTP_PARSE_AGAIN && !eof)
+			return 0;
+		if (frc == SMTP_PARSE_ERROR) {
+			filter_signal(io, FILTER_SIG_FOREIGN, what);
+			filter_close(io, "foreign_protocol");
+			s->cmode = CM_DEAD;
+			return len;
+		}
+		s->checked = true;
+	}
+	if (!s->greeted) {
+		if (!s->early) {
+			s->early = true;
+			filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
+		}
+		return eof ? len : 0;
+	}
+	while (off < len) {
+		if (!q_drain(s, io))
+			break;
+		if (s->cmode != CM_CMD && s->cmode != CM_SASL)
+			break;
+		if (s->skipping) {
+			nl = memchr(p + off, '\n', len - off);
+			if (nl == NULL) {
+				off = len;
+				break;
+			}
+			off = (size_t)(nl - p) + 1;
+			s->skipping = false;
+			continue;
+		}
+		if (s->qlen >= POP3_PENDING_MAX - 1 ||
+		    (s->qlen == 0 && filter_room_client(io) < POP3_LOCAL_MAX))
+			break;
+		if (s->cmode == CM_SASL) {
+			rc = pop3_line_parse(p + off, len - off,
+			    POP3_SASL_LINE_MAX, &l);
+			if (rc == POP3_PARSE_AGAIN) {
+				if (eof)
+					off = len;
+				break;
+			}
+			if (rc == POP3_PARSE_ERROR ||
+			    memchr(l.p, '\r', l.len) != NULL ||
+			    memchr(l.p, '\0', l.len) != NULL) {
+				filter_signal(io, FILTER_SIG_GLITCH,
+				    "bad_sasl_line");
+				filter_close(io, "bad_sasl_line");
+				s->cmode = CM_DEAD;
+				return len;
+			}
+			if (!forward_line(io, l.p, l.len))
+				break;
+			s->cmode = CM_WAIT;
+			off += l.consumed;
+			continue;
+		}
+		rc = pop3_line_parse(p + off, len - off, s->maxline, &l);
+		if (rc == POP3_PARSE_AGAIN) {
+			if (eof)
+				off = len;
+			break;
+		}
+		if (rc == POP3_PARSE_ERROR) {
+			if (!long_line(s, io))
+				return len;
+			off += s->maxline;
+			continue;
+		}
+		if (!command(s, io, &l))
+			break;
+		off += l.consumed;
+	}
+	return off;
+}
+
+static void
+pop3_tls_started(void *state, struct filter_io *io)
+{
+	struct pop3 *s = state;
+
+	(void)io;
+	/* RFC 2595 4: forget what the client said before STLS. */
+	s->tls = true;
+	s->user_seen = false;
+	s->skipping = false;
+	s->cmode = CM_CMD;
+}
+
+const struct filter_ops filter_pop3 = {
+	.name = "pop3",
+	.new = pop3_new,
+	.client_data = pop3_client,
+	.backend_data = pop3_backend,
+	.tls_started = pop3_tls_started,
+	.free = pop3_free,
+};

@@ -1,0 +1,748 @@
+/* smtp.c - the SMTP protocol filter: STARTTLS, EHLO rewriting, guards. */
+#include "smtp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp_parse.h"
+
+/*
+ * Two cursors run over the conversation. The client side cuts the
+ * client's bytes into commands (or message text after 354, or SASL
+ * responses after 334) and either forwards each command or answers it
+ * locally; the backend side cuts the backend's bytes into replies. Both
+ * meet in one FIFO of pending commands in the order the client sent
+ * them: a forwarded command waits there for its reply from the backend,
+ * a locally answered one holds its reply text and is written to the
+ * client only when every command before it has been answered, so the
+ * client always sees replies in its own order (RFC 2920 pipelining).
+ *
+ * Commands that change what the next client bytes mean (DATA, AUTH,
+ * STARTTLS) stop the client cursor until their reply is in: the client
+ * side is then in CM_WAIT and its bytes stay unconsumed.
+ */
+
+/* Longest SASL response line accepted (GSSAPI tokens are long). */
+#define SMTP_SASL_LINE_MAX 12288
+/* Room kept free in the client queue for one locally made reply. */
+#define SMTP_LOCAL_MAX 128
+
+enum pend_kind {
+	PEND_GREETING = 0,
+	PEND_EHLO,
+	PEND_HELO,
+	PEND_MAIL,
+	PEND_RSET,
+	PEND_DATA,
+	PEND_MESSAGE,		/* the final reply to a message */
+	PEND_AUTH,
+	PEND_OTHER,
+	PEND_INTERNAL,		/* moat's own RSET: the reply is swallowed */
+	PEND_LOCAL,		/* answered by moat: text in local */
+	PEND_STARTTLS,		/* accepted or refused when at the head */
+};
+
+struct pend {
+	enum pend_kind kind;
+	const char *local;
+};
+
+enum client_mode {
+	CM_WAIT = 0,		/* hold client bytes: a reply decides */
+	CM_CMD,			/* commands */
+	CM_SASL,		/* one SASL response line, after 334 */
+	CM_BODY,		/* message text, after 354 */
+	CM_DISCARD,		/* STARTTLS accepted: drop until the handshake */
+	CM_DEAD,		/* closing: drop everything */
+};
+
+struct smtp {
+	const struct cfg_listener *lc;
+	enum client_mode cmode;
+	struct pend q[SMTP_PENDING_MAX];
+	size_t qhead, qlen;
+	struct smtp_data data;
+	size_t maxline;
+	int long_lines;
+	bool tls;		/* the client side runs TLS */
+	bool checked;		/* the first client bytes were looked at */
+	bool greeted;		/* the greeting went to the client */
+	bool early;		/* early talking was reported */
+	bool skipping;		/* dropping the rest of an over-long line */
+	bool need_ehlo;		/* after STARTTLS, until EHLO/HELO succeeds */
+	bool in_txn;		/* MAIL accepted, message not yet ended */
+	bool authed;		/* AUTH succeeded */
+	bool rset_due;		/* moat's RSET still to be sent */
+	/* The reply being relayed. */
+	bool mid_reply;		/* lines of it were seen already */
+	bool rewrite;		/* an EHLO 250 reply: capabilities rewritten */
+	bool have_held;
+	int held_code;
+	size_t heldlen;
+	char held[SMTP_REPLY_MAX];
+};
+
+static const char R_LONG[] = "500 5.5.2 Error: line too long\r\n";
+static const char R_BADCHAR[] =
+    "500 5.5.2 Error: bad characters in command\r\n";
+static const char R_XCLIENT[] =
+    "550 5.7.0 Error: insufficient authorization\r\n";
+static const char R_BDAT[] =
+    "502 5.5.1 Error: BDAT not supported (CHUNKING is not offered)\r\n";
+static const char R_NEEDTLS[] =
+    "530 5.7.0 Must issue a STARTTLS command first\r\n";
+static const char R_NEEDEHLO[] = "503 5.5.1 Error: send EHLO first\r\n";
+static const char R_TLSACTIVE[] = "503 5.5.1 Error: TLS already active\r\n";
+static const char R_NOTLS[] =
+    "502 5.5.1 Error: command not implemented\r\n";
+static const char R_TLSSYNTAX[] = "501 5.5.4 Syntax: STARTTLS\r\n";
+static const char R_TLSTXN[] =
+    "503 5.5.1 Error: MAIL transaction in progress\r\n";
+static const char R_TLSAUTH[] =
+    "503 5.5.1 Error: STARTTLS after AUTH is not allowed\r\n";
+static const char R_READY[] = "220 2.0.0 Ready to start TLS\r\n";
+static const char R_TOOMANY[] =
+    "421 4.7.0 Error: too many long lines, closing connection\r\n";
+static const char R_BADREPLY[] =
+    "421 4.3.0 Error: backend protocol error, closing connection\r\n";
+
+static void *
+smtp_new(const struct cfg_listener *lc)
+{
+	struct smtp *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->lc = lc;
+	s->cmode = CM_WAIT;
+	s->tls = lc->tls == CFG_TLS_IMPLICIT;
+	s->maxline = lc->max_line > 0 ? lc->max_line : 2048;
+	if (s->maxline > FILTER_INPUT_MAX)
+		s->maxline = FILTER_INPUT_MAX;
+	s->q[0].kind = PEND_GREETING;
+	s->qlen = 1;
+	return s;
+}
+
+static void
+smtp_free(void *state)
+{
+	free(state);
+}
+
+/* --- the FIFO ---------------------------------------------------------- */
+
+static struct pend *
+q_head(struct smtp *s)
+{
+	return s->qlen > 0 ? &s->q[s->qhead] : NULL;
+}
+
+static void
+q_pop(struct smtp *s)
+{
+	s->qhead = (s->qhead + 1) % SMTP_PENDING_MAX;
+	s->qlen--;
+}
+
+static void
+q_push(struct smtp *s, enum pend_kind kind, const char *local)
+{
+	struct pend *e = &s->q[(s->qhead + s->qlen) % SMTP_PENDING_MAX];
+
+	/* Callers stop reading commands before the FIFO fills. */
+	if (s->qlen >= SMTP_PENDING_MAX)
+		abort();
+	e->kind = kind;
+	e->local = local;
+	s->qlen++;
+}
+
+/* Bytes the local replies right behind the head will need. */
+static size_t
+q_locals_len(const struct smtp *s, size_t from)
+{
+	size_t i, n = 0;
+
+	for (i = from; i < s->qlen; i++) {
+		const struct pend *e = &s->q[(s->qhead + i) % SMTP_PENDING_MAX];
+
+		if (e->kind == PEND_LOCAL)
+			n += strlen(e->local);
+		else if (e->kind == PEND_STARTTLS)
+			n += SMTP_LOCAL_MAX;
+		else
+			break;
+	}
+	return n;
+}
+
+static void
+starttls_decide(struct smtp *s, struct filter_io *io)
+{
+	const char *refuse = NULL;
+
+	if (s->in_txn)
+		refuse = R_TLSTXN;
+	else if (s->authed)
+		refuse = R_TLSAUTH;	/* RSET cannot undo the backend's AUTH */
+	if (refuse != NULL) {
+		(void)filter_to_client(io, refuse, strlen(refuse));
+		s->cmode = CM_CMD;
+		return;
+	}
+	(void)filter_to_client(io, R_READY, sizeof(R_READY) - 1);
+	filter_starttls(io);
+	s->cmode = CM_DISCARD;
+}
+
+/*
+ * Writes the replies of the local entries at the head of the FIFO.
+ * Returns false when one did not fit (it stays at the head).
+ */
+static bool
+q_drain(struct smtp *s, struct filter_io *io)
+{
+	struct pend *e;
+
+	while ((e = q_head(s)) != NULL) {
+		if (e->kind == PEND_LOCAL) {
+			if (filter_to_client(io, e->local, strlen(e->local)) ==
+			    -1)
+				return false;
+		} else if (e->kind == PEND_STARTTLS) {
+			if (filter_room_client(io) < SMTP_LOCAL_MAX)
+				return false;
+			q_pop(s);
+			starttls_decide(s, io);
+			continue;
+		} else {
+			return true;
+		}
+		q_pop(s);
+	}
+	return true;
+}
+
+/* --- the backend side -------------------------------------------------- */
+
+static bool
+ieq(const uint8_t *p, size_t len, const char *word)
+{
+	size_t i, n = strlen(word);
+
+	if (len != n)
+		return false;
+	for (i = 0; i < n; i++) {
+		int c = p[i];
+
+		if (c >= 'a' && c <= 'z')
+			c -= 'a' - 'A';
+		if (c != word[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Whether an EHLO keyword line stays. Gone always: STARTTLS (moat offers
+ * its own), XCLIENT and XFORWARD (only moat may use them), CHUNKING and
+ * BINARYMIME (BDAT is not relayed: the smuggling guard checks DATA
+ * only). AUTH goes too before TLS when the listener requires TLS.
+ */
+static bool
+ehlo_keep(const struct smtp *s, const uint8_t *text, size_t len)
+{
+	size_t k;
+
+	for (k = 0; k < len && text[k] != ' ' && text[k] != '='; k++)
+		;
+	if (ieq(text, k, "STARTTLS") || ieq(text, k, "XCLIENT") ||
+	    ieq(text, k, "XFORWARD") || ieq(text, k, "CHUNKING") ||
+	    ieq(text, k, "BINARYMIME"))
+		return false;
+	if (ieq(text, k, "AUTH") && s->lc->require_tls && !s->tls)
+		return false;
+	return true;
+}
+
+static void
+emit_line(struct filter_io *io, int code, bool last, const void *text,
+    size_t len)
+{
+	char pre[5];
+
+	snprintf(pre, sizeof(pre), "%03d%c", code, last ? ' ' : '-');
+	/* The caller checked the room for all three. */
+	(void)filter_to_client(io, pre, 4);
+	(void)filter_to_client(io, text, len);
+	(void)filter_to_client(io, "\r\n", 2);
+}
+
+static void
+hold_line(struct smtp *s, struct filter_io *io, int code, const void *text,
+    size_t len)
+{
+	if (s->have_held)
+		emit_line(io, s->held_code, false, s->held, s->heldlen);
+	memcpy(s->held, text, len);
+	s->heldlen = len;
+	s->held_code = code;
+	s->have_held = true;
+}
+
+static void
+auth_verdict(struct filter_io *io, const struct smtp_reply_line *r)
+{
+	/* RFC 4954: 235 success; 454/4xx temporary; 535 bad credentials,
+	 * 534/538 and other 5.7.x policy refusals permanent. A 5.5.x
+	 * syntax or sequence error is not a password guess. */
+	if (r->code / 100 == 2)
+		filter_signal(io, FILTER_SIG_AUTH_OK, "smtp_auth");
+	else if (r->code / 100 == 4)
+		filter_signal(io, FILTER_SIG_AUTH_TEMPFAIL, "smtp_auth");
+	else if (r->code == 535 || r->code == 534 || r->code == 538 ||
+	    (r->textlen >= 4 && memcmp(r->text, "5.7.", 4) == 0))
+		filter_signal(io, FILTER_SIG_AUTH_FAIL, "smtp_auth");
+}
+
+/* A reply is complete: what it means for the command at the head. */
+static void
+reply_done(struct smtp *s, struct filter_io *io,
+    const struct smtp_reply_line *r)
+{
+	struct pend *e = q_head(s);
+	bool ok = r->code / 100 == 2;
+
+	if (e == NULL)
+		return;		/* unsolicited (421 on timeout): relayed */
+	switch (e->kind) {
+	case PEND_GREETING:
+		s->greeted = true;
+		if (s->cmode == CM_WAIT)
+			s->cmode = CM_CMD;
+		break;
+	case PEND_EHLO:
+	case PEND_HELO:
+		if (ok) {
+			s->need_ehlo = false;
+			s->in_txn = false;
+		}
+		break;
+	case PEND_MAIL:
+		if (ok)
+			s->in_txn = true;
+		break;
+	case PEND_RSET:
+		if (ok)
+			s->in_txn = false;
+		break;
+	case PEND_DATA:
+		if (r->code == 354) {
+			smtp_data_init(&s->data);
+			s->cmode = CM_BODY;
+		} else {
+			s->cmode = CM_CMD;
+		}
+		break;
+	case PEND_MESSAGE:
+		s->in_txn = false;
+		break;
+	case PEND_AUTH:
+		if (r->code == 334) {
+			s->cmode = CM_SASL;
+			return;		/* the exchange goes on */
+		}
+		auth_verdict(io, r);
+		if (ok)
+			s->authed = true;
+		s->cmode = CM_CMD;
+		break;
+	case PEND_OTHER:
+	case PEND_INTERNAL:
+	case PEND_LOCAL:
+	case PEND_STARTTLS:
+		break;
+	}
+	q_pop(s);
+}
+
+/*
+ * Relays one reply line; false when it does not fit yet (nothing was
+ * written then). Local replies queued behind a final line must fit too,
+ * or nothing would ever write them.
+ */
+static bool
+reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
+    const struct smtp_reply_line *r)
+{
+	struct pend *e = q_head(s);
+	size_t need = r->consumed + 2;
+
+	if (!s->mid_reply)
+		s->rewrite = e != NULL && e->kind == PEND_EHLO &&
+		    r->code == 250;
+	if (s->rewrite)
+		need += s->heldlen + 32 + (r->last ? 32 : 0);
+	if (r->last)
+		need += q_locals_len(s, 1);
+	if (filter_room_client(io) < need)
+		return false;
+	if (e != NULL && e->kind == PEND_INTERNAL) {
+		/* swallowed */
+	} else if (!s->rewrite) {
+		(void)filter_to_client(io, p, r->consumed);
+	} else {
+		/* The first line is the server's name; then keywords. */
+		if (!s->mid_reply || ehlo_keep(s, r->text, r->textlen))
+			hold_line(s, io, r->code, r->text, r->textlen);
+		if (r->last) {
+			if (s->lc->tls == CFG_TLS_STARTTLS && !s->tls)
+				hold_line(s, io, 250, "STARTTLS", 8);
+			emit_line(io, s->held_code, true, s->held,
+			    s->heldlen);
+			s->have_held = false;
+		}
+	}
+	s->mid_reply = !r->last;
+	if (r->last) {
+		reply_done(s, io, r);
+		(void)q_drain(s, io);
+	}
+	return true;
+}
+
+static size_t
+smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
+    size_t len, bool eof)
+{
+	struct smtp *s = state;
+	struct smtp_reply_line r;
+	enum smtp_parse_rc rc;
+	size_t off = 0;
+
+	if (s->cmode == CM_DEAD)
+		return len;
+	while (off < len) {
+		if (!q_drain(s, io))
+			break;
+		rc = smtp_reply_parse(p + off, len - off, SMTP_REPLY_MAX, &r);
+		if (rc == SMTP_PARSE_AGAIN) {
+			if (eof)
+				off = len;	/* a torn last line */
+			break;
+		}
+		if (rc == SMTP_PARSE_ERROR) {
+			(void)filter_to_client(io, R_BADREPLY,
+			    sizeof(R_BADREPLY) - 1);
+			filter_close(io, "backend_bad_reply");
+			s->cmode = CM_DEAD;
+			return len;
+		}
+		if (!reply_line(s, io, p + off, &r))
+			break;
+		off += r.consumed;
+	}
+	return off;
+}
+
+/* --- the client side --------------------------------------------------- */
+
+static void
+answer(struct smtp *s, struct filter_io *io, const char *reply)
+{
+	q_push(s, PEND_LOCAL, reply);
+	(void)q_drain(s, io);
+}
+
+static enum pend_kind
+pend_kind_of(enum smtp_verb v)
+{
+	switch (v) {
+	case SMTP_VERB_EHLO:
+		return PEND_EHLO;
+	case SMTP_VERB_HELO:
+		return PEND_HELO;
+	case SMTP_VERB_MAIL:
+		return PEND_MAIL;
+	case SMTP_VERB_RSET:
+		return PEND_RSET;
+	case SMTP_VERB_DATA:
+		return PEND_DATA;
+	case SMTP_VERB_AUTH:
+		return PEND_AUTH;
+	default:
+		return PEND_OTHER;
+	}
+}
+
+/* Forwards one line with a CRLF; false when it does not fit. */
+static bool
+forward_line(struct filter_io *io, const uint8_t *p, size_t len)
+{
+	if (filter_room_backend(io) < len + 2)
+		return false;
+	(void)filter_to_backend(io, p, len);
+	(void)filter_to_backend(io, "\r\n", 2);
+	return true;
+}
+
+/* One command line; false when it must wait for room. */
+static bool
+command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
+{
+	struct smtp_cmd c;
+	bool plain_ok;
+
+	if (smtp_cmd_parse(l->p, l->len, &c) == SMTP_PARSE_ERROR) {
+		filter_signal(io, FILTER_SIG_GLITCH, "bad_command");
+		answer(s, io, R_BADCHAR);
+		return true;
+	}
+	switch (c.verb) {
+	case SMTP_VERB_STARTTLS:
+		if (s->tls)
+			answer(s, io, R_TLSACTIVE);
+		else if (s->lc->tls != CFG_TLS_STARTTLS)
+			answer(s, io, R_NOTLS);
+		else if (c.arglen > 0)
+			answer(s, io, R_TLSSYNTAX);
+		else {
+			q_push(s, PEND_STARTTLS, NULL);
+			s->cmode = CM_WAIT;
+			(void)q_drain(s, io);
+		}
+		return true;
+	case SMTP_VERB_XCLIENT:
+	case SMTP_VERB_XFORWARD:
+		filter_signal(io, FILTER_SIG_GLITCH, "client_xclient");
+		answer(s, io, R_XCLIENT);
+		return true;
+	case SMTP_VERB_BDAT:
+		answer(s, io, R_BDAT);
+		return true;
+	case SMTP_VERB_AUTH:
+	case SMTP_VERB_MAIL:
+		if (s->lc->require_tls && !s->tls) {
+			answer(s, io, R_NEEDTLS);
+			return true;
+		}
+		break;
+	default:
+		break;
+	}
+	/* RFC 3207 4.2: after TLS the client starts again with EHLO. */
+	plain_ok = c.verb == SMTP_VERB_EHLO || c.verb == SMTP_VERB_HELO ||
+	    c.verb == SMTP_VERB_NOOP || c.verb == SMTP_VERB_RSET ||
+	    c.verb == SMTP_VERB_QUIT || c.verb == SMTP_VERB_HELP;
+	if (s->need_ehlo && !plain_ok) {
+		answer(s, io, R_NEEDEHLO);
+		return true;
+	}
+	if (!forward_line(io, l->p, l->len))
+		return false;
+	q_push(s, pend_kind_of(c.verb), NULL);
+	if (c.verb == SMTP_VERB_DATA || c.verb == SMTP_VERB_AUTH)
+		s->cmode = CM_WAIT;
+	return true;
+}
+
+static void
+smuggling(struct smtp *s, struct filter_io *io, enum smtp_data_why why)
+{
+	char msg[160];
+	const char *what = why == SMTP_DATA_BARE_LF ? "bare LF" :
+	    why == SMTP_DATA_BARE_CR ? "bare CR" : "NUL byte";
+
+	/*
+	 * Everything forwarded of this message so far was whole CRLF lines
+	 * (and maybe a clean partial line) without an end of data: dropping
+	 * the backend connection now makes it discard the message.
+	 */
+	filter_signal(io, FILTER_SIG_SMUGGLING, smtp_data_why_str(why));
+	filter_abort_backend(io);
+	snprintf(msg, sizeof(msg), "554 5.6.0 Message rejected: %s in "
+	    "message (SMTP smuggling guard)\r\n", what);
+	(void)filter_to_client(io, msg, strlen(msg));
+	filter_close(io, "smuggling");
+	s->cmode = CM_DEAD;
+}
+
+/* Message text; returns the bytes consumed. */
+static size_t
+body(struct smtp *s, struct filter_io *io, const uint8_t *p, size_t len,
+    bool eof)
+{
+	size_t room = filter_room_backend(io), lim, n;
+	enum smtp_data_why why;
+	enum smtp_parse_rc rc;
+
+	lim = len < room ? len : room;
+	rc = smtp_data_scan(&s->data, p, lim, &n, &why);
+	if (rc == SMTP_PARSE_ERROR) {
+		smuggling(s, io, why);
+		return len;
+	}
+	if (n > 0)
+		(void)filter_to_backend(io, p, n);
+	if (rc == SMTP_PARSE_OK) {
+		q_push(s, PEND_MESSAGE, NULL);
+		s->cmode = CM_CMD;	/* pipelining may go on */
+		return n;
+	}
+	if (n == 0 && eof && lim == len)
+		return len;	/* a lone CR at the end of the stream */
+	return n;
+}
+
+static bool
+long_line(struct smtp *s, struct filter_io *io)
+{
+	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
+	if (++s->long_lines >= SMTP_LONG_LINES_MAX) {
+		(void)filter_to_client(io, R_TOOMANY, sizeof(R_TOOMANY) - 1);
+		filter_close(io, "line_too_long");
+		s->cmode = CM_DEAD;
+		return false;
+	}
+	answer(s, io, R_LONG);
+	s->skipping = true;
+	return true;
+}
+
+static size_t
+smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
+    bool eof)
+{
+	struct smtp *s = state;
+	struct smtp_line l;
+	enum smtp_parse_rc rc;
+	const char *what;
+	size_t off = 0, n;
+	const uint8_t *nl;
+
+	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
+		return len;	/* never forwarded, never answered */
+	if (!s->checked) {
+		rc = smtp_foreign_parse(p, len, &what);
+		if (rc == SMTP_PARSE_AGAIN && !eof)
+			return 0;
+		if (rc == SMTP_PARSE_ERROR) {
+			filter_signal(io, FILTER_SIG_FOREIGN, what);
+			filter_close(io, "foreign_protocol");
+			s->cmode = CM_DEAD;
+			return len;
+		}
+		s->checked = true;
+	}
+	if (!s->greeted) {
+		/* RFC 5321 3.1: the client waits for the greeting. */
+		if (!s->early) {
+			s->early = true;
+			filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
+		}
+		return eof ? len : 0;
+	}
+	if (s->rset_due) {
+		if (!forward_line(io, (const uint8_t *)"RSET", 4))
+			return 0;
+		q_push(s, PEND_INTERNAL, NULL);
+		s->rset_due = false;
+	}
+	while (off < len) {
+		if (!q_drain(s, io))
+			break;
+		if (s->cmode == CM_BODY) {
+			if ((n = body(s, io, p + off, len - off, eof)) == 0)
+				break;
+			off += n;
+			continue;
+		}
+		if (s->cmode != CM_CMD && s->cmode != CM_SASL)
+			break;
+		if (s->skipping) {
+			nl = memchr(p + off, '\n', len - off);
+			if (nl == NULL) {
+				off = len;
+				break;
+			}
+			off = (size_t)(nl - p) + 1;
+			s->skipping = false;
+			continue;
+		}
+		/* Room for a local reply, and for its FIFO entry. */
+		if (s->qlen >= SMTP_PENDING_MAX - 1 ||
+		    (s->qlen == 0 && filter_room_client(io) < SMTP_LOCAL_MAX))
+			break;
+		if (s->cmode == CM_SASL) {
+			/* A SASL response: forwarded, never logged. */
+			rc = smtp_line_parse(p + off, len - off,
+			    SMTP_SASL_LINE_MAX, &l);
+			if (rc == SMTP_PARSE_AGAIN) {
+				if (eof)
+					off = len;	/* torn */
+				break;
+			}
+			if (rc == SMTP_PARSE_ERROR ||
+			    memchr(l.p, '\r', l.len) != NULL ||
+			    memchr(l.p, '\0', l.len) != NULL) {
+				filter_signal(io, FILTER_SIG_GLITCH,
+				    "bad_sasl_line");
+				filter_close(io, "bad_sasl_line");
+				s->cmode = CM_DEAD;
+				return len;
+			}
+			if (!forward_line(io, l.p, l.len))
+				break;
+			s->cmode = CM_WAIT;
+			off += l.consumed;
+			continue;
+		}
+		rc = smtp_line_parse(p + off, len - off, s->maxline, &l);
+		if (rc == SMTP_PARSE_AGAIN) {
+			if (eof)
+				off = len;	/* a torn last command */
+			break;
+		}
+		if (rc == SMTP_PARSE_ERROR) {
+			if (!long_line(s, io))
+				return len;
+			off += s->maxline;
+			continue;
+		}
+		if (!command(s, io, &l))
+			break;
+		off += l.consumed;
+	}
+	return off;
+}
+
+static void
+smtp_tls_started(void *state, struct filter_io *io)
+{
+	struct smtp *s = state;
+
+	(void)io;
+	/*
+	 * RFC 3207 4.2: forget what the client said before. The backend
+	 * saw that client's EHLO; STARTTLS was only accepted outside a
+	 * transaction and before AUTH, so an RSET plus the EHLO that moat
+	 * insists on (need_ehlo) leave it where a fresh session would be.
+	 */
+	s->tls = true;
+	s->need_ehlo = true;
+	s->in_txn = false;
+	s->skipping = false;
+	s->cmode = CM_CMD;
+	s->rset_due = true;
+}
+
+const struct filter_ops filter_smtp = {
+	.name = "smtp",
+	.new = smtp_new,
+	.client_data = smtp_client,
+	.backend_data = smtp_backend,
+	.tls_started = smtp_tls_started,
+	.free = smtp_free,
+};

@@ -1,0 +1,224 @@
+/* smtp_parse.c - pure, incremental SMTP command, reply and DATA parsers. */
+#include "smtp_parse.h"
+
+#include <string.h>
+
+static int
+lower(int c)
+{
+	return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+enum smtp_parse_rc
+smtp_line_parse(const uint8_t *p, size_t len, size_t max, struct smtp_line *l)
+{
+	size_t look = len < max ? len : max;
+	const uint8_t *nl = memchr(p, '\n', look);
+
+	if (nl == NULL)
+		return len >= max ? SMTP_PARSE_ERROR : SMTP_PARSE_AGAIN;
+	l->p = p;
+	l->consumed = (size_t)(nl - p) + 1;
+	l->len = l->consumed - 1;
+	l->bare_lf = true;
+	if (l->len > 0 && p[l->len - 1] == '\r') {
+		l->len--;
+		l->bare_lf = false;
+	}
+	return SMTP_PARSE_OK;
+}
+
+static const struct {
+	const char *name;
+	enum smtp_verb verb;
+} smtp_verbs[] = {
+	{ "helo", SMTP_VERB_HELO },
+	{ "ehlo", SMTP_VERB_EHLO },
+	{ "mail", SMTP_VERB_MAIL },
+	{ "rcpt", SMTP_VERB_RCPT },
+	{ "data", SMTP_VERB_DATA },
+	{ "bdat", SMTP_VERB_BDAT },
+	{ "rset", SMTP_VERB_RSET },
+	{ "noop", SMTP_VERB_NOOP },
+	{ "quit", SMTP_VERB_QUIT },
+	{ "help", SMTP_VERB_HELP },
+	{ "vrfy", SMTP_VERB_VRFY },
+	{ "expn", SMTP_VERB_EXPN },
+	{ "auth", SMTP_VERB_AUTH },
+	{ "starttls", SMTP_VERB_STARTTLS },
+	{ "xclient", SMTP_VERB_XCLIENT },
+	{ "xforward", SMTP_VERB_XFORWARD },
+};
+
+const char *
+smtp_verb_str(enum smtp_verb v)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(smtp_verbs) / sizeof(smtp_verbs[0]); i++)
+		if (smtp_verbs[i].verb == v)
+			return smtp_verbs[i].name;
+	return "other";
+}
+
+enum smtp_parse_rc
+smtp_cmd_parse(const uint8_t *p, size_t len, struct smtp_cmd *cmd)
+{
+	size_t i, n, vlen;
+
+	if (memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)
+		return SMTP_PARSE_ERROR;
+	for (vlen = 0; vlen < len && p[vlen] != ' '; vlen++)
+		;
+	cmd->verb = SMTP_VERB_OTHER;
+	for (i = 0; i < sizeof(smtp_verbs) / sizeof(smtp_verbs[0]); i++) {
+		const char *name = smtp_verbs[i].name;
+
+		if (strlen(name) != vlen)
+			continue;
+		for (n = 0; n < vlen && lower(p[n]) == name[n]; n++)
+			;
+		if (n == vlen) {
+			cmd->verb = smtp_verbs[i].verb;
+			break;
+		}
+	}
+	while (vlen < len && p[vlen] == ' ')
+		vlen++;
+	cmd->arg = p + vlen;
+	cmd->arglen = len - vlen;
+	return SMTP_PARSE_OK;
+}
+
+enum smtp_parse_rc
+smtp_reply_parse(const uint8_t *p, size_t len, size_t max,
+    struct smtp_reply_line *r)
+{
+	struct smtp_line l;
+	enum smtp_parse_rc rc;
+	size_t i;
+
+	/* A bad code is an error as soon as it shows, not at the LF. */
+	for (i = 0; i < 3 && i < len; i++)
+		if (p[i] < (i == 0 ? '2' : '0') || p[i] > (i == 0 ? '5' : '9'))
+			return SMTP_PARSE_ERROR;
+	if ((rc = smtp_line_parse(p, len, max, &l)) != SMTP_PARSE_OK)
+		return rc;
+	if (l.len < 3)
+		return SMTP_PARSE_ERROR;
+	r->code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+	r->consumed = l.consumed;
+	if (l.len == 3) {
+		r->last = true;
+		r->text = p + 3;
+		r->textlen = 0;
+		return SMTP_PARSE_OK;
+	}
+	if (p[3] != ' ' && p[3] != '-')
+		return SMTP_PARSE_ERROR;
+	r->last = p[3] == ' ';
+	r->text = p + 4;
+	r->textlen = l.len - 4;
+	return SMTP_PARSE_OK;
+}
+
+void
+smtp_data_init(struct smtp_data *d)
+{
+	/* The CRLF of the DATA command counts: a "." first ends the message. */
+	d->linelen = 0;
+	d->dot = false;
+}
+
+enum smtp_parse_rc
+smtp_data_scan(struct smtp_data *d, const uint8_t *p, size_t len, size_t *n,
+    enum smtp_data_why *why)
+{
+	size_t i = 0;
+
+	*why = SMTP_DATA_OK;
+	while (i < len) {
+		uint8_t c = p[i];
+
+		if (c == '\r') {
+			if (i + 1 == len)
+				break;	/* wait for what follows the CR */
+			if (p[i + 1] != '\n') {
+				*n = i;
+				*why = SMTP_DATA_BARE_CR;
+				return SMTP_PARSE_ERROR;
+			}
+			i += 2;
+			if (d->dot) {
+				*n = i;
+				smtp_data_init(d);
+				return SMTP_PARSE_OK;
+			}
+			d->linelen = 0;
+			continue;
+		}
+		if (c == '\n' || c == '\0') {
+			*n = i;
+			*why = c == '\n' ? SMTP_DATA_BARE_LF : SMTP_DATA_NUL;
+			return SMTP_PARSE_ERROR;
+		}
+		d->dot = d->linelen == 0 && c == '.';
+		d->linelen++;
+		i++;
+	}
+	*n = i;
+	return SMTP_PARSE_AGAIN;
+}
+
+const char *
+smtp_data_why_str(enum smtp_data_why why)
+{
+	switch (why) {
+	case SMTP_DATA_OK:
+		return "ok";
+	case SMTP_DATA_BARE_LF:
+		return "bare_lf";
+	case SMTP_DATA_BARE_CR:
+		return "bare_cr";
+	case SMTP_DATA_NUL:
+		return "nul";
+	}
+	return "?";
+}
+
+enum smtp_parse_rc
+smtp_foreign_parse(const uint8_t *p, size_t len, const char **what)
+{
+	static const char *const http[] = {
+		"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS ",
+		"DELETE ", "PATCH ", "TRACE ",
+	};
+	bool undecided = false;
+	size_t i, k, m;
+
+	if (len == 0)
+		return SMTP_PARSE_AGAIN;
+	/* A TLS record: handshake type, then major version 3. */
+	if (p[0] == 0x16) {
+		if (len < 2)
+			return SMTP_PARSE_AGAIN;
+		if (p[1] == 0x03) {
+			*what = "tls_on_plaintext";
+			return SMTP_PARSE_ERROR;
+		}
+	}
+	/* HTTP methods are case-sensitive; mail verbs are not, so a "get"
+	 * would not be HTTP anyway. */
+	for (i = 0; i < sizeof(http) / sizeof(http[0]); i++) {
+		k = strlen(http[i]);
+		m = len < k ? len : k;
+		if (memcmp(p, http[i], m) != 0)
+			continue;
+		if (m == k) {
+			*what = "http";
+			return SMTP_PARSE_ERROR;
+		}
+		undecided = true;
+	}
+	return undecided ? SMTP_PARSE_AGAIN : SMTP_PARSE_OK;
+}

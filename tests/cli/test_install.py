@@ -1,0 +1,39 @@
+"""`meson install --destdir` puts binaries, manual pages, the example
+configuration and the contrib files where a package expects them."""
+import os
+import subprocess
+
+import pytest
+
+BUILD = os.environ.get("MOAT_BUILD_ROOT", "build")
+
+
+def test_install_destdir(tmp_path):
+    if not os.path.exists(os.path.join(BUILD, "meson-private")):
+        pytest.skip(f"{BUILD} is not a meson build directory")
+    dest = tmp_path / "root"
+    r = subprocess.run(["meson", "install", "-C", BUILD, "--no-rebuild",
+                        "--destdir", str(dest)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+
+    def one(suffix):
+        hits = [f for f in files if f.endswith(suffix)]
+        assert len(hits) == 1, (suffix, sorted(files))
+        return dest / hits[0]
+
+    for exe in ("bin/moat", "bin/moatctl"):
+        p = one(exe)
+        assert os.access(p, os.X_OK)
+    assert subprocess.run([str(one("bin/moatctl")), "--version"],
+                          capture_output=True, text=True).stdout.startswith("moatctl ")
+    one("share/man/man8/moat.8")
+    one("share/man/man8/moatctl.8")
+    one("share/man/man5/moat.toml.5")
+    one("share/doc/moat/config.example.toml")
+    one("lib/systemd/system/moat.service")
+    one("etc/logrotate.d/moat")
+    one("share/doc/moat/postfix/main.cf.moat")
+    one("share/doc/moat/postfix/master.cf.moat")
+    one("share/doc/moat/dovecot/moat.conf")

@@ -1,0 +1,172 @@
+"""Auth-failure signals through moat with real Postfix (Dovecot SASL) and
+Dovecot POP3: each final failure reply to AUTH / PASS / AUTH (POP3) becomes
+exactly one auth_fail event with the client's address; continuations,
+successes, RCPT replies that merely contain "535" and syntax errors do not;
+passwords and SASL payloads never reach the events or moat's log.  See
+issue 4.
+"""
+
+from __future__ import annotations
+
+import base64
+import poplib
+import shutil
+import smtplib
+import uuid
+
+import pytest
+
+from conftest import require_mailstack
+from filterutil import Line, client_ctx, events, moat_with, wait_events
+from mailstack import MailStack
+from moatrun import listener
+
+
+@pytest.fixture(scope="module")
+def stack():
+    require_mailstack()
+    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True)
+    try:
+        ms.start()
+        yield ms
+    finally:
+        ms.stop()
+        shutil.rmtree(ms.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def moat(stack, pki, tmp_path):
+    m = moat_with(tmp_path / "moat", pki, [
+        listener("sub", stack.submission_addr, tls="starttls", backend_proxy="v2"),
+        listener("smtps", stack.smtp_addr, tls="implicit", backend_proxy="v2"),
+        listener("pop3", stack.pop3_addr, protocol="pop3", tls="starttls",
+                 backend_proxy="v2"),
+        listener("pop3s", stack.pop3_addr, protocol="pop3", tls="implicit",
+                 backend_proxy="v2"),
+    ], extra={"sub": {"require_tls": True}})
+    m.start()
+    yield m
+    assert m.stop() == 0, m.log()[-3000:]
+
+
+def auth_fails(m):
+    return [e for e in events(m) if e.get("event") == "auth_fail"]
+
+
+def no_secrets(m, *secrets):
+    text = (m.workdir / "events.jsonl").read_text() if (m.workdir / "events.jsonl").exists() else ""
+    text += m.log()
+    for s in secrets:
+        assert s not in text, s
+
+
+def test_smtp_auth_failures(stack, moat, pki):
+    pw = "wrongpw-" + uuid.uuid4().hex[:8]
+    plain = base64.b64encode(f"\0alice\0{pw}".encode()).decode()
+    with smtplib.SMTP("127.0.0.1", moat.port("sub"), timeout=20) as s:
+        s.starttls(context=client_ctx(pki))
+        s.ehlo("c.example")
+        # smtplib tries every offered mechanism: PLAIN, then LOGIN.
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.login("alice", pw)
+        # LOGIN with 334 continuations: one failure, not three.
+        code, _ = s.docmd("AUTH", "LOGIN")
+        assert code == 334
+        code, _ = s.docmd(base64.b64encode(b"alice").decode())
+        assert code == 334
+        code, _ = s.docmd(base64.b64encode(pw.encode()).decode())
+        assert code == 535
+        # Syntax errors are not password guesses.
+        code, _ = s.docmd("AUTH")
+        assert code == 501
+        s.login("alice", "alicepw")
+    evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=3)
+    assert len(auth_fails(moat)) == 3
+    for e in evs:
+        assert e["reason"] == "smtp_auth"
+        assert e["listener"] == "sub"
+        assert e["ip"] in ("127.0.0.1", "::ffff:127.0.0.1")
+    no_secrets(moat, pw, plain, base64.b64encode(pw.encode()).decode())
+
+
+def test_rcpt_535_is_not_an_auth_failure(stack, moat, pki):
+    c = Line(moat.port("smtps"))
+    c.sock = client_ctx(pki).wrap_socket(c.sock, server_hostname="localhost")
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n"
+               b"RCPT TO:<535@example.test>\r\nRSET\r\n")
+        c.smtp_reply()
+        assert c.line().startswith(b"250")
+        rcpt = c.line()
+        assert rcpt.startswith(b"550") and b"535@example.test" in rcpt, rcpt
+        assert c.line().startswith(b"250")
+        # Pipelined wrong AUTH on implicit TLS: counted once.
+        bad = base64.b64encode(b"\0alice\0nope").decode()
+        c.send(f"AUTH PLAIN {bad}\r\nNOOP\r\n".encode())
+        assert c.line().startswith(b"535")
+        assert c.line().startswith(b"250")
+    finally:
+        c.close()
+    evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=1)
+    assert len(auth_fails(moat)) == 1
+    assert evs[0]["listener"] == "smtps"
+
+
+def test_pop3_pass_and_auth_failures(stack, moat, pki):
+    pw = "wrongpw-" + uuid.uuid4().hex[:8]
+    p = poplib.POP3("127.0.0.1", moat.port("pop3"), timeout=20)
+    try:
+        p.stls(client_ctx(pki))
+        p.user("alice")
+        with pytest.raises(poplib.error_proto):
+            p.pass_(pw)
+    finally:
+        p.close()
+    c = Line(moat.port("pop3s"))
+    c.sock = client_ctx(pki).wrap_socket(c.sock, server_hostname="localhost")
+    try:
+        assert c.line().startswith(b"+OK")
+        c.send(b"AUTH PLAIN\r\n")
+        assert c.line().startswith(b"+")
+        c.send(base64.b64encode(f"\0alice\0{pw}".encode()) + b"\r\n")
+        assert c.line().startswith(b"-ERR")
+        # Pipelined USER/PASS pairs: only the PASS replies count.
+        c.send(f"USER alice\r\nPASS {pw}\r\nUSER alice\r\nPASS alicepw\r\n".encode())
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"-ERR")
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"+OK")
+        c.send(b"QUIT\r\n")
+        c.line()
+    finally:
+        c.close()
+    evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=3)
+    assert len(auth_fails(moat)) == 3
+    assert sorted(e["reason"] for e in evs) == ["pop3_auth", "pop3_pass", "pop3_pass"]
+    assert {e["listener"] for e in evs} == {"pop3", "pop3s"}
+    assert all(e["ip"] in ("127.0.0.1", "::ffff:127.0.0.1") for e in evs)
+    no_secrets(moat, pw)
+
+
+def test_cross_protocol_and_early_talker_are_glitches(stack, moat, pki):
+    import socket
+    for port in (moat.port("sub"), moat.port("pop3")):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            # Closed at once, nothing but possibly the greeting relayed.
+            assert b"HTTP" not in data
+    with socket.create_connection(("127.0.0.1", moat.port("sub")), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01\x00\x05hello")
+        s.settimeout(10)
+        while s.recv(4096):
+            pass
+    evs = wait_events(moat, lambda e: e.get("event") == "protocol", n=3)
+    reasons = sorted(e["reason"] for e in evs)
+    assert reasons.count("http") == 2 and "tls_on_plaintext" in reasons, reasons

@@ -1,0 +1,425 @@
+"""Kernel blocking (issue 6): bans reach nftables/ipset sets and the kernel
+drops the offender's next SYN, proven in network namespaces.
+
+Topology (made here, removed at the end, also on failure):
+
+    att-NS (10.66.1.2, fd00:66:1::2) --veth-- srv-NS (10.66.1.1, fd00:66:1::1)
+    cli-NS (10.66.2.2, fd00:66:2::2) --veth-- srv-NS (10.66.2.1, fd00:66:2::1)
+
+srv-NS runs the private Postfix/Dovecot (MailStack on its loopback) and
+moat, which listens on all addresses and relays POP3 in plaintext to
+Dovecot. The test process enters a namespace with setns(2) around the
+code that must run there (sockets keep their namespace afterwards); the
+root namespace's ruleset and ipsets are never touched.
+
+Bans are triggered by the connection rate (limit 3 per 2 s: the fourth
+connection is rejected and bans). The POP3 auth-failure variant runs
+only once moat's POP3 filter reports auth_fail events.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack
+import moatrun
+from moatrun import Moat, listener
+
+ROOT = Path(__file__).resolve().parents[2]
+MOAT_NFT = ROOT / "contrib" / "nftables" / "moat.nft"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+ATT4, CLI4 = "10.66.1.2", "10.66.2.2"
+ATT6, CLI6 = "fd00:66:1::2", "fd00:66:2::2"
+SRV4, SRV6 = "10.66.1.1", "fd00:66:1::1"
+SRV4_CLI, SRV6_CLI = "10.66.2.1", "fd00:66:2::1"
+
+RATE = ('[policy.rate]\nconnections = { limit = 3, window = "2s" }\n'
+        'concurrent_per_ip = 0\nauth_failures = { limit = 0, window = "1m" }\n'
+        '[ban]\nduration = "3s"\nescalation = 1.0\n')
+
+
+def _sh(*args, check=True, ns=None):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {p.returncode}\n{p.stdout}{p.stderr}")
+    return p
+
+
+@contextmanager
+def netns(name: str):
+    """Runs the block with this thread in network namespace name."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        yield
+    finally:
+        _libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+class Net:
+    def __init__(self):
+        tag = secrets.token_hex(3)
+        self.srv, self.att, self.cli = (f"moat-{r}-{tag}" for r in ("srv", "att", "cli"))
+
+    def up(self):
+        for ns in (self.srv, self.att, self.cli):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        for peer, n in ((self.att, 1), (self.cli, 2)):
+            a, b = f"v{n}s", f"v{n}p"
+            _sh("ip", "link", "add", a, "netns", self.srv, "type", "veth",
+                "peer", "name", b, "netns", peer)
+            _sh("ip", "-n", self.srv, "addr", "add", f"10.66.{n}.1/24", "dev", a)
+            _sh("ip", "-n", peer, "addr", "add", f"10.66.{n}.2/24", "dev", b)
+            _sh("ip", "-n", self.srv, "addr", "add", f"fd00:66:{n}::1/64", "dev", a, "nodad")
+            _sh("ip", "-n", peer, "addr", "add", f"fd00:66:{n}::2/64", "dev", b, "nodad")
+            _sh("ip", "-n", self.srv, "link", "set", a, "up")
+            _sh("ip", "-n", peer, "link", "set", b, "up")
+
+    def down(self):
+        for ns in (self.srv, self.att, self.cli):
+            _sh("ip", "netns", "del", ns, check=False)
+
+    # The sets in srv-NS.
+    def nft(self, *args, check=True):
+        return _sh("nft", *args, ns=self.srv, check=check)
+
+    def reset_nft(self, load=True):
+        self.nft("delete", "table", "inet", "moat", check=False)
+        if load:
+            self.nft("-f", MOAT_NFT)
+
+    def nft_elems(self, set_name):
+        p = self.nft("-j", "list", "set", "inet", "moat", set_name, check=False)
+        if p.returncode != 0:
+            return {}
+        out = {}
+        for obj in json.loads(p.stdout)["nftables"]:
+            for e in obj.get("set", {}).get("elem", []):
+                if isinstance(e, dict) and "elem" in e:
+                    out[e["elem"]["val"]] = e["elem"]
+                else:
+                    out[e] = {"val": e}
+        return out
+
+    def ipset_list(self, name):
+        p = _sh("ipset", "list", name, ns=self.srv, check=False)
+        return p.stdout if p.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def net():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    for tool in ("ip", "nft", "ipset"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found (apt-get install iproute2 nftables ipset)")
+    n = Net()
+    try:
+        n.up()
+        yield n
+    finally:
+        n.down()
+
+
+@pytest.fixture(scope="module")
+def stack(net):
+    require_mailstack()
+    with netns(net.srv):
+        s = MailStack().start()
+    try:
+        yield s
+    finally:
+        with netns(net.srv):
+            s.stop()
+
+
+def start_moat(tmp_path, pki, net, stack, firewall, extra=RATE, wrapper=None):
+    with netns(net.srv):
+        port = moatrun.free_port("0.0.0.0")
+        lis = listener("pop3", stack.pop3_addr, protocol="pop3", tls="none",
+                       listen=[f"0.0.0.0:{port}", f"[::]:{port}"])
+        m = Moat(tmp_path, pki, [lis], extra=extra, firewall=firewall)
+        if wrapper is None:
+            m.start()
+        else:
+            real = moatrun.moat_binary
+            moatrun.moat_binary = lambda: wrapper
+            try:
+                m.start()
+            finally:
+                moatrun.moat_binary = real
+    m.pop3_port = port
+    return m
+
+
+def first_line(ns, host, port, timeout=3.0):
+    """Connects from ns; returns the first line (b"" if closed without a
+    word); raises socket.timeout when the SYN gets no answer."""
+    with netns(ns):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                chunk = s.recv(512)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionError:
+            pass
+        return data
+
+
+def syn_dropped(ns, host, port) -> bool:
+    try:
+        first_line(ns, host, port, timeout=1.0)
+    except socket.timeout:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def events(m, kind=None):
+    path = m.workdir / "events.jsonl"
+    if not path.exists():
+        return []
+    out = [json.loads(l) for l in path.read_text().splitlines() if l]
+    return [e for e in out if kind is None or e["event"] == kind]
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trigger_rate_ban(ns, host, port):
+    """Three admitted connections, the fourth is rejected and bans."""
+    for _ in range(3):
+        assert first_line(ns, host, port).startswith(b"+OK")
+    assert first_line(ns, host, port).startswith(b"-ERR Access denied")
+
+
+@pytest.mark.parametrize("v", [4, 6])
+def test_nftables_ban_drops_syn_then_expires(tmp_path, pki, net, stack, v):
+    att, cli = (ATT4, CLI4) if v == 4 else (ATT6, CLI6)
+    srv, srv_cli = (SRV4, SRV4_CLI) if v == 4 else (SRV6, SRV6_CLI)
+    set_name = f"blocked{v}"
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    try:
+        trigger_rate_ban(net.att, srv, m.pop3_port)
+        t0 = time.monotonic()
+        el = wait_for(lambda: net.nft_elems(set_name).get(att), 2.0,
+                      f"{att} in {set_name}")
+        assert time.monotonic() - t0 < 2.0
+        assert "timeout" in el and 1 <= el["timeout"] <= 3, el
+        assert syn_dropped(net.att, srv, m.pop3_port)
+        assert first_line(net.cli, srv_cli, m.pop3_port).startswith(b"+OK")
+        ban = wait_for(lambda: [e for e in events(m, "ban") if e["ip"] == att],
+                       2.0, "ban event")[0]
+        assert ban["firewall"] == "nftables" and ban["reason"] == "rate"
+        # The kernel forgets the element when the ban ends; the attacker
+        # connects again (the rate window of 2 s has passed by then).
+        wait_for(lambda: att not in net.nft_elems(set_name), 6.0,
+                 f"{att} to expire from {set_name}")
+        assert first_line(net.att, srv, m.pop3_port).startswith(b"+OK")
+        assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+
+
+def test_unban_removes_element(tmp_path, pki, net, stack):
+    ctl = moatrun.moat_binary().parent / "moatctl"
+    if not ctl.exists():
+        pytest.skip("moatctl is not built yet (control socket pending)")
+    net.reset_nft()
+    extra = RATE.replace('duration = "3s"', 'duration = "1h"')
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=extra)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        p = subprocess.run([str(ctl), "-s", str(m.workdir / "moat.sock"), "unban",
+                            ATT4], capture_output=True, text=True, timeout=10)
+        if p.returncode != 0 and "unknown" in (p.stdout + p.stderr).lower():
+            pytest.skip(f"moatctl unban not available: {p.stdout}{p.stderr}")
+        assert p.returncode == 0, p.stdout + p.stderr
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 2.0,
+                 "element removed")
+        # Past the rate window, the attacker is served again.
+        time.sleep(2.5)
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+
+
+def test_pop3_auth_failures_ban(tmp_path, pki, net, stack):
+    net.reset_nft()
+    extra = ('[policy.rate]\nconnections = { limit = 0, window = "1m" }\n'
+             'concurrent_per_ip = 0\nauth_failures = { limit = 3, window = "1m" }\n'
+             '[ban]\nduration = "1h"\n')
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=extra)
+
+    def wrong_login():
+        with netns(net.att):
+            s = socket.create_connection((SRV4, m.pop3_port), timeout=5)
+        with s:
+            f = s.makefile("rwb")
+            f.readline()
+            for line in (b"USER alice\r\n", b"PASS wrong\r\n"):
+                f.write(line)
+                f.flush()
+                f.readline()
+    try:
+        wrong_login()
+        time.sleep(0.5)
+        if not events(m, "auth_fail"):
+            pytest.skip("moat's POP3 filter does not report auth_fail yet "
+                        "(issue 4); the connection-rate tests cover the ban path")
+        wrong_login()
+        wrong_login()
+        try:
+            wait_for(lambda: events(m, "ban"), 3.0, "ban event")
+        except AssertionError:
+            # The lead flips this on by feeding FILTER_SIG_AUTH_FAIL to
+            # guard_note() in session.c's session_signal().
+            pytest.skip("auth_fail events are not fed to the policy yet "
+                        "(session_signal in proxy/session.c); no ban after "
+                        "auth_failures.limit failures")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        assert syn_dropped(net.att, SRV4, m.pop3_port)
+        assert first_line(net.cli, SRV4_CLI, m.pop3_port).startswith(b"+OK")
+        assert any(e["ip"] == ATT4 and e.get("firewall") == "nftables"
+                   for e in events(m, "ban"))
+    finally:
+        assert m.stop() == 0
+
+
+def test_ipset_ban_element_with_timeout(tmp_path, pki, net, stack):
+    net.reset_nft()     # no nftables ban of an earlier test may linger
+    for s in ("blocked4", "blocked6"):
+        _sh("ipset", "destroy", s, ns=net.srv, check=False)
+    m = start_moat(tmp_path, pki, net, stack, "ipset")
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        listing = wait_for(lambda: (lambda t: t if ATT4 + " timeout" in t else "")(
+            net.ipset_list("blocked4")), 2.0, "ipset element")
+        assert "Type: hash:ip" in listing and "family inet " in listing
+        secs = int(listing.split(ATT4 + " timeout ")[1].split()[0])
+        assert 1 <= secs <= 3
+        trigger_rate_ban(net.att, SRV6, m.pop3_port)
+        wait_for(lambda: ATT6 + " timeout" in net.ipset_list("blocked6"), 2.0,
+                 "ipset v6 element")
+        ban = [e for e in events(m, "ban") if e["ip"] == ATT4][0]
+        assert ban["firewall"] == "ipset"
+        assert not events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        for s in ("blocked4", "blocked6"):
+            _sh("ipset", "destroy", s, ns=net.srv, check=False)
+
+
+def test_missing_sets_are_created(tmp_path, pki, net, stack):
+    net.reset_nft(load=False)
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    try:
+        m.wait_log("created set inet moat blocked4", timeout=5)
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        listing = net.nft("list", "set", "inet", "moat", "blocked4").stdout
+        assert "type ipv4_addr" in listing and "flags timeout" in listing
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
+    net.reset_nft(load=False)
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "nftables", "create": False})
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")[0]
+        assert err["reason"] == "missing_set" and err["firewall"] == "nftables"
+        assert "contrib/nftables/moat.nft" in err["detail"]
+        assert net.nft("list", "table", "inet", "moat", check=False).returncode != 0
+        # Userspace still rejects the banned address (closed, no reply).
+        assert first_line(net.att, SRV4, m.pop3_port) == b""
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, stack):
+    net.reset_nft(load=False)
+    net.nft("add", "table", "inet", "moat")
+    net.nft("add", "set", "inet", "moat", "blocked4", "{ type inet_service; }")
+    net.nft("add", "set", "inet", "moat", "blocked6",
+            "{ type ipv6_addr; flags timeout; }")
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")
+        assert len(err) == 1, err
+        assert err[0]["reason"] == "wrong_set_type"
+        assert "blocked4" in err[0]["detail"] and "wrong type" in err[0]["detail"]
+        assert m.log().count("wrong type") == 1
+        assert first_line(net.att, SRV4, m.pop3_port) == b""
+        assert first_line(net.cli, SRV4_CLI, m.pop3_port).startswith(b"+OK")
+        # The IPv6 set is fine and still gets its elements.
+        trigger_rate_ban(net.att, SRV6, m.pop3_port)
+        wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 2.0, "v6 element")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_no_cap_net_admin_reported_still_serving(tmp_path, pki, net, stack):
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv not found (util-linux)")
+    net.reset_nft()
+    wrapper = tmp_path / "moat-nocap"
+    wrapper.write_text("#!/bin/sh\nexec setpriv --inh-caps=-net_admin "
+                       "--bounding-set=-net_admin -- "
+                       f"{moatrun.moat_binary()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    m = start_moat(tmp_path, pki, net, stack, "nftables", wrapper=wrapper)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")
+        assert err[0]["reason"] == "permission"
+        assert "CAP_NET_ADMIN" in err[0]["detail"]
+        assert ATT4 not in net.nft_elems("blocked4")
+        assert first_line(net.att, SRV4, m.pop3_port) == b""
+        assert first_line(net.cli, SRV4_CLI, m.pop3_port).startswith(b"+OK")
+        assert m.log().count("Operation not permitted") == 1
+    finally:
+        assert m.stop() == 0

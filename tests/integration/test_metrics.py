@@ -1,0 +1,196 @@
+"""/metrics scraped during a run: the counters match what the test did
+(connections, TLS handshakes, rejects, bans), the format is Prometheus
+text, and anything but GET /metrics is refused."""
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import time
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack, proxy_v1_header
+from moatrun import Moat, free_port, listener
+
+# Loopback itself (the TLS clients below) is never limited.
+RATE = ('[policy]\nallow = ["127.0.0.1"]\n'
+        '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n')
+SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{([a-z_]+="(?:[^"\\\n]|\\.)*"'
+                    r'(?:,[a-z_]+="(?:[^"\\\n]|\\.)*")*)\})? (-?[0-9.e+]+|\+Inf)$')
+
+
+@pytest.fixture(scope="module")
+def stack():
+    require_mailstack()
+    s = MailStack(postfix_proxy="haproxy").start()
+    yield s
+    s.stop()
+
+
+def lb(name, backend, **kw):
+    return listener(name, backend, backend_proxy="v1", accept_proxy=True,
+                    accept_proxy_from=["127.0.0.0/8"], **kw)
+
+
+def http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def scrape(port: int) -> dict:
+    """{(name, frozenset(labels)): value}, checking every line's syntax."""
+    raw = http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n"), head
+    assert b"Content-Type: text/plain; version=0.0.4" in head
+    m = re.search(rb"Content-Length: (\d+)", head)
+    assert m and int(m.group(1)) == len(body)
+    out = {}
+    types = {}
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram")
+            types[name] = kind
+            continue
+        if line.startswith("# HELP "):
+            continue
+        mm = SAMPLE.match(line)
+        assert mm, f"bad sample line: {line!r}"
+        name = mm.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in types or base in types, f"no TYPE for {name}"
+        if types.get(name) == "counter":
+            assert name.endswith("_total"), name
+        labels = frozenset(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', mm.group(3) or ""))
+        out[(name, labels)] = float(mm.group(4))
+    return out
+
+
+def val(metrics: dict, name: str, **labels) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(metrics: dict, name: str, **labels) -> float:
+    want = set(labels.items())
+    return sum(v for (n, l), v in metrics.items() if n == name and want <= set(l))
+
+
+def hello(port: int, ip: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                chunk = s.recv(512)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionError:
+            pass
+        return data
+
+
+def test_metrics_match_what_happened(tmp_path, pki, stack):
+    mport = free_port()
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none"),
+                             listener("smtps", stack.smtp_addr, tls="implicit",
+                                      backend_proxy="v1")],
+             extra=RATE, metrics=f"127.0.0.1:{mport}").start()
+    try:
+        before = scrape(mport)
+        assert val(before, "moat_sessions") == 0
+        assert val(before, "moat_bans_active") == 0
+        assert val(before, "moat_info", version="0.1.0") == 1
+        exp = [v for (n, l), v in before.items() if n == "moat_certificate_expiry_seconds"]
+        assert exp and exp[0] > 86400
+        # Three TLS sessions that reach Postfix through moat.
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        host, port = m.addr("smtps")
+        for _ in range(3):
+            with socket.create_connection((host, port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    banner = s.recv(512)
+                    assert banner.startswith(b"220 ")
+                    s.sendall(b"QUIT\r\n")
+                    s.recv(512)
+        # One failed handshake: plaintext to an implicit-TLS port.
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"EHLO plaintext.example\r\n")
+            try:
+                s.recv(512)
+            except ConnectionError:
+                pass
+        # The connection rate: two pass, the third is refused and banned,
+        # the fourth is refused as banned.
+        lport = m.port("smtp")
+        for _ in range(2):
+            assert hello(lport, "203.0.113.5").startswith(b"220 ")
+        assert hello(lport, "203.0.113.5").startswith(b"554 ")
+        assert hello(lport, "203.0.113.5") == b""
+        assert m.ctl("ban", "192.0.2.66", "1h").returncode == 0
+        deadline = time.monotonic() + 10
+        while True:
+            after = scrape(mport)
+            done = (total(after, "moat_session_duration_seconds_count") -
+                    total(before, "moat_session_duration_seconds_count"))
+            if done >= 6 and val(after, "moat_sessions") == 0:
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.1)
+    finally:
+        assert m.stop() == 0
+    # Deltas: moat's readiness probe (moatrun) connects to each port once.
+    def d(name, **labels):
+        return val(after, name, **labels) - val(before, name, **labels)
+
+    def dt(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert d("moat_connections_total", listener="smtps", verdict="accepted") == 4
+    assert d("moat_connections_total", listener="smtp", verdict="accepted") == 2
+    assert d("moat_connections_total", listener="smtp", verdict="rejected") == 2
+    assert d("moat_rejects_total", listener="smtp", reason="rate") == 1
+    assert d("moat_rejects_total", listener="smtp", reason="banned") == 1
+    assert dt("moat_tls_handshakes_total") == 3
+    assert dt("moat_tls_handshakes_total", version="TLSv1.3") == 3
+    assert dt("moat_tls_handshake_failures_total") == 1
+    assert val(after, "moat_bans_total", reason="rate") == 1
+    assert val(after, "moat_bans_total", reason="manual") == 1
+    assert val(after, "moat_bans_active") == 2
+    assert val(after, "moat_backend_connect_failures_total", listener="smtps") == 0
+    assert d("moat_relayed_bytes_total", listener="smtps",
+             direction="client_to_backend") == 3 * len(b"QUIT\r\n")
+    assert d("moat_relayed_bytes_total", listener="smtps",
+             direction="backend_to_client") > 0
+    assert d("moat_session_duration_seconds_bucket", listener="smtps", le="+Inf") == 4
+    assert val(after, "moat_events_written_total") >= 4   # 2 rejects, 2 bans
+    assert val(after, "moat_events_dropped_total") == 0
+
+
+def test_metrics_http_edges(tmp_path, pki, stack):
+    mport = free_port()
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")],
+             metrics=f"127.0.0.1:{mport}").start()
+    try:
+        assert http(mport, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404 ")
+        assert http(mport, b"POST /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404 ")
+        assert http(mport, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        assert http(mport, b"GET /metrics HTTP/1.0\r\nX: " + b"a" * 8000 +
+                    b"\r\n\r\n").startswith(b"HTTP/1.0 431 ")
+        # A client that says nothing does not hold up a scrape.
+        idle = socket.create_connection(("127.0.0.1", mport))
+        assert http(mport, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+        idle.close()
+        out = http(mport, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
+        assert "# TYPE moat_session_duration_seconds histogram" in out
+    finally:
+        assert m.stop() == 0

@@ -1,0 +1,399 @@
+"""moatctl against a running moat: every command, human and --json output,
+usage errors, and `tail` following bans as they happen.
+
+Clients present their addresses with a PROXY v1 header (accept_proxy from
+loopback), so one test host can be many clients.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack, proxy_v1_header
+from moatrun import Moat, listener, moatctl_binary
+
+RATE = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
+
+
+@pytest.fixture(scope="module")
+def stack():
+    require_mailstack()
+    s = MailStack(postfix_proxy="haproxy").start()
+    yield s
+    s.stop()
+
+
+def lb(name, backend, **kw):
+    return listener(name, backend, backend_proxy="v1", accept_proxy=True,
+                    accept_proxy_from=["127.0.0.0/8"], **kw)
+
+
+@pytest.fixture
+def moat(tmp_path, pki, stack):
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none"),
+                             listener("smtps", stack.smtp_addr, tls="implicit")],
+             extra=RATE).start()
+    yield m
+    assert m.stop() == 0
+    assert "runtime error" not in m.log() and "AddressSanitizer" not in m.log()
+
+
+def hello(port: int, ip: str) -> bytes:
+    """Connects as ip; the first line moat or Postfix sends (b"" when the
+    connection is closed without a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                chunk = s.recv(512)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionError:
+            pass
+        return data
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def js(r: subprocess.CompletedProcess):
+    out = ok(r)
+    assert out.count("\n") == 1, out          # one object per reply
+    return json.loads(out)
+
+
+class Tail:
+    """`moatctl tail` in the background, read line by line."""
+
+    def __init__(self, m: Moat, *args: str):
+        self.p = subprocess.Popen([str(moatctl_binary()), "-s", str(m.control_socket),
+                                   *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        self.m = m
+        self.buf = b""
+
+    def wait_following(self, n: int = 1, timeout: float = 10.0) -> None:
+        """Waits until moat counts n tail clients, so no event is missed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = js(self.m.ctl("--json", "status"))
+            if st["events"]["tail_clients"] >= n:
+                return
+            assert self.p.poll() is None, self.p.stderr.read()
+            assert time.monotonic() < deadline, "tail never registered"
+            time.sleep(0.05)
+
+    def line(self, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([self.p.stdout], [], [], max(left, 0))
+            assert r, "no tail line in time"
+            chunk = os.read(self.p.stdout.fileno(), 65536)
+            assert chunk, f"tail ended: {self.p.stderr.read()}"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode() + "\n"
+
+    def close(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+def test_status_human_and_json(moat, stack):
+    out = ok(moat.ctl("status"))
+    assert out.startswith("moat ")
+    host, port = moat.addr("smtp")
+    assert f"{host}:{port}" in out and "smtps" in out
+    assert "certificates" in out and "default" in out and "expires" in out
+    st = js(moat.ctl("--json", "status"))
+    assert st["ok"] is True and st["pid"] == moat.proc.pid
+    names = {l["name"]: l["address"] for l in st["listeners"]}
+    assert names["smtp"] == f"{host}:{port}"
+    assert names["smtps"] == "%s:%d" % moat.addr("smtps")
+    assert st["sessions"] == 0 and st["bans_active"] == 0
+    assert st["firewall"]["backend"] == "none"
+    assert st["certificates"][0]["name"] == "default"
+    assert st["certificates"][0]["expires_in_s"] > 86400
+    assert st["uptime_s"] >= 0
+    # Totals move with what clients do.
+    assert hello(moat.port("smtp"), "192.0.2.30").startswith(b"220 ")
+    st2 = js(moat.ctl("status", "--json"))   # --json after the command too
+    assert st2["totals"]["connections"] == st["totals"]["connections"] + 1
+    assert st2["totals"]["accepted"] == st["totals"]["accepted"] + 1
+
+
+def test_ban_bans_unban(moat):
+    port = moat.port("smtp")
+    ip = "192.0.2.77"
+    assert hello(port, ip).startswith(b"220 ")
+    assert "banned 192.0.2.77 for 10m" in ok(moat.ctl("ban", ip, "10m"))
+    assert hello(port, ip) == b""                  # banned: not a word
+    out = ok(moat.ctl("bans"))
+    assert "ADDRESS" in out and ip in out and "manual" in out
+    bans = js(moat.ctl("--json", "bans"))
+    assert bans["count"] == 1
+    (b,) = bans["bans"]
+    assert b["ip"] == ip and b["reason"] == "manual" and b["count"] == 1
+    assert 590 <= b["remaining_s"] <= 600
+    st = js(moat.ctl("--json", "status"))
+    assert st["bans_active"] == 1 and st["totals"]["bans"] >= 1
+    # The default duration is [ban] duration (1h).
+    r = js(moat.ctl("--json", "ban", "2001:db8::5"))
+    assert r["ip"] == "2001:db8::5" and 3590 <= r["duration_s"] <= 3600
+    assert "unbanned 192.0.2.77" in ok(moat.ctl("unban", ip))
+    assert hello(port, ip).startswith(b"220 ")     # unban takes effect
+    # Unbanning again is refused: exit 1, the reason on stderr.
+    r = moat.ctl("unban", ip)
+    assert r.returncode == 1 and "not banned" in r.stderr
+    r = moat.ctl("--json", "unban", ip)
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {"ok": False, "error": "192.0.2.77 is not banned"}
+    assert js(moat.ctl("--json", "unban", "2001:db8::5"))["ok"] is True
+    assert "no active bans" in ok(moat.ctl("bans"))
+
+
+def test_tail_sees_rate_ban_as_it_happens(moat):
+    port = moat.port("smtp")
+    ip = "203.0.113.9"
+    t = Tail(moat, "--json", "tail", "--ip", ip)
+    t2 = Tail(moat, "tail", "--event", "ban")
+    try:
+        t.wait_following(2)
+        # Another address's events are not shown to --ip.
+        assert "banned 198.51.100.1" in ok(moat.ctl("ban", "198.51.100.1", "1m"))
+        for _ in range(2):
+            assert hello(port, ip).startswith(b"220 ")
+        assert hello(port, ip) == b"554 5.7.1 Access denied: rate limit\r\n"
+        e = json.loads(t.line())
+        assert e["event"] == "reject" and e["ip"] == ip and e["reason"] == "rate"
+        e = json.loads(t.line())
+        assert e["event"] == "ban" and e["ip"] == ip and e["reason"] == "rate"
+        assert e["ban_s"] == 3600 and e["listener"] == "smtp"
+        # Human tail, --event ban: both bans, in order, one line each.
+        l1, l2 = t2.line(), t2.line()
+        assert " ban 198.51.100.1 " in l1 and "reason=manual" in l1
+        assert " ban 203.0.113.9 " in l2 and "reason=rate" in l2
+        assert l2[:4].isdigit() and "Z ban " in l2
+        ok(moat.ctl("unban", ip))
+        e = json.loads(t.line())
+        assert e["event"] == "unban" and e["ip"] == ip
+    finally:
+        t.close()
+        t2.close()
+
+
+def test_tail_unban_lets_the_address_in_again(moat):
+    port = moat.port("smtp")
+    ip = "203.0.113.44"
+    t = Tail(moat, "--json", "tail", "--ip", ip)
+    try:
+        t.wait_following()
+        ok(moat.ctl("ban", ip, "5m"))
+        e = json.loads(t.line())
+        assert e["event"] == "ban" and e["reason"] == "manual" and e["ban_s"] == 300
+        assert hello(port, ip) == b""
+        e = json.loads(t.line())
+        assert e["event"] == "reject" and e["reason"] == "banned"
+        ok(moat.ctl("unban", ip))
+        assert json.loads(t.line())["event"] == "unban"
+        assert hello(port, ip).startswith(b"220 ")
+    finally:
+        t.close()
+
+
+def test_reload_ok_and_broken(moat):
+    port = moat.port("smtp")
+    good = moat.config_path.read_text()
+    moat.config_path.write_text(good.replace(
+        "[policy.rate]", '[policy]\ndeny = ["192.0.2.0/24"]\n[policy.rate]'))
+    out = ok(moat.ctl("reload"))
+    assert "reload done" in out
+    assert hello(port, "192.0.2.99") == b"554 5.7.1 Access denied: policy\r\n"
+    # A broken file: the errors with their positions, exit 1, old config stays.
+    moat.config_path.write_text(moat.config_path.read_text().replace(
+        "[daemon]\n", "[daemon]\nworkerz = 3\n"))
+    r = moat.ctl("reload")
+    assert r.returncode == 1
+    assert "reload failed" in r.stderr
+    assert "unknown key 'workerz'" in r.stderr and "moat.toml:" in r.stderr
+    r = moat.ctl("--json", "reload")
+    assert r.returncode == 1
+    rep = json.loads(r.stdout)
+    assert rep["ok"] is False
+    assert any(m["error"] and "workerz" in m["message"] for m in rep["messages"])
+    assert hello(port, "192.0.2.99").startswith(b"554 ")       # still denied
+    assert hello(port, "198.51.100.20").startswith(b"220 ")   # still serving
+    moat.config_path.write_text(good)
+    assert js(moat.ctl("--json", "reload"))["ok"] is True
+    assert hello(port, "192.0.2.99").startswith(b"220 ")
+
+
+def test_reopen(moat):
+    ev = moat.workdir / "events.jsonl"
+    ok(moat.ctl("ban", "192.0.2.200", "1m"))
+    os.rename(ev, moat.workdir / "events.jsonl.1")
+    assert "reopened" in ok(moat.ctl("reopen"))
+    ok(moat.ctl("unban", "192.0.2.200"))
+    deadline = time.monotonic() + 5
+    while not (ev.exists() and "unban" in ev.read_text()):
+        assert time.monotonic() < deadline, "no event in the new file"
+        time.sleep(0.05)
+    assert js(moat.ctl("--json", "reopen")) == {"ok": True}
+
+
+@pytest.mark.parametrize("args", [
+    [], ["frobnicate"], ["status", "extra"], ["ban"], ["ban", "not-an-ip"],
+    ["ban", "192.0.2.1", "ten minutes"], ["ban", "192.0.2.1", "10m", "x"],
+    ["ban", "192.0.2.0/24"], ["unban"], ["tail", "--bogus"],
+    ["tail", "--ip", "nope"], ["tail", "--event"], ["--wat", "status"],
+    ["-s"],
+])
+def test_usage_errors_exit_2(moat, args):
+    r = subprocess.run([str(moatctl_binary()), "-s", str(moat.control_socket), *args],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert "usage: moatctl" in r.stderr
+
+
+def test_help_and_connection_failure(tmp_path):
+    r = subprocess.run([str(moatctl_binary()), "--help"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0 and "usage: moatctl" in r.stdout
+    missing = tmp_path / "nope.sock"
+    r = subprocess.run([str(moatctl_binary()), "-s", str(missing), "status"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert str(missing) in r.stderr and "No such file" in r.stderr
+
+
+def test_socket_mode_stale_and_second_moat(moat, tmp_path, pki, stack):
+    st = os.stat(moat.control_socket)
+    assert st.st_mode & 0o777 == 0o600
+    # A second moat on the same socket refuses to start.
+    m2 = Moat(tmp_path / "second", pki, [lb("smtp", stack.smtp_addr, tls="none")])
+    m2.config_path.write_text(m2.config_path.read_text().replace(
+        str(m2.workdir / "moat.sock"), str(moat.control_socket)))
+    with pytest.raises(RuntimeError, match="another moat answers"):
+        m2.start(timeout=10)
+    m2.stop()
+    # The first still answers.
+    ok(moat.ctl("status"))
+
+
+def test_stale_socket_replaced_and_dir_created(tmp_path, pki, stack):
+    sockdir = tmp_path / "run" / "moat"
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")])
+    sock = sockdir / "control.sock"
+    m.config_path.write_text(m.config_path.read_text().replace(
+        str(tmp_path / "moat.sock"), str(sock)))
+    # A stale socket: bound, then its owner gone.
+    sockdir.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()
+    m.start()
+    try:
+        r = subprocess.run([str(moatctl_binary()), "-s", str(sock), "status"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert m.stop() == 0
+    assert not sock.exists()          # removed at exit
+    # A missing directory is created with mode 0750.
+    fresh = tmp_path / "fresh" / "sub"
+    m3 = Moat(tmp_path / "m3", pki, [lb("smtp", stack.smtp_addr, tls="none")])
+    m3.config_path.write_text(m3.config_path.read_text().replace(
+        str(m3.workdir / "moat.sock"), str(fresh / "c.sock")))
+    m3.start()
+    try:
+        assert os.stat(fresh).st_mode & 0o777 == 0o750
+    finally:
+        assert m3.stop() == 0
+
+
+def test_raw_protocol_many_clients_and_limits(moat):
+    """The wire protocol itself: pipelined requests, many clients at once,
+    an over-long line, and a client that never reads does not stall moat."""
+    path = str(moat.control_socket)
+    socks = []
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        socks.append(s)
+    for s in socks:
+        s.sendall(b"help\njson bans\n")
+    for s in socks:
+        s.settimeout(10)
+        data = b""
+        while data.count(b"\n.\n") < 2:
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+        first, second = data.split(b"\n.\n")[:2]
+        assert first.startswith(b"ok\nstatus\n")
+        assert second.startswith(b"\nok\n") or second.startswith(b"ok\n")
+        s.close()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b"x" * 5000)
+    s.settimeout(10)
+    data = s.recv(4096)
+    assert data.startswith(b"error request longer than")
+    s.close()
+    # A tail client that never reads while events pour in: moat drops
+    # events for it (and says how many once it reads again), never stalls.
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(path)
+    stuck.sendall(b"tail\n")
+    deadline = time.monotonic() + 10
+    while js(moat.ctl("--json", "status"))["events"]["tail_clients"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    n = 12000
+    req = b"".join(b"ban 198.18.%d.%d 1m\n" % (i // 250, i % 250 + 1)
+                   for i in range(n))
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(30)
+    s.sendall(req)
+    data = b""
+    while data.count(b"\n.\n") < n:
+        chunk = s.recv(1 << 20)
+        assert chunk
+        data += chunk
+    assert data.count(b"ok\nbanned ") == n
+    s.close()
+    st = js(moat.ctl("--json", "status"))       # moat still answers
+    assert st["bans_active"] >= n
+    stuck.settimeout(10)
+    got = b""
+    while True:
+        try:
+            chunk = stuck.recv(1 << 20)
+        except socket.timeout:
+            break
+        got += chunk
+        if len(got) > 200_000 and b"198.18.0.1 " in got:
+            stuck.settimeout(0.5)
+    assert got.startswith(b"ok\n")
+    assert got.count(b" ban ") < n                   # some were dropped
+    ok(moat.ctl("ban", "198.19.0.1", "1m"))          # the next one comes with a note
+    stuck.settimeout(10)
+    more = b""
+    while b"198.19.0.1" not in more:
+        more += stuck.recv(65536)
+    assert b"events dropped" in more
+    stuck.close()

@@ -1,0 +1,171 @@
+"""daemon.user: after start moat runs as that user with CAP_NET_ADMIN only
+(or no capability without a firewall writer), no_new_privs and a working
+directory it owns, and keeps banning through the firewall writer.
+
+moat runs in a network namespace made here, so its nftables table never
+touches the host's ruleset. The control socket is a path, so moatctl
+reaches it from the root namespace.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from moatrun import free_port, moat_binary, moatctl_binary
+
+USER = "nobody"
+CAP_NET_ADMIN = 1 << 12
+
+
+def _need(cmd: str) -> None:
+    if shutil.which(cmd) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{cmd} not found")
+        pytest.skip(f"{cmd} not found")
+
+
+@pytest.fixture
+def ns():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    _need("ip")
+    name = f"moat-pd-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def base():
+    # Outside pytest's 0700 tree: the daemon user must reach its files.
+    d = Path(tempfile.mkdtemp(prefix="moat-pd-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def status(pid: int, task: str | None = None) -> dict:
+    path = f"/proc/{pid}/task/{task}/status" if task else f"/proc/{pid}/status"
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def start(ns: str, base: Path, firewall: str):
+    cfg = base / "moat.toml"
+    cfg.write_text(f"""
+[daemon]
+user = "{USER}"
+control_socket = "{base}/run/control.sock"
+state_file = "{base}/state/moat.state"
+
+[[listener]]
+name = "smtp"
+listen = ["127.0.0.1:{free_port()}"]
+protocol = "smtp"
+tls = "none"
+backend = "127.0.0.1:9"
+backend_proxy = "v1"
+
+[firewall]
+backend = "{firewall}"
+table = "moatpd"
+
+[events]
+file = "{base}/log/events.jsonl"
+""")
+    log = open(base / "moat.log", "wb")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()), "-v",
+                          "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    sock = base / "run" / "control.sock"
+    deadline = time.monotonic() + 15
+    while True:
+        assert p.poll() is None, (base / "moat.log").read_text()
+        if sock.exists() and ctl(sock, "status").returncode == 0 and \
+                "running as" in (base / "moat.log").read_text():
+            return p, sock
+        assert time.monotonic() < deadline, (base / "moat.log").read_text()
+        time.sleep(0.05)
+
+
+def ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(moatctl_binary()), "-s", str(sock), *args],
+                          capture_output=True, text=True, timeout=20)
+
+
+def stop(p: subprocess.Popen) -> int:
+    p.terminate()
+    try:
+        return p.wait(15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.wait()
+
+
+def test_runs_as_user_with_net_admin_only(ns, base):
+    _need("nft")
+    nobody = pwd.getpwnam(USER)
+    p, sock = start(ns, base, "nftables")
+    try:
+        st = status(p.pid)
+        assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+        assert st["Gid"].split() == [str(nobody.pw_gid)] * 4
+        assert int(st["CapEff"], 16) == CAP_NET_ADMIN
+        assert int(st["CapPrm"], 16) == CAP_NET_ADMIN
+        assert int(st["CapInh"], 16) == 0
+        assert st["NoNewPrivs"] == "1"
+        # Every thread (the firewall writer too) has the same.
+        for task in os.listdir(f"/proc/{p.pid}/task"):
+            t = status(p.pid, task)
+            assert int(t["CapEff"], 16) == CAP_NET_ADMIN, task
+        cwd = os.readlink(f"/proc/{p.pid}/cwd")
+        assert cwd == str(base / "state")
+        assert os.stat(cwd).st_uid == nobody.pw_uid
+        # Bans still reach the kernel through the writer.
+        assert ctl(sock, "ban", "192.0.2.9", "10m").returncode == 0
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set",
+                                "inet", "moatpd", "blocked4"],
+                               capture_output=True, text=True)
+            if "192.0.2.9" in r.stdout:
+                break
+            assert time.monotonic() < deadline, (r.stdout, r.stderr,
+                                                 (base / "moat.log").read_text())
+            time.sleep(0.1)
+        # The state file is written as the user, in its directory.
+        deadline = time.monotonic() + 10
+        state = base / "state" / "moat.state"
+        while not (state.exists() and "192.0.2.9" in state.read_text()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert state.stat().st_uid == nobody.pw_uid
+        assert "192.0.2.9" in (base / "log" / "events.jsonl").read_text()
+    finally:
+        assert stop(p) == 0
+    assert "firewall: " not in (base / "moat.log").read_text() or \
+        "cannot" not in (base / "moat.log").read_text()
+
+
+def test_no_capabilities_without_firewall(ns, base):
+    p, sock = start(ns, base, "none")
+    try:
+        st = status(p.pid)
+        assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0
+        assert st["NoNewPrivs"] == "1"
+        assert ctl(sock, "ban", "192.0.2.10", "1m").returncode == 0
+        assert "192.0.2.10" in ctl(sock, "bans").stdout
+    finally:
+        assert stop(p) == 0

@@ -1,0 +1,121 @@
+"""require_tls, line limits and refused commands through moat to real
+Postfix and Dovecot: what moat answers itself never reaches the backend
+(Postfix logs every command of a debug_peer_list client; Dovecot logs every
+login attempt).  See issue 4.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+
+from conftest import require_mailstack
+from filterutil import Line, moat_with
+from mailstack import MailStack
+from moatrun import listener
+
+
+@pytest.fixture(scope="module")
+def stack():
+    require_mailstack()
+    ms = MailStack(xclient_hosts="127.0.0.0/8",
+                   postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
+    try:
+        ms.start()
+        yield ms
+    finally:
+        ms.stop()
+        shutil.rmtree(ms.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moat(stack, pki, tmp_path_factory):
+    m = moat_with(tmp_path_factory.mktemp("moat"), pki, [
+        listener("sub", stack.submission_addr, tls="starttls"),
+        listener("pop3", stack.pop3_addr, protocol="pop3", tls="starttls"),
+        listener("short", stack.smtp_addr, tls="none"),
+    ], extra={"sub": {"require_tls": True}, "pop3": {"require_tls": True},
+              "short": {"max_line": 512}})
+    m.start()
+    yield m
+    assert m.stop() == 0, m.log()[-3000:]
+
+
+def test_smtp_auth_and_mail_before_tls(stack, moat):
+    tag = uuid.uuid4().hex[:10]
+    mark = stack.log_mark("postfix")
+    c = Line(moat.port("sub"))
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"EHLO c.example\r\n")
+        caps = c.smtp_reply()
+        assert not any(l[4:].upper().startswith(b"AUTH") for l in caps)
+        c.send(f"MAIL FROM:<rt-{tag}@example.org>\r\nAUTH PLAIN AHJ0LXt0YWd9AHg=\r\n"
+               f"VRFY marker-{tag}\r\n".encode())
+        assert c.line() == b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        assert c.line() == b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        c.line()
+    finally:
+        c.close()
+    stack.wait_log(rf"VRFY marker-{tag}", "postfix", since=mark)
+    log = stack.postfix_log()
+    assert f"rt-{tag}" not in log
+    assert "AHJ0LXt0YWd9AHg=" not in log
+
+
+def test_pop3_login_commands_before_tls(stack, moat):
+    tag = uuid.uuid4().hex[:10]
+    c = Line(moat.port("pop3"))
+    try:
+        assert c.line().startswith(b"+OK")
+        c.send(f"USER rt-{tag}\r\nPASS x\r\nAPOP rt-{tag} 0123456789abcdef0123456789abcdef\r\n"
+               "AUTH PLAIN\r\nCAPA\r\n".encode())
+        for _ in range(4):
+            assert c.line().startswith(b"-ERR [AUTH] "), "refused locally"
+        capa = c.pop3_multi()
+        assert b"STLS\r\n" in capa
+    finally:
+        c.close()
+    assert f"rt-{tag}" not in stack.dovecot_log()
+
+
+def test_client_xclient_refused_never_forwarded(stack, moat):
+    tag = uuid.uuid4().hex[:10]
+    mark = stack.log_mark("postfix")
+    c = Line(moat.port("short"))
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"EHLO c.example\r\n")
+        caps = [l[4:].upper() for l in c.smtp_reply()]
+        assert not any(k.startswith((b"XCLIENT", b"XFORWARD")) for k in caps)
+        c.send(f"XCLIENT ADDR=192.0.2.{len(tag)} NAME=x-{tag}\r\n"
+               f"XFORWARD NAME=y-{tag}\r\nVRFY marker-{tag}\r\n".encode())
+        assert c.line().startswith(b"550 5.7.0")
+        assert c.line().startswith(b"550 5.7.0")
+        c.line()
+    finally:
+        c.close()
+    stack.wait_log(rf"VRFY marker-{tag}", "postfix", since=mark)
+    log = stack.postfix_log()
+    assert f"x-{tag}" not in log and f"y-{tag}" not in log
+
+
+def test_long_lines(stack, moat):
+    c = Line(moat.port("short"))
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"NOOP " + b"a" * 600 + b"\r\nNOOP\r\n")
+        assert c.line() == b"500 5.5.2 Error: line too long\r\n"
+        assert c.line().startswith(b"250")
+        # Just under the bound passes (512 with CRLF).
+        c.send(b"NOOP " + b"b" * 505 + b"\r\n")
+        assert c.line().startswith(b"250")
+        c.send(b"VRFY " + b"c" * 2000 + b"\r\n")
+        assert c.line().startswith(b"500 5.5.2")
+        c.send(b"VRFY " + b"d" * 9000 + b"\r\n")
+        assert c.line().startswith(b"421 ")
+        assert c.pending(2) == b""      # closed
+    finally:
+        c.close()

@@ -1,0 +1,376 @@
+/* test_fw.c - the firewall queue (merging, re-asserting, reports) with a
+ * fake backend in place of the kernel. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "config.h"
+#include "fw.h"
+
+#define MAXC 1024
+
+/* What the fake kernel saw, one row per element per commit. */
+struct seen {
+	uint8_t addr[16];
+	enum fw_op op;
+	bool replace;
+	uint64_t timeout_ms;
+	int batch;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool gate_closed;
+	bool in_commit;
+	enum fw_problem fail;		/* commit fails with this */
+	struct fw_elem *staged[MAXC];
+	int nstaged;
+	struct seen seen[256];
+	int nseen, batches;
+	struct fw_report reports[16];
+	char messages[16][64];
+	int nreports;
+	int opens;
+} fk = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void *
+fake_open(const struct config *cfg, struct fw_status *st)
+{
+	(void)cfg, (void)st;
+	fk.opens++;
+	return &fk;
+}
+
+static int
+fake_stage(void *ctx, struct fw_elem *e)
+{
+	(void)ctx;
+	if (fk.nstaged < MAXC)
+		fk.staged[fk.nstaged++] = e;
+	return 0;
+}
+
+static void
+fake_list(void *ctx, fw_list_fn *fn, void *arg)
+{
+	(void)ctx, (void)fn, (void)arg;
+}
+
+static int
+fake_list_wrap(void *ctx, fw_list_fn *fn, void *arg, struct fw_status *st)
+{
+	(void)st;
+	fake_list(ctx, fn, arg);
+	return 0;
+}
+
+static int
+fake_commit(void *ctx, struct fw_status *st)
+{
+	int i, ret = 0;
+
+	(void)ctx;
+	pthread_mutex_lock(&fk.mu);
+	fk.in_commit = true;
+	pthread_cond_broadcast(&fk.cv);
+	while (fk.gate_closed)
+		pthread_cond_wait(&fk.cv, &fk.mu);
+	fk.batches++;
+	for (i = 0; i < fk.nstaged; i++) {
+		struct fw_elem *e = fk.staged[i];
+		struct seen *s = &fk.seen[fk.nseen++ % 256];
+
+		memcpy(s->addr, e->addr, 16);
+		s->op = e->op;
+		s->replace = e->replace;
+		s->timeout_ms = e->timeout_ms;
+		s->batch = fk.batches;
+		e->err = fk.fail != FW_OK ? 1 : 0;
+	}
+	if (fk.fail != FW_OK) {
+		st->problem = fk.fail;
+		snprintf(st->message, sizeof(st->message), "fake failure %d",
+		    (int)fk.fail);
+		ret = -1;
+	}
+	fk.nstaged = 0;
+	fk.in_commit = false;
+	pthread_mutex_unlock(&fk.mu);
+	return ret;
+}
+
+static void
+fake_close(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct fw_backend fake = {
+	.name = "fake",
+	.open = fake_open,
+	.add = fake_stage,
+	.del = fake_stage,
+	.list = fake_list_wrap,
+	.commit = fake_commit,
+	.close = fake_close,
+};
+
+static void
+on_report(void *arg, const struct fw_report *r)
+{
+	(void)arg;
+	if (fk.nreports < 16) {
+		fk.reports[fk.nreports] = *r;
+		snprintf(fk.messages[fk.nreports], 64, "%s", r->message);
+		fk.nreports++;
+	}
+}
+
+static const uint8_t *
+v4(uint8_t last)
+{
+	static uint8_t b[8][16];
+	static int k;
+
+	k = (k + 1) % 8;
+	memset(b[k], 0, 16);
+	b[k][10] = b[k][11] = 0xff;
+	b[k][12] = 192;
+	b[k][13] = 0;
+	b[k][14] = 2;
+	b[k][15] = last;
+	return b[k];
+}
+
+/* The last row the fake saw for addr, or NULL. */
+static const struct seen *
+last_seen(const uint8_t *addr)
+{
+	int i;
+
+	for (i = fk.nseen - 1; i >= 0; i--)
+		if (memcmp(fk.seen[i].addr, addr, 16) == 0)
+			return &fk.seen[i];
+	return NULL;
+}
+
+static int
+count_seen(const uint8_t *addr, int batch)
+{
+	int i, n = 0;
+
+	for (i = 0; i < fk.nseen; i++)
+		if (memcmp(fk.seen[i].addr, addr, 16) == 0 &&
+		    fk.seen[i].batch == batch)
+			n++;
+	return n;
+}
+
+static void
+gate(bool closed)
+{
+	pthread_mutex_lock(&fk.mu);
+	fk.gate_closed = closed;
+	pthread_cond_broadcast(&fk.cv);
+	pthread_mutex_unlock(&fk.mu);
+}
+
+/* Waits until the writer sits in a commit (held by the gate). */
+static void
+wait_in_commit(void)
+{
+	pthread_mutex_lock(&fk.mu);
+	while (!fk.in_commit)
+		pthread_cond_wait(&fk.cv, &fk.mu);
+	pthread_mutex_unlock(&fk.mu);
+}
+
+static struct fw *
+open_fake(void)
+{
+	struct config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.firewall.backend = CFG_FW_NFTABLES;
+	cfg.firewall.create = true;
+	return fw_open_backend(NULL, &cfg, &fake, on_report, NULL);
+}
+
+static void
+test_merge(void)
+{
+	struct fw *fw = open_fake();
+	const struct seen *s;
+	struct fw_stats st;
+	int b;
+
+	CHECK(fw != NULL);
+	CHECK_STR_EQ(fw_name(fw), "fake");
+	CHECK(fw_enabled(fw));
+	/* Hold the writer in its first commit so the rest queues up. */
+	gate(true);
+	fw_add(fw, v4(1), 1000000);
+	wait_in_commit();
+	fw_add(fw, v4(2), 10000);
+	fw_add(fw, v4(2), 60000);	/* longer wins */
+	fw_add(fw, v4(2), 20000);	/* shorter changes nothing */
+	fw_add(fw, v4(3), 5000);
+	fw_del(fw, v4(4));
+	fw_add(fw, v4(5), 30000);
+	fw_del(fw, v4(5));		/* delete cancels the add */
+	gate(false);
+	CHECK(fw_sync(fw, 5000));
+	b = fk.batches;
+	CHECK_INT_EQ(b, 2);
+	CHECK_INT_EQ(count_seen(v4(2), b), 1);
+	s = last_seen(v4(2));
+	CHECK(s != NULL && s->op == FW_OP_ADD && !s->replace &&
+	    s->timeout_ms > 59000 && s->timeout_ms <= 60000);
+	s = last_seen(v4(3));
+	CHECK(s != NULL && s->op == FW_OP_ADD && s->timeout_ms <= 5000);
+	s = last_seen(v4(4));
+	CHECK(s != NULL && s->op == FW_OP_DEL);
+	s = last_seen(v4(5));
+	CHECK(s != NULL && s->op == FW_OP_DEL);
+	CHECK_INT_EQ(count_seen(v4(5), b), 1);
+
+	/* The kernel holds .2 for 60 s: a shorter ban is not written, a
+	 * longer one replaces the element to extend its timeout. */
+	fw_add(fw, v4(2), 30000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.batches, b);
+	fw_add(fw, v4(2), 120000);
+	CHECK(fw_sync(fw, 5000));
+	s = last_seen(v4(2));
+	CHECK(s != NULL && s->op == FW_OP_ADD && s->replace &&
+	    s->timeout_ms > 119000);
+
+	/* Unban then ban again: the new, shorter timeout is written. */
+	gate(true);
+	fw_add(fw, v4(9), 1000);
+	wait_in_commit();
+	fw_del(fw, v4(2));
+	fw_add(fw, v4(2), 7000);
+	gate(false);
+	CHECK(fw_sync(fw, 5000));
+	s = last_seen(v4(2));
+	CHECK(s != NULL && s->op == FW_OP_ADD && s->replace &&
+	    s->timeout_ms <= 7000);
+
+	fw_stats(fw, &st);
+	CHECK(st.queued >= 12);
+	CHECK(st.merged >= 4);
+	CHECK(st.failed == 0);
+	CHECK_INT_EQ(fk.nreports, 0);
+	fw_close(fw);
+}
+
+static void
+test_reports_once(void)
+{
+	struct fw *fw;
+	struct fw_stats st;
+	int i;
+
+	memset(fk.seen, 0, sizeof(fk.seen));
+	fk.nseen = fk.batches = fk.nreports = 0;
+	fw = open_fake();
+	fk.fail = FW_PERM;
+	for (i = 0; i < 3; i++) {
+		fw_add(fw, v4((uint8_t)(20 + i)), 600000);
+		CHECK(fw_sync(fw, 5000));
+	}
+	CHECK_INT_EQ(fk.batches, 3);
+	CHECK_INT_EQ(fk.nreports, 1);
+	CHECK_INT_EQ(fk.reports[0].problem, FW_PERM);
+	CHECK_STR_EQ(fk.reports[0].backend, "fake");
+	CHECK(fk.reports[0].addr != NULL);
+	fw_stats(fw, &st);
+	CHECK_INT_EQ(st.failed, 3);
+	CHECK_INT_EQ(st.written, 0);
+
+	/* Writes work again: said once; the same problem would be new. */
+	fk.fail = FW_OK;
+	fw_add(fw, v4(30), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.nreports, 2);
+	CHECK_INT_EQ(fk.reports[1].problem, FW_OK);
+	fk.fail = FW_TYPE;
+	fw_add(fw, v4(31), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.nreports, 3);
+	CHECK_INT_EQ(fk.reports[2].problem, FW_TYPE);
+	fk.fail = FW_OK;
+	fw_close(fw);
+}
+
+static void
+test_none_and_helpers(void)
+{
+	struct config cfg;
+	struct fw *fw;
+	char buf[64];
+	uint8_t a6[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.firewall.backend = CFG_FW_NONE;
+	fw = fw_open(NULL, &cfg, on_report, NULL);
+	CHECK(fw != NULL);
+	CHECK(!fw_enabled(fw));
+	CHECK_STR_EQ(fw_name(fw), "none");
+	fw_add(fw, v4(1), 1000);	/* no-ops */
+	fw_del(fw, v4(1));
+	CHECK(fw_sync(fw, 10));
+	fw_close(fw);
+	CHECK_STR_EQ(fw_name(NULL), "none");
+
+	CHECK(fw_addr_is_v4(v4(7)));
+	CHECK(!fw_addr_is_v4(a6));
+	CHECK_STR_EQ(fw_addr_str(v4(7), buf, sizeof(buf)), "192.0.2.7");
+	CHECK_STR_EQ(fw_addr_str(a6, buf, sizeof(buf)), "2001:db8::");
+	CHECK_STR_EQ(fw_problem_str(FW_PERM), "permission");
+	CHECK_STR_EQ(fw_problem_str(FW_TYPE), "wrong_set_type");
+}
+
+/* Many addresses: the queue's hash grows and shrinks without losing any. */
+static void
+test_many(void)
+{
+	struct fw *fw = open_fake();
+	struct fw_stats st;
+	uint8_t a[16];
+	int i;
+
+	fk.nseen = fk.batches = fk.nreports = 0;
+	gate(true);
+	memset(a, 0, 16);
+	a[0] = 0x20;
+	a[1] = 0x01;
+	fw_add(fw, a, 100000);
+	wait_in_commit();
+	for (i = 0; i < 1000; i++) {
+		a[14] = (uint8_t)(i >> 8);
+		a[15] = (uint8_t)i;
+		fw_add(fw, a, 100000 + (uint64_t)i);
+		if (i % 3 == 0)
+			fw_del(fw, a);
+	}
+	gate(false);
+	CHECK(fw_sync(fw, 5000));
+	fw_stats(fw, &st);
+	CHECK_INT_EQ(st.written, 1001);
+	CHECK(st.batches >= 2 + 1000 / FW_BATCH_MAX - 1);
+	fw_close(fw);
+}
+
+int
+main(void)
+{
+	test_merge();
+	test_reports_once();
+	test_none_and_helpers();
+	test_many();
+	return check_report("fw");
+}

@@ -1,0 +1,210 @@
+/* test_pop3_filter.c - the POP3 filter driven through its ops, no sockets. */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "filter_fake.h"
+#include "pop3.h"
+
+#define GREETING "+OK Dovecot ready.\r\n"
+#define CAPA_REPLY "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n" \
+	"PIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"
+
+static char got[FAKE_LOG];
+
+static const char *
+take_client(struct filter_io *io)
+{
+	snprintf(got, sizeof(got), "%s", fake_take(&io->client));
+	return got;
+}
+
+static const char *
+take_backend(struct filter_io *io)
+{
+	snprintf(got, sizeof(got), "%s", fake_take(&io->backend));
+	return got;
+}
+
+static struct filter_io *
+greeted(enum cfg_tls_mode tls, bool require_tls)
+{
+	struct filter_io *io = fake_new(&filter_pop3, CFG_PROTO_POP3, tls,
+	    require_tls, 2048);
+
+	fake_backend(io, GREETING);
+	CHECK_STR_EQ(take_client(io), GREETING);
+	return io;
+}
+
+static void
+test_capa(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "CAPA\r\n");
+	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	fake_backend(io, CAPA_REPLY);
+	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n"
+	    "SASL PLAIN LOGIN\r\nSTLS\r\n.\r\n");
+	fake_free(io);
+
+	io = greeted(CFG_TLS_STARTTLS, true);
+	fake_client(io, "CAPA\r\n");
+	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	fake_backend(io, CAPA_REPLY);
+	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\n.\r\n");
+	/* require_tls: refused by moat, never forwarded */
+	fake_client(io, "USER alice\r\nPASS x\r\nAPOP a b\r\nAUTH PLAIN\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(take_client(io),
+	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
+	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
+	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
+	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n");
+	/* One write: STLS and injected commands. */
+	fake_client(io, "STLS\r\nUSER a\r\nPASS b\r\n");
+	CHECK_STR_EQ(take_client(io), "+OK Begin TLS negotiation\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_client(io, "CAPA\r\n");
+	fake_handshake(io);
+	CHECK_STR_EQ(take_client(io), "");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_client(io, "CAPA\r\n");
+	fake_backend(io, CAPA_REPLY);
+	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n"
+	    "SASL PLAIN LOGIN\r\n.\r\n");
+	fake_client(io, "STLS\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "-ERR Command not permitted when TLS active\r\n");
+	fake_free(io);
+}
+
+static void
+test_user_forgotten(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "USER alice\r\n");
+	fake_backend(io, "+OK\r\n");
+	CHECK_STR_EQ(take_backend(io), "USER alice\r\n");
+	fake_client(io, "STLS\r\n");
+	fake_handshake(io);
+	take_client(io);
+	/* RFC 2595 4: the USER from before STLS does not count. */
+	fake_client(io, "PASS alicepw\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(take_client(io), "-ERR No username given\r\n");
+	fake_client(io, "USER alice\r\nPASS alicepw\r\n");
+	CHECK_STR_EQ(take_backend(io), "USER alice\r\nPASS alicepw\r\n");
+	fake_backend(io, "+OK\r\n+OK Logged in.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
+	fake_client(io, "STLS\r\n");
+	CHECK_STR_EQ(take_client(io), "+OK\r\n+OK Logged in.\r\n"
+	    "-ERR Command not permitted when TLS active\r\n");
+	fake_free(io);
+}
+
+static void
+test_multiline(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_IMPLICIT, false);
+	static char big[6000];
+	char reply[7000];
+
+	fake_client(io, "USER alice\r\nPASS alicepw\r\nSTAT\r\nLIST\r\n"
+	    "RETR 1\r\nUIDL 1\r\nTOP 1 0\r\nNOOP\r\n");
+	CHECK_STR_EQ(take_backend(io), "USER alice\r\nPASS alicepw\r\nSTAT\r\n"
+	    "LIST\r\nRETR 1\r\nUIDL 1\r\nTOP 1 0\r\nNOOP\r\n");
+	memset(big, 'y', sizeof(big) - 1);
+	snprintf(reply, sizeof(reply), "+OK\r\n+OK Logged in.\r\n+OK 1 20\r\n"
+	    "+OK 1 messages:\r\n1 20\r\n.\r\n+OK 20 octets\r\n"
+	    "..stuffed\r\n%s\r\n.x\r\n.\r\n+OK 1 abc\r\n+OK\r\nH: v\r\n\r\n"
+	    ".\r\n+OK\r\n", big);
+	fake_backend(io, reply);
+	CHECK_STR_EQ(take_client(io), reply);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
+	/* "-ERR" to RETR has no body. */
+	fake_client(io, "RETR 9\r\nNOOP\r\n");
+	fake_backend(io, "-ERR no such message\r\n+OK\r\n");
+	CHECK_STR_EQ(take_client(io), "-ERR no such message\r\n+OK\r\n");
+	fake_free(io);
+}
+
+static void
+test_auth_signals(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	/* Pipelined: the -ERR to USER is not counted, the one to PASS is. */
+	fake_client(io, "USER a\r\nPASS b\r\nUSER alice\r\nPASS x\r\n");
+	fake_backend(io, "-ERR no\r\n-ERR [AUTH] Authentication failed.\r\n"
+	    "+OK\r\n-ERR [SYS/TEMP] try later\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_AUTH_FAIL], "pop3_pass");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_TEMPFAIL], 1);
+	fake_client(io, "APOP alice 0123456789abcdef\r\n");
+	fake_backend(io, "-ERR [IN-USE] locked\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_TEMPFAIL], 2);
+	/* SASL: "+" continuations skipped, payloads forwarded. */
+	fake_client(io, "AUTH PLAIN\r\n");
+	fake_backend(io, "+ \r\n");
+	fake_client(io, "AGFsaWNlAHdyb25n\r\n");
+	CHECK(strstr(take_backend(io), "AGFsaWNlAHdyb25n\r\n") != NULL);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	fake_backend(io, "-ERR [AUTH] Authentication failed.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_AUTH_FAIL], "pop3_auth");
+	/* AUTH without a mechanism lists them: no verdict. */
+	fake_client(io, "AUTH\r\n");
+	fake_backend(io, "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 0);
+	CHECK(strstr(io->sigs, "AGFs") == NULL);
+	fake_free(io);
+}
+
+static void
+test_abuse(void)
+{
+	struct filter_io *io;
+	char line[3000];
+
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "POST / HTTP/1.0\r\n");
+	CHECK_STR_EQ(io->closed, "foreign_protocol");
+	fake_free(io);
+
+	io = greeted(CFG_TLS_NONE, false);
+	memset(line, 'a', sizeof(line));
+	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_client(io, line);
+	CHECK_STR_EQ(take_client(io), "-ERR line too long\r\n");
+	fake_client(io, line);
+	fake_client(io, line);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	fake_free(io);
+
+	io = fake_new(&filter_pop3, CFG_PROTO_POP3, CFG_TLS_NONE, false, 2048);
+	fake_client(io, "CAPA\r\n");
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_GLITCH], "early_talker");
+	fake_backend(io, GREETING);
+	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	fake_backend(io, "garbage\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	fake_free(io);
+}
+
+int
+main(void)
+{
+	test_capa();
+	test_user_forgotten();
+	test_multiline();
+	test_auth_signals();
+	test_abuse();
+	return check_report("pop3_filter");
+}

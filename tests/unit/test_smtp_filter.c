@@ -1,0 +1,384 @@
+/* test_smtp_filter.c - the SMTP filter driven through its ops, no sockets. */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "filter_fake.h"
+#include "smtp.h"
+
+#define GREETING "220 mail.example ESMTP\r\n"
+#define EHLO_REPLY "250-mail.example\r\n250-PIPELINING\r\n" \
+	"250-SIZE 10240000\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n" \
+	"250-AUTH=PLAIN LOGIN\r\n250-XCLIENT NAME ADDR\r\n" \
+	"250-XFORWARD NAME\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+
+static char got[FAKE_LOG];
+
+static const char *
+take_client(struct filter_io *io)
+{
+	snprintf(got, sizeof(got), "%s", fake_take(&io->client));
+	return got;
+}
+
+static const char *
+take_backend(struct filter_io *io)
+{
+	snprintf(got, sizeof(got), "%s", fake_take(&io->backend));
+	return got;
+}
+
+static struct filter_io *
+greeted(enum cfg_tls_mode tls, bool require_tls)
+{
+	struct filter_io *io = fake_new(&filter_smtp, CFG_PROTO_SMTP, tls,
+	    require_tls, 2048);
+
+	fake_backend(io, GREETING);
+	CHECK_STR_EQ(take_client(io), GREETING);
+	return io;
+}
+
+static void
+test_ehlo_rewrite(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "EHLO client\r\n");
+	CHECK_STR_EQ(take_backend(io), "EHLO client\r\n");
+	fake_backend(io, EHLO_REPLY);
+	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
+	    "250-AUTH=PLAIN LOGIN\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
+	/* A one-line reply grows a second line. */
+	fake_client(io, "EHLO client\r\n");
+	fake_backend(io, "250 mail.example\r\n");
+	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250 STARTTLS\r\n");
+	/* HELO and a refused EHLO are relayed untouched. */
+	fake_client(io, "EHLO x\r\n");
+	fake_backend(io, "550 5.7.1 go away\r\n");
+	CHECK_STR_EQ(take_client(io), "550 5.7.1 go away\r\n");
+	fake_free(io);
+
+	/* require_tls hides AUTH before TLS. */
+	io = greeted(CFG_TLS_STARTTLS, true);
+	fake_client(io, "EHLO client\r\n");
+	fake_backend(io, EHLO_REPLY);
+	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	    "250-SIZE 10240000\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
+	fake_free(io);
+
+	/* Implicit TLS and plain listeners never offer STARTTLS. */
+	io = greeted(CFG_TLS_IMPLICIT, false);
+	fake_client(io, "EHLO client\r\n");
+	fake_backend(io, EHLO_REPLY);
+	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
+	    "250-AUTH=PLAIN LOGIN\r\n250 8BITMIME\r\n");
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: TLS already active\r\n");
+	fake_free(io);
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "502 5.5.1 Error: command not implemented\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_free(io);
+}
+
+static void
+test_starttls(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, true);
+
+	fake_client(io, "EHLO client\r\n");
+	fake_backend(io, EHLO_REPLY);
+	take_client(io);
+	take_backend(io);
+	/* require_tls: refused locally, never forwarded */
+	fake_client(io, "MAIL FROM:<a@b>\r\nAUTH PLAIN AGFAAGI=\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "530 5.7.0 Must issue a STARTTLS command first\r\n"
+	    "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	/* One write: STARTTLS and an injected command. */
+	fake_client(io, "STARTTLS\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\n");
+	CHECK_STR_EQ(take_client(io), "220 2.0.0 Ready to start TLS\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	CHECK(io->starttls);
+	/* Bytes before the handshake: dropped, never answered. */
+	fake_client(io, "NOOP\r\n");
+	fake_handshake(io);
+	CHECK_STR_EQ(take_client(io), "");
+	CHECK_STR_EQ(take_backend(io), "");
+	/* moat's RSET goes out with the first command after TLS, and its
+	 * reply is swallowed; MAIL before EHLO is refused. */
+	fake_client(io, "MAIL FROM:<a@b>\r\n");
+	CHECK_STR_EQ(take_backend(io), "RSET\r\n");
+	CHECK_STR_EQ(take_client(io), "");
+	fake_backend(io, "250 2.0.0 Ok\r\n");
+	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: send EHLO first\r\n");
+	fake_client(io, "EHLO client\r\n");
+	CHECK_STR_EQ(take_backend(io), "EHLO client\r\n");
+	fake_backend(io, EHLO_REPLY);
+	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
+	    "250-AUTH=PLAIN LOGIN\r\n250 8BITMIME\r\n");
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: TLS already active\r\n");
+	fake_client(io, "MAIL FROM:<a@b>\r\n");
+	CHECK_STR_EQ(take_backend(io), "MAIL FROM:<a@b>\r\n");
+	fake_free(io);
+
+	/* STARTTLS inside a transaction, pipelined behind MAIL. */
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client(io, "EHLO c\r\nMAIL FROM:<a@b>\r\nSTARTTLS\r\nNOOP\r\n");
+	CHECK_STR_EQ(take_backend(io), "EHLO c\r\nMAIL FROM:<a@b>\r\n");
+	fake_backend(io, "250 mail\r\n250 2.1.0 Ok\r\n");
+	CHECK_STR_EQ(take_client(io), "250-mail\r\n250 STARTTLS\r\n"
+	    "250 2.1.0 Ok\r\n503 5.5.1 Error: MAIL transaction in progress\r\n");
+	CHECK(!io->starttls);
+	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	fake_free(io);
+
+	/* STARTTLS after a successful AUTH is refused. */
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
+	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
+	take_client(io);
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "503 5.5.1 Error: STARTTLS after AUTH is not allowed\r\n");
+	fake_free(io);
+}
+
+static void
+test_pipelining_order(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	fake_client(io, "EHLO c\r\nXCLIENT ADDR=1.2.3.4\r\nNOOP\r\n"
+	    "BDAT 3 LAST\r\nXFORWARD NAME=x\r\nRSET\r\n");
+	CHECK_STR_EQ(take_backend(io), "EHLO c\r\nNOOP\r\nRSET\r\n");
+	CHECK_STR_EQ(take_client(io), "");
+	fake_backend(io, "250-mail\r\n250 PIPELINING\r\n");
+	CHECK_STR_EQ(take_client(io), "250-mail\r\n250 PIPELINING\r\n"
+	    "550 5.7.0 Error: insufficient authorization\r\n");
+	fake_backend(io, "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n");
+	CHECK_STR_EQ(take_client(io), "250 2.0.0 Ok\r\n"
+	    "502 5.5.1 Error: BDAT not supported (CHUNKING is not offered)\r\n"
+	    "550 5.7.0 Error: insufficient authorization\r\n"
+	    "250 2.0.0 Ok\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 2);
+	/* A command with a bare LF is normalised; a CR inside is refused. */
+	fake_client(io, "NOOP\nNO\rOP\r\n");
+	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	fake_backend(io, "250 Ok\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "250 Ok\r\n500 5.5.2 Error: bad characters in command\r\n");
+	fake_free(io);
+}
+
+static const char *
+message_through(const char *body, struct filter_io **iop)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\n");
+	fake_backend(io, "250 mail\r\n250 Ok\r\n250 Ok\r\n354 go\r\n");
+	take_client(io);
+	take_backend(io);
+	fake_client(io, body);
+	*iop = io;
+	return take_backend(io);
+}
+
+static void
+test_smuggling(void)
+{
+	static const char *variants[] = {
+		"Subject: a\r\n\r\nx\n.\nMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\n.\r\nMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\r\n.\nMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\r.\rMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\r.\nMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\n.\rMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\r\n.\rMAIL FROM:<s@x>\r\n",
+		"Subject: a\r\n\r\nx\r.\r\nMAIL FROM:<s@x>\r\n",
+	};
+	struct filter_io *io;
+	const char *fw;
+	size_t i;
+
+	for (i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
+		fw = message_through(variants[i], &io);
+		CHECK(strstr(fw, "MAIL") == NULL);
+		CHECK(strstr(fw, "\n.") == NULL && strstr(fw, "\r.") == NULL);
+		CHECK(io->aborted);
+		CHECK_STR_EQ(io->closed, "smuggling");
+		CHECK_INT_EQ(io->nsig[FILTER_SIG_SMUGGLING], 1);
+		CHECK(strncmp(take_client(io), "554 5.6.0 Message rejected: ",
+		    28) == 0);
+		fake_free(io);
+	}
+	/* NUL before the dot. */
+	{
+		static const char nul[] = "Subject: a\r\n\r\nx\r\n\0.\r\n";
+
+		io = greeted(CFG_TLS_NONE, false);
+		fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+		fake_backend(io, "250 Ok\r\n250 Ok\r\n354 go\r\n");
+		take_backend(io);
+		fake_client_bytes(io, nul, sizeof(nul) - 1);
+		CHECK(io->aborted);
+		CHECK_STR_EQ(io->sigreason[FILTER_SIG_SMUGGLING], "nul");
+		fake_free(io);
+	}
+	/* Clean lines arriving in pieces pass; the bad one aborts. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+	fake_backend(io, "250 Ok\r\n250 Ok\r\n354 go\r\n");
+	take_backend(io);
+	take_client(io);
+	fake_client(io, "line one\r\nline t");
+	CHECK_STR_EQ(take_backend(io), "line one\r\nline t");
+	fake_client(io, "wo\r");
+	CHECK_STR_EQ(take_backend(io), "wo");
+	fake_client(io, "\nbad\n");
+	CHECK(io->aborted);
+	CHECK_STR_EQ(take_client(io), "554 5.6.0 Message rejected: bare LF in "
+	    "message (SMTP smuggling guard)\r\n");
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_SMUGGLING], "bare_lf");
+	fake_free(io);
+
+	/* A good message, and pipelining after its end. */
+	fw = message_through("Subject: a\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
+	    &io);
+	CHECK_STR_EQ(fw, "Subject: a\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n");
+	CHECK(!io->aborted);
+	fake_backend(io, "250 2.0.0 Ok: queued\r\n221 Bye\r\n");
+	CHECK_STR_EQ(take_client(io), "250 2.0.0 Ok: queued\r\n221 Bye\r\n");
+	fake_free(io);
+
+	/* Body bytes sent with DATA wait for the 354. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\n.\n");
+	CHECK_STR_EQ(take_backend(io), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\n");
+	fake_backend(io, "250 Ok\r\n554 no valid recipients\r\n");
+	CHECK(!io->aborted);
+	fake_backend(io, "554 5.5.1 Error: no valid recipients\r\n");
+	/* DATA refused: the rest are commands again ("x", "."). */
+	CHECK_STR_EQ(take_backend(io), "x\r\n.\r\n");
+	fake_free(io);
+}
+
+static void
+test_auth_signals(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_IMPLICIT, false);
+
+	fake_client(io, "AUTH PLAIN AGFAAGI=\r\nNOOP\r\n");
+	CHECK_STR_EQ(take_backend(io), "AUTH PLAIN AGFAAGI=\r\n");
+	fake_backend(io, "535 5.7.8 Error: authentication failed\r\n");
+	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_AUTH_FAIL], "smtp_auth");
+	fake_backend(io, "250 Ok\r\n");
+	/* AUTH LOGIN: 334s are skipped, SASL lines forwarded. */
+	fake_client(io, "AUTH LOGIN\r\n");
+	fake_backend(io, "334 VXNlcm5hbWU6\r\n");
+	fake_client(io, "YWxpY2U=\r\n");
+	fake_backend(io, "334 UGFzc3dvcmQ6\r\n");
+	fake_client(io, "d3Jvbmc=\r\n");
+	CHECK_STR_EQ(take_backend(io), "AUTH LOGIN\r\nYWxpY2U=\r\n"
+	    "d3Jvbmc=\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	fake_backend(io, "535 5.7.8 Error: authentication failed\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	/* Temporary failure counted apart. */
+	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
+	fake_backend(io, "454 4.7.0 Temporary authentication failure\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_TEMPFAIL], 1);
+	/* A 535 to RCPT is not an auth failure; a syntax error neither. */
+	fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<535@x>\r\n");
+	fake_backend(io, "250 Ok\r\n550 <535@x>: 535 rejected\r\n");
+	fake_client(io, "AUTH\r\n");
+	fake_backend(io, "501 5.5.4 Syntax: AUTH mechanism\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
+	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
+	CHECK(strstr(io->sigs, "AGFA") == NULL);
+	fake_free(io);
+}
+
+static void
+test_abuse(void)
+{
+	struct filter_io *io;
+	char line[3000];
+
+	/* Cross-protocol first bytes close at once, unanswered. */
+	io = fake_new(&filter_smtp, CFG_PROTO_SMTP, CFG_TLS_STARTTLS, false,
+	    2048);
+	fake_client(io, "GET / HTTP/1.1\r\n");
+	CHECK_STR_EQ(io->closed, "foreign_protocol");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_FOREIGN], 1);
+	fake_backend(io, GREETING);
+	CHECK_STR_EQ(take_client(io), "");
+	fake_free(io);
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client_bytes(io, "\x16\x03\x01\x02\x00\x01", 6);
+	CHECK_STR_EQ(io->closed, "foreign_protocol");
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_FOREIGN], "tls_on_plaintext");
+	fake_free(io);
+
+	/* Early talker: reported, then served after the greeting. */
+	io = fake_new(&filter_smtp, CFG_PROTO_SMTP, CFG_TLS_NONE, false, 2048);
+	fake_client(io, "EHLO early\r\n");
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_GLITCH], "early_talker");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_backend(io, GREETING);
+	CHECK_STR_EQ(take_backend(io), "EHLO early\r\n");
+	fake_free(io);
+
+	/* Long lines: 500 twice, the third closes. */
+	io = greeted(CFG_TLS_NONE, false);
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "NOOP ", 5);
+	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_client(io, line);
+	fake_client(io, "NOOP\r\n");
+	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	fake_backend(io, "250 Ok\r\n");
+	CHECK_STR_EQ(take_client(io),
+	    "500 5.5.2 Error: line too long\r\n250 Ok\r\n");
+	fake_client(io, line);
+	CHECK(io->closed == NULL);
+	fake_client(io, line);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 3);
+	fake_free(io);
+
+	/* A broken backend reply ends the session. */
+	io = fake_new(&filter_smtp, CFG_PROTO_SMTP, CFG_TLS_NONE, false, 2048);
+	fake_backend(io, "HTTP/1.0 200 OK\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	fake_free(io);
+}
+
+int
+main(void)
+{
+	test_ehlo_rewrite();
+	test_starttls();
+	test_pipelining_order();
+	test_smuggling();
+	test_auth_signals();
+	test_abuse();
+	return check_report("smtp_filter");
+}

@@ -1,0 +1,322 @@
+/* moatctl.c - the operator's client for moat's control socket. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "duration.h"
+#include "moat_version.h"
+
+#define DEFAULT_SOCKET "/run/moat/control.sock"
+#define REQUEST_MAX 1024
+/* How long a reply may take (a reload reads files and builds TLS). */
+#define REPLY_TIMEOUT 120
+
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,		/* moat said no, or cannot be reached */
+	EXIT_USAGE = 2,
+};
+
+static void __attribute__((noreturn))
+usage(int code)
+{
+	fprintf(code ? stderr : stdout,
+	    "usage: moatctl [-s SOCKET] [--json] COMMAND [ARG...]\n"
+	    "\n"
+	    "commands:\n"
+	    "  status                      version, uptime, listeners, "
+	    "sessions, bans,\n"
+	    "                              firewall, certificate expiry\n"
+	    "  bans                        active bans: address, reason, "
+	    "time left, count\n"
+	    "  ban IP [DURATION]           ban IP (default: the configured "
+	    "[ban] duration)\n"
+	    "  unban IP                    lift a ban\n"
+	    "  reload                      reload the configuration (as "
+	    "SIGHUP); show errors\n"
+	    "  reopen                      reopen the events file (after "
+	    "logrotate)\n"
+	    "  tail [--event E] [--ip IP]  follow block events as they "
+	    "happen\n"
+	    "\n"
+	    "options:\n"
+	    "  -s, --socket SOCKET  control socket (default %s)\n"
+	    "  -j, --json           machine output: one JSON object per "
+	    "reply, JSON lines\n"
+	    "                       for tail\n"
+	    "  -h, --help           this help\n"
+	    "  -V, --version        print the version\n"
+	    "\n"
+	    "DURATION is a number with a unit: 30s, 10m, 2h, 7d, 1h30m.\n"
+	    "Exit status: 0 done, 1 moat refused or cannot be reached, 2 "
+	    "usage error.\n", DEFAULT_SOCKET);
+	exit(code);
+}
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("moatctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n\n", stderr);
+	usage(EXIT_USAGE);
+}
+
+static bool
+valid_ip(const char *s)
+{
+	unsigned char buf[16];
+
+	return inet_pton(AF_INET, s, buf) == 1 ||
+	    inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static bool
+valid_event(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if (!islower((unsigned char)*s) && *s != '_')
+			return false;
+	return n > 0 && n < 32;
+}
+
+/* Checks the command and its arguments and writes the request line. */
+static bool
+build_request(char *req, size_t len, bool json, int argc, char **argv,
+    bool *tail)
+{
+	const char *cmd = argv[0], *why;
+	bool have_event = false, have_ip = false;
+	uint64_t ms;
+	size_t off;
+	int i;
+
+	*tail = false;
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "bans") == 0 ||
+	    strcmp(cmd, "reload") == 0 || strcmp(cmd, "reopen") == 0) {
+		if (argc != 1)
+			bad_usage("%s takes no arguments", cmd);
+	} else if (strcmp(cmd, "ban") == 0) {
+		if (argc < 2 || argc > 3)
+			bad_usage("usage: ban IP [DURATION]");
+		if (!valid_ip(argv[1]))
+			bad_usage("ban: '%s' is not an IPv4 or IPv6 address",
+			    argv[1]);
+		if (argc == 3) {
+			if (duration_parse(argv[2], &ms, &why) == -1)
+				bad_usage("ban: invalid duration '%s': %s",
+				    argv[2], why);
+			if (ms < 1000)
+				bad_usage("ban: a ban lasts at least 1s");
+		}
+	} else if (strcmp(cmd, "unban") == 0) {
+		if (argc != 2)
+			bad_usage("usage: unban IP");
+		if (!valid_ip(argv[1]))
+			bad_usage("unban: '%s' is not an IPv4 or IPv6 "
+			    "address", argv[1]);
+	} else if (strcmp(cmd, "tail") == 0) {
+		*tail = true;
+		for (i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--event") == 0 && i + 1 < argc &&
+			    !have_event) {
+				if (!valid_event(argv[++i]))
+					bad_usage("tail: bad event name '%s'",
+					    argv[i]);
+				have_event = true;
+			} else if (strcmp(argv[i], "--ip") == 0 &&
+			    i + 1 < argc && !have_ip) {
+				if (!valid_ip(argv[++i]))
+					bad_usage("tail: '%s' is not an IPv4 "
+					    "or IPv6 address", argv[i]);
+				have_ip = true;
+			} else
+				bad_usage("usage: tail [--event E] [--ip IP]");
+		}
+	} else {
+		bad_usage("unknown command '%s'", cmd);
+	}
+	off = (size_t)snprintf(req, len, "%s", json ? "json" : "");
+	for (i = 0; i < argc && off < len; i++)
+		off += (size_t)snprintf(req + off, len - off, "%s%s",
+		    off > 0 ? " " : "", argv[i]);
+	if (off + 2 > len)
+		bad_usage("request too long");
+	req[off++] = '\n';
+	req[off] = '\0';
+	return true;
+}
+
+static int
+connect_socket(const char *path)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { REPLY_TIMEOUT, 0 };
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "moatctl: cannot connect to %s: path too "
+		    "long\n", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "moatctl: socket: %s\n", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		int e = errno;
+
+		fprintf(stderr, "moatctl: cannot connect to %s: %s%s\n", path,
+		    strerror(e), e == ENOENT || e == ECONNREFUSED ?
+		    " (is moat running? see -s and daemon.control_socket)" :
+		    e == EACCES ? " (the socket is for root and moat's "
+		    "user)" : "");
+		close(fd);
+		return -1;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static bool
+write_all(int fd, const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *path = DEFAULT_SOCKET;
+	char req[REQUEST_MAX + 2], *line = NULL, **args;
+	size_t cap = 0, nargs = 0;
+	ssize_t n;
+	bool json = false, tail, ok, ended = false;
+	struct timeval tv = { REPLY_TIMEOUT, 0 };
+	FILE *in, *out;
+	int i, fd;
+
+	if ((args = calloc((size_t)argc + 1, sizeof(*args))) == NULL)
+		return EXIT_FAIL;
+	/* Options may come before or after the command; "--" ends them. */
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--") == 0) {
+			for (i++; i < argc; i++)
+				args[nargs++] = argv[i];
+			break;
+		}
+		if (strcmp(a, "-j") == 0 || strcmp(a, "--json") == 0)
+			json = true;
+		else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+			usage(EXIT_OK);
+		else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			printf("moatctl %s\n", MOAT_VERSION);
+			return EXIT_OK;
+		} else if (strcmp(a, "-s") == 0 || strcmp(a, "--socket") == 0) {
+			if (i + 1 >= argc)
+				bad_usage("%s needs a path", a);
+			path = argv[++i];
+		} else if (strncmp(a, "--socket=", 9) == 0)
+			path = a + 9;
+		else if (a[0] == '-' && nargs == 0)
+			bad_usage("unknown option '%s'", a);
+		else
+			args[nargs++] = argv[i];
+	}
+	if (nargs == 0)
+		bad_usage("no command given");
+	if (path[0] == '\0')
+		bad_usage("empty socket path");
+	build_request(req, sizeof(req), json, (int)nargs, args, &tail);
+	free(args);
+
+	if ((fd = connect_socket(path)) == -1)
+		return EXIT_FAIL;
+	if (!write_all(fd, req, strlen(req))) {
+		fprintf(stderr, "moatctl: %s: cannot send the request: %s\n",
+		    path, strerror(errno));
+		close(fd);
+		return EXIT_FAIL;
+	}
+	if (!tail)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if ((in = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return EXIT_FAIL;
+	}
+	if ((n = getline(&line, &cap, in)) <= 0) {
+		fprintf(stderr, "moatctl: %s: %s\n", path, n == -1 &&
+		    ferror(in) ? strerror(errno) : "moat closed the "
+		    "connection without a reply");
+		fclose(in);
+		free(line);
+		return EXIT_FAIL;
+	}
+	line[strcspn(line, "\n")] = '\0';
+	ok = strcmp(line, "ok") == 0;
+	if (!ok && strncmp(line, "error", 5) != 0) {
+		fprintf(stderr, "moatctl: %s: unexpected reply '%.80s'\n",
+		    path, line);
+		fclose(in);
+		free(line);
+		return EXIT_FAIL;
+	}
+	if (!ok && !json)
+		fprintf(stderr, "moatctl: %s\n", line[5] == ' ' ? line + 6 :
+		    "moat refused the request");
+	/* Data lines go to stdout, except the details of a refusal in human
+	 * form, which belong with the message on stderr. */
+	out = ok || json ? stdout : stderr;
+	while ((n = getline(&line, &cap, in)) > 0) {
+		if (strcmp(line, ".\n") == 0) {
+			ended = true;
+			break;
+		}
+		if (fputs(line, out) == EOF)
+			break;
+		if (tail)
+			fflush(out);
+	}
+	if (!ended && !tail) {
+		fprintf(stderr, "moatctl: %s: %s\n", path, n == -1 &&
+		    ferror(in) ? strerror(errno) : "reply cut short");
+		ok = false;
+	}
+	fclose(in);
+	free(line);
+	if (fflush(stdout) == EOF)
+		return EXIT_FAIL;
+	return ok ? EXIT_OK : EXIT_FAIL;
+}
