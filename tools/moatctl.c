@@ -243,6 +243,7 @@ main(int argc, char *argv[])
 			usage(EXIT_OK);
 		else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
 			printf("moatctl %s\n", MOAT_VERSION);
+			free(args);
 			return EXIT_OK;
 		} else if (strcmp(a, "-s") == 0 || strcmp(a, "--socket") == 0) {
 			if (i + 1 >= argc)

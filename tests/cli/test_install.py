@@ -32,7 +32,19 @@ def test_install_destdir(tmp_path):
     one("share/man/man8/moatctl.8")
     one("share/man/man5/moat.toml.5")
     one("share/doc/moat/config.example.toml")
-    one("lib/systemd/system/moat.service")
+    unit = one("lib/systemd/system/moat.service").read_text()
+    # The installed unit starts the binary where this build put it.
+    exec_start = [l for l in unit.splitlines() if l.startswith("ExecStart=")]
+    assert exec_start and "/bin/moat " in exec_start[0] + " "
+    bindir = subprocess.run(["meson", "introspect", "--buildoptions", BUILD],
+                            capture_output=True, text=True).stdout
+    import json
+    opts = {o["name"]: o["value"] for o in json.loads(bindir)}
+    assert exec_start[0].split("=", 1)[1].startswith(
+        os.path.join(opts["prefix"], opts["bindir"], "moat")), exec_start
+    one("share/doc/moat/nftables/moat.nft")
+    one("share/doc/moat/ipset/README.md")
+    one("share/doc/moat/grafana/moat-dashboard.json")
     one("etc/logrotate.d/moat")
     one("share/doc/moat/postfix/main.cf.moat")
     one("share/doc/moat/postfix/master.cf.moat")

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import require_mailstack
 from mailstack import MailStack
-from moatrun import Moat, listener
+from moatrun import Moat, free_port, listener
 
 SENDER = "sender@example.org"
 
@@ -260,3 +260,26 @@ def test_sigterm_drains_open_sessions(stack, pki, tmp_path):
     stack.wait_for_messages("alice", before + 1, timeout=20)
     assert m.proc.wait(30) == 0
     m.stop()
+
+
+def test_ipv4_and_ipv6_listen_addresses(stack, pki, tmp_path):
+    """One listener, an IPv4 and an IPv6 address: both serve, and Dovecot
+    learns the IPv6 client through the PROXY v2 header."""
+    port4, port6 = free_port("127.0.0.1"), free_port("::1")
+    m = Moat(tmp_path, pki, [listener(
+        "pop3s", stack.pop3_addr, protocol="pop3", backend_proxy="v2",
+        listen=[f"127.0.0.1:{port4}", f"[::1]:{port6}"])]).start()
+    try:
+        ctx = client_ctx(pki)
+        for host, port in (("127.0.0.1", port4), ("::1", port6)):
+            p = poplib.POP3_SSL(host, port, context=ctx, timeout=20)
+            try:
+                assert p.getwelcome().startswith(b"+OK"), host
+                p.user("alice")
+                p.pass_("alicepw")
+            finally:
+                p.quit()
+        m.wait_log("ip=::1")
+        stack.wait_log(r"rip=::1", which="dovecot")
+    finally:
+        assert m.stop() == 0

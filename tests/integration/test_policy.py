@@ -211,3 +211,43 @@ def test_broken_geo_database_keeps_old_on_reload(tmp_path, pki, stack):
         assert hello(m.port("smtp"), "192.0.2.7").startswith(b"220 ")
     finally:
         assert m.stop() == 0
+
+
+def pop3_wrong_password(port: int, ip: str) -> bytes:
+    """One POP3 login with a wrong password as ip; returns PASS's reply
+    (b"" when moat closed the connection without a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 110))
+        f = s.makefile("rwb")
+        if not f.readline().startswith(b"+OK"):
+            return b""
+        f.write(b"USER alice\r\nPASS wrong\r\n")
+        f.flush()
+        f.readline()
+        return f.readline()
+
+
+def test_five_wrong_pop3_passwords_ban_across_restart(tmp_path, pki, stack):
+    extra = ('[policy.rate]\nconnections = { limit = 0, window = "1m" }\n'
+             'auth_failures = { limit = 5, window = "10m" }\n')
+    lis = lb("pop3", stack.pop3_addr, protocol="pop3", tls="none")
+    m = Moat(tmp_path, pki, [lis], extra=extra).start()
+    port = m.port("pop3")
+    try:
+        for i in range(5):
+            assert pop3_wrong_password(port, "203.0.113.55").startswith(
+                b"-ERR"), i
+        ban = wait_event(m, "ban", "203.0.113.55")
+        assert ban["reason"] == "auth" and ban["count"] == 5
+        assert len(events(m, "auth_fail")) == 5
+        assert pop3_wrong_password(port, "203.0.113.55") == b""
+        # Another address is still served.
+        assert pop3_wrong_password(port, "203.0.113.56").startswith(b"-ERR")
+    finally:
+        assert m.stop() == 0
+    m2 = Moat(tmp_path, pki, [lis], extra=extra).start()
+    try:
+        m2.wait_log("bans restored")
+        assert pop3_wrong_password(port, "203.0.113.55") == b""
+    finally:
+        assert m2.stop() == 0
