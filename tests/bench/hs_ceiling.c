@@ -1,0 +1,147 @@
+/* hs_ceiling.c - the CPU cost of a TLS 1.3 server handshake with no sockets.
+ *
+ * The ceiling of this OpenSSL build for figure 1 of run.sh: a client and
+ * a server SSL talk through a BIO pair in one thread, and only the
+ * server's work is timed (SSL_new, every SSL_do_handshake call, SSL_free)
+ * with CLOCK_THREAD_CPUTIME_ID. The settings are those of moat and of the
+ * load generator: TLS 1.3 only, one cipher suite, one group, no session
+ * tickets, no resumption, certificates not verified by the client.
+ *
+ *   hs_ceiling CERT KEY [N] [LABEL]
+ *
+ * prints one line:
+ *
+ *   RESULT label=LABEL n=N server_us=... per_cpu_s=... client_us=...
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#define SUITE "TLS_AES_128_GCM_SHA256"
+#define GROUP "X25519"
+
+static double
+cpu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static SSL_CTX *
+ctx_new(int server, const char *cert, const char *key)
+{
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() :
+	    TLS_client_method());
+
+	if (ctx == NULL ||
+	    !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_ciphersuites(ctx, SUITE) ||
+	    !SSL_CTX_set1_groups_list(ctx, GROUP))
+		goto fail;
+	if (server) {
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+			goto fail;
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	} else
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+fail:
+	ERR_print_errors_fp(stderr);
+	exit(1);
+}
+
+/* One handshake; adds the server's and the client's CPU seconds. */
+static void
+handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *scpu, double *ccpu)
+{
+	BIO *cb, *sb;
+	SSL *c, *s;
+	double t;
+	int cdone = 0, sdone = 0, rounds = 0;
+
+	t = cpu_now();
+	if ((s = SSL_new(sctx)) == NULL)
+		goto fail;
+	*scpu += cpu_now() - t;
+	t = cpu_now();
+	if ((c = SSL_new(cctx)) == NULL ||
+	    !BIO_new_bio_pair(&cb, 64 * 1024, &sb, 64 * 1024))
+		goto fail;
+	SSL_set_bio(c, cb, cb);
+	SSL_set_bio(s, sb, sb);
+	SSL_set_connect_state(c);
+	SSL_set_accept_state(s);
+	*ccpu += cpu_now() - t;
+	while (!cdone || !sdone) {
+		int r;
+
+		if (++rounds > 20)
+			goto fail;
+		if (!cdone) {
+			t = cpu_now();
+			r = SSL_do_handshake(c);
+			*ccpu += cpu_now() - t;
+			if (r == 1)
+				cdone = 1;
+			else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ)
+				goto fail;
+		}
+		if (!sdone) {
+			t = cpu_now();
+			r = SSL_do_handshake(s);
+			*scpu += cpu_now() - t;
+			if (r == 1)
+				sdone = 1;
+			else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ)
+				goto fail;
+		}
+	}
+	t = cpu_now();
+	SSL_free(s);
+	*scpu += cpu_now() - t;
+	t = cpu_now();
+	SSL_free(c);
+	*ccpu += cpu_now() - t;
+	return;
+fail:
+	fprintf(stderr, "hs_ceiling: handshake failed\n");
+	ERR_print_errors_fp(stderr);
+	exit(1);
+}
+
+int
+main(int argc, char **argv)
+{
+	SSL_CTX *sctx, *cctx;
+	double scpu = 0, ccpu = 0, dummy = 0;
+	long n;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: hs_ceiling CERT KEY [N] [LABEL]\n");
+		return 2;
+	}
+	n = argc > 3 ? atol(argv[3]) : 2000;
+	if (n <= 0)
+		n = 2000;
+	sctx = ctx_new(1, argv[1], argv[2]);
+	cctx = ctx_new(0, NULL, NULL);
+	for (int i = 0; i < 20; i++)	/* warm caches and lazy init */
+		handshake(sctx, cctx, &dummy, &dummy);
+	for (long i = 0; i < n; i++)
+		handshake(sctx, cctx, &scpu, &ccpu);
+	printf("RESULT label=%s n=%ld server_us=%.1f per_cpu_s=%.0f "
+	    "client_us=%.1f\n", argc > 4 ? argv[4] : "-", n,
+	    scpu / (double)n * 1e6, (double)n / scpu, ccpu / (double)n * 1e6);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	return 0;
+}
