@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -669,6 +670,24 @@ k_daemon_drain(struct loader *l, const struct toml_value *v,
 	get_duration(l, v, "daemon.drain_timeout", &l->cfg->daemon.drain_ms);
 }
 
+static void
+k_daemon_max_sessions(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "daemon.max_sessions", 0, 1000000,
+	    &l->cfg->daemon.max_sessions);
+}
+
+static void
+k_daemon_reserved(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_uint(l, v, "daemon.reserved_sessions", 0, 1000000,
+	    &l->cfg->daemon.reserved_sessions);
+}
+
 static const struct key_spec daemon_keys[] = {
 	{ "user", k_daemon_user },
 	{ "workers", k_daemon_workers },
@@ -676,6 +695,8 @@ static const struct key_spec daemon_keys[] = {
 	{ "state_file", k_daemon_state },
 	{ "metrics", k_daemon_metrics },
 	{ "drain_timeout", k_daemon_drain },
+	{ "max_sessions", k_daemon_max_sessions },
+	{ "reserved_sessions", k_daemon_reserved },
 };
 
 /* ---- [tls] ------------------------------------------------------------- */
@@ -1611,6 +1632,9 @@ static const struct key_spec top_keys[] = {
 	{ "events", k_events },
 };
 
+/* daemon.reserved_sessions not given: a tenth of max_sessions. */
+#define RESERVED_UNSET UINT32_MAX
+
 static void
 config_defaults(struct config *cfg)
 {
@@ -1618,6 +1642,8 @@ config_defaults(struct config *cfg)
 	cfg->daemon.state_file = xstrdup("/var/lib/moat/state");
 	cfg->daemon.workers = 1;
 	cfg->daemon.drain_ms = 30 * 1000;
+	cfg->daemon.max_sessions = 10000;
+	cfg->daemon.reserved_sessions = RESERVED_UNSET;
 	cfg->tls.min_version = TLS1_2_VERSION;
 	cfg->policy.geo.unknown = CFG_GEO_UNKNOWN_ALLOW;
 	cfg->policy.rate.connections.limit = 30;
@@ -1664,6 +1690,17 @@ config_check(struct loader *l, const struct toml_value *root)
 	if ((cfg->tls.certificate == NULL) != (cfg->tls.key == NULL) &&
 	    l->nerrors == 0)
 		err_at(l, tpos, "[tls] needs both certificate and key");
+	if (cfg->daemon.reserved_sessions == RESERVED_UNSET)
+		cfg->daemon.reserved_sessions = cfg->daemon.max_sessions / 10;
+	else if (cfg->daemon.max_sessions > 0 &&
+	    cfg->daemon.reserved_sessions >= cfg->daemon.max_sessions) {
+		const struct toml_value *d = toml_table_get(root, "daemon");
+
+		err_at(l, d ? toml_value_pos(d) : (struct toml_pos){ 0, 0 },
+		    "daemon.reserved_sessions (%" PRIu32 ") must be smaller "
+		    "than daemon.max_sessions (%" PRIu32 ")",
+		    cfg->daemon.reserved_sessions, cfg->daemon.max_sessions);
+	}
 	if (cfg->ban.max_duration_ms < cfg->ban.duration_ms) {
 		const struct toml_value *ban = toml_table_get(root, "ban");
 

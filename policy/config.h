@@ -88,6 +88,9 @@ struct config {
 		bool metrics_enabled;
 		struct addr_port metrics;
 		uint64_t drain_ms;	/* SIGTERM grace period */
+		uint32_t max_sessions;	/* 0: no global cap */
+		uint32_t reserved_sessions; /* of max_sessions, kept for
+					     * addresses holding few */
 	} daemon;
 
 	struct {

@@ -21,6 +21,7 @@ struct event_log {
 	int fd;			/* -1 when there is no file */
 	bool syslog;
 	bool failing;		/* the last write failed: said once */
+	bool torn;		/* a partial line lacks its newline */
 };
 
 static struct event_log *current;
@@ -306,6 +307,20 @@ events_emit(const struct event *ev)
 		written++;
 		return;
 	}
+	/* A line cut short on a full disk whose newline could not be
+	 * written either: end it first, or this event would be glued to
+	 * it and both lost to a reader. */
+	if (log->torn) {
+		do
+			w = write(log->fd, "\n", 1);
+		while (w == -1 && errno == EINTR);
+		if (w != 1) {
+			event_drop(log, w == -1 ? strerror(errno) :
+			    "short write (disk full?)");
+			return;
+		}
+		log->torn = false;
+	}
 	/* One write per line: O_APPEND keeps lines whole between writers,
 	 * and a reader never sees half an event. */
 	do
@@ -323,8 +338,8 @@ events_emit(const struct event *ev)
 	if (w >= 0) {
 		/* A partial line would corrupt the stream for readers;
 		 * finish it with a newline so the next line parses. */
-		if (write(log->fd, "\n", 1) == -1)
-			(void)0;
+		if (write(log->fd, "\n", 1) != 1)
+			log->torn = true;
 		event_drop(log, "short write (disk full?)");
 	} else
 		event_drop(log, strerror(errno));

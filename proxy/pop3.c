@@ -63,6 +63,7 @@ struct pop3 {
 	bool greeted;
 	bool early;
 	bool skipping;
+	size_t skipped;		/* bytes of the line skipped so far */
 	bool authed;
 	bool user_seen;		/* a USER went out since the start or STLS */
 };
@@ -78,6 +79,8 @@ static const char R_NEEDTLS[] =
 static const char R_LONG[] = "-ERR line too long\r\n";
 static const char R_TOOMANY[] =
     "-ERR too many long lines, closing connection\r\n";
+static const char R_ENDLESS[] =
+    "-ERR line too long, closing connection\r\n";
 static const char R_BADCHAR[] = "-ERR bad characters in command\r\n";
 static const char R_TLSACTIVE[] =
     "-ERR Command not permitted when TLS active\r\n";
@@ -553,11 +556,19 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		if (s->skipping) {
 			nl = memchr(p + off, '\n', len - off);
 			if (nl == NULL) {
+				s->skipped += len - off;
 				off = len;
+				if (s->skipped > POP3_SKIP_MAX) {
+					(void)filter_to_client(io, R_ENDLESS,
+					    sizeof(R_ENDLESS) - 1);
+					filter_close(io, "line_too_long");
+					s->cmode = CM_DEAD;
+				}
 				break;
 			}
 			off = (size_t)(nl - p) + 1;
 			s->skipping = false;
+			s->skipped = 0;
 			continue;
 		}
 		if (s->qlen >= POP3_PENDING_MAX - 1 ||
@@ -615,6 +626,7 @@ pop3_tls_started(void *state, struct filter_io *io)
 	s->tls = true;
 	s->user_seen = false;
 	s->skipping = false;
+	s->skipped = 0;
 	s->cmode = CM_CMD;
 }
 

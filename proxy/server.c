@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -24,6 +25,7 @@
 #include "metrics.h"
 #include "privdrop.h"
 #include "session.h"
+#include "slots.h"
 
 struct server {
 	struct ev_loop *loop;
@@ -171,6 +173,48 @@ server_close_listeners(struct server *srv)
 }
 
 /*
+ * Each session holds two descriptors (client, backend): raise the soft
+ * RLIMIT_NOFILE to the hard limit so that max_sessions can be reached,
+ * and say so when even that is too low. Once, at start.
+ */
+static void
+server_nofile(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->daemon.max_sessions * 2;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit");
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("setrlimit RLIMIT_NOFILE %llu",
+			    (unsigned long long)rl.rlim_max);
+		else
+			log_debug("open files limit raised to %llu",
+			    (unsigned long long)rl.rlim_max);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    cfg->daemon.max_sessions > 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < want)
+		log_warnx("open files limit %llu is below what daemon."
+		    "max_sessions = %u needs (%llu); raise LimitNOFILE or "
+		    "ulimit -n", (unsigned long long)rl.rlim_cur,
+		    cfg->daemon.max_sessions, (unsigned long long)want);
+}
+
+/* The global session cap of cfg; sessions already counted stay. */
+static void
+server_limits(struct server *srv, const struct config *cfg)
+{
+	if (srv->sessions.slots != NULL)
+		slots_set_limits(srv->sessions.slots, cfg->daemon.max_sessions,
+		    cfg->daemon.reserved_sessions);
+}
+
+/*
  * Opens the events sink of cfg, or (same sink) reopens the file so that
  * logrotate can move it. At start a failure is fatal; on reload it keeps
  * the sink that works.
@@ -277,6 +321,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "the next restart");
 	gen_unref(srv->gen);
 	srv->gen = g;
+	server_limits(srv, gen_config(g));
 	reload_say(&rr, false, "reload done: %zu listening sockets, %zu "
 	    "sessions carry on", srv->nls, srv->sessions.n);
 	return 0;
@@ -478,6 +523,13 @@ server_run(struct config *cfg, const char *config_path)
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
 	metrics_init();
+	server_nofile(gen_config(srv.gen));
+	if ((srv.sessions.slots = slots_new()) == NULL) {
+		log_warnx("out of memory");
+		gen_unref(srv.gen);
+		return 1;
+	}
+	server_limits(&srv, gen_config(srv.gen));
 	srv.sessions.on_empty = server_sessions_empty;
 	srv.sessions.arg = &srv;
 	/*
@@ -500,6 +552,7 @@ server_run(struct config *cfg, const char *config_path)
 		guard_close();
 		event_log_close(srv.events);
 		gen_unref(srv.gen);
+		slots_free(srv.sessions.slots);
 		return 1;
 	}
 	ev_signal_init(&srv.sighup, server_sighup_cb, SIGHUP);
@@ -530,6 +583,7 @@ server_run(struct config *cfg, const char *config_path)
 	guard_close();
 	event_log_close(srv.events);
 	gen_unref(srv.gen);
+	slots_free(srv.sessions.slots);
 	ev_loop_destroy(srv.loop);
 	log_info("stopped");
 	return 0;

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
+#include "slots.h"
 #include "tls.h"
 
 /*
@@ -123,6 +124,8 @@ struct session {
 	unsigned port;
 	int xc_step;
 	bool admitted;		/* holds a policy_release() */
+	bool slotted;		/* holds a slot of list->slots for slot */
+	uint8_t slot[16];
 	char reject[160];	/* implicit TLS: reply after the handshake */
 };
 
@@ -298,6 +301,8 @@ session_free(struct session *s)
 	ev_timer_stop(s->loop, &s->timer);
 	if (s->admitted)
 		guard_release(s->addr);
+	if (s->slotted)
+		slots_give(list->slots, s->slot);
 	if (s->filter.ops != NULL && s->filter.ops->free != NULL &&
 	    s->filter.state != NULL)
 		s->filter.ops->free(s->filter.state);
@@ -1317,6 +1322,50 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	session_done(s);
 }
 
+/*
+ * The global cap (slots.h), before the PROXY header and policy: a refused
+ * connection costs one line at most. A trusted load balancer carries many
+ * clients, so it is exempt from the reserve rule, not from the cap.
+ * Returns false when the session was refused (and is ending).
+ */
+static bool
+session_take_slot(struct session *s)
+{
+	struct event ev = EVENT_INIT;
+	enum slots_verdict v;
+	char msg[160];
+
+	v = slots_take(s->list->slots, s->addr,
+	    s->lc->accept_proxy && proxy_trusted(s));
+	if (v == SLOTS_OK) {
+		memcpy(s->slot, s->addr, sizeof(s->slot));
+		s->slotted = true;
+		return true;
+	}
+	log_info("%s reject ip=%s reason=%s sessions=%zu held=%" PRIu32,
+	    s->id, s->ip, slots_verdict_str(v), slots_used(s->list->slots),
+	    slots_held(s->list->slots, s->addr));
+	metrics_admit(s->lc->name, "capacity");
+	ev.event = "reject";
+	ev.ip = s->addr;
+	ev.listener = s->lc->name;
+	ev.reason = slots_verdict_str(v);
+	ev.session = s->id;
+	events_emit(&ev);
+	if (s->lc->tls == CFG_TLS_IMPLICIT) {
+		session_kill(s, "capacity");
+		return false;
+	}
+	if (s->lc->protocol == CFG_PROTO_SMTP)
+		snprintf(msg, sizeof(msg), "421 4.7.0 %s too many connections, "
+		    "try again later\r\n", s->lc->name);
+	else
+		snprintf(msg, sizeof(msg), "-ERR [SYS/TEMP] %s too many "
+		    "connections, try again later\r\n", s->lc->name);
+	session_reject(s, msg, "capacity");
+	return false;
+}
+
 void
 session_start(struct ev_loop *loop, struct session_list *list,
     struct gen *gen, const struct cfg_listener *lc, int fd,
@@ -1366,6 +1415,10 @@ session_start(struct ev_loop *loop, struct session_list *list,
 
 	log_info("%s connect listener=%s ip=%s port=%u", s->id, lc->name,
 	    s->ip, s->port);
+	if (list->slots != NULL && !session_take_slot(s)) {
+		session_done(s);
+		return;
+	}
 	if (lc->accept_proxy) {
 		if (!proxy_trusted(s))
 			proxy_fail(s, "untrusted source");

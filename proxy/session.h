@@ -10,6 +10,7 @@
 struct ev_loop;
 struct gen;
 struct session;
+struct slots;
 
 /*
  * The sessions of one event loop. The owner embeds it; on_empty (may be
@@ -19,6 +20,7 @@ struct session;
 struct session_list {
 	struct session *head;
 	size_t n;
+	struct slots *slots;	/* the global cap (slots.h); NULL: none */
 	void (*on_empty)(void *arg);
 	void *arg;
 };
@@ -26,7 +28,11 @@ struct session_list {
 /*
  * Starts a session for fd (accepted on listener lc of generation gen,
  * which the session references until it ends). Takes ownership of fd in
- * every case: on failure it is closed. The session frees itself when it
+ * every case: on failure it is closed. With list->slots set, the session
+ * first takes a slot for its TCP peer's address and gives it back when
+ * freed; without one it is refused at once (a 421 / -ERR line on
+ * plaintext and STARTTLS listeners, a bare close on implicit TLS, where
+ * a refusal would cost a handshake). The session frees itself when it
  * ends; nothing outside holds a pointer to it except list.
  */
 void session_start(struct ev_loop *loop, struct session_list *list,

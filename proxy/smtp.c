@@ -69,7 +69,8 @@ struct smtp {
 	bool checked;		/* the first client bytes were looked at */
 	bool greeted;		/* the greeting went to the client */
 	bool early;		/* early talking was reported */
-	bool skipping;		/* dropping the rest of an over-long line */
+	bool skipping;
+	size_t skipped;		/* bytes of the line skipped so far */		/* dropping the rest of an over-long line */
 	bool need_ehlo;		/* after STARTTLS, until EHLO/HELO succeeds */
 	bool in_txn;		/* MAIL accepted, message not yet ended */
 	bool authed;		/* AUTH succeeded */
@@ -104,6 +105,8 @@ static const char R_TLSAUTH[] =
 static const char R_READY[] = "220 2.0.0 Ready to start TLS\r\n";
 static const char R_TOOMANY[] =
     "421 4.7.0 Error: too many long lines, closing connection\r\n";
+static const char R_ENDLESS[] =
+    "421 4.7.0 Error: line too long, closing connection\r\n";
 static const char R_BADREPLY[] =
     "421 4.3.0 Error: backend protocol error, closing connection\r\n";
 
@@ -664,11 +667,19 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		if (s->skipping) {
 			nl = memchr(p + off, '\n', len - off);
 			if (nl == NULL) {
+				s->skipped += len - off;
 				off = len;
+				if (s->skipped > SMTP_SKIP_MAX) {
+					(void)filter_to_client(io, R_ENDLESS,
+					    sizeof(R_ENDLESS) - 1);
+					filter_close(io, "line_too_long");
+					s->cmode = CM_DEAD;
+				}
 				break;
 			}
 			off = (size_t)(nl - p) + 1;
 			s->skipping = false;
+			s->skipped = 0;
 			continue;
 		}
 		/* Room for a local reply, and for its FIFO entry. */
@@ -734,6 +745,7 @@ smtp_tls_started(void *state, struct filter_io *io)
 	s->need_ehlo = true;
 	s->in_txn = false;
 	s->skipping = false;
+	s->skipped = 0;
 	s->cmode = CM_CMD;
 	s->rset_due = true;
 }

@@ -133,7 +133,8 @@ class Moat:
     """One moat process with its own config file and log under workdir."""
 
     def __init__(self, workdir, pki, listeners: List[Dict], *, verbose: int = 1,
-                 **config_opts):
+                 wrap: Optional[List[str]] = None, **config_opts):
+        """wrap: a command line to run moat under (e.g. valgrind ...)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.listeners = {l["name"]: l for l in listeners}
@@ -142,6 +143,7 @@ class Moat:
         self.config_path.write_text(render_config(
             self.workdir, pki.server_chain, pki.server_key, listeners, **config_opts))
         self.verbose = verbose
+        self.wrap = list(wrap or [])
         self.proc: Optional[subprocess.Popen] = None
 
     def addr(self, name: str, i: int = 0):
@@ -153,7 +155,8 @@ class Moat:
         return self.addr(name)[1]
 
     def start(self, timeout: float = 20.0) -> "Moat":
-        args = [str(moat_binary()), "-c", str(self.config_path)] + ["-v"] * self.verbose
+        args = self.wrap + [str(moat_binary()), "-c", str(self.config_path)] + \
+            ["-v"] * self.verbose
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=self.workdir)

@@ -83,6 +83,8 @@ test_defaults(void)
 	CHECK(!lis->require_tls);
 	CHECK(cfg->daemon.user == NULL);
 	CHECK_INT_EQ(cfg->daemon.workers, 1);
+	CHECK_INT_EQ(cfg->daemon.max_sessions, 10000);
+	CHECK_INT_EQ(cfg->daemon.reserved_sessions, 1000);
 	CHECK_STR_EQ(cfg->daemon.control_socket, "/run/moat/control.sock");
 	CHECK_STR_EQ(cfg->daemon.state_file, "/var/lib/moat/state");
 	CHECK(!cfg->daemon.metrics_enabled);
@@ -118,6 +120,7 @@ test_values(void)
 	struct config *cfg = load(
 	    "[daemon]\nworkers = 0\nmetrics = \"127.0.0.1:9425\"\n"
 	    "state_file = \"state\"\ndrain_timeout = \"1m\"\n"
+	    "max_sessions = 500\nreserved_sessions = 20\n"
 	    "[[listener]]\nname = \"pop3\"\n"
 	    "listen = [\"127.0.0.1:1110\", \"[::1]:1110\"]\n"
 	    "protocol = \"pop3\"\ntls = \"none\"\nbackend = \"[::1]:110\"\n"
@@ -145,6 +148,8 @@ test_values(void)
 	CHECK(cfg->daemon.metrics_enabled);
 	CHECK_STR_EQ(cfg->daemon.state_file, "/base/state");
 	CHECK_INT_EQ(cfg->daemon.drain_ms, 60000);
+	CHECK_INT_EQ(cfg->daemon.max_sessions, 500);
+	CHECK_INT_EQ(cfg->daemon.reserved_sessions, 20);
 	lis = &cfg->listeners[0];
 	CHECK_INT_EQ(lis->protocol, CFG_PROTO_POP3);
 	CHECK_INT_EQ(lis->nlisten, 2);
@@ -184,6 +189,12 @@ test_errors(void)
 	    "t.toml:8:11: daemon.workers must be an integer, not a string");
 	EXPECT_ERROR(LISTENER "[daemon]\nworkers = -1\n",
 	    "t.toml:8:11: daemon.workers must be between 0 and 256");
+	EXPECT_ERROR(LISTENER "[daemon]\nmax_sessions = 100\n"
+	    "reserved_sessions = 100\n",
+	    "t.toml:7:1: daemon.reserved_sessions (100) must be smaller "
+	    "than daemon.max_sessions (100)");
+	EXPECT_ERROR(LISTENER "[daemon]\nmax_sessions = -1\n",
+	    "t.toml:8:16: daemon.max_sessions must be between 0 and 1000000");
 	EXPECT_ERROR(LISTENER "[policy]\ndeny = [\"10.0.0.0/33\"]\n",
 	    "t.toml:8:9: invalid address or CIDR \"10.0.0.0/33\" in "
 	    "policy.deny: IPv4 prefix length must be 0 to 32");

@@ -198,9 +198,34 @@ test_abuse(void)
 	fake_free(io);
 }
 
+/* Regression (issue 9): a line that never ends closes the session
+ * instead of being skipped for as long as the client sends. */
+static void
+test_endless_line_closes(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+	char chunk[4096];
+	int i;
+
+	memset(chunk, 'x', sizeof(chunk) - 1);
+	chunk[sizeof(chunk) - 1] = '\0';
+	for (i = 0; i < 4 && io->closed == NULL; i++)
+		fake_client(io, chunk);
+	CHECK(io->closed == NULL);
+	CHECK_STR_EQ(take_client(io), "-ERR line too long\r\n");
+	for (i = 0; i < 40 && io->closed == NULL; i++)
+		fake_client(io, chunk);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK_STR_EQ(take_client(io),
+	    "-ERR line too long, closing connection\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_endless_line_closes();
 	test_capa();
 	test_user_forgotten();
 	test_multiline();

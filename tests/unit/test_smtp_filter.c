@@ -371,9 +371,37 @@ test_abuse(void)
 	fake_free(io);
 }
 
+/*
+ * Regression (issue 9, test_faults.py test_client_long_lines[endless]): a
+ * line that never ends was skipped forever after the first 500, so the
+ * session lived as long as the client kept sending.
+ */
+static void
+test_endless_line_closes(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+	char chunk[4096];
+	int i;
+
+	memset(chunk, 'x', sizeof(chunk) - 1);
+	chunk[sizeof(chunk) - 1] = '\0';
+	for (i = 0; i < 4 && io->closed == NULL; i++)
+		fake_client(io, chunk);
+	CHECK(io->closed == NULL);	/* skipping: still within bounds */
+	CHECK_STR_EQ(take_client(io), "500 5.5.2 Error: line too long\r\n");
+	for (i = 0; i < 40 && io->closed == NULL; i++)
+		fake_client(io, chunk);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK_STR_EQ(take_client(io),
+	    "421 4.7.0 Error: line too long, closing connection\r\n");
+	CHECK_STR_EQ(take_backend(io), "");
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_endless_line_closes();
 	test_ehlo_rewrite();
 	test_starttls();
 	test_pipelining_order();

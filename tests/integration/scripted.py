@@ -1,0 +1,179 @@
+"""A small scripted backend for what a real Postfix or Dovecot will not do
+(STYLE.md section 9): stall after accepting, close in the middle of DATA,
+send garbage, endless or oversized lines, or hold thousands of idle
+connections at once.  Python stdlib only (asyncio in a thread).
+
+    b = ScriptedBackend("smtp").start()      # or "pop3", "stall", ...
+    ... listener("x", b.addr) ...
+    b.committed        # messages whose DATA ended with <CRLF>.<CRLF>
+    b.stop()
+
+Modes:
+  smtp          greeting, 250 to everything, DATA until <CRLF>.<CRLF> then
+                "250 queued" (the message is committed), QUIT -> 221
+  pop3          +OK greeting, +OK to everything, QUIT -> +OK and close
+  stall         accepts and never sends a byte
+  close_in_data like smtp, but closes after 354 and the first DATA bytes,
+                never committing the message
+  garbage       greeting, then random bytes (no CR/LF structure) forever
+  endless       greeting, then one line that never ends
+  oversized     greeting, then lines of 1 MiB each with CRLF, forever
+The flooding modes send at most `limit` bytes per connection (default
+64 MiB) so a broken proxy cannot make a test run forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import List, Optional, Tuple
+
+__all__ = ["ScriptedBackend"]
+
+
+class ScriptedBackend:
+    def __init__(self, mode: str = "smtp", host: str = "127.0.0.1",
+                 limit: int = 64 << 20):
+        self.mode = mode
+        self.host = host
+        self.limit = limit
+        self.committed: List[bytes] = []
+        self.partial = 0            # DATA phases that ended without the dot
+        self.connections = 0
+        self.open = 0
+        self.sent = 0
+        self.addr: Tuple[str, int] = (host, 0)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._server = None
+        self._thread: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- life cycle --------------------------------------------------
+    def start(self) -> "ScriptedBackend":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("scripted backend did not start")
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, self.host, 0, backlog=4096,
+                                 limit=1 << 20))
+        self.addr = self._server.sockets[0].getsockname()[:2]
+        self._ready.set()
+        self._loop.run_forever()
+        self._server.close()
+        self._loop.run_until_complete(self._server.wait_closed())
+        for t in asyncio.all_tasks(self._loop):
+            t.cancel()
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- sessions ----------------------------------------------------
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter):
+        with self._lock:
+            self.connections += 1
+            self.open += 1
+        try:
+            await getattr(self, "_mode_" + self.mode)(r, w)
+        except (ConnectionError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self.open -= 1
+            w.close()
+
+    async def _send(self, w, data: bytes) -> None:
+        w.write(data)
+        self.sent += len(data)
+        await w.drain()
+
+    async def _mode_stall(self, r, w):
+        while await r.read(65536):
+            pass
+
+    async def _mode_pop3(self, r, w):
+        await self._send(w, b"+OK scripted POP3 ready\r\n")
+        while True:
+            line = await r.readline()
+            if not line:
+                return
+            if line.upper().startswith(b"QUIT"):
+                await self._send(w, b"+OK bye\r\n")
+                return
+            if line.upper().startswith(b"STAT"):
+                await self._send(w, b"+OK 0 0\r\n")
+            else:
+                await self._send(w, b"+OK\r\n")
+
+    async def _smtp(self, r, w, close_in_data: bool):
+        await self._send(w, b"220 scripted ESMTP ready\r\n")
+        while True:
+            line = await r.readline()
+            if not line:
+                return
+            cmd = line.upper()
+            if cmd.startswith(b"QUIT"):
+                await self._send(w, b"221 bye\r\n")
+                return
+            if cmd.startswith(b"EHLO"):
+                await self._send(w, b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif cmd.startswith(b"DATA"):
+                await self._send(w, b"354 go ahead\r\n")
+                if close_in_data:
+                    await r.read(1)          # the first bytes of the message
+                    with self._lock:
+                        self.partial += 1
+                    return                  # drop the connection: no commit
+                body = []
+                while True:
+                    l2 = await r.readline()
+                    if not l2:
+                        with self._lock:
+                            self.partial += 1
+                        return
+                    if l2 == b".\r\n":
+                        break
+                    body.append(l2)
+                with self._lock:
+                    self.committed.append(b"".join(body))
+                await self._send(w, b"250 2.0.0 queued\r\n")
+            else:
+                await self._send(w, b"250 ok\r\n")
+
+    async def _mode_smtp(self, r, w):
+        await self._smtp(r, w, False)
+
+    async def _mode_close_in_data(self, r, w):
+        await self._smtp(r, w, True)
+
+    async def _flood(self, w, chunk_fn):
+        await self._send(w, b"220 scripted ESMTP ready\r\n")
+        sent = 0
+        while sent < self.limit:
+            c = chunk_fn()
+            await self._send(w, c)
+            sent += len(c)
+
+    async def _mode_garbage(self, r, w):
+        def chunk():
+            return bytes(b for b in os.urandom(65536) if b not in (10, 13))
+        await self._flood(w, chunk)
+
+    async def _mode_endless(self, r, w):
+        await self._flood(w, lambda: b"x" * 65536)
+
+    async def _mode_oversized(self, r, w):
+        await self._flood(w, lambda: b"250-" + b"y" * ((1 << 20) - 6) + b"\r\n")

@@ -1,0 +1,369 @@
+"""Faults: what a broken backend, a hostile client, a full disk and an
+impatient operator do to moat.  Nothing may crash it, grow its memory
+without bound, or stop it serving everybody else.  See issue 9.
+
+Backends that stall, close in the middle of DATA or send garbage are
+scripted (scripted.py): a real Postfix will not.  The SIGHUP storm runs
+against the real Postfix of mailstack.py.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import require_mailstack
+from mailstack import MailStack
+from moatrun import Moat, listener
+from scripted import ScriptedBackend
+
+
+def ctx_for(pki) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki.ca_cert))
+
+
+def read_until_close(sock, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            d = sock.recv(65536)
+        except (ConnectionError, ssl.SSLError):
+            return out
+        except socket.timeout:
+            break
+        if not d:
+            return out
+        out += d
+    raise AssertionError(f"moat did not close within {timeout}s; got {out[:200]!r}")
+
+
+def serves(m: Moat, name: str) -> None:
+    """A plaintext SMTP client gets through listener name."""
+    with smtplib.SMTP(*m.addr(name), timeout=10) as c:
+        c.ehlo("ok.example")
+        c.sendmail("a@example.org", ["alice@example.test"], b"Subject: ok\r\n\r\nok\r\n")
+
+
+@pytest.fixture(scope="module")
+def good():
+    b = ScriptedBackend("smtp").start()
+    yield b
+    b.stop()
+
+
+def rss_bound_kb(m: Moat) -> int:
+    # ASan's shadow memory and quarantine cost far more than moat itself.
+    return (400 if m.sanitized() else 64) * 1024
+
+
+# --- backends that misbehave -----------------------------------------------
+
+def test_backend_stalls_after_accept(pki, good, tmp_path):
+    """The backend accepts and never greets: the client sees the session
+    end when the idle timeout fires, and moat keeps serving others."""
+    stall = ScriptedBackend("stall").start()
+    m = Moat(tmp_path, pki, [
+        listener("stall", stall.addr, tls="none", idle="2s"),
+        listener("stalls", stall.addr, tls="implicit", idle="2s", protocol="pop3"),
+        listener("good", good.addr, tls="none")], verbose=1).start()
+    try:
+        socks = [socket.create_connection(m.addr("stall"), timeout=10) for _ in range(20)]
+        serves(m, "good")
+        t0 = time.monotonic()
+        for s in socks:
+            got = read_until_close(s, 10)
+            assert got in (b"",) or got.startswith(b"421 "), got
+            s.close()
+        assert time.monotonic() - t0 < 8
+        with socket.create_connection(m.addr("stalls"), timeout=10) as raw:
+            with ctx_for(pki).wrap_socket(raw, server_hostname="localhost") as s:
+                got = read_until_close(s, 10)
+                assert got == b"" or got.startswith(b"-ERR "), got
+        assert m.log().count("close reason=idle_timeout") >= 21
+        serves(m, "good")
+    finally:
+        assert m.stop() == 0
+        stall.stop()
+
+
+def test_backend_closes_mid_data(pki, good, tmp_path):
+    """The backend drops the connection after 354 and the first bytes of
+    the message: the client is told 421 (never a success), the backend
+    commits nothing, and moat serves the next client."""
+    cut = ScriptedBackend("close_in_data").start()
+    m = Moat(tmp_path, pki, [listener("cut", cut.addr, tls="none"),
+                             listener("cuts", cut.addr),
+                             listener("good", good.addr, tls="none")]).start()
+    body = b"Subject: cut\r\n\r\n" + b"line of a long message\r\n" * 20000
+    try:
+        for name, tls in (("cut", False), ("cuts", True)):
+            c = (smtplib.SMTP_SSL(*m.addr(name), timeout=10, context=ctx_for(pki))
+                 if tls else smtplib.SMTP(*m.addr(name), timeout=10))
+            c.ehlo("x.example")
+            with pytest.raises((smtplib.SMTPDataError, smtplib.SMTPServerDisconnected,
+                                smtplib.SMTPResponseException)) as e:
+                c.sendmail("a@example.org", ["alice@example.test"], body)
+            code = getattr(e.value, "smtp_code", None)
+            assert code in (None, 421), e.value
+            try:
+                c.close()
+            except OSError:
+                pass
+        assert cut.committed == []
+        assert cut.partial == 2
+        serves(m, "good")
+        assert m.proc.poll() is None
+    finally:
+        assert m.stop() == 0
+        cut.stop()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "endless", "oversized"])
+def test_backend_floods(pki, good, tmp_path, mode):
+    """The backend sends garbage, a line without end, or 1 MiB lines: the
+    session ends, moat's peak memory stays bounded, others are served."""
+    bad = ScriptedBackend(mode, limit=16 << 20).start()
+    m = Moat(tmp_path, pki, [listener("bad", bad.addr, tls="none", idle="3s"),
+                             listener("bads", bad.addr, idle="3s"),
+                             listener("good", good.addr, tls="none")], verbose=0).start()
+    try:
+        def one(i):
+            if i % 2:
+                raw = socket.create_connection(m.addr("bads"), timeout=10)
+                s = ctx_for(pki).wrap_socket(raw, server_hostname="localhost")
+            else:
+                s = socket.create_connection(m.addr("bad"), timeout=10)
+            with s:
+                s.sendall(b"EHLO x.example\r\n")
+                try:
+                    read_until_close(s, 20)
+                except AssertionError:
+                    return False
+            return True
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            ended = list(ex.map(one, range(20)))
+        assert all(ended), "some sessions did not end"
+        serves(m, "good")
+        hwm = m.vmhwm_kb()
+        print(f"{mode}: moat VmHWM {hwm} kB")
+        assert hwm < rss_bound_kb(m), hwm
+    finally:
+        assert m.stop() == 0
+        bad.stop()
+
+
+# --- clients that misbehave -------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["endless", "oversized"])
+def test_client_long_lines(pki, good, tmp_path, kind):
+    """A client sends one line that never ends, or many 64 KiB lines:
+    moat answers 500/421 and closes, memory stays bounded, and the
+    backend never sees the line."""
+    m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none"),
+                             listener("smtps", good.addr)], verbose=0).start()
+    try:
+        def one(i):
+            if i % 2:
+                raw = socket.create_connection(m.addr("smtps"), timeout=10)
+                s = ctx_for(pki).wrap_socket(raw, server_hostname="localhost")
+            else:
+                s = socket.create_connection(m.addr("smtp"), timeout=10)
+            got = b""
+            with s:
+                s.settimeout(10)
+                got += s.recv(200)            # greeting
+                chunk = (b"x" * 65536 if kind == "endless"
+                         else b"NOOP " + b"y" * 65530 + b"\r\n")
+                try:
+                    for _ in range(256):      # at most 16 MiB
+                        s.sendall(chunk)
+                except (ConnectionError, ssl.SSLError, socket.timeout):
+                    pass
+                try:
+                    got += read_until_close(s, 15)
+                except (ConnectionError, ssl.SSLError):
+                    pass
+            return got
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            replies = list(ex.map(one, range(20)))
+        for r in replies:
+            assert r.startswith(b"220 "), r[:100]
+            assert b"500 5.5.2" in r or b"421 " in r, r[:300]
+        serves(m, "smtp")
+        hwm = m.vmhwm_kb()
+        print(f"client {kind}: moat VmHWM {hwm} kB")
+        assert hwm < rss_bound_kb(m), hwm
+    finally:
+        assert m.stop() == 0
+
+
+# --- the events file on a full disk ----------------------------------------
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "tiny"
+    d.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
+    """The events file lives on a 64 KiB tmpfs that fills up: moat keeps
+    rejecting and serving, says so once, and counts dropped events in
+    moatctl status and moat_events_dropped_total."""
+    from moatrun import free_port
+    mport = free_port()
+    m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")],
+             metrics=f"127.0.0.1:{mport}",
+             extra='[policy]\ndeny = ["127.0.0.5"]')
+    cfg = m.config_path.read_text()
+    m.config_path.write_text(cfg.replace(str(tmp_path / "m" / "events.jsonl"),
+                                         str(tiny_fs / "events.jsonl")))
+    m.start()
+    try:
+        def denied(n):
+            for _ in range(n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.5", 0))
+                    s.settimeout(10)
+                    s.connect(m.addr("smtp"))
+                    assert s.recv(200).startswith(b"554 ")
+        denied(3)
+        assert (tiny_fs / "events.jsonl").stat().st_size > 0
+        # Fill the rest of the filesystem.
+        with open(tiny_fs / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        denied(40)
+        serves(m, "smtp")
+        m.wait_log("events: cannot write to")
+        assert m.log().count("events: cannot write to") == 1
+        st = m.ctl("--json", "status")
+        assert st.returncode == 0, st.stderr
+        ev = json.loads(st.stdout)["events"]
+        dropped = ev["dropped"]
+        # The events file's last page may still take a few lines.
+        assert dropped >= 5 and ev["written"] + dropped >= 43, st.stdout
+        with socket.create_connection(("127.0.0.1", mport), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            text = read_until_close(s, 5).decode()
+        line = [l for l in text.splitlines() if l.startswith("moat_events_dropped_total ")]
+        assert line and int(float(line[0].split()[1])) >= dropped, line
+        # Space again: events flow again and moat says so.
+        os.unlink(tiny_fs / "filler")
+        denied(1)
+        m.wait_log("events: writing to")
+        last = (tiny_fs / "events.jsonl").read_text().splitlines()[-1]
+        assert json.loads(last)["event"] == "reject"
+    finally:
+        assert m.stop() == 0
+
+
+# --- SIGHUP storm under load ------------------------------------------------
+
+def test_sighup_storm_during_load(pki, tmp_path):
+    """50 SIGHUPs while 50 SMTPS sessions deliver mail to a real Postfix:
+    every message arrives, moat stays up, and (under ASan) exits clean."""
+    require_mailstack()
+    ms = MailStack(postfix_proxy="haproxy")
+    ms.start()
+    m = Moat(tmp_path, pki, [listener("smtps", ms.smtp_addr, backend_proxy="v2")]).start()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        stop = threading.Event()
+
+        def storm():
+            for _ in range(50):
+                if stop.is_set():
+                    return
+                m.signal(signal.SIGHUP)
+                time.sleep(0.04)
+
+        def send(i):
+            body = (f"Subject: storm {tag} {i}\r\n\r\n" + "line\r\n" * 2000).encode()
+            with smtplib.SMTP_SSL(*m.addr("smtps"), timeout=30, context=ctx_for(pki)) as c:
+                c.ehlo("storm.example")
+                for _ in range(3):
+                    c.noop()
+                c.sendmail("a@example.org", ["alice@example.test"], body)
+            return True
+
+        before = len(ms.maildir_messages("alice"))
+        t = threading.Thread(target=storm)
+        t.start()
+        with concurrent.futures.ThreadPoolExecutor(50) as ex:
+            results = list(ex.map(send, range(50)))
+        stop.set()
+        t.join()
+        assert all(results)
+        ms.wait_for_messages("alice", before + 50, timeout=60)
+        got = [x for x in ms.maildir_messages("alice") if tag.encode() in x]
+        assert len(got) == 50
+        assert m.proc.poll() is None
+        assert m.log().count("reload done") >= 10, m.log()[-2000:]
+    finally:
+        rc = m.stop()
+        ms.stop()
+        shutil.rmtree(ms.workdir, ignore_errors=True)
+    log = m.log()
+    assert "Sanitizer" not in log, log[-5000:]
+    assert rc == 0, log[-3000:]
+
+
+# --- TLS abuse ----------------------------------------------------------------
+
+def test_huge_client_hello(pki, good, tmp_path):
+    """A ClientHello announcing 16 MiB, sent as a stream of full records:
+    OpenSSL refuses it early, the session ends as a TLS failure, memory
+    stays bounded and the next client is served."""
+    m = Moat(tmp_path, pki, [listener("smtps", good.addr),
+                             listener("good", good.addr, tls="none")]).start()
+    try:
+        hello = bytes([1, 0xFF, 0xFF, 0xFF]) + b"\x03\x03" + b"\0" * (16384 - 6)
+        filler = b"\0" * 16384
+        for _ in range(10):
+            s = socket.create_connection(m.addr("smtps"), timeout=10)
+            try:
+                for i in range(64):              # at most 1 MiB
+                    body = hello if i == 0 else filler
+                    s.sendall(bytes([22, 3, 1]) + len(body).to_bytes(2, "big") + body)
+            except (ConnectionError, socket.timeout):
+                pass
+            try:
+                read_until_close(s, 10)
+            except ConnectionError:
+                pass
+            s.close()
+        m.wait_log("tls_fail reason=")
+        serves(m, "good")
+        with socket.create_connection(m.addr("smtps"), timeout=10) as raw:
+            with ctx_for(pki).wrap_socket(raw, server_hostname="localhost") as s:
+                assert s.recv(100).startswith(b"220 ")
+        assert m.vmhwm_kb() < rss_bound_kb(m)
+    finally:
+        assert m.stop() == 0
