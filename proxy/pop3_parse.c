@@ -141,10 +141,19 @@ pop3_multi_scan(struct pop3_multi *m, const uint8_t *p, size_t len,
 		case M_BOL:
 			m->st = c == '.' ? M_DOT : c == '\n' ? M_BOL : M_MID;
 			break;
-		case M_MID:
-			if (c == '\n')
-				m->st = M_BOL;
+		case M_MID: {
+			/* Body text is long runs between LFs: let memchr skip
+			 * them rather than stepping through every byte. */
+			const uint8_t *lf = memchr(p + i, '\n', len - i);
+
+			if (lf == NULL) {
+				i = len;
+				break;
+			}
+			i = (size_t)(lf - p);
+			m->st = M_BOL;
 			break;
+		}
 		case M_DOT:
 		case M_DOTCR:
 			if (c == '\n') {

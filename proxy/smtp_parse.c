@@ -130,11 +130,40 @@ smtp_data_init(struct smtp_data *d)
 	d->dot = false;
 }
 
+/*
+ * The first index from i on whose byte is CR, LF or NUL (len if none).
+ * Message text is mostly long runs of ordinary bytes, and stepping the
+ * scanner's state machine over each of them was most of the cost of
+ * relaying DATA; eight bytes at a time with the classic "has a zero byte"
+ * test skips those runs. The test can flag a byte above a real hit, never
+ * miss one, so a flagged word is settled byte by byte.
+ */
+static size_t
+skip_text(const uint8_t *p, size_t i, size_t len)
+{
+	static const uint64_t ones = 0x0101010101010101u;
+	static const uint64_t highs = 0x8080808080808080u;
+	uint64_t w, hit;
+
+	while (len - i >= 8) {
+		memcpy(&w, p + i, 8);
+		hit = ((w - ones) & ~w) |
+		    (((w ^ ones * '\r') - ones) & ~(w ^ ones * '\r')) |
+		    (((w ^ ones * '\n') - ones) & ~(w ^ ones * '\n'));
+		if (hit & highs)
+			break;
+		i += 8;
+	}
+	while (i < len && p[i] != '\r' && p[i] != '\n' && p[i] != '\0')
+		i++;
+	return i;
+}
+
 enum smtp_parse_rc
 smtp_data_scan(struct smtp_data *d, const uint8_t *p, size_t len, size_t *n,
     enum smtp_data_why *why)
 {
-	size_t i = 0;
+	size_t i = 0, j;
 
 	*why = SMTP_DATA_OK;
 	while (i < len) {
@@ -163,8 +192,11 @@ smtp_data_scan(struct smtp_data *d, const uint8_t *p, size_t len, size_t *n,
 			return SMTP_PARSE_ERROR;
 		}
 		d->dot = d->linelen == 0 && c == '.';
-		d->linelen++;
-		i++;
+		j = skip_text(p, i + 1, len);
+		if (j > i + 1)
+			d->dot = false;
+		d->linelen += j - i;
+		i = j;
 	}
 	*n = i;
 	return SMTP_PARSE_AGAIN;

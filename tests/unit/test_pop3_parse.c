@@ -110,11 +110,65 @@ test_multi(void)
 	}
 }
 
+/* The body scanner as first written, one byte per step. */
+static bool
+ref_end(const uint8_t *p, size_t len, size_t *n)
+{
+	int st = 0;	/* 0 line start, 1 inside, 2 ".", 3 ".\r" */
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (st == 0)
+			st = p[i] == '.' ? 2 : p[i] == '\n' ? 0 : 1;
+		else if (st == 1)
+			st = p[i] == '\n' ? 0 : 1;
+		else if (p[i] == '\n') {
+			*n = i + 1;
+			return true;
+		} else
+			st = p[i] == '\r' && st == 2 ? 3 : 1;
+	}
+	return false;
+}
+
+static void
+test_multi_fast(void)
+{
+	static const uint8_t alphabet[] = "aaaaaaaaaaaa..\r\n\n";
+	uint32_t seed = 777;
+	uint8_t m[80];
+	size_t trial, i, len, step, off, n, want = 0;
+	struct pop3_multi st;
+	enum pop3_parse_rc rc;
+	unsigned bad = 0;
+	bool end;
+
+	for (trial = 0; trial < 20000; trial++) {
+		len = trial % sizeof(m);
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			m[i] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+		}
+		end = ref_end(m, len, &want);
+		step = 1 + trial % 19;
+		pop3_multi_init(&st);
+		rc = POP3_PARSE_AGAIN;
+		for (off = 0; off < len && rc == POP3_PARSE_AGAIN; off += n) {
+			rc = pop3_multi_scan(&st, m + off,
+			    len - off < step ? len - off : step, &n);
+		}
+		if (end != (rc == POP3_PARSE_OK) || (end && off != want))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+}
+
 int
 main(void)
 {
 	test_commands();
 	test_status();
 	test_multi();
+	test_multi_fast();
 	return check_report("pop3_parse");
 }

@@ -165,6 +165,99 @@ test_data(void)
 	CHECK_STR_EQ(smtp_data_why_str(SMTP_DATA_BARE_LF), "bare_lf");
 }
 
+/*
+ * The scanner as first written, one byte per step: the fast one must
+ * agree with it on every input, however the input is split.
+ */
+static enum smtp_parse_rc
+ref_scan(struct smtp_data *d, const uint8_t *p, size_t len, size_t *n,
+    enum smtp_data_why *why)
+{
+	size_t i = 0;
+
+	*why = SMTP_DATA_OK;
+	while (i < len) {
+		if (p[i] == '\r') {
+			if (i + 1 == len)
+				break;
+			if (p[i + 1] != '\n') {
+				*n = i;
+				*why = SMTP_DATA_BARE_CR;
+				return SMTP_PARSE_ERROR;
+			}
+			i += 2;
+			if (d->dot) {
+				*n = i;
+				smtp_data_init(d);
+				return SMTP_PARSE_OK;
+			}
+			d->linelen = 0;
+			continue;
+		}
+		if (p[i] == '\n' || p[i] == '\0') {
+			*n = i;
+			*why = p[i] == '\n' ? SMTP_DATA_BARE_LF : SMTP_DATA_NUL;
+			return SMTP_PARSE_ERROR;
+		}
+		d->dot = d->linelen == 0 && p[i] == '.';
+		d->linelen++;
+		i++;
+	}
+	*n = i;
+	return SMTP_PARSE_AGAIN;
+}
+
+/* Feeds m in pieces of at most step bytes; returns the final rc and
+ * where it stopped (offset plus why). */
+static enum smtp_parse_rc
+feed(bool fast, const uint8_t *m, size_t len, size_t step, size_t *at,
+    enum smtp_data_why *why)
+{
+	struct smtp_data d;
+	enum smtp_parse_rc rc = SMTP_PARSE_AGAIN;
+	size_t off = 0, n, have = 0;
+
+	smtp_data_init(&d);
+	while (rc == SMTP_PARSE_AGAIN) {
+		/* Held bytes (a CR at the end) are offered again with more. */
+		have = have + step < len ? have + step : len;
+		rc = fast ? smtp_data_scan(&d, m + off, have - off, &n, why) :
+		    ref_scan(&d, m + off, have - off, &n, why);
+		off += n;
+		if (rc == SMTP_PARSE_AGAIN && have == len)
+			break;
+	}
+	*at = off;
+	return rc;
+}
+
+static void
+test_data_fast(void)
+{
+	/* Mostly text, so the eight-byte skip is taken and then cut short
+	 * at every position within a word. */
+	static const uint8_t alphabet[] = "aaaaaaaaaaaaaaaa..\r\r\n\n";
+	uint32_t seed = 12345;
+	uint8_t m[96];
+	size_t trial, i, len, step, at1, at2;
+	enum smtp_data_why w1, w2;
+	unsigned bad = 0;
+
+	for (trial = 0; trial < 20000; trial++) {
+		len = trial % sizeof(m);
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			m[i] = alphabet[(seed >> 16) % (sizeof(alphabet))];
+		}
+		step = 1 + trial % 23;
+		if (feed(true, m, len, step, &at1, &w1) !=
+		    feed(false, m, len, step, &at2, &w2) || at1 != at2 ||
+		    w1 != w2)
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+}
+
 static void
 test_foreign(void)
 {
@@ -195,6 +288,7 @@ main(void)
 	test_commands();
 	test_replies();
 	test_data();
+	test_data_fast();
 	test_foreign();
 	return check_report("smtp_parse");
 }
