@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmdflow.h"
 #include "pop3_parse.h"
 #include "smtp_parse.h"
 
@@ -13,9 +14,6 @@
  * client in the order of its command. A response is a status line, and
  * for some commands with +OK a body up to a line holding a single dot.
  */
-
-#define POP3_SASL_LINE_MAX 12288
-#define POP3_LOCAL_MAX 128
 
 enum pend_kind {
 	PEND_GREETING = 0,
@@ -28,11 +26,6 @@ enum pend_kind {
 	PEND_OTHER,
 	PEND_LOCAL,
 	PEND_STLS,		/* accepted or refused when at the head */
-};
-
-struct pend {
-	enum pend_kind kind;
-	const char *local;
 };
 
 enum client_mode {
@@ -54,16 +47,10 @@ struct pop3 {
 	enum client_mode cmode;
 	enum body_mode body;
 	struct pop3_multi multi;
-	struct pend q[POP3_PENDING_MAX];
-	size_t qhead, qlen;
-	size_t maxline;
-	int long_lines;
+	struct pendq q;
+	struct cmdflow flow;
 	bool tls;
-	bool checked;
 	bool greeted;
-	bool early;
-	bool skipping;
-	size_t skipped;		/* bytes of the line skipped so far */
 	bool authed;
 	bool user_seen;		/* a USER went out since the start or STLS */
 };
@@ -102,11 +89,8 @@ pop3_new(const struct cfg_listener *lc)
 	s->lc = lc;
 	s->cmode = CM_WAIT;
 	s->tls = lc->tls == CFG_TLS_IMPLICIT;
-	s->maxline = lc->max_line > 0 ? lc->max_line : 2048;
-	if (s->maxline > FILTER_INPUT_MAX)
-		s->maxline = FILTER_INPUT_MAX;
-	s->q[0].kind = PEND_GREETING;
-	s->qlen = 1;
+	cmdflow_init(&s->flow, lc);
+	pendq_init(&s->q, PEND_GREETING);
 	return s;
 }
 
@@ -119,45 +103,26 @@ pop3_free(void *state)
 static struct pend *
 q_head(struct pop3 *s)
 {
-	return s->qlen > 0 ? &s->q[s->qhead] : NULL;
+	return pendq_head(&s->q);
 }
 
 static void
 q_pop(struct pop3 *s)
 {
-	s->qhead = (s->qhead + 1) % POP3_PENDING_MAX;
-	s->qlen--;
+	pendq_pop(&s->q);
 }
 
 static void
 q_push(struct pop3 *s, enum pend_kind kind, const char *local)
 {
-	struct pend *e = &s->q[(s->qhead + s->qlen) % POP3_PENDING_MAX];
-
-	/* Callers stop reading commands before the FIFO fills. */
-	if (s->qlen >= POP3_PENDING_MAX)
-		abort();
-	e->kind = kind;
-	e->local = local;
-	s->qlen++;
+	pendq_push(&s->q, (int)kind, local);
 }
 
+/* Bytes the local replies right behind the head will need. */
 static size_t
 q_locals_len(const struct pop3 *s, size_t from)
 {
-	size_t i, n = 0;
-
-	for (i = from; i < s->qlen; i++) {
-		const struct pend *e = &s->q[(s->qhead + i) % POP3_PENDING_MAX];
-
-		if (e->kind == PEND_LOCAL)
-			n += strlen(e->local);
-		else if (e->kind == PEND_STLS)
-			n += POP3_LOCAL_MAX;
-		else
-			break;
-	}
-	return n;
+	return pendq_locals_len(&s->q, from, PEND_LOCAL, PEND_STLS);
 }
 
 static void
@@ -184,7 +149,7 @@ q_drain(struct pop3 *s, struct filter_io *io)
 			    -1)
 				return false;
 		} else if (e->kind == PEND_STLS) {
-			if (filter_room_client(io) < POP3_LOCAL_MAX)
+			if (filter_room_client(io) < CMDFLOW_LOCAL_MAX)
 				return false;
 			q_pop(s);
 			stls_decide(s, io);
@@ -408,16 +373,6 @@ answer(struct pop3 *s, struct filter_io *io, const char *reply)
 }
 
 static bool
-forward_line(struct filter_io *io, const uint8_t *p, size_t len)
-{
-	if (filter_room_backend(io) < len + 2)
-		return false;
-	(void)filter_to_backend(io, p, len);
-	(void)filter_to_backend(io, "\r\n", 2);
-	return true;
-}
-
-static bool
 command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 {
 	struct pop3_cmd c;
@@ -490,7 +445,7 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 	default:
 		break;
 	}
-	if (!forward_line(io, l->p, l->len))
+	if (!cmdflow_forward(io, l->p, l->len))
 		return false;
 	if (c.verb == POP3_VERB_USER)
 		s->user_seen = true;
@@ -503,15 +458,11 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 static bool
 long_line(struct pop3 *s, struct filter_io *io)
 {
-	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
-	if (++s->long_lines >= POP3_LONG_LINES_MAX) {
-		(void)filter_to_client(io, R_TOOMANY, sizeof(R_TOOMANY) - 1);
-		filter_close(io, "line_too_long");
+	if (cmdflow_long_line(&s->flow, io, R_TOOMANY) == CMDFLOW_DEAD) {
 		s->cmode = CM_DEAD;
 		return false;
 	}
 	answer(s, io, R_LONG);
-	s->skipping = true;
 	return true;
 }
 
@@ -522,82 +473,49 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 	struct pop3 *s = state;
 	struct pop3_line l;
 	enum pop3_parse_rc rc;
-	const char *what;
-	const uint8_t *nl;
+	enum cmdflow_rc fr;
 	size_t off = 0;
 
 	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
 		return len;
-	if (!s->checked) {
-		enum smtp_parse_rc frc = smtp_foreign_parse(p, len, &what);
-
-		if (frc == SMTP_PARSE_AGAIN && !eof)
-			return 0;
-		if (frc == SMTP_PARSE_ERROR) {
-			filter_signal(io, FILTER_SIG_FOREIGN, what);
-			filter_close(io, "foreign_protocol");
-			s->cmode = CM_DEAD;
-			return len;
-		}
-		s->checked = true;
-	}
-	if (!s->greeted) {
-		if (!s->early) {
-			s->early = true;
-			filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
-		}
-		return eof ? len : 0;
+	switch (cmdflow_gate(&s->flow, io, p, len, eof, s->greeted, &off)) {
+	case CMDFLOW_GO:
+		break;
+	case CMDFLOW_HOLD:
+		return off;
+	case CMDFLOW_DEAD:
+		s->cmode = CM_DEAD;
+		return len;
 	}
 	while (off < len) {
 		if (!q_drain(s, io))
 			break;
 		if (s->cmode != CM_CMD && s->cmode != CM_SASL)
 			break;
-		if (s->skipping) {
-			nl = memchr(p + off, '\n', len - off);
-			if (nl == NULL) {
-				s->skipped += len - off;
-				off = len;
-				if (s->skipped > POP3_SKIP_MAX) {
-					(void)filter_to_client(io, R_ENDLESS,
-					    sizeof(R_ENDLESS) - 1);
-					filter_close(io, "line_too_long");
-					s->cmode = CM_DEAD;
-				}
+		if (s->flow.skipping) {
+			fr = cmdflow_skip(&s->flow, io, p, len, &off,
+			    R_ENDLESS);
+			if (fr == CMDFLOW_DEAD)
+				s->cmode = CM_DEAD;
+			if (fr != CMDFLOW_GO)
 				break;
-			}
-			off = (size_t)(nl - p) + 1;
-			s->skipping = false;
-			s->skipped = 0;
 			continue;
 		}
-		if (s->qlen >= POP3_PENDING_MAX - 1 ||
-		    (s->qlen == 0 && filter_room_client(io) < POP3_LOCAL_MAX))
+		if (!pendq_room(&s->q, io))
 			break;
 		if (s->cmode == CM_SASL) {
-			rc = pop3_line_parse(p + off, len - off,
-			    POP3_SASL_LINE_MAX, &l);
-			if (rc == POP3_PARSE_AGAIN) {
-				if (eof)
-					off = len;
-				break;
-			}
-			if (rc == POP3_PARSE_ERROR ||
-			    memchr(l.p, '\r', l.len) != NULL ||
-			    memchr(l.p, '\0', l.len) != NULL) {
-				filter_signal(io, FILTER_SIG_GLITCH,
-				    "bad_sasl_line");
-				filter_close(io, "bad_sasl_line");
+			/* A SASL response: forwarded, never logged. */
+			fr = cmdflow_sasl(io, p, len, eof, &off);
+			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
 				return len;
 			}
-			if (!forward_line(io, l.p, l.len))
+			if (fr == CMDFLOW_HOLD)
 				break;
 			s->cmode = CM_WAIT;
-			off += l.consumed;
 			continue;
 		}
-		rc = pop3_line_parse(p + off, len - off, s->maxline, &l);
+		rc = pop3_line_parse(p + off, len - off, s->flow.maxline, &l);
 		if (rc == POP3_PARSE_AGAIN) {
 			if (eof)
 				off = len;
@@ -606,7 +524,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		if (rc == POP3_PARSE_ERROR) {
 			if (!long_line(s, io))
 				return len;
-			off += s->maxline;
+			off += s->flow.maxline;
 			continue;
 		}
 		if (!command(s, io, &l))
@@ -625,8 +543,7 @@ pop3_tls_started(void *state, struct filter_io *io)
 	/* RFC 2595 4: forget what the client said before STLS. */
 	s->tls = true;
 	s->user_seen = false;
-	s->skipping = false;
-	s->skipped = 0;
+	cmdflow_reset(&s->flow);
 	s->cmode = CM_CMD;
 }
 

@@ -16,10 +16,6 @@ extern const struct filter_ops filter_pop3;
 
 /* Longest backend status line (terminator included). */
 #define POP3_REPLY_MAX 4096
-#define POP3_PENDING_MAX 64
-#define POP3_LONG_LINES_MAX 3
-/* An over-long line is skipped up to its end, but a line with no end
- * is abuse: past this many skipped bytes the session closes. */
-#define POP3_SKIP_MAX (64 * 1024)
+/* Pipelining, line and skip bounds: cmdflow.h (shared with SMTP). */
 
 #endif

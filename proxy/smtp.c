@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmdflow.h"
 #include "smtp_parse.h"
 
 /*
@@ -23,11 +24,6 @@
  * side is then in CM_WAIT and its bytes stay unconsumed.
  */
 
-/* Longest SASL response line accepted (GSSAPI tokens are long). */
-#define SMTP_SASL_LINE_MAX 12288
-/* Room kept free in the client queue for one locally made reply. */
-#define SMTP_LOCAL_MAX 128
-
 enum pend_kind {
 	PEND_GREETING = 0,
 	PEND_EHLO,
@@ -43,11 +39,6 @@ enum pend_kind {
 	PEND_STARTTLS,		/* accepted or refused when at the head */
 };
 
-struct pend {
-	enum pend_kind kind;
-	const char *local;
-};
-
 enum client_mode {
 	CM_WAIT = 0,		/* hold client bytes: a reply decides */
 	CM_CMD,			/* commands */
@@ -60,17 +51,11 @@ enum client_mode {
 struct smtp {
 	const struct cfg_listener *lc;
 	enum client_mode cmode;
-	struct pend q[SMTP_PENDING_MAX];
-	size_t qhead, qlen;
+	struct pendq q;
+	struct cmdflow flow;
 	struct smtp_data data;
-	size_t maxline;
-	int long_lines;
 	bool tls;		/* the client side runs TLS */
-	bool checked;		/* the first client bytes were looked at */
 	bool greeted;		/* the greeting went to the client */
-	bool early;		/* early talking was reported */
-	bool skipping;
-	size_t skipped;		/* bytes of the line skipped so far */		/* dropping the rest of an over-long line */
 	bool need_ehlo;		/* after STARTTLS, until EHLO/HELO succeeds */
 	bool in_txn;		/* MAIL accepted, message not yet ended */
 	bool authed;		/* AUTH succeeded */
@@ -120,11 +105,8 @@ smtp_new(const struct cfg_listener *lc)
 	s->lc = lc;
 	s->cmode = CM_WAIT;
 	s->tls = lc->tls == CFG_TLS_IMPLICIT;
-	s->maxline = lc->max_line > 0 ? lc->max_line : 2048;
-	if (s->maxline > FILTER_INPUT_MAX)
-		s->maxline = FILTER_INPUT_MAX;
-	s->q[0].kind = PEND_GREETING;
-	s->qlen = 1;
+	cmdflow_init(&s->flow, lc);
+	pendq_init(&s->q, PEND_GREETING);
 	return s;
 }
 
@@ -139,46 +121,26 @@ smtp_free(void *state)
 static struct pend *
 q_head(struct smtp *s)
 {
-	return s->qlen > 0 ? &s->q[s->qhead] : NULL;
+	return pendq_head(&s->q);
 }
 
 static void
 q_pop(struct smtp *s)
 {
-	s->qhead = (s->qhead + 1) % SMTP_PENDING_MAX;
-	s->qlen--;
+	pendq_pop(&s->q);
 }
 
 static void
 q_push(struct smtp *s, enum pend_kind kind, const char *local)
 {
-	struct pend *e = &s->q[(s->qhead + s->qlen) % SMTP_PENDING_MAX];
-
-	/* Callers stop reading commands before the FIFO fills. */
-	if (s->qlen >= SMTP_PENDING_MAX)
-		abort();
-	e->kind = kind;
-	e->local = local;
-	s->qlen++;
+	pendq_push(&s->q, (int)kind, local);
 }
 
 /* Bytes the local replies right behind the head will need. */
 static size_t
 q_locals_len(const struct smtp *s, size_t from)
 {
-	size_t i, n = 0;
-
-	for (i = from; i < s->qlen; i++) {
-		const struct pend *e = &s->q[(s->qhead + i) % SMTP_PENDING_MAX];
-
-		if (e->kind == PEND_LOCAL)
-			n += strlen(e->local);
-		else if (e->kind == PEND_STARTTLS)
-			n += SMTP_LOCAL_MAX;
-		else
-			break;
-	}
-	return n;
+	return pendq_locals_len(&s->q, from, PEND_LOCAL, PEND_STARTTLS);
 }
 
 static void
@@ -215,7 +177,7 @@ q_drain(struct smtp *s, struct filter_io *io)
 			    -1)
 				return false;
 		} else if (e->kind == PEND_STARTTLS) {
-			if (filter_room_client(io) < SMTP_LOCAL_MAX)
+			if (filter_room_client(io) < CMDFLOW_LOCAL_MAX)
 				return false;
 			q_pop(s);
 			starttls_decide(s, io);
@@ -480,17 +442,6 @@ pend_kind_of(enum smtp_verb v)
 	}
 }
 
-/* Forwards one line with a CRLF; false when it does not fit. */
-static bool
-forward_line(struct filter_io *io, const uint8_t *p, size_t len)
-{
-	if (filter_room_backend(io) < len + 2)
-		return false;
-	(void)filter_to_backend(io, p, len);
-	(void)filter_to_backend(io, "\r\n", 2);
-	return true;
-}
-
 /* One command line; false when it must wait for room. */
 static bool
 command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
@@ -543,7 +494,7 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 		answer(s, io, R_NEEDEHLO);
 		return true;
 	}
-	if (!forward_line(io, l->p, l->len))
+	if (!cmdflow_forward(io, l->p, l->len))
 		return false;
 	q_push(s, pend_kind_of(c.verb), NULL);
 	if (c.verb == SMTP_VERB_DATA || c.verb == SMTP_VERB_AUTH)
@@ -602,15 +553,11 @@ body(struct smtp *s, struct filter_io *io, const uint8_t *p, size_t len,
 static bool
 long_line(struct smtp *s, struct filter_io *io)
 {
-	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
-	if (++s->long_lines >= SMTP_LONG_LINES_MAX) {
-		(void)filter_to_client(io, R_TOOMANY, sizeof(R_TOOMANY) - 1);
-		filter_close(io, "line_too_long");
+	if (cmdflow_long_line(&s->flow, io, R_TOOMANY) == CMDFLOW_DEAD) {
 		s->cmode = CM_DEAD;
 		return false;
 	}
 	answer(s, io, R_LONG);
-	s->skipping = true;
 	return true;
 }
 
@@ -621,34 +568,22 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 	struct smtp *s = state;
 	struct smtp_line l;
 	enum smtp_parse_rc rc;
-	const char *what;
+	enum cmdflow_rc fr;
 	size_t off = 0, n;
-	const uint8_t *nl;
 
 	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
 		return len;	/* never forwarded, never answered */
-	if (!s->checked) {
-		rc = smtp_foreign_parse(p, len, &what);
-		if (rc == SMTP_PARSE_AGAIN && !eof)
-			return 0;
-		if (rc == SMTP_PARSE_ERROR) {
-			filter_signal(io, FILTER_SIG_FOREIGN, what);
-			filter_close(io, "foreign_protocol");
-			s->cmode = CM_DEAD;
-			return len;
-		}
-		s->checked = true;
-	}
-	if (!s->greeted) {
-		/* RFC 5321 3.1: the client waits for the greeting. */
-		if (!s->early) {
-			s->early = true;
-			filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
-		}
-		return eof ? len : 0;
+	switch (cmdflow_gate(&s->flow, io, p, len, eof, s->greeted, &off)) {
+	case CMDFLOW_GO:
+		break;
+	case CMDFLOW_HOLD:
+		return off;
+	case CMDFLOW_DEAD:
+		s->cmode = CM_DEAD;
+		return len;
 	}
 	if (s->rset_due) {
-		if (!forward_line(io, (const uint8_t *)"RSET", 4))
+		if (!cmdflow_forward(io, (const uint8_t *)"RSET", 4))
 			return 0;
 		q_push(s, PEND_INTERNAL, NULL);
 		s->rset_due = false;
@@ -664,53 +599,31 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		}
 		if (s->cmode != CM_CMD && s->cmode != CM_SASL)
 			break;
-		if (s->skipping) {
-			nl = memchr(p + off, '\n', len - off);
-			if (nl == NULL) {
-				s->skipped += len - off;
-				off = len;
-				if (s->skipped > SMTP_SKIP_MAX) {
-					(void)filter_to_client(io, R_ENDLESS,
-					    sizeof(R_ENDLESS) - 1);
-					filter_close(io, "line_too_long");
-					s->cmode = CM_DEAD;
-				}
+		if (s->flow.skipping) {
+			fr = cmdflow_skip(&s->flow, io, p, len, &off,
+			    R_ENDLESS);
+			if (fr == CMDFLOW_DEAD)
+				s->cmode = CM_DEAD;
+			if (fr != CMDFLOW_GO)
 				break;
-			}
-			off = (size_t)(nl - p) + 1;
-			s->skipping = false;
-			s->skipped = 0;
 			continue;
 		}
 		/* Room for a local reply, and for its FIFO entry. */
-		if (s->qlen >= SMTP_PENDING_MAX - 1 ||
-		    (s->qlen == 0 && filter_room_client(io) < SMTP_LOCAL_MAX))
+		if (!pendq_room(&s->q, io))
 			break;
 		if (s->cmode == CM_SASL) {
 			/* A SASL response: forwarded, never logged. */
-			rc = smtp_line_parse(p + off, len - off,
-			    SMTP_SASL_LINE_MAX, &l);
-			if (rc == SMTP_PARSE_AGAIN) {
-				if (eof)
-					off = len;	/* torn */
-				break;
-			}
-			if (rc == SMTP_PARSE_ERROR ||
-			    memchr(l.p, '\r', l.len) != NULL ||
-			    memchr(l.p, '\0', l.len) != NULL) {
-				filter_signal(io, FILTER_SIG_GLITCH,
-				    "bad_sasl_line");
-				filter_close(io, "bad_sasl_line");
+			fr = cmdflow_sasl(io, p, len, eof, &off);
+			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
 				return len;
 			}
-			if (!forward_line(io, l.p, l.len))
+			if (fr == CMDFLOW_HOLD)
 				break;
 			s->cmode = CM_WAIT;
-			off += l.consumed;
 			continue;
 		}
-		rc = smtp_line_parse(p + off, len - off, s->maxline, &l);
+		rc = smtp_line_parse(p + off, len - off, s->flow.maxline, &l);
 		if (rc == SMTP_PARSE_AGAIN) {
 			if (eof)
 				off = len;	/* a torn last command */
@@ -719,7 +632,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		if (rc == SMTP_PARSE_ERROR) {
 			if (!long_line(s, io))
 				return len;
-			off += s->maxline;
+			off += s->flow.maxline;
 			continue;
 		}
 		if (!command(s, io, &l))
@@ -744,8 +657,7 @@ smtp_tls_started(void *state, struct filter_io *io)
 	s->tls = true;
 	s->need_ehlo = true;
 	s->in_txn = false;
-	s->skipping = false;
-	s->skipped = 0;
+	cmdflow_reset(&s->flow);
 	s->cmode = CM_CMD;
 	s->rset_due = true;
 }

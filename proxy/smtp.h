@@ -16,12 +16,6 @@ extern const struct filter_ops filter_smtp;
 
 /* Longest backend reply line (terminator included). */
 #define SMTP_REPLY_MAX 4096
-/* Commands awaiting their reply; a client pipelining more waits. */
-#define SMTP_PENDING_MAX 64
-/* The third over-long command line closes the session. */
-#define SMTP_LONG_LINES_MAX 3
-/* An over-long line is skipped up to its end, but a line with no end
- * is abuse: past this many skipped bytes the session closes. */
-#define SMTP_SKIP_MAX (64 * 1024)
+/* Pipelining, line and skip bounds: cmdflow.h (shared with POP3). */
 
 #endif

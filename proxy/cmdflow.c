@@ -1,0 +1,187 @@
+/* cmdflow.c - the pending-reply FIFO and client line discipline. */
+#include "cmdflow.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp_parse.h"
+
+void
+pendq_init(struct pendq *q, int first_kind)
+{
+	q->q[0].kind = first_kind;
+	q->q[0].local = NULL;
+	q->head = 0;
+	q->len = 1;
+}
+
+struct pend *
+pendq_head(struct pendq *q)
+{
+	return q->len > 0 ? &q->q[q->head] : NULL;
+}
+
+void
+pendq_pop(struct pendq *q)
+{
+	q->head = (q->head + 1) % CMDFLOW_PENDING_MAX;
+	q->len--;
+}
+
+void
+pendq_push(struct pendq *q, int kind, const char *local)
+{
+	struct pend *e = &q->q[(q->head + q->len) % CMDFLOW_PENDING_MAX];
+
+	if (q->len >= CMDFLOW_PENDING_MAX)
+		abort();
+	e->kind = kind;
+	e->local = local;
+	q->len++;
+}
+
+bool
+pendq_room(const struct pendq *q, const struct filter_io *io)
+{
+	/* One slot stays free for a local reply to the command itself;
+	 * with nothing pending the reply is written at once, so the
+	 * client side must have room for it. */
+	return q->len < CMDFLOW_PENDING_MAX - 1 &&
+	    (q->len > 0 || filter_room_client(io) >= CMDFLOW_LOCAL_MAX);
+}
+
+size_t
+pendq_locals_len(const struct pendq *q, size_t from, int local_kind,
+    int tls_kind)
+{
+	size_t i, n = 0;
+
+	for (i = from; i < q->len; i++) {
+		const struct pend *e =
+		    &q->q[(q->head + i) % CMDFLOW_PENDING_MAX];
+
+		if (e->kind == local_kind)
+			n += strlen(e->local);
+		else if (e->kind == tls_kind)
+			n += CMDFLOW_LOCAL_MAX;
+		else
+			break;
+	}
+	return n;
+}
+
+void
+cmdflow_init(struct cmdflow *f, const struct cfg_listener *lc)
+{
+	f->maxline = lc->max_line > 0 ? lc->max_line : 2048;
+	if (f->maxline > FILTER_INPUT_MAX)
+		f->maxline = FILTER_INPUT_MAX;
+}
+
+void
+cmdflow_reset(struct cmdflow *f)
+{
+	f->skipping = false;
+	f->skipped = 0;
+}
+
+enum cmdflow_rc
+cmdflow_gate(struct cmdflow *f, struct filter_io *io, const uint8_t *p,
+    size_t len, bool eof, bool greeted, size_t *used)
+{
+	enum smtp_parse_rc rc;
+	const char *what;
+
+	if (!f->checked) {
+		rc = smtp_foreign_parse(p, len, &what);
+		if (rc == SMTP_PARSE_AGAIN && !eof) {
+			*used = 0;
+			return CMDFLOW_HOLD;
+		}
+		if (rc == SMTP_PARSE_ERROR) {
+			filter_signal(io, FILTER_SIG_FOREIGN, what);
+			filter_close(io, "foreign_protocol");
+			return CMDFLOW_DEAD;
+		}
+		f->checked = true;
+	}
+	if (greeted)
+		return CMDFLOW_GO;
+	/* RFC 5321 3.1, RFC 1939 4: the client waits for the greeting. */
+	if (!f->early) {
+		f->early = true;
+		filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
+	}
+	*used = eof ? len : 0;
+	return CMDFLOW_HOLD;
+}
+
+enum cmdflow_rc
+cmdflow_skip(struct cmdflow *f, struct filter_io *io, const uint8_t *p,
+    size_t len, size_t *off, const char *endless)
+{
+	const uint8_t *nl = memchr(p + *off, '\n', len - *off);
+
+	if (nl == NULL) {
+		f->skipped += len - *off;
+		*off = len;
+		if (f->skipped > CMDFLOW_SKIP_MAX) {
+			(void)filter_to_client(io, endless, strlen(endless));
+			filter_close(io, "line_too_long");
+			return CMDFLOW_DEAD;
+		}
+		return CMDFLOW_HOLD;
+	}
+	*off = (size_t)(nl - p) + 1;
+	cmdflow_reset(f);
+	return CMDFLOW_GO;
+}
+
+enum cmdflow_rc
+cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
+    const char *toomany)
+{
+	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
+	if (++f->long_lines >= CMDFLOW_LONG_LINES_MAX) {
+		(void)filter_to_client(io, toomany, strlen(toomany));
+		filter_close(io, "line_too_long");
+		return CMDFLOW_DEAD;
+	}
+	f->skipping = true;
+	return CMDFLOW_GO;
+}
+
+bool
+cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len)
+{
+	if (filter_room_backend(io) < len + 2)
+		return false;
+	(void)filter_to_backend(io, p, len);
+	(void)filter_to_backend(io, "\r\n", 2);
+	return true;
+}
+
+enum cmdflow_rc
+cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
+    size_t *off)
+{
+	struct smtp_line l;
+	enum smtp_parse_rc rc;
+
+	rc = smtp_line_parse(p + *off, len - *off, CMDFLOW_SASL_LINE_MAX, &l);
+	if (rc == SMTP_PARSE_AGAIN) {
+		if (eof)
+			*off = len;	/* torn */
+		return CMDFLOW_HOLD;
+	}
+	if (rc == SMTP_PARSE_ERROR || memchr(l.p, '\r', l.len) != NULL ||
+	    memchr(l.p, '\0', l.len) != NULL) {
+		filter_signal(io, FILTER_SIG_GLITCH, "bad_sasl_line");
+		filter_close(io, "bad_sasl_line");
+		return CMDFLOW_DEAD;
+	}
+	if (!cmdflow_forward(io, l.p, l.len))
+		return CMDFLOW_HOLD;
+	*off += l.consumed;
+	return CMDFLOW_GO;
+}
