@@ -190,6 +190,29 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+int
+fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
+    struct fw_status *st), struct fw_status *st)
+{
+	int fam;
+
+	st->problem = FW_OK;
+	st->message[0] = '\0';
+	for (fam = 0; fam < 2; fam++) {
+		struct fw_status fst = { FW_OK, "" };
+
+		if (ensure(ctx, fam, &fst) == 0) {
+			if (fst.message[0] != '\0' && st->message[0] == '\0')
+				*st = fst;	/* a note: created */
+			continue;
+		}
+		*st = fst;
+		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT)
+			return -1;
+	}
+	return 0;
+}
+
 bool
 fw_addr_is_v4(const uint8_t addr[16])
 {

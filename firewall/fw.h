@@ -158,6 +158,15 @@ struct fw *fw_open_backend(struct ev_loop *loop, const struct config *cfg,
     const struct fw_backend *be, fw_report_fn *report, void *arg);
 
 /* Helpers for backends. */
+/*
+ * Checks (or creates) the IPv4 and the IPv6 set with ensure(ctx, fam, st),
+ * fam 0 and 1. A bad or missing set only disables its family, so IPv6
+ * bans still work when set4 is wrong; a permission or kernel problem
+ * (FW_PERM, FW_NOSUPPORT) fails the open: -1, and the caller closes.
+ * st ends with the first problem, or else the first note ("created").
+ */
+int fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
+    struct fw_status *st), struct fw_status *st);
 bool fw_addr_is_v4(const uint8_t addr[16]);
 const char *fw_addr_str(const uint8_t addr[16], char *buf, size_t len);
 const char *fw_problem_str(enum fw_problem p);

@@ -211,8 +211,9 @@ set_create(struct ips *x, int fam, char *why, size_t whylen)
  * need one request each. 0, or -1 with st and the set marked bad.
  */
 static int
-set_ensure(struct ips *x, int fam, struct fw_status *st)
+set_ensure(void *ctx, int fam, struct fw_status *st)
 {
+	struct ips *x = ctx;
 	struct ipset_data *d = ipset_session_data(x->s);
 	const struct ipset_type *type;
 	uint8_t want = fam == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6, family;
@@ -289,7 +290,6 @@ static void *
 ips_open(const struct config *cfg, struct fw_status *st)
 {
 	struct ips *x;
-	int fam;
 
 	pthread_once(&types_once, load_types);
 	if ((x = calloc(1, sizeof(*x))) == NULL) {
@@ -305,21 +305,9 @@ ips_open(const struct config *cfg, struct fw_status *st)
 		return NULL;
 	}
 	ipset_envopt_set(x->s, IPSET_ENV_EXIST);
-	st->problem = FW_OK;
-	st->message[0] = '\0';
-	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { FW_OK, "" };
-
-		if (set_ensure(x, fam, &fst) == 0) {
-			if (fst.message[0] != '\0' && st->message[0] == '\0')
-				*st = fst;
-			continue;
-		}
-		*st = fst;
-		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT) {
-			ips_close(x);
-			return NULL;
-		}
+	if (fw_ensure_sets(x, set_ensure, st) == -1) {
+		ips_close(x);
+		return NULL;
 	}
 	return x;
 }

@@ -315,8 +315,9 @@ set_get(struct nft *n, int fam, struct set_info *si)
  * when allowed. Returns 0, or -1 with st (and the set marked bad).
  */
 static int
-set_ensure(struct nft *n, int fam, struct fw_status *st)
+set_ensure(void *ctx, int fam, struct fw_status *st)
 {
+	struct nft *n = ctx;
 	const uint32_t want_type = fam == 0 ? NFT_TYPE_IPADDR :
 	    NFT_TYPE_IP6ADDR, want_len = fam == 0 ? 4 : 16;
 	const uint32_t bad_flags = NFT_SET_INTERVAL | NFT_SET_MAP |
@@ -376,7 +377,7 @@ nft_open(const struct config *cfg, struct fw_status *st)
 {
 	struct nft *n;
 	struct timeval tv = { 2, 0 };
-	int one = 1, size = 4 << 20, fd, fam;
+	int one = 1, size = 4 << 20, fd;
 
 	if ((n = calloc(1, sizeof(*n))) == NULL) {
 		status_set(st, FW_OTHER, "nftables: out of memory");
@@ -413,27 +414,10 @@ nft_open(const struct config *cfg, struct fw_status *st)
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 
-	/*
-	 * Check both sets now. A permission or kernel problem fails the
-	 * open (retried later); a bad or missing set only disables its
-	 * family, so IPv6 bans still work when set4 is wrong.
-	 */
-	st->problem = FW_OK;
-	st->message[0] = '\0';
-	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { FW_OK, "" };
-
-		if (set_ensure(n, fam, &fst) == 0) {
-			if (fst.message[0] != '\0' && st->message[0] == '\0')
-				*st = fst;	/* a note: created */
-			continue;
-		}
-		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT) {
-			*st = fst;
-			nft_close(n);
-			return NULL;
-		}
-		*st = fst;
+	/* A failed open is retried later by the queue. */
+	if (fw_ensure_sets(n, set_ensure, st) == -1) {
+		nft_close(n);
+		return NULL;
 	}
 	return n;
 }
