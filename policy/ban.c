@@ -1,12 +1,13 @@
 /* ban.c - the ban table: who is banned until when, and how often before. */
 #include "ban.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "siphash.h"
+#include "addrindex.h"
 
-#define NIL UINT32_MAX
+#define NIL ADDRINDEX_NIL
 #define BAN_INITIAL 256
 #define SWEEP_STEP 2
 #define EVICT_SCAN 8
@@ -23,10 +24,8 @@ struct ban_table {
 	struct ban_params p;
 	struct ban_entry *e;
 	uint32_t n, cap;
-	uint32_t *bucket;
-	uint32_t nbucket;
+	struct addrindex ix;		/* over e, by addr */
 	uint32_t cursor;		/* where the lazy sweep goes on */
-	uint64_t seed[2];
 };
 
 static const char *const reason_names[BAN_REASON_COUNT] = {
@@ -87,41 +86,9 @@ params_fix(struct ban_params *p)
 }
 
 static uint32_t
-bucket_of(const struct ban_table *t, const uint8_t addr[16])
-{
-	return (uint32_t)siphash13(addr, 16, t->seed) & (t->nbucket - 1);
-}
-
-static void
-chain_push(struct ban_table *t, uint32_t i)
-{
-	uint32_t *b = &t->bucket[bucket_of(t, t->e[i].addr)];
-
-	t->e[i].next = *b;
-	*b = i;
-}
-
-static uint32_t *
-chain_ref(struct ban_table *t, uint32_t i)
-{
-	uint32_t *pp = &t->bucket[bucket_of(t, t->e[i].addr)];
-
-	while (*pp != i)
-		pp = &t->e[*pp].next;
-	return pp;
-}
-
-static uint32_t
 find(const struct ban_table *t, const uint8_t addr[16])
 {
-	uint32_t i;
-
-	if (t->n == 0)
-		return NIL;
-	i = t->bucket[bucket_of(t, addr)];
-	while (i != NIL && memcmp(t->e[i].addr, addr, 16) != 0)
-		i = t->e[i].next;
-	return i;
+	return t->n == 0 ? NIL : addrindex_find(&t->ix, t->e, addr);
 }
 
 /* Removes record i, moving the last record into its place. */
@@ -130,9 +97,9 @@ remove_at(struct ban_table *t, uint32_t i)
 {
 	uint32_t last = t->n - 1;
 
-	*chain_ref(t, i) = t->e[i].next;
+	addrindex_unlink(&t->ix, t->e, i);
 	if (i != last) {
-		*chain_ref(t, last) = i;
+		*addrindex_ref(&t->ix, t->e, last) = i;
 		t->e[i] = t->e[last];
 	}
 	t->n--;
@@ -144,23 +111,6 @@ forgotten(const struct ban_table *t, const struct ban_entry *e, uint64_t now)
 	return now >= e->expiry_ms && now - e->expiry_ms >= t->p.forget_ms;
 }
 
-static int
-rehash(struct ban_table *t, uint32_t nb)
-{
-	uint32_t *b = malloc((size_t)nb * sizeof(*b));
-
-	if (b == NULL)
-		return -1;
-	for (uint32_t i = 0; i < nb; i++)
-		b[i] = NIL;
-	free(t->bucket);
-	t->bucket = b;
-	t->nbucket = nb;
-	for (uint32_t i = 0; i < t->n; i++)
-		chain_push(t, i);
-	return 0;
-}
-
 struct ban_table *
 ban_table_new(const struct ban_params *p)
 {
@@ -170,10 +120,11 @@ ban_table_new(const struct ban_params *p)
 		return NULL;
 	t->p = *p;
 	params_fix(&t->p);
-	siphash_key_init(t->seed);
+	addrindex_init(&t->ix, sizeof(*t->e), offsetof(struct ban_entry, addr),
+	    offsetof(struct ban_entry, next));
 	t->cap = BAN_INITIAL;
 	t->e = malloc((size_t)t->cap * sizeof(*t->e));
-	if (t->e == NULL || rehash(t, t->cap) == -1) {
+	if (t->e == NULL || addrindex_rebuild(&t->ix, t->e, 0, t->cap) == -1) {
 		ban_table_free(t);
 		return NULL;
 	}
@@ -186,7 +137,7 @@ ban_table_free(struct ban_table *t)
 	if (t == NULL)
 		return;
 	free(t->e);
-	free(t->bucket);
+	addrindex_free(&t->ix);
 	free(t);
 }
 
@@ -235,26 +186,12 @@ make_room(struct ban_table *t, uint64_t now)
 		remove_at(t, victim);
 	}
 	if (t->n == t->cap) {
-		uint32_t ncap = t->cap * 2;
-		struct ban_entry *ne;
+		struct ban_entry *ne = addrindex_grow(&t->ix, t->e, t->n,
+		    &t->cap, (uint32_t)t->p.max_entries);
 
-		if (ncap > t->p.max_entries)
-			ncap = (uint32_t)t->p.max_entries;
-		if (ncap <= t->cap)
-			return -1;
-		ne = realloc(t->e, (size_t)ncap * sizeof(*ne));
 		if (ne == NULL)
 			return -1;
 		t->e = ne;
-		t->cap = ncap;
-		if (t->nbucket < ncap) {
-			uint32_t nb = t->nbucket;
-
-			while (nb < ncap)
-				nb *= 2;
-			if (rehash(t, nb) == -1)
-				return -1;
-		}
 	}
 	return 0;
 }
@@ -303,7 +240,7 @@ record(struct ban_table *t, const uint8_t addr[16], uint64_t now)
 	i = t->n++;
 	memset(&t->e[i], 0, sizeof(t->e[i]));
 	memcpy(t->e[i].addr, addr, 16);
-	chain_push(t, i);
+	addrindex_push(&t->ix, t->e, i);
 	return i;
 }
 
@@ -399,5 +336,5 @@ size_t
 ban_bytes(const struct ban_table *t)
 {
 	return sizeof(*t) + (size_t)t->cap * sizeof(struct ban_entry) +
-	    (size_t)t->nbucket * sizeof(uint32_t);
+	    (size_t)t->ix.nbucket * sizeof(uint32_t);
 }

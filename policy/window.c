@@ -1,12 +1,13 @@
 /* window.c - per-address sliding-window counters with a bounded memory. */
 #include "window.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "siphash.h"
+#include "addrindex.h"
 
-#define NIL UINT32_MAX
+#define NIL ADDRINDEX_NIL
 #define WINDOW_INITIAL 1024
 /* How many of the oldest keys eviction looks at for one without sessions. */
 #define EVICT_SCAN 8
@@ -27,10 +28,8 @@ struct window_table {
 	uint64_t conn_slot_ms, fail_slot_ms;
 	struct window_entry *e;
 	uint32_t n, cap;		/* used, allocated */
-	uint32_t *bucket;
-	uint32_t nbucket;		/* a power of two */
+	struct addrindex ix;		/* over e, by key */
 	uint32_t newest, oldest;
-	uint64_t seed[2];
 };
 
 _Static_assert(sizeof(struct window_entry) == 72,
@@ -153,12 +152,6 @@ window_key(const struct window_table *t, const uint8_t addr[16],
 	}
 }
 
-static uint32_t
-bucket_of(const struct window_table *t, const uint8_t key[16])
-{
-	return (uint32_t)siphash13(key, 16, t->seed) & (t->nbucket - 1);
-}
-
 static void
 lru_unlink(struct window_table *t, uint32_t i)
 {
@@ -197,77 +190,22 @@ lru_touch(struct window_table *t, uint32_t i)
 	lru_push(t, i);
 }
 
-static void
-chain_unlink(struct window_table *t, uint32_t i)
-{
-	uint32_t *pp = &t->bucket[bucket_of(t, t->e[i].key)];
-
-	while (*pp != i)
-		pp = &t->e[*pp].next;
-	*pp = t->e[i].next;
-}
-
-static void
-chain_push(struct window_table *t, uint32_t i)
-{
-	uint32_t *b = &t->bucket[bucket_of(t, t->e[i].key)];
-
-	t->e[i].next = *b;
-	*b = i;
-}
-
-/* Rebuilds the hash chains for a bucket array of nb (a power of two). */
-static int
-rehash(struct window_table *t, uint32_t nb)
-{
-	uint32_t *b = malloc((size_t)nb * sizeof(*b));
-
-	if (b == NULL)
-		return -1;
-	for (uint32_t i = 0; i < nb; i++)
-		b[i] = NIL;
-	free(t->bucket);
-	t->bucket = b;
-	t->nbucket = nb;
-	for (uint32_t i = 0; i < t->n; i++)
-		chain_push(t, i);
-	return 0;
-}
-
 static uint32_t
 find(const struct window_table *t, const uint8_t key[16])
 {
-	uint32_t i = t->bucket[bucket_of(t, key)];
-
-	while (i != NIL && memcmp(t->e[i].key, key, 16) != 0)
-		i = t->e[i].next;
-	return i;
+	return addrindex_find(&t->ix, t->e, key);
 }
 
 /* Makes room for one more entry; -1 if the array cannot grow. */
 static int
 grow(struct window_table *t)
 {
-	uint32_t ncap = t->cap * 2;
-	struct window_entry *ne;
+	struct window_entry *ne = addrindex_grow(&t->ix, t->e, t->n, &t->cap,
+	    (uint32_t)t->p.max_entries);
 
-	if (ncap > t->p.max_entries)
-		ncap = (uint32_t)t->p.max_entries;
-	if (ncap <= t->cap)
-		return -1;
-	ne = realloc(t->e, (size_t)ncap * sizeof(*ne));
 	if (ne == NULL)
 		return -1;
 	t->e = ne;
-	t->cap = ncap;
-	if (t->nbucket < ncap) {
-		uint32_t nb = t->nbucket;
-
-		while (nb < ncap)
-			nb *= 2;
-		if (rehash(t, nb) == -1)
-			return -1;
-	}
 	return 0;
 }
 
@@ -283,7 +221,7 @@ evict(struct window_table *t)
 			break;
 	if (i == NIL || k == EVICT_SCAN)
 		i = t->oldest;
-	chain_unlink(t, i);
+	addrindex_unlink(&t->ix, t->e, i);
 	lru_unlink(t, i);
 	return i;
 }
@@ -309,7 +247,7 @@ lookup_insert(struct window_table *t, const uint8_t addr[16], uint64_t now)
 	 * growing, so idle clients never pile up to the cap. */
 	if (t->oldest != NIL && entry_idle(t, &t->e[t->oldest], now)) {
 		i = t->oldest;
-		chain_unlink(t, i);
+		addrindex_unlink(&t->ix, t->e, i);
 		lru_unlink(t, i);
 	} else if (t->n < t->cap || grow(t) == 0)
 		i = t->n++;
@@ -321,7 +259,7 @@ lookup_insert(struct window_table *t, const uint8_t addr[16], uint64_t now)
 	memset(e, 0, sizeof(*e));
 	memcpy(e->key, key, 16);
 	e->last_ms = now;
-	chain_push(t, i);
+	addrindex_push(&t->ix, t->e, i);
 	lru_push(t, i);
 	return i;
 }
@@ -352,15 +290,14 @@ window_table_new(const struct window_params *wp)
 	if (t == NULL)
 		return NULL;
 	set_params(t, wp);
-	siphash_key_init(t->seed);
+	addrindex_init(&t->ix, sizeof(*t->e),
+	    offsetof(struct window_entry, key),
+	    offsetof(struct window_entry, next));
 	t->newest = t->oldest = NIL;
 	t->cap = WINDOW_INITIAL < t->p.max_entries ? WINDOW_INITIAL :
 	    (uint32_t)t->p.max_entries;
 	t->e = malloc((size_t)t->cap * sizeof(*t->e));
-	t->nbucket = 1;
-	while (t->nbucket < t->cap)
-		t->nbucket *= 2;
-	if (t->e == NULL || rehash(t, t->nbucket) == -1) {
+	if (t->e == NULL || addrindex_rebuild(&t->ix, t->e, 0, t->cap) == -1) {
 		window_table_free(t);
 		return NULL;
 	}
@@ -373,7 +310,7 @@ window_table_free(struct window_table *t)
 	if (t == NULL)
 		return;
 	free(t->e);
-	free(t->bucket);
+	addrindex_free(&t->ix);
 	free(t);
 }
 
@@ -404,10 +341,7 @@ compact(struct window_table *t, uint32_t keep)
 	}
 	for (i = 0; i < n; i++)
 		lru_push(t, i);
-	for (i = 0; i < t->nbucket; i++)
-		t->bucket[i] = NIL;
-	for (i = 0; i < n; i++)
-		chain_push(t, i);
+	(void)addrindex_rebuild(&t->ix, t->e, n, 0);
 }
 
 /* Puts everything a ring still counts into its current slot. */
@@ -566,7 +500,7 @@ size_t
 window_bytes(const struct window_table *t)
 {
 	return sizeof(*t) + (size_t)t->cap * sizeof(struct window_entry) +
-	    (size_t)t->nbucket * sizeof(uint32_t);
+	    (size_t)t->ix.nbucket * sizeof(uint32_t);
 }
 
 size_t
