@@ -281,4 +281,17 @@ fake_take(struct fake_side *s)
 	return buf;
 }
 
+/* What the filter wrote to the client (or the backend) since last asked. */
+static inline const char *
+fake_take_client(struct filter_io *io)
+{
+	return fake_take(&io->client);
+}
+
+static inline const char *
+fake_take_backend(struct filter_io *io)
+{
+	return fake_take(&io->backend);
+}
+
 #endif

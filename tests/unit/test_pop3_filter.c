@@ -10,22 +10,6 @@
 #define CAPA_REPLY "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n" \
 	"PIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"
 
-static char got[FAKE_LOG];
-
-static const char *
-take_client(struct filter_io *io)
-{
-	snprintf(got, sizeof(got), "%s", fake_take(&io->client));
-	return got;
-}
-
-static const char *
-take_backend(struct filter_io *io)
-{
-	snprintf(got, sizeof(got), "%s", fake_take(&io->backend));
-	return got;
-}
-
 static struct filter_io *
 greeted(enum cfg_tls_mode tls, bool require_tls)
 {
@@ -33,7 +17,7 @@ greeted(enum cfg_tls_mode tls, bool require_tls)
 	    require_tls, 2048);
 
 	fake_backend(io, GREETING);
-	CHECK_STR_EQ(take_client(io), GREETING);
+	CHECK_STR_EQ(fake_take_client(io), GREETING);
 	return io;
 }
 
@@ -43,42 +27,42 @@ test_capa(void)
 	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
 
 	fake_client(io, "CAPA\r\n");
-	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "CAPA\r\n");
 	fake_backend(io, CAPA_REPLY);
-	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
 	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n"
 	    "SASL PLAIN LOGIN\r\nSTLS\r\n.\r\n");
 	fake_free(io);
 
 	io = greeted(CFG_TLS_STARTTLS, true);
 	fake_client(io, "CAPA\r\n");
-	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "CAPA\r\n");
 	fake_backend(io, CAPA_REPLY);
-	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
 	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\n.\r\n");
 	/* require_tls: refused by moat, never forwarded */
 	fake_client(io, "USER alice\r\nPASS x\r\nAPOP a b\r\nAUTH PLAIN\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io),
 	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
 	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
 	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n"
 	    "-ERR [AUTH] Plaintext authentication disallowed, issue STLS first\r\n");
 	/* One write: STLS and injected commands. */
 	fake_client(io, "STLS\r\nUSER a\r\nPASS b\r\n");
-	CHECK_STR_EQ(take_client(io), "+OK Begin TLS negotiation\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "+OK Begin TLS negotiation\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_client(io, "CAPA\r\n");
 	fake_handshake(io);
-	CHECK_STR_EQ(take_client(io), "");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_client(io, "CAPA\r\n");
 	fake_backend(io, CAPA_REPLY);
-	CHECK_STR_EQ(take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\n"
 	    "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n"
 	    "SASL PLAIN LOGIN\r\n.\r\n");
 	fake_client(io, "STLS\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "-ERR Command not permitted when TLS active\r\n");
 	fake_free(io);
 }
@@ -90,20 +74,20 @@ test_user_forgotten(void)
 
 	fake_client(io, "USER alice\r\n");
 	fake_backend(io, "+OK\r\n");
-	CHECK_STR_EQ(take_backend(io), "USER alice\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "USER alice\r\n");
 	fake_client(io, "STLS\r\n");
 	fake_handshake(io);
-	take_client(io);
+	fake_take_client(io);
 	/* RFC 2595 4: the USER from before STLS does not count. */
 	fake_client(io, "PASS alicepw\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
-	CHECK_STR_EQ(take_client(io), "-ERR No username given\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR No username given\r\n");
 	fake_client(io, "USER alice\r\nPASS alicepw\r\n");
-	CHECK_STR_EQ(take_backend(io), "USER alice\r\nPASS alicepw\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "USER alice\r\nPASS alicepw\r\n");
 	fake_backend(io, "+OK\r\n+OK Logged in.\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
 	fake_client(io, "STLS\r\n");
-	CHECK_STR_EQ(take_client(io), "+OK\r\n+OK Logged in.\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\n+OK Logged in.\r\n"
 	    "-ERR Command not permitted when TLS active\r\n");
 	fake_free(io);
 }
@@ -117,7 +101,7 @@ test_multiline(void)
 
 	fake_client(io, "USER alice\r\nPASS alicepw\r\nSTAT\r\nLIST\r\n"
 	    "RETR 1\r\nUIDL 1\r\nTOP 1 0\r\nNOOP\r\n");
-	CHECK_STR_EQ(take_backend(io), "USER alice\r\nPASS alicepw\r\nSTAT\r\n"
+	CHECK_STR_EQ(fake_take_backend(io), "USER alice\r\nPASS alicepw\r\nSTAT\r\n"
 	    "LIST\r\nRETR 1\r\nUIDL 1\r\nTOP 1 0\r\nNOOP\r\n");
 	memset(big, 'y', sizeof(big) - 1);
 	snprintf(reply, sizeof(reply), "+OK\r\n+OK Logged in.\r\n+OK 1 20\r\n"
@@ -125,12 +109,12 @@ test_multiline(void)
 	    "..stuffed\r\n%s\r\n.x\r\n.\r\n+OK 1 abc\r\n+OK\r\nH: v\r\n\r\n"
 	    ".\r\n+OK\r\n", big);
 	fake_backend(io, reply);
-	CHECK_STR_EQ(take_client(io), reply);
+	CHECK_STR_EQ(fake_take_client(io), reply);
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
 	/* "-ERR" to RETR has no body. */
 	fake_client(io, "RETR 9\r\nNOOP\r\n");
 	fake_backend(io, "-ERR no such message\r\n+OK\r\n");
-	CHECK_STR_EQ(take_client(io), "-ERR no such message\r\n+OK\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR no such message\r\n+OK\r\n");
 	fake_free(io);
 }
 
@@ -153,7 +137,7 @@ test_auth_signals(void)
 	fake_client(io, "AUTH PLAIN\r\n");
 	fake_backend(io, "+ \r\n");
 	fake_client(io, "AGFsaWNlAHdyb25n\r\n");
-	CHECK(strstr(take_backend(io), "AGFsaWNlAHdyb25n\r\n") != NULL);
+	CHECK(strstr(fake_take_backend(io), "AGFsaWNlAHdyb25n\r\n") != NULL);
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
 	fake_backend(io, "-ERR [AUTH] Authentication failed.\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
@@ -182,7 +166,7 @@ test_abuse(void)
 	memset(line, 'a', sizeof(line));
 	memcpy(line + sizeof(line) - 3, "\r\n", 3);
 	fake_client(io, line);
-	CHECK_STR_EQ(take_client(io), "-ERR line too long\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR line too long\r\n");
 	fake_client(io, line);
 	fake_client(io, line);
 	CHECK_STR_EQ(io->closed, "line_too_long");
@@ -192,7 +176,7 @@ test_abuse(void)
 	fake_client(io, "CAPA\r\n");
 	CHECK_STR_EQ(io->sigreason[FILTER_SIG_GLITCH], "early_talker");
 	fake_backend(io, GREETING);
-	CHECK_STR_EQ(take_backend(io), "CAPA\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "CAPA\r\n");
 	fake_backend(io, "garbage\r\n");
 	CHECK_STR_EQ(io->closed, "backend_bad_reply");
 	fake_free(io);
@@ -212,13 +196,13 @@ test_endless_line_closes(void)
 	for (i = 0; i < 4 && io->closed == NULL; i++)
 		fake_client(io, chunk);
 	CHECK(io->closed == NULL);
-	CHECK_STR_EQ(take_client(io), "-ERR line too long\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR line too long\r\n");
 	for (i = 0; i < 40 && io->closed == NULL; i++)
 		fake_client(io, chunk);
 	CHECK_STR_EQ(io->closed, "line_too_long");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "-ERR line too long, closing connection\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_free(io);
 }
 

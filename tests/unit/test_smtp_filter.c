@@ -1,5 +1,4 @@
 /* test_smtp_filter.c - the SMTP filter driven through its ops, no sockets. */
-#include <stdio.h>
 #include <string.h>
 
 #include "check.h"
@@ -12,22 +11,6 @@
 	"250-AUTH=PLAIN LOGIN\r\n250-XCLIENT NAME ADDR\r\n" \
 	"250-XFORWARD NAME\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
 
-static char got[FAKE_LOG];
-
-static const char *
-take_client(struct filter_io *io)
-{
-	snprintf(got, sizeof(got), "%s", fake_take(&io->client));
-	return got;
-}
-
-static const char *
-take_backend(struct filter_io *io)
-{
-	snprintf(got, sizeof(got), "%s", fake_take(&io->backend));
-	return got;
-}
-
 static struct filter_io *
 greeted(enum cfg_tls_mode tls, bool require_tls)
 {
@@ -35,7 +18,7 @@ greeted(enum cfg_tls_mode tls, bool require_tls)
 	    require_tls, 2048);
 
 	fake_backend(io, GREETING);
-	CHECK_STR_EQ(take_client(io), GREETING);
+	CHECK_STR_EQ(fake_take_client(io), GREETING);
 	return io;
 }
 
@@ -45,26 +28,26 @@ test_ehlo_rewrite(void)
 	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
 
 	fake_client(io, "EHLO client\r\n");
-	CHECK_STR_EQ(take_backend(io), "EHLO client\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO client\r\n");
 	fake_backend(io, EHLO_REPLY);
-	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
 	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
 	    "250-AUTH=PLAIN LOGIN\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
 	/* A one-line reply grows a second line. */
 	fake_client(io, "EHLO client\r\n");
 	fake_backend(io, "250 mail.example\r\n");
-	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250 STARTTLS\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250-mail.example\r\n250 STARTTLS\r\n");
 	/* HELO and a refused EHLO are relayed untouched. */
 	fake_client(io, "EHLO x\r\n");
 	fake_backend(io, "550 5.7.1 go away\r\n");
-	CHECK_STR_EQ(take_client(io), "550 5.7.1 go away\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "550 5.7.1 go away\r\n");
 	fake_free(io);
 
 	/* require_tls hides AUTH before TLS. */
 	io = greeted(CFG_TLS_STARTTLS, true);
 	fake_client(io, "EHLO client\r\n");
 	fake_backend(io, EHLO_REPLY);
-	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
 	    "250-SIZE 10240000\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
 	fake_free(io);
 
@@ -72,17 +55,17 @@ test_ehlo_rewrite(void)
 	io = greeted(CFG_TLS_IMPLICIT, false);
 	fake_client(io, "EHLO client\r\n");
 	fake_backend(io, EHLO_REPLY);
-	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
 	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
 	    "250-AUTH=PLAIN LOGIN\r\n250 8BITMIME\r\n");
 	fake_client(io, "STARTTLS\r\n");
-	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: TLS already active\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "503 5.5.1 Error: TLS already active\r\n");
 	fake_free(io);
 	io = greeted(CFG_TLS_NONE, false);
 	fake_client(io, "STARTTLS\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "502 5.5.1 Error: command not implemented\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_free(io);
 }
 
@@ -93,62 +76,62 @@ test_starttls(void)
 
 	fake_client(io, "EHLO client\r\n");
 	fake_backend(io, EHLO_REPLY);
-	take_client(io);
-	take_backend(io);
+	fake_take_client(io);
+	fake_take_backend(io);
 	/* require_tls: refused locally, never forwarded */
 	fake_client(io, "MAIL FROM:<a@b>\r\nAUTH PLAIN AGFAAGI=\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "530 5.7.0 Must issue a STARTTLS command first\r\n"
 	    "530 5.7.0 Must issue a STARTTLS command first\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	/* One write: STARTTLS and an injected command. */
 	fake_client(io, "STARTTLS\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
 	    "DATA\r\n");
-	CHECK_STR_EQ(take_client(io), "220 2.0.0 Ready to start TLS\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "220 2.0.0 Ready to start TLS\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	CHECK(io->starttls);
 	/* Bytes before the handshake: dropped, never answered. */
 	fake_client(io, "NOOP\r\n");
 	fake_handshake(io);
-	CHECK_STR_EQ(take_client(io), "");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	/* moat's RSET goes out with the first command after TLS, and its
 	 * reply is swallowed; MAIL before EHLO is refused. */
 	fake_client(io, "MAIL FROM:<a@b>\r\n");
-	CHECK_STR_EQ(take_backend(io), "RSET\r\n");
-	CHECK_STR_EQ(take_client(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "");
 	fake_backend(io, "250 2.0.0 Ok\r\n");
-	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: send EHLO first\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "503 5.5.1 Error: send EHLO first\r\n");
 	fake_client(io, "EHLO client\r\n");
-	CHECK_STR_EQ(take_backend(io), "EHLO client\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO client\r\n");
 	fake_backend(io, EHLO_REPLY);
-	CHECK_STR_EQ(take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail.example\r\n250-PIPELINING\r\n"
 	    "250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n"
 	    "250-AUTH=PLAIN LOGIN\r\n250 8BITMIME\r\n");
 	fake_client(io, "STARTTLS\r\n");
-	CHECK_STR_EQ(take_client(io), "503 5.5.1 Error: TLS already active\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "503 5.5.1 Error: TLS already active\r\n");
 	fake_client(io, "MAIL FROM:<a@b>\r\n");
-	CHECK_STR_EQ(take_backend(io), "MAIL FROM:<a@b>\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "MAIL FROM:<a@b>\r\n");
 	fake_free(io);
 
 	/* STARTTLS inside a transaction, pipelined behind MAIL. */
 	io = greeted(CFG_TLS_STARTTLS, false);
 	fake_client(io, "EHLO c\r\nMAIL FROM:<a@b>\r\nSTARTTLS\r\nNOOP\r\n");
-	CHECK_STR_EQ(take_backend(io), "EHLO c\r\nMAIL FROM:<a@b>\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO c\r\nMAIL FROM:<a@b>\r\n");
 	fake_backend(io, "250 mail\r\n250 2.1.0 Ok\r\n");
-	CHECK_STR_EQ(take_client(io), "250-mail\r\n250 STARTTLS\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail\r\n250 STARTTLS\r\n"
 	    "250 2.1.0 Ok\r\n503 5.5.1 Error: MAIL transaction in progress\r\n");
 	CHECK(!io->starttls);
-	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
 	fake_free(io);
 
 	/* STARTTLS after a successful AUTH is refused. */
 	io = greeted(CFG_TLS_STARTTLS, false);
 	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
 	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
-	take_client(io);
+	fake_take_client(io);
 	fake_client(io, "STARTTLS\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "503 5.5.1 Error: STARTTLS after AUTH is not allowed\r\n");
 	fake_free(io);
 }
@@ -160,22 +143,22 @@ test_pipelining_order(void)
 
 	fake_client(io, "EHLO c\r\nXCLIENT ADDR=1.2.3.4\r\nNOOP\r\n"
 	    "BDAT 3 LAST\r\nXFORWARD NAME=x\r\nRSET\r\n");
-	CHECK_STR_EQ(take_backend(io), "EHLO c\r\nNOOP\r\nRSET\r\n");
-	CHECK_STR_EQ(take_client(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO c\r\nNOOP\r\nRSET\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "");
 	fake_backend(io, "250-mail\r\n250 PIPELINING\r\n");
-	CHECK_STR_EQ(take_client(io), "250-mail\r\n250 PIPELINING\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250-mail\r\n250 PIPELINING\r\n"
 	    "550 5.7.0 Error: insufficient authorization\r\n");
 	fake_backend(io, "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n");
-	CHECK_STR_EQ(take_client(io), "250 2.0.0 Ok\r\n"
+	CHECK_STR_EQ(fake_take_client(io), "250 2.0.0 Ok\r\n"
 	    "502 5.5.1 Error: BDAT not supported (CHUNKING is not offered)\r\n"
 	    "550 5.7.0 Error: insufficient authorization\r\n"
 	    "250 2.0.0 Ok\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 2);
 	/* A command with a bare LF is normalised; a CR inside is refused. */
 	fake_client(io, "NOOP\nNO\rOP\r\n");
-	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
 	fake_backend(io, "250 Ok\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "250 Ok\r\n500 5.5.2 Error: bad characters in command\r\n");
 	fake_free(io);
 }
@@ -188,11 +171,11 @@ message_through(const char *body, struct filter_io **iop)
 	fake_client(io, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
 	    "DATA\r\n");
 	fake_backend(io, "250 mail\r\n250 Ok\r\n250 Ok\r\n354 go\r\n");
-	take_client(io);
-	take_backend(io);
+	fake_take_client(io);
+	fake_take_backend(io);
 	fake_client(io, body);
 	*iop = io;
-	return take_backend(io);
+	return fake_take_backend(io);
 }
 
 static void
@@ -219,7 +202,7 @@ test_smuggling(void)
 		CHECK(io->aborted);
 		CHECK_STR_EQ(io->closed, "smuggling");
 		CHECK_INT_EQ(io->nsig[FILTER_SIG_SMUGGLING], 1);
-		CHECK(strncmp(take_client(io), "554 5.6.0 Message rejected: ",
+		CHECK(strncmp(fake_take_client(io), "554 5.6.0 Message rejected: ",
 		    28) == 0);
 		fake_free(io);
 	}
@@ -230,7 +213,7 @@ test_smuggling(void)
 		io = greeted(CFG_TLS_NONE, false);
 		fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
 		fake_backend(io, "250 Ok\r\n250 Ok\r\n354 go\r\n");
-		take_backend(io);
+		fake_take_backend(io);
 		fake_client_bytes(io, nul, sizeof(nul) - 1);
 		CHECK(io->aborted);
 		CHECK_STR_EQ(io->sigreason[FILTER_SIG_SMUGGLING], "nul");
@@ -240,15 +223,15 @@ test_smuggling(void)
 	io = greeted(CFG_TLS_NONE, false);
 	fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
 	fake_backend(io, "250 Ok\r\n250 Ok\r\n354 go\r\n");
-	take_backend(io);
-	take_client(io);
+	fake_take_backend(io);
+	fake_take_client(io);
 	fake_client(io, "line one\r\nline t");
-	CHECK_STR_EQ(take_backend(io), "line one\r\nline t");
+	CHECK_STR_EQ(fake_take_backend(io), "line one\r\nline t");
 	fake_client(io, "wo\r");
-	CHECK_STR_EQ(take_backend(io), "wo");
+	CHECK_STR_EQ(fake_take_backend(io), "wo");
 	fake_client(io, "\nbad\n");
 	CHECK(io->aborted);
-	CHECK_STR_EQ(take_client(io), "554 5.6.0 Message rejected: bare LF in "
+	CHECK_STR_EQ(fake_take_client(io), "554 5.6.0 Message rejected: bare LF in "
 	    "message (SMTP smuggling guard)\r\n");
 	CHECK_STR_EQ(io->sigreason[FILTER_SIG_SMUGGLING], "bare_lf");
 	fake_free(io);
@@ -259,19 +242,19 @@ test_smuggling(void)
 	CHECK_STR_EQ(fw, "Subject: a\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n");
 	CHECK(!io->aborted);
 	fake_backend(io, "250 2.0.0 Ok: queued\r\n221 Bye\r\n");
-	CHECK_STR_EQ(take_client(io), "250 2.0.0 Ok: queued\r\n221 Bye\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250 2.0.0 Ok: queued\r\n221 Bye\r\n");
 	fake_free(io);
 
 	/* Body bytes sent with DATA wait for the 354. */
 	io = greeted(CFG_TLS_NONE, false);
 	fake_client(io, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\n.\n");
-	CHECK_STR_EQ(take_backend(io), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	CHECK_STR_EQ(fake_take_backend(io), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
 	    "DATA\r\n");
 	fake_backend(io, "250 Ok\r\n554 no valid recipients\r\n");
 	CHECK(!io->aborted);
 	fake_backend(io, "554 5.5.1 Error: no valid recipients\r\n");
 	/* DATA refused: the rest are commands again ("x", "."). */
-	CHECK_STR_EQ(take_backend(io), "x\r\n.\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "x\r\n.\r\n");
 	fake_free(io);
 }
 
@@ -281,9 +264,9 @@ test_auth_signals(void)
 	struct filter_io *io = greeted(CFG_TLS_IMPLICIT, false);
 
 	fake_client(io, "AUTH PLAIN AGFAAGI=\r\nNOOP\r\n");
-	CHECK_STR_EQ(take_backend(io), "AUTH PLAIN AGFAAGI=\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "AUTH PLAIN AGFAAGI=\r\n");
 	fake_backend(io, "535 5.7.8 Error: authentication failed\r\n");
-	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
 	CHECK_STR_EQ(io->sigreason[FILTER_SIG_AUTH_FAIL], "smtp_auth");
 	fake_backend(io, "250 Ok\r\n");
@@ -293,7 +276,7 @@ test_auth_signals(void)
 	fake_client(io, "YWxpY2U=\r\n");
 	fake_backend(io, "334 UGFzc3dvcmQ6\r\n");
 	fake_client(io, "d3Jvbmc=\r\n");
-	CHECK_STR_EQ(take_backend(io), "AUTH LOGIN\r\nYWxpY2U=\r\n"
+	CHECK_STR_EQ(fake_take_backend(io), "AUTH LOGIN\r\nYWxpY2U=\r\n"
 	    "d3Jvbmc=\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
 	fake_backend(io, "535 5.7.8 Error: authentication failed\r\n");
@@ -329,7 +312,7 @@ test_abuse(void)
 	CHECK_STR_EQ(io->closed, "foreign_protocol");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_FOREIGN], 1);
 	fake_backend(io, GREETING);
-	CHECK_STR_EQ(take_client(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "");
 	fake_free(io);
 	io = greeted(CFG_TLS_STARTTLS, false);
 	fake_client_bytes(io, "\x16\x03\x01\x02\x00\x01", 6);
@@ -341,9 +324,9 @@ test_abuse(void)
 	io = fake_new(&filter_smtp, CFG_PROTO_SMTP, CFG_TLS_NONE, false, 2048);
 	fake_client(io, "EHLO early\r\n");
 	CHECK_STR_EQ(io->sigreason[FILTER_SIG_GLITCH], "early_talker");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_backend(io, GREETING);
-	CHECK_STR_EQ(take_backend(io), "EHLO early\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO early\r\n");
 	fake_free(io);
 
 	/* Long lines: 500 twice, the third closes. */
@@ -353,9 +336,9 @@ test_abuse(void)
 	memcpy(line + sizeof(line) - 3, "\r\n", 3);
 	fake_client(io, line);
 	fake_client(io, "NOOP\r\n");
-	CHECK_STR_EQ(take_backend(io), "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
 	fake_backend(io, "250 Ok\r\n");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "500 5.5.2 Error: line too long\r\n250 Ok\r\n");
 	fake_client(io, line);
 	CHECK(io->closed == NULL);
@@ -388,13 +371,13 @@ test_endless_line_closes(void)
 	for (i = 0; i < 4 && io->closed == NULL; i++)
 		fake_client(io, chunk);
 	CHECK(io->closed == NULL);	/* skipping: still within bounds */
-	CHECK_STR_EQ(take_client(io), "500 5.5.2 Error: line too long\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "500 5.5.2 Error: line too long\r\n");
 	for (i = 0; i < 40 && io->closed == NULL; i++)
 		fake_client(io, chunk);
 	CHECK_STR_EQ(io->closed, "line_too_long");
-	CHECK_STR_EQ(take_client(io),
+	CHECK_STR_EQ(fake_take_client(io),
 	    "421 4.7.0 Error: line too long, closing connection\r\n");
-	CHECK_STR_EQ(take_backend(io), "");
+	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_free(io);
 }
 
