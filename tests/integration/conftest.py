@@ -9,6 +9,7 @@ Fixtures:
 Helpers:
   free_port()          a free loopback TCP port
   require_mailstack()  skip (or fail when CI=true) if the servers are missing
+  started_stack(**opts)  generator for module fixtures: a started MailStack
 
 Environment:
   CI=true              missing Postfix/Dovecot/openssl is a failure, not a skip
@@ -29,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from certs import PKI, make_pki, openssl_available  # noqa: E402
 from mailstack import MailStack, MailStackError, free_port  # noqa: E402
 
-__all__ = ["free_port", "require_mailstack", "MailStack", "MailStackError", "PKI"]
+__all__ = ["free_port", "require_mailstack", "started_stack", "MailStack", "MailStackError", "PKI"]
 
 
 def _ci() -> bool:
@@ -81,15 +82,22 @@ def pki(tmp_path_factory) -> PKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module")
-def mailstack():
+def started_stack(**opts):
+    """For a module fixture (`yield from started_stack(...)`): a started
+    MailStack with opts, stopped and removed after the module (kept with
+    MAILSTACK_KEEP=1)."""
     require_mailstack()
-    ms = MailStack()
+    ms = MailStack(**opts)
     try:
         ms.start()
         yield ms
     finally:
         _finish(ms, _keep())
+
+
+@pytest.fixture(scope="module")
+def mailstack():
+    yield from started_stack()
 
 
 @pytest.fixture

@@ -228,3 +228,12 @@ class Moat:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def running(m: "Moat"):
+    """For a fixture (`yield from running(Moat(...))`): m started, then
+    stopped after its tests, which must end in a clean exit (status 0, so
+    an ASan report fails the module)."""
+    m.start()
+    yield m
+    assert m.stop() == 0, m.log()[-3000:]

@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import base64
 import poplib
-import shutil
 import smtplib
 import uuid
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import started_stack
 from filterutil import Line, client_ctx, events, moat_with, wait_events
-from mailstack import MailStack
-from moatrun import listener
+from moatrun import listener, running
 
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True)
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True)
 
 
 @pytest.fixture
@@ -44,9 +35,7 @@ def moat(stack, pki, tmp_path):
         listener("pop3s", stack.pop3_addr, protocol="pop3", tls="implicit",
                  backend_proxy="v2"),
     ], extra={"sub": {"require_tls": True}})
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def auth_fails(m):

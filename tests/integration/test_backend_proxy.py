@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import poplib
-import shutil
 import smtplib
 import socket
 import ssl
@@ -16,8 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import require_mailstack
-from mailstack import MailStack, proxy_v1_header
+from conftest import started_stack
+from mailstack import proxy_v1_header
 from moatrun import Moat, listener
 
 SENDER = "sender@example.org"
@@ -79,14 +78,7 @@ def lb_listener(name, backend, mode, **kw):
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True, ipv6=True)
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True, ipv6=True)
 
 
 @pytest.fixture(scope="module")

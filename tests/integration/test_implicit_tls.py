@@ -18,9 +18,8 @@ import uuid
 
 import pytest
 
-from conftest import require_mailstack
-from mailstack import MailStack
-from moatrun import Moat, free_port, listener
+from conftest import started_stack
+from moatrun import Moat, free_port, listener, running
 
 SENDER = "sender@example.org"
 
@@ -44,14 +43,7 @@ def make_message(subject: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True)
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +53,7 @@ def moat(stack, pki, tmp_path_factory):
         listener("pop3s", stack.pop3_addr, protocol="pop3", backend_proxy="v2"),
     ], sni=[{"names": ["other.example.test", "*.wild.example.test"],
              "certificate": pki.other.chain, "key": pki.other.key}])
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def client_ctx(pki, **kw) -> ssl.SSLContext:

@@ -7,28 +7,19 @@ attempt (auth_verbose).  See issue 4.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import started_stack
 from filterutil import Line
-from mailstack import MailStack
-from moatrun import Moat, listener
+from moatrun import Moat, listener, running
 
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True,
-                   postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True,
+                             postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +29,7 @@ def moat(stack, pki, tmp_path_factory):
         listener("pop3", stack.pop3_addr, protocol="pop3", tls="starttls",
                  backend_proxy="v2"),
     ])
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def smtp_session(moat, pki, injected: bytes, tag: str):

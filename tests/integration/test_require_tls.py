@@ -6,28 +6,19 @@ login attempt).  See issue 4.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import started_stack
 from filterutil import Line, moat_with
-from mailstack import MailStack
-from moatrun import listener
+from moatrun import listener, running
 
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(xclient_hosts="127.0.0.0/8",
-                   postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(xclient_hosts="127.0.0.0/8",
+                             postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +29,7 @@ def moat(stack, pki, tmp_path_factory):
         listener("short", stack.smtp_addr, tls="none"),
     ], extra={"sub": {"require_tls": True}, "pop3": {"require_tls": True},
               "short": {"max_line": 512}})
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def test_smtp_auth_and_mail_before_tls(stack, moat):

@@ -8,17 +8,15 @@ proves the guard is what stops it.  See issue 4.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 import uuid
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import started_stack
 from filterutil import Line, client_ctx, events, wait_events
-from mailstack import MailStack
-from moatrun import Moat, listener
+from moatrun import Moat, listener, running
 
 VARIANTS = {
     "lf.lf": b"\n.\n",
@@ -35,14 +33,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(legacy_bare_newline=True)
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(legacy_bare_newline=True)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +46,7 @@ def moat(stack, pki, tmp_path_factory):
     # loopback, so loopback is allow-listed here (events are still
     # written). test_smuggling_bans checks the ban itself.
     ], extra='[policy]\nallow = ["127.0.0.0/8"]\n')
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def payload(tag: str, ending: bytes) -> bytes:

@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import started_stack
 from filterutil import Line, client_ctx, moat_with
-from mailstack import MailStack, proxy_v1_header
-from moatrun import listener
+from mailstack import proxy_v1_header
+from moatrun import listener, running
 
 SENDER = "sender@example.org"
 
@@ -41,14 +41,7 @@ def make_message(subject: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack():
-    require_mailstack()
-    ms = MailStack(postfix_proxy="haproxy", dovecot_proxy=True)
-    try:
-        ms.start()
-        yield ms
-    finally:
-        ms.stop()
-        shutil.rmtree(ms.workdir, ignore_errors=True)
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +54,7 @@ def moat(stack, pki, tmp_path_factory):
         listener("pop3req", stack.pop3_addr, protocol="pop3", tls="starttls",
                  backend_proxy="v2"),
     ], extra={"sub": {"require_tls": True}, "pop3req": {"require_tls": True}})
-    m.start()
-    yield m
-    assert m.stop() == 0, m.log()[-3000:]
+    yield from running(m)
 
 
 def keywords(ehlo_lines):
