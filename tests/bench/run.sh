@@ -19,11 +19,11 @@
 #   6. rejects per moat CPU-second of a banned address (moatctl ban), the
 #      cost of a flood that the kernel set has not stopped yet.
 #
-# Every proxy runs one worker, the same certificate, TLS 1.3 only with
-# TLS_AES_128_GCM_SHA256 and X25519 (the load generator offers nothing
-# else), no session tickets and no resumption, in front of the same
-# plaintext backends (tests/bench/backend.c). The machine's cores are
-# shared by the load generator, the proxy and the backend, so the script
+# Every proxy runs one worker (see --workers), the same certificate,
+# TLS 1.3 only with TLS_AES_128_GCM_SHA256 and X25519 (the load generator
+# offers nothing else), no session tickets and no resumption, in front of
+# the same plaintext backends (tests/bench/backend.c). The machine's cores
+# are shared by the load generator, the proxy and the backend, so the script
 # reads each proxy's own CPU time (utime+stime of the process and its
 # children, /proc/PID/stat) before and after every run and reports work
 # per proxy CPU-second as well as per wall second. Repetitions are
@@ -51,12 +51,17 @@
 #
 # Usage: tests/bench/run.sh [--quick] [--build DIR] [--reps N]
 #          [--peers "moat haproxy nginx stunnel"] [--figures "1 2 3 4 5 6"]
-#          [--idle-conns N] [--port-base BASE] [--keep]
+#          [--idle-conns N] [--port-base BASE] [--workers N] [--keep]
 #   --quick  small counts and one repetition: a smoke check (~2 minutes)
 #   default  3 repetitions, about 15 minutes on a busy 2-core machine
 #            (figure 3 takes a third of it: stunnel's thread per
 #            connection makes holding 10,000 slow, so stunnel is held in
 #            the first repetition only)
+#   --workers N  event-loop workers of every proxy (default 1): moat
+#            daemon.workers, HAProxy nbthread, nginx worker_processes;
+#            stunnel has a thread per connection whatever this says.
+#            Work per proxy CPU-second should stay flat as N grows; per
+#            wall second it shows what the extra cores buy.
 #   --keep   keep the work directory (configurations, logs, raw results)
 # The table goes to stdout at the end; raw results are in the work
 # directory's results.txt (one line per run). Not a test: it never fails
@@ -72,6 +77,7 @@ FIGURES="1 2 3 4 5 6"
 IDLE_N=
 BASE=24600
 KEEP=0
+WORKERS=1
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -82,6 +88,7 @@ while [ $# -gt 0 ]; do
 	--figures) FIGURES=$2; shift ;;
 	--idle-conns) IDLE_N=$2; shift ;;
 	--port-base) BASE=$2; shift ;;
+	--workers) WORKERS=$2; shift ;;
 	--keep) KEEP=1 ;;
 	-h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -248,7 +255,7 @@ kv() {	# KEY LINE: the value of KEY=... in a RESULT line
 }
 
 # ---- certificates ------------------------------------------------------
-log "work directory $W"
+log "work directory $W; $WORKERS worker(s) per proxy"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 	-keyout "$W/ec.key" -out "$W/ec.crt" -days 30 -subj /CN=bench.invalid \
 	-addext subjectAltName=DNS:bench.invalid,IP:127.0.0.1 2>/dev/null
@@ -296,7 +303,7 @@ conf_moat() {	# INST DIR
 	{
 		cat <<-EOF
 		[daemon]
-		workers = 1
+		workers = $WORKERS
 		control_socket = "$d/moat.sock"
 		state_file = "$d/moat.state"
 		drain_timeout = "1s"
@@ -346,7 +353,7 @@ conf_haproxy() {
 	{
 		cat <<-EOF
 		global
-		    nbthread 1
+		    nbthread $WORKERS
 		    maxconn $MAXCONN
 		    tune.ssl.cachesize 0
 
@@ -394,7 +401,7 @@ conf_nginx() {
 			echo "load_module $NGINX_MODS/ngx_mail_module.so;"
 		cat <<-EOF
 		daemon off;
-		worker_processes 1;
+		worker_processes $WORKERS;
 		worker_rlimit_nofile $NOFILE;
 		pid $d/nginx.pid;
 		error_log $d/error.log error;
