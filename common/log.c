@@ -2,20 +2,26 @@
 #include "log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/*
+ * Worker threads log too: verbosity and tag are set before any thread
+ * starts; the prefix choice may be made lazily by whichever thread logs
+ * first, so it is atomic. stdio's own lock keeps each line whole.
+ */
 static int log_verbose;
-static int log_prefix = -1;
+static atomic_int log_prefix = -1;
 static const char *log_tag = "moat";
 
 void
 log_init(int verbose)
 {
 	log_verbose = verbose;
-	log_prefix = !isatty(STDERR_FILENO);
+	atomic_store(&log_prefix, !isatty(STDERR_FILENO));
 }
 
 void
@@ -31,20 +37,22 @@ static void
 log_emit(enum log_level level, const char *fmt, va_list ap, const char *errstr)
 {
 	char line[2048];
-	int n;
+	int n, prefix;
 
 	if (level == LOG_LEVEL_DEBUG && log_verbose < 2)
 		return;
 	if (level == LOG_LEVEL_INFO && log_verbose < 0)
 		return;
-	if (log_prefix < 0)
-		log_prefix = !isatty(STDERR_FILENO);
+	if ((prefix = atomic_load(&log_prefix)) < 0) {
+		prefix = !isatty(STDERR_FILENO);
+		atomic_store(&log_prefix, prefix);
+	}
 
 	n = vsnprintf(line, sizeof(line), fmt, ap);
 	if (n < 0)
 		return;
 	/* One write per line so concurrent writers never interleave. */
-	if (log_prefix)
+	if (prefix)
 		fprintf(stderr, "<%d>%s: %s%s%s\n", (int)level, log_tag, line,
 		    errstr ? ": " : "", errstr ? errstr : "");
 	else

@@ -227,6 +227,26 @@ status_cert(void *arg, const char *name, int64_t not_after)
 	cl->n++;
 }
 
+/* The workers line (sessions/accepted of each) and its JSON array. */
+static void
+status_workers(const struct control_server *srv, struct sbuf *h,
+    struct sbuf *j)
+{
+	uint64_t accepted;
+	size_t i, n = 0, sessions;
+
+	while (srv->worker(srv->arg, n, &sessions, &accepted))
+		n++;
+	(void)sbuf_printf(h, "%-12s %zu (sessions/accepted:", "workers", n);
+	for (i = 0; srv->worker(srv->arg, i, &sessions, &accepted); i++) {
+		(void)sbuf_printf(h, "%s %zu: %zu/%llu", i ? "," : "", i,
+		    sessions, (unsigned long long)accepted);
+		(void)sbuf_printf(j, "%s{\"sessions\":%zu,\"accepted\":%llu}",
+		    i ? "," : "", sessions, (unsigned long long)accepted);
+	}
+	(void)sbuf_adds(h, ")\n");
+}
+
 static void
 cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 {
@@ -237,7 +257,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct metrics_totals t;
 	struct policy_stats st;
 	struct policy *p;
-	struct sbuf h, j, certs_h, certs_j;
+	struct sbuf h, j, wj, certs_h, certs_j;
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
@@ -259,6 +279,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	fw_state = guard_fw_state(fwbuf, sizeof(fwbuf));
 	sbuf_init(&h, CTL_REPLY_MAX);
 	sbuf_init(&j, CTL_REPLY_MAX);
+	sbuf_init(&wj, CTL_REPLY_MAX);
 	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
 	    (long)getpid(), secs_str(uptime_ms, up, sizeof(up)));
 	(void)sbuf_printf(&h, "%-12s %s\n", "config", cfg->path);
@@ -293,6 +314,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
 	    (unsigned long long)t.tls_handshakes,
 	    (unsigned long long)t.tls_failures);
+	status_workers(srv, &h, &wj);
 	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",
 	    bans_active, (unsigned long long)t.bans);
 	(void)sbuf_printf(&h, "%-12s %s, %s\n", "firewall",
@@ -303,7 +325,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "following (tail)\n", "events",
 	    (unsigned long long)events_written(),
 	    (unsigned long long)events_dropped(), tails);
-	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"totals\":{"
+	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
+	    "\"totals\":{"
 	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
 	    "\"tls_handshakes\":%llu,\"tls_failures\":%llu,"
 	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
@@ -311,7 +334,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "\"bans_active\":%zu,\"firewall\":{\"backend\":\"%s\","
 	    "\"state\":\"%s\"},\"events\":{\"written\":%llu,"
 	    "\"dropped\":%llu,\"tail_clients\":%zu},\"certificates\":[",
-	    sessions,
+	    sessions, (int)wj.len, wj.p ? wj.p : "",
 	    (unsigned long long)t.connections,
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
 	    (unsigned long long)t.tls_handshakes,
@@ -348,6 +371,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		r->body.overflow = true;
 	sbuf_clear(&h);
 	sbuf_clear(&j);
+	sbuf_clear(&wj);
 	sbuf_clear(&certs_h);
 	sbuf_clear(&certs_j);
 }
@@ -1008,7 +1032,7 @@ control_open(struct ev_loop *loop, const char *path,
 	ctl->ino = st.st_ino;
 	ev_io_init(&ctl->io, control_accept_cb, ctl->fd, EV_READ);
 	ev_io_start(loop, &ctl->io);
-	if (events_subscribe(control_event_cb, ctl) == 0)
+	if (events_subscribe(loop, control_event_cb, ctl) == 0)
 		ctl->subscribed = true;
 	else
 		log_warnx("control: no room to follow events; tail is off");

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -18,6 +19,8 @@ struct control;
  *   sessions   sessions open now
  *   listener   the i-th listening socket: its [[listener]] and address;
  *              false past the last
+ *   worker     the i-th worker (event-loop thread): sessions open and
+ *              connections accepted; false past the last
  *   reload     the SIGHUP reload; every diagnostic goes to report as
  *              well as to the log; 0 when the new config is in force, -1
  *              when the old one stays
@@ -29,6 +32,8 @@ struct control_server {
 	size_t (*sessions)(void *arg);
 	bool (*listener)(void *arg, size_t i, const struct cfg_listener **lc,
 	    const struct addr_port **ap);
+	bool (*worker)(void *arg, size_t i, size_t *sessions,
+	    uint64_t *accepted);
 	int (*reload)(void *arg, config_report_fn *report, void *rarg);
 	void (*reopen)(void *arg);
 };

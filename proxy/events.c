@@ -3,12 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <ev.h>
 
 #include "addr.h"
 #include "log.h"
@@ -24,36 +28,203 @@ struct event_log {
 	bool torn;		/* a partial line lacks its newline */
 };
 
+/*
+ * Sessions on every worker thread emit events. One mutex covers the sink
+ * (current and the file behind it), the counters and the subscriber
+ * table; a line is written in one write(2) under it, so lines from
+ * different threads never mix and the counters stay exact.
+ */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct event_log *current;
 static uint64_t dropped, written;
 
-static struct {
+/* Events for a follower on another thread wait here, copied, until its
+ * loop runs; past this many the newest are not shown to it. */
+#define EVENTS_QUEUE_MAX 4096
+
+/* An event and everything it points at, in one allocation. */
+struct queued {
+	struct queued *next;
+	struct event ev;
+	uint8_t ip[16];
+	uint64_t ms;
+	size_t len;		/* of the line at the start of text */
+	char text[];		/* the line, then the strings of ev */
+};
+
+struct sub {
+	bool used;
 	events_sub_fn *fn;
 	void *arg;
-} subs[EVENTS_SUBSCRIBERS];
-static size_t nsubs;
+	struct ev_loop *loop;	/* fn runs here, on thread */
+	pthread_t thread;
+	ev_async wake;
+	struct queued *head, **tail;
+	size_t n;
+	uint64_t lost;		/* not shown since the last delivery */
+};
+
+static struct sub subs[EVENTS_SUBSCRIBERS];
+
+/* A follower on the emitting thread, called once mu is released. */
+struct direct {
+	events_sub_fn *fn;
+	void *arg;
+};
+
+#define container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* Takes sub's queue (call with mu held). */
+static struct queued *
+sub_take(struct sub *sb, uint64_t *lost)
+{
+	struct queued *q = sb->head;
+
+	sb->head = NULL;
+	sb->tail = &sb->head;
+	sb->n = 0;
+	*lost = sb->lost;
+	sb->lost = 0;
+	return q;
+}
+
+/* Hands queued events to fn in order, on the subscriber's thread. */
+static void
+sub_deliver(events_sub_fn *fn, void *arg, struct queued *q, uint64_t lost)
+{
+	struct queued *next;
+
+	if (lost > 0)
+		log_warnx("events: %llu events were not shown to moatctl tail "
+		    "(its queue was full)", (unsigned long long)lost);
+	for (; q != NULL; q = next) {
+		next = q->next;
+		fn(arg, &q->ev, q->ms, q->text, q->len);
+		free(q);
+	}
+}
+
+static void
+sub_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct sub *sb = container_of(w, struct sub, wake);
+	struct queued *q;
+	events_sub_fn *fn;
+	uint64_t lost;
+	void *arg;
+
+	(void)loop, (void)revents;
+	pthread_mutex_lock(&mu);
+	fn = sb->fn;
+	arg = sb->arg;
+	q = sub_take(sb, &lost);
+	pthread_mutex_unlock(&mu);
+	sub_deliver(fn, arg, q, lost);
+}
 
 int
-events_subscribe(events_sub_fn *fn, void *arg)
+events_subscribe(struct ev_loop *loop, events_sub_fn *fn, void *arg)
 {
-	if (nsubs == EVENTS_SUBSCRIBERS)
+	struct sub *sb = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&mu);
+	for (i = 0; i < EVENTS_SUBSCRIBERS && sb == NULL; i++)
+		if (!subs[i].used)
+			sb = &subs[i];
+	if (sb == NULL) {
+		pthread_mutex_unlock(&mu);
 		return -1;
-	subs[nsubs].fn = fn;
-	subs[nsubs].arg = arg;
-	nsubs++;
+	}
+	memset(sb, 0, sizeof(*sb));
+	sb->fn = fn;
+	sb->arg = arg;
+	sb->loop = loop;
+	sb->thread = pthread_self();
+	sb->tail = &sb->head;
+	ev_async_init(&sb->wake, sub_wake_cb);
+	ev_async_start(loop, &sb->wake);
+	sb->used = true;
+	pthread_mutex_unlock(&mu);
 	return 0;
 }
 
 void
 events_unsubscribe(events_sub_fn *fn, void *arg)
 {
+	struct queued *q = NULL;
+	struct sub *sb = NULL;
+	uint64_t lost = 0;
 	size_t i;
 
-	for (i = 0; i < nsubs; i++)
-		if (subs[i].fn == fn && subs[i].arg == arg) {
-			subs[i] = subs[--nsubs];
-			return;
-		}
+	pthread_mutex_lock(&mu);
+	for (i = 0; i < EVENTS_SUBSCRIBERS && sb == NULL; i++)
+		if (subs[i].used && subs[i].fn == fn && subs[i].arg == arg)
+			sb = &subs[i];
+	if (sb != NULL) {
+		q = sub_take(sb, &lost);
+		sb->used = false;
+	}
+	pthread_mutex_unlock(&mu);
+	if (sb == NULL)
+		return;
+	/* No thread sends to it any more (sends happen under mu, on used
+	 * slots only); what was queued still reaches the follower. */
+	ev_async_stop(sb->loop, &sb->wake);
+	sub_deliver(fn, arg, q, lost);
+}
+
+/* Appends s (may be NULL) to q's text at *off; returns the copy. */
+static const char *
+queued_str(struct queued *q, size_t *off, const char *s)
+{
+	char *p;
+	size_t n;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s) + 1;
+	p = q->text + *off;
+	memcpy(p, s, n);
+	*off += n;
+	return p;
+}
+
+/* A copy of ev and its line that outlives the caller; NULL when out of
+ * memory. */
+static struct queued *
+queued_new(const struct event *ev, uint64_t ms, const char *line, size_t len)
+{
+	const char *strs[] = { ev->event, ev->listener, ev->reason,
+	    ev->country, ev->firewall, ev->session, ev->detail };
+	struct queued *q;
+	size_t i, need = len + 1, off;
+
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		if (strs[i] != NULL)
+			need += strlen(strs[i]) + 1;
+	if ((q = malloc(sizeof(*q) + need)) == NULL)
+		return NULL;
+	q->next = NULL;
+	q->ev = *ev;
+	q->ms = ms;
+	q->len = len;
+	memcpy(q->text, line, len);
+	q->text[len] = '\0';
+	off = len + 1;
+	if (ev->ip != NULL) {
+		memcpy(q->ip, ev->ip, 16);
+		q->ev.ip = q->ip;
+	}
+	q->ev.event = queued_str(q, &off, ev->event);
+	q->ev.listener = queued_str(q, &off, ev->listener);
+	q->ev.reason = queued_str(q, &off, ev->reason);
+	q->ev.country = queued_str(q, &off, ev->country);
+	q->ev.firewall = queued_str(q, &off, ev->firewall);
+	q->ev.session = queued_str(q, &off, ev->session);
+	q->ev.detail = queued_str(q, &off, ev->detail);
+	return q;
 }
 
 struct event_log *
@@ -104,9 +275,11 @@ event_log_reopen(struct event_log *log)
 		    "file", log->path);
 		return -1;
 	}
+	pthread_mutex_lock(&mu);
 	close(log->fd);
 	log->fd = fd;
 	log->failing = false;
+	pthread_mutex_unlock(&mu);
 	return 0;
 }
 
@@ -115,8 +288,10 @@ event_log_close(struct event_log *log)
 {
 	if (log == NULL)
 		return;
+	pthread_mutex_lock(&mu);
 	if (current == log)
 		current = NULL;
+	pthread_mutex_unlock(&mu);
 	if (log->fd > STDOUT_FILENO)
 		close(log->fd);
 	free(log->path);
@@ -126,25 +301,42 @@ event_log_close(struct event_log *log)
 void
 events_set(struct event_log *log)
 {
+	pthread_mutex_lock(&mu);
 	current = log;
+	pthread_mutex_unlock(&mu);
 }
 
 struct event_log *
 events_get(void)
 {
-	return current;
+	struct event_log *log;
+
+	pthread_mutex_lock(&mu);
+	log = current;
+	pthread_mutex_unlock(&mu);
+	return log;
 }
 
 uint64_t
 events_dropped(void)
 {
-	return dropped;
+	uint64_t n;
+
+	pthread_mutex_lock(&mu);
+	n = dropped;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 uint64_t
 events_written(void)
 {
-	return written;
+	uint64_t n;
+
+	pthread_mutex_lock(&mu);
+	n = written;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 /* Appends s as a JSON string. Control bytes are escaped and bytes above
@@ -279,28 +471,60 @@ event_drop(struct event_log *log, const char *why)
 	log->failing = true;
 }
 
-void
-events_emit(const struct event *ev)
+/*
+ * Queues a copy for each follower on another thread and wakes its loop;
+ * returns how many run on this one (their fn and arg in direct). Called
+ * with mu held.
+ */
+static size_t
+emit_queue(const struct event *ev, uint64_t ms, const char *line, size_t len,
+    struct direct *direct)
 {
-	struct event_log *log = current;
-	char line[EVENT_LINE_MAX];
-	uint64_t ms;
+	pthread_t self = pthread_self();
+	struct queued *q;
+	size_t i, nd = 0;
+
+	for (i = 0; i < EVENTS_SUBSCRIBERS; i++) {
+		struct sub *sb = &subs[i];
+
+		if (!sb->used)
+			continue;
+		if (pthread_equal(sb->thread, self)) {
+			direct[nd].fn = sb->fn;
+			direct[nd++].arg = sb->arg;
+			continue;
+		}
+		if (sb->n >= EVENTS_QUEUE_MAX ||
+		    (q = queued_new(ev, ms, line, len)) == NULL) {
+			sb->lost++;
+			continue;
+		}
+		*sb->tail = q;
+		sb->tail = &q->next;
+		sb->n++;
+		ev_async_send(sb->loop, &sb->wake);
+	}
+	return nd;
+}
+
+static bool
+subs_any(void)
+{
 	size_t i;
-	int n;
+
+	for (i = 0; i < EVENTS_SUBSCRIBERS; i++)
+		if (subs[i].used)
+			return true;
+	return false;
+}
+
+/* Writes one formatted line (n bytes, newline included) to log. Called
+ * with mu held. */
+static void
+sink_write(struct event_log *log, const char *line, int n)
+{
 	ssize_t w;
 
-	if (nsubs == 0 && (log == NULL || (log->fd == -1 && !log->syslog)))
-		return;
-	ms = now_unix_ms();
-	n = event_format(ev, ms, line, sizeof(line));
-	if (n < 0) {
-		dropped++;
-		return;
-	}
-	for (i = 0; i < nsubs; i++)
-		subs[i].fn(subs[i].arg, ev, ms, line, (size_t)n);
-	if (log == NULL || (log->fd == -1 && !log->syslog))
-		return;
 	if (log->syslog)
 		syslog(LOG_NOTICE, "%.*s", n - 1, line);
 	if (log->fd == -1) {
@@ -343,4 +567,37 @@ events_emit(const struct event *ev)
 		event_drop(log, "short write (disk full?)");
 	} else
 		event_drop(log, strerror(errno));
+}
+
+void
+events_emit(const struct event *ev)
+{
+	struct direct direct[EVENTS_SUBSCRIBERS];
+	struct event_log *log;
+	char line[EVENT_LINE_MAX];
+	uint64_t ms;
+	size_t i, nd;
+	int n;
+
+	pthread_mutex_lock(&mu);
+	log = current;
+	if (!subs_any() && (log == NULL || (log->fd == -1 && !log->syslog))) {
+		pthread_mutex_unlock(&mu);
+		return;
+	}
+	ms = now_unix_ms();
+	n = event_format(ev, ms, line, sizeof(line));
+	if (n < 0) {
+		dropped++;
+		pthread_mutex_unlock(&mu);
+		return;
+	}
+	nd = emit_queue(ev, ms, line, (size_t)n, direct);
+	if (log != NULL && (log->fd != -1 || log->syslog))
+		sink_write(log, line, n);
+	pthread_mutex_unlock(&mu);
+	/* Followers on this thread get it at once, as before there were
+	 * workers; fn may touch its own loop, so not under mu. */
+	for (i = 0; i < nd; i++)
+		direct[i].fn(direct[i].arg, ev, ms, line, (size_t)n);
 }

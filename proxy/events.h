@@ -43,9 +43,11 @@ void event_log_close(struct event_log *log);
 
 /*
  * The process-wide log that events_emit() writes to; the server sets it
- * at start and on reload. events_emit() never blocks for long and never
- * fails the caller: a line that cannot be written (full disk, unwritable
- * file) is counted as dropped, and the first drop is logged once.
+ * at start and on reload. events_emit() may run on any thread (one mutex
+ * keeps lines whole and counters exact); it never blocks for long and
+ * never fails the caller: a line that cannot be written (full disk,
+ * unwritable file) is counted as dropped, and the first drop is logged
+ * once.
  */
 void events_set(struct event_log *log);
 struct event_log *events_get(void);
@@ -56,14 +58,19 @@ uint64_t events_written(void);
 /*
  * Live followers (moatctl tail). events_emit() hands each event to every
  * subscriber with its formatted line (JSON, newline included, len bytes)
- * and its time, whether or not a sink is open. fn runs on the emitting
- * thread, must not block and must not emit events. At most
- * EVENTS_SUBSCRIBERS at once; events_subscribe returns 0 or -1 (full).
+ * and its time, whether or not a sink is open. fn always runs on the
+ * thread that subscribed, on loop: at once when the event comes from that
+ * thread, otherwise from a copy queued for it (ev_async) and handed over
+ * in order when loop runs next. fn must not block and must not emit
+ * events. At most EVENTS_SUBSCRIBERS at once; events_subscribe returns 0
+ * or -1 (full). events_unsubscribe (on the same thread) first hands over
+ * what is still queued.
  */
 #define EVENTS_SUBSCRIBERS 4
+struct ev_loop;
 typedef void events_sub_fn(void *arg, const struct event *ev, uint64_t unix_ms,
     const char *line, size_t len);
-int events_subscribe(events_sub_fn *fn, void *arg);
+int events_subscribe(struct ev_loop *loop, events_sub_fn *fn, void *arg);
 void events_unsubscribe(events_sub_fn *fn, void *arg);
 
 /*

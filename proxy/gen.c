@@ -1,10 +1,16 @@
 /* gen.c - a configuration generation: the config and its TLS contexts. */
 #include "gen.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
+/*
+ * Sessions on every worker thread take and drop references, and the last
+ * one may go on any of them: the count is atomic, and the release of the
+ * last reference orders every use of the generation before its free.
+ */
 struct gen {
-	int refs;
+	atomic_int refs;
 	struct config *cfg;	/* owned unless cfg_owner is set */
 	struct gen *cfg_owner;	/* the generation whose config we share */
 	struct tls_set *tls;
@@ -20,7 +26,7 @@ gen_new(struct config *cfg, config_report_fn *report, void *arg)
 		config_free(cfg);
 		return NULL;
 	}
-	g->refs = 1;
+	atomic_init(&g->refs, 1);
 	g->cfg = cfg;
 	if ((g->tls = tls_set_new(cfg, report, arg)) == NULL) {
 		config_free(cfg);
@@ -39,7 +45,7 @@ gen_new_certs(struct gen *old, config_report_fn *report, void *arg)
 		report(arg, true, "out of memory");
 		return NULL;
 	}
-	g->refs = 1;
+	atomic_init(&g->refs, 1);
 	g->cfg = old->cfg;
 	if ((g->tls = tls_set_new(g->cfg, report, arg)) == NULL) {
 		free(g);
@@ -53,14 +59,15 @@ gen_new_certs(struct gen *old, config_report_fn *report, void *arg)
 struct gen *
 gen_ref(struct gen *g)
 {
-	g->refs++;
+	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
 	return g;
 }
 
 void
 gen_unref(struct gen *g)
 {
-	if (g == NULL || --g->refs > 0)
+	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1,
+	    memory_order_acq_rel) > 1)
 		return;
 	tls_set_unref(g->tls);
 	if (g->cfg_owner != NULL)

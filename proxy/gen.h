@@ -9,7 +9,8 @@
  * What sessions started under: each session keeps a reference to the
  * generation current at its accept, so a reload (a new generation) never
  * changes or frees the settings of a session already running. The last
- * unref frees the config and drops the TLS contexts.
+ * unref frees the config and drops the TLS contexts. gen_ref and gen_unref
+ * may run on any worker thread; a generation is never changed once built.
  */
 struct gen;
 

@@ -80,15 +80,6 @@ guard_save_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
-guard_schedule_save(void)
-{
-	if (guard.loop != NULL && !ev_is_active(&guard.save)) {
-		ev_timer_set(&guard.save, STATE_SAVE_DELAY, 0.);
-		ev_timer_start(guard.loop, &guard.save);
-	}
-}
-
-static void
 state_report(void *arg, const char *line)
 {
 	(void)arg;
@@ -201,7 +192,11 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		return -1;
 	}
 	guard.loop = loop;
-	ev_timer_init(&guard.save, guard_save_cb, STATE_SAVE_DELAY, 0.);
+	/* Bans are made on worker threads too, which may not arm a timer of
+	 * this loop: it ticks instead and saves what policy_state_dirty()
+	 * reports (read under the policy's own lock). */
+	ev_timer_init(&guard.save, guard_save_cb, STATE_SAVE_DELAY,
+	    STATE_SAVE_DELAY);
 	n = policy_state_load(guard.policy, guard_now_ms(), wall_ms(),
 	    state_report, NULL);
 	if (n > 0)
@@ -213,6 +208,8 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		memset(&guard, 0, sizeof(guard));
 		return -1;
 	}
+	if (loop != NULL)
+		ev_timer_start(loop, &guard.save);
 	guard.open = true;
 	return 0;
 }
@@ -306,7 +303,6 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 	fw_add(guard.fw, addr, res->ban_ms);
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
-	guard_schedule_save();
 }
 
 bool
@@ -392,7 +388,6 @@ guard_unban(const uint8_t addr[16])
 	if (fw_enabled(guard.fw))
 		ev.firewall = fw_name(guard.fw);
 	events_emit(&ev);
-	guard_schedule_save();
 	return true;
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,32 +91,85 @@ listener_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_io_start(loop, &l->io);
 }
 
-struct listener *
-listener_open(struct ev_loop *loop, const struct addr_port *ap,
-    listener_accept_fn *fn, void *arg)
+/* A socket bound to ap (name for logs), listening unless probe; -1 with
+ * errno set and a log line on failure. */
+static int
+listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
+    bool probe)
 {
-	struct listener *l;
-	char name[ADDR_PORT_STRLEN];
 	int fd, on = 1, saved;
 
-	addr_port_str(ap, name, sizeof(name));
 	fd = socket(ap->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		log_warn("listener %s: socket", name);
-		return NULL;
+		return -1;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		goto fail;
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on,
+	    sizeof(on)) == -1)
 		goto fail;
 	if (ap->ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
 	    IPV6_V6ONLY, &on, sizeof(on)) == -1)
 		goto fail;
 	if (bind(fd, (const struct sockaddr *)&ap->ss, ap->len) == -1)
 		goto fail;
-	if (listen(fd, LISTEN_BACKLOG) == -1)
+	if (!probe && listen(fd, LISTEN_BACKLOG) == -1)
 		goto fail;
-	if ((l = calloc(1, sizeof(*l))) == NULL)
-		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	log_warn("listener %s", name);
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+int
+listener_bind(const struct addr_port *ap, int *fds, size_t n)
+{
+	char name[ADDR_PORT_STRLEN];
+	size_t i;
+	int fd, saved;
+
+	addr_port_str(ap, name, sizeof(name));
+	if (n == 1) {
+		fds[0] = listener_socket(ap, name, false, false);
+		return fds[0] == -1 ? -1 : 0;
+	}
+	/*
+	 * SO_REUSEPORT would let any process of our uid join the group and
+	 * take a share of the connections. A bind without it fails while
+	 * anyone listens on the address, so this probe turns a second moat
+	 * (or anything else there) into the plain "address in use" of a
+	 * single socket before the group is made.
+	 */
+	if ((fd = listener_socket(ap, name, false, true)) == -1)
+		return -1;
+	close(fd);
+	for (i = 0; i < n; i++)
+		if ((fds[i] = listener_socket(ap, name, true, false)) == -1) {
+			saved = errno;
+			while (i > 0)
+				close(fds[--i]);
+			errno = saved;
+			return -1;
+		}
+	return 0;
+}
+
+struct listener *
+listener_start(struct ev_loop *loop, const struct addr_port *ap, int fd,
+    listener_accept_fn *fn, void *arg)
+{
+	struct listener *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		log_warnx("listener: out of memory");
+		close(fd);
+		return NULL;
+	}
 	l->loop = loop;
 	l->fd = fd;
 	l->ap = *ap;
@@ -124,28 +178,17 @@ listener_open(struct ev_loop *loop, const struct addr_port *ap,
 	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
 	ev_timer_init(&l->pause, listener_pause_cb, ACCEPT_PAUSE, 0.);
 	ev_io_start(loop, &l->io);
-	log_info("listening on %s", name);
 	return l;
-fail:
-	saved = errno;
-	log_warn("listener %s", name);
-	close(fd);
-	errno = saved;
-	return NULL;
 }
 
 void
 listener_close(struct listener *l)
 {
-	char name[ADDR_PORT_STRLEN];
-
 	if (l == NULL)
 		return;
 	ev_io_stop(l->loop, &l->io);
 	ev_timer_stop(l->loop, &l->pause);
 	close(l->fd);
-	log_info("stopped listening on %s",
-	    addr_port_str(&l->ap, name, sizeof(name)));
 	free(l);
 }
 

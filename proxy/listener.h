@@ -2,6 +2,7 @@
 #ifndef MOAT_LISTENER_H
 #define MOAT_LISTENER_H
 
+#include <stddef.h>
 #include <sys/socket.h>
 
 #include "addr.h"
@@ -18,12 +19,23 @@ typedef void listener_accept_fn(void *arg, struct listener *l, int fd,
     const struct sockaddr *peer, socklen_t peerlen);
 
 /*
- * Binds ap (SO_REUSEADDR; IPV6_V6ONLY for IPv6) and starts accepting on
- * loop. Returns NULL with errno set (and a log line) on failure.
+ * Binds ap for n event loops and listens: n == 1 is one plain socket
+ * (SO_REUSEADDR; IPV6_V6ONLY for IPv6); n > 1 is a SO_REUSEPORT group of
+ * n sockets, over which the kernel spreads new connections, made only
+ * after a probe bind without SO_REUSEPORT succeeded, so that an address
+ * somebody else listens on (a second moat too) fails as it does for one
+ * socket. Fills fds[0..n-1]. Returns 0, or -1 with errno set
+ * (EADDRINUSE, ...) and a log line; then no descriptor is left open.
  */
-struct listener *listener_open(struct ev_loop *loop,
-    const struct addr_port *ap, listener_accept_fn *fn, void *arg);
-/* Stops accepting and closes the socket; established sessions stay. */
+int listener_bind(const struct addr_port *ap, int *fds, size_t n);
+/*
+ * Starts accepting on fd (from listener_bind, taken over in every case)
+ * on loop; call it on the thread that runs loop. NULL when out of memory.
+ */
+struct listener *listener_start(struct ev_loop *loop,
+    const struct addr_port *ap, int fd, listener_accept_fn *fn, void *arg);
+/* Stops accepting and closes the socket; established sessions stay.
+ * Call it on the thread that runs the listener's loop. */
 void listener_close(struct listener *l);
 
 /* The [[listener]] this socket serves; replaced on reload. */

@@ -408,6 +408,30 @@ render_hist(struct sbuf *out)
 	}
 }
 
+/* Per event-loop thread: how the kernel spread the connections. */
+static void
+render_workers(struct sbuf *out, const struct control_server *srv)
+{
+	uint64_t accepted;
+	size_t i, n = 0, sessions;
+
+	while (srv->worker(srv->arg, n, &sessions, &accepted))
+		n++;
+	header(out, "moat_workers", "gauge", "Event-loop threads (daemon."
+	    "workers).");
+	(void)sbuf_printf(out, "moat_workers %zu\n", n);
+	header(out, "moat_worker_connections_total", "counter",
+	    "Connections accepted, by worker.");
+	for (i = 0; srv->worker(srv->arg, i, &sessions, &accepted); i++)
+		(void)sbuf_printf(out, "moat_worker_connections_total{worker="
+		    "\"%zu\"} %llu\n", i, (unsigned long long)accepted);
+	header(out, "moat_worker_sessions", "gauge",
+	    "Sessions open now, by worker.");
+	for (i = 0; srv->worker(srv->arg, i, &sessions, &accepted); i++)
+		(void)sbuf_printf(out, "moat_worker_sessions{worker=\"%zu\"} "
+		    "%zu\n", i, sessions);
+}
+
 struct cert_out {
 	struct sbuf *out;
 	int64_t now;
@@ -475,6 +499,7 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 		return;
 	header(out, "moat_sessions", "gauge", "Sessions open now.");
 	(void)sbuf_printf(out, "moat_sessions %zu\n", srv->sessions(srv->arg));
+	render_workers(out, srv);
 	co.out = out;
 	co.now = (int64_t)time(NULL);
 	co.timestamp = false;

@@ -26,15 +26,25 @@
 #include "privdrop.h"
 #include "session.h"
 #include "slots.h"
+#include "worker.h"
+
+/* An address every worker listens on, and the [[listener]] it serves. */
+struct lgroup {
+	struct addr_port ap;
+	const struct cfg_listener *lc;
+};
 
 struct server {
 	struct ev_loop *loop;
 	struct gen *gen;		/* what new sessions start under */
 	const char *config_path;	/* NULL: the built-in config */
-	struct listener **ls;
-	size_t nls;
-	struct session_list sessions;
+	struct lgroup *groups;
+	size_t ngroups;
+	struct worker **w;		/* w[0] runs on loop */
+	size_t nw;
+	struct slots *slots;		/* the global cap, shared */
 	ev_signal sighup, sigterm, sigint, sigusr1;
+	ev_async done;			/* a worker may have finished */
 	struct event_log *events;
 	ev_timer drain;
 	bool draining;
@@ -87,89 +97,128 @@ reload_say(struct reload_report *rr, bool is_error, const char *fmt, ...)
 	report_tee(rr, is_error, line);
 }
 
-static void
-server_accept(void *arg, struct listener *l, int fd,
-    const struct sockaddr *peer, socklen_t peerlen)
-{
-	struct server *srv = arg;
-
-	session_start(srv->loop, &srv->sessions, srv->gen,
-	    listener_config(l), fd, peer, peerlen);
-}
-
 static bool
 addr_port_eq(const struct addr_port *a, const struct addr_port *b)
 {
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+static bool
+server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (addr_port_eq(&gs[k].ap, ap))
+			return true;
+	return false;
+}
+
 /*
- * Makes the listening sockets match g: sockets whose address stays are
- * kept (no gap in accepting, no rebind race) and point at their new
- * [[listener]]; new addresses are bound, vanished ones closed. At start
- * (initial) any bind failure is fatal to the start; on reload it is
- * logged and the rest goes on.
+ * Makes every worker's listening sockets match g: addresses that stay
+ * keep their sockets (no gap in accepting, no rebind race) and point at
+ * their new [[listener]]; new addresses are bound here (a SO_REUSEPORT
+ * group with one socket per worker) and handed over; vanished ones are
+ * closed by each worker. At start (initial) any bind failure is fatal to
+ * the start; on reload it is logged and the rest goes on.
  */
 static int
 server_apply_listeners(struct server *srv, struct gen *g, bool initial)
 {
 	const struct config *cfg = gen_config(g);
-	struct listener **ls = NULL, *l;
+	struct lgroup *ng = NULL;
+	struct worker_listen *wl = NULL;	/* nw rows of total */
+	char name[ADDR_PORT_STRLEN];
 	size_t i, j, k, n = 0, total = 0;
+	int *fds = NULL;
+	bool kept;
 
 	for (i = 0; i < cfg->nlisteners; i++)
 		total += cfg->listeners[i].nlisten;
-	if (total > 0 && (ls = calloc(total, sizeof(*ls))) == NULL) {
+	if (total > 0 && ((ng = calloc(total, sizeof(*ng))) == NULL ||
+	    (wl = calloc(total * srv->nw, sizeof(*wl))) == NULL ||
+	    (fds = calloc(srv->nw, sizeof(*fds))) == NULL)) {
 		log_warnx("listeners: out of memory");
+		free(ng);
+		free(wl);
 		return -1;
 	}
 	for (i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *lc = &cfg->listeners[i];
 
 		for (j = 0; j < lc->nlisten; j++) {
-			l = NULL;
-			for (k = 0; k < srv->nls; k++)
-				if (srv->ls[k] != NULL && addr_port_eq(
-				    listener_addr(srv->ls[k]),
-				    &lc->listen[j])) {
-					l = srv->ls[k];
-					srv->ls[k] = NULL;
-					break;
-				}
-			if (l == NULL)
-				l = listener_open(srv->loop, &lc->listen[j],
-				    server_accept, srv);
-			if (l == NULL) {
-				if (initial) {
-					for (k = 0; k < n; k++)
-						listener_close(ls[k]);
-					free(ls);
-					return -1;
-				}
+			addr_port_str(&lc->listen[j], name, sizeof(name));
+			kept = server_has_group(srv->groups, srv->ngroups,
+			    &lc->listen[j]);
+			if (!kept && listener_bind(&lc->listen[j], fds,
+			    srv->nw) == -1) {
+				if (initial)
+					goto fail;
 				continue;
 			}
-			listener_set_config(l, lc);
-			ls[n++] = l;
+			if (!kept && srv->nw > 1)
+				log_info("listening on %s (%zu workers)", name,
+				    srv->nw);
+			else if (!kept)
+				log_info("listening on %s", name);
+			ng[n].ap = lc->listen[j];
+			ng[n].lc = lc;
+			for (k = 0; k < srv->nw; k++) {
+				wl[k * total + n].ap = lc->listen[j];
+				wl[k * total + n].lc = lc;
+				wl[k * total + n].fd = kept ? -1 : fds[k];
+			}
+			n++;
 		}
 	}
-	for (k = 0; k < srv->nls; k++)
-		listener_close(srv->ls[k]);
-	free(srv->ls);
-	srv->ls = ls;
-	srv->nls = n;
+	for (k = 0; k < srv->ngroups; k++)
+		if (!server_has_group(ng, n, &srv->groups[k].ap))
+			log_info("stopped listening on %s", addr_port_str(
+			    &srv->groups[k].ap, name, sizeof(name)));
+	for (k = 0; k < srv->nw; k++)
+		worker_apply(srv->w[k], g, &wl[k * total], n);
+	free(srv->groups);
+	srv->groups = ng;
+	srv->ngroups = n;
+	free(wl);
+	free(fds);
 	return 0;
+fail:
+	for (j = 0; j < n; j++)
+		for (k = 0; k < srv->nw; k++)
+			if (wl[k * total + j].fd != -1)
+				close(wl[k * total + j].fd);
+	free(ng);
+	free(wl);
+	free(fds);
+	return -1;
 }
 
+/* Every worker stops accepting (drain). */
 static void
 server_close_listeners(struct server *srv)
 {
+	char name[ADDR_PORT_STRLEN];
 	size_t k;
 
-	for (k = 0; k < srv->nls; k++)
-		listener_close(srv->ls[k]);
-	free(srv->ls);
-	srv->ls = NULL;
-	srv->nls = 0;
+	for (k = 0; k < srv->nw; k++)
+		worker_drain(srv->w[k]);
+	for (k = 0; k < srv->ngroups; k++)
+		log_info("stopped listening on %s", addr_port_str(
+		    &srv->groups[k].ap, name, sizeof(name)));
+	free(srv->groups);
+	srv->groups = NULL;
+	srv->ngroups = 0;
+}
+
+static size_t
+server_sessions(struct server *srv)
+{
+	size_t k, n = 0;
+
+	for (k = 0; k < srv->nw; k++)
+		n += worker_sessions(srv->w[k]);
+	return n;
 }
 
 /*
@@ -209,8 +258,8 @@ server_nofile(const struct config *cfg)
 static void
 server_limits(struct server *srv, const struct config *cfg)
 {
-	if (srv->sessions.slots != NULL)
-		slots_set_limits(srv->sessions.slots, cfg->daemon.max_sessions,
+	if (srv->slots != NULL)
+		slots_set_limits(srv->slots, cfg->daemon.max_sessions,
 		    cfg->daemon.reserved_sessions);
 }
 
@@ -257,6 +306,17 @@ server_sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)event_log_reopen(srv->events);
 }
 
+/* daemon.workers, with 0 as one per online core. */
+static size_t
+server_nworkers(const struct config *cfg)
+{
+	long n = cfg->daemon.workers;
+
+	if (n == 0 && (n = sysconf(_SC_NPROCESSORS_ONLN)) < 1)
+		n = 1;
+	return (size_t)n;
+}
+
 /*
  * The reload of SIGHUP and moatctl: a new config, TLS contexts, lists and
  * events sink, or, on any error, the running ones kept. Every diagnostic
@@ -271,6 +331,8 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	struct config *cfg;
 	struct gen *g;
 	char err[300] = "";
+	size_t k;
+	int rc;
 
 	if (srv->draining) {
 		reload_say(&rr, true, "reload refused: moat is shutting down");
@@ -295,8 +357,14 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "keeping the running configuration");
 		return -1;
 	}
-	if (guard_reload(gen_config(g), err, sizeof(err)) == -1 ||
-	    server_events(srv, gen_config(g), false, &rr) == -1) {
+	/* Workers read the guard's firewall writer without a lock, and a
+	 * changed [firewall] replaces it: they wait meanwhile. */
+	for (k = 1; k < srv->nw; k++)
+		worker_park(srv->w[k]);
+	rc = guard_reload(gen_config(g), err, sizeof(err));
+	for (k = 1; k < srv->nw; k++)
+		worker_unpark(srv->w[k]);
+	if (rc == -1 || server_events(srv, gen_config(g), false, &rr) == -1) {
 		if (err[0] != '\0')
 			reload_say(&rr, true, "reload failed: %s; keeping the "
 			    "running configuration", err);
@@ -319,11 +387,20 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	    old->daemon.metrics.len) != 0)))
 		reload_say(&rr, false, "warning: daemon.metrics changes at "
 		    "the next restart");
+	if (server_nworkers(gen_config(g)) != srv->nw)
+		reload_say(&rr, false, "warning: daemon.workers changes at "
+		    "the next restart");
 	gen_unref(srv->gen);
 	srv->gen = g;
 	server_limits(srv, gen_config(g));
-	reload_say(&rr, false, "reload done: %zu listening sockets, %zu "
-	    "sessions carry on", srv->nls, srv->sessions.n);
+	if (srv->nw > 1)
+		reload_say(&rr, false, "reload done: %zu listening sockets in "
+		    "each of %zu workers, %zu sessions carry on", srv->ngroups,
+		    srv->nw, server_sessions(srv));
+	else
+		reload_say(&rr, false, "reload done: %zu listening sockets, "
+		    "%zu sessions carry on", srv->ngroups,
+		    server_sessions(srv));
 	return 0;
 }
 
@@ -350,9 +427,7 @@ hook_gen(void *arg)
 static size_t
 hook_sessions(void *arg)
 {
-	struct server *srv = arg;
-
-	return srv->sessions.n;
+	return server_sessions(arg);
 }
 
 static bool
@@ -361,10 +436,22 @@ hook_listener(void *arg, size_t i, const struct cfg_listener **lc,
 {
 	struct server *srv = arg;
 
-	if (i >= srv->nls)
+	if (i >= srv->ngroups)
 		return false;
-	*lc = listener_config(srv->ls[i]);
-	*ap = listener_addr(srv->ls[i]);
+	*lc = srv->groups[i].lc;
+	*ap = &srv->groups[i].ap;
+	return true;
+}
+
+static bool
+hook_worker(void *arg, size_t i, size_t *sessions, uint64_t *accepted)
+{
+	struct server *srv = arg;
+
+	if (i >= srv->nw)
+		return false;
+	*sessions = worker_sessions(srv->w[i]);
+	*accepted = worker_accepted(srv->w[i]);
 	return true;
 }
 
@@ -435,6 +522,7 @@ server_ops_open(struct server *srv)
 	srv->hooks.gen = hook_gen;
 	srv->hooks.sessions = hook_sessions;
 	srv->hooks.listener = hook_listener;
+	srv->hooks.worker = hook_worker;
 	srv->hooks.reload = hook_reload;
 	srv->hooks.reopen = hook_reopen;
 	if (cfg->daemon.control_socket != NULL &&
@@ -456,13 +544,37 @@ server_ops_open(struct server *srv)
 	return 0;
 }
 
+/* Any thread: a worker may have finished draining. */
 static void
-server_sessions_empty(void *arg)
+server_worker_done(void *arg)
 {
 	struct server *srv = arg;
 
-	if (srv->draining)
-		ev_break(srv->loop, EVBREAK_ALL);
+	ev_async_send(srv->loop, &srv->done);
+}
+
+static void
+server_done_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct server *srv = container_of(w, struct server, done);
+	size_t k;
+
+	(void)revents;
+	if (!srv->draining)
+		return;
+	for (k = 0; k < srv->nw; k++)
+		if (!worker_finished(srv->w[k]))
+			return;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+server_close_all(struct server *srv)
+{
+	size_t k;
+
+	for (k = 0; k < srv->nw; k++)
+		worker_close_all(srv->w[k]);
 }
 
 static void
@@ -473,9 +585,8 @@ server_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	log_info("drain: grace period over, closing %zu sessions",
-	    srv->sessions.n);
-	session_list_close_all(&srv->sessions, "shutdown");
-	ev_break(srv->loop, EVBREAK_ALL);
+	    server_sessions(srv));
+	server_close_all(srv);
 }
 
 static void
@@ -483,27 +594,71 @@ server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct server *srv = w->data;
 	const struct config *cfg = gen_config(srv->gen);
+	size_t n;
 
 	(void)revents;
 	if (srv->draining) {
 		log_info("second signal: closing %zu sessions now",
-		    srv->sessions.n);
-		session_list_close_all(&srv->sessions, "shutdown");
-		ev_break(loop, EVBREAK_ALL);
+		    server_sessions(srv));
+		server_close_all(srv);
 		return;
 	}
 	srv->draining = true;
+	n = server_sessions(srv);
 	server_close_listeners(srv);
-	if (srv->sessions.n == 0) {
+	if (n == 0) {
 		log_info("shutting down");
-		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
-	log_info("draining %zu sessions for up to %llu ms", srv->sessions.n,
+	log_info("draining %zu sessions for up to %llu ms", n,
 	    (unsigned long long)cfg->daemon.drain_ms);
 	ev_timer_set(&srv->drain, (ev_tstamp)cfg->daemon.drain_ms / 1000.,
 	    0.);
 	ev_timer_start(loop, &srv->drain);
+}
+
+static int
+server_workers_new(struct server *srv)
+{
+	size_t k, n = server_nworkers(gen_config(srv->gen));
+
+	if ((srv->w = calloc(n, sizeof(*srv->w))) == NULL)
+		return -1;
+	for (k = 0; k < n; k++) {
+		if ((srv->w[k] = worker_new((unsigned)k, srv->loop, k > 0,
+		    srv->slots, server_worker_done, srv)) == NULL)
+			return -1;
+		srv->nw++;
+	}
+	return 0;
+}
+
+static int
+server_workers_start(struct server *srv)
+{
+	size_t k;
+
+	for (k = 1; k < srv->nw; k++)
+		if (worker_start(srv->w[k]) == -1) {
+			log_warn("worker %zu: cannot start its thread", k);
+			return -1;
+		}
+	return 0;
+}
+
+/* Joins every worker thread and frees what the workers held. */
+static void
+server_workers_free(struct server *srv)
+{
+	size_t k;
+
+	for (k = 0; k < srv->nw; k++)
+		worker_drain(srv->w[k]);
+	for (k = 0; k < srv->nw; k++)
+		worker_free(srv->w[k]);
+	free(srv->w);
+	srv->w = NULL;
+	srv->nw = 0;
 }
 
 int
@@ -524,37 +679,20 @@ server_run(struct config *cfg, const char *config_path)
 		return 1;
 	metrics_init();
 	server_nofile(gen_config(srv.gen));
-	if ((srv.sessions.slots = slots_new()) == NULL) {
+	ev_async_init(&srv.done, server_done_cb);
+	ev_async_start(srv.loop, &srv.done);
+	if ((srv.slots = slots_new()) == NULL ||
+	    server_workers_new(&srv) == -1) {
 		log_warnx("out of memory");
+		server_workers_free(&srv);
+		slots_free(srv.slots);
 		gen_unref(srv.gen);
 		return 1;
 	}
 	server_limits(&srv, gen_config(srv.gen));
-	srv.sessions.on_empty = server_sessions_empty;
-	srv.sessions.arg = &srv;
-	/*
-	 * What needs root comes first (ports, the control socket); then
-	 * daemon.user takes over, and the rest (events file, state file,
-	 * geo database, firewall writer thread) opens as that user, as it
-	 * will be reopened on reload. The writer thread inherits
-	 * CAP_NET_ADMIN from here.
-	 */
-	if (server_apply_listeners(&srv, srv.gen, true) == -1 ||
-	    server_ops_open(&srv) == -1 ||
-	    server_privdrop(&srv) == -1 ||
-	    server_events(&srv, gen_config(srv.gen), true, NULL) == -1 ||
-	    guard_open(srv.loop, gen_config(srv.gen), err, sizeof(err)) == -1) {
-		if (err[0] != '\0')
-			log_warnx("%s", err);
-		metrics_http_close(srv.metrics);
-		control_close(srv.control);
-		server_close_listeners(&srv);
-		guard_close();
-		event_log_close(srv.events);
-		gen_unref(srv.gen);
-		slots_free(srv.sessions.slots);
-		return 1;
-	}
+	/* Caught from here on, though handled only once the loop runs: a
+	 * SIGHUP that comes as soon as the ports answer must not kill us
+	 * with the default action. */
 	ev_signal_init(&srv.sighup, server_sighup_cb, SIGHUP);
 	ev_signal_init(&srv.sigterm, server_sigterm_cb, SIGTERM);
 	ev_signal_init(&srv.sigint, server_sigterm_cb, SIGINT);
@@ -566,7 +704,36 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
 	ev_signal_start(srv.loop, &srv.sigusr1);
-	log_info("moat running: %zu listening sockets", srv.nls);
+	/*
+	 * What needs root comes first (ports, the control socket); then
+	 * daemon.user takes over, and the rest (events file, state file,
+	 * geo database, firewall writer thread, worker threads) opens as
+	 * that user, as it will be reopened on reload. The writer thread
+	 * inherits CAP_NET_ADMIN from here.
+	 */
+	if (server_apply_listeners(&srv, srv.gen, true) == -1 ||
+	    server_ops_open(&srv) == -1 ||
+	    server_privdrop(&srv) == -1 ||
+	    server_events(&srv, gen_config(srv.gen), true, NULL) == -1 ||
+	    guard_open(srv.loop, gen_config(srv.gen), err, sizeof(err)) == -1 ||
+	    server_workers_start(&srv) == -1) {
+		if (err[0] != '\0')
+			log_warnx("%s", err);
+		server_workers_free(&srv);
+		free(srv.groups);
+		metrics_http_close(srv.metrics);
+		control_close(srv.control);
+		guard_close();
+		event_log_close(srv.events);
+		gen_unref(srv.gen);
+		slots_free(srv.slots);
+		return 1;
+	}
+	if (srv.nw > 1)
+		log_info("moat running: %zu listening sockets, %zu workers",
+		    srv.ngroups, srv.nw);
+	else
+		log_info("moat running: %zu listening sockets", srv.ngroups);
 
 	ev_run(srv.loop, 0);
 
@@ -575,15 +742,17 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sigint);
 	ev_signal_stop(srv.loop, &srv.sigusr1);
 	ev_timer_stop(srv.loop, &srv.drain);
-	srv.sessions.on_empty = NULL;
-	session_list_close_all(&srv.sessions, "shutdown");
-	server_close_listeners(&srv);
+	/* Sessions end (and release policy) before the guard closes, and
+	 * tail followers get every event before the control socket does. */
+	server_workers_free(&srv);
+	ev_async_stop(srv.loop, &srv.done);
+	free(srv.groups);
 	metrics_http_close(srv.metrics);
 	control_close(srv.control);
 	guard_close();
 	event_log_close(srv.events);
 	gen_unref(srv.gen);
-	slots_free(srv.sessions.slots);
+	slots_free(srv.slots);
 	ev_loop_destroy(srv.loop);
 	log_info("stopped");
 	return 0;

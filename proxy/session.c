@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -129,7 +130,24 @@ struct session {
 	char reject[160];	/* implicit TLS: reply after the handshake */
 };
 
-static uint64_t session_next_id;
+/* Sessions start on every worker thread: ids come from one atomic
+ * counter, seeded once at random (so ids differ across restarts). */
+static _Atomic uint64_t session_next_id;
+
+static void
+session_new_id(char *buf, size_t len)
+{
+	uint64_t id, seed;
+
+	if ((id = atomic_load(&session_next_id)) == 0) {
+		if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+			seed = (uint64_t)getpid() << 32;
+		(void)atomic_compare_exchange_strong(&session_next_id, &id,
+		    seed | 1);
+	}
+	id = atomic_fetch_add(&session_next_id, 1);
+	snprintf(buf, len, "%016" PRIx64, id);
+}
 
 static void client_io_cb(struct ev_loop *, ev_io *, int);
 static void backend_io_cb(struct ev_loop *, ev_io *, int);
@@ -1379,14 +1397,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 		close(fd);
 		return;
 	}
-	if (session_next_id == 0) {
-		/* Random start, so ids differ across restarts. */
-		if (RAND_bytes((unsigned char *)&session_next_id,
-		    sizeof(session_next_id)) != 1)
-			session_next_id = (uint64_t)getpid() << 32;
-		session_next_id |= 1;
-	}
-	snprintf(s->id, sizeof(s->id), "%016" PRIx64, session_next_id++);
+	session_new_id(s->id, sizeof(s->id));
 	s->loop = loop;
 	s->list = list;
 	s->gen = gen_ref(gen);

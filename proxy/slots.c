@@ -1,6 +1,7 @@
 /* slots.c - the global session cap, with a reserve for light users. */
 #include "slots.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ struct slot {
 };
 
 struct slots {
+	pthread_mutex_t mu;	/* over everything below */
 	struct slot *tab;
 	size_t cap;		/* a power of two */
 	size_t addrs;		/* entries in use */
@@ -43,6 +45,7 @@ slots_new(void)
 	}
 	sl->cap = SLOTS_INITIAL;
 	siphash_key_init(sl->key);
+	pthread_mutex_init(&sl->mu, NULL);
 	return sl;
 }
 
@@ -51,6 +54,7 @@ slots_free(struct slots *sl)
 {
 	if (sl == NULL)
 		return;
+	pthread_mutex_destroy(&sl->mu);
 	free(sl->tab);
 	free(sl);
 }
@@ -58,8 +62,10 @@ slots_free(struct slots *sl)
 void
 slots_set_limits(struct slots *sl, uint32_t max, uint32_t reserved)
 {
+	pthread_mutex_lock(&sl->mu);
 	sl->max = max;
 	sl->reserved = reserved < max ? reserved : 0;
+	pthread_mutex_unlock(&sl->mu);
 }
 
 static size_t
@@ -99,8 +105,8 @@ slots_grow(struct slots *sl)
 	return 0;
 }
 
-enum slots_verdict
-slots_take(struct slots *sl, const uint8_t addr[16], bool exempt)
+static enum slots_verdict
+slots_take_locked(struct slots *sl, const uint8_t addr[16], bool exempt)
 {
 	size_t i;
 	uint32_t held;
@@ -134,8 +140,19 @@ slots_take(struct slots *sl, const uint8_t addr[16], bool exempt)
 	return SLOTS_OK;
 }
 
-void
-slots_give(struct slots *sl, const uint8_t addr[16])
+enum slots_verdict
+slots_take(struct slots *sl, const uint8_t addr[16], bool exempt)
+{
+	enum slots_verdict v;
+
+	pthread_mutex_lock(&sl->mu);
+	v = slots_take_locked(sl, addr, exempt);
+	pthread_mutex_unlock(&sl->mu);
+	return v;
+}
+
+static void
+slots_give_locked(struct slots *sl, const uint8_t addr[16])
 {
 	size_t i, j, k;
 
@@ -162,22 +179,45 @@ slots_give(struct slots *sl, const uint8_t addr[16])
 	sl->tab[i].n = 0;
 }
 
-size_t
-slots_used(const struct slots *sl)
+void
+slots_give(struct slots *sl, const uint8_t addr[16])
 {
-	return sl->used;
+	pthread_mutex_lock(&sl->mu);
+	slots_give_locked(sl, addr);
+	pthread_mutex_unlock(&sl->mu);
+}
+
+size_t
+slots_used(struct slots *sl)
+{
+	size_t n;
+
+	pthread_mutex_lock(&sl->mu);
+	n = sl->used;
+	pthread_mutex_unlock(&sl->mu);
+	return n;
 }
 
 uint32_t
-slots_held(const struct slots *sl, const uint8_t addr[16])
+slots_held(struct slots *sl, const uint8_t addr[16])
 {
-	return sl->tab[slots_find(sl, addr)].n;
+	uint32_t n;
+
+	pthread_mutex_lock(&sl->mu);
+	n = sl->tab[slots_find(sl, addr)].n;
+	pthread_mutex_unlock(&sl->mu);
+	return n;
 }
 
 size_t
-slots_addresses(const struct slots *sl)
+slots_addresses(struct slots *sl)
 {
-	return sl->addrs;
+	size_t n;
+
+	pthread_mutex_lock(&sl->mu);
+	n = sl->addrs;
+	pthread_mutex_unlock(&sl->mu);
+	return n;
 }
 
 const char *

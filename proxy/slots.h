@@ -22,7 +22,9 @@
  * lock everybody else out; the per-address limit itself is
  * policy.rate.concurrent_per_ip, enforced by policy. An exempt address (a
  * trusted load balancer that carries many clients) skips the reserve rule
- * but not the cap. max 0 means no cap. Single-threaded, like the loop.
+ * but not the cap. max 0 means no cap. One table serves every worker
+ * thread: each call takes the table's mutex, so the cap is exact across
+ * workers.
  */
 #define SLOTS_FEW 2
 
@@ -45,9 +47,9 @@ enum slots_verdict slots_take(struct slots *sl, const uint8_t addr[16],
 /* Gives back a slot slots_take() gave; addr must be the same bytes. */
 void slots_give(struct slots *sl, const uint8_t addr[16]);
 /* Sessions in all, sessions of addr, addresses holding any. */
-size_t slots_used(const struct slots *sl);
-uint32_t slots_held(const struct slots *sl, const uint8_t addr[16]);
-size_t slots_addresses(const struct slots *sl);
+size_t slots_used(struct slots *sl);
+uint32_t slots_held(struct slots *sl, const uint8_t addr[16]);
+size_t slots_addresses(struct slots *sl);
 const char *slots_verdict_str(enum slots_verdict v);
 
 #endif

@@ -1,0 +1,84 @@
+/* worker.h - one event loop with its own listening sockets and sessions. */
+#ifndef MOAT_WORKER_H
+#define MOAT_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "config.h"
+
+struct ev_loop;
+struct gen;
+struct slots;
+struct worker;
+
+/*
+ * A worker accepts on its own sockets (one per configured address; with
+ * several workers, members of a SO_REUSEPORT group, listener.h) and runs
+ * the sessions it accepted on its own loop. Worker 0 runs on the main
+ * thread's loop, beside signals, the control socket and metrics; the
+ * others each run a loop of their own on a thread of their own.
+ * Everything they share (policy, slots, events, metrics, generations) is
+ * safe to use from any thread.
+ *
+ * Every function here is called by the main thread. Those that change a
+ * threaded worker hand it a request through an ev_async; worker_apply
+ * and worker_park wait until the worker has done it.
+ */
+
+/* One listening address as a worker should have it after a reload: fd is
+ * its new socket (taken over), or -1 to keep the one it has for ap. */
+struct worker_listen {
+	struct addr_port ap;
+	const struct cfg_listener *lc;	/* in the generation applied */
+	int fd;
+};
+
+/* Called whenever a worker may have finished draining, on the worker's
+ * thread: it should only wake the main loop (ev_async_send), where
+ * worker_finished() says which workers are done. */
+typedef void worker_done_fn(void *arg);
+
+/*
+ * Worker id; loop is the main loop for worker 0 (no thread), NULL for
+ * the others (a loop of their own). slots is the shared session cap.
+ * NULL when out of memory or when no loop can be made.
+ */
+struct worker *worker_new(unsigned id, struct ev_loop *main_loop,
+    bool threaded, struct slots *slots, worker_done_fn *done, void *arg);
+/* Starts the thread of a threaded worker (after privileges are dropped:
+ * threads keep the credentials they start with). 0 or -1 with errno. */
+int worker_start(struct worker *w);
+/* Joins the thread (after worker_finished), closes whatever is left and
+ * frees. */
+void worker_free(struct worker *w);
+
+/*
+ * Makes w's listening sockets ls[0..n-1] (others are closed) and g the
+ * generation its new sessions start under (w takes a reference). Waits
+ * until done. Sessions keep the generation they started with.
+ */
+void worker_apply(struct worker *w, struct gen *g,
+    const struct worker_listen *ls, size_t n);
+/* Holds a running worker between its callbacks until worker_unpark, so
+ * that the main thread may replace what workers read without a lock
+ * (the firewall writer of a reload). Waits until it is held. */
+void worker_park(struct worker *w);
+void worker_unpark(struct worker *w);
+
+/* Stops accepting (its sockets are closed when this returns); the worker
+ * finishes when its last session ends. */
+void worker_drain(struct worker *w);
+/* Ends every session now (drain deadline, second signal). */
+void worker_close_all(struct worker *w);
+/* Drained and without sessions (a threaded worker: its loop returned). */
+bool worker_finished(struct worker *w);
+
+/* Sessions open now (a threaded worker's count as of its last loop
+ * iteration) and connections accepted since start. */
+size_t worker_sessions(struct worker *w);
+uint64_t worker_accepted(struct worker *w);
+
+#endif
