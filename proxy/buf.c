@@ -4,6 +4,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bufpool.h"
+
+/* Zero until the thread's first buffer; see thread_pool(). */
+static _Thread_local struct bufpool pool;
+
+static struct bufpool *
+thread_pool(void)
+{
+	if (pool.size == 0)
+		bufpool_init(&pool, BUF_BLOCK, BUF_POOL_KEEP);
+	return &pool;
+}
+
+static void
+storage_put(struct buf *b)
+{
+	if (b->data != NULL) {
+		if (b->cap == BUF_BLOCK)
+			bufpool_put(thread_pool(), b->data);
+		else
+			free(b->data);
+	}
+	b->data = NULL;
+	b->off = 0;
+	b->len = 0;
+}
+
+void
+buf_pool_clear(void)
+{
+	bufpool_clear(&pool);
+}
+
 void
 buf_init(struct buf *b, size_t cap)
 {
@@ -16,17 +49,22 @@ buf_init(struct buf *b, size_t cap)
 void
 buf_clear(struct buf *b)
 {
-	free(b->data);
-	b->data = NULL;
-	b->off = 0;
-	b->len = 0;
+	storage_put(b);
+}
+
+void
+buf_trim(struct buf *b)
+{
+	if (b->len == 0)
+		storage_put(b);
 }
 
 uint8_t *
 buf_tail(struct buf *b)
 {
 	if (b->data == NULL) {
-		b->data = malloc(b->cap);
+		b->data = b->cap == BUF_BLOCK ? bufpool_get(thread_pool()) :
+		    malloc(b->cap);
 		if (b->data == NULL)
 			return NULL;
 		b->off = 0;
@@ -49,7 +87,10 @@ void
 buf_consume(struct buf *b, size_t n)
 {
 	b->len -= n;
-	b->off = b->len == 0 ? 0 : b->off + n;
+	if (b->len == 0)
+		storage_put(b);
+	else
+		b->off += n;
 }
 
 int

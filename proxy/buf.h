@@ -7,11 +7,20 @@
 #include <stdint.h>
 
 /*
- * A FIFO of at most cap bytes. The storage is allocated on first use and
- * freed by buf_clear(), so an idle or short session costs nothing. The
- * owner (a connection) embeds it; pointers from buf_data()/buf_tail() stay
- * valid until the next call that changes the buffer.
+ * A FIFO of at most cap bytes. Storage exists only while bytes are held:
+ * it is taken when something is about to be written in, and given back
+ * as soon as the buffer is empty again (buf_consume() to zero,
+ * buf_trim(), buf_clear()), so an idle connection holds no buffer at all.
+ * Buffers of BUF_BLOCK bytes come from a small pool per thread
+ * (bufpool.h), so a busy connection does not pay malloc and free per
+ * read. The owner (a connection) embeds it; pointers from
+ * buf_data()/buf_tail() stay valid until the next call that changes the
+ * buffer.
  */
+#define BUF_BLOCK (16 * 1024)
+/* Returned blocks each thread keeps for reuse (the rest are freed). */
+#define BUF_POOL_KEEP 32
+
 struct buf {
 	uint8_t *data;		/* NULL until first needed */
 	size_t cap;
@@ -20,8 +29,13 @@ struct buf {
 };
 
 void buf_init(struct buf *b, size_t cap);
-/* Frees the storage; the buffer is empty and reusable afterwards. */
+/* Gives the storage back; the buffer is empty and reusable afterwards. */
 void buf_clear(struct buf *b);
+/* Gives the storage back if nothing is held (after buf_tail() for a read
+ * that brought nothing). */
+void buf_trim(struct buf *b);
+/* Frees the blocks the calling thread's pool keeps (its loop is ending). */
+void buf_pool_clear(void);
 
 static inline size_t
 buf_len(const struct buf *b)
@@ -56,6 +70,7 @@ buf_full(const struct buf *b)
  */
 uint8_t *buf_tail(struct buf *b);
 void buf_commit(struct buf *b, size_t n);
+/* Drops the first n held bytes; the storage goes back when none remain. */
 void buf_consume(struct buf *b, size_t n);
 /* Appends all of p or nothing: returns 0, or -1 when it does not fit or
  * allocation fails. */

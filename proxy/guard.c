@@ -307,11 +307,12 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 
 bool
 guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, char *reply, size_t replylen, bool *banned)
+    const char *sid, char *reply, size_t replylen,
+    enum policy_reason *reason)
 {
 	struct policy_result res;
 
-	*banned = false;
+	*reason = POLICY_OK;
 	if (guard.policy == NULL)
 		return true;
 	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
@@ -320,8 +321,10 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 		return true;
 	}
 	metrics_admit(lc->name, policy_reason_str(res.reason));
-	*banned = res.reason == POLICY_BANNED;
-	if (lc->protocol == CFG_PROTO_SMTP)
+	*reason = res.reason;
+	if (res.reason == POLICY_BANNED)
+		reply[0] = '\0';
+	else if (lc->protocol == CFG_PROTO_SMTP)
 		snprintf(reply, replylen, "554 5.7.1 Access denied: %s\r\n",
 		    policy_reason_category(res.reason));
 	else

@@ -31,12 +31,15 @@ void guard_close(void);
  * Asks whether addr may use listener lc. On refusal, fills reply with the
  * protocol-correct line to send (SMTP 554 5.7.1, POP3 -ERR) naming only a
  * reason category, emits a reject event (and a ban event for a new ban)
- * and returns false; *banned tells an already-banned address, which gets
- * no reply at all on implicit-TLS listeners so it costs no handshake. An
- * admitted session must call guard_release() once when it ends.
+ * and returns false with *reason saying why; an already-banned address
+ * (POLICY_BANNED) gets no reply at all, so it costs no session and no
+ * handshake. sid may be NULL (no session yet). An admitted session must
+ * call guard_release() once when it ends. Cheap when nothing listens for
+ * events: no formatting, no I/O.
  */
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, char *reply, size_t replylen, bool *banned);
+    const char *sid, char *reply, size_t replylen,
+    enum policy_reason *reason);
 void guard_release(const uint8_t addr[16]);
 
 /*

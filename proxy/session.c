@@ -30,16 +30,18 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
+#include "refusals.h"
 #include "slots.h"
 #include "tls.h"
 
 /*
  * Each direction has an input buffer (bytes read, waiting for the filter)
  * and an output buffer (bytes the filter passed, waiting to be written):
- * four buffers of RELAY_BUF bytes at most, allocated on first use. A TLS
+ * four buffers of RELAY_BUF bytes at most, held only while they hold
+ * bytes (buf.h), so an idle session has none. A TLS
  * record is at most 16 KiB, so one SSL_read always fits an empty buffer.
  */
-#define RELAY_BUF (16 * 1024)
+#define RELAY_BUF BUF_BLOCK
 _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
     "filters wait for lines this long");
 /* Rounds of the relay per event before other sessions get their turn. */
@@ -305,8 +307,10 @@ session_free(struct session *s)
 	uint64_t ms;
 
 	ms = (uint64_t)((ev_now(s->loop) - s->started) * 1000.);
-	log_info("%s close reason=%s%s%s client_in=%" PRIu64
-	    " client_out=%" PRIu64 " duration_ms=%" PRIu64, s->id,
+	/* A refused session's story is its reject line (refusals.h). */
+	(s->admitted ? log_info : log_debug)("%s close reason=%s%s%s "
+	    "client_in=%" PRIu64 " client_out=%" PRIu64 " duration_ms=%"
+	    PRIu64, s->id,
 	    s->close_reason ? s->close_reason : "closed",
 	    s->why[0] ? " error=" : "",
 	    s->why[0] ? logval(s->why, b1, sizeof(b1)) : "",
@@ -460,25 +464,26 @@ backend_fail(struct session *s, const char *why)
 	session_reject(s, msg, "backend_unavailable");
 }
 
+/*
+ * Acts on the policy verdict for s (reply: guard_admit()'s refusal line).
+ * A banned address costs nothing more: no reply, no TLS. Others read a
+ * protocol-correct refusal, after the handshake on implicit-TLS listeners.
+ */
 static void
-session_admit(struct session *s)
+session_verdict(struct session *s, bool admitted, enum policy_reason reason,
+    const char *reply)
 {
-	bool banned;
+	int on = 1;
 
-	enter_state(s, SESSION_ADMIT);
-	if (!guard_admit(s->addr, s->lc, s->id, s->reject, sizeof(s->reject),
-	    &banned)) {
-		log_info("%s reject ip=%s banned=%s", s->id, s->ip,
-		    banned ? "yes" : "no");
-		/*
-		 * A banned address costs nothing more: no reply, no TLS.
-		 * Others read a protocol-correct refusal, after the
-		 * handshake on implicit-TLS listeners.
-		 */
-		if (banned) {
+	if (!admitted) {
+		refusals_log(s->loop, s->addr, policy_reason_str(reason),
+		    s->lc->name, s->id);
+		if (reason == POLICY_BANNED) {
 			session_kill(s, "banned");
 			return;
 		}
+		if (reply != s->reject)
+			snprintf(s->reject, sizeof(s->reject), "%s", reply);
 		if (s->lc->tls == CFG_TLS_IMPLICIT)
 			start_handshake(s);
 		else
@@ -486,6 +491,11 @@ session_admit(struct session *s)
 		return;
 	}
 	s->admitted = true;
+	log_info("%s connect listener=%s ip=%s port=%u", s->id, s->lc->name,
+	    s->ip, s->port);
+	/* Replies are small and interactive; do not let Nagle hold them. */
+	(void)setsockopt(s->client.fd, IPPROTO_TCP, TCP_NODELAY, &on,
+	    sizeof(on));
 	if (s->filter.ops->new != NULL &&
 	    (s->filter.state = s->filter.ops->new(s->lc)) == NULL) {
 		session_kill(s, "out_of_memory");
@@ -495,6 +505,18 @@ session_admit(struct session *s)
 		start_handshake(s);
 	else
 		start_connect(s);
+}
+
+static void
+session_admit(struct session *s)
+{
+	enum policy_reason reason;
+	bool ok;
+
+	enter_state(s, SESSION_ADMIT);
+	ok = guard_admit(s->addr, s->lc, s->id, s->reject, sizeof(s->reject),
+	    &reason);
+	session_verdict(s, ok, reason, s->reject);
 }
 
 /* --- PROXY header from a trusted load balancer ------------------------ */
@@ -554,6 +576,7 @@ do_proxy_header(struct session *s)
 	if (n == -1) {
 		if (errno != EAGAIN && errno != EINTR)
 			proxy_fail(s, strerror(errno));
+		buf_trim(&c->in);
 		return;
 	}
 	rc = proxyproto_parse(buf_data(&c->in), have + (size_t)n, &h, &hlen,
@@ -696,6 +719,14 @@ do_connect(struct session *s)
 	if ((err = backend_connect_result(b->fd)) != 0) {
 		backend_fail(s, strerror(err));
 		return;
+	}
+	if (s->locallen == 0 && (s->lc->backend_proxy == CFG_BPROXY_V1 ||
+	    s->lc->backend_proxy == CFG_BPROXY_V2)) {
+		/* Only a PROXY header needs our own address. */
+		s->locallen = sizeof(s->local);
+		if (getsockname(s->client.fd, (struct sockaddr *)&s->local,
+		    &s->locallen) == -1)
+			s->locallen = 0;
 	}
 	if (s->client.ssl != NULL) {
 		tls.version = SSL_get_version(s->client.ssl);
@@ -843,9 +874,13 @@ side_str(const struct session *s, const struct conn *c)
 static bool
 conn_fill(struct session *s, struct conn *c)
 {
+	enum io_rc rc;
+
 	if (c->fd < 0 || c->rd_eof || buf_full(&c->in))
 		return false;
-	switch (conn_read(s, c)) {
+	if ((rc = conn_read(s, c)) != IO_OK)
+		buf_trim(&c->in);	/* an idle side holds no buffer */
+	switch (rc) {
 	case IO_OK:
 		s->last_active = ev_now(s->loop);
 		return true;
@@ -870,6 +905,7 @@ conn_fill(struct session *s, struct conn *c)
 static bool
 conn_flush(struct session *s, struct conn *c)
 {
+	struct conn *o;
 	bool progress = false;
 	int rc;
 
@@ -910,7 +946,14 @@ conn_flush(struct session *s, struct conn *c)
 			}
 		}
 	}
-	(void)shutdown(c->fd, SHUT_WR);
+	/*
+	 * When this end of stream is the session's last act (the peer has
+	 * ended too, and the other side is finished both ways), the close()
+	 * that follows at once sends the same FIN: skip the syscall.
+	 */
+	o = c == &s->client ? &s->backend : &s->client;
+	if (!c->rd_eof || !o->rd_eof || !o->wr_shut)
+		(void)shutdown(c->fd, SHUT_WR);
 	log_debug("%s shutdown side=%s", s->id, side_str(s, c));
 	c->shut_pending = false;
 	c->wr_shut = true;
@@ -1340,39 +1383,40 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	session_done(s);
 }
 
-/*
- * The global cap (slots.h), before the PROXY header and policy: a refused
- * connection costs one line at most. A trusted load balancer carries many
- * clients, so it is exempt from the reserve rule, not from the cap.
- * Returns false when the session was refused (and is ending).
- */
-static bool
-session_take_slot(struct session *s)
+/* A refusal by the global cap: a line (tests and operators count them),
+ * a metric and an event. sid is NULL when no session exists. */
+static void
+capacity_report(const struct session_list *list,
+    const struct cfg_listener *lc, const uint8_t addr[16], const char *sid,
+    enum slots_verdict v)
 {
 	struct event ev = EVENT_INIT;
-	enum slots_verdict v;
+	char ip[INET6_ADDRSTRLEN];
+
+	log_info("%s reject ip=%s reason=%s sessions=%zu held=%" PRIu32,
+	    sid ? sid : "-", addr_v6_str(addr, ip, sizeof(ip)),
+	    slots_verdict_str(v), slots_used(list->slots),
+	    slots_held(list->slots, addr));
+	metrics_admit(lc->name, "capacity");
+	ev.event = "reject";
+	ev.ip = addr;
+	ev.listener = lc->name;
+	ev.reason = slots_verdict_str(v);
+	ev.session = sid;
+	events_emit(&ev);
+}
+
+/* Refuses s for the cap: 421 / -ERR on plaintext and STARTTLS listeners,
+ * a bare close on implicit TLS, where a reply would cost a handshake. */
+static void
+session_refuse_capacity(struct session *s, enum slots_verdict v)
+{
 	char msg[160];
 
-	v = slots_take(s->list->slots, s->addr,
-	    s->lc->accept_proxy && proxy_trusted(s));
-	if (v == SLOTS_OK) {
-		memcpy(s->slot, s->addr, sizeof(s->slot));
-		s->slotted = true;
-		return true;
-	}
-	log_info("%s reject ip=%s reason=%s sessions=%zu held=%" PRIu32,
-	    s->id, s->ip, slots_verdict_str(v), slots_used(s->list->slots),
-	    slots_held(s->list->slots, s->addr));
-	metrics_admit(s->lc->name, "capacity");
-	ev.event = "reject";
-	ev.ip = s->addr;
-	ev.listener = s->lc->name;
-	ev.reason = slots_verdict_str(v);
-	ev.session = s->id;
-	events_emit(&ev);
+	capacity_report(s->list, s->lc, s->addr, s->id, v);
 	if (s->lc->tls == CFG_TLS_IMPLICIT) {
 		session_kill(s, "capacity");
-		return false;
+		return;
 	}
 	if (s->lc->protocol == CFG_PROTO_SMTP)
 		snprintf(msg, sizeof(msg), "421 4.7.0 %s too many connections, "
@@ -1381,7 +1425,109 @@ session_take_slot(struct session *s)
 		snprintf(msg, sizeof(msg), "-ERR [SYS/TEMP] %s too many "
 		    "connections, try again later\r\n", s->lc->name);
 	session_reject(s, msg, "capacity");
+}
+
+/*
+ * The global cap (slots.h), before the PROXY header and policy. A trusted
+ * load balancer carries many clients, so it is exempt from the reserve
+ * rule, not from the cap. Returns false when the session was refused (and
+ * is ending).
+ */
+static bool
+session_take_slot(struct session *s)
+{
+	enum slots_verdict v;
+
+	v = slots_take(s->list->slots, s->addr,
+	    s->lc->accept_proxy && proxy_trusted(s));
+	if (v == SLOTS_OK) {
+		memcpy(s->slot, s->addr, sizeof(s->slot));
+		s->slotted = true;
+		return true;
+	}
+	session_refuse_capacity(s, v);
 	return false;
+}
+
+/*
+ * Closes a connection refused without a reply. The first refusal of an
+ * address in a while gets an orderly close (the client reads end of
+ * stream); the repeats of a flood get a reset, so the kernel frees each
+ * socket at once instead of running the FIN exchange and holding it in
+ * TIME_WAIT.
+ */
+static void
+close_refused(int fd, bool flood)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (flood)
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/* What the accept4 address decided before a session existed. */
+struct screen {
+	bool slotted;		/* a slot of list->slots was taken */
+	enum slots_verdict slot;	/* SLOTS_OK unless the cap refused */
+	bool admitted;		/* holds a policy_release() */
+	enum policy_reason reason;
+	char reply[160];	/* guard_admit()'s refusal line */
+};
+
+/*
+ * Without accept_proxy the TCP peer is the client, so the cap and policy
+ * decide from the accept4 address before anything is allocated: a flood
+ * from a banned address (one the kernel set has not stopped yet) costs
+ * accept4, a hash lookup, an event when events are wanted, and close.
+ * Returns true when fd was refused and closed here (a banned address, or
+ * the cap on implicit TLS, where a reply would cost a handshake);
+ * otherwise *sc says what the session must do.
+ */
+static bool
+screen_at_accept(struct ev_loop *loop, struct session_list *list,
+    const struct cfg_listener *lc, int fd, const uint8_t addr[16],
+    struct screen *sc)
+{
+	bool flood;
+
+	sc->slotted = false;
+	sc->slot = SLOTS_OK;
+	sc->admitted = false;
+	sc->reason = POLICY_OK;
+	sc->reply[0] = '\0';
+	if (list->slots != NULL) {
+		sc->slot = slots_take(list->slots, addr, false);
+		if (sc->slot != SLOTS_OK) {
+			if (lc->tls != CFG_TLS_IMPLICIT)
+				return false;	/* the session replies */
+			capacity_report(list, lc, addr, NULL, sc->slot);
+			close(fd);
+			return true;
+		}
+		sc->slotted = true;
+	}
+	sc->admitted = guard_admit(addr, lc, NULL, sc->reply,
+	    sizeof(sc->reply), &sc->reason);
+	if (sc->admitted || sc->reason != POLICY_BANNED)
+		return false;
+	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
+	    lc->name, NULL);
+	if (sc->slotted)
+		slots_give(list->slots, addr);
+	close_refused(fd, flood);
+	return true;
+}
+
+/* Undoes what screen_at_accept() took, when no session can carry it. */
+static void
+screen_undo(struct session_list *list, const uint8_t addr[16],
+    const struct screen *sc)
+{
+	if (sc->admitted)
+		guard_release(addr);
+	if (sc->slotted)
+		slots_give(list->slots, addr);
 }
 
 void
@@ -1390,10 +1536,19 @@ session_start(struct ev_loop *loop, struct session_list *list,
     const struct sockaddr *peer, socklen_t peerlen)
 {
 	struct session *s;
-	int on = 1;
+	struct screen sc;
+	uint8_t a[16];
+	bool screened = false;
 
+	if (!lc->accept_proxy && addr_to_v6(peer, a) == 0) {
+		if (screen_at_accept(loop, list, lc, fd, a, &sc))
+			return;
+		screened = true;
+	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_warnx("session: out of memory");
+		if (screened)
+			screen_undo(list, a, &sc);
 		close(fd);
 		return;
 	}
@@ -1412,11 +1567,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 		peerlen = sizeof(s->peer);
 	memcpy(&s->peer, peer, peerlen);
 	s->peerlen = peerlen;
-	s->locallen = sizeof(s->local);
-	if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) == -1)
-		s->locallen = 0;
 	set_client_addr(s);
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 
 	s->next = list->head;
 	if (list->head != NULL)
@@ -1424,19 +1575,24 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	list->head = s;
 	list->n++;
 
-	log_info("%s connect listener=%s ip=%s port=%u", s->id, lc->name,
-	    s->ip, s->port);
-	if (list->slots != NULL && !session_take_slot(s)) {
-		session_done(s);
-		return;
-	}
-	if (lc->accept_proxy) {
-		if (!proxy_trusted(s))
+	if (screened) {
+		if (sc.slot != SLOTS_OK) {
+			session_refuse_capacity(s, sc.slot);
+		} else {
+			if (sc.slotted) {
+				memcpy(s->slot, a, sizeof(s->slot));
+				s->slotted = true;
+			}
+			enter_state(s, SESSION_ADMIT);
+			session_verdict(s, sc.admitted, sc.reason, sc.reply);
+		}
+	} else if (list->slots == NULL || session_take_slot(s)) {
+		if (!lc->accept_proxy)
+			session_admit(s);
+		else if (!proxy_trusted(s))
 			proxy_fail(s, "untrusted source");
 		else
 			enter_state(s, SESSION_PROXY_HEADER);
-	} else {
-		session_admit(s);
 	}
 	session_done(s);
 }
@@ -1450,4 +1606,6 @@ session_list_close_all(struct session_list *list, const char *reason)
 		session_kill(s, reason);
 		session_free(s);
 	}
+	refusals_flush();
+	buf_pool_clear();
 }

@@ -32,15 +32,20 @@ struct session_list {
  * first takes a slot for its TCP peer's address and gives it back when
  * freed; without one it is refused at once (a 421 / -ERR line on
  * plaintext and STARTTLS listeners, a bare close on implicit TLS, where
- * a refusal would cost a handshake). The session frees itself when it
- * ends; nothing outside holds a pointer to it except list.
+ * a refusal would cost a handshake). Without accept_proxy the cap and
+ * policy decide from peer before anything is allocated, and a banned
+ * address (or a full cap on implicit TLS) is closed right there, with
+ * its event but no session. The session frees itself when it ends;
+ * nothing outside holds a pointer to it except list.
  */
 void session_start(struct ev_loop *loop, struct session_list *list,
     struct gen *gen, const struct cfg_listener *lc, int fd,
     const struct sockaddr *peer, socklen_t peerlen);
 
-/* Ends every session of list now (drain deadline, shutdown). Must not be
- * called from a session's own callback. */
+/* Ends every session of list now (drain deadline, shutdown), and writes
+ * the calling thread's pending refusal summaries (refusals.h) and frees
+ * the relay buffers its pool keeps (buf.h). Must not
+ * be called from a session's own callback; call it on list's thread. */
 void session_list_close_all(struct session_list *list, const char *reason);
 
 #endif

@@ -546,6 +546,12 @@ advance(struct conn *c)
 
 			if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err,
 			    &el) == -1 || err != 0) {
+				/* A refusal may come as a reset (moat sends
+				 * one to banned addresses): as good as EOF. */
+				if (err == ECONNRESET && g.mode == MODE_REJECT) {
+					conn_end(c, true, NULL);
+					return false;
+				}
 				errno = err;
 				conn_end(c, false, "connect");
 				return false;

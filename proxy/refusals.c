@@ -1,0 +1,138 @@
+/* refusals.c - refusal log lines that stay readable during a flood. */
+#include "refusals.h"
+
+#include <stddef.h>
+#include <string.h>
+#include <netinet/in.h>
+
+#include <ev.h>
+
+#include "addr.h"
+#include "log.h"
+
+/* Addresses remembered per thread; a collision only costs a full line. */
+#define SEEN_SLOTS 256
+/* Distinct reasons (policy_reason_str() has fewer). */
+#define REASONS 16
+
+struct seen {
+	uint8_t addr[16];
+	const char *reason;
+	ev_tstamp until;	/* refusals before this are summarised */
+};
+
+struct tally {
+	const char *reason;
+	unsigned long long n;
+};
+
+static _Thread_local struct {
+	struct ev_loop *loop;	/* NULL: nothing logged yet */
+	ev_timer timer;		/* writes the summaries of an interval */
+	ev_tstamp start;	/* the interval being counted */
+	unsigned full;		/* full lines in it */
+	struct seen seen[SEEN_SLOTS];
+	struct tally tally[REASONS];
+} rf;
+
+static void
+summarise(void)
+{
+	size_t i;
+
+	for (i = 0; i < REASONS && rf.tally[i].reason != NULL; i++) {
+		if (rf.tally[i].n > 0)
+			log_info("refusals: %llu more of reason=%s in the last "
+			    "%.0f s", rf.tally[i].n, rf.tally[i].reason,
+			    REFUSALS_INTERVAL);
+		rf.tally[i].n = 0;
+	}
+}
+
+static void
+refusals_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w, (void)revents;
+	ev_ref(loop);		/* balances the ev_unref() at start */
+	summarise();
+	rf.start = ev_now(loop);
+	rf.full = 0;
+}
+
+static size_t
+seen_slot(const uint8_t addr[16], const char *reason)
+{
+	uint64_t h = 1469598103934665603ULL ^ (uintptr_t)reason;
+	size_t i;
+
+	for (i = 0; i < 16; i++)
+		h = (h ^ addr[i]) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 32)) % SEEN_SLOTS;
+}
+
+static void
+count(const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < REASONS; i++) {
+		if (rf.tally[i].reason == NULL)
+			rf.tally[i].reason = reason;
+		if (rf.tally[i].reason == reason) {
+			rf.tally[i].n++;
+			break;
+		}
+	}
+	if (!ev_is_active(&rf.timer)) {
+		/* The timer alone must not keep the loop running. */
+		ev_timer_set(&rf.timer, rf.start + REFUSALS_INTERVAL -
+		    ev_now(rf.loop), 0.);
+		ev_timer_start(rf.loop, &rf.timer);
+		ev_unref(rf.loop);
+	}
+}
+
+bool
+refusals_log(struct ev_loop *loop, const uint8_t addr[16],
+    const char *reason, const char *listener, const char *sid)
+{
+	ev_tstamp now = ev_now(loop);
+	struct seen *e;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (rf.loop == NULL) {
+		rf.loop = loop;
+		ev_timer_init(&rf.timer, refusals_timer_cb, 0., 0.);
+		rf.start = now;
+	}
+	if (now - rf.start >= REFUSALS_INTERVAL && !ev_is_active(&rf.timer)) {
+		rf.start = now;
+		rf.full = 0;
+	}
+	e = &rf.seen[seen_slot(addr, reason)];
+	if ((e->reason == reason && now < e->until &&
+	    memcmp(e->addr, addr, 16) == 0) || rf.full >= REFUSALS_FULL_MAX) {
+		count(reason);
+		return false;
+	}
+	memcpy(e->addr, addr, 16);
+	e->reason = reason;
+	e->until = now + REFUSALS_INTERVAL;
+	rf.full++;
+	log_info("%s reject ip=%s reason=%s listener=%s", sid ? sid : "-",
+	    addr_v6_str(addr, ip, sizeof(ip)), reason, listener);
+	return true;
+}
+
+void
+refusals_flush(void)
+{
+	if (rf.loop == NULL)
+		return;
+	if (ev_is_active(&rf.timer)) {
+		ev_ref(rf.loop);
+		ev_timer_stop(rf.loop, &rf.timer);
+	}
+	summarise();
+	memset(&rf, 0, sizeof(rf));
+}

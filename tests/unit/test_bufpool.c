@@ -1,0 +1,177 @@
+/* test_bufpool.c - unit tests for the block pool and the relay buffers. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "bufpool.h"
+#include "check.h"
+
+/* A returned block is the next one handed out: no allocator round trip. */
+static void
+test_reuse(void)
+{
+	struct bufpool p;
+	void *a, *b, *c;
+
+	bufpool_init(&p, 4096, 4);
+	a = bufpool_get(&p);
+	CHECK(a != NULL);
+	memset(a, 0xab, 4096);	/* the whole block is usable */
+	CHECK_INT_EQ(p.out, 1);
+	bufpool_put(&p, a);
+	CHECK_INT_EQ(p.n, 1);
+	CHECK_INT_EQ(p.out, 0);
+	b = bufpool_get(&p);
+	CHECK(b == a);
+	CHECK_INT_EQ(p.n, 0);
+	c = bufpool_get(&p);
+	CHECK(c != NULL && c != b);
+	bufpool_put(&p, b);
+	bufpool_put(&p, c);
+	bufpool_put(&p, NULL);	/* ignored */
+	CHECK_INT_EQ(p.n, 2);
+	bufpool_clear(&p);
+	CHECK_INT_EQ(p.n, 0);
+	CHECK(p.head == NULL);
+	/* Usable again after a clear. */
+	a = bufpool_get(&p);
+	CHECK(a != NULL);
+	bufpool_put(&p, a);
+	bufpool_clear(&p);
+}
+
+/* However many blocks come back, the pool keeps at most max; the rest go
+ * back to the allocator (ASan's leak check sees any that would not). */
+static void
+test_bounded(void)
+{
+	struct bufpool p;
+	void *v[50];
+	size_t i;
+
+	bufpool_init(&p, 1024, 8);
+	for (i = 0; i < 50; i++) {
+		v[i] = bufpool_get(&p);
+		CHECK(v[i] != NULL);
+	}
+	CHECK_INT_EQ(p.out, 50);
+	for (i = 0; i < 50; i++)
+		bufpool_put(&p, v[i]);
+	CHECK_INT_EQ(p.n, 8);
+	CHECK_INT_EQ(p.out, 0);
+	/* The kept ones are handed out again, then fresh ones. */
+	for (i = 0; i < 10; i++)
+		v[i] = bufpool_get(&p);
+	CHECK_INT_EQ(p.n, 0);
+	for (i = 0; i < 10; i++)
+		bufpool_put(&p, v[i]);
+	CHECK_INT_EQ(p.n, 8);
+	bufpool_clear(&p);
+}
+
+/* Blocks smaller than a pointer still work: the link needs that much. */
+static void
+test_tiny_blocks(void)
+{
+	struct bufpool p;
+	void *a, *b;
+
+	bufpool_init(&p, 1, 2);
+	CHECK(p.size >= sizeof(void *));
+	a = bufpool_get(&p);
+	b = bufpool_get(&p);
+	bufpool_put(&p, a);
+	bufpool_put(&p, b);
+	CHECK(bufpool_get(&p) == b);
+	bufpool_put(&p, b);
+	bufpool_clear(&p);
+}
+
+/* A relay buffer holds storage only while it holds bytes. */
+static void
+test_buf_drains(void)
+{
+	struct buf b;
+	uint8_t *t, *first;
+	size_t i;
+
+	buf_init(&b, BUF_BLOCK);
+	CHECK(b.data == NULL);
+	CHECK_INT_EQ(buf_room(&b), BUF_BLOCK);
+	CHECK_INT_EQ(buf_append(&b, "hello", 5), 0);
+	CHECK(b.data != NULL);
+	first = b.data;
+	buf_consume(&b, 2);
+	CHECK_INT_EQ(buf_len(&b), 3);
+	CHECK(memcmp(buf_data(&b), "llo", 3) == 0);
+	CHECK(b.data != NULL);		/* bytes held: the storage stays */
+	buf_consume(&b, 3);
+	CHECK(b.data == NULL);		/* drained: given back */
+	/* A read that brought nothing gives the storage back too. */
+	t = buf_tail(&b);
+	CHECK(t != NULL);
+	CHECK(b.data == first);		/* the pool's block again */
+	buf_trim(&b);
+	CHECK(b.data == NULL);
+	/* buf_trim keeps what holds bytes. */
+	CHECK_INT_EQ(buf_append(&b, "x", 1), 0);
+	buf_trim(&b);
+	CHECK(b.data != NULL && buf_len(&b) == 1);
+	buf_clear(&b);
+	CHECK(b.data == NULL && buf_len(&b) == 0);
+	/* Full, refused, then drained in pieces. */
+	for (i = 0; i < BUF_BLOCK / 1024; i++) {
+		char k[1024];
+
+		memset(k, (int)i, sizeof(k));
+		CHECK_INT_EQ(buf_append(&b, k, sizeof(k)), 0);
+	}
+	CHECK(buf_full(&b));
+	CHECK_INT_EQ(buf_append(&b, "y", 1), -1);
+	CHECK_INT_EQ(buf_data(&b)[1024], 1);
+	buf_consume(&b, BUF_BLOCK - 1);
+	CHECK_INT_EQ(buf_data(&b)[0], BUF_BLOCK / 1024 - 1);
+	buf_consume(&b, 1);
+	CHECK(b.data == NULL);
+	buf_pool_clear();
+}
+
+/* Many idle buffers hold nothing; many busy ones come back to a bounded
+ * pool; buffers of another size bypass the pool. */
+static void
+test_buf_many(void)
+{
+	struct buf *v;
+	struct buf odd;
+	size_t i, n = 200;
+
+	v = calloc(n, sizeof(*v));
+	CHECK(v != NULL);
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		buf_init(&v[i], BUF_BLOCK);
+		CHECK_INT_EQ(buf_append(&v[i], "data", 4), 0);
+	}
+	for (i = 0; i < n; i++) {
+		buf_consume(&v[i], 4);
+		CHECK(v[i].data == NULL);
+	}
+	buf_init(&odd, 100);
+	CHECK_INT_EQ(buf_append(&odd, "z", 1), 0);
+	buf_clear(&odd);
+	free(v);
+	buf_pool_clear();	/* ASan: nothing may be left */
+}
+
+int
+main(void)
+{
+	test_reuse();
+	test_bounded();
+	test_tiny_blocks();
+	test_buf_drains();
+	test_buf_many();
+	return check_report("bufpool");
+}
