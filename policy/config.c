@@ -828,10 +828,36 @@ k_tls_sni(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	}
 }
 
+static void
+k_tls_tickets(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	(void)kp, (void)ctx;
+	get_bool(l, v, "tls.session_tickets", &l->cfg->tls.session_tickets);
+}
+
+static void
+k_tls_rotation(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	uint64_t *ms = &l->cfg->tls.ticket_rotation_ms;
+
+	(void)kp, (void)ctx;
+	if (!get_duration(l, v, "tls.ticket_rotation", ms))
+		return;
+	if (*ms < CFG_TICKET_ROTATION_MIN_MS ||
+	    *ms > CFG_TICKET_ROTATION_MAX_MS)
+		err_at(l, toml_value_pos(v), "tls.ticket_rotation must be "
+		    "between 1s and 24h (a ticket is accepted for two "
+		    "rotation periods)");
+}
+
 static const struct key_spec tls_keys[] = {
 	{ "certificate", k_tls_cert },
 	{ "key", k_tls_key },
 	{ "min_version", k_tls_min },
+	{ "session_tickets", k_tls_tickets },
+	{ "ticket_rotation", k_tls_rotation },
 	{ "sni", k_tls_sni },
 };
 
@@ -1645,6 +1671,7 @@ config_defaults(struct config *cfg)
 	cfg->daemon.max_sessions = 10000;
 	cfg->daemon.reserved_sessions = RESERVED_UNSET;
 	cfg->tls.min_version = TLS1_2_VERSION;
+	cfg->tls.ticket_rotation_ms = 3600 * 1000;
 	cfg->policy.geo.unknown = CFG_GEO_UNKNOWN_ALLOW;
 	cfg->policy.rate.connections.limit = 30;
 	cfg->policy.rate.connections.window_ms = 60 * 1000;

@@ -77,6 +77,14 @@ struct cfg_listener {
 	int line;			/* where [[listener]] was written */
 };
 
+/*
+ * Bounds of tls.ticket_rotation. A ticket key decrypts for two periods, so
+ * the maximum keeps what a leaked key gives away to two days at most; the
+ * minimum (short, for tests) only refuses the absurd.
+ */
+#define CFG_TICKET_ROTATION_MIN_MS 1000ULL
+#define CFG_TICKET_ROTATION_MAX_MS (24ULL * 3600 * 1000)
+
 struct config {
 	char *path;			/* as given; "<embedded>" for the default */
 
@@ -97,6 +105,9 @@ struct config {
 		char *certificate;	/* NULL when no listener needs TLS */
 		char *key;
 		int min_version;	/* TLS1_2_VERSION or TLS1_3_VERSION */
+		bool session_tickets;	/* TLS 1.3 resumption; off by default */
+		uint64_t ticket_rotation_ms;	/* a new ticket key this often;
+						 * a ticket lives two periods */
 		struct cfg_sni *sni;
 		size_t nsni;
 	} tls;

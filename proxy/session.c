@@ -617,7 +617,8 @@ start_handshake(struct session *s)
 {
 	struct conn *c = &s->client;
 
-	if ((c->ssl = tls_ssl_new(gen_tls(s->gen), c->fd)) == NULL) {
+	c->ssl = tls_ssl_new(gen_tls(s->gen), c->fd, s->lc->name);
+	if (c->ssl == NULL) {
 		char reason[200];
 
 		log_warnx("%s tls_fail reason=%s ip=%s", s->id,

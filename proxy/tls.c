@@ -12,6 +12,7 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "ticketkeys.h"
 
 /* TLS 1.2 suites: forward secrecy (ECDHE) with AEAD only. */
 #define TLS12_CIPHERS							\
@@ -104,10 +105,35 @@ found:
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/*
+ * Session tickets ([tls] session_tickets): TLS 1.3 resumption with keys
+ * from ticketkeys.c, which rotate and never touch the disk; one ticket
+ * per handshake, valid as long as its key decrypts (two rotation
+ * periods). Off: no tickets at all and no session cache, as every
+ * resumption secret would have to outlive the connection.
+ */
+static void
+ctx_tickets(SSL_CTX *ctx, const struct config *cfg)
+{
+	uint64_t life_s = 2 * cfg->tls.ticket_rotation_ms / 1000;
+
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (!cfg->tls.session_tickets) {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+		return;
+	}
+	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_num_tickets(ctx, 1);
+	SSL_CTX_set_timeout(ctx, (long)(life_s > 0 ? life_s : 1));
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticketkeys_cb);
+}
+
 static SSL_CTX *
-ctx_new(const char *cert, const char *key, int min_version,
+ctx_new(const char *cert, const char *key, const struct config *cfg,
     config_report_fn *report, void *arg)
 {
+	int min_version = cfg->tls.min_version;
 	SSL_CTX *ctx;
 	char line[1024];
 
@@ -123,16 +149,15 @@ ctx_new(const char *cert, const char *key, int min_version,
 	}
 	/*
 	 * No renegotiation (a DoS lever and a source of bugs), no
-	 * compression (CRIME), our cipher order, and no tickets: nothing
-	 * rotates ticket keys yet, and a static key would undo forward
-	 * secrecy. An unexpected EOF is a plain EOF for mail clients that
-	 * close without close_notify.
+	 * compression (CRIME), our cipher order; tickets only when asked
+	 * for (ctx_tickets). An unexpected EOF is a plain EOF for mail
+	 * clients that close without close_notify. OpenSSL frees its record
+	 * buffers while a connection is idle.
 	 */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
-	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_num_tickets(ctx, 0);
+	    SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF);
+	ctx_tickets(ctx, cfg);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	    SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
 	if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
@@ -177,8 +202,8 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	t->refs = 1;
 	if (cfg->tls.certificate == NULL)
 		return t;	/* no listener speaks TLS */
-	t->def = ctx_new(cfg->tls.certificate, cfg->tls.key,
-	    cfg->tls.min_version, report, arg);
+	ticketkeys_configure(cfg->tls.ticket_rotation_ms);
+	t->def = ctx_new(cfg->tls.certificate, cfg->tls.key, cfg, report, arg);
 	if (t->def == NULL)
 		errors++;
 	for (i = 0; i < cfg->tls.nsni; i++)
@@ -190,8 +215,8 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	}
 	for (i = 0; i < cfg->tls.nsni; i++) {
 		const struct cfg_sni *sni = &cfg->tls.sni[i];
-		SSL_CTX *ctx = ctx_new(sni->certificate, sni->key,
-		    cfg->tls.min_version, report, arg);
+		SSL_CTX *ctx = ctx_new(sni->certificate, sni->key, cfg,
+		    report, arg);
 
 		if (ctx == NULL) {
 			errors++;
@@ -243,8 +268,9 @@ tls_set_unref(struct tls_set *t)
 }
 
 SSL *
-tls_ssl_new(struct tls_set *t, int fd)
+tls_ssl_new(struct tls_set *t, int fd, const char *context)
 {
+	size_t clen = strlen(context);
 	SSL *ssl;
 
 	if (t->def == NULL)
@@ -252,7 +278,10 @@ tls_ssl_new(struct tls_set *t, int fd)
 	ERR_clear_error();
 	if ((ssl = SSL_new(t->def)) == NULL)
 		return NULL;
-	if (!SSL_set_fd(ssl, fd)) {
+	if (clen > SSL_MAX_SID_CTX_LENGTH)
+		clen = SSL_MAX_SID_CTX_LENGTH;
+	if (!SSL_set_fd(ssl, fd) || !SSL_set_session_id_context(ssl,
+	    (const unsigned char *)context, (unsigned)clen)) {
 		SSL_free(ssl);
 		return NULL;
 	}

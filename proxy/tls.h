@@ -29,10 +29,13 @@ void tls_set_unref(struct tls_set *t);
 
 /*
  * A server-side SSL on fd in accept state, ready for SSL_do_handshake().
- * The SSL needs t alive (SNI callback); the caller keeps a reference for
- * as long as the SSL exists and frees it with SSL_free(). NULL on failure.
+ * context (the listener's name; at most 32 bytes count) tags the session
+ * tickets it issues: a ticket resumes only on a listener of the same name,
+ * never across protocols. The SSL needs t alive (SNI callback); the
+ * caller keeps a reference for as long as the SSL exists and frees it
+ * with SSL_free(). NULL on failure.
  */
-SSL *tls_ssl_new(struct tls_set *t, int fd);
+SSL *tls_ssl_new(struct tls_set *t, int fd, const char *context);
 
 /*
  * Visits the leaf certificate of each context of t, for status and

@@ -89,6 +89,8 @@ test_defaults(void)
 	CHECK_STR_EQ(cfg->daemon.state_file, "/var/lib/moat/state");
 	CHECK(!cfg->daemon.metrics_enabled);
 	CHECK_INT_EQ(cfg->tls.min_version, TLS1_2_VERSION);
+	CHECK(!cfg->tls.session_tickets);
+	CHECK_INT_EQ(cfg->tls.ticket_rotation_ms, 3600000);
 	CHECK_INT_EQ(cfg->policy.rate.connections.limit, 30);
 	CHECK_INT_EQ(cfg->policy.rate.connections.window_ms, 60000);
 	CHECK_INT_EQ(cfg->policy.rate.concurrent_per_ip, 20);
@@ -136,7 +138,8 @@ test_values(void)
 	    "max_duration = \"1d\"\n"
 	    "[firewall]\nbackend = \"ipset\"\nset4 = \"bad4\"\n"
 	    "create = false\n"
-	    "[events]\nfile = \"\"\nsyslog = true\n", &d);
+	    "[events]\nfile = \"\"\nsyslog = true\n"
+	    "[tls]\nsession_tickets = true\nticket_rotation = \"10m\"\n", &d);
 	const struct cfg_listener *lis;
 
 	CHECK(cfg != NULL);
@@ -146,6 +149,8 @@ test_values(void)
 	}
 	CHECK_INT_EQ(cfg->daemon.workers, 0);
 	CHECK(cfg->daemon.metrics_enabled);
+	CHECK(cfg->tls.session_tickets);
+	CHECK_INT_EQ(cfg->tls.ticket_rotation_ms, 600000);
 	CHECK_STR_EQ(cfg->daemon.state_file, "/base/state");
 	CHECK_INT_EQ(cfg->daemon.drain_ms, 60000);
 	CHECK_INT_EQ(cfg->daemon.max_sessions, 500);
@@ -266,6 +271,16 @@ test_errors(void)
 	    "tls.min_version must be a string");
 	EXPECT_ERROR(LISTENER "[tls]\nmin_version = \"1.1\"\n",
 	    "tls.min_version must be \"1.2\" or \"1.3\", not \"1.1\"");
+	EXPECT_ERROR(LISTENER "[tls]\nsession_tickets = \"yes\"\n",
+	    "tls.session_tickets");
+	EXPECT_ERROR(LISTENER "[tls]\nticket_rotation = \"500ms\"\n",
+	    "t.toml:8:19: tls.ticket_rotation must be between 1s and 24h");
+	EXPECT_ERROR(LISTENER "[tls]\nticket_rotation = \"2d\"\n",
+	    "tls.ticket_rotation must be between 1s and 24h");
+	EXPECT_ERROR(LISTENER "[tls]\nticket_rotation = 3600\n",
+	    "tls.ticket_rotation needs a unit");
+	EXPECT_ERROR(LISTENER "[tls]\nticket_lifetime = \"1h\"\n",
+	    "unknown key 'ticket_lifetime'");
 	EXPECT_ERROR(LISTENER "[daemon]\nuser = \"no-such-user-moat\"\n",
 	    "daemon.user: no such user");
 	EXPECT_ERROR(LISTENER "[policy]\nallow_files = [\"/nonexistent\"]\n",

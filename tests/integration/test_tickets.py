@@ -1,0 +1,134 @@
+"""TLS 1.3 session resumption with rotating ticket keys ([tls]
+session_tickets, ticket_rotation): off by default; when on, SMTPS and POP3S
+clients resume, a ticket works only on the listener that issued it, stops
+working once its key has rotated out, and survives a SIGHUP reload.
+See issue 8.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import time
+
+import pytest
+
+from moatrun import Moat, listener, running
+
+
+@pytest.fixture(scope="module")
+def stack(mailstack):
+    return mailstack
+
+
+def tickets_on(m: Moat, rotation: str) -> Moat:
+    """Turns tickets on in m's config (the [tls] table comes first)."""
+    text = m.config_path.read_text()
+    marker = 'min_version = "1.2"'
+    assert marker in text
+    m.config_path.write_text(text.replace(
+        marker, f'{marker}\nsession_tickets = true\n'
+                f'ticket_rotation = "{rotation}"', 1))
+    return m
+
+
+def client_ctx(pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def visit(m: Moat, name: str, ctx: ssl.SSLContext, session=None):
+    """One greeting through listener name, offering session; returns
+    (whether it was resumed, the session to offer next time)."""
+    with socket.create_connection(m.addr(name), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost",
+                             session=session) as s:
+            greeting = s.recv(512)
+            assert greeting.startswith((b"220 ", b"+OK")), greeting
+            s.sendall(b"QUIT\r\n")
+            s.recv(512)     # the reply; any ticket arrived before it
+            return s.session_reused, s.session
+
+
+def both_listeners(stack):
+    return [listener("smtps", stack.smtp_addr),
+            listener("pop3s", stack.pop3_addr, protocol="pop3")]
+
+
+def test_default_issues_no_tickets(stack, pki, tmp_path):
+    m = Moat(tmp_path, pki, both_listeners(stack))
+    ctx = client_ctx(pki)
+    for _ in running(m):
+        for name in ("smtps", "pop3s"):
+            reused, sess = visit(m, name, ctx)
+            assert not reused
+            assert sess is None or not sess.has_ticket
+            reused, _ = visit(m, name, ctx, sess)
+            assert not reused
+
+
+def test_tickets_resume_on_their_own_listener(stack, pki, tmp_path):
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
+    ctx = client_ctx(pki)
+    for _ in running(m):
+        for name, other in (("smtps", "pop3s"), ("pop3s", "smtps")):
+            reused, sess = visit(m, name, ctx)
+            assert not reused and sess.has_ticket
+            reused, again = visit(m, name, ctx, sess)
+            assert reused, name
+            # The resumed session's own ticket works too.
+            assert visit(m, name, ctx, again)[0]
+            # Never across listeners (another protocol, another backend).
+            assert not visit(m, other, ctx, sess)[0]
+        assert "tls version=TLSv1.3" in m.log()
+
+
+def test_ticket_expires_after_two_rotations(stack, pki, tmp_path):
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "3s")
+    ctx = client_ctx(pki)
+    for _ in running(m):
+        t0 = time.monotonic()
+        _, sess = visit(m, "smtps", ctx)
+        # One rotation later a new key encrypts; the old one still opens
+        # the ticket (moat renews it).
+        time.sleep(max(0.0, t0 + 3.5 - time.monotonic()))
+        reused, renewed = visit(m, "smtps", ctx, sess)
+        assert reused
+        # Two rotations after it was made, the first key is gone.
+        time.sleep(max(0.0, t0 + 6.5 - time.monotonic()))
+        assert not visit(m, "smtps", ctx, sess)[0]
+        assert not visit(m, "pop3s", ctx, sess)[0]
+        # A fresh handshake gets a fresh ticket that works.
+        _, fresh = visit(m, "smtps", ctx)
+        assert visit(m, "smtps", ctx, fresh)[0]
+
+
+def test_reload_keeps_ticket_keys(stack, pki, tmp_path):
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
+    ctx = client_ctx(pki)
+    for _ in running(m):
+        _, smtp_sess = visit(m, "smtps", ctx)
+        _, pop3_sess = visit(m, "pop3s", ctx)
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload done")
+        assert visit(m, "smtps", ctx, smtp_sess)[0]
+        assert visit(m, "pop3s", ctx, pop3_sess)[0]
+
+
+def test_rotation_shortened_by_reload_retires_old_keys(stack, pki, tmp_path):
+    """The client still holds a ticket it believes good for two hours;
+    after a reload to a 1s rotation its key is erased within two seconds
+    and moat refuses the ticket itself."""
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
+    ctx = client_ctx(pki)
+    for _ in running(m):
+        _, sess = visit(m, "smtps", ctx)
+        assert sess.timeout >= 3600
+        m.config_path.write_text(m.config_path.read_text().replace(
+            'ticket_rotation = "1h"', 'ticket_rotation = "1s"'))
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload done")
+        time.sleep(2.5)
+        assert not visit(m, "smtps", ctx, sess)[0]
