@@ -7,6 +7,7 @@ See issue 8.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import ssl
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from moatrun import Moat, listener, running
+from moatrun import Moat, listener
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,19 @@ def tickets_on(m: Moat, rotation: str) -> Moat:
         marker, f'{marker}\nsession_tickets = true\n'
                 f'ticket_rotation = "{rotation}"', 1))
     return m
+
+
+@contextlib.contextmanager
+def started(m: Moat):
+    """m running; stopped however the test ends, and it must exit 0 (so an
+    ASan report fails the test)."""
+    m.start()
+    try:
+        yield m
+    except BaseException:
+        m.stop()
+        raise
+    assert m.stop() == 0, m.log()[-3000:]
 
 
 def client_ctx(pki) -> ssl.SSLContext:
@@ -60,7 +74,7 @@ def both_listeners(stack):
 def test_default_issues_no_tickets(stack, pki, tmp_path):
     m = Moat(tmp_path, pki, both_listeners(stack))
     ctx = client_ctx(pki)
-    for _ in running(m):
+    with started(m):
         for name in ("smtps", "pop3s"):
             reused, sess = visit(m, name, ctx)
             assert not reused
@@ -72,7 +86,7 @@ def test_default_issues_no_tickets(stack, pki, tmp_path):
 def test_tickets_resume_on_their_own_listener(stack, pki, tmp_path):
     m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
     ctx = client_ctx(pki)
-    for _ in running(m):
+    with started(m):
         for name, other in (("smtps", "pop3s"), ("pop3s", "smtps")):
             reused, sess = visit(m, name, ctx)
             assert not reused and sess.has_ticket
@@ -88,7 +102,7 @@ def test_tickets_resume_on_their_own_listener(stack, pki, tmp_path):
 def test_ticket_expires_after_two_rotations(stack, pki, tmp_path):
     m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "3s")
     ctx = client_ctx(pki)
-    for _ in running(m):
+    with started(m):
         t0 = time.monotonic()
         _, sess = visit(m, "smtps", ctx)
         # One rotation later a new key encrypts; the old one still opens
@@ -108,7 +122,7 @@ def test_ticket_expires_after_two_rotations(stack, pki, tmp_path):
 def test_reload_keeps_ticket_keys(stack, pki, tmp_path):
     m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
     ctx = client_ctx(pki)
-    for _ in running(m):
+    with started(m):
         _, smtp_sess = visit(m, "smtps", ctx)
         _, pop3_sess = visit(m, "pop3s", ctx)
         m.signal(signal.SIGHUP)
@@ -123,7 +137,7 @@ def test_rotation_shortened_by_reload_retires_old_keys(stack, pki, tmp_path):
     and moat refuses the ticket itself."""
     m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
     ctx = client_ctx(pki)
-    for _ in running(m):
+    with started(m):
         _, sess = visit(m, "smtps", ctx)
         assert sess.timeout >= 3600
         m.config_path.write_text(m.config_path.read_text().replace(
