@@ -66,7 +66,10 @@ struct smtp {
 	bool have_held;
 	int held_code;
 	size_t heldlen;
-	char held[SMTP_REPLY_MAX];
+	/* SMTP_REPLY_MAX bytes while an EHLO reply is rewritten, else NULL:
+	 * idle sessions are most sessions, and this was most of their
+	 * filter's memory. */
+	char *held;
 };
 
 static const char R_LONG[] = "500 5.5.2 Error: line too long\r\n";
@@ -113,7 +116,10 @@ smtp_new(const struct cfg_listener *lc)
 static void
 smtp_free(void *state)
 {
-	free(state);
+	struct smtp *s = state;
+
+	free(s->held);
+	free(s);
 }
 
 /* --- the FIFO ---------------------------------------------------------- */
@@ -354,6 +360,11 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 		need += q_locals_len(s, 1);
 	if (filter_room_client(io) < need)
 		return false;
+	if (s->rewrite && s->held == NULL &&
+	    (s->held = malloc(SMTP_REPLY_MAX)) == NULL) {
+		filter_close(io, "out_of_memory");
+		return false;
+	}
 	if (e != NULL && e->kind == PEND_INTERNAL) {
 		/* swallowed */
 	} else if (!s->rewrite) {
@@ -368,6 +379,9 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 			emit_line(io, s->held_code, true, s->held,
 			    s->heldlen);
 			s->have_held = false;
+			s->heldlen = 0;
+			free(s->held);
+			s->held = NULL;
 		}
 	}
 	s->mid_reply = !r->last;
