@@ -73,7 +73,8 @@ struct control {
 	ev_io io;
 	struct cclient *clients;
 	size_t nclients;
-	bool subscribed;
+	size_t ntail;		/* clients following events */
+	bool subscribed;	/* only while ntail > 0 */
 };
 
 /* What one command produces: ok or an error, and data lines. */
@@ -84,6 +85,7 @@ struct reply {
 };
 
 static void cclient_update(struct cclient *c);
+static events_sub_fn control_event_cb;
 
 /* --- clients ---------------------------------------------------------- */
 
@@ -103,7 +105,18 @@ cclient_free(struct cclient *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	ctl->nclients--;
+	if (c->tail)
+		ctl->ntail--;
 	free(c);
+	/*
+	 * Following events costs every event a JSON line even when no file
+	 * wants it (a reject flood): stop when the last follower goes. Here,
+	 * after c is gone, because what is still queued is handed over now.
+	 */
+	if (ctl->ntail == 0 && ctl->subscribed) {
+		ctl->subscribed = false;
+		events_unsubscribe(control_event_cb, ctl);
+	}
 }
 
 /* Watches for what the client needs next: input until it tails or
@@ -629,7 +642,16 @@ cmd_tail(struct cclient *c, struct reply *r, char **w, size_t nw)
 			return;
 		}
 	}
+	if (!c->ctl->subscribed) {
+		if (events_subscribe(c->ctl->loop, control_event_cb, c->ctl) ==
+		    -1) {
+			reply_fail(r, "no room to follow events now");
+			return;
+		}
+		c->ctl->subscribed = true;
+	}
 	c->tail = true;
+	c->ctl->ntail++;
 	ev_timer_stop(c->ctl->loop, &c->timer);
 }
 
@@ -1032,10 +1054,6 @@ control_open(struct ev_loop *loop, const char *path,
 	ctl->ino = st.st_ino;
 	ev_io_init(&ctl->io, control_accept_cb, ctl->fd, EV_READ);
 	ev_io_start(loop, &ctl->io);
-	if (events_subscribe(loop, control_event_cb, ctl) == 0)
-		ctl->subscribed = true;
-	else
-		log_warnx("control: no room to follow events; tail is off");
 	log_info("control socket %s", path);
 	return ctl;
 fail:
@@ -1055,8 +1073,10 @@ control_close(struct control *ctl)
 
 	if (ctl == NULL)
 		return;
-	if (ctl->subscribed)
+	if (ctl->subscribed) {
+		ctl->subscribed = false;
 		events_unsubscribe(control_event_cb, ctl);
+	}
 	while ((c = ctl->clients) != NULL) {
 		/* Tail readers learn that the stream ended on purpose. */
 		if (c->tail && c->out.len < CTL_TAIL_MAX)

@@ -197,6 +197,8 @@ def test_tail_sees_rate_ban_as_it_happens(moat):
 def test_tail_unban_lets_the_address_in_again(moat):
     port = moat.port("smtp")
     ip = "203.0.113.44"
+    # The followers of the test above are gone, so moat stopped following
+    # events (it formats none for nobody); this tail starts it again.
     t = Tail(moat, "--json", "tail", "--ip", ip)
     try:
         t.wait_following()
