@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -112,6 +113,12 @@ listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
 		goto fail;
 	if (ap->ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
 	    IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		goto fail;
+	/*
+	 * Replies are small and interactive: no Nagle delay. Accepted
+	 * sockets inherit the option, which saves a call per connection.
+	 */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
 		goto fail;
 	if (bind(fd, (const struct sockaddr *)&ap->ss, ap->len) == -1)
 		goto fail;

@@ -473,8 +473,6 @@ static void
 session_verdict(struct session *s, bool admitted, enum policy_reason reason,
     const char *reply)
 {
-	int on = 1;
-
 	if (!admitted) {
 		refusals_log(s->loop, s->addr, policy_reason_str(reason),
 		    s->lc->name, s->id);
@@ -493,9 +491,7 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason,
 	s->admitted = true;
 	log_info("%s connect listener=%s ip=%s port=%u", s->id, s->lc->name,
 	    s->ip, s->port);
-	/* Replies are small and interactive; do not let Nagle hold them. */
-	(void)setsockopt(s->client.fd, IPPROTO_TCP, TCP_NODELAY, &on,
-	    sizeof(on));
+	/* TCP_NODELAY comes from the listening socket (listener.c). */
 	if (s->filter.ops->new != NULL &&
 	    (s->filter.state = s->filter.ops->new(s->lc)) == NULL) {
 		session_kill(s, "out_of_memory");
