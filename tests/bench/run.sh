@@ -304,6 +304,10 @@ conf_moat() {	# INST DIR
 		cat <<-EOF
 		[daemon]
 		workers = $WORKERS
+		# Figure 3 holds 10,000 sessions from one address: no cap and
+		# no reserve for other addresses here (peers have none).
+		max_sessions = 0
+		reserved_sessions = 0
 		control_socket = "$d/moat.sock"
 		state_file = "$d/moat.state"
 		drain_timeout = "1s"
