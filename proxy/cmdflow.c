@@ -7,8 +7,10 @@
 #include "smtp_parse.h"
 
 void
-pendq_init(struct pendq *q, int first_kind)
+pendq_init(struct pendq *q, int first_kind, int local_kind, int tls_kind)
 {
+	q->local_kind = local_kind;
+	q->tls_kind = tls_kind;
 	q->q[0].kind = first_kind;
 	q->q[0].local = NULL;
 	q->head = 0;
@@ -51,8 +53,7 @@ pendq_room(const struct pendq *q, const struct filter_io *io)
 }
 
 size_t
-pendq_locals_len(const struct pendq *q, size_t from, int local_kind,
-    int tls_kind)
+pendq_locals_len(const struct pendq *q, size_t from)
 {
 	size_t i, n = 0;
 
@@ -60,14 +61,38 @@ pendq_locals_len(const struct pendq *q, size_t from, int local_kind,
 		const struct pend *e =
 		    &q->q[(q->head + i) % CMDFLOW_PENDING_MAX];
 
-		if (e->kind == local_kind)
+		if (e->kind == q->local_kind)
 			n += strlen(e->local);
-		else if (e->kind == tls_kind)
+		else if (e->kind == q->tls_kind)
 			n += CMDFLOW_LOCAL_MAX;
 		else
 			break;
 	}
 	return n;
+}
+
+bool
+pendq_drain(struct pendq *q, struct filter_io *io,
+    void (*decide)(void *arg, struct filter_io *io), void *arg)
+{
+	struct pend *e;
+
+	while ((e = pendq_head(q)) != NULL) {
+		if (e->kind == q->local_kind) {
+			if (filter_to_client(io, e->local, strlen(e->local)) ==
+			    -1)
+				return false;
+			pendq_pop(q);
+		} else if (e->kind == q->tls_kind) {
+			if (filter_room_client(io) < CMDFLOW_LOCAL_MAX)
+				return false;
+			pendq_pop(q);
+			decide(arg, io);
+		} else {
+			break;
+		}
+	}
+	return true;
 }
 
 void

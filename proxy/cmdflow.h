@@ -31,9 +31,11 @@ struct pend {
 struct pendq {
 	struct pend q[CMDFLOW_PENDING_MAX];
 	size_t head, len;
+	int local_kind, tls_kind;	/* the filter's two special kinds */
 };
 
-void pendq_init(struct pendq *q, int first_kind);
+void pendq_init(struct pendq *q, int first_kind, int local_kind,
+    int tls_kind);
 struct pend *pendq_head(struct pendq *q);
 void pendq_pop(struct pendq *q);
 /* Callers stop reading commands before the FIFO fills (aborts if not). */
@@ -41,8 +43,14 @@ void pendq_push(struct pendq *q, int kind, const char *local);
 /* Whether one more command (and a local reply to it) fits now. */
 bool pendq_room(const struct pendq *q, const struct filter_io *io);
 /* Bytes the run of local and tls entries from index from on will need. */
-size_t pendq_locals_len(const struct pendq *q, size_t from, int local_kind,
-    int tls_kind);
+size_t pendq_locals_len(const struct pendq *q, size_t from);
+/*
+ * Writes the replies of the local entries at the head and pops them; a
+ * tls entry at the head is popped and handed to decide(arg, io) once
+ * there is room for its reply. False when one did not fit (it stays).
+ */
+bool pendq_drain(struct pendq *q, struct filter_io *io,
+    void (*decide)(void *arg, struct filter_io *io), void *arg);
 
 /* The client's line discipline. Zero it, then cmdflow_init(). */
 struct cmdflow {

@@ -90,7 +90,7 @@ pop3_new(const struct cfg_listener *lc)
 	s->cmode = CM_WAIT;
 	s->tls = lc->tls == CFG_TLS_IMPLICIT;
 	cmdflow_init(&s->flow, lc);
-	pendq_init(&s->q, PEND_GREETING);
+	pendq_init(&s->q, PEND_GREETING, PEND_LOCAL, PEND_STLS);
 	return s;
 }
 
@@ -100,34 +100,11 @@ pop3_free(void *state)
 	free(state);
 }
 
-static struct pend *
-q_head(struct pop3 *s)
-{
-	return pendq_head(&s->q);
-}
-
 static void
-q_pop(struct pop3 *s)
+stls_decide(void *arg, struct filter_io *io)
 {
-	pendq_pop(&s->q);
-}
+	struct pop3 *s = arg;
 
-static void
-q_push(struct pop3 *s, enum pend_kind kind, const char *local)
-{
-	pendq_push(&s->q, (int)kind, local);
-}
-
-/* Bytes the local replies right behind the head will need. */
-static size_t
-q_locals_len(const struct pop3 *s, size_t from)
-{
-	return pendq_locals_len(&s->q, from, PEND_LOCAL, PEND_STLS);
-}
-
-static void
-stls_decide(struct pop3 *s, struct filter_io *io)
-{
 	if (s->authed) {
 		(void)filter_to_client(io, R_TLSSTATE, sizeof(R_TLSSTATE) - 1);
 		s->cmode = CM_CMD;
@@ -138,28 +115,11 @@ stls_decide(struct pop3 *s, struct filter_io *io)
 	s->cmode = CM_DISCARD;
 }
 
+/* Writes what moat answered itself at the head of the FIFO. */
 static bool
 q_drain(struct pop3 *s, struct filter_io *io)
 {
-	struct pend *e;
-
-	while ((e = q_head(s)) != NULL) {
-		if (e->kind == PEND_LOCAL) {
-			if (filter_to_client(io, e->local, strlen(e->local)) ==
-			    -1)
-				return false;
-		} else if (e->kind == PEND_STLS) {
-			if (filter_room_client(io) < CMDFLOW_LOCAL_MAX)
-				return false;
-			q_pop(s);
-			stls_decide(s, io);
-			continue;
-		} else {
-			return true;
-		}
-		q_pop(s);
-	}
-	return true;
+	return pendq_drain(&s->q, io, stls_decide, s);
 }
 
 /* --- the backend side -------------------------------------------------- */
@@ -222,7 +182,7 @@ auth_verdict(struct filter_io *io, const struct pop3_status *st,
 static void
 status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 {
-	struct pend *e = q_head(s);
+	struct pend *e = pendq_head(&s->q);
 	bool ok = st->kind == POP3_STATUS_OK;
 
 	if (e == NULL)
@@ -262,7 +222,7 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 	case PEND_STLS:
 		break;
 	}
-	q_pop(s);
+	pendq_pop(&s->q);
 }
 
 static void
@@ -288,14 +248,15 @@ capa_line(struct pop3 *s, struct filter_io *io, const uint8_t *p, size_t len,
 		bad_backend(s, io);
 		return len;
 	}
-	if (filter_room_client(io) < l.consumed + 16 + q_locals_len(s, 1))
+	if (filter_room_client(io) < l.consumed + 16 +
+	    pendq_locals_len(&s->q, 1))
 		return 0;
 	if (l.len == 1 && l.p[0] == '.') {
 		if (s->lc->tls == CFG_TLS_STARTTLS && !s->tls)
 			(void)filter_to_client(io, "STLS\r\n", 6);
 		(void)filter_to_client(io, ".\r\n", 3);
 		s->body = BODY_NONE;
-		q_pop(s);
+		pendq_pop(&s->q);
 		(void)q_drain(s, io);
 	} else if (capa_keep(s, l.p, l.len)) {
 		(void)filter_to_client(io, l.p, l.consumed);
@@ -328,7 +289,7 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			/* Room for the local replies queued behind the end
 			 * too, so that reaching it can write them at once. */
 			room = filter_room_client(io);
-			locals = q_locals_len(s, 1);
+			locals = pendq_locals_len(&s->q, 1);
 			room = room > locals ? room - locals : 0;
 			n = len - off < room ? len - off : room;
 			if (n == 0)
@@ -338,7 +299,7 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			off += n;
 			if (rc == POP3_PARSE_OK) {
 				s->body = BODY_NONE;
-				q_pop(s);
+				pendq_pop(&s->q);
 				(void)q_drain(s, io);
 			}
 			continue;
@@ -353,7 +314,8 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			bad_backend(s, io);
 			return len;
 		}
-		if (filter_room_client(io) < st.consumed + q_locals_len(s, 1))
+		if (filter_room_client(io) < st.consumed +
+		    pendq_locals_len(&s->q, 1))
 			break;
 		(void)filter_to_client(io, p + off, st.consumed);
 		status_done(s, io, &st);
@@ -368,7 +330,7 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 static void
 answer(struct pop3 *s, struct filter_io *io, const char *reply)
 {
-	q_push(s, PEND_LOCAL, reply);
+	pendq_push(&s->q, PEND_LOCAL, reply);
 	(void)q_drain(s, io);
 }
 
@@ -392,7 +354,7 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 		else if (s->authed)
 			answer(s, io, R_TLSSTATE);
 		else {
-			q_push(s, PEND_STLS, NULL);
+			pendq_push(&s->q, PEND_STLS, NULL);
 			s->cmode = CM_WAIT;
 			(void)q_drain(s, io);
 		}
@@ -449,7 +411,7 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 		return false;
 	if (c.verb == POP3_VERB_USER)
 		s->user_seen = true;
-	q_push(s, kind, NULL);
+	pendq_push(&s->q, kind, NULL);
 	if (kind == PEND_AUTH)
 		s->cmode = CM_WAIT;
 	return true;

@@ -109,7 +109,7 @@ smtp_new(const struct cfg_listener *lc)
 	s->cmode = CM_WAIT;
 	s->tls = lc->tls == CFG_TLS_IMPLICIT;
 	cmdflow_init(&s->flow, lc);
-	pendq_init(&s->q, PEND_GREETING);
+	pendq_init(&s->q, PEND_GREETING, PEND_LOCAL, PEND_STARTTLS);
 	return s;
 }
 
@@ -124,34 +124,11 @@ smtp_free(void *state)
 
 /* --- the FIFO ---------------------------------------------------------- */
 
-static struct pend *
-q_head(struct smtp *s)
-{
-	return pendq_head(&s->q);
-}
-
 static void
-q_pop(struct smtp *s)
+starttls_decide(void *arg, struct filter_io *io)
 {
-	pendq_pop(&s->q);
-}
+	struct smtp *s = arg;
 
-static void
-q_push(struct smtp *s, enum pend_kind kind, const char *local)
-{
-	pendq_push(&s->q, (int)kind, local);
-}
-
-/* Bytes the local replies right behind the head will need. */
-static size_t
-q_locals_len(const struct smtp *s, size_t from)
-{
-	return pendq_locals_len(&s->q, from, PEND_LOCAL, PEND_STARTTLS);
-}
-
-static void
-starttls_decide(struct smtp *s, struct filter_io *io)
-{
 	const char *refuse = NULL;
 
 	if (s->in_txn)
@@ -168,32 +145,11 @@ starttls_decide(struct smtp *s, struct filter_io *io)
 	s->cmode = CM_DISCARD;
 }
 
-/*
- * Writes the replies of the local entries at the head of the FIFO.
- * Returns false when one did not fit (it stays at the head).
- */
+/* Writes what moat answered itself at the head of the FIFO. */
 static bool
 q_drain(struct smtp *s, struct filter_io *io)
 {
-	struct pend *e;
-
-	while ((e = q_head(s)) != NULL) {
-		if (e->kind == PEND_LOCAL) {
-			if (filter_to_client(io, e->local, strlen(e->local)) ==
-			    -1)
-				return false;
-		} else if (e->kind == PEND_STARTTLS) {
-			if (filter_room_client(io) < CMDFLOW_LOCAL_MAX)
-				return false;
-			q_pop(s);
-			starttls_decide(s, io);
-			continue;
-		} else {
-			return true;
-		}
-		q_pop(s);
-	}
-	return true;
+	return pendq_drain(&s->q, io, starttls_decide, s);
 }
 
 /* --- the backend side -------------------------------------------------- */
@@ -283,7 +239,7 @@ static void
 reply_done(struct smtp *s, struct filter_io *io,
     const struct smtp_reply_line *r)
 {
-	struct pend *e = q_head(s);
+	struct pend *e = pendq_head(&s->q);
 	bool ok = r->code / 100 == 2;
 
 	if (e == NULL)
@@ -336,7 +292,7 @@ reply_done(struct smtp *s, struct filter_io *io,
 	case PEND_STARTTLS:
 		break;
 	}
-	q_pop(s);
+	pendq_pop(&s->q);
 }
 
 /*
@@ -348,7 +304,7 @@ static bool
 reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
     const struct smtp_reply_line *r)
 {
-	struct pend *e = q_head(s);
+	struct pend *e = pendq_head(&s->q);
 	size_t need = r->consumed + 2;
 
 	if (!s->mid_reply)
@@ -357,7 +313,7 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 	if (s->rewrite)
 		need += s->heldlen + 32 + (r->last ? 32 : 0);
 	if (r->last)
-		need += q_locals_len(s, 1);
+		need += pendq_locals_len(&s->q, 1);
 	if (filter_room_client(io) < need)
 		return false;
 	if (s->rewrite && s->held == NULL &&
@@ -431,7 +387,7 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 static void
 answer(struct smtp *s, struct filter_io *io, const char *reply)
 {
-	q_push(s, PEND_LOCAL, reply);
+	pendq_push(&s->q, PEND_LOCAL, reply);
 	(void)q_drain(s, io);
 }
 
@@ -477,7 +433,7 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 		else if (c.arglen > 0)
 			answer(s, io, R_TLSSYNTAX);
 		else {
-			q_push(s, PEND_STARTTLS, NULL);
+			pendq_push(&s->q, PEND_STARTTLS, NULL);
 			s->cmode = CM_WAIT;
 			(void)q_drain(s, io);
 		}
@@ -510,7 +466,7 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 	}
 	if (!cmdflow_forward(io, l->p, l->len))
 		return false;
-	q_push(s, pend_kind_of(c.verb), NULL);
+	pendq_push(&s->q, pend_kind_of(c.verb), NULL);
 	if (c.verb == SMTP_VERB_DATA || c.verb == SMTP_VERB_AUTH)
 		s->cmode = CM_WAIT;
 	return true;
@@ -555,7 +511,7 @@ body(struct smtp *s, struct filter_io *io, const uint8_t *p, size_t len,
 	if (n > 0)
 		(void)filter_to_backend(io, p, n);
 	if (rc == SMTP_PARSE_OK) {
-		q_push(s, PEND_MESSAGE, NULL);
+		pendq_push(&s->q, PEND_MESSAGE, NULL);
 		s->cmode = CM_CMD;	/* pipelining may go on */
 		return n;
 	}
@@ -599,7 +555,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 	if (s->rset_due) {
 		if (!cmdflow_forward(io, (const uint8_t *)"RSET", 4))
 			return 0;
-		q_push(s, PEND_INTERNAL, NULL);
+		pendq_push(&s->q, PEND_INTERNAL, NULL);
 		s->rset_due = false;
 	}
 	while (off < len) {
