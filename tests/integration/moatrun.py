@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 __all__ = ["Moat", "listener", "moat_binary", "moatctl_binary", "wait_port",
-           "free_port"]
+           "free_port", "first_line", "proxied_hello"]
 
 
 def moat_binary() -> Path:
@@ -237,3 +237,37 @@ def running(m: "Moat"):
     m.start()
     yield m
     assert m.stop() == 0, m.log()[-3000:]
+
+
+def first_line(sock) -> bytes:
+    """Reads up to and including the first LF; b"" or a partial line when
+    the peer closes or resets first (how a refused client is let go)."""
+    import ssl
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(512)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionError, ssl.SSLError):
+        pass
+    return data
+
+
+def proxied_hello(port: int, ip: str, tls_ctx=None) -> bytes:
+    """Connects to an accept_proxy listener on 127.0.0.1:port as ip (a
+    PROXY v1 header), with TLS when tls_ctx is given; returns the first
+    line moat or the backend sends (b"" when closed without a word)."""
+    import ssl
+    from mailstack import proxy_v1_header
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
+        if tls_ctx is None:
+            return first_line(s)
+        try:
+            s = tls_ctx.wrap_socket(s, server_hostname="localhost")
+        except (ssl.SSLError, ConnectionError):
+            return b""
+        with s:
+            return first_line(s)

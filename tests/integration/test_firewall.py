@@ -180,16 +180,7 @@ def first_line(ns, host, port, timeout=3.0):
     with s:
         s.settimeout(timeout)
         s.connect((host, port))
-        data = b""
-        try:
-            while not data.endswith(b"\n"):
-                chunk = s.recv(512)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionError:
-            pass
-        return data
+        return moatrun.first_line(s)
 
 
 def syn_dropped(ns, host, port) -> bool:

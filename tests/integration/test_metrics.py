@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import require_mailstack
-from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, free_port, listener
+from mailstack import MailStack
+from moatrun import Moat, free_port, listener, proxied_hello as hello
 
 # Loopback itself (the TLS clients below) is never limited.
 RATE = ('[policy]\nallow = ["127.0.0.1"]\n'
@@ -82,21 +82,6 @@ def val(metrics: dict, name: str, **labels) -> float:
 def total(metrics: dict, name: str, **labels) -> float:
     want = set(labels.items())
     return sum(v for (n, l), v in metrics.items() if n == name and want <= set(l))
-
-
-def hello(port: int, ip: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
-        data = b""
-        try:
-            while not data.endswith(b"\n"):
-                chunk = s.recv(512)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionError:
-            pass
-        return data
 
 
 def test_metrics_match_what_happened(tmp_path, pki, stack):

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from conftest import require_mailstack
-from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, listener, moatctl_binary
+from mailstack import MailStack
+from moatrun import Moat, listener, moatctl_binary, proxied_hello as hello
 
 RATE = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
 
@@ -43,23 +43,6 @@ def moat(tmp_path, pki, stack):
     yield m
     assert m.stop() == 0
     assert "runtime error" not in m.log() and "AddressSanitizer" not in m.log()
-
-
-def hello(port: int, ip: str) -> bytes:
-    """Connects as ip; the first line moat or Postfix sends (b"" when the
-    connection is closed without a word)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
-        data = b""
-        try:
-            while not data.endswith(b"\n"):
-                chunk = s.recv(512)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionError:
-            pass
-        return data
 
 
 def ok(r: subprocess.CompletedProcess) -> str:

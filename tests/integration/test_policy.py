@@ -17,7 +17,7 @@ import pytest
 
 from conftest import require_mailstack
 from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, listener
+from moatrun import Moat, listener, proxied_hello as hello
 
 SHARED = Path(os.environ.get("MOAT_SHARED", Path(__file__).resolve().parents[3]
                              / "shared"))
@@ -40,28 +40,6 @@ def lb(name, backend, **kw):
 def start(tmp_path, pki, stack, extra, tls="none"):
     return Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls=tls)],
                 extra=extra).start()
-
-
-def hello(port: int, ip: str, tls_ctx=None) -> bytes:
-    """Connects as ip; returns the first line moat or the backend sends
-    (b"" when the connection is closed without a word)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
-        if tls_ctx is not None:
-            try:
-                s = tls_ctx.wrap_socket(s, server_hostname="localhost")
-            except (ssl.SSLError, ConnectionError):
-                return b""
-        data = b""
-        try:
-            while not data.endswith(b"\n"):
-                chunk = s.recv(512)
-                if not chunk:
-                    break
-                data += chunk
-        except (ConnectionError, ssl.SSLError):
-            pass
-        return data
 
 
 def events(moat: Moat, kind: str | None = None):
