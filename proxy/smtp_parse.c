@@ -3,6 +3,11 @@
 
 #include <string.h>
 
+#if defined(__SSE2__) && !defined(MOAT_NO_SIMD)
+#define SKIP_SSE2 1
+#include <emmintrin.h>
+#endif
+
 static int
 lower(int c)
 {
@@ -134,13 +139,42 @@ smtp_data_init(struct smtp_data *d)
  * The first index from i on whose byte is CR, LF or NUL (len if none).
  * Message text is mostly long runs of ordinary bytes, and stepping the
  * scanner's state machine over each of them was most of the cost of
- * relaying DATA; eight bytes at a time with the classic "has a zero byte"
- * test skips those runs. The test can flag a byte above a real hit, never
- * miss one, so a flagged word is settled byte by byte.
+ * relaying DATA. With SSE2 (every x86-64) 32 bytes are tested a round;
+ * elsewhere eight at a time with the classic "has a zero byte" test, which
+ * can flag a byte above a real hit, never miss one, so a flagged word is
+ * settled byte by byte.
  */
 static size_t
 skip_text(const uint8_t *p, size_t i, size_t len)
 {
+#if defined(SKIP_SSE2)
+	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+	const __m128i nul = _mm_setzero_si128(), low = _mm_set1_epi8('\r');
+	__m128i a, b;
+	unsigned mask;
+
+	/*
+	 * 32 bytes a round. The cheap test flags any byte <= CR (so also TAB
+	 * and other controls); only then are the three exact compares made.
+	 */
+	while (len - i >= 32) {
+		a = _mm_loadu_si128((const void *)(p + i));
+		b = _mm_loadu_si128((const void *)(p + i + 16));
+		if (_mm_movemask_epi8(_mm_or_si128(
+		    _mm_cmpeq_epi8(_mm_min_epu8(a, low), a),
+		    _mm_cmpeq_epi8(_mm_min_epu8(b, low), b))) != 0) {
+			mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+			    _mm_or_si128(_mm_cmpeq_epi8(a, cr),
+			    _mm_cmpeq_epi8(a, lf)), _mm_cmpeq_epi8(a, nul))) |
+			    (unsigned)_mm_movemask_epi8(_mm_or_si128(
+			    _mm_or_si128(_mm_cmpeq_epi8(b, cr),
+			    _mm_cmpeq_epi8(b, lf)), _mm_cmpeq_epi8(b, nul))) << 16;
+			if (mask != 0)
+				return i + (size_t)__builtin_ctz(mask);
+		}
+		i += 32;
+	}
+#else
 	static const uint64_t ones = 0x0101010101010101u;
 	static const uint64_t highs = 0x8080808080808080u;
 	uint64_t w, hit;
@@ -154,6 +188,7 @@ skip_text(const uint8_t *p, size_t i, size_t len)
 			break;
 		i += 8;
 	}
+#endif
 	while (i < len && p[i] != '\r' && p[i] != '\n' && p[i] != '\0')
 		i++;
 	return i;
