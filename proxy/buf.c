@@ -6,23 +6,35 @@
 
 #include "bufpool.h"
 
-/* Zero until the thread's first buffer; see thread_pool(). */
-static _Thread_local struct bufpool pool;
+/* Zero until the thread's first buffer of each size; see pool_for(). */
+static _Thread_local struct bufpool pool, pool_large;
 
+/* The thread's pool for blocks of cap bytes, or NULL for other sizes. */
 static struct bufpool *
-thread_pool(void)
+pool_for(size_t cap)
 {
-	if (pool.size == 0)
-		bufpool_init(&pool, BUF_BLOCK, BUF_POOL_KEEP);
-	return &pool;
+	if (cap == BUF_BLOCK) {
+		if (pool.size == 0)
+			bufpool_init(&pool, BUF_BLOCK, BUF_POOL_KEEP);
+		return &pool;
+	}
+	if (cap == BUF_BLOCK_LARGE) {
+		if (pool_large.size == 0)
+			bufpool_init(&pool_large, BUF_BLOCK_LARGE,
+			    BUF_POOL_KEEP_LARGE);
+		return &pool_large;
+	}
+	return NULL;
 }
 
 static void
 storage_put(struct buf *b)
 {
+	struct bufpool *p;
+
 	if (b->data != NULL) {
-		if (b->cap == BUF_BLOCK)
-			bufpool_put(thread_pool(), b->data);
+		if ((p = pool_for(b->cap)) != NULL)
+			bufpool_put(p, b->data);
 		else
 			free(b->data);
 	}
@@ -35,6 +47,7 @@ void
 buf_pool_clear(void)
 {
 	bufpool_clear(&pool);
+	bufpool_clear(&pool_large);
 }
 
 void
@@ -62,9 +75,11 @@ buf_trim(struct buf *b)
 uint8_t *
 buf_tail(struct buf *b)
 {
+	struct bufpool *p;
+
 	if (b->data == NULL) {
-		b->data = b->cap == BUF_BLOCK ? bufpool_get(thread_pool()) :
-		    malloc(b->cap);
+		p = pool_for(b->cap);
+		b->data = p != NULL ? bufpool_get(p) : malloc(b->cap);
 		if (b->data == NULL)
 			return NULL;
 		b->off = 0;

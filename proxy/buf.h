@@ -11,15 +11,17 @@
  * it is taken when something is about to be written in, and given back
  * as soon as the buffer is empty again (buf_consume() to zero,
  * buf_trim(), buf_clear()), so an idle connection holds no buffer at all.
- * Buffers of BUF_BLOCK bytes come from a small pool per thread
- * (bufpool.h), so a busy connection does not pay malloc and free per
- * read. The owner (a connection) embeds it; pointers from
+ * Buffers of BUF_BLOCK or BUF_BLOCK_LARGE bytes come from small pools per
+ * thread (bufpool.h), so a busy connection does not pay malloc and free
+ * per read. The owner (a connection) embeds it; pointers from
  * buf_data()/buf_tail() stay valid until the next call that changes the
  * buffer.
  */
 #define BUF_BLOCK (16 * 1024)
+#define BUF_BLOCK_LARGE (64 * 1024)
 /* Returned blocks each thread keeps for reuse (the rest are freed). */
 #define BUF_POOL_KEEP 32
+#define BUF_POOL_KEEP_LARGE 8
 
 struct buf {
 	uint8_t *data;		/* NULL until first needed */
@@ -34,7 +36,7 @@ void buf_clear(struct buf *b);
 /* Gives the storage back if nothing is held (after buf_tail() for a read
  * that brought nothing). */
 void buf_trim(struct buf *b);
-/* Frees the blocks the calling thread's pool keeps (its loop is ending). */
+/* Frees the blocks the calling thread's pools keep (its loop is ending). */
 void buf_pool_clear(void);
 
 static inline size_t

@@ -36,12 +36,19 @@
 
 /*
  * Each direction has an input buffer (bytes read, waiting for the filter)
- * and an output buffer (bytes the filter passed, waiting to be written):
- * four buffers of RELAY_BUF bytes at most, held only while they hold
- * bytes (buf.h), so an idle session has none. A TLS
- * record is at most 16 KiB, so one SSL_read always fits an empty buffer.
+ * and an output buffer (bytes the filter passed, waiting to be written),
+ * held only while they hold bytes (buf.h), so an idle session has none.
+ * Client to backend, the way mail is submitted, uses RELAY_BUF_UP: the
+ * client's records are taken several at a time (conn_read()) and go to
+ * the backend in a quarter of the writes. Backend to client gains nothing
+ * from more: OpenSSL writes one record per call whatever it is given, and
+ * larger blocks only cost cache. A TLS record is at most 16 KiB, so one
+ * SSL_read always fits an empty buffer.
  */
 #define RELAY_BUF BUF_BLOCK
+#define RELAY_BUF_UP BUF_BLOCK_LARGE
+/* OpenSSL's read-ahead buffer once a session relays: four records. */
+#define TLS_READ_BUF (64 * 1024 + 256)
 _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
     "filters wait for lines this long");
 /* Rounds of the relay per event before other sessions get their turn. */
@@ -85,6 +92,7 @@ struct conn {
 	struct buf in;		/* read from this side, for the filter */
 	struct buf out;		/* for this side, from the filter */
 	int rd_ev;		/* what the next read waits for */
+	bool rd_ready;		/* the socket may hold bytes: read it */
 	int wr_ev;		/* what the next write waits for */
 	bool rd_eof;		/* this side sent all it will send */
 	bool shut_pending;	/* send our end of stream when out drains */
@@ -258,14 +266,16 @@ session_kill(struct session *s, const char *reason)
 }
 
 static void
-conn_init(struct conn *c, int fd, void (*cb)(struct ev_loop *, ev_io *, int))
+conn_init(struct conn *c, int fd, void (*cb)(struct ev_loop *, ev_io *, int),
+    size_t in_cap, size_t out_cap)
 {
 	c->fd = fd;
 	ev_io_init(&c->io, cb, fd, 0);
-	buf_init(&c->in, RELAY_BUF);
-	buf_init(&c->out, RELAY_BUF);
+	buf_init(&c->in, in_cap);
+	buf_init(&c->out, out_cap);
 	c->rd_ev = EV_READ;
 	c->wr_ev = EV_WRITE;
+	c->rd_ready = true;
 }
 
 static void
@@ -641,6 +651,13 @@ do_handshake(struct session *s)
 	if (rc == 1) {
 		c->rd_ev = EV_READ;
 		c->wr_ev = EV_WRITE;
+		/*
+		 * Read-ahead room for several records from now on (the next
+		 * time OpenSSL allocates its buffer, which it frees while
+		 * idle). Not during the handshake: a stalled one would hold
+		 * the larger buffer.
+		 */
+		SSL_set_default_read_buffer_len(c->ssl, TLS_READ_BUF);
 		sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 		log_info("%s tls version=%s cipher=%s sni=%s", s->id,
 		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
@@ -694,7 +711,7 @@ start_connect(struct session *s)
 		backend_fail(s, strerror(errno));
 		return;
 	}
-	conn_init(&s->backend, fd, backend_io_cb);
+	conn_init(&s->backend, fd, backend_io_cb, RELAY_BUF, RELAY_BUF_UP);
 }
 
 static void
@@ -795,7 +812,8 @@ ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 static enum io_rc
 conn_read(struct session *s, struct conn *c)
 {
-	size_t room = buf_room(&c->in), n;
+	size_t room = buf_room(&c->in), n, got;
+	enum io_rc rc;
 	uint8_t *p;
 	ssize_t r;
 
@@ -804,16 +822,45 @@ conn_read(struct session *s, struct conn *c)
 		return IO_ERR;
 	}
 	if (c->ssl != NULL) {
-		ERR_clear_error();
-		if (SSL_read_ex(c->ssl, p, room, &n) != 1)
-			return ssl_result(s, c, 0, &c->rd_ev);
-		c->rd_ev = EV_READ;
+		/*
+		 * SSL_read gives one record (16 KiB at most) a call. Records
+		 * OpenSSL already read ahead are taken in the same go, so
+		 * that the filter and the write see the buffer's worth at
+		 * once: fewer, larger writes to the backend.
+		 */
+		for (got = 0;; got += n) {
+			ERR_clear_error();
+			if (SSL_read_ex(c->ssl, p + got, room - got, &n) == 1) {
+				c->rd_ev = EV_READ;
+				if (got + n < room && SSL_has_pending(c->ssl))
+					continue;
+				n += got;
+				break;
+			}
+			if (got > 0) {
+				/* Deliver these; what stopped the loop
+				 * comes again with the next call. */
+				if (SSL_get_error(c->ssl, 0) ==
+				    SSL_ERROR_WANT_READ)
+					c->rd_ready = false;
+				n = got;
+				break;
+			}
+			rc = ssl_result(s, c, 0, &c->rd_ev);
+			if (rc == IO_AGAIN && c->rd_ev == EV_READ)
+				c->rd_ready = false;
+			return rc;
+		}
 	} else {
 		r = read(c->fd, p, room);
 		if (r == 0)
 			return IO_EOF;
 		if (r == -1) {
-			if (errno == EAGAIN || errno == EINTR)
+			if (errno == EAGAIN) {
+				c->rd_ready = false;
+				return IO_AGAIN;
+			}
+			if (errno == EINTR)
 				return IO_AGAIN;
 			if (errno == ECONNRESET && c->wr_shut)
 				return IO_EOF;	/* see ssl_result() */
@@ -822,6 +869,10 @@ conn_read(struct session *s, struct conn *c)
 			return IO_ERR;
 		}
 		n = (size_t)r;
+		/* A short read emptied the socket: the next bytes announce
+		 * themselves, so the pump need not find out with EAGAIN. */
+		if (n < room)
+			c->rd_ready = false;
 	}
 	buf_commit(&c->in, n);
 	c->nin += n;
@@ -874,6 +925,14 @@ conn_fill(struct session *s, struct conn *c)
 	enum io_rc rc;
 
 	if (c->fd < 0 || c->rd_eof || buf_full(&c->in))
+		return false;
+	/*
+	 * Nothing to read until the socket says so, unless OpenSSL holds
+	 * bytes it read ahead: a read bound to fail with EAGAIN was a third
+	 * of the relay's system calls.
+	 */
+	if (!c->rd_ready && c->rd_ev == EV_READ &&
+	    (c->ssl == NULL || !SSL_has_pending(c->ssl)))
 		return false;
 	if ((rc = conn_read(s, c)) != IO_OK)
 		buf_trim(&c->in);	/* an idle side holds no buffer */
@@ -1322,7 +1381,8 @@ client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct session *s = container_of(w, struct session, client.io);
 
 	(void)loop;
-	(void)revents;
+	if (revents & EV_READ)
+		s->client.rd_ready = true;
 	session_step(s, false);
 	session_done(s);
 }
@@ -1333,7 +1393,8 @@ backend_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct session *s = container_of(w, struct session, backend.io);
 
 	(void)loop;
-	(void)revents;
+	if (revents & EV_READ)
+		s->backend.rd_ready = true;
 	session_step(s, true);
 	session_done(s);
 }
@@ -1557,8 +1618,8 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	s->state = SESSION_NEW;
 	s->started = ev_now(loop);
 	s->filter.ops = filter_for(lc);
-	conn_init(&s->client, fd, client_io_cb);
-	conn_init(&s->backend, -1, backend_io_cb);
+	conn_init(&s->client, fd, client_io_cb, RELAY_BUF_UP, RELAY_BUF);
+	conn_init(&s->backend, -1, backend_io_cb, RELAY_BUF, RELAY_BUF_UP);
 	ev_timer_init(&s->timer, session_timer_cb, 0., 0.);
 	if (peerlen > sizeof(s->peer))
 		peerlen = sizeof(s->peer);

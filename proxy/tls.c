@@ -162,10 +162,11 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 	    SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
 	/*
 	 * Read whole socket buffers, not a record header and then its body:
-	 * half the read calls. Bytes OpenSSL holds this way announce no
+	 * half the read calls (session.c enlarges the buffer once the
+	 * handshake is done). Bytes OpenSSL holds this way announce no
 	 * socket event, which is safe because the relay reads the client
-	 * until SSL_read wants more from the socket whenever it has room,
-	 * and pumps at once on every state change (session.c).
+	 * whenever it has room and SSL_has_pending() says OpenSSL holds
+	 * bytes, and pumps at once on every state change (session.c).
 	 */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
