@@ -88,17 +88,18 @@ test_tiny_blocks(void)
 	bufpool_clear(&p);
 }
 
-/* A relay buffer holds storage only while it holds bytes. */
+/* A relay buffer of either pooled size holds storage only while it holds
+ * bytes. */
 static void
-test_buf_drains(void)
+test_buf_drains(size_t cap)
 {
 	struct buf b;
 	uint8_t *t, *first;
 	size_t i;
 
-	buf_init(&b, BUF_BLOCK);
+	buf_init(&b, cap);
 	CHECK(b.data == NULL);
-	CHECK_INT_EQ(buf_room(&b), BUF_BLOCK);
+	CHECK_INT_EQ(buf_room(&b), cap);
 	CHECK_INT_EQ(buf_append(&b, "hello", 5), 0);
 	CHECK(b.data != NULL);
 	first = b.data;
@@ -121,7 +122,7 @@ test_buf_drains(void)
 	buf_clear(&b);
 	CHECK(b.data == NULL && buf_len(&b) == 0);
 	/* Full, refused, then drained in pieces. */
-	for (i = 0; i < BUF_BLOCK / 1024; i++) {
+	for (i = 0; i < cap / 1024; i++) {
 		char k[1024];
 
 		memset(k, (int)i, sizeof(k));
@@ -130,8 +131,8 @@ test_buf_drains(void)
 	CHECK(buf_full(&b));
 	CHECK_INT_EQ(buf_append(&b, "y", 1), -1);
 	CHECK_INT_EQ(buf_data(&b)[1024], 1);
-	buf_consume(&b, BUF_BLOCK - 1);
-	CHECK_INT_EQ(buf_data(&b)[0], BUF_BLOCK / 1024 - 1);
+	buf_consume(&b, cap - 1);
+	CHECK_INT_EQ(buf_data(&b)[0], (cap / 1024 - 1) & 0xff);
 	buf_consume(&b, 1);
 	CHECK(b.data == NULL);
 	buf_pool_clear();
@@ -165,13 +166,41 @@ test_buf_many(void)
 	buf_pool_clear();	/* ASan: nothing may be left */
 }
 
+/* A small block given back is never handed to a large buffer: the large
+ * one takes (and, under ASan, can fill) all of its 64 KiB. */
+static void
+test_buf_sizes_apart(void)
+{
+	struct buf small, large;
+	uint8_t *block, *t;
+
+	buf_init(&small, BUF_BLOCK);
+	buf_init(&large, BUF_BLOCK_LARGE);
+	CHECK_INT_EQ(buf_append(&small, "s", 1), 0);
+	block = small.data;
+	buf_clear(&small);		/* into the small pool */
+	t = buf_tail(&large);
+	CHECK(t != NULL && large.data != block);
+	if (t != NULL)
+		memset(t, 'L', buf_room(&large));
+	buf_commit(&large, buf_room(&large));
+	CHECK(buf_full(&large));
+	buf_clear(&large);
+	t = buf_tail(&small);
+	CHECK(t == block);		/* the small pool kept it */
+	buf_clear(&small);
+	buf_pool_clear();
+}
+
 int
 main(void)
 {
 	test_reuse();
 	test_bounded();
 	test_tiny_blocks();
-	test_buf_drains();
+	test_buf_drains(BUF_BLOCK);
+	test_buf_drains(BUF_BLOCK_LARGE);
 	test_buf_many();
+	test_buf_sizes_apart();
 	return check_report("bufpool");
 }
