@@ -712,6 +712,9 @@ start_connect(struct session *s)
 		return;
 	}
 	conn_init(&s->backend, fd, backend_io_cb, RELAY_BUF, RELAY_BUF_UP);
+	/* A connection still being made has nothing to read yet; its
+	 * first bytes (a greeting) announce themselves. */
+	s->backend.rd_ready = false;
 }
 
 static void
