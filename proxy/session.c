@@ -93,6 +93,7 @@ struct conn {
 	struct buf out;		/* for this side, from the filter */
 	int rd_ev;		/* what the next read waits for */
 	bool rd_ready;		/* the socket may hold bytes: read it */
+	enum io_rc rd_next;	/* what the next read returns (IO_OK: read) */
 	int wr_ev;		/* what the next write waits for */
 	bool rd_eof;		/* this side sent all it will send */
 	bool shut_pending;	/* send our end of stream when out drains */
@@ -276,6 +277,7 @@ conn_init(struct conn *c, int fd, void (*cb)(struct ev_loop *, ev_io *, int),
 	c->rd_ev = EV_READ;
 	c->wr_ev = EV_WRITE;
 	c->rd_ready = true;
+	c->rd_next = IO_OK;
 }
 
 static void
@@ -820,6 +822,11 @@ conn_read(struct session *s, struct conn *c)
 	uint8_t *p;
 	ssize_t r;
 
+	if (c->rd_next != IO_OK) {
+		rc = c->rd_next;
+		c->rd_next = IO_OK;
+		return rc;
+	}
 	if ((p = buf_tail(&c->in)) == NULL) {
 		snprintf(s->why, sizeof(s->why), "out of memory");
 		return IO_ERR;
@@ -840,19 +847,18 @@ conn_read(struct session *s, struct conn *c)
 				n += got;
 				break;
 			}
-			if (got > 0) {
-				/* Deliver these; what stopped the loop
-				 * comes again with the next call. */
-				if (SSL_get_error(c->ssl, 0) ==
-				    SSL_ERROR_WANT_READ)
-					c->rd_ready = false;
-				n = got;
-				break;
-			}
 			rc = ssl_result(s, c, 0, &c->rd_ev);
 			if (rc == IO_AGAIN && c->rd_ev == EV_READ)
 				c->rd_ready = false;
-			return rc;
+			if (got == 0)
+				return rc;
+			/* Deliver these first; an end or error that came
+			 * after them is the next read's answer, with the
+			 * reason already kept. */
+			if (rc != IO_AGAIN)
+				c->rd_next = rc;
+			n = got;
+			break;
 		}
 	} else {
 		r = read(c->fd, p, room);
@@ -934,7 +940,7 @@ conn_fill(struct session *s, struct conn *c)
 	 * bytes it read ahead: a read bound to fail with EAGAIN was a third
 	 * of the relay's system calls.
 	 */
-	if (!c->rd_ready && c->rd_ev == EV_READ &&
+	if (!c->rd_ready && c->rd_ev == EV_READ && c->rd_next == IO_OK &&
 	    (c->ssl == NULL || !SSL_has_pending(c->ssl)))
 		return false;
 	if ((rc = conn_read(s, c)) != IO_OK)

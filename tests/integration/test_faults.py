@@ -335,6 +335,134 @@ def test_sighup_storm_during_load(pki, tmp_path):
     assert rc == 0, log[-3000:]
 
 
+# --- client edge cases ---------------------------------------------------------
+
+class BioClient:
+    """A TLS client over ssl.MemoryBIO, so a test decides which encrypted
+    bytes go to moat and in how many writes."""
+
+    def __init__(self, m: Moat, name: str, pki):
+        self.sock = socket.create_connection(m.addr(name), timeout=10)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx_for(pki).wrap_bio(self.inc, self.out,
+                                         server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                self._more()
+        self.sock.sendall(self.out.read())
+
+    def _more(self) -> None:
+        d = self.sock.recv(65536)
+        assert d, "moat closed early"
+        self.inc.write(d)
+
+    def reply(self) -> bytes:
+        got = b""
+        while True:
+            try:
+                got += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._more()
+                continue
+            lines = got.split(b"\r\n")
+            if got.endswith(b"\r\n") and lines[-2][3:4] == b" ":
+                return got
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.sock.sendall(self.out.read())
+
+    def to_data(self) -> None:
+        assert self.reply().startswith(b"220")
+        for cmd, code in ((b"EHLO burst.example", b"250"),
+                          (b"MAIL FROM:<a@example.org>", b"250"),
+                          (b"RCPT TO:<alice@example.test>", b"250"),
+                          (b"DATA", b"354")):
+            self.send(cmd + b"\r\n")
+            assert self.reply().startswith(code)
+
+
+def wait_log(m: Moat, text: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in m.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert text in m.log(), m.log()[-2000:]
+
+
+def burst_body() -> bytes:
+    return b"".join(b"line %06d of a message sent in one burst\r\n" % i
+                    for i in range(25000))
+
+
+def test_message_quit_and_close_notify_in_one_burst(pki, good, tmp_path):
+    """A client writes the rest of a 1 MiB message, QUIT and its TLS
+    close_notify in one go. moat takes the records OpenSSL read ahead
+    several at a time; the end of stream right behind them must not cost a
+    byte: the backend commits the whole message, and the session ends
+    as closed by the client."""
+    m = Moat(tmp_path, pki, [listener("burst", good.addr)]).start()
+    body = burst_body()
+    before = len(good.committed)
+    c = None
+    try:
+        c = BioClient(m, "burst", pki)
+        c.to_data()
+        c.tls.write(body + b".\r\nQUIT\r\n")
+        try:
+            c.tls.unwrap()                  # queues close_notify
+        except ssl.SSLWantReadError:
+            pass
+        c.sock.sendall(c.out.read())        # all of it in one write
+        deadline = time.monotonic() + 15
+        while len(good.committed) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(good.committed) == before + 1
+        assert good.committed[-1] == body
+        read_until_close(c.sock, 10)
+        wait_log(m, "reason=client_closed")
+    finally:
+        if c is not None:
+            c.sock.close()
+        assert m.stop() == 0
+
+
+def test_forged_record_after_good_ones_in_one_burst(pki, good, tmp_path):
+    """Good records, then one whose authentication tag fails, in one
+    write: what came before the forged record is relayed, the session
+    ends as a client error, and the close line keeps OpenSSL's reason
+    even though the failure surfaced while records were taken in a
+    batch. The backend never sees the message end."""
+    m = Moat(tmp_path, pki, [listener("forged", good.addr)]).start()
+    # Two records and the forged one: one read of moat's takes them all.
+    body = burst_body()[:30000]
+    before = len(good.committed)
+    c = None
+    try:
+        c = BioClient(m, "forged", pki)
+        c.to_data()
+        c.tls.write(body)
+        data = c.out.read()
+        c.tls.write(b".\r\n")
+        forged = bytearray(c.out.read())
+        forged[-1] ^= 0x01                  # the tag's last byte
+        c.sock.sendall(data + bytes(forged))
+        read_until_close(c.sock, 10)
+        wait_log(m, "reason=client_error")
+        close = [l for l in m.log().splitlines() if "reason=client_error" in l]
+        assert "bad record mac" in close[-1] or "decrypt" in close[-1], close
+        n = int(close[-1].split("client_in=")[1].split()[0])
+        assert n >= len(body), close        # the good records were relayed
+        assert len(good.committed) == before
+    finally:
+        if c is not None:
+            c.sock.close()
+        assert m.stop() == 0
+
+
 # --- TLS abuse ----------------------------------------------------------------
 
 def test_huge_client_hello(pki, good, tmp_path):
