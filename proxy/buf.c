@@ -123,3 +123,18 @@ buf_append(struct buf *b, const void *p, size_t n)
 	b->len += n;
 	return 0;
 }
+
+bool
+buf_move_all(struct buf *dst, struct buf *src)
+{
+	if (dst->len != 0 || src->len == 0 || dst->cap != src->cap)
+		return false;
+	storage_put(dst);	/* an empty block it may still hold */
+	dst->data = src->data;
+	dst->off = src->off;
+	dst->len = src->len;
+	src->data = NULL;
+	src->off = 0;
+	src->len = 0;
+	return true;
+}

@@ -77,5 +77,11 @@ void buf_consume(struct buf *b, size_t n);
 /* Appends all of p or nothing: returns 0, or -1 when it does not fit or
  * allocation fails. */
 int buf_append(struct buf *b, const void *p, size_t n);
+/*
+ * Moves everything src holds into dst without copying, when dst holds
+ * nothing and both have the same capacity: dst takes src's storage and src
+ * is left empty. Returns false (and changes nothing) otherwise.
+ */
+bool buf_move_all(struct buf *dst, struct buf *src);
 
 #endif

@@ -121,6 +121,7 @@ struct session {
 	const char *filter_close;	/* the filter asked to end */
 	const char *close_reason;	/* why the session ended */
 	const char *end_reason;	/* why it is ending (reject, EOF) */
+	size_t moved;		/* input handed over whole (filter_out()) */
 	char why[160];		/* detail for the close line */
 	struct conn client;
 	struct conn backend;
@@ -1045,12 +1046,30 @@ filter_room_client(const struct filter_io *io)
 	return buf_room(&s->client.out);
 }
 
+/*
+ * Bytes for one side's output. When a filter passes all it was offered,
+ * unchanged, into an empty output buffer (message text in DATA or RETR,
+ * mostly), the input buffer's storage changes hands instead of being
+ * copied; run_filter() learns how much from s->moved.
+ */
+static int
+filter_out(struct session *s, struct conn *from, struct conn *to,
+    const void *p, size_t len)
+{
+	if (len > 0 && buf_len(&from->in) == len &&
+	    p == buf_data(&from->in) && buf_move_all(&to->out, &from->in)) {
+		s->moved += len;
+		return 0;
+	}
+	return buf_append(&to->out, p, len);
+}
+
 int
 filter_to_backend(struct filter_io *io, const void *p, size_t len)
 {
 	struct session *s = container_of(io, struct session, filter);
 
-	return buf_append(&s->backend.out, p, len);
+	return filter_out(s, &s->client, &s->backend, p, len);
 }
 
 int
@@ -1058,7 +1077,7 @@ filter_to_client(struct filter_io *io, const void *p, size_t len)
 {
 	struct session *s = container_of(io, struct session, filter);
 
-	return buf_append(&s->client.out, p, len);
+	return filter_out(s, &s->backend, &s->client, p, len);
 }
 
 void
@@ -1195,16 +1214,17 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 		buf_consume(&from->in, len);
 		return true;
 	}
+	s->moved = 0;
 	if (from == &s->client)
 		n = s->filter.ops->client_data(s->filter.state, &s->filter,
 		    buf_data(&from->in), len, from->rd_eof);
 	else
 		n = s->filter.ops->backend_data(s->filter.state, &s->filter,
 		    buf_data(&from->in), len, from->rd_eof);
-	if (n > len)
-		fatalx("filter %s consumed more than offered",
-		    s->filter.ops->name);
-	buf_consume(&from->in, n);
+	if (n > len || s->moved > n)
+		fatalx("filter %s consumed more than offered, or passed on "
+		    "what it did not consume", s->filter.ops->name);
+	buf_consume(&from->in, n - s->moved);	/* moved: already gone */
 	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
 	    buf_len(&s->client.out) == 0) {
 		session_kill(s, "filter_stall");

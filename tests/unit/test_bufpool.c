@@ -192,6 +192,39 @@ test_buf_sizes_apart(void)
 	buf_pool_clear();
 }
 
+/* Whole contents change hands without a copy, only into an empty buffer
+ * of the same capacity. */
+static void
+test_buf_move_all(void)
+{
+	struct buf a, b, large;
+	const uint8_t *block;
+
+	buf_init(&a, BUF_BLOCK);
+	buf_init(&b, BUF_BLOCK);
+	buf_init(&large, BUF_BLOCK_LARGE);
+	CHECK(!buf_move_all(&b, &a));		/* nothing to move */
+	CHECK_INT_EQ(buf_append(&a, "xxhello", 7), 0);
+	buf_consume(&a, 2);
+	block = buf_data(&a);
+	CHECK(!buf_move_all(&large, &a));	/* another size */
+	CHECK(buf_move_all(&b, &a));
+	CHECK(buf_data(&b) == block);		/* no copy */
+	CHECK_INT_EQ(buf_len(&b), 5);
+	CHECK(memcmp(buf_data(&b), "hello", 5) == 0);
+	CHECK(a.data == NULL && buf_len(&a) == 0);
+	/* The source reads on into fresh storage; the destination, not
+	 * empty now, takes no more moves but appends behind what it has. */
+	CHECK_INT_EQ(buf_append(&a, "more", 4), 0);
+	CHECK(!buf_move_all(&b, &a));
+	CHECK_INT_EQ(buf_append(&b, buf_data(&a), 4), 0);
+	CHECK(memcmp(buf_data(&b), "hellomore", 9) == 0);
+	buf_clear(&a);
+	buf_clear(&b);
+	buf_clear(&large);
+	buf_pool_clear();
+}
+
 int
 main(void)
 {
@@ -202,5 +235,6 @@ main(void)
 	test_buf_drains(BUF_BLOCK_LARGE);
 	test_buf_many();
 	test_buf_sizes_apart();
+	test_buf_move_all();
 	return check_report("bufpool");
 }
