@@ -149,7 +149,7 @@ skip_text(const uint8_t *p, size_t i, size_t len)
 {
 #if defined(SKIP_SSE2)
 	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
-	const __m128i nul = _mm_setzero_si128(), low = _mm_set1_epi8('\r');
+	const __m128i nul = _mm_setzero_si128();
 	__m128i a, b;
 	unsigned mask;
 
@@ -161,8 +161,8 @@ skip_text(const uint8_t *p, size_t i, size_t len)
 		a = _mm_loadu_si128((const void *)(p + i));
 		b = _mm_loadu_si128((const void *)(p + i + 16));
 		if (_mm_movemask_epi8(_mm_or_si128(
-		    _mm_cmpeq_epi8(_mm_min_epu8(a, low), a),
-		    _mm_cmpeq_epi8(_mm_min_epu8(b, low), b))) != 0) {
+		    _mm_cmpeq_epi8(_mm_min_epu8(a, cr), a),
+		    _mm_cmpeq_epi8(_mm_min_epu8(b, cr), b))) != 0) {
 			mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(
 			    _mm_or_si128(_mm_cmpeq_epi8(a, cr),
 			    _mm_cmpeq_epi8(a, lf)), _mm_cmpeq_epi8(a, nul))) |
