@@ -837,30 +837,29 @@ conn_read(struct session *s, struct conn *c)
 		 * SSL_read gives one record (16 KiB at most) a call. Records
 		 * OpenSSL already read ahead are taken in the same go, so
 		 * that the filter and the write see the buffer's worth at
-		 * once: fewer, larger writes to the backend.
+		 * once: fewer, larger writes to the backend. A successful
+		 * read leaves the error queue empty: one clear will do.
 		 */
-		for (got = 0;; got += n) {
-			ERR_clear_error();
-			if (SSL_read_ex(c->ssl, p + got, room - got, &n) == 1) {
-				c->rd_ev = EV_READ;
-				if (got + n < room && SSL_has_pending(c->ssl))
-					continue;
-				n += got;
+		ERR_clear_error();
+		got = 0;
+		do {
+			if (SSL_read_ex(c->ssl, p + got, room - got, &n) != 1) {
+				rc = ssl_result(s, c, 0, &c->rd_ev);
+				if (rc == IO_AGAIN && c->rd_ev == EV_READ)
+					c->rd_ready = false;
+				if (got == 0)
+					return rc;
+				/* Deliver these first; an end or error
+				 * after them is the next read's answer,
+				 * with the reason already kept. */
+				if (rc != IO_AGAIN)
+					c->rd_next = rc;
 				break;
 			}
-			rc = ssl_result(s, c, 0, &c->rd_ev);
-			if (rc == IO_AGAIN && c->rd_ev == EV_READ)
-				c->rd_ready = false;
-			if (got == 0)
-				return rc;
-			/* Deliver these first; an end or error that came
-			 * after them is the next read's answer, with the
-			 * reason already kept. */
-			if (rc != IO_AGAIN)
-				c->rd_next = rc;
-			n = got;
-			break;
-		}
+			got += n;
+			c->rd_ev = EV_READ;
+		} while (got < room && SSL_has_pending(c->ssl));
+		n = got;
 	} else {
 		r = read(c->fd, p, room);
 		if (r == 0)

@@ -10,6 +10,7 @@ The binary is $MOAT_BUILD_ROOT/proxy/moat (default: build/ in the tree).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 __all__ = ["Moat", "listener", "moat_binary", "moatctl_binary", "wait_port",
-           "free_port", "first_line", "proxied_hello"]
+           "free_port", "first_line", "proxied_hello", "running", "started"]
 
 
 def moat_binary() -> Path:
@@ -233,10 +234,19 @@ class Moat:
 def running(m: "Moat"):
     """For a fixture (`yield from running(Moat(...))`): m started, then
     stopped after its tests, which must end in a clean exit (status 0, so
-    an ASan report fails the module)."""
+    an ASan report fails the module). Stopped too when what it wraps
+    fails, and then the first failure is the one reported."""
     m.start()
-    yield m
+    try:
+        yield m
+    except BaseException:
+        m.stop()
+        raise
     assert m.stop() == 0, m.log()[-3000:]
+
+
+# The same as a with-statement, for a moat that lives within one test.
+started = contextlib.contextmanager(running)
 
 
 def first_line(sock) -> bytes:

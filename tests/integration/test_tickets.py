@@ -7,7 +7,6 @@ See issue 8.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
 import ssl
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from moatrun import Moat, listener
+from moatrun import Moat, listener, started
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +31,6 @@ def tickets_on(m: Moat, rotation: str) -> Moat:
         marker, f'{marker}\nsession_tickets = true\n'
                 f'ticket_rotation = "{rotation}"', 1))
     return m
-
-
-@contextlib.contextmanager
-def started(m: Moat):
-    """m running; stopped however the test ends, and it must exit 0 (so an
-    ASan report fails the test)."""
-    m.start()
-    try:
-        yield m
-    except BaseException:
-        m.stop()
-        raise
-    assert m.stop() == 0, m.log()[-3000:]
 
 
 def client_ctx(pki) -> ssl.SSLContext:
