@@ -6,45 +6,103 @@
 
 #include "smtp_parse.h"
 
+/*
+ * Between two pendq_room() calls a filter pushes at most two entries it
+ * asked for (a command and a local reply to it) and at most two it did
+ * not (end of message, moat's own RSET). The small ring gives way while
+ * that much still fits in it.
+ */
+#define PENDQ_SPARE 4
+
+static size_t
+pendq_cap(const struct pendq *q)
+{
+	return q->big != NULL ? CMDFLOW_PENDING_MAX : CMDFLOW_PENDING_INLINE;
+}
+
+/* Where the i-th entry from the head is in the current ring. */
+static size_t
+pendq_index(const struct pendq *q, size_t i)
+{
+	return (q->head + i) % pendq_cap(q);
+}
+
+static struct pend *
+pendq_at(struct pendq *q, size_t i)
+{
+	return &(q->big != NULL ? q->big : q->small)[pendq_index(q, i)];
+}
+
 void
 pendq_init(struct pendq *q, int first_kind, int local_kind, int tls_kind)
 {
+	q->big = NULL;
 	q->local_kind = local_kind;
 	q->tls_kind = tls_kind;
-	q->q[0].kind = first_kind;
-	q->q[0].local = NULL;
+	q->small[0].kind = first_kind;
+	q->small[0].local = NULL;
 	q->head = 0;
 	q->len = 1;
+}
+
+void
+pendq_free(struct pendq *q)
+{
+	free(q->big);
+	q->big = NULL;
 }
 
 struct pend *
 pendq_head(struct pendq *q)
 {
-	return q->len > 0 ? &q->q[q->head] : NULL;
+	return q->len > 0 ? pendq_at(q, 0) : NULL;
 }
 
 void
 pendq_pop(struct pendq *q)
 {
-	q->head = (q->head + 1) % CMDFLOW_PENDING_MAX;
-	q->len--;
+	q->head = (q->head + 1) % pendq_cap(q);
+	if (--q->len == 0 && q->big != NULL) {
+		pendq_free(q);
+		q->head = 0;
+	}
 }
 
 void
 pendq_push(struct pendq *q, int kind, const char *local)
 {
-	struct pend *e = &q->q[(q->head + q->len) % CMDFLOW_PENDING_MAX];
+	struct pend *e;
 
-	if (q->len >= CMDFLOW_PENDING_MAX)
+	if (q->len >= pendq_cap(q))
 		abort();
+	e = pendq_at(q, q->len);
 	e->kind = kind;
 	e->local = local;
 	q->len++;
 }
 
-bool
-pendq_room(const struct pendq *q, const struct filter_io *io)
+/* Moves the entries, in order, to a full-size ring; false without memory. */
+static bool
+pendq_grow(struct pendq *q)
 {
+	struct pend *big;
+	size_t i;
+
+	if ((big = calloc(CMDFLOW_PENDING_MAX, sizeof(*big))) == NULL)
+		return false;
+	for (i = 0; i < q->len; i++)
+		big[i] = *pendq_at(q, i);
+	q->big = big;
+	q->head = 0;
+	return true;
+}
+
+bool
+pendq_room(struct pendq *q, const struct filter_io *io)
+{
+	if (q->big == NULL && q->len + PENDQ_SPARE > CMDFLOW_PENDING_INLINE &&
+	    !pendq_grow(q))
+		return false;
 	/* One slot stays free for a local reply to the command itself;
 	 * with nothing pending the reply is written at once, so the
 	 * client side must have room for it. */
@@ -59,7 +117,7 @@ pendq_locals_len(const struct pendq *q, size_t from)
 
 	for (i = from; i < q->len; i++) {
 		const struct pend *e =
-		    &q->q[(q->head + i) % CMDFLOW_PENDING_MAX];
+		    &(q->big != NULL ? q->big : q->small)[pendq_index(q, i)];
 
 		if (e->kind == q->local_kind)
 			n += strlen(e->local);

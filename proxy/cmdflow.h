@@ -18,6 +18,7 @@
  * will need up to CMDFLOW_LOCAL_MAX bytes of room when it is decided.
  */
 #define CMDFLOW_PENDING_MAX 64
+#define CMDFLOW_PENDING_INLINE 8	/* entries kept in the filter itself */
 #define CMDFLOW_LOCAL_MAX 128	/* room kept for one locally made reply */
 #define CMDFLOW_LONG_LINES_MAX 3	/* over-long lines before closing */
 #define CMDFLOW_SKIP_MAX (64 * 1024)	/* one line's bytes skipped at most */
@@ -28,20 +29,33 @@ struct pend {
 	const char *local;
 };
 
+/*
+ * Idle sessions are most sessions and owe one reply or none, so the FIFO
+ * lives in the filter's state while it is short; a pipelined burst moves
+ * it to a CMDFLOW_PENDING_MAX array on the heap, given back when the FIFO
+ * empties.
+ */
 struct pendq {
-	struct pend q[CMDFLOW_PENDING_MAX];
+	struct pend *big;	/* NULL: the entries are in small */
+	struct pend small[CMDFLOW_PENDING_INLINE];
 	size_t head, len;
 	int local_kind, tls_kind;	/* the filter's two special kinds */
 };
 
 void pendq_init(struct pendq *q, int first_kind, int local_kind,
     int tls_kind);
+void pendq_free(struct pendq *q);
 struct pend *pendq_head(struct pendq *q);
+/* Entries from pendq_head() are invalid once popped. */
 void pendq_pop(struct pendq *q);
 /* Callers stop reading commands before the FIFO fills (aborts if not). */
 void pendq_push(struct pendq *q, int kind, const char *local);
-/* Whether one more command (and a local reply to it) fits now. */
-bool pendq_room(const struct pendq *q, const struct filter_io *io);
+/*
+ * Whether one more command (and a local reply to it) fits now. False
+ * also when the FIFO could not grow for lack of memory: the client waits
+ * for replies to drain it, as it would at CMDFLOW_PENDING_MAX.
+ */
+bool pendq_room(struct pendq *q, const struct filter_io *io);
 /* Bytes the run of local and tls entries from index from on will need. */
 size_t pendq_locals_len(const struct pendq *q, size_t from);
 /*

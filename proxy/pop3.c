@@ -97,7 +97,10 @@ pop3_new(const struct cfg_listener *lc)
 static void
 pop3_free(void *state)
 {
-	free(state);
+	struct pop3 *s = state;
+
+	pendq_free(&s->q);
+	free(s);
 }
 
 static void

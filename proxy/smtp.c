@@ -119,6 +119,7 @@ smtp_free(void *state)
 	struct smtp *s = state;
 
 	free(s->held);
+	pendq_free(&s->q);
 	free(s);
 }
 

@@ -52,6 +52,19 @@ static int check_passed, check_failed;
 		}							\
 	} while (0)
 
+/* How many times needle occurs in hay, without overlaps. */
+static inline size_t
+check_count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
 static inline int
 check_report(const char *name)
 {

@@ -206,9 +206,31 @@ test_endless_line_closes(void)
 	fake_free(io);
 }
 
+/* A pipelined burst longer than the FIFO's small ring, and a session
+ * that ends with its replies still owed (LeakSanitizer checks the free). */
+static void
+test_pipelining_burst(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+	int i;
+
+	fake_client(io, "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nSTAT\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nSTAT\r\n");
+	for (i = 0; i < 6; i++)
+		fake_backend(io, "+OK\r\n");
+	CHECK_STR_EQ(fake_take_client(io),
+	    "+OK\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n");
+	CHECK(io->closed == NULL);
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_pipelining_burst();
 	test_endless_line_closes();
 	test_capa();
 	test_user_forgotten();

@@ -48,18 +48,6 @@ capture_end(void)
 	return text;
 }
 
-static size_t
-count_of(const char *hay, const char *needle)
-{
-	size_t n = 0;
-
-	while ((hay = strstr(hay, needle)) != NULL) {
-		n++;
-		hay += strlen(needle);
-	}
-	return n;
-}
-
 /* n (host order) as the IPv4-mapped form policy uses. */
 static void
 addr4(uint8_t a[16], uint32_t n)
@@ -94,16 +82,16 @@ test_first_in_full_rest_summarised(struct ev_loop *loop)
 	CHECK(out != NULL);
 	if (out == NULL)
 		return;
-	CHECK_INT_EQ(count_of(out, "- reject ip=198.51.100.7 reason=banned "
+	CHECK_INT_EQ(check_count(out, "- reject ip=198.51.100.7 reason=banned "
 	    "listener=smtps\n"), 1);
-	CHECK_INT_EQ(count_of(out, "00000000000000aa reject ip=198.51.100.8 "
+	CHECK_INT_EQ(check_count(out, "00000000000000aa reject ip=198.51.100.8 "
 	    "reason=banned listener=smtps\n"), 1);
-	CHECK_INT_EQ(count_of(out, "reject ip=198.51.100.7 reason=denylist"),
+	CHECK_INT_EQ(check_count(out, "reject ip=198.51.100.7 reason=denylist"),
 	    1);
-	CHECK_INT_EQ(count_of(out, "refusals: 999 more of reason=banned in "
+	CHECK_INT_EQ(check_count(out, "refusals: 999 more of reason=banned in "
 	    "the last 10 s"), 1);
-	CHECK_INT_EQ(count_of(out, "refusals: 1 more of reason=denylist"), 1);
-	CHECK_INT_EQ(count_of(out, "\n"), 5);
+	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=denylist"), 1);
+	CHECK_INT_EQ(check_count(out, "\n"), 5);
 	free(out);
 }
 
@@ -130,8 +118,8 @@ test_full_lines_capped(struct ev_loop *loop)
 	CHECK(out != NULL);
 	if (out == NULL)
 		return;
-	CHECK_INT_EQ(count_of(out, " reject ip="), REFUSALS_FULL_MAX + 1);
-	CHECK_INT_EQ(count_of(out, "refusals: 50 more of reason=banned"), 1);
+	CHECK_INT_EQ(check_count(out, " reject ip="), REFUSALS_FULL_MAX + 1);
+	CHECK_INT_EQ(check_count(out, "refusals: 50 more of reason=banned"), 1);
 	free(out);
 }
 
@@ -150,7 +138,7 @@ test_timer_does_not_hold_loop(struct ev_loop *loop)
 	ev_run(loop, 0);	/* returns at once: nothing holds the loop */
 	refusals_flush();
 	out = capture_end();
-	CHECK(out != NULL && count_of(out, "refusals: 1 more") == 1);
+	CHECK(out != NULL && check_count(out, "refusals: 1 more") == 1);
 	free(out);
 }
 

@@ -1,9 +1,29 @@
 /* test_smtp_filter.c - the SMTP filter driven through its ops, no sockets. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "check.h"
+#include "cmdflow.h"
 #include "filter_fake.h"
 #include "smtp.h"
+
+/*
+ * meson links this test with -Wl,--wrap=calloc, so the filter's calloc
+ * calls land here: the test can refuse the reply FIFO its full-size ring.
+ */
+void *__real_calloc(size_t, size_t);
+void *__wrap_calloc(size_t, size_t);
+
+static bool refuse_big_fifo;
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	if (refuse_big_fifo && n == CMDFLOW_PENDING_MAX &&
+	    size == sizeof(struct pend))
+		return NULL;
+	return __real_calloc(n, size);
+}
 
 #define GREETING "220 mail.example ESMTP\r\n"
 #define EHLO_REPLY "250-mail.example\r\n250-PIPELINING\r\n" \
@@ -381,9 +401,75 @@ test_endless_line_closes(void)
 	fake_free(io);
 }
 
+/*
+ * A client pipelining n commands in one write, every fifth one refused
+ * by moat itself: the backend is answered until it has seen them all.
+ * Returns how many commands the backend had before its first reply.
+ */
+static size_t
+burst(struct filter_io *io, size_t n)
+{
+	static char in[16 * 1024], want[16 * 1024];
+	const char *refusal =
+	    "502 5.5.1 Error: BDAT not supported (CHUNKING is not offered)\r\n";
+	size_t i, first = 0, forwarded = 0, got;
+	char *client;
+
+	in[0] = want[0] = '\0';
+	for (i = 0; i < n; i++) {
+		strcat(in, i % 5 == 4 ? "BDAT 1 LAST\r\n" : "NOOP\r\n");
+		strcat(want, i % 5 == 4 ? refusal : "250 Ok\r\n");
+	}
+	fake_client(io, in);
+	if ((client = calloc(1, sizeof(want))) == NULL)
+		abort();
+	strcat(client, fake_take_client(io));
+	while ((got = check_count(fake_take_backend(io), "NOOP\r\n")) > 0) {
+		if (first == 0)
+			first = got;
+		forwarded += got;
+		while (got-- > 0)
+			fake_backend(io, "250 Ok\r\n");
+		strcat(client, fake_take_client(io));
+	}
+	CHECK_INT_EQ(forwarded, n - n / 5);
+	CHECK_STR_EQ(client, want);	/* every reply, in the client's order */
+	free(client);
+	return first;
+}
+
+/*
+ * Idle sessions keep their reply FIFO small; a pipelined burst moves it
+ * to the heap and back, and without memory for that the client is only
+ * slowed down.
+ */
+static void
+test_pipelining_burst(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	CHECK_INT_EQ(burst(io, 40), 32);	/* all of it at once */
+	CHECK_INT_EQ(burst(io, 3), 3);		/* the small ring again */
+	/* More than the FIFO holds: the rest waits for replies. */
+	CHECK_INT_EQ(burst(io, 150), 51);
+	refuse_big_fifo = true;
+	CHECK_INT_EQ(burst(io, 40), 4);
+	refuse_big_fifo = false;
+	CHECK(io->closed == NULL);
+	/* The session ends with twenty replies owed (LeakSanitizer checks
+	 * that the full-size ring goes with it). */
+	fake_client(io, "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n"
+	    "NOOP\r\n");
+	CHECK_INT_EQ(check_count(fake_take_backend(io), "NOOP\r\n"), 20);
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_pipelining_burst();
 	test_endless_line_closes();
 	test_ehlo_rewrite();
 	test_starttls();
