@@ -12,9 +12,20 @@
  * prints one line:
  *
  *   RESULT label=LABEL n=N server_us=... per_cpu_s=... client_us=...
+ *
+ * With --held N it measures memory instead, the floor for figure 3: N
+ * handshakes whose server side is kept (its BIO pair half swapped for an
+ * unconnected socket BIO, as a proxy holds a socket), the client sides
+ * freed, and the heap bytes in use (glibc's mallinfo2) per kept server
+ * connection:
+ *
+ *   hs_ceiling --held N CERT KEY [LABEL]
+ *   RESULT label=LABEL held=N heap_per_conn=...
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
@@ -59,9 +70,12 @@ fail:
 	exit(1);
 }
 
-/* One handshake; adds the server's and the client's CPU seconds. */
-static void
-handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *scpu, double *ccpu)
+/*
+ * One handshake; adds the server's and the client's CPU seconds. With
+ * keep, the server side is not freed but returned, idle.
+ */
+static SSL *
+handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *scpu, double *ccpu, int keep)
 {
 	BIO *cb, *sb;
 	SSL *c, *s;
@@ -105,17 +119,55 @@ handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *scpu, double *ccpu)
 				goto fail;
 		}
 	}
+	if (keep) {
+		BIO *sock = BIO_new_socket(-1, BIO_NOCLOSE);
+
+		if (sock == NULL)
+			goto fail;
+		SSL_set_bio(s, sock, sock);	/* frees the pair half */
+		SSL_free(c);
+		return s;
+	}
 	t = cpu_now();
 	SSL_free(s);
 	*scpu += cpu_now() - t;
 	t = cpu_now();
 	SSL_free(c);
 	*ccpu += cpu_now() - t;
-	return;
+	return NULL;
 fail:
 	fprintf(stderr, "hs_ceiling: handshake failed\n");
 	ERR_print_errors_fp(stderr);
 	exit(1);
+}
+
+/* Heap bytes in use per idle server connection, n of them held. */
+static int
+held(long n, const char *cert, const char *key, const char *label)
+{
+	SSL_CTX *sctx = ctx_new(1, cert, key), *cctx = ctx_new(0, NULL, NULL);
+	SSL **kept;
+	double dummy = 0;
+	size_t before, after;
+
+	for (int i = 0; i < 20; i++)	/* lazy initialisation first */
+		handshake(sctx, cctx, &dummy, &dummy, 0);
+	if ((kept = calloc((size_t)n, sizeof(*kept))) == NULL) {
+		fprintf(stderr, "hs_ceiling: out of memory\n");
+		return 1;
+	}
+	before = mallinfo2().uordblks;
+	for (long i = 0; i < n; i++)
+		kept[i] = handshake(sctx, cctx, &dummy, &dummy, 1);
+	after = mallinfo2().uordblks;
+	printf("RESULT label=%s held=%ld heap_per_conn=%.0f\n", label, n,
+	    (double)(after - before) / (double)n);
+	for (long i = 0; i < n; i++)
+		SSL_free(kept[i]);
+	free(kept);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	return 0;
 }
 
 int
@@ -125,8 +177,12 @@ main(int argc, char **argv)
 	double scpu = 0, ccpu = 0, dummy = 0;
 	long n;
 
+	if (argc >= 4 && strcmp(argv[1], "--held") == 0 && atol(argv[2]) > 0)
+		return held(atol(argv[2]), argv[3], argc > 4 ? argv[4] : "",
+		    argc > 5 ? argv[5] : "-");
 	if (argc < 3) {
-		fprintf(stderr, "usage: hs_ceiling CERT KEY [N] [LABEL]\n");
+		fprintf(stderr, "usage: hs_ceiling CERT KEY [N] [LABEL]\n"
+		    "       hs_ceiling --held N CERT KEY [LABEL]\n");
 		return 2;
 	}
 	n = argc > 3 ? atol(argv[3]) : 2000;
@@ -135,9 +191,9 @@ main(int argc, char **argv)
 	sctx = ctx_new(1, argv[1], argv[2]);
 	cctx = ctx_new(0, NULL, NULL);
 	for (int i = 0; i < 20; i++)	/* warm caches and lazy init */
-		handshake(sctx, cctx, &dummy, &dummy);
+		handshake(sctx, cctx, &dummy, &dummy, 0);
 	for (long i = 0; i < n; i++)
-		handshake(sctx, cctx, &scpu, &ccpu);
+		handshake(sctx, cctx, &scpu, &ccpu, 0);
 	printf("RESULT label=%s n=%ld server_us=%.1f per_cpu_s=%.0f "
 	    "client_us=%.1f\n", argc > 4 ? argv[4] : "-", n,
 	    scpu / (double)n * 1e6, (double)n / scpu, ccpu / (double)n * 1e6);

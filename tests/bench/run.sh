@@ -10,7 +10,9 @@
 #      the proxy decrypts) and "down" (a POP3 RETR of an M MiB message from
 #      the POP3 source: the proxy encrypts);
 #   3. RSS growth per idle TLS connection with N (10,000) SMTP sessions
-#      held open after the greeting, each with its backend connection;
+#      held open after the greeting, each with its backend connection,
+#      next to the floor of this OpenSSL build (hs_ceiling --held: its
+#      own heap per idle server connection, no sockets);
 #   4. SMTP STARTTLS sessions per proxy CPU-second (greeting, EHLO,
 #      STARTTLS, EHLO, MAIL, RCPT, DATA of 10 KiB, QUIT) against nginx mail
 #      (with an auth_http responder) and stunnel (protocol = smtp);
@@ -649,6 +651,11 @@ for p in $ACTIVE; do stop_peer "$p" ec; done
 
 # ---- figure 3: fresh processes, one at a time --------------------------
 if want_fig 3; then
+	# The floor: OpenSSL's own heap per idle server connection with the
+	# same settings, in memory (no proxy, no sockets, no backend side).
+	log "figure 3: OpenSSL's heap per idle server connection ($IDLE_N held, in memory)"
+	out=$("$CEILING" --held "$IDLE_N" "$W/ec.crt" "$W/ec.key" ec)
+	echo "3 floor - 0 ${out#RESULT }" >>"$RES"
 	for ((r = 0; r < REPS; r++)); do
 		log "figure 3: RSS per idle connection ($IDLE_N held), repetition $((r + 1))/$REPS"
 		for p in $(rotate "$ACTIVE" $r); do
@@ -821,7 +828,8 @@ if sel("2"):
 if sel("3"):
     P("")
     P(f"Figure 3: RSS growth per idle TLS connection ({idle_n} SMTP sessions held, each with its backend connection)")
-    P(f"    {'peer':<9} {'bytes/conn':>12} {'RSS before':>12} {'RSS after':>12} {'held':>7} {'moat/peer':>10}")
+    floor = med([r.get("heap_per_conn") for r in sel("3", "floor")])
+    P(f"    {'peer':<9} {'bytes/conn':>12} {'above floor':>12} {'RSS before':>12} {'RSS after':>12} {'held':>7} {'moat/peer':>10}")
     def per_conn(r):
         return (r["rss1_kb"] - r["rss0_kb"]) * 1024 / r["work"] if r.get("work") else None
     best = None
@@ -839,9 +847,14 @@ if sel("3"):
             ratio = med(ratios)
             if b is not None and (best is None or b < best[1]):
                 best = (p, b, ratio)
-        P(f"    {p:<9} {fmt(b):>12} {fmt(med([r['rss0_kb'] for r in rs]))+' kB':>12} "
+        above = b - floor if b is not None and floor is not None else None
+        P(f"    {p:<9} {fmt(b):>12} {fmt(above):>12} {fmt(med([r['rss0_kb'] for r in rs]))+' kB':>12} "
           f"{fmt(med([r['rss1_kb'] for r in rs]))+' kB':>12} {fmt(med([r['work'] for r in rs])):>7} "
           f"{(fmt(ratio, 2) + 'x') if ratio else '':>10}")
+    if floor is not None:
+        P(f"    floor: OpenSSL's own heap per idle server connection, in memory "
+          f"(hs_ceiling --held): {fmt(floor)} bytes"
+          + (f" = {floor / best[1]:.2f}x the best peer" if best else ""))
     if best and best[2] is not None:
         targets.append((f"RSS per idle connection vs best peer ({best[0]})", f"{best[2]:.2f}x",
                         "<= 0.5x", best[2] <= 0.5))
