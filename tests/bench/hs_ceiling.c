@@ -177,10 +177,10 @@ main(int argc, char **argv)
 	double scpu = 0, ccpu = 0, dummy = 0;
 	long n;
 
-	if (argc >= 4 && strcmp(argv[1], "--held") == 0 && atol(argv[2]) > 0)
-		return held(atol(argv[2]), argv[3], argc > 4 ? argv[4] : "",
+	if (argc >= 5 && strcmp(argv[1], "--held") == 0 && atol(argv[2]) > 0)
+		return held(atol(argv[2]), argv[3], argv[4],
 		    argc > 5 ? argv[5] : "-");
-	if (argc < 3) {
+	if (argc < 3 || argv[1][0] == '-') {
 		fprintf(stderr, "usage: hs_ceiling CERT KEY [N] [LABEL]\n"
 		    "       hs_ceiling --held N CERT KEY [LABEL]\n");
 		return 2;
