@@ -71,6 +71,8 @@
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 BUILD=${BENCH_BUILD:-$ROOT/build}
 QUICK=0
 REPS=
@@ -195,6 +197,7 @@ trap 'exit 130' INT TERM
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # ---- ports -------------------------------------------------------------
+ports_free "$BASE" $((BASE + 59)) || { echo "run.sh: stop what holds them, or use --port-base" >&2; exit 2; }
 P_SINK=$((BASE + 1)) P_SMTP=$((BASE + 2)) P_POP3=$((BASE + 3)) P_AUTH=$((BASE + 4))
 peer_index() { case $1 in moat) echo 0 ;; haproxy) echo 1 ;; nginx) echo 2 ;; stunnel) echo 3 ;; esac; }
 # port PEER INST WHAT: WHAT is hs | smtps | pop3s | starttls
@@ -202,17 +205,6 @@ port() {
 	local b=$((BASE + 10 + 10 * $(peer_index "$1")))
 	if [ "$2" = rsa ]; then echo $((b + 5)); return; fi
 	case $3 in hs) echo $b ;; smtps) echo $((b + 1)) ;; pop3s) echo $((b + 2)) ;; starttls) echo $((b + 3)) ;; esac
-}
-
-wait_listen() {	# PORT...: wait until each is listening (10 s)
-	local p i
-	for p in "$@"; do
-		for i in $(seq 100); do
-			ss -ltnH "sport = :$p" 2>/dev/null | grep -q . && continue 2
-			sleep 0.1
-		done
-		return 1
-	done
 }
 
 # ---- /proc accounting --------------------------------------------------
@@ -303,54 +295,14 @@ GROUP=X25519
 conf_moat() {	# INST DIR
 	local inst=$1 d=$2
 	{
-		cat <<-EOF
-		[daemon]
-		workers = $WORKERS
-		# Figure 3 holds 10,000 sessions from one address: no cap and
-		# no reserve for other addresses here (peers have none).
-		max_sessions = 0
-		reserved_sessions = 0
-		control_socket = "$d/moat.sock"
-		state_file = "$d/moat.state"
-		drain_timeout = "1s"
-
-		[tls]
-		certificate = "$W/$inst.crt"
-		key = "$W/$inst.key"
-		min_version = "1.3"
-		EOF
-		listener() {	# NAME PORT PROTO TLS BACKEND
-			cat <<-EOF
-
-			[[listener]]
-			name = "$1"
-			listen = ["127.0.0.1:$2"]
-			protocol = "$3"
-			tls = "$4"
-			backend = "127.0.0.1:$5"
-			backend_proxy = "none"
-			timeouts = { handshake = "10s", idle = "10m", connect = "5s" }
-			EOF
-		}
-		listener hs "$(port moat "$inst" hs)" smtp implicit "$P_SINK"
+		moat_conf_head "$d" "$W/$inst.crt" "$W/$inst.key" "$WORKERS"
+		moat_listener hs "$(port moat "$inst" hs)" smtp implicit "$P_SINK"
 		if [ "$inst" = ec ]; then
-			listener smtps "$(port moat ec smtps)" smtp implicit "$P_SMTP"
-			listener pop3s "$(port moat ec pop3s)" pop3 implicit "$P_POP3"
-			listener submission "$(port moat ec starttls)" smtp starttls "$P_SMTP"
+			moat_listener smtps "$(port moat ec smtps)" smtp implicit "$P_SMTP"
+			moat_listener pop3s "$(port moat ec pop3s)" pop3 implicit "$P_POP3"
+			moat_listener submission "$(port moat ec starttls)" smtp starttls "$P_SMTP"
 		fi
-		cat <<-EOF
-
-		[policy.rate]
-		connections = { limit = 0, window = "1m" }
-		concurrent_per_ip = 0
-		auth_failures = { limit = 0, window = "1m" }
-
-		[firewall]
-		backend = "none"
-
-		[events]
-		file = ""
-		EOF
+		moat_conf_tail
 	} >"$d/moat.toml"
 }
 
@@ -855,6 +807,8 @@ if sel("3"):
         P(f"    floor: OpenSSL's own heap per idle server connection, in memory "
           f"(hs_ceiling --held): {fmt(floor)} bytes"
           + (f" = {floor / best[1]:.2f}x the best peer" if best else ""))
+        P("    (RSS growth may fall below that floor: the warm-up leaves freed heap already"
+          " resident; the more sessions held, the less it counts)")
     if best and best[2] is not None:
         targets.append((f"RSS per idle connection vs best peer ({best[0]})", f"{best[2]:.2f}x",
                         "<= 0.5x", best[2] <= 0.5))
