@@ -3,6 +3,12 @@
 
 #include <string.h>
 
+#if defined(__SSE2__) && !defined(MOAT_NO_SIMD)
+#define SCAN_SSE2 1
+#define QUIET_ROUNDS 3
+#include <emmintrin.h>
+#endif
+
 enum pop3_parse_rc
 pop3_line_parse(const uint8_t *p, size_t len, size_t max, struct pop3_line *l)
 {
@@ -128,6 +134,61 @@ pop3_multi_init(struct pop3_multi *m)
 	m->st = M_BOL;
 }
 
+/*
+ * Inside a line, only an LF followed by '.' can lead to the end. From i
+ * on, returns the first such LF, or a point at most 32 bytes before the
+ * end from where the byte-by-byte scan takes over, or len if no LF is
+ * left. With mail's short lines a memchr() call per line, as before,
+ * cost more than the rest of the scan. Without SSE2 it returns i.
+ */
+static size_t
+skip_to_lf_dot(const uint8_t *p, size_t i, size_t len)
+{
+#if defined(SCAN_SSE2)
+	const __m128i lf = _mm_set1_epi8('\n'), dot = _mm_set1_epi8('.');
+	const uint8_t *next;
+	unsigned m, any, quiet = 0;
+	__m128i a, b;
+
+	/*
+	 * 32 bytes a round: the pairs (k, k + 1) for k in the round (the
+	 * loads overlap by one). Mail lines end every 78 bytes or so, at
+	 * no foreseeable place, so this does not branch on whether a round
+	 * holds an LF; only after QUIET_ROUNDS rounds without one, in a line
+	 * so long that its end is worth a memchr(), does it jump.
+	 */
+	while (len - i > 32) {
+		a = _mm_cmpeq_epi8(_mm_loadu_si128((const void *)(p + i)), lf);
+		b = _mm_cmpeq_epi8(_mm_loadu_si128((const void *)(p + i + 16)),
+		    lf);
+		m = (unsigned)_mm_movemask_epi8(_mm_and_si128(a,
+		    _mm_cmpeq_epi8(_mm_loadu_si128((const void *)(p + i + 1)),
+		    dot))) | (unsigned)_mm_movemask_epi8(_mm_and_si128(b,
+		    _mm_cmpeq_epi8(_mm_loadu_si128((const void *)(p + i + 17)),
+		    dot))) << 16;
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+		any = (unsigned)_mm_movemask_epi8(_mm_or_si128(a, b));
+		quiet = any != 0 ? 0 : quiet + 1;
+		i += 32;
+		if (quiet < QUIET_ROUNDS)
+			continue;
+		/* Long lines come in runs: the next one jumps sooner. */
+		quiet = QUIET_ROUNDS - 1;
+		if ((next = memchr(p + i, '\n', len - i)) == NULL)
+			return len;
+		i = (size_t)(next - p);
+		if (len - i < 2 || p[i + 1] == '.')
+			return i;
+		i++;
+	}
+#else
+	(void)p;
+	(void)len;
+#endif
+	return i;
+}
+
 enum pop3_parse_rc
 pop3_multi_scan(struct pop3_multi *m, const uint8_t *p, size_t len,
     size_t *n)
@@ -143,9 +204,12 @@ pop3_multi_scan(struct pop3_multi *m, const uint8_t *p, size_t len,
 			break;
 		case M_MID: {
 			/* Body text is long runs between LFs: let memchr skip
-			 * them rather than stepping through every byte. */
-			const uint8_t *lf = memchr(p + i, '\n', len - i);
+			 * them rather than stepping through every byte. A line
+			 * start that is no '.' changes nothing either. */
+			const uint8_t *lf;
 
+			i = skip_to_lf_dot(p, i, len);
+			lf = memchr(p + i, '\n', len - i);
 			if (lf == NULL) {
 				i = len;
 				break;

@@ -6,6 +6,7 @@
  * Byte 0 with the top bit set drives the filter (fuzz_filter_driver.h),
  * otherwise the parsers run over the rest.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,6 +16,26 @@
 #include "pop3_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+/* The oracle for the body scanner: the first line that is "." (with or
+ * without its CR) ends the body; *end is just past its LF. */
+static bool
+first_dot_line(const uint8_t *p, size_t len, size_t *end)
+{
+	const uint8_t *lf;
+	size_t i = 0, e;
+
+	while ((lf = memchr(p + i, '\n', len - i)) != NULL) {
+		e = (size_t)(lf - p);
+		if (p[i] == '.' && (e - i == 1 || (e - i == 2 &&
+		    p[i + 1] == '\r'))) {
+			*end = e + 1;
+			return true;
+		}
+		i = e + 1;
+	}
+	return false;
+}
 
 static void
 parsers(const uint8_t *p, size_t len)
@@ -49,6 +70,8 @@ parsers(const uint8_t *p, size_t len)
 	pop3_multi_init(&m);
 	rc = pop3_multi_scan(&m, p, len, &n);
 	INVARIANT(n <= len);
+	INVARIANT((rc == POP3_PARSE_OK) == first_dot_line(p, len, &n2));
+	INVARIANT(rc != POP3_PARSE_OK || n == n2);
 	cut = len > 0 ? p[0] % (len + 1) : 0;
 	pop3_multi_init(&m2);
 	if (pop3_multi_scan(&m2, p, cut, &n2) == POP3_PARSE_OK) {

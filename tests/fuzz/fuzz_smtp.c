@@ -72,6 +72,11 @@ parsers(const uint8_t *p, size_t len)
 					    '\r');
 			}
 		}
+		/* The end is a line "." where a line starts. */
+		if (rc == SMTP_PARSE_OK)
+			INVARIANT(n >= 3 && memcmp(p + off + n - 3, ".\r\n",
+			    3) == 0 && (off + n == 3 || p[off + n - 4] ==
+			    '\n'));
 		if (rc == SMTP_PARSE_AGAIN && n < len - off)
 			break;	/* a held CR at the end */
 		if (n == 0)

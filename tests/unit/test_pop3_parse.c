@@ -98,6 +98,18 @@ test_multi(void)
 			CHECK_INT_EQ(a + b, 16);
 		}
 	}
+	/* After a long line (found by memchr() on the SSE2 path), an empty
+	 * one, then the end. */
+	{
+		static char lines[300];
+
+		memset(lines, 'x', 200);
+		memcpy(lines + 200, "\n\n.\r\n+OK", 9);
+		pop3_multi_init(&m);
+		CHECK_INT_EQ(pop3_multi_scan(&m, U(lines), 209, &n),
+		    POP3_PARSE_OK);
+		CHECK_INT_EQ(n, 205);
+	}
 	/* A line longer than any command bound is just data. */
 	{
 		static char big[10000];
@@ -163,6 +175,37 @@ test_multi_fast(void)
 	CHECK_INT_EQ(bad, 0);
 }
 
+/* The same on text shaped like mail, in pieces of up to 900 bytes: the
+ * SSE2 path and its memchr() jumps over long lines. */
+static void
+test_multi_text(void)
+{
+	static uint8_t m[4000];
+	uint32_t seed = 99;
+	size_t trial, len, step, off, n, want = 0;
+	struct pop3_multi st;
+	enum pop3_parse_rc rc;
+	unsigned bad = 0, ends = 0;
+	bool end;
+
+	for (trial = 0; trial < 6000; trial++) {
+		len = check_mail_text(&seed, m, sizeof(m), trial % 2 == 1);
+		end = ref_end(m, len, &want);
+		ends += end;
+		step = 1 + check_rand(&seed) % (trial % 3 == 0 ? 40 : 900);
+		pop3_multi_init(&st);
+		rc = POP3_PARSE_AGAIN;
+		for (off = 0; off < len && rc == POP3_PARSE_AGAIN; off += n)
+			rc = pop3_multi_scan(&st, m + off,
+			    len - off < step ? len - off : step, &n);
+		if (end != (rc == POP3_PARSE_OK) || (end && off != want))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	/* Both outcomes are common enough to test something. */
+	CHECK(ends > 600 && ends < 5400);
+}
+
 int
 main(void)
 {
@@ -170,5 +213,6 @@ main(void)
 	test_status();
 	test_multi();
 	test_multi_fast();
+	test_multi_text();
 	return check_report("pop3_parse");
 }

@@ -283,6 +283,31 @@ test_data_fast(void)
 	CHECK_INT_EQ(data_fast_trials(sparse, sizeof(sparse), 400), 0);
 }
 
+/*
+ * The same on text shaped like mail: the 32-byte blocks of the SSE2 path
+ * pass whole lines and stop at dot lines, at a CR that ends a block and
+ * at every kind of damage.
+ */
+static void
+test_data_text(void)
+{
+	static uint8_t m[4000];
+	uint32_t seed = 4242;
+	size_t trial, len, step, at1, at2;
+	enum smtp_data_why w1, w2;
+	unsigned bad = 0;
+
+	for (trial = 0; trial < 6000; trial++) {
+		len = check_mail_text(&seed, m, sizeof(m), trial % 2 == 1);
+		step = 1 + check_rand(&seed) % (trial % 3 == 0 ? 40 : 900);
+		if (feed(true, m, len, step, &at1, &w1) !=
+		    feed(false, m, len, step, &at2, &w2) || at1 != at2 ||
+		    w1 != w2)
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+}
+
 static void
 test_foreign(void)
 {
@@ -314,6 +339,7 @@ main(void)
 	test_replies();
 	test_data();
 	test_data_fast();
+	test_data_text();
 	test_foreign();
 	return check_report("smtp_parse");
 }
