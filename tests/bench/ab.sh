@@ -10,11 +10,12 @@
 # ratios is the answer (below 1: B spends less).
 #
 # Usage: tests/bench/ab.sh [--mode down|up|handshake] [--reps N]
-#          [--mib M] [--n N] BUILD_A BUILD_B
+#          [--mib M] [--n N] [--line L] BUILD_A BUILD_B
 #   down       one POP3 RETR of M MiB (default 512): backend to client
 #   up         one SMTP DATA of M MiB: client to backend
 #   handshake  N TLS 1.3 handshakes (default 4000), 32 at once
 #   --reps N   repetitions (default 5); the first to start alternates
+#   --line L   message lines of L bytes (default 510; mail: 76 or so)
 # BUILD_A and BUILD_B are build directories (meson setup DIR && ninja -C
 # DIR); loadgen and backend come from BUILD_A. Uses ports 24760-24779 on
 # 127.0.0.1. A measurement, not a test: it never runs in CI.
@@ -22,19 +23,20 @@ set -u -o pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-MODE=down REPS=5 MIB=512 N=4000
+MODE=down REPS=5 MIB=512 N=4000 LINE=510
 while [ $# -gt 2 ]; do
 	case $1 in
 	--mode) MODE=$2; shift ;;
 	--reps) REPS=$2; shift ;;
 	--mib) MIB=$2; shift ;;
 	--n) N=$2; shift ;;
+	--line) LINE=$2; shift ;;
 	*) break ;;
 	esac
 	shift
 done
 if [ $# -ne 2 ]; then
-	sed -n '12,20s/^# \{0,1\}//p' "$0" >&2
+	sed -n '12,21s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 fi
 A=$(cd "$1" 2>/dev/null && pwd) || { echo "ab.sh: no build $1" >&2; exit 2; }
@@ -45,8 +47,8 @@ for b in "$A/proxy/moat" "$B/proxy/moat" "$LOADGEN" "$BACKEND"; do
 	[ -x "$b" ] || { echo "ab.sh: $b missing: build the tree first" >&2; exit 2; }
 done
 case $MODE in
-down) PORT_OFF=2 LOAD=(stream --proto pop3 -n 1 -c 1 --mib "$MIB") ;;
-up) PORT_OFF=1 LOAD=(stream --proto smtp -n 1 -c 1 --mib "$MIB") ;;
+down) PORT_OFF=2 LOAD=(stream --proto pop3 -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
+up) PORT_OFF=1 LOAD=(stream --proto smtp -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
 handshake) PORT_OFF=0 LOAD=(handshake -n "$N" -c 32) ;;
 *) echo "ab.sh: --mode down, up or handshake" >&2; exit 2 ;;
 esac
@@ -72,7 +74,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 # Backends: 24760 sink, 24761 SMTP, 24762 POP3 (as the listeners' order).
 for m in sink smtp pop3; do
 	port=$((24760 + ${#PIDS[@]}))
-	"$BACKEND" -l "127.0.0.1:$port" -m $m >/dev/null 2>"$W/backend-$m.log" &
+	"$BACKEND" -l "127.0.0.1:$port" -m $m -L "$LINE" >/dev/null 2>"$W/backend-$m.log" &
 	PIDS+=($!)
 done
 wait_listen 24760 24761 24762 || { echo "ab.sh: backends did not start" >&2; exit 1; }
@@ -108,7 +110,7 @@ run() {	# PORT OUT
 	    >"$2" 2>>"$W/loadgen.err"
 }
 
-echo "ab.sh: $MODE, $REPS repetitions; A=$A B=$B"
+echo "ab.sh: $MODE, $REPS repetitions, lines of $LINE bytes; A=$A B=$B"
 ratios=()
 for ((r = 1; r <= REPS; r++)); do
 	a0=$(ticks "$PID_a") b0=$(ticks "$PID_b")

@@ -8,14 +8,15 @@
  *          250 to MAIL/RCPT/RSET/NOOP, 354 to DATA then 250 after the
  *          end-of-data dot, 221 to QUIT; 220 to XCLIENT as Postfix does
  *   pop3   a minimal POP3 source: +OK to USER/PASS/NOOP/STAT, and RETR N
- *          sends a message of N MiB (lines of 510 bytes, dot-terminated)
+ *          sends a message of N MiB (lines of LINE bytes, default 510,
+ *          and CRLF; dot-terminated)
  *   auth   nginx mail's auth_http responder: every request gets
  *          "Auth-Status: OK" pointing at --auth-to HOST:PORT
  *
  * In every mode a PROXY protocol v1 or v2 header at the start of a
  * connection is recognised and skipped, so a proxy may send one or not.
  *
- *   backend -l 127.0.0.1:PORT -m MODE [-a HOST:PORT]
+ *   backend -l 127.0.0.1:PORT -m MODE [-a HOST:PORT] [-L LINE]
  *
  * It prints "ready" on stdout once listening and runs until SIGTERM or
  * SIGINT, then prints one line of totals on stderr. Not a test: it is a
@@ -39,9 +40,10 @@
 
 #include <ev.h>
 
+#include "mailtext.h"
+
 #define IN_MAX   (64 * 1024)	/* read buffer; lines longer are cut */
 #define OUT_MAX  (64 * 1024)	/* queued replies / echoed bytes */
-#define LINE_LEN 510		/* POP3 message line, without CRLF */
 #define MIB      (1024u * 1024u)
 
 enum mode {
@@ -538,7 +540,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: backend -l HOST:PORT -m sink|echo|smtp|pop3|auth"
-	    " [-a HOST:PORT]\n");
+	    " [-a HOST:PORT] [-L LINE]\n");
 	exit(2);
 }
 
@@ -550,9 +552,10 @@ main(int argc, char **argv)
 	struct ev_loop *loop = EV_DEFAULT;
 	ev_io lw;
 	ev_signal s1, s2;
+	size_t line = MAILTEXT_LINE_DEFAULT;
 	int ch, fd, one = 1;
 
-	while ((ch = getopt(argc, argv, "l:m:a:")) != -1) {
+	while ((ch = getopt(argc, argv, "l:m:a:L:")) != -1) {
 		switch (ch) {
 		case 'l':
 			listen_at = optarg;
@@ -574,6 +577,11 @@ main(int argc, char **argv)
 		case 'a':
 			auth_to = optarg;
 			break;
+		case 'L':
+			line = strtoul(optarg, NULL, 10);
+			if (line < 1 || line > MAILTEXT_LINE_MAX)
+				usage();
+			break;
 		default:
 			usage();
 		}
@@ -592,15 +600,9 @@ main(int argc, char **argv)
 		    "Auth-Port: %u\r\n\r\n", host, ntohs(to.sin_port));
 	}
 	if (mode == M_POP3) {
-		/* Lines of LINE_LEN letters and CRLF; none starts with a dot. */
 		if ((pattern = malloc(MIB)) == NULL)
 			die("malloc");
-		for (size_t i = 0; i < MIB; i++)
-			pattern[i] = (i % (LINE_LEN + 2)) == LINE_LEN ? '\r' :
-			    (i % (LINE_LEN + 2)) == LINE_LEN + 1 ? '\n' :
-			    (char)('a' + i % 26);
-		pattern[MIB - 2] = '\r';	/* the MiB ends a line */
-		pattern[MIB - 1] = '\n';
+		mailtext_fill(pattern, MIB, line);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,

@@ -63,8 +63,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "mailtext.h"
+
 #define MIB       (1024u * 1024u)
-#define LINE_LEN  510		/* message line without CRLF */
 #define IN_MAX    (16 * 1024)
 #define MAX_SRC   16
 
@@ -133,6 +134,7 @@ static struct {
 	unsigned long n, conc, rounds, warmup;
 	double mib, data_kib, timeout, max_time, hold;
 	uint64_t body_bytes;
+	size_t line;		/* message line bytes, without CRLF */
 	SSL_CTX *ctx;
 	const struct step *script;
 	/* progress */
@@ -1001,6 +1003,7 @@ usage(void)
 	    "  --echo          stream --proto raw: read the bytes back\n"
 	    "  --mib M         stream: MiB per session (default 16)\n"
 	    "  --data KIB      smtp: message KiB (default 10)\n"
+	    "  --line L        stream, smtp: message line bytes (default 510)\n"
 	    "  --rounds R      latency: round trips (default 10000)\n"
 	    "  --warmup W      latency: untimed round trips (default 200)\n"
 	    "  --plain         latency: no TLS (direct to the backend)\n"
@@ -1030,6 +1033,7 @@ main(int argc, char **argv)
 		{ "echo", no_argument, NULL, 'E' },
 		{ "mib", required_argument, NULL, 'M' },
 		{ "data", required_argument, NULL, 'D' },
+		{ "line", required_argument, NULL, 'L' },
 		{ "rounds", required_argument, NULL, 'R' },
 		{ "warmup", required_argument, NULL, 'W' },
 		{ "plain", no_argument, NULL, 'p' },
@@ -1055,6 +1059,7 @@ main(int argc, char **argv)
 	g.conc = 16;
 	g.mib = 16;
 	g.data_kib = 10;
+	g.line = MAILTEXT_LINE_DEFAULT;
 	g.rounds = 10000;
 	g.warmup = 200;
 	g.timeout = 10;
@@ -1095,6 +1100,11 @@ main(int argc, char **argv)
 			break;
 		case 'D':
 			g.data_kib = strtod(optarg, NULL);
+			break;
+		case 'L':
+			g.line = strtoul(optarg, NULL, 10);
+			if (g.line < 1 || g.line > MAILTEXT_LINE_MAX)
+				usage();
 			break;
 		case 'R':
 			g.rounds = strtoul(optarg, NULL, 10);
@@ -1141,9 +1151,7 @@ main(int argc, char **argv)
 		g.script = script_handshake;
 	} else if (strcmp(mode, "stream") == 0) {
 		g.mode = MODE_STREAM;
-		/* Whole lines of message text. */
-		g.body_bytes = (uint64_t)(g.mib * MIB) / (LINE_LEN + 2) *
-		    (LINE_LEN + 2);
+		g.body_bytes = (uint64_t)(g.mib * MIB);
 		if (g.proto_raw)
 			g.script = script_stream_raw;
 		else if (g.proto_pop3) {
@@ -1165,9 +1173,7 @@ main(int argc, char **argv)
 	} else if (strcmp(mode, "smtp") == 0) {
 		g.mode = MODE_SMTP;
 		g.script = script_smtp;
-		/* Whole lines of message text. */
-		g.body_bytes = ((uint64_t)(g.data_kib * 1024) + LINE_LEN + 1) /
-		    (LINE_LEN + 2) * (LINE_LEN + 2);
+		g.body_bytes = (uint64_t)(g.data_kib * 1024);
 	} else if (strcmp(mode, "latency") == 0) {
 		g.mode = MODE_LATENCY;
 		g.script = g.plain ? script_latency_plain : script_latency_tls;
@@ -1187,12 +1193,11 @@ main(int argc, char **argv)
 
 	if ((pattern = malloc(MIB)) == NULL)
 		return 1;
-	for (size_t i = 0; i < MIB; i++) {
-		size_t k = i % (LINE_LEN + 2);
-
-		pattern[i] = k == LINE_LEN ? '\r' : k == LINE_LEN + 1 ? '\n' :
-		    (char)('A' + (i / 7) % 26);
-	}
+	mailtext_fill(pattern, MIB, g.line);
+	/* Whole lines of message text: cut back to the last one's end. */
+	while (g.body_bytes % MIB != 0 &&
+	    pattern[g.body_bytes % MIB - 1] != '\n')
+		g.body_bytes--;
 
 	if ((g.active = calloc(g.n + g.conc + 1, sizeof(*g.active))) == NULL)
 		return 1;
