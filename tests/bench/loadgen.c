@@ -1194,10 +1194,10 @@ main(int argc, char **argv)
 	if ((pattern = malloc(MIB)) == NULL)
 		return 1;
 	mailtext_fill(pattern, MIB, g.line);
-	/* Whole lines of message text: cut back to the last one's end. */
+	/* Whole lines of message text: on to the end of the last one. */
 	while (g.body_bytes % MIB != 0 &&
 	    pattern[g.body_bytes % MIB - 1] != '\n')
-		g.body_bytes--;
+		g.body_bytes++;
 
 	if ((g.active = calloc(g.n + g.conc + 1, sizeof(*g.active))) == NULL)
 		return 1;
