@@ -1,6 +1,7 @@
 /* smtp_parse.c - pure, incremental SMTP command, reply and DATA parsers. */
 #include "smtp_parse.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #if defined(__SSE2__) && !defined(MOAT_NO_SIMD)
@@ -135,6 +136,38 @@ smtp_data_init(struct smtp_data *d)
 	d->dot = false;
 }
 
+#if defined(SKIP_SSE2)
+/* The 32 bytes at q as two halves. */
+static void
+load32(const uint8_t *q, __m128i *a, __m128i *b)
+{
+	*a = _mm_loadu_si128((const void *)q);
+	*b = _mm_loadu_si128((const void *)(q + 16));
+}
+
+/* The cheap test: whether a or b holds a byte <= CR (so also TAB and
+ * other controls), which the exact compares then settle. */
+static bool
+any_low(__m128i a, __m128i b)
+{
+	const __m128i cr = _mm_set1_epi8('\r');
+
+	return _mm_movemask_epi8(_mm_or_si128(
+	    _mm_cmpeq_epi8(_mm_min_epu8(a, cr), a),
+	    _mm_cmpeq_epi8(_mm_min_epu8(b, cr), b))) != 0;
+}
+
+/* Bit k set where byte k of the 32 in a, b is c. */
+static uint32_t
+mask32(__m128i a, __m128i b, char c)
+{
+	const __m128i v = _mm_set1_epi8(c);
+
+	return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, v)) |
+	    (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, v)) << 16;
+}
+#endif
+
 /*
  * The first index from i on whose byte is CR, LF or NUL (len if none).
  * Message text is mostly long runs of ordinary bytes, and stepping the
@@ -153,16 +186,10 @@ skip_text(const uint8_t *p, size_t i, size_t len)
 	__m128i a, b;
 	unsigned mask;
 
-	/*
-	 * 32 bytes a round. The cheap test flags any byte <= CR (so also TAB
-	 * and other controls); only then are the three exact compares made.
-	 */
+	/* 32 bytes a round; the exact compares only after the cheap test. */
 	while (len - i >= 32) {
-		a = _mm_loadu_si128((const void *)(p + i));
-		b = _mm_loadu_si128((const void *)(p + i + 16));
-		if (_mm_movemask_epi8(_mm_or_si128(
-		    _mm_cmpeq_epi8(_mm_min_epu8(a, cr), a),
-		    _mm_cmpeq_epi8(_mm_min_epu8(b, cr), b))) != 0) {
+		load32(p + i, &a, &b);
+		if (any_low(a, b)) {
 			mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(
 			    _mm_or_si128(_mm_cmpeq_epi8(a, cr),
 			    _mm_cmpeq_epi8(a, lf)), _mm_cmpeq_epi8(a, nul))) |
@@ -195,32 +222,19 @@ skip_text(const uint8_t *p, size_t i, size_t len)
 }
 
 #if defined(SKIP_SSE2)
-static uint32_t
-mask32(__m128i a, __m128i b, char c)
-{
-	const __m128i v = _mm_set1_epi8(c);
-
-	return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, v)) |
-	    (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, v)) << 16;
-}
-
 /*
  * The first 32-byte block from i on that holds a byte <= CR, or where
- * fewer than 33 bytes are left: skip_text()'s test, with nothing else in
- * the loop.
+ * fewer than 33 bytes are left: the cheap test with nothing else in the
+ * loop.
  */
 static size_t
 skip_blocks(const uint8_t *p, size_t i, size_t len)
 {
-	const __m128i cr = _mm_set1_epi8('\r');
 	__m128i a, b;
 
 	while (len - i > 32) {
-		a = _mm_loadu_si128((const void *)(p + i));
-		b = _mm_loadu_si128((const void *)(p + i + 16));
-		if (_mm_movemask_epi8(_mm_or_si128(
-		    _mm_cmpeq_epi8(_mm_min_epu8(a, cr), a),
-		    _mm_cmpeq_epi8(_mm_min_epu8(b, cr), b))) != 0)
+		load32(p + i, &a, &b);
+		if (any_low(a, b))
 			break;
 		i += 32;
 	}
@@ -253,8 +267,7 @@ data_run(const uint8_t *p, size_t i, size_t len, size_t *linelen)
 		i = j;
 		if (len - i <= 32)
 			break;
-		a = _mm_loadu_si128((const void *)(p + i));
-		b = _mm_loadu_si128((const void *)(p + i + 16));
+		load32(p + i, &a, &b);
 		cr = mask32(a, b, '\r');
 		lf = mask32(a, b, '\n');
 		nul = mask32(a, b, '\0');

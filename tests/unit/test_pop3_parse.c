@@ -157,10 +157,9 @@ test_multi_fast(void)
 
 	for (trial = 0; trial < 20000; trial++) {
 		len = trial % sizeof(m);
-		for (i = 0; i < len; i++) {
-			seed = seed * 1103515245u + 12345u;
-			m[i] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
-		}
+		for (i = 0; i < len; i++)
+			m[i] = alphabet[check_rand(&seed) %
+			    (sizeof(alphabet) - 1)];
 		end = ref_end(m, len, &want);
 		step = 1 + trial % 19;
 		pop3_multi_init(&st);

@@ -249,10 +249,8 @@ data_fast_trials(const uint8_t *alphabet, size_t nalpha, size_t maxlen)
 
 	for (trial = 0; trial < 20000; trial++) {
 		len = trial % maxlen;
-		for (i = 0; i < len; i++) {
-			seed = seed * 1103515245u + 12345u;
-			m[i] = alphabet[(seed >> 16) % nalpha];
-		}
+		for (i = 0; i < len; i++)
+			m[i] = alphabet[check_rand(&seed) % nalpha];
 		step = 1 + trial % 23;
 		if (trial % 3 == 0)
 			step = 1 + trial % 97;
