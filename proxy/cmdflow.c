@@ -246,7 +246,7 @@ cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len)
 
 enum cmdflow_rc
 cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
-    size_t *off)
+    size_t *off, const char *bad)
 {
 	struct smtp_line l;
 	enum smtp_parse_rc rc;
@@ -260,6 +260,7 @@ cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
 	if (rc == SMTP_PARSE_ERROR || memchr(l.p, '\r', l.len) != NULL ||
 	    memchr(l.p, '\0', l.len) != NULL) {
 		filter_signal(io, FILTER_SIG_GLITCH, "bad_sasl_line");
+		(void)filter_to_client(io, bad, strlen(bad));
 		filter_close(io, "bad_sasl_line");
 		return CMDFLOW_DEAD;
 	}

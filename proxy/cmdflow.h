@@ -111,10 +111,12 @@ enum cmdflow_rc cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
 
 /*
  * One SASL response line at p: forwarded with CRLF, never logged, *off
- * advanced (GO). HOLD: incomplete or no room. DEAD: malformed.
+ * advanced (GO). HOLD: incomplete or no room. DEAD: malformed, and the
+ * client was sent bad (the backend, midway through the exchange, cannot
+ * be told; the session ends).
  */
 enum cmdflow_rc cmdflow_sasl(struct filter_io *io, const uint8_t *p,
-    size_t len, bool eof, size_t *off);
+    size_t len, bool eof, size_t *off, const char *bad);
 
 /* Forwards one line and a CRLF; false when it does not fit. */
 bool cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len);

@@ -21,7 +21,9 @@
  * the session's input buffer and are offered again (with anything new
  * appended) when the output side has drained. A filter that consumes
  * nothing while its input buffer is full and its output empty is stuck,
- * and the session closes (it must bound its lines itself before that).
+ * and the session closes (it must bound its lines itself before that),
+ * unless it says it awaits the backend: a client that pipelined more
+ * than the buffer holds is then slowed down, not dropped.
  */
 struct filter_io;	/* the session, as seen by its filter */
 
@@ -44,6 +46,9 @@ struct filter_ops {
 	    const uint8_t *p, size_t len, bool eof);
 	/* The client side finished a STARTTLS handshake; may be NULL. */
 	void (*tls_started)(void *state, struct filter_io *io);
+	/* True while client bytes wait for replies the backend still owes,
+	 * which will let them on; may be NULL (never). */
+	bool (*awaiting)(void *state);
 	void (*free)(void *state);
 };
 

@@ -78,6 +78,8 @@ static const char R_READY[] = "+OK Begin TLS negotiation\r\n";
 static const char R_NOUSER[] = "-ERR No username given\r\n";
 static const char R_BADREPLY[] =
     "-ERR [SYS/TEMP] backend protocol error, closing connection\r\n";
+static const char R_BADSASL[] =
+    "-ERR malformed authentication response, closing connection\r\n";
 
 static void *
 pop3_new(const struct cfg_listener *lc)
@@ -470,7 +472,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->cmode == CM_SASL) {
 			/* A SASL response: forwarded, never logged. */
-			fr = cmdflow_sasl(io, p, len, eof, &off);
+			fr = cmdflow_sasl(io, p, len, eof, &off, R_BADSASL);
 			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
 				return len;
@@ -512,11 +514,22 @@ pop3_tls_started(void *state, struct filter_io *io)
 	s->cmode = CM_CMD;
 }
 
+/* Replies still owed: once the client's queue is empty (when the
+ * session asks), what is left of them comes from the backend. */
+static bool
+pop3_awaiting(void *state)
+{
+	struct pop3 *s = state;
+
+	return s->q.len > 0;
+}
+
 const struct filter_ops filter_pop3 = {
 	.name = "pop3",
 	.new = pop3_new,
 	.client_data = pop3_client,
 	.backend_data = pop3_backend,
 	.tls_started = pop3_tls_started,
+	.awaiting = pop3_awaiting,
 	.free = pop3_free,
 };

@@ -46,8 +46,18 @@ pop3_cmd_parse(const uint8_t *p, size_t len, struct pop3_cmd *cmd)
 
 	if (memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)
 		return POP3_PARSE_ERROR;
+	/*
+	 * The verb ends at the first space, and must hold no other blank
+	 * or control byte, nor follow one: backends split on tabs too and
+	 * skip leading blanks, and if "AUTH<TAB>PLAIN" or " DATA" were an
+	 * unknown command here, moat's idea of the session and the
+	 * backend's would part (plaintext AUTH, XCLIENT, DATA unguarded).
+	 */
 	for (vlen = 0; vlen < len && p[vlen] != ' '; vlen++)
-		;
+		if (p[vlen] < 0x21 || p[vlen] == 0x7f)
+			return POP3_PARSE_ERROR;
+	if (vlen == 0 && len > 0)
+		return POP3_PARSE_ERROR;
 	cmd->verb = POP3_VERB_OTHER;
 	for (i = 0; i < sizeof(pop3_verbs) / sizeof(pop3_verbs[0]); i++) {
 		const char *name = pop3_verbs[i].name;

@@ -52,7 +52,8 @@ struct pop3_cmd {
 	size_t arglen;
 };
 
-/* Classifies a command line; ERROR when it holds a CR or a NUL. */
+/* Classifies a command line; ERROR when it holds a CR or a NUL, starts
+ * with a space, or its keyword holds a tab or another control byte. */
 enum pop3_parse_rc pop3_cmd_parse(const uint8_t *p, size_t len,
     struct pop3_cmd *cmd);
 

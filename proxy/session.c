@@ -621,6 +621,24 @@ do_proxy_header(struct session *s)
 
 /* --- TLS with the client ---------------------------------------------- */
 
+/* A failed handshake: a log line, a metric and a tls_fail event. */
+static void
+tls_failed(struct session *s, const char *reason)
+{
+	struct event ev = EVENT_INIT;
+	char b1[200];
+
+	log_info("%s tls_fail reason=%s ip=%s", s->id,
+	    logval(reason, b1, sizeof(b1)), s->ip);
+	metrics_tls_failure(reason);
+	ev.event = "tls_fail";
+	ev.ip = s->addr;
+	ev.listener = s->lc->name;
+	ev.reason = reason;
+	ev.session = s->id;
+	events_emit(&ev);
+}
+
 static void
 start_handshake(struct session *s)
 {
@@ -630,9 +648,8 @@ start_handshake(struct session *s)
 	if (c->ssl == NULL) {
 		char reason[200];
 
-		log_warnx("%s tls_fail reason=%s ip=%s", s->id,
-		    tls_error_reason(reason, sizeof(reason)) ? reason :
-		    "no_tls_context", s->ip);
+		tls_failed(s, tls_error_reason(reason, sizeof(reason)) ?
+		    reason : "no_tls_context");
 		session_kill(s, "tls_fail");
 		return;
 	}
@@ -695,9 +712,7 @@ do_handshake(struct session *s)
 	if ((r = tls_error_reason(reason, sizeof(reason))) == NULL)
 		r = err == SSL_ERROR_SYSCALL && saved != 0 ? strerror(saved) :
 		    "eof";
-	log_info("%s tls_fail reason=%s ip=%s", s->id,
-	    logval(r, b1, sizeof(b1)), s->ip);
-	metrics_tls_failure(r);
+	tls_failed(s, r);
 	snprintf(s->why, sizeof(s->why), "%s", r);
 	session_kill(s, "tls_fail");
 }
@@ -1225,7 +1240,9 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 		    "what it did not consume", s->filter.ops->name);
 	buf_consume(&from->in, n - s->moved);	/* moved: already gone */
 	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
-	    buf_len(&s->client.out) == 0) {
+	    buf_len(&s->client.out) == 0 && (from != &s->client ||
+	    s->filter.ops->awaiting == NULL ||
+	    !s->filter.ops->awaiting(s->filter.state))) {
 		session_kill(s, "filter_stall");
 		return false;
 	}
@@ -1439,8 +1456,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		proxy_fail(s, "timeout");
 		break;
 	case SESSION_HANDSHAKE:
-		log_info("%s tls_fail reason=timeout ip=%s", s->id, s->ip);
-		metrics_tls_failure("timeout");
+		tls_failed(s, "timeout");
 		session_kill(s, "handshake_timeout");
 		break;
 	case SESSION_CONNECT:

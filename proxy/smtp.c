@@ -97,6 +97,9 @@ static const char R_ENDLESS[] =
     "421 4.7.0 Error: line too long, closing connection\r\n";
 static const char R_BADREPLY[] =
     "421 4.3.0 Error: backend protocol error, closing connection\r\n";
+static const char R_BADSASL[] =
+    "421 4.7.0 Error: malformed authentication response, closing "
+    "connection\r\n";
 
 static void *
 smtp_new(const struct cfg_listener *lc)
@@ -225,13 +228,15 @@ auth_verdict(struct filter_io *io, const struct smtp_reply_line *r)
 {
 	/* RFC 4954: 235 success; 454/4xx temporary; 535 bad credentials,
 	 * 534/538 and other 5.7.x policy refusals permanent. A 5.5.x
-	 * syntax or sequence error is not a password guess. */
+	 * syntax or sequence error is not a password guess, nor is 501,
+	 * the answer to a client's "*" cancel (Postfix: 501 5.7.0). */
 	if (r->code / 100 == 2)
 		filter_signal(io, FILTER_SIG_AUTH_OK, "smtp_auth");
 	else if (r->code / 100 == 4)
 		filter_signal(io, FILTER_SIG_AUTH_TEMPFAIL, "smtp_auth");
 	else if (r->code == 535 || r->code == 534 || r->code == 538 ||
-	    (r->textlen >= 4 && memcmp(r->text, "5.7.", 4) == 0))
+	    (r->code != 501 && r->textlen >= 4 &&
+	    memcmp(r->text, "5.7.", 4) == 0))
 		filter_signal(io, FILTER_SIG_AUTH_FAIL, "smtp_auth");
 }
 
@@ -584,7 +589,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->cmode == CM_SASL) {
 			/* A SASL response: forwarded, never logged. */
-			fr = cmdflow_sasl(io, p, len, eof, &off);
+			fr = cmdflow_sasl(io, p, len, eof, &off, R_BADSASL);
 			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
 				return len;
@@ -633,11 +638,22 @@ smtp_tls_started(void *state, struct filter_io *io)
 	s->rset_due = true;
 }
 
+/* Replies still owed: once the client's queue is empty (when the
+ * session asks), what is left of them comes from the backend. */
+static bool
+smtp_awaiting(void *state)
+{
+	struct smtp *s = state;
+
+	return s->q.len > 0;
+}
+
 const struct filter_ops filter_smtp = {
 	.name = "smtp",
 	.new = smtp_new,
 	.client_data = smtp_client,
 	.backend_data = smtp_backend,
 	.tls_started = smtp_tls_started,
+	.awaiting = smtp_awaiting,
 	.free = smtp_free,
 };

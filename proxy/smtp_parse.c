@@ -74,8 +74,18 @@ smtp_cmd_parse(const uint8_t *p, size_t len, struct smtp_cmd *cmd)
 
 	if (memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)
 		return SMTP_PARSE_ERROR;
+	/*
+	 * The verb ends at the first space, and must hold no other blank
+	 * or control byte, nor follow one: backends split on tabs too and
+	 * skip leading blanks, and if "AUTH<TAB>PLAIN" or " DATA" were an
+	 * unknown command here, moat's idea of the session and the
+	 * backend's would part (plaintext AUTH, XCLIENT, DATA unguarded).
+	 */
 	for (vlen = 0; vlen < len && p[vlen] != ' '; vlen++)
-		;
+		if (p[vlen] < 0x21 || p[vlen] == 0x7f)
+			return SMTP_PARSE_ERROR;
+	if (vlen == 0 && len > 0)
+		return SMTP_PARSE_ERROR;
 	cmd->verb = SMTP_VERB_OTHER;
 	for (i = 0; i < sizeof(smtp_verbs) / sizeof(smtp_verbs[0]); i++) {
 		const char *name = smtp_verbs[i].name;

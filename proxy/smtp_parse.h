@@ -64,7 +64,8 @@ struct smtp_cmd {
  * Classifies a command line (content as returned by smtp_line_parse).
  * The verb is matched without regard to case and must be followed by
  * the end of the line or a space. Returns ERROR when the line holds a
- * CR or a NUL: such a line is never passed to a backend.
+ * CR or a NUL, starts with a space, or its verb holds a tab or another
+ * control byte: such a line is never passed to a backend.
  */
 enum smtp_parse_rc smtp_cmd_parse(const uint8_t *p, size_t len,
     struct smtp_cmd *cmd);

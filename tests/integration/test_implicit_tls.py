@@ -5,8 +5,10 @@ reload on SIGHUP and drain on SIGTERM.  See issue 3.
 
 from __future__ import annotations
 
+import json
 import os
 import poplib
+import re
 import shutil
 import signal
 import smtplib
@@ -189,6 +191,16 @@ def test_garbage_instead_of_tls_logged(moat, pki):
         except ConnectionError:
             pass
     moat.wait_log("tls_fail reason=")
+    # The same failure is a tls_fail event for those who tail events.
+    sid = re.findall(r"(\S+) tls_fail reason=", moat.log())[-1]
+    events = [json.loads(line) for line in
+              (moat.workdir / "events.jsonl").read_text().splitlines()]
+    fail = [e for e in events if e["event"] == "tls_fail" and
+            e.get("session") == sid]
+    assert len(fail) == 1, events
+    assert fail[0]["ip"] == "127.0.0.1"
+    assert fail[0]["listener"] == "smtps"
+    assert fail[0]["reason"]
     with tls_connect(moat, client_ctx(pki)) as s:
         assert s.recv(100).startswith(b"+OK")
 

@@ -91,6 +91,63 @@ def test_client_xclient_refused_never_forwarded(stack, moat):
     assert f"x-{tag}" not in log and f"y-{tag}" not in log
 
 
+def test_blank_tricks_never_reach_backend(stack, moat):
+    """Postfix splits a command on tabs and skips leading blanks; moat
+    refuses such lines, so that no AUTH, MAIL, XCLIENT or DATA can reach
+    Postfix in a form moat would not recognise (found by an audit:
+    AUTH<TAB>PLAIN before TLS, XCLIENT<TAB>ADDR=, DATA<TAB>)."""
+    tag = uuid.uuid4().hex[:10]
+    mark = stack.log_mark("postfix")
+    c = Line(moat.port("sub"))
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"EHLO c.example\r\n")
+        c.smtp_reply()
+        lines = [f"AUTH\tPLAIN AHJ0LXt0YWd9AHg={tag}",
+                 f" AUTH PLAIN AHJ0LXt0YWd9AHg={tag}",
+                 f"MAIL\tFROM:<tab-{tag}@example.org>",
+                 f"XCLIENT\tADDR=127.0.0.1 NAME=xc-{tag}",
+                 "DATA\t"]
+        c.send(("".join(l + "\r\n" for l in lines) +
+                f"VRFY marker-{tag}\r\n").encode())
+        for _ in lines:
+            assert c.line() == b"500 5.5.2 Error: bad characters in command\r\n"
+        last = c.line()
+        assert last[:3] in (b"252", b"550", b"502", b"554"), last
+    finally:
+        c.close()
+    stack.wait_log(rf"VRFY marker-{tag}", "postfix", since=mark)
+    log = stack.postfix_log()
+    assert tag not in log.replace(f"marker-{tag}", "")
+
+
+def test_pipelined_burst_larger_than_buffer(stack, moat):
+    """800 RCPTs (88 KB) in one write: more than moat's 64 KiB input
+    buffer and its 63 awaited replies. moat holds the client back until
+    Postfix answers, and every reply comes, in order (RFC 2920); it used
+    to drop the session as stuck (filter_stall)."""
+    pad = "x" * 60
+    c = Line(moat.port("short"), timeout=30)
+    try:
+        assert c.line().startswith(b"220")
+        c.send(b"EHLO c.example\r\n")
+        c.smtp_reply()
+        burst = ["MAIL FROM:<burst@example.org>"]
+        burst += [f"RCPT TO:<alice@example.test> ORCPT=rfc822;a{i}-{pad}@example.test"
+                  for i in range(800)]
+        burst += ["RSET", "QUIT"]
+        data = "".join(l + "\r\n" for l in burst).encode()
+        assert len(data) > 80000
+        c.send(data)
+        replies = [c.smtp_reply()[-1] for _ in burst]
+        assert all(r.startswith(b"250") for r in replies[:-1]), \
+            [r for r in replies if not r.startswith(b"250")][:3]
+        assert replies[-1].startswith(b"221")
+    finally:
+        c.close()
+    assert "filter_stall" not in moat.log()
+
+
 def test_long_lines(stack, moat):
     c = Line(moat.port("short"))
     try:

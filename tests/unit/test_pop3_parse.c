@@ -32,6 +32,16 @@ test_commands(void)
 	pop3_cmd_parse(U("XTND"), 4, &c);
 	CHECK_INT_EQ(c.verb, POP3_VERB_OTHER);
 	CHECK_INT_EQ(pop3_cmd_parse(U("PASS a\rb"), 8, &c), POP3_PARSE_ERROR);
+	/* Where a backend may see another keyword than moat: refused. */
+	CHECK_INT_EQ(pop3_cmd_parse(U("USER\talice"), 10, &c),
+	    POP3_PARSE_ERROR);
+	CHECK_INT_EQ(pop3_cmd_parse(U(" USER alice"), 11, &c),
+	    POP3_PARSE_ERROR);
+	CHECK_INT_EQ(pop3_cmd_parse(U("AUTH\tPLAIN"), 10, &c),
+	    POP3_PARSE_ERROR);
+	/* A tab in a password is the password's. */
+	CHECK_INT_EQ(pop3_cmd_parse(U("PASS a\tb"), 8, &c), POP3_PARSE_OK);
+	CHECK_INT_EQ(c.verb, POP3_VERB_PASS);
 }
 
 static void

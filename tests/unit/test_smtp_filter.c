@@ -312,10 +312,29 @@ test_auth_signals(void)
 	fake_client(io, "AUTH\r\n");
 	fake_backend(io, "501 5.5.4 Syntax: AUTH mechanism\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	/* A "*" cancel (RFC 4954 4) is answered 501, by Postfix with a
+	 * 5.7.0: the client gave up, it guessed nothing. */
+	fake_client(io, "AUTH LOGIN\r\n");
+	fake_backend(io, "334 VXNlcm5hbWU6\r\n");
+	fake_client(io, "*\r\n");
+	fake_backend(io, "501 5.7.0 Authentication aborted\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
 	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
 	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
 	CHECK(strstr(io->sigs, "AGFA") == NULL);
+	fake_free(io);
+
+	/* A SASL line moat cannot pass on gets an answer before the end. */
+	io = greeted(CFG_TLS_IMPLICIT, false);
+	fake_client(io, "AUTH LOGIN\r\n");
+	fake_backend(io, "334 VXNlcm5hbWU6\r\n");
+	(void)fake_take_client(io);
+	fake_client_bytes(io, "YWx\0pY2U=\r\n", 11);
+	CHECK_STR_EQ(fake_take_client(io), "421 4.7.0 Error: malformed "
+	    "authentication response, closing connection\r\n");
+	CHECK(io->closed != NULL && strcmp(io->closed, "bad_sasl_line") == 0);
+	CHECK(strstr(fake_take_backend(io), "YWx") == NULL);
 	fake_free(io);
 }
 

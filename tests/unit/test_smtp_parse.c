@@ -61,6 +61,23 @@ test_commands(void)
 	CHECK_INT_EQ(smtp_cmd_parse(U("NOOP\rRSET"), 9, &c),
 	    SMTP_PARSE_ERROR);
 	CHECK_INT_EQ(smtp_cmd_parse(U("NOOP\0"), 5, &c), SMTP_PARSE_ERROR);
+	/* Where a backend would see another verb than moat: refused. */
+	CHECK_INT_EQ(smtp_cmd_parse(U("AUTH\tPLAIN x"), 12, &c),
+	    SMTP_PARSE_ERROR);
+	CHECK_INT_EQ(smtp_cmd_parse(U(" AUTH PLAIN"), 11, &c),
+	    SMTP_PARSE_ERROR);
+	CHECK_INT_EQ(smtp_cmd_parse(U("\tDATA"), 5, &c), SMTP_PARSE_ERROR);
+	CHECK_INT_EQ(smtp_cmd_parse(U("DATA\t"), 5, &c), SMTP_PARSE_ERROR);
+	CHECK_INT_EQ(smtp_cmd_parse(U("XCLIENT\vADDR=1"), 14, &c),
+	    SMTP_PARSE_ERROR);
+	CHECK_INT_EQ(smtp_cmd_parse(U("MA\x7fIL"), 5, &c), SMTP_PARSE_ERROR);
+	/* Blanks after the verb are the backend's business. */
+	CHECK_INT_EQ(smtp_cmd_parse(U("MAIL FROM:<a@b>\tSIZE=1"), 22, &c),
+	    SMTP_PARSE_OK);
+	CHECK_INT_EQ(c.verb, SMTP_VERB_MAIL);
+	CHECK_INT_EQ(smtp_cmd_parse(U("RCPT  TO:<a@b>"), 14, &c),
+	    SMTP_PARSE_OK);
+	CHECK_INT_EQ(c.verb, SMTP_VERB_RCPT);
 	CHECK_STR_EQ(smtp_verb_str(SMTP_VERB_AUTH), "auth");
 }
 
