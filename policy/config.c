@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <openssl/ssl.h>
 
 #include "country.h"
@@ -287,6 +290,7 @@ get_duration(struct loader *l, const struct toml_value *v, const char *what,
     uint64_t *ms)
 {
 	const char *s, *why;
+	char reason[128];
 
 	if (toml_type(v) == TOML_INTEGER) {
 		err_at(l, toml_value_pos(v), "%s needs a unit: write \"%llds\" "
@@ -298,7 +302,7 @@ get_duration(struct loader *l, const struct toml_value *v, const char *what,
 		return false;
 	if (duration_parse(s, ms, &why) == -1) {
 		err_at(l, toml_value_pos(v), "invalid duration \"%s\" for %s: "
-		    "%s", s, what, why);
+		    "%s", s, what, duration_why(s, reason, sizeof(reason)));
 		return false;
 	}
 	return true;
@@ -557,19 +561,25 @@ get_countries(struct loader *l, const struct toml_value *v, const char *what,
 	for (i = 0; i < toml_array_len(v); i++) {
 		const struct toml_value *e = toml_array_at(v, i);
 		const char *s = get_string(l, e, what);
+		char up[3] = "";
 
 		if (s == NULL)
 			continue;
+		if (strlen(s) == 2) {
+			up[0] = s[0] >= 'a' && s[0] <= 'z' ? s[0] - 32 : s[0];
+			up[1] = s[1] >= 'a' && s[1] <= 'z' ? s[1] - 32 : s[1];
+		}
 		if (!country_code_valid(s)) {
-			if (strlen(s) == 2 && s[0] >= 'a' && s[0] <= 'z')
-				err_at(l, toml_value_pos(e), "country codes "
-				    "are upper case: write \"%c%c\" in %s",
-				    s[0] - 32, s[1] >= 'a' && s[1] <= 'z' ?
-				    s[1] - 32 : s[1], what);
-			else if (strcmp(s, "UK") == 0)
-				err_at(l, toml_value_pos(e), "\"UK\" is not "
+			/* "uk" must not be told to become "UK", which is
+			 * wrong too: suggest only a code that is valid. */
+			if (strcmp(up, "UK") == 0)
+				err_at(l, toml_value_pos(e), "\"%s\" is not "
 				    "an ISO 3166-1 code; the United Kingdom "
-				    "is \"GB\"");
+				    "is \"GB\"", s);
+			else if (strcmp(up, s) != 0 && country_code_valid(up))
+				err_at(l, toml_value_pos(e), "country codes "
+				    "are upper case: write \"%s\" in %s", up,
+				    what);
 			else
 				err_at(l, toml_value_pos(e), "\"%s\" in %s is "
 				    "not an ISO 3166-1 alpha-2 country code",
@@ -596,6 +606,28 @@ name_valid(const char *s, size_t max)
 	return true;
 }
 
+/*
+ * moat listens on an IPv4 address only in its own form: its IPv6
+ * listening sockets are IPv6-only, so "[::ffff:192.0.2.1]:25" would fail
+ * at bind. Returns false after saying how to write it.
+ */
+static bool
+check_not_v4mapped(struct loader *l, struct toml_pos pos, const char *what,
+    const char *s, const struct addr_port *ap)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ap->ss;
+	char v4[INET_ADDRSTRLEN];
+
+	if (ap->ss.ss_family != AF_INET6 ||
+	    !addr_is_v4mapped(sin6->sin6_addr.s6_addr))
+		return true;
+	inet_ntop(AF_INET, sin6->sin6_addr.s6_addr + 12, v4, sizeof(v4));
+	err_at(l, pos, "%s: \"%s\" is an IPv4 address in IPv6 form, which "
+	    "moat cannot listen on: write \"%s:%u\"", what, s, v4,
+	    ntohs(sin6->sin6_port));
+	return false;
+}
+
 /* ---- [daemon] ---------------------------------------------------------- */
 
 static void
@@ -603,14 +635,21 @@ k_daemon_user(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	const char *s = get_string(l, v, "daemon.user");
+	struct passwd *pw;
 
 	(void)kp, (void)ctx;
 	if (s == NULL)
 		return;
-	if (getpwnam(s) == NULL) {
+	if ((pw = getpwnam(s)) == NULL) {
 		err_at(l, toml_value_pos(v), "daemon.user: no such user \"%s\" "
 		    "(create it, or remove the key to keep the starting user)",
 		    s);
+		return;
+	}
+	/* privdrop() refuses it at start; -t must not pass what cannot. */
+	if (pw->pw_uid == 0) {
+		err_at(l, toml_value_pos(v), "daemon.user '%s' is root; name an "
+		    "unprivileged user or omit the key", s);
 		return;
 	}
 	free(l->cfg->daemon.user);
@@ -659,6 +698,9 @@ k_daemon_metrics(struct loader *l, const struct toml_value *v,
 		    "\"%s\": %s", s, why);
 		return;
 	}
+	if (!check_not_v4mapped(l, toml_value_pos(v), "daemon.metrics", s,
+	    &l->cfg->daemon.metrics))
+		return;
 	l->cfg->daemon.metrics_enabled = true;
 }
 
@@ -867,6 +909,7 @@ struct listener_ctx {
 	struct cfg_listener *lis;
 	bool has_listen, has_protocol, has_tls, has_backend;
 	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos;
+	struct toml_pos *listen_pos;	/* of each lis->listen entry */
 };
 
 static void
@@ -906,6 +949,7 @@ k_lis_listen(struct loader *l, const struct toml_value *v,
 		return;
 	}
 	lis->listen = xcalloc(n, sizeof(*lis->listen));
+	lc->listen_pos = xcalloc(n, sizeof(*lc->listen_pos));
 	for (i = 0; i < n; i++) {
 		const struct toml_value *e = toml_array_at(v, i);
 		const char *s = get_string(l, e, "listener.listen"), *why;
@@ -918,7 +962,10 @@ k_lis_listen(struct loader *l, const struct toml_value *v,
 			    "address \"%s\": %s", s, why);
 			continue;
 		}
-		lis->nlisten++;
+		if (!check_not_v4mapped(l, toml_value_pos(e),
+		    "listener.listen", s, &lis->listen[lis->nlisten]))
+			continue;
+		lc->listen_pos[lis->nlisten++] = toml_value_pos(e);
 	}
 }
 
@@ -1077,7 +1124,7 @@ k_lis_max_line(struct loader *l, const struct toml_value *v,
 
 	(void)kp;
 	/* RFC 5321 4.5.3.1.4 requires at least 512 octets per command line. */
-	get_uint(l, v, "listener.max_line", 512, 65536, &lc->lis->max_line);
+	get_uint(l, v, "listener.max_line", 512, 16384, &lc->lis->max_line);
 }
 
 static const struct key_spec listener_keys[] = {
@@ -1112,12 +1159,101 @@ addr_port_equal(const struct addr_port *a, const struct addr_port *b)
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+static uint16_t
+addr_port_port(const struct addr_port *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+/* 0.0.0.0 or [::]: every address of its family. */
+static bool
+addr_port_wildcard(const struct addr_port *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
+		    htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(
+	    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+}
+
+enum clash {
+	CLASH_NONE = 0,
+	CLASH_SAME,		/* the same address and port */
+	CLASH_WILDCARD,		/* a wildcard and an address under it */
+	CLASH_DUAL,		/* a dual-stack [::] and an IPv4 address */
+};
+
+/*
+ * Whether sockets on a and b cannot both be bound. Listening sockets on
+ * IPv6 are IPv6-only (listener.c), so 0.0.0.0:25 and [::]:25 share
+ * nothing; within a family a wildcard address takes the port on every
+ * address, and a bind beside it fails even with SO_REUSEADDR. a_dual says
+ * that a, when it is [::], also takes the port on IPv4, as the metrics
+ * socket (metrics.c sets no IPV6_V6ONLY) does.
+ */
+static enum clash
+addr_port_clash(const struct addr_port *a, const struct addr_port *b,
+    bool a_dual)
+{
+	if (addr_port_port(a) != addr_port_port(b))
+		return CLASH_NONE;
+	if (a->ss.ss_family == b->ss.ss_family) {
+		if (addr_port_equal(a, b))
+			return CLASH_SAME;
+		if (addr_port_wildcard(a) || addr_port_wildcard(b))
+			return CLASH_WILDCARD;
+		return CLASH_NONE;
+	}
+	if (a_dual && a->ss.ss_family == AF_INET6 && addr_port_wildcard(a))
+		return CLASH_DUAL;
+	return CLASH_NONE;
+}
+
+/*
+ * Says at pos that who's address a cannot be bound beside b, which owner
+ * holds (NULL: who itself, in an earlier entry). a_dual as above.
+ */
+static void
+check_clash(struct loader *l, struct toml_pos pos, const char *who,
+    const struct addr_port *a, const struct addr_port *b, const char *owner,
+    bool a_dual)
+{
+	enum clash c = addr_port_clash(a, b, a_dual);
+	char as[ADDR_PORT_STRLEN], bs[ADDR_PORT_STRLEN];
+	const char *why;
+
+	if (c == CLASH_NONE)
+		return;
+	addr_port_str(a, as, sizeof(as));
+	addr_port_str(b, bs, sizeof(bs));
+	if (c == CLASH_SAME) {
+		if (owner != NULL)
+			err_at(l, pos, "%s: %s is already used by %s", who, as,
+			    owner);
+		else
+			err_at(l, pos, "%s lists %s twice", who, as);
+		return;
+	}
+	why = c == CLASH_WILDCARD ? "a wildcard address takes its port on "
+	    "every address of its family" : "the metrics socket on [::] takes "
+	    "its port on IPv4 addresses too";
+	if (owner != NULL)
+		err_at(l, pos, "%s: %s overlaps %s of %s (%s)", who, as, bs,
+		    owner, why);
+	else
+		err_at(l, pos, "%s: %s overlaps %s listed before it (%s)", who,
+		    as, bs, why);
+}
+
 static void
 check_listener(struct loader *l, struct listener_ctx *lc,
     struct toml_pos pos, size_t index)
 {
 	struct config *cfg = l->cfg;
 	struct cfg_listener *lis = lc->lis;
+	char who[NAME_MAX_LEN + 16], owner[NAME_MAX_LEN + 16];
 	size_t i, j, k;
 
 	if (lis->name == NULL) {
@@ -1165,35 +1301,27 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		    "or \"xclient\" and configure the backend for it",
 		    lis->name);
 
-	/* Names and addresses must not collide with earlier listeners. */
+	/* Names and addresses must not collide with earlier listeners:
+	 * the second bind would fail at start. */
+	snprintf(who, sizeof(who), "listener '%s'", lis->name);
 	for (i = 0; i < index; i++) {
 		const struct cfg_listener *o = &cfg->listeners[i];
 
 		if (o->name != NULL && strcmp(o->name, lis->name) == 0)
 			err_at(l, pos, "duplicate listener name '%s' (first "
 			    "used at line %d)", lis->name, o->line);
+		snprintf(owner, sizeof(owner), "listener '%s'",
+		    o->name ? o->name : "?");
 		for (j = 0; j < lis->nlisten; j++)
 			for (k = 0; k < o->nlisten; k++)
-				if (addr_port_equal(&lis->listen[j],
-				    &o->listen[k])) {
-					char b[ADDR_PORT_STRLEN];
-
-					err_at(l, pos, "listener '%s': %s is "
-					    "already used by listener '%s'",
-					    lis->name, addr_port_str(
-					    &lis->listen[j], b, sizeof(b)),
-					    o->name ? o->name : "?");
-				}
+				check_clash(l, lc->listen_pos[j], who,
+				    &lis->listen[j], &o->listen[k], owner,
+				    false);
 	}
 	for (j = 0; j < lis->nlisten; j++)
 		for (k = 0; k < j; k++)
-			if (addr_port_equal(&lis->listen[j], &lis->listen[k])) {
-				char b[ADDR_PORT_STRLEN];
-
-				err_at(l, pos, "listener '%s' lists %s twice",
-				    lis->name, addr_port_str(&lis->listen[j],
-				    b, sizeof(b)));
-			}
+			check_clash(l, lc->listen_pos[j], who, &lis->listen[j],
+			    &lis->listen[k], NULL, false);
 }
 
 static void
@@ -1224,6 +1352,7 @@ k_listener(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 		walk_table(l, t, "[[listener]]", listener_keys,
 		    sizeof(listener_keys) / sizeof(listener_keys[0]), &lc);
 		check_listener(l, &lc, toml_value_pos(t), cfg->nlisteners);
+		free(lc.listen_pos);
 		cfg->nlisteners++;
 	}
 }
@@ -1366,9 +1495,11 @@ get_window(struct loader *l, const struct toml_value *v, const char *what,
 			err_at(l, kpos, "unknown key '%s' in %s (expected "
 			    "limit and window)", key, what);
 	}
-	if (!has_limit || !has_window)
+	/* limit = 0 turns the limit off, and then no window matters. */
+	if (!has_limit || (!has_window && w->limit > 0))
 		err_at(l, toml_value_pos(v), "%s needs both limit and window, "
-		    "as in { limit = 30, window = \"1m\" }", what);
+		    "as in { limit = 30, window = \"1m\" } (or limit = 0 to "
+		    "turn it off)", what);
 }
 
 static void
@@ -1501,7 +1632,12 @@ k_ban_forget(struct loader *l, const struct toml_value *v, struct toml_pos kp,
     void *ctx)
 {
 	(void)kp, (void)ctx;
-	get_duration(l, v, "ban.forget_after", &l->cfg->ban.forget_after_ms);
+	/* 0 is how ban.c spells "unset" (max_duration): written out, it would
+	 * silently mean a week rather than "forget at once". */
+	if (get_duration(l, v, "ban.forget_after",
+	    &l->cfg->ban.forget_after_ms) && l->cfg->ban.forget_after_ms < 1000)
+		err_at(l, toml_value_pos(v), "ban.forget_after must be at least "
+		    "1s (omit it to forget after ban.max_duration)");
 }
 
 static void
@@ -1693,6 +1829,60 @@ config_defaults(struct config *cfg)
 	cfg->events.file = xstrdup("/var/log/moat/events.jsonl");
 }
 
+/*
+ * Where key was written in [section], for checks made after the walk: the
+ * section's own position when the key was not written, no position when
+ * neither was.
+ */
+static struct toml_pos
+key_pos(const struct toml_value *root, const char *section, const char *key)
+{
+	const struct toml_value *t = toml_table_get(root, section);
+	struct toml_pos pos = { 0, 0 };
+	size_t i, klen;
+	const char *k;
+
+	if (t == NULL)
+		return pos;
+	if (toml_type(t) != TOML_TABLE)
+		return toml_value_pos(t);
+	for (i = 0; i < toml_table_len(t); i++) {
+		k = toml_table_key(t, i, &klen, &pos);
+		if (k != NULL && strlen(k) == klen && strcmp(k, key) == 0)
+			return pos;
+	}
+	return toml_value_pos(t);
+}
+
+/*
+ * The metrics endpoint binds beside the listeners; an address the
+ * listeners hold already would make the start fail.
+ */
+static void
+check_metrics(struct loader *l, const struct toml_value *root)
+{
+	const struct config *cfg = l->cfg;
+	const struct addr_port *m = &cfg->daemon.metrics;
+	const struct toml_value *d = toml_table_get(root, "daemon"), *v;
+	struct toml_pos pos = { 0, 0 };
+	char owner[NAME_MAX_LEN + 16];
+	size_t i, j;
+
+	if (!cfg->daemon.metrics_enabled)
+		return;
+	if (d != NULL && toml_type(d) == TOML_TABLE &&
+	    (v = toml_table_get(d, "metrics")) != NULL)
+		pos = toml_value_pos(v);
+	for (i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *lis = &cfg->listeners[i];
+
+		snprintf(owner, sizeof(owner), "listener '%s'", lis->name);
+		for (j = 0; j < lis->nlisten; j++)
+			check_clash(l, pos, "daemon.metrics", m,
+			    &lis->listen[j], owner, true);
+	}
+}
+
 /* Checks that span sections, after every key has been read. */
 static void
 config_check(struct loader *l, const struct toml_value *root)
@@ -1720,20 +1910,25 @@ config_check(struct loader *l, const struct toml_value *root)
 	if (cfg->daemon.reserved_sessions == RESERVED_UNSET)
 		cfg->daemon.reserved_sessions = cfg->daemon.max_sessions / 10;
 	else if (cfg->daemon.max_sessions > 0 &&
-	    cfg->daemon.reserved_sessions >= cfg->daemon.max_sessions) {
-		const struct toml_value *d = toml_table_get(root, "daemon");
-
-		err_at(l, d ? toml_value_pos(d) : (struct toml_pos){ 0, 0 },
+	    cfg->daemon.reserved_sessions >= cfg->daemon.max_sessions)
+		err_at(l, key_pos(root, "daemon", "reserved_sessions"),
 		    "daemon.reserved_sessions (%" PRIu32 ") must be smaller "
 		    "than daemon.max_sessions (%" PRIu32 ")",
 		    cfg->daemon.reserved_sessions, cfg->daemon.max_sessions);
-	}
 	if (cfg->ban.max_duration_ms < cfg->ban.duration_ms) {
+		char maxs[64], durs[64];
 		const struct toml_value *ban = toml_table_get(root, "ban");
+		/* One of the two was written; the other may be a default. */
+		const char *key = ban != NULL && toml_type(ban) == TOML_TABLE &&
+		    toml_table_get(ban, "max_duration") != NULL ?
+		    "max_duration" : "duration";
 
-		err_at(l, ban ? toml_value_pos(ban) : (struct toml_pos){ 0, 0 },
-		    "ban.max_duration is shorter than ban.duration");
+		err_at(l, key_pos(root, "ban", key), "ban.max_duration (%s) is "
+		    "shorter than ban.duration (%s)",
+		    duration_str(cfg->ban.max_duration_ms, maxs, sizeof(maxs)),
+		    duration_str(cfg->ban.duration_ms, durs, sizeof(durs)));
 	}
+	check_metrics(l, root);
 }
 
 void
@@ -1811,7 +2006,7 @@ config_load(const char *path, config_report_fn *report, void *arg)
 	struct loader l = { .name = path, .report = report, .arg = arg };
 	struct config *cfg = NULL;
 	struct stat st;
-	char *buf = NULL, *dir = NULL, *slash;
+	char *buf = NULL, *dir = NULL, *abs, *slash;
 	size_t off = 0;
 	ssize_t n;
 	int fd;
@@ -1849,6 +2044,13 @@ config_load(const char *path, config_report_fn *report, void *arg)
 	else {
 		free(dir);
 		dir = xstrdup(".");
+	}
+	/* Paths taken from a relative directory would move with moat's
+	 * working directory, which becomes the state file's after the
+	 * privilege drop: they are made absolute now. */
+	if (dir[0] != '/' && (abs = realpath(dir, NULL)) != NULL) {
+		free(dir);
+		dir = abs;
 	}
 	cfg = config_load_buf(path, dir, buf, off, report, arg);
 out:

@@ -12,6 +12,13 @@
  */
 int duration_parse(const char *s, uint64_t *ms, const char **why);
 
+/*
+ * The reason duration_parse() rejects s, with the spelling it takes where
+ * that is clear: units in upper case ("10S": write "10s") and fractions
+ * ("1.5h": write "1h30m"). Writes to buf and returns it; "" if s parses.
+ */
+const char *duration_why(const char *s, char *buf, size_t len);
+
 /* Shortest exact spelling, e.g. 5400000 -> "1h30m"; returns buf. */
 const char *duration_str(uint64_t ms, char *buf, size_t len);
 

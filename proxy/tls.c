@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include "log.h"
@@ -129,6 +130,107 @@ ctx_tickets(SSL_CTX *ctx, const struct config *cfg)
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticketkeys_cb);
 }
 
+/*
+ * Stands in for OpenSSL's terminal prompt: an encrypted key would block
+ * moat -t and a SIGHUP reload on a pass phrase nobody types, and fail
+ * under systemd with a bare "PEM lib". Refusing makes loading fail; the
+ * flag lets the caller say why.
+ */
+static int
+no_passphrase_cb(char *buf, int size, int rwflag, void *arg)
+{
+	bool *asked = arg;
+
+	(void)buf, (void)size, (void)rwflag;
+	if (asked != NULL)
+		*asked = true;
+	return -1;
+}
+
+/*
+ * Whether a line of path opens a PEM block whose label contains what. The
+ * file may hold a key, so the buffers it passed through are wiped.
+ */
+static bool
+pem_has_block(const char *path, const char *what)
+{
+	char line[256], iobuf[4096];
+	bool found = false;
+	FILE *f;
+
+	if ((f = fopen(path, "re")) == NULL)
+		return false;
+	if (setvbuf(f, iobuf, _IOFBF, sizeof(iobuf)) == 0)
+		while (!found && fgets(line, sizeof(line), f) != NULL)
+			found = strncmp(line, "-----BEGIN ", 11) == 0 &&
+			    strstr(line, what) != NULL;
+	fclose(f);
+	OPENSSL_cleanse(line, sizeof(line));
+	OPENSSL_cleanse(iobuf, sizeof(iobuf));
+	return found;
+}
+
+/*
+ * Loads the private key, saying in words what OpenSSL reports as
+ * "PEM lib": an encrypted key, or a file with no key in it.
+ */
+static bool
+ctx_use_key(SSL_CTX *ctx, const char *key, config_report_fn *report,
+    void *arg)
+{
+	char line[1024];
+	bool asked = false;
+	int ok;
+
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
+	ok = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+	if (ok)
+		return true;
+	if (asked) {
+		ERR_clear_error();
+		snprintf(line, sizeof(line), "%s: the private key is "
+		    "encrypted; moat needs an unencrypted key (openssl pkey "
+		    "-in %s -out NEW.pem)", key, key);
+		report(arg, true, line);
+	} else if (ERR_GET_REASON(ERR_peek_last_error()) != ERR_R_PEM_LIB)
+		report_ssl(report, arg, key, "cannot load private key");
+	else if (!pem_has_block(key, "PRIVATE KEY")) {
+		ERR_clear_error();
+		snprintf(line, sizeof(line), "%s: no private key found in the "
+		    "file (expected a PEM \"BEGIN PRIVATE KEY\" block)%s", key,
+		    pem_has_block(key, "CERTIFICATE") ? "; it holds a "
+		    "certificate" : "");
+		report(arg, true, line);
+	} else
+		report_ssl(report, arg, key, "cannot load private key: the "
+		    "PEM block is damaged or of a kind OpenSSL cannot read");
+	return false;
+}
+
+/* Loads the certificate chain; "PEM lib" with no certificate in the
+ * file is said in words. */
+static bool
+ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
+    void *arg)
+{
+	char line[1024];
+
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert))
+		return true;
+	if (ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_PEM_LIB &&
+	    !pem_has_block(cert, "CERTIFICATE")) {
+		ERR_clear_error();
+		snprintf(line, sizeof(line), "%s: no certificate found in the "
+		    "file (expected a PEM \"BEGIN CERTIFICATE\" block)%s",
+		    cert, pem_has_block(cert, "PRIVATE KEY") ? "; it holds a "
+		    "private key" : "");
+		report(arg, true, line);
+	} else
+		report_ssl(report, arg, cert, "cannot load certificate chain");
+	return false;
+}
+
 static SSL_CTX *
 ctx_new(const char *cert, const char *key, const struct config *cfg,
     config_report_fn *report, void *arg)
@@ -177,14 +279,11 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 		report_ssl(report, arg, cert, "cannot set key exchange groups");
 		goto fail;
 	}
-	if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
-		report_ssl(report, arg, cert, "cannot load certificate chain");
+	/* Before any PEM is read: no file may ever prompt. */
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase_cb);
+	if (!ctx_use_chain(ctx, cert, report, arg) ||
+	    !ctx_use_key(ctx, key, report, arg))
 		goto fail;
-	}
-	if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
-		report_ssl(report, arg, key, "cannot load private key");
-		goto fail;
-	}
 	if (!SSL_CTX_check_private_key(ctx)) {
 		snprintf(line, sizeof(line), "private key does not match "
 		    "certificate %s", cert);

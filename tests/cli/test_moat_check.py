@@ -1,5 +1,6 @@
 """`moat -t`, `moat -V` and `moat -p` as an operator runs them."""
 import os
+import shutil
 import subprocess
 import textwrap
 
@@ -20,8 +21,10 @@ LISTENER = textwrap.dedent("""\
 
 
 def run(*args, cwd=None):
+    # No terminal and no input: nothing moat does may wait for a person.
     return subprocess.run([MOAT, *args], capture_output=True, text=True,
-                          timeout=30, cwd=cwd)
+                          timeout=30, cwd=cwd, stdin=subprocess.DEVNULL,
+                          start_new_session=True)
 
 
 @pytest.fixture
@@ -66,13 +69,130 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("what,body,want", BROKEN, ids=[b[0] for b in BROKEN])
+# Configs that moat -t passed although moat could not start with them (or
+# that meant something else than they said), and hints that were wrong.
+# "A configuration that passes -t starts" (moat(8)).
+WILD = LISTENER.replace("127.0.0.1:10465", "0.0.0.0:10465")
+AUDIT = [
+    ("forget_after 0", LISTENER + "[ban]\nforget_after = \"0s\"\n",
+     "11:16: ban.forget_after must be at least 1s"),
+    ("user root", LISTENER + "[daemon]\nuser = \"root\"\n",
+     "11:8: daemon.user 'root' is root; name an unprivileged user or omit "
+     "the key"),
+    ("metrics on a listener address",
+     LISTENER + "[daemon]\nmetrics = \"127.0.0.1:10465\"\n",
+     "11:11: daemon.metrics: 127.0.0.1:10465 is already used by listener "
+     "'smtps'"),
+    ("metrics under a listener wildcard",
+     WILD + "[daemon]\nmetrics = \"127.0.0.1:10465\"\n",
+     "11:11: daemon.metrics: 127.0.0.1:10465 overlaps 0.0.0.0:10465 of "
+     "listener 'smtps'"),
+    ("listeners on 0.0.0.0 and 127.0.0.1",
+     WILD + LISTENER.replace("smtps", "smtps2"),
+     "12:11: listener 'smtps2': 127.0.0.1:10465 overlaps 0.0.0.0:10465 of "
+     "listener 'smtps'"),
+    ("listen on [::] and [::1]",
+     LISTENER.replace("\"127.0.0.1:10465\"", "\"[::]:10465\", \"[::1]:10465\""),
+     "6:25: listener 'smtps': [::1]:10465 overlaps [::]:10465 listed before "
+     "it"),
+    ("IPv4-mapped listen",
+     LISTENER.replace("127.0.0.1:10465", "[::ffff:127.0.0.1]:10465"),
+     "6:11: listener.listen: \"[::ffff:127.0.0.1]:10465\" is an IPv4 "
+     "address in IPv6 form, which moat cannot listen on: write "
+     "\"127.0.0.1:10465\""),
+    ("IPv4-mapped metrics",
+     LISTENER + "[daemon]\nmetrics = \"[::ffff:127.0.0.1]:9425\"\n",
+     "11:11: daemon.metrics: \"[::ffff:127.0.0.1]:9425\" is an IPv4 address "
+     "in IPv6 form, which moat cannot listen on: write \"127.0.0.1:9425\""),
+    ("country uk", LISTENER + "[policy.geo]\ndeny_countries = [\"uk\"]\n",
+     "11:19: \"uk\" is not an ISO 3166-1 code; the United Kingdom is "
+     "\"GB\""),
+    ("duration upper case", LISTENER + "timeouts = { idle = \"10S\" }\n",
+     "10:21: invalid duration \"10S\" for timeouts.idle: units are lower "
+     "case: write \"10s\""),
+    ("duration fraction", LISTENER + "[ban]\nduration = \"1.5h\"\n",
+     "11:12: invalid duration \"1.5h\" for ban.duration: fractions are not "
+     "allowed: write \"1h30m\""),
+    ("reserved_sessions position",
+     LISTENER + "[daemon]\nmax_sessions = 10\nreserved_sessions = 10\n",
+     "12:1: daemon.reserved_sessions (10) must be smaller than "
+     "daemon.max_sessions (10)"),
+    ("max_line above the filter's bound", LISTENER + "max_line = 40000\n",
+     "10:12: listener.max_line must be between 512 and 16384"),
+    ("max_duration position",
+     LISTENER + "[ban]\nduration = \"2d\"\nmax_duration = \"1d\"\n",
+     "12:1: ban.max_duration (1d) is shorter than ban.duration (2d)"),
+]
+
+
+@pytest.mark.parametrize("what,body,want", BROKEN + AUDIT,
+                         ids=[b[0] for b in BROKEN + AUDIT])
 def test_broken_config(confdir, what, body, want):
     path, r = check(confdir, body)
     assert r.returncode != 0, f"{what}: moat -t accepted it"
     want = f"{path}:{want.format(dir=confdir)}"
     assert any(line.startswith(want) for line in r.stderr.splitlines()), \
         r.stderr
+    # The country hint once suggested "UK", which is refused in turn.
+    assert 'write "UK"' not in r.stderr
+
+
+
+
+
+
+def test_rate_limit_zero_needs_no_window(confdir):
+    path, r = check(confdir, LISTENER + "[policy.rate]\n"
+                    "connections = { limit = 0 }\n"
+                    "auth_failures = { limit = 0 }\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_ipv4_and_ipv6_wildcards_go_together(confdir):
+    # IPv6 listening sockets are IPv6-only: 0.0.0.0:P and [::]:P share
+    # nothing, and an IPv4 metrics endpoint beside [::]:P neither.
+    path, r = check(confdir, LISTENER.replace(
+        "\"127.0.0.1:10465\"", "\"0.0.0.0:10465\", \"[::]:10465\""))
+    assert r.returncode == 0, r.stderr
+    path, r = check(confdir, "[daemon]\nmetrics = \"0.0.0.0:10465\"\n"
+                    + LISTENER.replace("127.0.0.1:10465", "[::]:10465"))
+    assert r.returncode == 0, r.stderr
+
+
+def _openssl(*args):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    subprocess.run(["openssl", *args], check=True, capture_output=True,
+                   timeout=30)
+
+
+def test_encrypted_key(confdir):
+    # It once prompted on a terminal, failed with "PEM lib" under systemd
+    # and blocked a reload at the prompt.
+    _openssl("pkey", "-in", str(confdir / "key.pem"), "-aes256",
+             "-passout", "pass:x", "-out", str(confdir / "enc.pem"))
+    path, r = check(confdir, LISTENER)
+    assert r.returncode == 0, r.stderr
+    path, r = run_with_key(confdir, "enc.pem")
+    assert r.returncode != 0
+    assert f"{confdir}/enc.pem: the private key is encrypted; moat needs " \
+        "an unencrypted key (openssl pkey -in" in r.stderr, r.stderr
+    assert "PEM lib" not in r.stderr and "pass phrase" not in r.stderr
+
+
+def test_key_file_without_key(confdir):
+    path, r = run_with_key(confdir, "cert.pem")
+    assert r.returncode != 0
+    assert f"{confdir}/cert.pem: no private key found in the file " \
+        in r.stderr, r.stderr
+    assert "it holds a certificate" in r.stderr
+
+
+def run_with_key(confdir, key):
+    path = confdir / "moat.toml"
+    path.write_text(f'[tls]\ncertificate = "cert.pem"\nkey = "{key}"\n'
+                    + LISTENER)
+    return str(path), run("-t", "-c", str(path))
 
 
 def test_example_config_passes():

@@ -58,6 +58,23 @@ expect_error(const char *toml, const char *want, int line)
 }
 #define EXPECT_ERROR(toml, want) expect_error(toml, want, __LINE__)
 
+/* Expects the config to load without errors; returns it (caller frees). */
+static struct config *
+expect_ok(const char *toml, int line)
+{
+	struct diags d;
+	struct config *cfg = load(toml, &d);
+
+	if (cfg == NULL || d.errors > 0) {
+		check_failed++;
+		fprintf(stderr, "%s:%d: expected success, got:\n%s", __FILE__,
+		    line, d.text);
+	} else
+		check_passed++;
+	return cfg;
+}
+#define EXPECT_OK(toml) expect_ok(toml, __LINE__)
+
 static void
 test_defaults(void)
 {
@@ -196,7 +213,7 @@ test_errors(void)
 	    "t.toml:8:11: daemon.workers must be between 0 and 256");
 	EXPECT_ERROR(LISTENER "[daemon]\nmax_sessions = 100\n"
 	    "reserved_sessions = 100\n",
-	    "t.toml:7:1: daemon.reserved_sessions (100) must be smaller "
+	    "t.toml:9:1: daemon.reserved_sessions (100) must be smaller "
 	    "than daemon.max_sessions (100)");
 	EXPECT_ERROR(LISTENER "[daemon]\nmax_sessions = -1\n",
 	    "t.toml:8:16: daemon.max_sessions must be between 0 and 1000000");
@@ -262,7 +279,11 @@ test_errors(void)
 	EXPECT_ERROR(LISTENER "[ban]\nescalation = 0.5\n",
 	    "ban.escalation must be between 1.0");
 	EXPECT_ERROR(LISTENER "[ban]\nduration = \"2d\"\nmax_duration = "
-	    "\"1d\"\n", "ban.max_duration is shorter than ban.duration");
+	    "\"1d\"\n", "t.toml:9:1: ban.max_duration (1d) is shorter than "
+	    "ban.duration (2d)");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"8d\"\n",
+	    "t.toml:8:1: ban.max_duration (7d) is shorter than ban.duration "
+	    "(8d)");
 	EXPECT_ERROR(LISTENER "[firewall]\nbackend = \"iptables\"\n",
 	    "firewall.backend must be \"nftables\", \"ipset\" or \"none\"");
 	EXPECT_ERROR(LISTENER "[firewall]\nset4 = \"a b\"\n",
@@ -290,6 +311,128 @@ test_errors(void)
 	    "[[listener]]");
 	EXPECT_ERROR(LISTENER "[[daemon]]\n", "daemon must be a table, not an "
 	    "array");
+}
+
+/*
+ * Configs that moat -t once passed although moat could not start with
+ * them, and hints that contradicted each other (the audit of 2026-12).
+ */
+static void
+test_passes_only_what_starts(void)
+{
+	struct config *cfg;
+
+	/* ban.c reads forget_after = 0 as "unset", a week: refuse it. */
+	EXPECT_ERROR(LISTENER "[ban]\nforget_after = \"0s\"\n",
+	    "t.toml:8:16: ban.forget_after must be at least 1s");
+	cfg = EXPECT_OK(LISTENER "[ban]\nforget_after = \"1s\"\n");
+	if (cfg != NULL)
+		CHECK_INT_EQ(cfg->ban.forget_after_ms, 1000);
+	config_free(cfg);
+
+	/* limit = 0 turns a window off and needs no window. */
+	cfg = EXPECT_OK(LISTENER "[policy.rate]\nconnections = { limit = 0 }\n"
+	    "auth_failures = { limit = 0 }\n");
+	if (cfg != NULL) {
+		CHECK_INT_EQ(cfg->policy.rate.connections.limit, 0);
+		CHECK_INT_EQ(cfg->policy.rate.auth_failures.limit, 0);
+	}
+	config_free(cfg);
+	EXPECT_ERROR(LISTENER "[policy.rate]\nauth_failures = { window = "
+	    "\"1m\" }\n", "policy.rate.auth_failures needs both limit and "
+	    "window");
+
+	/* privdrop() refuses root at start. */
+	EXPECT_ERROR(LISTENER "[daemon]\nuser = \"root\"\n",
+	    "t.toml:8:8: daemon.user 'root' is root; name an unprivileged "
+	    "user or omit the key");
+
+	/* A wildcard address holds its port for its whole family. */
+	EXPECT_ERROR(LISTENER "[[listener]]\nname = \"b\"\n"
+	    "listen = [\"0.0.0.0:2525\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:25\"\n",
+	    "t.toml:9:11: listener 'b': 0.0.0.0:2525 overlaps "
+	    "127.0.0.1:2525 of listener 'smtp'");
+	EXPECT_ERROR("[[listener]]\nname = \"a\"\nlisten = [\"[::]:25\", "
+	    "\"[::1]:25\"]\nprotocol = \"smtp\"\ntls = \"none\"\n"
+	    "backend = \"127.0.0.1:1\"\n",
+	    "t.toml:3:22: listener 'a': [::1]:25 overlaps [::]:25 listed "
+	    "before it");
+	EXPECT_ERROR("[[listener]]\nname = \"a\"\nlisten = [\"[::1]:25\", "
+	    "\"[::1]:25\"]\nprotocol = \"smtp\"\ntls = \"none\"\n"
+	    "backend = \"127.0.0.1:1\"\n",
+	    "t.toml:3:23: listener 'a' lists [::1]:25 twice");
+	/* IPv6 listening sockets are IPv6-only: the families never meet. */
+	config_free(EXPECT_OK("[[listener]]\nname = \"a\"\n"
+	    "listen = [\"0.0.0.0:25\", \"[::1]:25\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:1\"\n"
+	    "[[listener]]\nname = \"b\"\n"
+	    "listen = [\"[::]:26\", \"127.0.0.1:26\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:1\"\n"));
+
+	/* The metrics endpoint binds beside the listeners. */
+	EXPECT_ERROR("[daemon]\nmetrics = \"127.0.0.1:2525\"\n" LISTENER,
+	    "t.toml:2:11: daemon.metrics: 127.0.0.1:2525 is already used by "
+	    "listener 'smtp'");
+	EXPECT_ERROR("[daemon]\nmetrics = \"0.0.0.0:2525\"\n" LISTENER,
+	    "t.toml:2:11: daemon.metrics: 0.0.0.0:2525 overlaps "
+	    "127.0.0.1:2525 of listener 'smtp'");
+	/* Its socket is dual-stack (metrics.c): [::] takes IPv4 too. */
+	EXPECT_ERROR("[daemon]\nmetrics = \"[::]:2525\"\n" LISTENER,
+	    "t.toml:2:11: daemon.metrics: [::]:2525 overlaps 127.0.0.1:2525 "
+	    "of listener 'smtp'");
+	config_free(EXPECT_OK("[daemon]\nmetrics = \"[::1]:2525\"\n"
+	    LISTENER));
+	config_free(EXPECT_OK("[daemon]\nmetrics = \"127.0.0.1:2526\"\n"
+	    LISTENER));
+
+	/* An IPv4-mapped address fails at bind on an IPv6-only socket. */
+	EXPECT_ERROR("[[listener]]\nname = \"a\"\n"
+	    "listen = [\"[::ffff:127.0.0.1]:25\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:1\"\n",
+	    "t.toml:3:11: listener.listen: \"[::ffff:127.0.0.1]:25\" is an "
+	    "IPv4 address in IPv6 form, which moat cannot listen on: write "
+	    "\"127.0.0.1:25\"");
+	EXPECT_ERROR("[daemon]\nmetrics = \"[::ffff:127.0.0.1]:9425\"\n"
+	    LISTENER, "write \"127.0.0.1:9425\"");
+
+	/* A hint must name a valid code: "uk" becomes "GB", not "UK". */
+	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"uk\"]\n",
+	    "t.toml:8:19: \"uk\" is not an ISO 3166-1 code; the United "
+	    "Kingdom is \"GB\"");
+	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"zz\"]\n",
+	    "\"zz\" in policy.geo.deny_countries is not an ISO 3166-1");
+	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"dE\"]\n",
+	    "country codes are upper case: write \"DE\"");
+}
+
+static void
+test_duration_hints(void)
+{
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"10S\"\n",
+	    "t.toml:8:12: invalid duration \"10S\" for ban.duration: units "
+	    "are lower case: write \"10s\"");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"5M\"\n",
+	    "units are lower case: write \"5m\" (m is minutes)");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"1H30M\"\n",
+	    "units are lower case: write \"1h30m\" (m is minutes)");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"250MS\"\n",
+	    "units are lower case: write \"250ms\"\n");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"1.5h\"\n",
+	    "invalid duration \"1.5h\" for ban.duration: fractions are not "
+	    "allowed: write \"1h30m\"");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"0.5s\"\n",
+	    "fractions are not allowed: write \"500ms\"");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"2,5D\"\n",
+	    "fractions are not allowed: write \"2d12h\"");
+	/* Finer than a millisecond: no spelling to offer. */
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"1.0001s\"\n",
+	    "fractions are not allowed; combine whole units, as in "
+	    "\"1h30m\"");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"5 minutes\"\n",
+	    "write a number and a unit with nothing between them");
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"5min\"\n",
+	    "unknown unit; use ms, s, m, h, d or w");
 }
 
 static void
@@ -349,6 +492,8 @@ main(void)
 	test_defaults();
 	test_values();
 	test_errors();
+	test_passes_only_what_starts();
+	test_duration_hints();
 	test_open_relay_warning();
 	test_list_file();
 	return check_report("test_config");
