@@ -248,6 +248,11 @@ policy_reload(struct policy *p, const struct config *cfg, struct geo *geo,
 	pthread_mutex_lock(&p->lock);
 	old = p->r;
 	p->r = nr;
+	/* A new daemon.state_file gets the bans in force at the next save,
+	 * not at the next ban: a restart must find them there. */
+	if (nr.state_file != NULL && (old.state_file == NULL ||
+	    strcmp(old.state_file, nr.state_file) != 0))
+		p->dirty = true;
 	/* The window table needs a monotonic "now" to fold changed windows;
 	 * the newest time it has seen is as good and needs no clock here. */
 	window_table_reconfigure(p->win, &p->r.wp, 0);

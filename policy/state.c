@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -480,6 +481,36 @@ read_report(void *arg, const char *line)
 		c->report(c->arg, line);
 }
 
+/*
+ * A file moat cannot use would be replaced by the next save, and with it
+ * whatever an operator might still recover from it: it is renamed to
+ * PATH.bad-YYYYmmddTHHMMSSZ first, the time making each one distinct.
+ */
+static void
+keep_aside(const char *path, uint64_t wall_ms, state_report_fn *report_fn,
+    void *arg)
+{
+	char aside[4096], stamp[32], msg[4400];
+	time_t t = (time_t)(wall_ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm) == 0)
+		snprintf(stamp, sizeof(stamp), "%llu",
+		    (unsigned long long)t);
+	if ((size_t)snprintf(aside, sizeof(aside), "%s.bad-%s", path, stamp) >=
+	    sizeof(aside))
+		return;
+	if (rename(path, aside) == -1)
+		snprintf(msg, sizeof(msg), "%s: cannot keep it aside as %s: %s; "
+		    "the next save replaces it", path, aside, strerror(errno));
+	else
+		snprintf(msg, sizeof(msg), "%s: kept aside as %s; bans from "
+		    "now on go to a new %s", path, aside, path);
+	if (report_fn != NULL)
+		report_fn(arg, msg);
+}
+
 long
 state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report_fn, void *arg)
@@ -505,7 +536,11 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		snprintf(msg, sizeof(msg), "%s: not a regular file of at most "
 		    "%u bytes; ignored", path, STATE_MAX_BYTES);
 		close(fd);
-		goto fail;
+		if (report_fn != NULL)
+			report_fn(arg, msg);
+		if (S_ISREG(st.st_mode))
+			keep_aside(path, wall_ms, report_fn, arg);
+		return -1;
 	}
 	buf = malloc((size_t)st.st_size + 1);
 	if (buf == NULL) {
@@ -531,8 +566,10 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	close(fd);
 	rc = state_parse(path, buf, len, read_ban, read_report, &c);
 	free(buf);
-	if (rc == -1)
+	if (rc == -1) {
+		keep_aside(path, wall_ms, report_fn, arg);
 		return -1;
+	}
 	if (c.r.oom && report_fn != NULL) {
 		snprintf(msg, sizeof(msg), "%s: out of memory; some bans were "
 		    "not restored", path);

@@ -611,7 +611,21 @@ cmd_reload(struct control *ctl, struct cclient *c, struct reply *r)
 static void
 cmd_reopen(struct control *ctl, struct cclient *c, struct reply *r)
 {
-	ctl->srv->reopen(ctl->srv->arg);
+	const struct config *cfg = gen_config(ctl->srv->gen(ctl->srv->arg));
+
+	if (ctl->srv->reopen(ctl->srv->arg) == -1) {
+		/*
+		 * No event is lost, but they go on into the file logrotate
+		 * moved away, which nothing will rotate again: the operator
+		 * has to act, so this is a refusal (exit 1), not a note. The
+		 * system's reason reached only the log.
+		 */
+		reply_fail(r, "cannot reopen the events file %.100s; moat "
+		    "still writes to the old file (see moat's log for why: "
+		    "is the directory there and writable by moat?)",
+		    cfg->events.file != NULL ? cfg->events.file : "");
+		return;
+	}
 	if (c->json)
 		(void)sbuf_adds(&r->body, "{\"ok\":true}\n");
 	else

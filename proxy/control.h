@@ -24,7 +24,9 @@ struct control;
  *   reload     the SIGHUP reload; every diagnostic goes to report as
  *              well as to the log; 0 when the new config is in force, -1
  *              when the old one stays
- *   reopen     reopens the events file (logrotate)
+ *   reopen     reopens the events file (logrotate); 0 when done or when
+ *              there is no file, -1 when the file cannot be opened and
+ *              the old one stays in use (the reason is logged)
  */
 struct control_server {
 	void *arg;
@@ -35,7 +37,7 @@ struct control_server {
 	bool (*worker)(void *arg, size_t i, size_t *sessions,
 	    uint64_t *accepted);
 	int (*reload)(void *arg, config_report_fn *report, void *rarg);
-	void (*reopen)(void *arg);
+	int (*reopen)(void *arg);
 };
 
 /*

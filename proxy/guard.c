@@ -59,17 +59,37 @@ guard_policy(void)
 	return guard.policy;
 }
 
+/*
+ * A save that fails is retried at every tick; the log says so when the
+ * reason changes and every STATE_WARN_EVERY while it lasts, not at each
+ * try, and says when a save works again.
+ */
+#define STATE_WARN_EVERY (10 * 60 * 1000)
+
 static void
 guard_save_now(void)
 {
+	static char last[256];
+	static uint64_t last_ms;
 	char err[256];
+	uint64_t now;
 
 	if (guard.policy == NULL || !policy_state_dirty(guard.policy))
 		return;
-	if (policy_state_save(guard.policy, guard_now_ms(), wall_ms(), err,
-	    sizeof(err)) == -1)
-		log_warnx("%s (bans are still enforced, but would not "
-		    "survive a restart)", err);
+	now = guard_now_ms();
+	if (policy_state_save(guard.policy, now, wall_ms(), err,
+	    sizeof(err)) == 0) {
+		if (last[0] != '\0')
+			log_info("state: saved again after failures");
+		last[0] = '\0';
+		return;
+	}
+	if (strcmp(err, last) == 0 && now - last_ms < STATE_WARN_EVERY)
+		return;
+	log_warnx("%s (bans are still enforced, but would not survive a "
+	    "restart; retrying every %.0f s)", err, STATE_SAVE_DELAY);
+	snprintf(last, sizeof(last), "%s", err);
+	last_ms = now;
 }
 
 static void

@@ -58,14 +58,192 @@ make_dir_for(const char *dir, uid_t uid, gid_t gid, char *err, size_t errlen)
 			}
 			log_info("created %s for the daemon user", buf);
 		} else if (errno != EEXIST) {
-			snprintf(err, errlen, "privileges: cannot create %s: "
-			    "%s", buf, strerror(errno));
+			snprintf(err, errlen, "cannot create %s: %s", buf,
+			    strerror(errno));
 			return -1;
 		}
 		if (last)
 			return 0;
 		*p = '/';
 	}
+}
+
+/*
+ * True if dir is one that systemd made for this service (StateDirectory=,
+ * LogsDirectory=, RuntimeDirectory=, CacheDirectory=): systemd gives them
+ * to the unit's User=, which is root for moat, as moat binds its ports
+ * first and switches user itself.
+ */
+static bool
+systemd_dir(const char *dir)
+{
+	static const char *const vars[] = { "STATE_DIRECTORY",
+	    "LOGS_DIRECTORY", "RUNTIME_DIRECTORY", "CACHE_DIRECTORY" };
+	const char *v, *p, *colon;
+	size_t i, n = strlen(dir);
+
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		if ((v = getenv(vars[i])) == NULL)
+			continue;
+		for (p = v; *p != '\0'; p = *colon ? colon + 1 : colon) {
+			colon = strchrnul(p, ':');
+			if ((size_t)(colon - p) == n &&
+			    memcmp(p, dir, n) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Gives path to uid:gid if it exists and belongs to someone else. */
+static int
+give(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == -1 || S_ISLNK(st.st_mode) ||
+	    (st.st_uid == uid && st.st_gid == gid))
+		return 0;
+	if (chown(path, uid, gid) == -1) {
+		snprintf(err, errlen, "privileges: chown %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	log_info("gave %s to the daemon user", path);
+	return 0;
+}
+
+/*
+ * Whether uid (gid and its groups) may write in and enter dir, judged by
+ * owner and mode bits as the kernel will after the switch: a refusal
+ * found now comes before anything is bound or created.
+ */
+static bool
+may_write(const struct stat *st, uid_t uid, gid_t gid, const char *name)
+{
+	gid_t groups[64];
+	int i, n = (int)(sizeof(groups) / sizeof(groups[0]));
+	bool member = st->st_gid == gid;
+
+	if (st->st_uid == uid)
+		return (st->st_mode & 0300) == 0300;
+	if (!member && getgrouplist(name, gid, groups, &n) != -1)
+		for (i = 0; i < n; i++)
+			if (groups[i] == st->st_gid)
+				member = true;
+	if (member)
+		return (st->st_mode & 0030) == 0030;
+	return (st->st_mode & 0003) == 0003;
+}
+
+static void
+say_cannot_write(const char *user, const char *dir, const struct stat *st,
+    const char *file, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "privileges: %s cannot write in %s (owner uid "
+	    "%u, mode %04o), where %s goes: give the directory to that user "
+	    "(chown %s %s) or choose another", user, dir, (unsigned)st->st_uid,
+	    (unsigned)(st->st_mode & 07777), file, user, dir);
+}
+
+/* The nearest existing directory at or above dir must be a directory
+ * that mkdir -p can go on from. */
+static int
+can_make(const char *dir, const char *file, char *err, size_t errlen)
+{
+	char buf[4096], *slash;
+	struct stat st;
+
+	snprintf(buf, sizeof(buf), "%s", dir);
+	for (;;) {
+		if (stat(buf, &st) == 0) {
+			if (S_ISDIR(st.st_mode))
+				return 0;
+			snprintf(err, errlen, "%s: %s is not a directory",
+			    file, buf);
+			return -1;
+		}
+		if (errno != ENOENT) {
+			snprintf(err, errlen, "%s: %s: %s", file, buf,
+			    strerror(errno));
+			return -1;
+		}
+		if ((slash = strrchr(buf, '/')) == NULL || slash == buf)
+			return 0;
+		*slash = '\0';
+	}
+}
+
+int
+privdrop_dirs(const char *user, const char *const *own, bool dry_run,
+    char *err, size_t errlen)
+{
+	struct stat st;
+	struct passwd *pw = NULL;
+	char dir[4096];
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	size_t i;
+	bool sd;
+
+	if (user != NULL && (pw = getpwnam(user)) != NULL) {
+		uid = pw->pw_uid;
+		gid = pw->pw_gid;
+	}
+	for (i = 0; own != NULL && own[i] != NULL; i++) {
+		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
+			continue;
+		privdrop_dirname(own[i], dir, sizeof(dir));
+		if (dry_run ? can_make(dir, own[i], err, errlen) == -1 :
+		    make_dir_for(dir, uid, gid, err, errlen) == -1)
+			return -1;
+		if (pw == NULL || geteuid() != 0)
+			continue;
+		sd = systemd_dir(dir);
+		if (sd && !dry_run && (give(dir, uid, gid, err,
+		    errlen) == -1 || give(own[i], uid, gid, err, errlen) == -1))
+			return -1;
+		if (!(sd && dry_run) && stat(dir, &st) == 0 &&
+		    !may_write(&st, uid, gid, user)) {
+			say_cannot_write(user, dir, &st, own[i], err, errlen);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* After the switch: every own file can be written where it lives. */
+static int
+check_own(const char *user, const char *const *own, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	char dir[4096];
+	size_t i;
+
+	for (i = 0; own != NULL && own[i] != NULL; i++) {
+		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
+			continue;
+		privdrop_dirname(own[i], dir, sizeof(dir));
+		if (access(dir, W_OK | X_OK) == -1) {
+			if (stat(dir, &st) == 0)
+				say_cannot_write(user, dir, &st, own[i], err,
+				    errlen);
+			else
+				snprintf(err, errlen, "privileges: %s cannot "
+				    "reach %s, where %s goes: %s", user, dir,
+				    own[i], strerror(errno));
+			return -1;
+		}
+		if (access(own[i], R_OK | W_OK) == -1 && errno != ENOENT) {
+			snprintf(err, errlen, "privileges: %s cannot read and "
+			    "write %s: %s; give the file to that user (chown "
+			    "%s %s)", user, own[i], strerror(errno), user,
+			    own[i]);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Permitted and effective: CAP_NET_ADMIN or nothing; inheritable none. */
@@ -90,14 +268,12 @@ set_caps(bool net_admin)
 
 int
 privdrop(const char *user, bool keep_net_admin, const char *workdir,
-    const char *const *own_dirs, char *err, size_t errlen)
+    const char *const *own, char *err, size_t errlen)
 {
 	struct passwd *pw;
 	struct stat st;
-	char dir[4096];
 	uid_t uid;
 	gid_t gid;
-	size_t i;
 
 	errno = 0;
 	if ((pw = getpwnam(user)) == NULL) {
@@ -117,13 +293,7 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 		    "runs as uid %u, not root", user, (unsigned)geteuid());
 		return -1;
 	}
-	for (i = 0; own_dirs != NULL && own_dirs[i] != NULL; i++)
-		if (own_dirs[i][0] != '\0' && strcmp(own_dirs[i], "-") != 0 &&
-		    make_dir_for(privdrop_dirname(own_dirs[i], dir,
-		    sizeof(dir)), uid, gid, err, errlen) == -1)
-			return -1;
-	if (workdir != NULL && make_dir_for(workdir, uid, gid, err,
-	    errlen) == -1)
+	if (privdrop_dirs(user, own, false, err, errlen) == -1)
 		return -1;
 	if (geteuid() == 0) {
 		/* Keep the permitted set across setuid, then trim it. */
@@ -146,9 +316,14 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		goto fail;
+	if (check_own(user, own, err, errlen) == -1)
+		return -1;
 	if (workdir != NULL) {
-		if (chdir(workdir) == -1 || stat(".", &st) == -1)
-			goto fail;
+		if (chdir(workdir) == -1 || stat(".", &st) == -1) {
+			snprintf(err, errlen, "privileges: %s cannot enter "
+			    "%s: %s", user, workdir, strerror(errno));
+			return -1;
+		}
 		if (st.st_uid != uid)
 			log_warnx("privileges: working directory %s belongs "
 			    "to uid %u, not to %s", workdir,

@@ -6,25 +6,37 @@
 #include <stddef.h>
 
 /*
+ * Makes sure the directory of each file in own (NULL-terminated: state
+ * file, events file; "" and "-" skipped) exists, before anything binds or
+ * opens there: a missing one is created with mode 0750 for user (for the
+ * current user when user is NULL). When moat runs as root under systemd,
+ * a directory systemd made for the unit ($STATE_DIRECTORY,
+ * $LOGS_DIRECTORY, ...) and the file in it are given to user, as systemd
+ * gives them to root. Other existing directories are left alone, and
+ * one that user could not write is an error. With dry_run (moat -t)
+ * nothing is made or changed: only whether the start would get through
+ * this. Returns 0, or -1 with a message in err.
+ */
+int privdrop_dirs(const char *user, const char *const *own, bool dry_run,
+    char *err, size_t errlen);
+
+/*
  * Switches the process from root to user: supplementary groups, gid and
  * uid (all three of each), keeping CAP_NET_ADMIN in the permitted and
  * effective sets when keep_net_admin (the firewall writer needs it to
  * reach netlink, now and after a reload) and nothing else; then sets
- * PR_SET_NO_NEW_PRIVS and changes to workdir, which must belong to user
- * (it is created for user when missing). Every thread started afterwards
- * inherits the result, so the caller drops before it starts threads.
+ * PR_SET_NO_NEW_PRIVS, checks that user can write each file of own
+ * (privdrop_dirs() runs first) and changes to workdir. Every thread
+ * started afterwards inherits the result, so the caller drops before it
+ * starts threads.
  *
- * Each path in own_dirs (NULL-terminated; NULL entries skipped) names a
- * file whose directory user must be able to write (state file, events
- * file): a missing directory is created for user with mode 0750, an
- * existing one is left alone.
- *
- * Already running as user: only no_new_privs and the chdir. Running as
- * another non-root user: -1. Returns 0, or -1 with a message in err; a
- * failure half way is fatal to the start, never ignored.
+ * Already running as user: only no_new_privs, the checks and the chdir.
+ * Running as another non-root user: -1. Returns 0, or -1 with a message
+ * in err naming the file or directory and the fix; a failure half way is
+ * fatal to the start, never ignored.
  */
 int privdrop(const char *user, bool keep_net_admin, const char *workdir,
-    const char *const *own_dirs, char *err, size_t errlen);
+    const char *const *own, char *err, size_t errlen);
 
 /* The directory part of path into buf ("." for a bare name). */
 const char *privdrop_dirname(const char *path, char *buf, size_t len);

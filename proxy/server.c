@@ -115,83 +115,125 @@ server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
 }
 
 /*
- * Makes every worker's listening sockets match g: addresses that stay
- * keep their sockets (no gap in accepting, no rebind race) and point at
- * their new [[listener]]; new addresses are bound here (a SO_REUSEPORT
- * group with one socket per worker) and handed over; vanished ones are
- * closed by each worker. At start (initial) any bind failure is fatal to
- * the start; on reload it is logged and the rest goes on.
+ * The listening sockets of a generation before they are handed to the
+ * workers: every address of g, with fresh sockets for the addresses not
+ * already open (fd -1 in wl: the worker keeps its own).
+ */
+struct lplan {
+	struct lgroup *ng;		/* n of total */
+	struct worker_listen *wl;	/* nw rows of total */
+	size_t n, total;
+};
+
+static void
+lplan_discard(struct server *srv, struct lplan *pl)
+{
+	size_t j, k;
+
+	for (j = 0; j < pl->n; j++)
+		for (k = 0; k < srv->nw; k++)
+			if (pl->wl[k * pl->total + j].fd != -1)
+				close(pl->wl[k * pl->total + j].fd);
+	free(pl->ng);
+	free(pl->wl);
+	memset(pl, 0, sizeof(*pl));
+}
+
+/*
+ * Binds the addresses of g that are not open yet (a SO_REUSEPORT group
+ * with one socket per worker); addresses that stay keep their sockets, so
+ * there is no gap in accepting and no rebind race. Nothing changes for
+ * the workers until lplan_commit(). Any address that cannot be bound
+ * fails the whole plan: at start and on reload alike, a configuration is
+ * applied whole or not at all.
  */
 static int
-server_apply_listeners(struct server *srv, struct gen *g, bool initial)
+lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
+    struct reload_report *rr)
 {
 	const struct config *cfg = gen_config(g);
-	struct lgroup *ng = NULL;
-	struct worker_listen *wl = NULL;	/* nw rows of total */
 	char name[ADDR_PORT_STRLEN];
-	size_t i, j, k, n = 0, total = 0;
+	size_t i, j, k;
 	int *fds = NULL;
 	bool kept;
 
+	memset(pl, 0, sizeof(*pl));
 	for (i = 0; i < cfg->nlisteners; i++)
-		total += cfg->listeners[i].nlisten;
-	if (total > 0 && ((ng = calloc(total, sizeof(*ng))) == NULL ||
-	    (wl = calloc(total * srv->nw, sizeof(*wl))) == NULL ||
-	    (fds = calloc(srv->nw, sizeof(*fds))) == NULL)) {
-		log_warnx("listeners: out of memory");
-		free(ng);
-		free(wl);
+		pl->total += cfg->listeners[i].nlisten;
+	if (pl->total > 0 && ((pl->ng = calloc(pl->total,
+	    sizeof(*pl->ng))) == NULL || (pl->wl = calloc(pl->total * srv->nw,
+	    sizeof(*pl->wl))) == NULL || (fds = calloc(srv->nw,
+	    sizeof(*fds))) == NULL)) {
+		reload_say(rr, true, "listeners: out of memory");
+		lplan_discard(srv, pl);
 		return -1;
 	}
 	for (i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *lc = &cfg->listeners[i];
 
 		for (j = 0; j < lc->nlisten; j++) {
-			addr_port_str(&lc->listen[j], name, sizeof(name));
 			kept = server_has_group(srv->groups, srv->ngroups,
 			    &lc->listen[j]);
 			if (!kept && listener_bind(&lc->listen[j], fds,
 			    srv->nw) == -1) {
-				if (initial)
-					goto fail;
-				continue;
+				addr_port_str(&lc->listen[j], name,
+				    sizeof(name));
+				/* After the drop, a low port is out of reach
+				 * for good: say so rather than just EACCES. */
+				reload_say(rr, true, "cannot listen on %s: "
+				    "%s%s", name, strerror(errno),
+				    errno == EACCES && geteuid() != 0 ?
+				    " (moat no longer runs as root; a new "
+				    "port below 1024 needs a restart)" : "");
+				free(fds);
+				lplan_discard(srv, pl);
+				return -1;
 			}
-			if (!kept && srv->nw > 1)
-				log_info("listening on %s (%zu workers)", name,
-				    srv->nw);
-			else if (!kept)
-				log_info("listening on %s", name);
-			ng[n].ap = lc->listen[j];
-			ng[n].lc = lc;
+			pl->ng[pl->n].ap = lc->listen[j];
+			pl->ng[pl->n].lc = lc;
 			for (k = 0; k < srv->nw; k++) {
-				wl[k * total + n].ap = lc->listen[j];
-				wl[k * total + n].lc = lc;
-				wl[k * total + n].fd = kept ? -1 : fds[k];
+				pl->wl[k * pl->total + pl->n].ap =
+				    lc->listen[j];
+				pl->wl[k * pl->total + pl->n].lc = lc;
+				pl->wl[k * pl->total + pl->n].fd = kept ? -1 :
+				    fds[k];
 			}
-			n++;
+			pl->n++;
 		}
 	}
+	free(fds);
+	return 0;
+}
+
+/* Hands the plan to every worker; vanished addresses are closed by each
+ * worker. Cannot fail. */
+static void
+lplan_commit(struct server *srv, struct gen *g, struct lplan *pl)
+{
+	char name[ADDR_PORT_STRLEN];
+	size_t j, k;
+
+	for (j = 0; j < pl->n; j++) {
+		if (server_has_group(srv->groups, srv->ngroups, &pl->ng[j].ap))
+			continue;
+		addr_port_str(&pl->ng[j].ap, name, sizeof(name));
+		if (srv->nw > 1)
+			log_info("listening on %s (%zu workers)", name,
+			    srv->nw);
+		else
+			log_info("listening on %s", name);
+	}
 	for (k = 0; k < srv->ngroups; k++)
-		if (!server_has_group(ng, n, &srv->groups[k].ap))
+		if (!server_has_group(pl->ng, pl->n, &srv->groups[k].ap))
 			log_info("stopped listening on %s", addr_port_str(
 			    &srv->groups[k].ap, name, sizeof(name)));
 	for (k = 0; k < srv->nw; k++)
-		worker_apply(srv->w[k], g, &wl[k * total], n);
+		worker_apply(srv->w[k], g, &pl->wl[k * pl->total], pl->n);
 	free(srv->groups);
-	srv->groups = ng;
-	srv->ngroups = n;
-	free(wl);
-	free(fds);
-	return 0;
-fail:
-	for (j = 0; j < n; j++)
-		for (k = 0; k < srv->nw; k++)
-			if (wl[k * total + j].fd != -1)
-				close(wl[k * total + j].fd);
-	free(ng);
-	free(wl);
-	free(fds);
-	return -1;
+	srv->groups = pl->ng;
+	srv->ngroups = pl->n;
+	free(pl->wl);
+	memset(pl, 0, sizeof(*pl));
 }
 
 /* Every worker stops accepting (drain). */
@@ -264,35 +306,50 @@ server_limits(struct server *srv, const struct config *cfg)
 }
 
 /*
- * Opens the events sink of cfg, or (same sink) reopens the file so that
- * logrotate can move it. At start a failure is fatal; on reload it keeps
- * the sink that works.
+ * The events sink of cfg. When it is the running one (same file, same
+ * syslog) *out is NULL and commit only reopens the file, which lets
+ * logrotate move it; otherwise *out is a new sink. Opening is the only
+ * step that can fail, and it changes nothing that runs.
  */
 static int
-server_events(struct server *srv, const struct config *cfg, bool initial,
-    struct reload_report *rr)
+events_prepare(struct server *srv, const struct config *cfg,
+    struct event_log **out, struct reload_report *rr)
 {
-	const struct config *old = initial ? NULL : gen_config(srv->gen);
-	struct event_log *log;
+	const struct config *old = srv->events != NULL ?
+	    gen_config(srv->gen) : NULL;
 	char err[300];
 
+	*out = NULL;
 	if (old != NULL && old->events.syslog == cfg->events.syslog &&
 	    ((old->events.file == NULL && cfg->events.file == NULL) ||
 	    (old->events.file != NULL && cfg->events.file != NULL &&
-	    strcmp(old->events.file, cfg->events.file) == 0))) {
-		(void)event_log_reopen(srv->events);
+	    strcmp(old->events.file, cfg->events.file) == 0)))
 		return 0;
-	}
-	if ((log = event_log_open(cfg->events.file, cfg->events.syslog, err,
+	if ((*out = event_log_open(cfg->events.file, cfg->events.syslog, err,
 	    sizeof(err))) == NULL) {
-		reload_say(rr, true, "%s%s", err, initial ? "" :
-		    "; keeping the running configuration");
+		reload_say(rr, true, "%s", err);
 		return -1;
 	}
-	event_log_close(srv->events);
-	srv->events = log;
-	events_set(log);
 	return 0;
+}
+
+static void
+events_commit(struct server *srv, struct event_log *log,
+    struct reload_report *rr)
+{
+	struct event_log *old = srv->events;
+
+	if (log == NULL) {
+		if (event_log_reopen(srv->events) == -1)
+			reload_say(rr, false, "warning: the events file could "
+			    "not be reopened; events still go to the old one");
+		return;
+	}
+	/* The new sink is current before the old one closes: an event that
+	 * another worker emits meanwhile lands in one of them. */
+	events_set(log);
+	srv->events = log;
+	event_log_close(old);
 }
 
 static void
@@ -329,6 +386,8 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	struct reload_report rr = { report, arg };
 	const struct config *old;
 	struct config *cfg;
+	struct event_log *log = NULL;
+	struct lplan pl;
 	struct gen *g;
 	char err[300] = "";
 	size_t k;
@@ -357,6 +416,16 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "keeping the running configuration");
 		return -1;
 	}
+	/* What can fail comes first and changes nothing that runs: a
+	 * configuration is applied whole or not at all. */
+	if (events_prepare(srv, gen_config(g), &log, &rr) == -1 ||
+	    lplan_bind(srv, g, &pl, &rr) == -1) {
+		reload_say(&rr, true, "reload failed: keeping the running "
+		    "configuration");
+		event_log_close(log);
+		gen_unref(g);
+		return -1;
+	}
 	/* Workers read the guard's firewall writer without a lock, and a
 	 * changed [firewall] replaces it: they wait meanwhile. */
 	for (k = 1; k < srv->nw; k++)
@@ -364,14 +433,16 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	rc = guard_reload(gen_config(g), err, sizeof(err));
 	for (k = 1; k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
-	if (rc == -1 || server_events(srv, gen_config(g), false, &rr) == -1) {
-		if (err[0] != '\0')
-			reload_say(&rr, true, "reload failed: %s; keeping the "
-			    "running configuration", err);
+	if (rc == -1) {
+		reload_say(&rr, true, "reload failed: %s; keeping the "
+		    "running configuration", err);
+		lplan_discard(srv, &pl);
+		event_log_close(log);
 		gen_unref(g);
 		return -1;
 	}
-	(void)server_apply_listeners(srv, g, false);
+	events_commit(srv, log, &rr);
+	lplan_commit(srv, g, &pl);
 	old = gen_config(srv->gen);
 	/* These two are bound once, before privileges are dropped. */
 	if (strcmp(old->daemon.control_socket ? old->daemon.control_socket :
@@ -390,6 +461,22 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	if (server_nworkers(gen_config(g)) != srv->nw)
 		reload_say(&rr, false, "warning: daemon.workers changes at "
 		    "the next restart");
+	if (strcmp(old->daemon.user ? old->daemon.user : "",
+	    gen_config(g)->daemon.user ? gen_config(g)->daemon.user : "") != 0)
+		reload_say(&rr, false, "warning: daemon.user changes at the "
+		    "next restart");
+	/* Windows are kept per address or per prefix: under another prefix
+	 * length no count carries over. */
+	if (old->policy.rate.aggregate_ipv4 !=
+	    gen_config(g)->policy.rate.aggregate_ipv4 ||
+	    old->policy.rate.aggregate_ipv6 !=
+	    gen_config(g)->policy.rate.aggregate_ipv6)
+		reload_say(&rr, false, "warning: policy.rate.aggregate_ipv%s "
+		    "changed: connection and auth-failure counts start afresh "
+		    "and open sessions no longer count towards "
+		    "concurrent_per_ip (bans stay)",
+		    old->policy.rate.aggregate_ipv4 !=
+		    gen_config(g)->policy.rate.aggregate_ipv4 ? "4" : "6");
 	gen_unref(srv->gen);
 	srv->gen = g;
 	server_limits(srv, gen_config(g));
@@ -461,13 +548,67 @@ hook_reload(void *arg, config_report_fn *report, void *rarg)
 	return server_reload(arg, report, rarg);
 }
 
-static void
+static int
 hook_reopen(void *arg)
 {
 	struct server *srv = arg;
 
 	log_info("reopening the events file");
-	(void)event_log_reopen(srv->events);
+	return event_log_reopen(srv->events);
+}
+
+/* The files whose directories moat must be able to write: own[3]. */
+static void
+server_own_files(const struct config *cfg, const char *own[3])
+{
+	size_t n = 0;
+
+	if (cfg->daemon.state_file != NULL)
+		own[n++] = cfg->daemon.state_file;
+	if (cfg->events.file != NULL)
+		own[n++] = cfg->events.file;
+	own[n] = NULL;
+}
+
+/*
+ * Before anything opens there (the control socket may share the state
+ * file's directory): the directories of the state and events files.
+ */
+static int
+server_dirs(struct server *srv)
+{
+	const struct config *cfg = gen_config(srv->gen);
+	const char *own[3];
+	char err[512];
+
+	server_own_files(cfg, own);
+	if (privdrop_dirs(cfg->daemon.user, own, false, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* cert and key files are read again at each reload, as daemon.user. */
+static void
+server_check_readable(const struct config *cfg)
+{
+	size_t i;
+
+	if (cfg->tls.certificate != NULL &&
+	    (access(cfg->tls.certificate, R_OK) == -1 ||
+	    access(cfg->tls.key, R_OK) == -1))
+		log_warnx("tls: %s cannot read %s or %s: reloads will fail "
+		    "until it can", cfg->daemon.user, cfg->tls.certificate,
+		    cfg->tls.key);
+	for (i = 0; i < cfg->tls.nsni; i++)
+		if (access(cfg->tls.sni[i].certificate, R_OK) == -1 ||
+		    access(cfg->tls.sni[i].key, R_OK) == -1)
+			log_warnx("tls.sni: %s cannot read %s or %s: reloads "
+			    "will fail until it can", cfg->daemon.user,
+			    cfg->tls.sni[i].certificate,
+			    cfg->tls.sni[i].key);
 }
 
 /*
@@ -481,8 +622,7 @@ server_privdrop(struct server *srv)
 {
 	const struct config *cfg = gen_config(srv->gen);
 	const char *own[3];
-	char err[512], dir[4096];
-	size_t n;
+	char err[1024], dir[4096];
 
 	if (cfg->daemon.user == NULL)
 		return 0;
@@ -493,12 +633,7 @@ server_privdrop(struct server *srv)
 		}
 		srv->config_path = srv->config_abs;
 	}
-	n = 0;
-	if (cfg->daemon.state_file != NULL)
-		own[n++] = cfg->daemon.state_file;
-	if (cfg->events.file != NULL)
-		own[n++] = cfg->events.file;
-	own[n] = NULL;
+	server_own_files(cfg, own);
 	if (privdrop(cfg->daemon.user,
 	    cfg->firewall.backend != CFG_FW_NONE,
 	    cfg->daemon.state_file != NULL ? privdrop_dirname(
@@ -507,6 +642,7 @@ server_privdrop(struct server *srv)
 		log_warnx("%s", err);
 		return -1;
 	}
+	server_check_readable(cfg);
 	return 0;
 }
 
@@ -661,10 +797,28 @@ server_workers_free(struct server *srv)
 	srv->nw = 0;
 }
 
+/* Sessions end (and release policy) before the guard closes, and tail
+ * followers get every event before the control socket does. */
+static void
+server_teardown(struct server *srv)
+{
+	server_workers_free(srv);
+	free(srv->groups);
+	srv->groups = NULL;
+	metrics_http_close(srv->metrics);
+	control_close(srv->control);
+	guard_close();
+	event_log_close(srv->events);
+	gen_unref(srv->gen);
+	slots_free(srv->slots);
+}
+
 int
 server_run(struct config *cfg, const char *config_path)
 {
 	struct server srv;
+	struct event_log *log = NULL;
+	struct lplan pl;
 	char err[300] = "";
 
 	memset(&srv, 0, sizeof(srv));
@@ -711,24 +865,17 @@ server_run(struct config *cfg, const char *config_path)
 	 * that user, as it will be reopened on reload. The writer thread
 	 * inherits CAP_NET_ADMIN from here.
 	 */
-	if (server_apply_listeners(&srv, srv.gen, true) == -1 ||
-	    server_ops_open(&srv) == -1 ||
+	if (lplan_bind(&srv, srv.gen, &pl, NULL) == -1)
+		goto fail;
+	lplan_commit(&srv, srv.gen, &pl);
+	if (server_dirs(&srv) == -1 || server_ops_open(&srv) == -1 ||
 	    server_privdrop(&srv) == -1 ||
-	    server_events(&srv, gen_config(srv.gen), true, NULL) == -1 ||
-	    guard_open(srv.loop, gen_config(srv.gen), err, sizeof(err)) == -1 ||
-	    server_workers_start(&srv) == -1) {
-		if (err[0] != '\0')
-			log_warnx("%s", err);
-		server_workers_free(&srv);
-		free(srv.groups);
-		metrics_http_close(srv.metrics);
-		control_close(srv.control);
-		guard_close();
-		event_log_close(srv.events);
-		gen_unref(srv.gen);
-		slots_free(srv.slots);
-		return 1;
-	}
+	    events_prepare(&srv, gen_config(srv.gen), &log, NULL) == -1)
+		goto fail;
+	events_commit(&srv, log, NULL);
+	if (guard_open(srv.loop, gen_config(srv.gen), err,
+	    sizeof(err)) == -1 || server_workers_start(&srv) == -1)
+		goto fail;
 	if (srv.nw > 1)
 		log_info("moat running: %zu listening sockets, %zu workers",
 		    srv.ngroups, srv.nw);
@@ -742,31 +889,35 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sigint);
 	ev_signal_stop(srv.loop, &srv.sigusr1);
 	ev_timer_stop(srv.loop, &srv.drain);
-	/* Sessions end (and release policy) before the guard closes, and
-	 * tail followers get every event before the control socket does. */
-	server_workers_free(&srv);
+	server_teardown(&srv);
 	ev_async_stop(srv.loop, &srv.done);
-	free(srv.groups);
-	metrics_http_close(srv.metrics);
-	control_close(srv.control);
-	guard_close();
-	event_log_close(srv.events);
-	gen_unref(srv.gen);
-	slots_free(srv.slots);
 	ev_loop_destroy(srv.loop);
 	log_info("stopped");
 	return 0;
+fail:
+	if (err[0] != '\0')
+		log_warnx("%s", err);
+	server_teardown(&srv);
+	return 1;
 }
 
 int
 server_check(const struct config *cfg)
 {
 	struct tls_set *t;
-
 	struct geo *geo;
-	char *msg = NULL;
+	const char *own[3];
+	char *msg = NULL, err[1024];
 	int rc = 0;
 
+	/* The start would stop here: a directory it cannot make or that
+	 * daemon.user cannot write. */
+	server_own_files(cfg, own);
+	if (privdrop_dirs(cfg->daemon.user, own, true, err,
+	    sizeof(err)) == -1) {
+		fprintf(stderr, "%s\n", err);
+		rc = 1;
+	}
 	if ((t = tls_set_new(cfg, config_report_stderr, NULL)) == NULL)
 		rc = 1;
 	else

@@ -76,6 +76,50 @@ bad_usage(const char *fmt, ...)
 	usage(EXIT_USAGE);
 }
 
+/*
+ * Prints s as a JSON string the way moat does (sbuf_json_str): control
+ * characters escaped, bytes past ASCII as '?', so that the line parses
+ * whatever a path or a stray reply holds.
+ */
+static void
+json_str(FILE *f, const char *s)
+{
+	unsigned char c;
+
+	fputc('"', f);
+	for (; (c = (unsigned char)*s) != '\0'; s++) {
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c > 0x7e ? '?' : c, f);
+	}
+	fputc('"', f);
+}
+
+/*
+ * Says why the command failed: on stderr for people; with --json as the
+ * object moat sends when it refuses, on stdout, because a script reads
+ * only that and must get an answer whoever failed, moat or moatctl.
+ */
+static void __attribute__((format(printf, 2, 3)))
+fail(bool json, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (json) {
+		fputs("{\"ok\":false,\"error\":", stdout);
+		json_str(stdout, msg);
+		fputs("}\n", stdout);
+	} else
+		fprintf(stderr, "moatctl: %s\n", msg);
+}
+
 static bool
 valid_ip(const char *s)
 {
@@ -164,7 +208,7 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 }
 
 static int
-connect_socket(const char *path)
+connect_socket(const char *path, bool json)
 {
 	struct sockaddr_un sun;
 	struct timeval tv = { REPLY_TIMEOUT, 0 };
@@ -173,20 +217,19 @@ connect_socket(const char *path)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "moatctl: cannot connect to %s: path too "
-		    "long\n", path);
+		fail(json, "cannot connect to %s: path too long", path);
 		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path));
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
-		fprintf(stderr, "moatctl: socket: %s\n", strerror(errno));
+		fail(json, "socket: %s", strerror(errno));
 		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		int e = errno;
 
-		fprintf(stderr, "moatctl: cannot connect to %s: %s%s\n", path,
-		    strerror(e), e == ENOENT || e == ECONNREFUSED ?
+		fail(json, "cannot connect to %s: %s%s", path, strerror(e),
+		    e == ENOENT || e == ECONNREFUSED ?
 		    " (is moat running? see -s and daemon.control_socket)" :
 		    e == EACCES ? " (the socket is for root and moat's "
 		    "user)" : "");
@@ -197,13 +240,15 @@ connect_socket(const char *path)
 	return fd;
 }
 
+/* MSG_NOSIGNAL: moat may hang up first (a refusal), and SIGPIPE would
+ * end moatctl before it reads why. */
 static bool
-write_all(int fd, const char *p, size_t n)
+send_all(int fd, const char *p, size_t n)
 {
 	ssize_t w;
 
 	while (n > 0) {
-		w = write(fd, p, n);
+		w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w == -1 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -218,16 +263,20 @@ int
 main(int argc, char *argv[])
 {
 	const char *path = DEFAULT_SOCKET;
-	char req[REQUEST_MAX + 2], *line = NULL, **args;
-	size_t cap = 0, nargs = 0;
+	char req[REQUEST_MAX + 2], why[512], *line = NULL, *held = NULL;
+	char **args;
+	size_t cap = 0, nargs = 0, heldlen = 0;
 	ssize_t n;
-	bool json = false, tail, ok, ended = false;
+	bool json = false, tail, ok, ended = false, must_end, hold;
+	bool werr = false;
 	struct timeval tv = { REPLY_TIMEOUT, 0 };
 	FILE *in, *out;
-	int i, fd;
+	int i, fd, send_errno;
 
-	if ((args = calloc((size_t)argc + 1, sizeof(*args))) == NULL)
+	if ((args = calloc((size_t)argc + 1, sizeof(*args))) == NULL) {
+		fail(false, "%s", strerror(errno));
 		return EXIT_FAIL;
+	}
 	/* Options may come before or after the command; "--" ends them. */
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -263,24 +312,37 @@ main(int argc, char *argv[])
 	build_request(req, sizeof(req), json, (int)nargs, args, &tail);
 	free(args);
 
-	if ((fd = connect_socket(path)) == -1)
+	if ((fd = connect_socket(path, json)) == -1)
 		return EXIT_FAIL;
-	if (!write_all(fd, req, strlen(req))) {
-		fprintf(stderr, "moatctl: %s: cannot send the request: %s\n",
-		    path, strerror(errno));
+	/*
+	 * moat refuses some clients (permission, too many clients) before it
+	 * reads a word and may have hung up already: its reason is still
+	 * there to read, so a send that found moat gone counts only when no
+	 * reply follows. Any other failure means no reply will come.
+	 */
+	send_errno = send_all(fd, req, strlen(req)) ? 0 : errno;
+	if (send_errno != 0 && send_errno != EPIPE &&
+	    send_errno != ECONNRESET) {
+		fail(json, "%s: cannot send the request: %s", path,
+		    strerror(send_errno));
 		close(fd);
 		return EXIT_FAIL;
 	}
 	if (!tail)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if ((in = fdopen(fd, "r")) == NULL) {
+		fail(json, "%s: %s", path, strerror(errno));
 		close(fd);
 		return EXIT_FAIL;
 	}
 	if ((n = getline(&line, &cap, in)) <= 0) {
-		fprintf(stderr, "moatctl: %s: %s\n", path, n == -1 &&
-		    ferror(in) ? strerror(errno) : "moat closed the "
-		    "connection without a reply");
+		if (send_errno != 0)
+			fail(json, "%s: cannot send the request: %s", path,
+			    strerror(send_errno));
+		else
+			fail(json, "%s: %s", path, n == -1 && ferror(in) ?
+			    strerror(errno) : "moat closed the connection "
+			    "without a reply");
 		fclose(in);
 		free(line);
 		return EXIT_FAIL;
@@ -288,36 +350,77 @@ main(int argc, char *argv[])
 	line[strcspn(line, "\n")] = '\0';
 	ok = strcmp(line, "ok") == 0;
 	if (!ok && strncmp(line, "error", 5) != 0) {
-		fprintf(stderr, "moatctl: %s: unexpected reply '%.80s'\n",
-		    path, line);
+		fail(json, "%s: unexpected reply '%.80s'", path, line);
 		fclose(in);
 		free(line);
 		return EXIT_FAIL;
 	}
-	if (!ok && !json)
-		fprintf(stderr, "moatctl: %s\n", line[5] == ' ' ? line + 6 :
+	if (!ok) {
+		snprintf(why, sizeof(why), "%s", line[5] == ' ' ? line + 6 :
 		    "moat refused the request");
-	/* Data lines go to stdout, except the details of a refusal in human
-	 * form, which belong with the message on stderr. */
-	out = ok || json ? stdout : stderr;
+		if (!json)
+			fail(false, "%s", why);
+	}
+	/*
+	 * Only a tail that was granted streams until someone hangs up; every
+	 * other reply ends with ".". With --json such a reply is held until
+	 * that end, so that stdout gets one whole object, the reply or an
+	 * error, never half of one. Otherwise data lines go to stdout, except
+	 * the details of a refusal in human form, which belong with the
+	 * message on stderr.
+	 */
+	must_end = !(ok && tail);
+	hold = json && must_end;
+	if (hold)
+		out = open_memstream(&held, &heldlen);
+	else
+		out = ok || json ? stdout : stderr;
+	if (out == NULL) {
+		fail(json, "%s", strerror(errno));
+		fclose(in);
+		free(line);
+		return EXIT_FAIL;
+	}
 	while ((n = getline(&line, &cap, in)) > 0) {
 		if (strcmp(line, ".\n") == 0) {
 			ended = true;
 			break;
 		}
-		if (fputs(line, out) == EOF)
+		if (fputs(line, out) == EOF) {
+			werr = true;
 			break;
-		if (tail)
+		}
+		if (tail && !hold)
 			fflush(out);
 	}
-	if (!ended && !tail) {
-		fprintf(stderr, "moatctl: %s: %s\n", path, n == -1 &&
-		    ferror(in) ? strerror(errno) : "reply cut short");
+	if (werr) {
+		fail(false, "cannot write the reply: %s", strerror(errno));
+		ok = false;
+	} else if (!ended && must_end) {
+		fail(json, "%s: %s", path, n == -1 && ferror(in) ?
+		    strerror(errno) : "reply cut short");
 		ok = false;
 	}
 	fclose(in);
 	free(line);
-	if (fflush(stdout) == EOF)
+	if (hold) {
+		if (fclose(out) == EOF) {
+			fail(false, "cannot keep the reply: %s",
+			    strerror(errno));
+			ok = false;
+		} else if (ended && !werr && heldlen > 0) {
+			(void)fwrite(held, 1, heldlen, stdout);
+		} else if (ended && !werr && !ok) {
+			/* Refused before moat read the request, so before
+			 * it knew to answer in JSON. */
+			fail(true, "%s", why);
+		}
+		free(held);
+	}
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "moatctl: standard output: %s\n",
+		    strerror(errno));
 		return EXIT_FAIL;
+	}
 	return ok ? EXIT_OK : EXIT_FAIL;
 }

@@ -1,5 +1,6 @@
 """moatctl against a running moat: every command, human and --json output,
-usage errors, and `tail` following bans as they happen.
+usage errors, refusals and failures (one JSON object each with --json),
+and `tail` following bans as they happen.
 
 Clients present their addresses with a PROXY v1 header (accept_proxy from
 loopback), so one test host can be many clients.
@@ -8,10 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import select
+import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -238,6 +244,51 @@ def test_reopen(moat):
     assert js(moat.ctl("--json", "reopen")) == {"ok": True}
 
 
+def test_reopen_failure_is_an_error(tmp_path, pki, stack):
+    """The events directory moved away (logrotate gone wrong): moat goes on
+    writing to the old file, and moatctl says so and exits 1 rather than
+    reporting a reopen that did not happen."""
+    evdir = tmp_path / "events"
+    evdir.mkdir()
+    m = Moat(tmp_path / "m", pki, [lb("smtp", stack.smtp_addr, tls="none")])
+    m.config_path.write_text(m.config_path.read_text().replace(
+        str(m.workdir / "events.jsonl"), str(evdir / "events.jsonl")))
+    m.start()
+    try:
+        ok(m.ctl("ban", "192.0.2.201", "1m"))
+        moved = tmp_path / "events.old"
+        os.rename(evdir, moved)
+        r = m.ctl("reopen")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stdout == ""
+        assert "still writes to the old file" in r.stderr
+        assert str(evdir / "events.jsonl") in r.stderr
+        r = m.ctl("--json", "reopen")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stdout.count("\n") == 1
+        rep = json.loads(r.stdout)
+        assert rep["ok"] is False and "still writes to the old file" in rep["error"]
+        m.wait_log("cannot reopen")
+        # No event is lost: they go on into the old file.
+        ok(m.ctl("unban", "192.0.2.201"))
+        deadline = time.monotonic() + 5
+        while "unban" not in (moved / "events.jsonl").read_text():
+            assert time.monotonic() < deadline, "no event in the old file"
+            time.sleep(0.05)
+        # With a directory there again, reopen works and says so.
+        evdir.mkdir()
+        assert js(m.ctl("--json", "reopen")) == {"ok": True}
+        ok(m.ctl("ban", "192.0.2.202", "1m"))
+        deadline = time.monotonic() + 5
+        while not ((evdir / "events.jsonl").exists() and
+                   "192.0.2.202" in (evdir / "events.jsonl").read_text()):
+            assert time.monotonic() < deadline, "no event in the new file"
+            time.sleep(0.05)
+    finally:
+        assert m.stop() == 0
+    assert "runtime error" not in m.log() and "AddressSanitizer" not in m.log()
+
+
 @pytest.mark.parametrize("args", [
     [], ["frobnicate"], ["status", "extra"], ["ban"], ["ban", "not-an-ip"],
     ["ban", "192.0.2.1", "ten minutes"], ["ban", "192.0.2.1", "10m", "x"],
@@ -261,6 +312,143 @@ def test_help_and_connection_failure(tmp_path):
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1
     assert str(missing) in r.stderr and "No such file" in r.stderr
+    # With --json the same message comes as moat's refusals do.
+    r = subprocess.run([str(moatctl_binary()), "-s", str(missing), "--json",
+                        "status"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    rep = json.loads(r.stdout)
+    assert rep["ok"] is False and list(rep) == ["ok", "error"]
+    assert str(missing) in rep["error"] and "No such file" in rep["error"]
+
+
+def as_nobody() -> list:
+    """The command prefix that runs a program as nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run moatctl as another user")
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv not found (util-linux)")
+    return [setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+            "--clear-groups"]
+
+
+def test_refusal_permission_denied_json(pki, stack):
+    """Another user reaches the socket (its mode loosened by hand): moat
+    refuses before reading a word, and moatctl shows why in both forms."""
+    nobody = as_nobody()
+    # A directory and a moatctl that nobody can reach, unlike tmp_path.
+    pub = Path(tempfile.mkdtemp(prefix="moatctl-"))
+    try:
+        pub.chmod(0o755)
+        ctl = pub / "moatctl"
+        shutil.copy(moatctl_binary(), ctl)
+        ctl.chmod(0o755)
+        sock = pub / "c.sock"
+        m = Moat(pub / "m", pki, [lb("smtp", stack.smtp_addr, tls="none")])
+        m.config_path.write_text(m.config_path.read_text().replace(
+            str(m.workdir / "moat.sock"), str(sock)))
+        m.start()
+        try:
+            sock.chmod(0o666)
+            r = subprocess.run([*nobody, str(ctl), "-s", str(sock), "status"],
+                               capture_output=True, text=True, timeout=10)
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert r.stdout == "" and "moatctl: permission denied" in r.stderr
+            r = subprocess.run([*nobody, str(ctl), "-s", str(sock), "--json",
+                                "status"], capture_output=True, text=True,
+                               timeout=10)
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert json.loads(r.stdout) == {"ok": False, "error": "permission denied"}
+            assert r.stdout.count("\n") == 1
+            # Root still gets in.
+            r = subprocess.run([str(ctl), "-s", str(sock), "--json", "status"],
+                               capture_output=True, text=True, timeout=10)
+            assert json.loads(r.stdout)["ok"] is True
+        finally:
+            assert m.stop() == 0
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)
+
+
+def test_refusal_too_many_clients_json(moat):
+    """Every client slot taken: moat says so before reading the request,
+    and moatctl passes it on, as JSON with --json."""
+    path = str(moat.control_socket)
+    held = []
+    try:
+        # One by one, each answered before the next: the listen backlog
+        # is shorter than CTL_CLIENTS_MAX (64, control.c).
+        for _ in range(64):
+            s = socket.socket(socket.AF_UNIX)
+            held.append(s)
+            s.connect(path)
+            s.settimeout(10)
+            s.sendall(b"help\n")
+            data = b""
+            while b"\n.\n" not in data:
+                chunk = s.recv(4096)
+                assert chunk
+                data += chunk
+            assert data.startswith(b"ok\n")
+        r = moat.ctl("status")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert "moatctl: too many clients" in r.stderr
+        r = moat.ctl("--json", "status")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert json.loads(r.stdout) == {"ok": False, "error": "too many clients"}
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    while moat.ctl("status").returncode != 0:
+        assert time.monotonic() < deadline, "slots never freed"
+        time.sleep(0.05)
+
+
+def fake_moat(path, reply: bytes, read_request: bool = True):
+    """A control socket that answers one client with reply and hangs up:
+    what a real moat says only when it breaks."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            c.settimeout(5)
+            if read_request:
+                c.recv(2048)
+            c.sendall(reply)
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("reply,read_request,why", [
+    (b"", True, "without a reply"),
+    (b'ok\n{"ok":true,"bans":[', True, "reply cut short"),
+    (b"hello\n", True, "unexpected reply 'hello'"),
+    (b"error\n.\n", True, "moat refused the request"),
+    (b"error too many clients\n.\n", False, "too many clients"),
+])
+def test_json_output_on_every_failure(tmp_path, reply, read_request, why):
+    """However a reply goes wrong, --json prints one JSON object, never
+    nothing and never half an object."""
+    sock = tmp_path / "fake.sock"
+    t = fake_moat(sock, reply, read_request)
+    r = subprocess.run([str(moatctl_binary()), "-s", str(sock), "--json",
+                        "bans"], capture_output=True, text=True, timeout=10)
+    t.join(5)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout.count("\n") == 1, r.stdout
+    rep = json.loads(r.stdout)
+    assert rep["ok"] is False and why in rep["error"], rep
 
 
 def test_socket_mode_stale_and_second_moat(moat, tmp_path, pki, stack):

@@ -63,12 +63,12 @@ def status(pid: int, task: str | None = None) -> dict:
     return out
 
 
-def start(ns: str, base: Path, firewall: str):
+def write_config(base: Path, firewall: str, run: str = "run") -> Path:
     cfg = base / "moat.toml"
     cfg.write_text(f"""
 [daemon]
 user = "{USER}"
-control_socket = "{base}/run/control.sock"
+control_socket = "{base}/{run}/control.sock"
 state_file = "{base}/state/moat.state"
 
 [[listener]]
@@ -86,10 +86,17 @@ table = "moatpd"
 [events]
 file = "{base}/log/events.jsonl"
 """)
+    return cfg
+
+
+def start(ns: str, base: Path, firewall: str, run: str = "run",
+          env: dict | None = None):
+    cfg = write_config(base, firewall, run)
     log = open(base / "moat.log", "wb")
     p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()), "-v",
-                          "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-    sock = base / "run" / "control.sock"
+                          "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                         env={**os.environ, **(env or {})})
+    sock = base / run / "control.sock"
     deadline = time.monotonic() + 15
     while True:
         assert p.poll() is None, (base / "moat.log").read_text()
@@ -167,5 +174,86 @@ def test_no_capabilities_without_firewall(ns, base):
         assert st["NoNewPrivs"] == "1"
         assert ctl(sock, "ban", "192.0.2.10", "1m").returncode == 0
         assert "192.0.2.10" in ctl(sock, "bans").stdout
+    finally:
+        assert stop(p) == 0
+
+
+def root_dirs(base: Path, *names: str) -> None:
+    """Directories as systemd's StateDirectory= and LogsDirectory= leave
+    them for a unit without User=: root's, mode 0750, with a root-owned
+    file from an earlier start inside."""
+    for n in names:
+        (base / n).mkdir(mode=0o750)
+        os.chown(base / n, 0, 0)
+    (base / "state" / "moat.state").write_text("moat-state 1\nend 0\n")
+
+
+def test_takes_over_systemd_directories(ns, base):
+    nobody = pwd.getpwnam(USER)
+    root_dirs(base, "state", "log")
+    p, sock = start(ns, base, "none", env={
+        "STATE_DIRECTORY": f"{base}/state",
+        "LOGS_DIRECTORY": f"/nonexistent:{base}/log"})
+    try:
+        for d in ("state", "log", "state/moat.state"):
+            assert (base / d).stat().st_uid == nobody.pw_uid, d
+        assert ctl(sock, "ban", "192.0.2.11", "1h").returncode == 0
+        state = base / "state" / "moat.state"
+        deadline = time.monotonic() + 10
+        while "192.0.2.11" not in state.read_text():
+            assert time.monotonic() < deadline, (base / "moat.log").read_text()
+            time.sleep(0.1)
+        assert "192.0.2.11" in (base / "log" / "events.jsonl").read_text()
+    finally:
+        assert stop(p) == 0
+
+
+def test_root_owned_directory_named_in_error(ns, base):
+    """Outside systemd's own directories moat changes no owner: it stops
+    and says which directory and what to do."""
+    root_dirs(base, "state", "log")
+    cfg = write_config(base, "none")
+    r = subprocess.run(["ip", "netns", "exec", ns, str(moat_binary()), "-c",
+                        str(cfg)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert f"{USER} cannot write in {base}/state (owner uid 0, mode 0750)" \
+        in r.stderr, r.stderr
+    assert f"chown {USER} {base}/state" in r.stderr
+    assert (base / "state").stat().st_uid == 0
+    assert not (base / "run" / "control.sock").exists()
+    # moat -t sees it too, and changes nothing either.
+    t = subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert t.returncode == 1
+    assert f"{USER} cannot write in {base}/state" in t.stderr, t.stderr
+    # Under systemd, which names the directories as the unit's own, the
+    # same check passes: the start gives them to the user.
+    t = subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20,
+                       env={**os.environ, "STATE_DIRECTORY": f"{base}/state",
+                            "LOGS_DIRECTORY": f"{base}/log"})
+    assert t.returncode == 0, t.stderr
+    assert (base / "state").stat().st_uid == 0
+
+
+def test_check_finds_unmakeable_directory(base):
+    """An events file below a regular file: moat -t says so, instead of
+    passing a configuration that cannot start."""
+    cfg = write_config(base, "none")
+    (base / "log").write_text("not a directory\n")
+    t = subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert t.returncode == 1
+    assert f"{base}/log/events.jsonl: {base}/log is not a directory" in t.stderr
+
+
+def test_control_socket_beside_state_file(ns, base):
+    """The control socket in the state file's directory, which neither
+    exists yet: moat makes it for the daemon user before binding there."""
+    nobody = pwd.getpwnam(USER)
+    p, sock = start(ns, base, "none", run="state")
+    try:
+        assert (base / "state").stat().st_uid == nobody.pw_uid
+        assert ctl(sock, "status").returncode == 0
     finally:
         assert stop(p) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 
 import pytest
 
@@ -129,5 +130,100 @@ def test_broken_reload_keeps_running_config(tmp_path, pki, stack):
         r = m.ctl("reload")
         assert r.returncode == 1
         assert "10.0.0.300/8" in r.stderr and "daemon.workers" in r.stderr
+    finally:
+        assert m.stop() == 0
+
+
+def deny_text(text: str, cidr: str) -> str:
+    return text.replace(
+        "[policy.rate]", f'[policy]\ndeny = ["{cidr}"]\n\n[policy.rate]')
+
+
+def test_reload_failing_late_changes_nothing(tmp_path, pki, stack):
+    """A config whose events file or new listener cannot be opened is
+    refused whole: the deny list that came with it is not in force."""
+    m = start(tmp_path, pki, stack)
+    port = m.port("smtp")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        good = m.config_path.read_text()
+        # The events file's directory does not exist.
+        m.config_path.write_text(deny_text(good, "192.0.2.0/24").replace(
+            str(tmp_path / "events.jsonl"), str(tmp_path / "gone" / "ev.jsonl")))
+        r = m.ctl("reload")
+        assert r.returncode == 1, r.stdout
+        assert "gone/ev.jsonl" in r.stderr
+        assert "keeping the running configuration" in r.stderr
+        c = Smtp(port, "192.0.2.9")
+        assert c.reply().startswith(b"220 ")
+        c.close()
+        # A new listener on an address something else holds.
+        taken = "127.0.0.1:%d" % busy.getsockname()[1]
+        own = m.listeners["smtp"]["listen"][0]
+        m.config_path.write_text(deny_text(good, "192.0.2.0/24").replace(
+            f'listen = ["{own}"]', f'listen = ["{own}", "{taken}"]'))
+        assert taken in m.config_path.read_text()
+        r = m.ctl("reload")
+        assert r.returncode == 1, r.stdout
+        assert f"cannot listen on {taken}: Address already in use" in r.stderr
+        assert "reload done" not in r.stdout + r.stderr
+        c = Smtp(port, "192.0.2.9")
+        assert c.reply().startswith(b"220 ")
+        c.close()
+        # The same change without the bad parts applies, and events still
+        # reach the file the running config names.
+        m.config_path.write_text(deny_text(good, "192.0.2.0/24"))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        c = Smtp(port, "192.0.2.9")
+        assert c.reply().startswith(b"554 ")
+        c.close()
+        m.wait_log("reject ip=192.0.2.9")
+        events = (tmp_path / "events.jsonl").read_text()
+        assert '"ip":"192.0.2.9"' in events
+    finally:
+        busy.close()
+        assert m.stop() == 0
+
+
+def test_reload_moves_state_file(tmp_path, pki, stack):
+    """A new daemon.state_file gets the bans in force soon after the
+    reload, so that a restart finds them."""
+    m = start(tmp_path, pki, stack)
+    try:
+        assert m.ctl("ban", "192.0.2.77", "2h").returncode == 0
+        first = tmp_path / "moat.state"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                first.exists() and "192.0.2.77" in first.read_text()):
+            time.sleep(0.2)
+        assert "ban 192.0.2.77 " in first.read_text()
+        moved = tmp_path / "state2" / "moat.state"
+        moved.parent.mkdir()
+        m.config_path.write_text(m.config_path.read_text().replace(
+            str(tmp_path / "moat.state"), str(moved)))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while not moved.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ban 192.0.2.77 " in moved.read_text()
+    finally:
+        assert m.stop() == 0
+
+
+def test_reload_warns_aggregate_restarts_windows(tmp_path, pki, stack):
+    m = start(tmp_path, pki, stack)
+    try:
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "concurrent_per_ip = 0", "concurrent_per_ip = 0\naggregate_ipv4 = 24"))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "policy.rate.aggregate_ipv4 changed" in r.stdout + r.stderr
+        # A reload that leaves it alone says nothing of it.
+        r = m.ctl("reload")
+        assert "aggregate" not in r.stdout + r.stderr
     finally:
         assert m.stop() == 0

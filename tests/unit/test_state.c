@@ -1,4 +1,5 @@
 /* test_state.c - unit tests for the state file of policy/state.c. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,45 @@ test_round_trip(void)
 	rmdir(dir);
 }
 
+/* A file moat cannot read is kept aside, never overwritten by the next
+ * save: what an operator may still recover survives. */
+static void
+test_read_rejected(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], err[256];
+	char aside[96], buf[64];
+	struct ban_table *t = ban_table_new(&params);
+	struct ban_info b;
+	struct log l;
+	FILE *f;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	CHECK((f = fopen(path, "w")) != NULL);
+	fputs("moat-stat 1\nban 192.0.2.1 1767225600000 3 auth\nend 1\n", f);
+	fclose(f);
+	memset(&l, 0, sizeof(l));
+	/* WALL is 2026-01-01T00:00:00Z. */
+	CHECK_INT_EQ(state_read(path, t, 0, WALL, log_report, &l), -1);
+	CHECK(logged(&l, "not a moat state file"));
+	snprintf(aside, sizeof(aside), "%s.bad-20260101T000000Z", path);
+	CHECK(logged(&l, "kept aside as"));
+	CHECK(logged(&l, aside));
+	CHECK(access(path, F_OK) == -1 && errno == ENOENT);
+	CHECK((f = fopen(aside, "r")) != NULL);
+	CHECK(fgets(buf, sizeof(buf), f) != NULL);
+	CHECK_STR_EQ(buf, "moat-stat 1\n");
+	fclose(f);
+	/* The next save starts a new file beside it. */
+	CHECK(ban_add(t, ip("192.0.2.9"), BAN_MANUAL, H, 0, &b));
+	CHECK_INT_EQ(state_write(path, t, 0, WALL, err, sizeof(err)), 0);
+	CHECK(access(aside, F_OK) == 0);
+	unlink(path);
+	unlink(aside);
+	rmdir(dir);
+	ban_table_free(t);
+}
+
 static void
 test_parse_good(void)
 {
@@ -283,6 +323,7 @@ int
 main(void)
 {
 	test_round_trip();
+	test_read_rejected();
 	test_parse_good();
 	test_parse_corrupt();
 	test_parse_garbage();
