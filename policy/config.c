@@ -777,11 +777,54 @@ k_tls_min(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 		    TLS1_3_VERSION;
 }
 
+/*
+ * A name a client can send in SNI (RFC 6066: no trailing dot), with an
+ * optional leading "*." for one label: labels of 1 to 63 letters, digits
+ * and inner hyphens. Anything else would never match, silently.
+ */
+static bool
+sni_name_ok(const char *s)
+{
+	size_t n;
+
+	if (strlen(s) > 253)
+		return false;
+	if (s[0] == '*' && s[1] == '.')
+		s += 2;
+	for (;;) {
+		n = strspn(s, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-");
+		if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+			return false;
+		if (s[n] == '\0')
+			return true;
+		if (s[n] != '.')
+			return false;
+		s += n + 1;
+	}
+}
+
+/* The [[tls.sni]] entry before sni that already has name, or NULL. */
+static const struct cfg_sni *
+sni_owner(const struct config *cfg, const struct cfg_sni *sni,
+    const char *name)
+{
+	const struct cfg_sni *o;
+	size_t j;
+
+	for (o = cfg->tls.sni; o <= sni; o++)
+		for (j = 0; j < o->names.n; j++)
+			if (strcmp(o->names.v[j], name) == 0)
+				return o;
+	return NULL;
+}
+
 static void
 k_sni_names(struct loader *l, const struct toml_value *v, struct toml_pos kp,
     void *ctx)
 {
 	struct cfg_sni *sni = ctx;
+	const struct cfg_sni *o;
 	size_t i;
 
 	(void)kp;
@@ -794,19 +837,25 @@ k_sni_names(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 
 		if (s == NULL)
 			continue;
-		if (*s == '\0' || strlen(s) > 253 || strspn(s,
-		    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		    "0123456789-.*") != strlen(s) || strchr(s + 1, '*') ||
-		    (s[0] == '*' && s[1] != '.')) {
+		if (!sni_name_ok(s)) {
 			err_at(l, toml_value_pos(e), "tls.sni.names: \"%s\" is "
 			    "not a host name (a leading \"*.\" is the only "
-			    "wildcard allowed)", s);
+			    "wildcard allowed, and no trailing dot)", s);
 			continue;
 		}
 		low = xstrdup(s);
 		for (p = low; *p; p++)
 			if (*p >= 'A' && *p <= 'Z')
 				*p += 32;
+		/* The first entry with a name wins: a second is a mistake
+		 * that would never show. */
+		if ((o = sni_owner(l->cfg, sni, low)) != NULL) {
+			err_at(l, toml_value_pos(e), "tls.sni.names: \"%s\" is "
+			    "already in %s [[tls.sni]] entry", s, o == sni ?
+			    "this" : "an earlier");
+			free(low);
+			continue;
+		}
 		strings_add(&sni->names, low);
 	}
 }
@@ -1460,6 +1509,13 @@ k_pol_geo(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	    cfg->policy.geo.database == NULL)
 		err_at(l, toml_value_pos(v), "[policy.geo]: country lists "
 		    "need database = \"/path/to/GeoLite2-Country.mmdb\"");
+	/* Without a database every address is unknown: a deny would
+	 * shut out the world, so say it rather than ignore it. */
+	else if (cfg->policy.geo.unknown == CFG_GEO_UNKNOWN_DENY &&
+	    cfg->policy.geo.database == NULL)
+		err_at(l, toml_value_pos(v), "[policy.geo]: unknown = "
+		    "\"deny\" needs database = "
+		    "\"/path/to/GeoLite2-Country.mmdb\"");
 }
 
 static void

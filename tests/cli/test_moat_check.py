@@ -73,6 +73,9 @@ BROKEN = [
 # that meant something else than they said), and hints that were wrong.
 # "A configuration that passes -t starts" (moat(8)).
 WILD = LISTENER.replace("127.0.0.1:10465", "0.0.0.0:10465")
+SNI = ('[[tls.sni]]\nnames = ["%s"]\ncertificate = "cert.pem"\n'
+       'key = "key.pem"\n')
+
 AUDIT = [
     ("forget_after 0", LISTENER + "[ban]\nforget_after = \"0s\"\n",
      "11:16: ban.forget_after must be at least 1s"),
@@ -117,6 +120,20 @@ AUDIT = [
      LISTENER + "[daemon]\nmax_sessions = 10\nreserved_sessions = 10\n",
      "12:1: daemon.reserved_sessions (10) must be smaller than "
      "daemon.max_sessions (10)"),
+    ("sni name twice",
+     LISTENER.replace("[[listener]]", SNI % "mail.example.org" + "\n"
+                      + SNI % "MAIL.example.org" + "\n[[listener]]"),
+     "10:10: tls.sni.names: \"MAIL.example.org\" is already in an earlier "
+     "[[tls.sni]] entry"),
+    ("sni name with trailing dot",
+     LISTENER.replace("[[listener]]", SNI % "a.example." + "\n[[listener]]"),
+     "5:10: tls.sni.names: \"a.example.\" is not a host name"),
+    ("sni name with empty label",
+     LISTENER.replace("[[listener]]", SNI % "a..example" + "\n[[listener]]"),
+     "5:10: tls.sni.names: \"a..example\" is not a host name"),
+    ("geo unknown deny without database",
+     LISTENER + "[policy.geo]\nunknown = \"deny\"\n",
+     "10:1: [policy.geo]: unknown = \"deny\" needs database = "),
     ("max_line above the filter's bound", LISTENER + "max_line = 40000\n",
      "10:12: listener.max_line must be between 512 and 16384"),
     ("max_duration position",
