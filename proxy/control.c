@@ -36,8 +36,8 @@
 /* Events queued for one tail client; past it, events are dropped and
  * counted for that client, so a stalled reader never holds moat up. */
 #define CTL_TAIL_MAX (256 * 1024)
-/* A client that neither asks nor reads for this long is closed. Tail
- * clients are exempt while they read. */
+/* A client that neither asks nor reads for this long is closed; a tail
+ * client, once it has left events unread that long. */
 #define CTL_IDLE 60.
 #define CTL_WORDS 8
 
@@ -55,6 +55,7 @@ struct cclient {
 	size_t inlen;
 	struct sbuf out;
 	bool closing;		/* close once out is sent */
+	bool eof;		/* the client sent all it will */
 	bool json;		/* the current/tail request asked for JSON */
 	bool tail;
 	char tail_event[32];	/* "" for every event */
@@ -119,14 +120,27 @@ cclient_free(struct cclient *c)
 	}
 }
 
-/* Watches for what the client needs next: input until it tails or
- * closes, output while anything is queued. */
+/*
+ * Watches for what the client needs next. A request is read only once
+ * the reply before it has gone out, so a client that asks and never
+ * reads holds one reply, not one per line it sent. A tail client is read
+ * only for its end, and its idle timer runs while events wait for it:
+ * one that reads nothing for CTL_IDLE gives its slot back.
+ */
 static void
 cclient_update(struct cclient *c)
 {
 	int ev = 0;
 
-	if (!c->closing)
+	if (c->tail) {
+		if (!c->closing)
+			ev |= EV_READ;
+		if (c->out.len == 0)
+			ev_timer_stop(c->ctl->loop, &c->timer);
+		else if (!ev_is_active(&c->timer))
+			ev_timer_again(c->ctl->loop, &c->timer);
+	} else if (!c->closing && !c->eof && c->out.len == 0 &&
+	    c->inlen < CTL_LINE_MAX)
 		ev |= EV_READ;
 	if (c->out.len > 0)
 		ev |= EV_WRITE;
@@ -187,7 +201,8 @@ cclient_send(struct cclient *c, struct reply *r)
 		(void)sbuf_adds(out, ".\n");
 	sbuf_clear(&r->body);
 	if (sbuf_overflow(out)) {
-		log_warnx("control: out of memory for a reply");
+		log_warnx("control: a reply did not fit (over %d bytes, or "
+		    "out of memory); closing that client", CTL_REPLY_MAX);
 		c->closing = true;
 	}
 }
@@ -666,7 +681,6 @@ cmd_tail(struct cclient *c, struct reply *r, char **w, size_t nw)
 	}
 	c->tail = true;
 	c->ctl->ntail++;
-	ev_timer_stop(c->ctl->loop, &c->timer);
 }
 
 static void
@@ -751,7 +765,7 @@ cclient_process(struct cclient *c)
 	char *nl;
 	size_t n;
 
-	while (!c->tail && !c->closing &&
+	while (!c->tail && !c->closing && c->out.len == 0 &&
 	    (nl = memchr(c->in, '\n', c->inlen)) != NULL) {
 		*nl = '\0';
 		n = (size_t)(nl - c->in) + 1;
@@ -759,7 +773,9 @@ cclient_process(struct cclient *c)
 		memmove(c->in, c->in + n, c->inlen - n);
 		c->inlen -= n;
 	}
-	if (!c->tail && !c->closing && c->inlen == CTL_LINE_MAX) {
+	nl = memchr(c->in, '\n', c->inlen);
+	if (!c->tail && !c->closing && nl == NULL &&
+	    c->inlen == CTL_LINE_MAX) {
 		struct reply r;
 
 		reply_init(&r);
@@ -768,6 +784,8 @@ cclient_process(struct cclient *c)
 		cclient_send(c, &r);
 		c->closing = true;
 	}
+	if (!c->tail && !c->closing && nl == NULL && c->eof)
+		c->closing = true;	/* every request answered */
 	if (c->tail)
 		c->inlen = 0;	/* a tail client has nothing more to say */
 }
@@ -786,8 +804,9 @@ cclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if (n > 0) {
 			sbuf_consume(&c->out, (size_t)n);
-			if (!c->tail)
-				ev_timer_again(loop, &c->timer);
+			ev_timer_again(loop, &c->timer);
+			if (c->out.len == 0)
+				cclient_process(c);	/* the next request */
 		}
 		if (c->out.len == 0 && c->closing) {
 			cclient_free(c);
@@ -806,9 +825,11 @@ cclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			if (c->inlen > 0 && c->inlen < CTL_LINE_MAX &&
 			    memchr(c->in, '\n', c->inlen) == NULL)
 				c->in[c->inlen++] = '\n';
+			c->eof = true;
+			if (c->tail)
+				c->closing = true;
 			cclient_process(c);
-			c->closing = true;
-			if (c->out.len == 0) {
+			if (c->out.len == 0 && c->closing) {
 				cclient_free(c);
 				return;
 			}

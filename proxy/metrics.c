@@ -30,6 +30,9 @@
 #define HTTP_REQ_MAX 4096
 #define HTTP_TIMEOUT 10.
 #define HTTP_CLIENTS_MAX 32
+/* A scraper asks one request at a time (moat answers each on its own
+ * connection): more from one address would only crowd out the others. */
+#define HTTP_PER_SOURCE_MAX 4
 /* A scrape larger than this is cut (it would take ~40 000 series). */
 #define SCRAPE_MAX (4 * 1024 * 1024)
 
@@ -518,6 +521,7 @@ struct mclient {
 	struct mclient *prev, *next;
 	struct metrics_http *mh;
 	int fd;
+	uint8_t peer[16];	/* addr_to_v6() form */
 	ev_io io;
 	ev_timer timer;
 	char req[HTTP_REQ_MAX];
@@ -678,29 +682,52 @@ mclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	mclient_free(c);
 }
 
+/* Whether the address already holds its share of the connections. */
+static bool
+metrics_source_full(const struct metrics_http *mh, const uint8_t peer[16])
+{
+	const struct mclient *c;
+	int n = 0;
+
+	for (c = mh->clients; c != NULL; c = c->next)
+		if (memcmp(c->peer, peer, 16) == 0 &&
+		    ++n >= HTTP_PER_SOURCE_MAX)
+			return true;
+	return false;
+}
+
 static void
 metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct metrics_http *mh = container_of(w, struct metrics_http, io);
+	struct sockaddr_storage ss;
+	socklen_t sslen;
 	struct mclient *c;
+	uint8_t peer[16];
 	int fd, i;
 
 	(void)revents;
 	for (i = 0; i < 16; i++) {
-		fd = accept4(mh->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		sslen = sizeof(ss);
+		fd = accept4(mh->fd, (struct sockaddr *)&ss, &sslen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
 				log_warn("metrics: accept");
 			return;
 		}
+		if (addr_to_v6((struct sockaddr *)&ss, peer) == -1)
+			memset(peer, 0, sizeof(peer));
 		if (mh->nclients >= HTTP_CLIENTS_MAX ||
+		    metrics_source_full(mh, peer) ||
 		    (c = calloc(1, sizeof(*c))) == NULL) {
 			close(fd);
 			continue;
 		}
 		c->mh = mh;
 		c->fd = fd;
+		memcpy(c->peer, peer, sizeof(peer));
 		sbuf_init(&c->out, 1024);
 		ev_io_init(&c->io, mclient_io_cb, fd, EV_READ);
 		ev_timer_init(&c->timer, mclient_timer_cb, HTTP_TIMEOUT, 0.);
