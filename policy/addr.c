@@ -212,6 +212,30 @@ cidr_contains(const struct cidr *c, const uint8_t addr[16])
 	return ((c->addr[full] ^ addr[full]) & (0xff << (8 - rest))) == 0;
 }
 
+bool
+addr_port_equal(const struct addr_port *a, const struct addr_port *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+uint16_t
+addr_port_port(const struct addr_port *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+bool
+addr_port_wildcard(const struct addr_port *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
+		    htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(
+	    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+}
+
 const char *
 addr_v6_str(const uint8_t addr[16], char *buf, size_t len)
 {

@@ -39,6 +39,12 @@ int addr_to_v6(const struct sockaddr *sa, uint8_t out[16]);
 bool cidr_contains(const struct cidr *c, const uint8_t addr[16]);
 bool addr_is_v4mapped(const uint8_t addr[16]);
 
+/* Endpoints compared, and taken apart, as listeners need them. */
+bool addr_port_equal(const struct addr_port *a, const struct addr_port *b);
+uint16_t addr_port_port(const struct addr_port *a);
+/* 0.0.0.0 or [::]: every address of its family. */
+bool addr_port_wildcard(const struct addr_port *a);
+
 /* Writers for logs and events; they return buf. */
 const char *addr_port_str(const struct addr_port *ap, char *buf, size_t len);
 const char *cidr_str(const struct cidr *c, char *buf, size_t len);

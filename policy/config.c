@@ -1202,31 +1202,6 @@ listener_defaults(struct cfg_listener *lis)
 	lis->max_line = 2048;
 }
 
-static bool
-addr_port_equal(const struct addr_port *a, const struct addr_port *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
-static uint16_t
-addr_port_port(const struct addr_port *a)
-{
-	if (a->ss.ss_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
-}
-
-/* 0.0.0.0 or [::]: every address of its family. */
-static bool
-addr_port_wildcard(const struct addr_port *a)
-{
-	if (a->ss.ss_family == AF_INET)
-		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
-		    htonl(INADDR_ANY);
-	return IN6_IS_ADDR_UNSPECIFIED(
-	    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
-}
-
 enum clash {
 	CLASH_NONE = 0,
 	CLASH_SAME,		/* the same address and port */

@@ -25,6 +25,8 @@ static struct {
 	struct geo *geo;
 	char *geo_path;
 	ev_timer save;
+	char save_err[256];	/* the failing save's reason, "" if none */
+	uint64_t save_err_ms;	/* when it was last logged */
 	struct fw *fw;		/* kernel set writer; never NULL once open */
 	enum fw_problem fw_problem;	/* the writer's last report */
 	struct {		/* the [firewall] it was started with */
@@ -69,9 +71,7 @@ guard_policy(void)
 static void
 guard_save_now(void)
 {
-	static char last[256];
-	static uint64_t last_ms;
-	char err[256];
+	char err[sizeof(guard.save_err)];
 	uint64_t now;
 
 	if (guard.policy == NULL || !policy_state_dirty(guard.policy))
@@ -79,17 +79,18 @@ guard_save_now(void)
 	now = guard_now_ms();
 	if (policy_state_save(guard.policy, now, wall_ms(), err,
 	    sizeof(err)) == 0) {
-		if (last[0] != '\0')
+		if (guard.save_err[0] != '\0')
 			log_info("state: saved again after failures");
-		last[0] = '\0';
+		guard.save_err[0] = '\0';
 		return;
 	}
-	if (strcmp(err, last) == 0 && now - last_ms < STATE_WARN_EVERY)
+	if (strcmp(err, guard.save_err) == 0 &&
+	    now - guard.save_err_ms < STATE_WARN_EVERY)
 		return;
 	log_warnx("%s (bans are still enforced, but would not survive a "
 	    "restart; retrying every %.0f s)", err, STATE_SAVE_DELAY);
-	snprintf(last, sizeof(last), "%s", err);
-	last_ms = now;
+	snprintf(guard.save_err, sizeof(guard.save_err), "%s", err);
+	guard.save_err_ms = now;
 }
 
 static void

@@ -212,7 +212,12 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 	return 0;
 }
 
-/* After the switch: every own file can be written where it lives. */
+/*
+ * After the switch: every own file can be written where it lives. The
+ * kernel's answer, which knows ACLs and the like, backs up the owner and
+ * mode reading of privdrop_dirs(); and only now can a file in a writable
+ * directory be found unreadable.
+ */
 static int
 check_own(const char *user, const char *const *own, char *err,
     size_t errlen)
@@ -293,8 +298,6 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 		    "runs as uid %u, not root", user, (unsigned)geteuid());
 		return -1;
 	}
-	if (privdrop_dirs(user, own, false, err, errlen) == -1)
-		return -1;
 	if (geteuid() == 0) {
 		/* Keep the permitted set across setuid, then trim it. */
 		if (keep_net_admin && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == -1)

@@ -25,8 +25,9 @@ int privdrop_dirs(const char *user, const char *const *own, bool dry_run,
  * uid (all three of each), keeping CAP_NET_ADMIN in the permitted and
  * effective sets when keep_net_admin (the firewall writer needs it to
  * reach netlink, now and after a reload) and nothing else; then sets
- * PR_SET_NO_NEW_PRIVS, checks that user can write each file of own
- * (privdrop_dirs() runs first) and changes to workdir. Every thread
+ * PR_SET_NO_NEW_PRIVS, checks that user can write each file of own (the
+ * caller has run privdrop_dirs() on own, before anything was bound
+ * there) and changes to workdir. Every thread
  * started afterwards inherits the result, so the caller drops before it
  * starts threads.
  *

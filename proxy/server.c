@@ -98,18 +98,12 @@ reload_say(struct reload_report *rr, bool is_error, const char *fmt, ...)
 }
 
 static bool
-addr_port_eq(const struct addr_port *a, const struct addr_port *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
-static bool
 server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
 {
 	size_t k;
 
 	for (k = 0; k < n; k++)
-		if (addr_port_eq(&gs[k].ap, ap))
+		if (addr_port_equal(&gs[k].ap, ap))
 			return true;
 	return false;
 }
@@ -153,8 +147,9 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 {
 	const struct config *cfg = gen_config(g);
 	char name[ADDR_PORT_STRLEN];
+	struct worker_listen *row;
 	size_t i, j, k;
-	int *fds = NULL;
+	int *fds = NULL, e;
 	bool kept;
 
 	memset(pl, 0, sizeof(*pl));
@@ -176,13 +171,14 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 			    &lc->listen[j]);
 			if (!kept && listener_bind(&lc->listen[j], fds,
 			    srv->nw) == -1) {
+				e = errno;
 				addr_port_str(&lc->listen[j], name,
 				    sizeof(name));
 				/* After the drop, a low port is out of reach
 				 * for good: say so rather than just EACCES. */
 				reload_say(rr, true, "cannot listen on %s: "
-				    "%s%s", name, strerror(errno),
-				    errno == EACCES && geteuid() != 0 ?
+				    "%s%s", name, strerror(e),
+				    e == EACCES && geteuid() != 0 ?
 				    " (moat no longer runs as root; a new "
 				    "port below 1024 needs a restart)" : "");
 				free(fds);
@@ -192,11 +188,10 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 			pl->ng[pl->n].ap = lc->listen[j];
 			pl->ng[pl->n].lc = lc;
 			for (k = 0; k < srv->nw; k++) {
-				pl->wl[k * pl->total + pl->n].ap =
-				    lc->listen[j];
-				pl->wl[k * pl->total + pl->n].lc = lc;
-				pl->wl[k * pl->total + pl->n].fd = kept ? -1 :
-				    fds[k];
+				row = &pl->wl[k * pl->total + pl->n];
+				row->ap = lc->listen[j];
+				row->lc = lc;
+				row->fd = kept ? -1 : fds[k];
 			}
 			pl->n++;
 		}
@@ -471,12 +466,10 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	    gen_config(g)->policy.rate.aggregate_ipv4 ||
 	    old->policy.rate.aggregate_ipv6 !=
 	    gen_config(g)->policy.rate.aggregate_ipv6)
-		reload_say(&rr, false, "warning: policy.rate.aggregate_ipv%s "
-		    "changed: connection and auth-failure counts start afresh "
-		    "and open sessions no longer count towards "
-		    "concurrent_per_ip (bans stay)",
-		    old->policy.rate.aggregate_ipv4 !=
-		    gen_config(g)->policy.rate.aggregate_ipv4 ? "4" : "6");
+		reload_say(&rr, false, "warning: policy.rate.aggregate_ipv4 "
+		    "or aggregate_ipv6 changed: connection and auth-failure "
+		    "counts start afresh and open sessions no longer count "
+		    "towards concurrent_per_ip (bans stay)");
 	gen_unref(srv->gen);
 	srv->gen = g;
 	server_limits(srv, gen_config(g));
@@ -596,19 +589,17 @@ server_check_readable(const struct config *cfg)
 {
 	size_t i;
 
-	if (cfg->tls.certificate != NULL &&
-	    (access(cfg->tls.certificate, R_OK) == -1 ||
-	    access(cfg->tls.key, R_OK) == -1))
-		log_warnx("tls: %s cannot read %s or %s: reloads will fail "
-		    "until it can", cfg->daemon.user, cfg->tls.certificate,
-		    cfg->tls.key);
-	for (i = 0; i < cfg->tls.nsni; i++)
-		if (access(cfg->tls.sni[i].certificate, R_OK) == -1 ||
-		    access(cfg->tls.sni[i].key, R_OK) == -1)
-			log_warnx("tls.sni: %s cannot read %s or %s: reloads "
-			    "will fail until it can", cfg->daemon.user,
-			    cfg->tls.sni[i].certificate,
-			    cfg->tls.sni[i].key);
+	for (i = 0; i <= cfg->tls.nsni; i++) {
+		const char *cert = i == 0 ? cfg->tls.certificate :
+		    cfg->tls.sni[i - 1].certificate;
+		const char *key = i == 0 ? cfg->tls.key :
+		    cfg->tls.sni[i - 1].key;
+
+		if (cert != NULL && (access(cert, R_OK) == -1 ||
+		    access(key, R_OK) == -1))
+			log_warnx("tls: %s cannot read %s or %s: reloads will "
+			    "fail until it can", cfg->daemon.user, cert, key);
+	}
 }
 
 /*

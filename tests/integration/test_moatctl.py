@@ -496,6 +496,20 @@ def test_stale_socket_replaced_and_dir_created(tmp_path, pki, stack):
         assert m3.stop() == 0
 
 
+def replies(sock, n: int, timeout: float = 30.0) -> bytes:
+    """Reads until n whole replies (each ends with a "." line) are in."""
+    sock.settimeout(timeout)
+    data, seen = b"", 0
+    while seen < n:
+        chunk = sock.recv(1 << 20)
+        assert chunk, (seen, data[-200:])
+        # A reply's end may straddle two chunks: count from just before.
+        start = max(len(data) - 2, 0)
+        data += chunk
+        seen += data.count(b"\n.\n", start)
+    return data
+
+
 def test_raw_protocol_many_clients_and_limits(moat):
     """The wire protocol itself: pipelined requests, many clients at once,
     an over-long line, and a client that never reads does not stall moat."""
@@ -508,12 +522,7 @@ def test_raw_protocol_many_clients_and_limits(moat):
     for s in socks:
         s.sendall(b"help\njson bans\n")
     for s in socks:
-        s.settimeout(10)
-        data = b""
-        while data.count(b"\n.\n") < 2:
-            chunk = s.recv(65536)
-            assert chunk
-            data += chunk
+        data = replies(s, 2, 10)
         first, second = data.split(b"\n.\n")[:2]
         assert first.startswith(b"ok\nstatus\n")
         assert second.startswith(b"\nok\n") or second.startswith(b"ok\n")
@@ -557,11 +566,7 @@ def test_raw_protocol_many_clients_and_limits(moat):
     # another thread while this one reads.
     sender = threading.Thread(target=s.sendall, args=(req,))
     sender.start()
-    data = b""
-    while data.count(b"\n.\n") < n:
-        chunk = s.recv(1 << 20)
-        assert chunk
-        data += chunk
+    data = replies(s, n)
     sender.join()
     assert data.count(b"ok\nbanned ") == n
     s.close()
@@ -608,13 +613,7 @@ def test_client_that_never_reads_holds_one_reply(moat):
     time.sleep(2)
     grown = moat.vmhwm_kb() - before
     assert grown < 10 * 1024, f"VmHWM grew {grown} kB"
-    c = clients[0]
-    c.settimeout(20)
-    data = b""
-    while data.count(b".\n") < n:
-        chunk = c.recv(65536)
-        assert chunk, data[-200:]
-        data += chunk
+    data = replies(clients[0], n, 20)
     assert data.count(b"ok\n") == n
     for c in clients:
         c.close()
@@ -640,12 +639,7 @@ def test_stalled_tail_follower_is_closed(moat):
                     for i in range(1500))
     sender = threading.Thread(target=w.sendall, args=(reqs,))
     sender.start()
-    w.settimeout(60)
-    got = b""
-    while got.count(b".\n") < 3000:
-        chunk = w.recv(65536)
-        assert chunk
-        got += chunk
+    got = replies(w, 3000, 60)
     sender.join()
     w.close()
     assert b"error" not in got

@@ -221,7 +221,7 @@ def test_reload_warns_aggregate_restarts_windows(tmp_path, pki, stack):
             "concurrent_per_ip = 0", "concurrent_per_ip = 0\naggregate_ipv4 = 24"))
         r = m.ctl("reload")
         assert r.returncode == 0, r.stderr
-        assert "policy.rate.aggregate_ipv4 changed" in r.stdout + r.stderr
+        assert "aggregate_ipv6 changed: connection" in r.stdout + r.stderr
         # A reload that leaves it alone says nothing of it.
         r = m.ctl("reload")
         assert "aggregate" not in r.stdout + r.stderr

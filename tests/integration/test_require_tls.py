@@ -32,14 +32,20 @@ def moat(stack, pki, tmp_path_factory):
     yield from running(m)
 
 
+def greeted(moat, name: str, timeout: float = 10.0):
+    """An SMTP client through moat, past the greeting and EHLO: the client
+    and the EHLO reply lines."""
+    c = Line(moat.port(name), timeout=timeout)
+    assert c.line().startswith(b"220")
+    c.send(b"EHLO c.example\r\n")
+    return c, c.smtp_reply()
+
+
 def test_smtp_auth_and_mail_before_tls(stack, moat):
     tag = uuid.uuid4().hex[:10]
     mark = stack.log_mark("postfix")
-    c = Line(moat.port("sub"))
+    c, caps = greeted(moat, "sub")
     try:
-        assert c.line().startswith(b"220")
-        c.send(b"EHLO c.example\r\n")
-        caps = c.smtp_reply()
         assert not any(l[4:].upper().startswith(b"AUTH") for l in caps)
         c.send(f"MAIL FROM:<rt-{tag}@example.org>\r\nAUTH PLAIN AHJ0LXt0YWd9AHg=\r\n"
                f"VRFY marker-{tag}\r\n".encode())
@@ -73,11 +79,9 @@ def test_pop3_login_commands_before_tls(stack, moat):
 def test_client_xclient_refused_never_forwarded(stack, moat):
     tag = uuid.uuid4().hex[:10]
     mark = stack.log_mark("postfix")
-    c = Line(moat.port("short"))
+    c, ehlo = greeted(moat, "short")
     try:
-        assert c.line().startswith(b"220")
-        c.send(b"EHLO c.example\r\n")
-        caps = [l[4:].upper() for l in c.smtp_reply()]
+        caps = [l[4:].upper() for l in ehlo]
         assert not any(k.startswith((b"XCLIENT", b"XFORWARD")) for k in caps)
         c.send(f"XCLIENT ADDR=192.0.2.{len(tag)} NAME=x-{tag}\r\n"
                f"XFORWARD NAME=y-{tag}\r\nVRFY marker-{tag}\r\n".encode())
@@ -98,11 +102,8 @@ def test_blank_tricks_never_reach_backend(stack, moat):
     AUTH<TAB>PLAIN before TLS, XCLIENT<TAB>ADDR=, DATA<TAB>)."""
     tag = uuid.uuid4().hex[:10]
     mark = stack.log_mark("postfix")
-    c = Line(moat.port("sub"))
+    c, _ = greeted(moat, "sub")
     try:
-        assert c.line().startswith(b"220")
-        c.send(b"EHLO c.example\r\n")
-        c.smtp_reply()
         lines = [f"AUTH\tPLAIN AHJ0LXt0YWd9AHg={tag}",
                  f" AUTH PLAIN AHJ0LXt0YWd9AHg={tag}",
                  f"MAIL\tFROM:<tab-{tag}@example.org>",
@@ -127,11 +128,8 @@ def test_pipelined_burst_larger_than_buffer(stack, moat):
     Postfix answers, and every reply comes, in order (RFC 2920); it used
     to drop the session as stuck (filter_stall)."""
     pad = "x" * 60
-    c = Line(moat.port("short"), timeout=30)
+    c, _ = greeted(moat, "short", timeout=30)
     try:
-        assert c.line().startswith(b"220")
-        c.send(b"EHLO c.example\r\n")
-        c.smtp_reply()
         burst = ["MAIL FROM:<burst@example.org>"]
         burst += [f"RCPT TO:<alice@example.test> ORCPT=rfc822;a{i}-{pad}@example.test"
                   for i in range(800)]

@@ -22,6 +22,21 @@ test_addr_port(void)
 	CHECK_INT_EQ(ap.ss.ss_family, AF_INET6);
 	CHECK_STR_EQ(addr_port_str(&ap, buf, sizeof(buf)), "[::1]:465");
 	CHECK_INT_EQ(addr_port_parse("[2001:db8::1]:65535", &ap, &why), 0);
+	CHECK_INT_EQ(addr_port_port(&ap), 65535);
+	CHECK(!addr_port_wildcard(&ap));
+	{
+		struct addr_port any4, any6, lo;
+
+		CHECK_INT_EQ(addr_port_parse("0.0.0.0:25", &any4, &why), 0);
+		CHECK_INT_EQ(addr_port_parse("[::]:25", &any6, &why), 0);
+		CHECK_INT_EQ(addr_port_parse("127.0.0.1:25", &lo, &why), 0);
+		CHECK(addr_port_wildcard(&any4) && addr_port_wildcard(&any6));
+		CHECK(!addr_port_wildcard(&lo));
+		CHECK_INT_EQ(addr_port_port(&lo), 25);
+		CHECK(!addr_port_equal(&any4, &lo));
+		CHECK_INT_EQ(addr_port_parse("127.0.0.1:25", &ap, &why), 0);
+		CHECK(addr_port_equal(&ap, &lo));
+	}
 
 	CHECK_INT_EQ(addr_port_parse("127.0.0.1", &ap, &why), -1);
 	CHECK_STR_EQ(why, "missing ':PORT'");
