@@ -26,6 +26,7 @@
 #include "privdrop.h"
 #include "session.h"
 #include "slots.h"
+#include "ticketkeys.h"
 #include "worker.h"
 
 /* An address every worker listens on, and the [[listener]] it serves. */
@@ -473,6 +474,9 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	gen_unref(srv->gen);
 	srv->gen = g;
 	server_limits(srv, gen_config(g));
+	/* The key store outlives generations: only a reload that took
+	 * effect may change how long tickets live. */
+	ticketkeys_configure(gen_config(g)->tls.ticket_rotation_ms);
 	if (srv->nw > 1)
 		reload_say(&rr, false, "reload done: %zu listening sockets in "
 		    "each of %zu workers, %zu sessions carry on", srv->ngroups,
@@ -822,6 +826,7 @@ server_run(struct config *cfg, const char *config_path)
 	}
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
+	ticketkeys_configure(gen_config(srv.gen)->tls.ticket_rotation_ms);
 	metrics_init();
 	server_nofile(gen_config(srv.gen));
 	ev_async_init(&srv.done, server_done_cb);

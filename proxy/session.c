@@ -194,19 +194,28 @@ session_state_str(enum session_state st)
 	return "?";
 }
 
-/* A log value: quoted when it holds spaces, so lines stay key=value. */
+/*
+ * A log value: quoted when it holds spaces, so lines stay key=value.
+ * Bytes other than printable ASCII become '?': a client's SNI may hold
+ * a line break, and must not start a forged log line of its own.
+ */
 static const char *
 logval(const char *v, char *buf, size_t len)
 {
+	const unsigned char *u = (const unsigned char *)v;
 	size_t i, o = 0;
 
 	if (v == NULL)
 		return "-";
-	if (strpbrk(v, " \"=") == NULL)
+	for (i = 0; u[i] != '\0'; i++)
+		if (u[i] <= ' ' || u[i] >= 0x7f || u[i] == '"' || u[i] == '=')
+			break;
+	if (u[i] == '\0')
 		return v;
 	buf[o++] = '"';
-	for (i = 0; v[i] != '\0' && o + 2 < len; i++)
-		buf[o++] = v[i] == '"' ? '\'' : v[i];
+	for (i = 0; u[i] != '\0' && o + 2 < len; i++)
+		buf[o++] = u[i] == '"' ? '\'' :
+		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
 	buf[o++] = '"';
 	buf[o] = '\0';
 	return buf;

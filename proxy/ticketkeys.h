@@ -21,9 +21,10 @@
  * traffic. A TLS 1.2 ticket would carry the master secret itself.
  */
 
-/* Sets the rotation period (start and each reload); keys already made
- * stay and follow the new period from now on. The first call also has
- * the keys wiped at exit. */
+/* Sets the rotation period (at start, and by each reload that takes
+ * effect: never by one that fails); keys already made stay and follow
+ * the new period from now on. The first call also has the keys wiped at
+ * exit. */
 void ticketkeys_configure(uint64_t rotation_ms);
 
 /* For SSL_CTX_set_tlsext_ticket_key_evp_cb(): returns 1 (ticket

@@ -310,7 +310,6 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	t->refs = 1;
 	if (cfg->tls.certificate == NULL)
 		return t;	/* no listener speaks TLS */
-	ticketkeys_configure(cfg->tls.ticket_rotation_ms);
 	t->def = ctx_new(cfg->tls.certificate, cfg->tls.key, cfg, report, arg);
 	if (t->def == NULL)
 		errors++;

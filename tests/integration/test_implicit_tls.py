@@ -181,6 +181,21 @@ def test_sni_picks_certificate(moat, pki):
     assert peer_cn(moat, pki, "unknown.example.org") == "localhost"
 
 
+def test_sni_cannot_forge_log_lines(moat, pki):
+    """The SNI is the client's text: a line break in it (OpenSSL lets
+    any byte but NUL through) must not start a log line of its own, such
+    as a fake refusal of another address for a log watcher to act on."""
+    forged = "<4>moat: 0000000000000000 reject ip=203.0.113.9 reason=banned"
+    ctx = client_ctx(pki, check_hostname=False)
+    with socket.create_connection(("127.0.0.1", moat.port("smtps")), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname="x\r\n" + forged) as s:
+            assert s.recv(512).startswith(b"220 ")
+    text = moat.wait_log("203.0.113.9")
+    assert not any(line.startswith(forged) for line in text.splitlines())
+    line = [l for l in text.splitlines() if "203.0.113.9" in l][-1]
+    assert " tls version=" in line and ' sni="x??<4>moat: ' in line, line
+
+
 def test_garbage_instead_of_tls_logged(moat, pki):
     with socket.create_connection(("127.0.0.1", moat.port("smtps")), timeout=20) as s:
         s.sendall(b"EHLO plaintext.example\r\n" * 10)

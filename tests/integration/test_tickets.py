@@ -132,3 +132,22 @@ def test_rotation_shortened_by_reload_retires_old_keys(stack, pki, tmp_path):
         m.wait_log("reload done")
         time.sleep(2.5)
         assert not visit(m, "smtps", ctx, sess)[0]
+
+
+def test_failed_reload_keeps_ticket_rotation(stack, pki, tmp_path):
+    """A reload that fails keeps the running configuration, the ticket
+    rotation included: a 1s rotation in a file whose certificate does not
+    match its key must not retire the keys of the running 1h one."""
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
+    ctx = client_ctx(pki)
+    with started(m):
+        _, sess = visit(m, "smtps", ctx)
+        text = m.config_path.read_text()
+        assert str(pki.server_chain) in text
+        m.config_path.write_text(text.replace(
+            'ticket_rotation = "1h"', 'ticket_rotation = "1s"').replace(
+            str(pki.server_chain), str(pki.other.chain)))
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload failed: TLS setup has errors")
+        time.sleep(2.5)
+        assert visit(m, "smtps", ctx, sess)[0]
