@@ -51,6 +51,11 @@ log_emit(enum log_level level, const char *fmt, va_list ap, const char *errstr)
 	n = vsnprintf(line, sizeof(line), fmt, ap);
 	if (n < 0)
 		return;
+	/* Messages quote network and file text; a line break or escape in
+	 * it must not start a line of its own or reach the terminal. */
+	for (char *c = line; *c != '\0'; c++)
+		if (((unsigned char)*c < ' ' && *c != '\t') || *c == 0x7f)
+			*c = '?';
 	/* One write per line so concurrent writers never interleave. */
 	if (prefix)
 		fprintf(stderr, "<%d>%s: %s%s%s\n", (int)level, log_tag, line,
