@@ -145,6 +145,7 @@ amap_free(struct amap *m)
 
 struct report_item {
 	enum fw_problem problem;
+	bool refill;
 	bool has_addr;
 	uint8_t addr[16];
 	char message[320];
@@ -166,6 +167,7 @@ struct fw {
 	struct amap pending;		/* under mu */
 	uint64_t seq_queued, seq_done;	/* under mu */
 	bool stop;
+	bool resync;			/* under mu: read the kernel back */
 	struct fw_stats stats;		/* under mu */
 	struct report_item reports[REPORTS_MAX]; /* under mu */
 	size_t nreports;
@@ -194,14 +196,16 @@ int
 fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
     struct fw_status *st), struct fw_status *st)
 {
+	bool refill = false;
 	int fam;
 
 	st->problem = FW_OK;
 	st->message[0] = '\0';
 	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { FW_OK, "" };
+		struct fw_status fst = { FW_OK, "", false };
 
 		if (ensure(ctx, fam, &fst) == 0) {
+			refill = refill || fst.refill;
 			if (fst.message[0] != '\0' && st->message[0] == '\0')
 				*st = fst;	/* a note: created */
 			continue;
@@ -210,6 +214,7 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT)
 			return -1;
 	}
+	st->refill = refill;
 	return 0;
 }
 
@@ -278,6 +283,7 @@ fw_deliver(struct fw *fw)
 		r.backend = fw->be->name;
 		r.message = items[i].message;
 		r.addr = items[i].has_addr ? items[i].addr : NULL;
+		r.refill = items[i].refill;
 		fw->report(fw->report_arg, &r);
 	}
 }
@@ -294,7 +300,7 @@ fw_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
 static void
 fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
-    const char *message)
+    const char *message, bool refill)
 {
 	struct report_item *it;
 
@@ -302,6 +308,7 @@ fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
 	if (fw->nreports < REPORTS_MAX) {
 		it = &fw->reports[fw->nreports++];
 		it->problem = p;
+		it->refill = refill;
 		it->has_addr = addr != NULL;
 		if (addr != NULL)
 			memcpy(it->addr, addr, 16);
@@ -327,7 +334,7 @@ fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 		return;
 	fw->reported[p] = true;
 	fw_post(fw, p, addr, st->message[0] != '\0' ? st->message :
-	    "firewall write failed");
+	    "firewall write failed", false);
 }
 
 static void
@@ -341,7 +348,7 @@ fw_recovered(struct fw *fw)
 	memset(fw->reported, 0, sizeof(fw->reported));
 	snprintf(msg, sizeof(msg), "%s: kernel set writes work again",
 	    fw->be->name);
-	fw_post(fw, FW_OK, NULL, msg);
+	fw_post(fw, FW_OK, NULL, msg, false);
 }
 
 /* Forgets elements of known that the kernel has expired by now. */
@@ -370,10 +377,36 @@ fw_seed_known(void *arg, const uint8_t addr[16], uint64_t remaining_ms)
 		    mono_ms() + remaining_ms;
 }
 
+/* What the kernel holds now (bans from before a restart, or nothing in
+ * a set just created): adds re-assert a timeout only when it differs. */
+static void
+fw_relist(struct fw *fw)
+{
+	struct fw_status st = { FW_OK, "", false };
+
+	amap_clear(&fw->known);
+	if (fw->be->list != NULL &&
+	    fw->be->list(fw->ctx, fw_seed_known, fw, &st) == -1)
+		amap_clear(&fw->known);
+}
+
+/* A set was created or is usable again: it lacks the bans written
+ * before, so the caller is asked for every ban in force. */
+static void
+fw_refill(struct fw *fw)
+{
+	char msg[128];
+
+	fw_relist(fw);
+	snprintf(msg, sizeof(msg), "%s: a set was created or is usable "
+	    "again", fw->be->name);
+	fw_post(fw, FW_OK, NULL, msg, true);
+}
+
 static bool
 fw_ensure_open(struct fw *fw)
 {
-	struct fw_status st = { FW_OK, "" };
+	struct fw_status st = { FW_OK, "", false };
 
 	if (fw->ctx != NULL)
 		return true;
@@ -386,13 +419,11 @@ fw_ensure_open(struct fw *fw)
 	if (st.problem != FW_OK)
 		fw_problem(fw, &st, NULL);
 	else if (st.message[0] != '\0')
-		fw_post(fw, FW_OK, NULL, st.message);
-	/* What the kernel holds already (bans from before a restart): adds
-	 * re-assert a timeout only when it differs. */
-	amap_clear(&fw->known);
-	if (fw->be->list != NULL &&
-	    fw->be->list(fw->ctx, fw_seed_known, fw, &st) == -1)
-		amap_clear(&fw->known);
+		fw_post(fw, FW_OK, NULL, st.message, false);
+	if (st.refill)
+		fw_refill(fw);
+	else
+		fw_relist(fw);
 	return true;
 }
 
@@ -492,6 +523,7 @@ fw_write(struct fw *fw)
 		}
 		st.problem = FW_OK;
 		st.message[0] = '\0';
+		st.refill = false;
 		rc = fw->be->commit(fw->ctx, &st);
 		batches++;
 		now = mono_ms();
@@ -525,7 +557,9 @@ fw_write(struct fw *fw)
 			}
 		}
 		if (rc == 0 && st.message[0] != '\0')
-			fw_post(fw, FW_OK, NULL, st.message);
+			fw_post(fw, FW_OK, NULL, st.message, false);
+		if (st.refill)
+			fw_refill(fw);
 		if (rc == -1) {
 			ok = false;
 			for (i = start; i < start + m; i++)
@@ -588,14 +622,14 @@ fw_thread(void *arg)
 	struct amap tmp;
 	struct timespec ts;
 	uint64_t seq, now, wait;
-	bool stop;
+	bool stop, resync;
 
 	/* Open at once: a missing permission or a bad set is said at start,
 	 * not at the first ban. A failure is retried with the next write. */
 	(void)fw_ensure_open(fw);
 	pthread_mutex_lock(&fw->mu);
 	for (;;) {
-		while (fw->pending.n == 0 && !fw->stop) {
+		while (fw->pending.n == 0 && !fw->stop && !fw->resync) {
 			if (fw->retry.n == 0) {
 				pthread_cond_wait(&fw->wake, &fw->mu);
 				continue;
@@ -619,8 +653,13 @@ fw_thread(void *arg)
 		fw->pending = tmp;
 		seq = fw->seq_queued;
 		stop = fw->stop;
+		resync = fw->resync;
+		fw->resync = false;
 		pthread_mutex_unlock(&fw->mu);
 
+		/* Before the adds queued after fw_resync() are weighed. */
+		if (resync && fw->ctx != NULL)
+			fw_relist(fw);
 		if (!stop)
 			fw_take_retries(fw, mono_ms());
 		fw_write(fw);
@@ -742,7 +781,7 @@ fw_close(struct fw *fw)
 
 static void
 fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
-    uint64_t timeout_ms)
+    uint64_t timeout_ms, bool exact)
 {
 	uint64_t now = mono_ms(), deadline = now + timeout_ms;
 	struct slot *sl;
@@ -759,6 +798,7 @@ fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
 	}
 	if (isnew) {
 		sl->op = op;
+		sl->reset = op == FW_OP_ADD && exact;
 		sl->deadline_ms = op == FW_OP_ADD ? deadline : 0;
 		sl->queued_ms = now;
 	} else {
@@ -767,7 +807,7 @@ fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
 			sl->op = FW_OP_DEL;
 			sl->reset = false;
 			sl->deadline_ms = 0;
-		} else if (sl->op == FW_OP_DEL) {
+		} else if (sl->op == FW_OP_DEL || exact) {
 			sl->op = FW_OP_ADD;
 			sl->reset = true;	/* unban then ban: new timeout */
 			sl->deadline_ms = deadline;
@@ -781,13 +821,30 @@ fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
 void
 fw_add(struct fw *fw, const uint8_t addr[16], uint64_t timeout_ms)
 {
-	fw_queue(fw, addr, FW_OP_ADD, timeout_ms);
+	fw_queue(fw, addr, FW_OP_ADD, timeout_ms, false);
+}
+
+void
+fw_set(struct fw *fw, const uint8_t addr[16], uint64_t timeout_ms)
+{
+	fw_queue(fw, addr, FW_OP_ADD, timeout_ms, true);
 }
 
 void
 fw_del(struct fw *fw, const uint8_t addr[16])
 {
-	fw_queue(fw, addr, FW_OP_DEL, 0);
+	fw_queue(fw, addr, FW_OP_DEL, 0, false);
+}
+
+void
+fw_resync(struct fw *fw)
+{
+	if (!fw_enabled(fw) || !fw->running)
+		return;
+	pthread_mutex_lock(&fw->mu);
+	fw->resync = true;
+	pthread_cond_signal(&fw->wake);
+	pthread_mutex_unlock(&fw->mu);
 }
 
 bool

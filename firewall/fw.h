@@ -35,6 +35,13 @@
  * work again that is reported once too. Failed adds are retried with a
  * backoff while their ban lasts. Bans are enforced in userspace either
  * way.
+ *
+ * A set that the writer had to create (the operator deleted the table
+ * under us) or that became usable again holds none of the bans written
+ * before: the writer reads back what the kernel holds and sends a report
+ * with refill set, and the caller queues every ban in force again.
+ * fw_resync() does the same on demand (a reload), for sets that were
+ * emptied without being deleted (nft flush ruleset).
  */
 struct fw;
 
@@ -56,6 +63,7 @@ struct fw_report {
 	const char *backend;		/* "nftables", "ipset" */
 	const char *message;		/* one line, with the fix */
 	const uint8_t *addr;		/* the element, or NULL */
+	bool refill;			/* queue every ban in force again */
 };
 
 /* Called on the loop thread (or, without a loop, on the writer thread). */
@@ -94,6 +102,12 @@ bool fw_enabled(const struct fw *fw);
  * timeout_ms from now, or its removal. Never block on the kernel. */
 void fw_add(struct fw *fw, const uint8_t addr[16], uint64_t timeout_ms);
 void fw_del(struct fw *fw, const uint8_t addr[16]);
+/* Like fw_add, but the element gets exactly this timeout, a shorter one
+ * too: an operator's ban replaces the one in force. */
+void fw_set(struct fw *fw, const uint8_t addr[16], uint64_t timeout_ms);
+/* Forgets what the writer believes the kernel holds and reads it back
+ * before the next write; the caller then queues every ban in force. */
+void fw_resync(struct fw *fw);
 
 /* Waits up to timeout_ms until everything queued so far was written (or
  * failed); returns true if the queue drained. For tools and shutdown. */
@@ -123,6 +137,7 @@ struct fw_elem {
 struct fw_status {
 	enum fw_problem problem;
 	char message[320];
+	bool refill;		/* a set was created or is usable again */
 };
 
 /* Called by list for each element the kernel holds; remaining_ms 0 is an
@@ -163,7 +178,8 @@ struct fw *fw_open_backend(struct ev_loop *loop, const struct config *cfg,
  * fam 0 and 1. A bad or missing set only disables its family, so IPv6
  * bans still work when set4 is wrong; a permission or kernel problem
  * (FW_PERM, FW_NOSUPPORT) fails the open: -1, and the caller closes.
- * st ends with the first problem, or else the first note ("created").
+ * st ends with the first problem, or else the first note ("created");
+ * st->refill if ensure set it for either family.
  */
 int fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
     struct fw_status *st), struct fw_status *st);

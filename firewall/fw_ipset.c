@@ -208,7 +208,8 @@ set_create(struct ips *x, int fam, char *why, size_t whylen)
 /*
  * Checks that set fam is hash:ip of the right family with timeouts,
  * creating it when missing and allowed, and caches its type so that adds
- * need one request each. 0, or -1 with st and the set marked bad.
+ * need one request each. 0 (st->refill when the set was created or was
+ * bad before), or -1 with st and the set marked bad.
  */
 static int
 set_ensure(void *ctx, int fam, struct fw_status *st)
@@ -219,7 +220,7 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 	uint8_t want = fam == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6, family;
 	const char *tn;
 	char why[256];
-	bool timeout, created = false;
+	bool timeout, created = false, was_bad = x->set_state[fam] == -1;
 
 	x->set_state[fam] = -1;
 	(void)ipset_cache_del(x->set[fam]);
@@ -276,6 +277,7 @@ again:
 	}
 	(void)ipset_cache_add(x->set[fam], type, want);
 	x->set_state[fam] = 1;
+	st->refill = created || was_bad;
 	if (created)
 		status_set(st, FW_OK, "ipset: created set %s (hash:ip family "
 		    "%s timeout 0); the drop rule is yours to add (see "
@@ -378,6 +380,7 @@ ips_commit(void *ctx, struct fw_status *st)
 	char why[256];
 	size_t i;
 	int fam, err, ret = 0;
+	bool refill = false;
 
 	st->problem = FW_OK;
 	st->message[0] = '\0';
@@ -385,7 +388,7 @@ ips_commit(void *ctx, struct fw_status *st)
 		e = x->st[i];
 		fam = fw_addr_is_v4(e->addr) ? 0 : 1;
 		if (x->set_state[fam] != 1) {
-			struct fw_status fst = { FW_OK, "" };
+			struct fw_status fst = { FW_OK, "", false };
 
 			if (set_ensure(x, fam, &fst) == -1) {
 				e->err = x->set_status[fam].problem ==
@@ -394,15 +397,17 @@ ips_commit(void *ctx, struct fw_status *st)
 				ret = -1;
 				continue;
 			}
+			refill = refill || fst.refill;
 			if (fst.message[0] != '\0' && ret == 0)
 				*st = fst;
 		}
 		err = ips_one(x, e, why, sizeof(why));
 		if (err == ENOENT) {
 			/* The set vanished under us: check (re-create). */
-			struct fw_status fst = { FW_OK, "" };
+			struct fw_status fst = { FW_OK, "", false };
 
 			if (set_ensure(x, fam, &fst) == 0) {
+				refill = true;	/* the bans before are gone */
 				if (fst.message[0] != '\0' && ret == 0)
 					*st = fst;
 				err = ips_one(x, e, why, sizeof(why));
@@ -426,6 +431,7 @@ ips_commit(void *ctx, struct fw_status *st)
 		}
 	}
 	x->nst = 0;
+	st->refill = refill;
 	return ret;
 }
 

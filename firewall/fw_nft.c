@@ -312,7 +312,8 @@ set_get(struct nft *n, int fam, struct set_info *si)
 
 /*
  * Makes sure set fam exists with the right type, creating table and set
- * when allowed. Returns 0, or -1 with st (and the set marked bad).
+ * when allowed. Returns 0 (st->refill when the set was created or was bad
+ * before), or -1 with st (and the set marked bad).
  */
 static int
 set_ensure(void *ctx, int fam, struct fw_status *st)
@@ -325,7 +326,7 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 	struct fw_status *ss = &n->set_status[fam];
 	struct set_info si;
 	char what[160];
-	int err;
+	int err, was = n->set_state[fam];
 
 	n->set_state[fam] = -1;
 	ss->problem = FW_OK;
@@ -334,12 +335,14 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 	if (err == ENOENT && n->create) {
 		if ((err = set_create(n, fam)) == 0)
 			err = set_get(n, fam, &si);
-		if (err == 0)
+		if (err == 0) {
 			status_set(st, FW_OK, "nftables: created set inet %s "
 			    "%s (type %s; flags timeout); the drop rule is "
 			    "yours to load (contrib/nftables/moat.nft)",
 			    n->table, n->set[fam],
 			    fam == 0 ? "ipv4_addr" : "ipv6_addr");
+			was = -1;	/* new and empty */
+		}
 	}
 	if (err == ENOENT) {
 		status_set(ss, FW_MISSING, "nftables: set inet %s %s does not "
@@ -362,6 +365,7 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 		    n->set[fam], fam == 0 ? "set4" : "set6");
 	} else {
 		n->set_state[fam] = 1;
+		st->refill = was == -1;
 		return 0;
 	}
 	*st = *ss;
@@ -532,7 +536,7 @@ nft_commit(void *ctx, struct fw_status *st)
 	struct nlmsghdr *nlh;
 	size_t i, off;
 	int round, fam, err, ret = 0;
-	bool sent;
+	bool sent, refill = false;
 
 	st->problem = FW_OK;
 	st->message[0] = '\0';
@@ -544,9 +548,10 @@ nft_commit(void *ctx, struct fw_status *st)
 		for (i = 0; i < n->nst && !want; i++)
 			want = fam_of(n->st[i].e) == fam;
 		if (want && n->set_state[fam] != 1) {
-			struct fw_status fst;
+			struct fw_status fst = { FW_OK, "", false };
 
-			(void)set_ensure(n, fam, &fst);
+			if (set_ensure(n, fam, &fst) == 0 && fst.refill)
+				refill = true;
 		}
 	}
 	for (i = 0; i < n->nst; i++) {
@@ -610,11 +615,14 @@ nft_commit(void *ctx, struct fw_status *st)
 		}
 		/* Aborted: drop what failed for good, fix sets, send again. */
 		for (fam = 0; fam < 2; fam++) {
-			struct fw_status fst = { FW_OK, "" };
+			struct fw_status fst = { FW_OK, "", false };
 
 			if (!r.missing[fam] && r.other[fam] == 0)
 				continue;
 			if (set_ensure(n, fam, &fst) == 0) {
+				/* Gone and back: the bans before are not. */
+				if (r.missing[fam])
+					refill = true;
 				if (r.other[fam] != 0) {
 					status_errno(n, st, r.other[fam],
 					    "add an element");
@@ -641,6 +649,7 @@ nft_commit(void *ctx, struct fw_status *st)
 			ret = -1;
 		}
 	n->nst = 0;
+	st->refill = refill;
 	return ret;
 }
 

@@ -466,6 +466,61 @@ policy_unban(struct policy *p, const uint8_t addr[16], uint64_t now_ms)
 	return was;
 }
 
+struct allowed_visit {
+	const struct cidr_set *allow;
+	uint64_t now;
+	struct allowed_ban {
+		uint8_t addr[16];
+		struct ban_info b;
+	} *v;
+	size_t n, cap;
+};
+
+static void
+visit_allowed(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	struct allowed_visit *av = arg;
+	struct allowed_ban *nv;
+	size_t cap;
+
+	if (!cidr_set_lookup(av->allow, addr))
+		return;
+	if (av->n == av->cap) {
+		cap = av->cap ? av->cap * 2 : 16;
+		if ((nv = realloc(av->v, cap * sizeof(*nv))) == NULL)
+			return;		/* lifted at the next reload */
+		av->v = nv;
+		av->cap = cap;
+	}
+	memcpy(av->v[av->n].addr, addr, 16);
+	av->v[av->n].b = *b;
+	av->n++;
+}
+
+size_t
+policy_unban_allowed(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,
+    void *arg)
+{
+	struct allowed_visit av = { NULL, now_ms, NULL, 0, 0 };
+	size_t i;
+
+	pthread_mutex_lock(&p->lock);
+	av.allow = p->r.allow;
+	/* ban_foreach must not see the table change: collect, then drop. */
+	ban_foreach(p->bans, now_ms, visit_allowed, &av);
+	for (i = 0; i < av.n; i++)
+		(void)ban_del(p->bans, av.v[i].addr, now_ms);
+	if (av.n > 0)
+		p->dirty = true;
+	pthread_mutex_unlock(&p->lock);
+	/* Outside the lock: the caller logs and writes events. */
+	for (i = 0; i < av.n; i++)
+		if (av.v[i].b.expiry_ms > now_ms && fn != NULL)
+			fn(arg, av.v[i].addr, &av.v[i].b);
+	free(av.v);
+	return av.n;
+}
+
 struct active_visit {
 	uint64_t now;
 	ban_visit_fn *fn;

@@ -156,6 +156,17 @@ int policy_ban(struct policy *p, const uint8_t addr[16], uint64_t duration_ms,
     uint64_t now_ms, struct policy_result *res, const char **why);
 bool policy_unban(struct policy *p, const uint8_t addr[16], uint64_t now_ms);
 
+/*
+ * Lifts the bans of addresses on the allow list, which beats everything:
+ * bans from before a reload that allow-listed them, or restored from the
+ * state file. Their records go (repeat counts too, as with policy_unban);
+ * fn is called (without the lock) for each ban that was in force, so the
+ * caller can delete it from the firewall. Returns the number of records
+ * dropped.
+ */
+size_t policy_unban_allowed(struct policy *p, uint64_t now_ms,
+    ban_visit_fn *fn, void *arg);
+
 /* Visits every ban in force at now (for moatctl, and to re-assert the
  * firewall's timeouts after a restart). fn must not call back into p. */
 void policy_bans(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,

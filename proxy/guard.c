@@ -126,10 +126,47 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 	return 0;
 }
 
+/* Pushes one ban in force to the kernel with the time it has left. */
+static void
+guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	uint64_t now = *(const uint64_t *)arg;
+
+	if (b->expiry_ms > now)
+		fw_add(guard.fw, addr, b->expiry_ms - now);
+}
+
+static void
+guard_fw_count(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	(void)addr, (void)b;
+	(*(size_t *)arg)++;
+}
+
+/* Queues every ban in force again: the writer found the sets without
+ * them (created anew, emptied) or was started afresh. */
+static void
+guard_fw_refill(const char *why)
+{
+	uint64_t now = guard_now_ms();
+	size_t n = 0;
+
+	if (!fw_enabled(guard.fw))
+		return;
+	policy_bans(guard.policy, now, guard_fw_assert, &now);
+	if (why == NULL)
+		return;
+	policy_bans(guard.policy, now, guard_fw_count, &n);
+	if (n > 0)
+		log_info("firewall: %s; writing the %zu bans in force again",
+		    why, n);
+}
+
 /*
  * The firewall writer's reports, on the loop thread: each problem arrives
  * once (fw.h), with the fix in its message; it is logged and raised as a
- * firewall_error event. Bans stay enforced at accept either way.
+ * firewall_error event. Bans stay enforced at accept either way. A set
+ * that lost its elements (refill) gets every ban in force again.
  */
 static void
 guard_fw_report(void *arg, const struct fw_report *r)
@@ -137,6 +174,10 @@ guard_fw_report(void *arg, const struct fw_report *r)
 	struct event ev = EVENT_INIT;
 
 	(void)arg;
+	if (r->refill) {
+		guard_fw_refill(r->message);
+		return;
+	}
 	guard.fw_problem = r->problem;
 	if (r->problem == FW_OK) {
 		log_info("firewall: %s", r->message);
@@ -151,30 +192,17 @@ guard_fw_report(void *arg, const struct fw_report *r)
 	events_emit(&ev);
 }
 
-/* Pushes one ban in force to the kernel with the time it has left. */
-static void
-guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
-{
-	uint64_t now = *(const uint64_t *)arg;
-
-	if (b->expiry_ms > now)
-		fw_add(guard.fw, addr, b->expiry_ms - now);
-}
-
 /* Starts the writer for cfg and gives it every ban in force, so that
  * timeouts are right again after a restart or a changed [firewall]. */
 static int
 guard_fw_start(const struct config *cfg, char *err, size_t errlen)
 {
-	uint64_t now = guard_now_ms();
-
 	if ((guard.fw = fw_open(guard.loop, cfg, guard_fw_report,
 	    NULL)) == NULL) {
 		snprintf(err, errlen, "firewall: %s", strerror(errno));
 		return -1;
 	}
-	if (fw_enabled(guard.fw))
-		policy_bans(guard.policy, now, guard_fw_assert, &now);
+	guard_fw_refill(NULL);
 	guard.fwc.backend = cfg->firewall.backend;
 	guard.fwc.create = cfg->firewall.create;
 	snprintf(guard.fwc.table, sizeof(guard.fwc.table), "%s",
@@ -184,6 +212,33 @@ guard_fw_start(const struct config *cfg, char *err, size_t errlen)
 	snprintf(guard.fwc.set6, sizeof(guard.fwc.set6), "%s",
 	    cfg->firewall.set6);
 	return 0;
+}
+
+/* A ban lifted: out of the kernel set, logged and written as an event. */
+static void
+note_unban(const uint8_t addr[16], const char *reason)
+{
+	struct event ev = EVENT_INIT;
+	char ip[64];
+
+	log_info("unban ip=%s reason=%s", addr_v6_str(addr, ip, sizeof(ip)),
+	    reason);
+	fw_del(guard.fw, addr);
+	ev.event = "unban";
+	ev.ip = addr;
+	ev.reason = reason;
+	if (fw_enabled(guard.fw))
+		ev.firewall = fw_name(guard.fw);
+	events_emit(&ev);
+}
+
+/* A ban lifted because the allow list now covers its address: out of
+ * the kernel set too, or the kernel would still drop it. */
+static void
+guard_lift(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	(void)arg, (void)b;
+	note_unban(addr, "allowlist");
 }
 
 static bool
@@ -229,6 +284,10 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		memset(&guard, 0, sizeof(guard));
 		return -1;
 	}
+	/* Bans from before that the allow list now covers: the kernel may
+	 * still hold them from the last run. */
+	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
+	    NULL);
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
 	guard.open = true;
@@ -266,7 +325,15 @@ guard_reload(const struct config *cfg, char *err, size_t errlen)
 			guard.fw = fw_open_backend(NULL, cfg, &fw_backend_none,
 			    NULL, NULL);
 		}
+	} else {
+		/* The sets may have been emptied meanwhile (nft flush
+		 * ruleset, systemctl reload nftables): read them back and
+		 * write what they lack. */
+		fw_resync(guard.fw);
+		guard_fw_refill(NULL);
 	}
+	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
+	    NULL);
 	return 0;
 }
 
@@ -321,7 +388,11 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 	log_info("%s ban ip=%s reason=%s ban_s=%llu bans=%u", sid ? sid : "-",
 	    ip, policy_reason_str(res->reason),
 	    (unsigned long long)(res->ban_ms / 1000), res->ban_count);
-	fw_add(guard.fw, addr, res->ban_ms);
+	/* An operator's ban replaces the one in force, a shorter one too. */
+	if (res->reason == POLICY_MANUAL)
+		fw_set(guard.fw, addr, res->ban_ms);
+	else
+		fw_add(guard.fw, addr, res->ban_ms);
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
 }
@@ -398,20 +469,10 @@ guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why)
 bool
 guard_unban(const uint8_t addr[16])
 {
-	struct event ev = EVENT_INIT;
-	char ip[64];
-
 	if (guard.policy == NULL ||
 	    !policy_unban(guard.policy, addr, guard_now_ms()))
 		return false;
-	log_info("unban ip=%s", addr_v6_str(addr, ip, sizeof(ip)));
-	fw_del(guard.fw, addr);
-	ev.event = "unban";
-	ev.ip = addr;
-	ev.reason = "manual";
-	if (fw_enabled(guard.fw))
-		ev.firewall = fw_name(guard.fw);
-	events_emit(&ev);
+	note_unban(addr, "manual");
 	return true;
 }
 

@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import secrets
+import signal
 import shutil
 import socket
 import subprocess
@@ -414,3 +415,103 @@ def test_no_cap_net_admin_reported_still_serving(tmp_path, pki, net, stack):
         assert m.log().count("Operation not permitted") == 1
     finally:
         assert m.stop() == 0
+
+
+BAN_1H = RATE.replace('duration = "3s"', 'duration = "1h"')
+
+
+def _reload(m, net, needle="reload done"):
+    n = m.log().count(needle)
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: m.log().count(needle) > n, 15.0, "reload")
+
+
+def test_allowlist_lifts_kernel_ban_on_reload_and_restart(tmp_path, pki, net, stack):
+    """The allow list beats bans, the kernel's copy included: a reload that
+    allow-lists a banned address takes it out of the set, and so does a
+    restart whose state file still holds its ban."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    plain = m.config_path.read_text()
+    allowed = plain.replace("[policy.rate]", f'[policy]\nallow = ["{ATT4}"]\n\n'
+                            "[policy.rate]", 1)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
+        m.config_path.write_text(allowed)
+        _reload(m, net)
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 5.0,
+                 "allow-listed element removed")
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+        lift = [e for e in events(m, "unban") if e["ip"] == ATT4]
+        assert lift and lift[0]["reason"] == "allowlist", events(m, "unban")
+        assert "no active bans" in m.ctl("bans").stdout
+        # A ban in the state file and the kernel, then a restart with the
+        # address allow-listed.
+        m.config_path.write_text(plain)
+        _reload(m, net)
+        assert m.ctl("ban", ATT4, "1h").returncode == 0
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
+        assert m.stop() == 0
+        assert ATT4 in net.nft_elems("blocked4")
+        m.config_path.write_text(allowed)
+        with netns(net.srv):
+            m.start()
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 5.0,
+                 "allow-listed element removed at start")
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+
+
+def test_operator_ban_shortens_kernel_timeout(tmp_path, pki, net, stack):
+    """moatctl ban IP DURATION replaces the ban in force, a shorter one too;
+    the kernel element gets the same timeout, so the address is let in
+    again when moat says the ban is over."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        el = wait_for(lambda: net.nft_elems("blocked4").get(ATT4), 5.0, "element")
+        assert el["timeout"] > 3000, el
+        p = m.ctl("ban", ATT4, "3s")
+        assert p.returncode == 0, p.stdout + p.stderr
+        el = wait_for(lambda: (lambda e: e if e and e["timeout"] <= 3 else None)(
+            net.nft_elems("blocked4").get(ATT4)), 2.5, "timeout of 3 s")
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 6.0, "expiry")
+        # moat's own expiry is within milliseconds of the kernel's.
+        time.sleep(0.3)
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+
+
+def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, stack):
+    """An operator deletes the table (moat re-creates it at its next write)
+    or reloads the ruleset, which empties the sets: the bans in force go
+    back into them, at the next write or at the next reload."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
+        net.reset_nft(load=False)
+        assert m.ctl("ban", "10.66.1.9", "1h").returncode == 0
+        elems = wait_for(lambda: (lambda e: e if "10.66.1.9" in e else None)(
+            net.nft_elems("blocked4")), 5.0, "set re-created")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0,
+                 f"{ATT4} written again into the re-created set: {elems}")
+        m.wait_log("writing the 2 bans in force again", timeout=5)
+        # The ruleset is loaded again (nft -f): sets exist, but empty.
+        net.reset_nft()
+        assert net.nft_elems("blocked4") == {}
+        _reload(m, net)
+        el = wait_for(lambda: net.nft_elems("blocked4").get(ATT4), 5.0,
+                      "element back after the reload")
+        assert 3500 <= el["timeout"] <= 3600, el
+        assert "10.66.1.9" in net.nft_elems("blocked4")
+        assert syn_dropped(net.att, SRV4, m.pop3_port)
+        assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()

@@ -25,6 +25,7 @@ static struct {
 	bool gate_closed;
 	bool in_commit;
 	enum fw_problem fail;		/* commit fails with this */
+	bool refill;			/* commit says a set is new */
 	struct fw_elem *staged[MAXC];
 	int nstaged;
 	struct seen seen[256];
@@ -89,6 +90,8 @@ fake_commit(void *ctx, struct fw_status *st)
 		s->batch = fk.batches;
 		e->err = fk.fail != FW_OK ? 1 : 0;
 	}
+	st->refill = fk.refill;
+	fk.refill = false;
 	if (fk.fail != FW_OK) {
 		st->problem = fk.fail;
 		snprintf(st->message, sizeof(st->message), "fake failure %d",
@@ -306,6 +309,53 @@ test_reports_once(void)
 	fw_close(fw);
 }
 
+/* An operator's ban replaces a longer one; a re-created set and a resync
+ * make the writer forget what it believed the kernel held. */
+static void
+test_set_and_refill(void)
+{
+	struct fw *fw = open_fake();
+	const struct seen *s;
+	int b, i;
+
+	fk.nreports = 0;
+	fw_add(fw, v4(20), 600000);
+	CHECK(fw_sync(fw, 5000));
+	fw_set(fw, v4(20), 5000);
+	CHECK(fw_sync(fw, 5000));
+	s = last_seen(v4(20));
+	CHECK(s != NULL && s->op == FW_OP_ADD && s->replace &&
+	    s->timeout_ms <= 5000);
+
+	/* Held already: not written again, until the kernel is read back
+	 * (the fake lists nothing: the set was emptied). */
+	fw_add(fw, v4(21), 600000);
+	CHECK(fw_sync(fw, 5000));
+	b = fk.batches;
+	fw_add(fw, v4(21), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.batches, b);
+	fw_resync(fw);
+	fw_add(fw, v4(21), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.batches, b + 1);
+	CHECK_INT_EQ(count_seen(v4(21), b + 1), 1);
+
+	/* A commit that created a set asks for every ban again. */
+	fk.refill = true;
+	fw_add(fw, v4(22), 600000);
+	CHECK(fw_sync(fw, 5000));
+	for (i = 0; i < fk.nreports && !fk.reports[i].refill; i++)
+		;
+	CHECK(i < fk.nreports);
+	CHECK_INT_EQ(fk.reports[i].problem, FW_OK);
+	b = fk.batches;
+	fw_add(fw, v4(21), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.batches, b + 1);
+	fw_close(fw);
+}
+
 static void
 test_none_and_helpers(void)
 {
@@ -370,6 +420,7 @@ main(void)
 {
 	test_merge();
 	test_reports_once();
+	test_set_and_refill();
 	test_none_and_helpers();
 	test_many();
 	return check_report("fw");

@@ -315,6 +315,14 @@ test_reload(void)
 	    NULL), 0);
 	CHECK_INT_EQ(hit(p, "192.0.2.2", 2, &r), POLICY_ALLOW);
 	CHECK_INT_EQ(r.reason, POLICY_ALLOWLIST);
+	/* ...and its ban is lifted, for the firewall to delete it. */
+	n = 0;
+	CHECK_INT_EQ(policy_unban_allowed(p, 2, count_ban, &n), 1);
+	CHECK_INT_EQ(n, 1);
+	n = 0;
+	policy_bans(p, 2, count_ban, &n);
+	CHECK_INT_EQ(n, 1);		/* 192.0.2.1 stays banned */
+	CHECK_INT_EQ(policy_unban_allowed(p, 2, count_ban, &n), 0);
 
 	/* Open sessions survive a reload: this one ends after it. */
 	policy_release(p, ip("192.0.2.50"));
