@@ -149,7 +149,7 @@ backend_xclient_cmd(char *buf, size_t cap, const struct sockaddr *client)
 	} else {
 		return -1;
 	}
-	n = snprintf(buf, cap, "XCLIENT NAME=[UNAVAILABLE] ADDR=%s%s PORT=%u "
-	    "PROTO=ESMTP\r\n", prefix, ip, port);
+	n = snprintf(buf, cap, "XCLIENT NAME=[UNAVAILABLE] ADDR=%s%s "
+	    "PORT=%u\r\n", prefix, ip, port);
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }

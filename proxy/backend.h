@@ -48,11 +48,15 @@ enum backend_reply_rc backend_reply_parse(const uint8_t *p, size_t len,
  * The commands of the XCLIENT exchange, CRLF-terminated and NUL-
  * terminated; they return the length or -1 when cap is too small.
  *
- * HELO is not sent: the client has not spoken when moat introduces it,
- * and after XCLIENT the backend sends a new greeting to which the client
- * answers with its own EHLO/HELO, which Postfix then records. NAME is
- * sent as [UNAVAILABLE] so Postfix does its own reverse lookup policy
- * rather than keep moat's name.
+ * HELO and PROTO are not sent: the client has not spoken when moat
+ * introduces it, and after XCLIENT the backend sends a new greeting to
+ * which the client answers with its own EHLO/HELO, which Postfix then
+ * records (a PROTO=ESMTP of ours would make a HELO client ESMTP to
+ * Postfix: "with ESMTP" in Received, and reject_unauth_pipelining blind
+ * to it). NAME is sent as [UNAVAILABLE], as moat does no DNS: without
+ * it Postfix would keep moat's own name for the client, and it does no
+ * lookup of its own after XCLIENT, so it knows the client as
+ * "unknown[address]".
  */
 int backend_ehlo_cmd(char *buf, size_t cap);
 int backend_xclient_cmd(char *buf, size_t cap, const struct sockaddr *client);

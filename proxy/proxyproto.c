@@ -302,6 +302,28 @@ proxyproto_parse(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
 }
 
 /*
+ * An IPv4-mapped IPv6 address ("::ffff:192.0.2.1", what a load balancer
+ * listening on IPv6 reports for an IPv4 client) as the IPv4 address it
+ * stands for: policy, the logs and XCLIENT know that client by it, and a
+ * backend that keeps the mapped form (Dovecot's rip=) would log and match
+ * another address. Returns sa itself, or v4 filled in.
+ */
+static const struct sockaddr *
+unmap_v4(const struct sockaddr *sa, struct sockaddr_in *v4)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa == NULL || sa->sa_family != AF_INET6 ||
+	    !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return sa;
+	memset(v4, 0, sizeof(*v4));
+	v4->sin_family = AF_INET;
+	v4->sin_port = sin6->sin6_port;
+	memcpy(&v4->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+	return (const struct sockaddr *)v4;
+}
+
+/*
  * Brings src and dst to one family: both IPv4, or both IPv6 with any IPv4
  * one mapped. Returns the family, or AF_UNSPEC when either is neither.
  */
@@ -342,11 +364,14 @@ int
 proxyproto_write_v1(char *buf, size_t cap, const struct sockaddr *src,
     const struct sockaddr *dst)
 {
+	struct sockaddr_in s4, d4;
 	struct sockaddr_in6 s6, d6;
 	char sa[INET6_ADDRSTRLEN], da[INET6_ADDRSTRLEN];
 	unsigned sp, dp;
 	int n;
 
+	src = unmap_v4(src, &s4);
+	dst = unmap_v4(dst, &d4);
 	switch (pair_family(src, dst, &s6, &d6)) {
 	case AF_INET: {
 		const struct sockaddr_in *s = (const struct sockaddr_in *)src;
@@ -395,9 +420,14 @@ int
 proxyproto_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
     const struct sockaddr *dst, const struct proxyproto_tls *tls)
 {
+	struct sockaddr_in s4, d4;
 	struct sockaddr_in6 s6, d6;
 	size_t off, body, ssl_off;
-	int fam = pair_family(src, dst, &s6, &d6);
+	int fam;
+
+	src = unmap_v4(src, &s4);
+	dst = unmap_v4(dst, &d4);
+	fam = pair_family(src, dst, &s6, &d6);
 
 	if (cap < 16 + V2_ADDRLEN_TCP6)
 		return -1;

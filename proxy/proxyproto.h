@@ -53,8 +53,9 @@ enum proxyproto_rc proxyproto_parse(const uint8_t *p, size_t len,
 /*
  * Writers: return the header's length, or -1 when cap is too small.
  * Addresses of other families give "PROXY UNKNOWN" (v1) or an UNSPEC
- * header (v2); mixed IPv4/IPv6 pairs are written as IPv6 with the IPv4
- * one mapped. The v1 writer NUL-terminates (not counted).
+ * header (v2). IPv4-mapped IPv6 addresses count as IPv4, so a pair of
+ * them is written as IPv4; mixed IPv4/IPv6 pairs are written as IPv6
+ * with the IPv4 one mapped. The v1 writer NUL-terminates (not counted).
  */
 int proxyproto_write_v1(char *buf, size_t cap, const struct sockaddr *src,
     const struct sockaddr *dst);

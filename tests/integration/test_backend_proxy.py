@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 import struct
+import time
 import uuid
 
 import pytest
@@ -135,6 +136,30 @@ def test_dovecot_sees_the_load_balancers_client(stack, moat, pki, version):
     stack.wait_log(rf"rip={src}\b", "dovecot", timeout=20, since=mark)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_ipv4_mapped_client_reaches_dovecot_as_ipv4(stack, moat, pki, version):
+    """A load balancer listening on IPv6 reports an IPv4 client as
+    ::ffff:a.b.c.d.  moat knows that client as a.b.c.d (policy, its log,
+    XCLIENT), and so must the backend: Dovecot keeps the mapped form, so
+    its log (and fail2ban on it) and its per-address settings would see
+    another address than moat's."""
+    src = f"192.0.2.{60 + version}"
+    write = proxy_v1_header if version == 1 else proxy_v2_header
+    hdr = write(f"::ffff:{src}", "::ffff:127.0.0.1", 40000, 995)
+    mark = stack.log_mark("dovecot")
+    p = ProxyPOP3_SSL(hdr, "127.0.0.1", moat.port(f"lb-pop3s-v{version}"),
+                      context=ctx_for(pki), timeout=20)
+    try:
+        p.user("alice")
+        p.pass_("alicepw")
+    finally:
+        p.quit()
+    m = stack.wait_log(r"Login: user=<alice>, method=\S+, rip=([^,]+),", "dovecot",
+                       timeout=20, since=mark)
+    assert m.group(1) == src, m.group(0)
+    moat.wait_log(f"ip={src} port=40000")
+
+
 def test_ipv6_client_through_v2(stack, moat, pki):
     src = "2001:db8::23"
     mark = stack.log_mark("postfix")
@@ -227,6 +252,50 @@ def test_xclient_with_postfix(make_mailstack, pki, tmp_path):
             s.mail(SENDER)
             assert s.rcpt("alice@example.test")[0] == 250
         ms.wait_log(r"\[2001:db8::77\]", "postfix", timeout=20, since=mark)
+    finally:
+        assert m.stop() == 0
+
+
+def smtp_reply(f) -> bytes:
+    out = b""
+    while True:
+        line = f.readline()
+        out += line
+        if line[3:4] != b"-":
+            return out
+
+
+def test_xclient_leaves_the_protocol_to_the_clients_helo(make_mailstack, pki, tmp_path):
+    """XCLIENT goes before the client has said HELO or EHLO, so moat must
+    not claim PROTO=ESMTP for it: Postfix records what the client's own
+    greeting says ("with SMTP" after HELO), and its reject_unauth_pipelining
+    still refuses a HELO client that pipelines."""
+    ms = make_mailstack(xclient_hosts="127.0.0.0/8",
+                        postconf={"smtpd_data_restrictions": "reject_unauth_pipelining"})
+    m = Moat(tmp_path, pki, [listener("x", ms.smtp_addr, backend_proxy="xclient",
+                                      tls="none")]).start()
+    try:
+        tag = uuid.uuid4().hex
+        with smtplib.SMTP(*m.addr("x"), timeout=20) as s:
+            assert s.helo("helo.example.org")[0] == 250
+            s.sendmail(SENDER, ["alice@example.test"], f"Subject: {tag}\r\n\r\nhi\r\n".encode())
+        deadline = time.monotonic() + 20
+        while not (got := [x for x in ms.maildir_messages("alice") if tag.encode() in x]):
+            assert time.monotonic() < deadline, "message not delivered"
+            time.sleep(0.1)
+        received = got[0].split(b"\nReceived: ", 1)[1].split(b";", 1)[0]
+        assert b" with SMTP id " in received, received
+
+        with socket.create_connection(m.addr("x"), timeout=20) as c:
+            f = c.makefile("rb")
+            assert smtp_reply(f).startswith(b"220 ")
+            c.sendall(b"HELO helo.example.org\r\n")
+            assert smtp_reply(f).startswith(b"250 ")
+            c.sendall(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@example.test>\r\n"
+                      "DATA\r\n".encode())
+            replies = [smtp_reply(f) for _ in range(3)]
+        assert replies[2].startswith(b"503 5.5.0"), replies
+        assert b"Improper use of SMTP command pipelining" in replies[2], replies
     finally:
         assert m.stop() == 0
 
