@@ -106,6 +106,13 @@ status_errno(struct nft *n, struct fw_status *st, int err, const char *what)
 		    "addresses are still rejected by moat itself", what,
 		    strerror(err));
 		break;
+	case ENFILE:
+		/* What the kernel says when a set reached its size. */
+		status_set(st, FW_OTHER, "nftables: cannot %s in table inet "
+		    "%s: the set is full (its size limit): raise or drop size "
+		    "in its definition; banned addresses are still rejected "
+		    "by moat itself", what, n->table);
+		break;
 	default:
 		status_set(st, FW_OTHER, "nftables: cannot %s in table inet "
 		    "%s: %s", what, n->table, strerror(err));

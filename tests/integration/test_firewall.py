@@ -370,6 +370,30 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
         net.reset_nft()
 
 
+def test_full_set_reported_userspace_still_rejects(tmp_path, pki, net, stack):
+    """A set at its size limit: the kernel answers ENFILE, which must read
+    as a full set, not as "Too many open files in system"."""
+    net.reset_nft(load=False)
+    net.nft("add", "table", "inet", "moat")
+    net.nft("add", "set", "inet", "moat", "blocked4",
+            "{ type ipv4_addr; flags timeout; size 1; }")
+    net.nft("add", "set", "inet", "moat", "blocked6",
+            "{ type ipv6_addr; flags timeout; }")
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    try:
+        assert m.ctl("ban", "10.66.1.9", "1h").returncode == 0
+        wait_for(lambda: "10.66.1.9" in net.nft_elems("blocked4"), 5.0, "element")
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
+        assert len(err) == 1 and "the set is full" in err[0]["detail"], err
+        assert "Too many open files" not in m.log()
+        assert ATT4 not in net.nft_elems("blocked4")
+        assert first_line(net.att, SRV4, m.pop3_port) == b""
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, stack):
     net.reset_nft(load=False)
     net.nft("add", "table", "inet", "moat")
