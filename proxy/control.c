@@ -555,7 +555,9 @@ cmd_unban(struct cclient *c, struct reply *r, char **w, size_t nw)
 		return;
 	addr_v6_str(addr, ip, sizeof(ip));
 	if (!guard_unban(addr)) {
-		reply_fail(r, "%s is not banned", ip);
+		reply_fail(r, "%s is not banned%s", ip, guard_fw_on() ?
+		    "; deleted from the firewall set all the same, in case "
+		    "it was there" : "");
 		return;
 	}
 	log_info("control: unban ip=%s", ip);

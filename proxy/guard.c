@@ -469,11 +469,22 @@ guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why)
 bool
 guard_unban(const uint8_t addr[16])
 {
-	if (guard.policy == NULL ||
-	    !policy_unban(guard.policy, addr, guard_now_ms()))
+	if (guard.policy == NULL)
 		return false;
+	if (!policy_unban(guard.policy, addr, guard_now_ms())) {
+		/* The set may hold what moat has forgotten (a lost state
+		 * file, a ban by hand): the operator wants the address in. */
+		fw_del(guard.fw, addr);
+		return false;
+	}
 	note_unban(addr, "manual");
 	return true;
+}
+
+bool
+guard_fw_on(void)
+{
+	return guard.fw != NULL && fw_enabled(guard.fw);
 }
 
 const char *
@@ -481,7 +492,7 @@ guard_fw_state(char *buf, size_t len)
 {
 	struct fw_stats st;
 
-	if (guard.fw == NULL || !fw_enabled(guard.fw))
+	if (!guard_fw_on())
 		return "off";
 	fw_stats(guard.fw, &st);
 	if (guard.fw_problem != FW_OK)

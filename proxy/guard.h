@@ -53,11 +53,16 @@ bool guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
  * Operator actions (moatctl ban/unban). guard_ban() bans addr for
  * duration_ms (0: the configured [ban] duration with escalation) and
  * returns 0, or -1 with *why set (an allow-listed address cannot be
- * banned). guard_unban() returns true if a ban was lifted. Both emit
- * events and reach the firewall like automatic bans.
+ * banned). guard_unban() returns true if a ban was lifted; it deletes
+ * the address from the firewall set either way. Both emit events and
+ * reach the firewall like automatic bans.
  */
 int guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why);
 bool guard_unban(const uint8_t addr[16]);
+
+/* Whether bans reach a firewall set (backend other than "none", and
+ * running). */
+bool guard_fw_on(void);
 
 /* The firewall writer's state in words ("off", "ok; ...", "failing
  * (permission); ..."), for moatctl status; returns buf or a constant. */

@@ -370,6 +370,27 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
         net.reset_nft()
 
 
+def test_unban_deletes_element_moat_does_not_know(tmp_path, pki, net, stack):
+    """The kernel set holds an address moat has no ban for (its state file
+    was lost): moatctl unban says it is not banned, and lets it in all the
+    same."""
+    net.reset_nft()
+    net.nft("add", "element", "inet", "moat", "blocked4",
+            f"{{ {ATT4} timeout 1h }}")
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    try:
+        assert syn_dropped(net.att, SRV4, m.pop3_port)
+        p = m.ctl("unban", ATT4)
+        assert p.returncode != 0
+        assert "not banned; deleted from the firewall set" in p.stdout + p.stderr
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 5.0,
+                 "element deleted")
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_full_set_reported_userspace_still_rejects(tmp_path, pki, net, stack):
     """A set at its size limit: the kernel answers ENFILE, which must read
     as a full set, not as "Too many open files in system"."""
