@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 struct geo {
@@ -26,6 +27,36 @@ set_err(char **errmsg, const char *path, const char *why)
 		return;
 	if (asprintf(errmsg, "%s: %s", path, why) == -1)
 		*errmsg = NULL;
+}
+
+/*
+ * libmaxminddb maps the file shared, so the pages under every lookup are
+ * the file's: one rewritten in place (cp over it, curl -o, a truncation)
+ * changes them, and a lookup past a new, shorter end is SIGBUS for the
+ * whole daemon. Put a private copy at the same address instead
+ * (mremap(2) replaces the mapping in one step), so the file is read only
+ * here and libmaxminddb's pointers into it stay valid; MMDB_close()
+ * unmaps the copy as it would the file.
+ */
+static int
+geo_detach(struct geo *g)
+{
+	size_t len = (size_t)g->db.file_size;
+	void *at = (void *)(uintptr_t)g->db.file_content;
+	void *copy;
+
+	copy = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (copy == MAP_FAILED)
+		return -1;
+	memcpy(copy, at, len);
+	if (mprotect(copy, len, PROT_READ) == -1 ||
+	    mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at) ==
+	    MAP_FAILED) {
+		munmap(copy, len);
+		return -1;
+	}
+	return 0;
 }
 
 struct geo *
@@ -67,6 +98,15 @@ geo_open(const char *path, char **errmsg)
 		snprintf(why, sizeof(why), "database type is \"%s\"; moat "
 		    "needs a GeoIP2/GeoLite2 Country or City database",
 		    type ? type : "(none)");
+		set_err(errmsg, path, why);
+		geo_close(g);
+		return NULL;
+	}
+	if (geo_detach(g) == -1) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "cannot copy the database into "
+		    "memory: %s", strerror(errno));
 		set_err(errmsg, path, why);
 		geo_close(g);
 		return NULL;

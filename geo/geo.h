@@ -6,9 +6,11 @@
 #include <stdint.h>
 
 /*
- * A read-only, memory-mapped GeoIP2/GeoLite2 Country or City database
- * (libmaxminddb, MMDB_MODE_MMAP). Lookups do not change the handle, so
- * several threads may share it. A reload opens a new handle and, only if
+ * A read-only GeoIP2/GeoLite2 Country or City database (libmaxminddb),
+ * held as a private copy in memory: the file is read only when it is
+ * opened, so replacing or rewriting it on disk never touches a running
+ * lookup (a reload reads the new one). Lookups do not change the handle,
+ * so several threads may share it. A reload opens a new handle and, only if
  * that worked, swaps it in and closes the old one once nothing uses it;
  * a failed open leaves the old database serving.
  *

@@ -227,11 +227,33 @@ queued_new(const struct event *ev, uint64_t ms, const char *line, size_t len)
 	return q;
 }
 
+/*
+ * Opens the events file for appending. Non-blocking, because a FIFO may
+ * stand there (a log shipper's): without O_NONBLOCK the open waits for a
+ * reader and a write waits while the reader lags, and either would stop
+ * every worker that emits. With it, a FIFO nobody reads fails here
+ * (ENXIO) and a full one costs dropped events; a regular file is
+ * unaffected.
+ */
+static int
+events_file_open(const char *path, const char **why)
+{
+	int fd;
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK |
+	    O_CLOEXEC | O_NOCTTY, 0640);
+	if (fd == -1)
+		*why = errno == ENXIO ? "a FIFO that no process reads" :
+		    strerror(errno);
+	return fd;
+}
+
 struct event_log *
 event_log_open(const char *path, bool use_syslog, char *errbuf,
     size_t errlen)
 {
 	struct event_log *log = calloc(1, sizeof(*log));
+	const char *why;
 
 	if (log == NULL) {
 		snprintf(errbuf, errlen, "out of memory");
@@ -247,10 +269,9 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 		}
 		if (strcmp(path, "-") == 0)
 			log->fd = STDOUT_FILENO;
-		else if ((log->fd = open(path, O_WRONLY | O_APPEND | O_CREAT |
-		    O_CLOEXEC | O_NOCTTY, 0640)) == -1) {
+		else if ((log->fd = events_file_open(path, &why)) == -1) {
 			snprintf(errbuf, errlen, "events file %s: %s", path,
-			    strerror(errno));
+			    why);
 			free(log->path);
 			free(log);
 			return NULL;
@@ -264,15 +285,14 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 int
 event_log_reopen(struct event_log *log)
 {
+	const char *why;
 	int fd;
 
 	if (log == NULL || log->path == NULL || log->fd == STDOUT_FILENO)
 		return 0;
-	fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-	    O_NOCTTY, 0640);
-	if (fd == -1) {
-		log_warn("events: cannot reopen %s, still writing to the old "
-		    "file", log->path);
+	if ((fd = events_file_open(log->path, &why)) == -1) {
+		log_warnx("events: cannot reopen %s, still writing to the old "
+		    "file: %s", log->path, why);
 		return -1;
 	}
 	pthread_mutex_lock(&mu);
@@ -560,13 +580,20 @@ sink_write(struct event_log *log, const char *line, int n)
 		return;
 	}
 	if (w >= 0) {
-		/* A partial line would corrupt the stream for readers;
-		 * finish it with a newline so the next line parses. */
-		if (write(log->fd, "\n", 1) != 1)
+		/* A partial line would corrupt the stream for readers: cut
+		 * it off again (the offset is the end of what this write
+		 * appended), or where the file cannot be cut, finish it with
+		 * a newline so at least the next line parses. */
+		off_t end = w > 0 ? lseek(log->fd, 0, SEEK_CUR) : 0;
+
+		if (w > 0 && (end < (off_t)w ||
+		    ftruncate(log->fd, end - (off_t)w) == -1) &&
+		    write(log->fd, "\n", 1) != 1)
 			log->torn = true;
 		event_drop(log, "short write (disk full?)");
 	} else
-		event_drop(log, strerror(errno));
+		event_drop(log, errno == EAGAIN ? "its reader is not keeping "
+		    "up" : strerror(errno));
 }
 
 void

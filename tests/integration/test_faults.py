@@ -231,8 +231,8 @@ def tiny_fs(tmp_path):
 
 def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
     """The events file lives on a 64 KiB tmpfs that fills up: moat keeps
-    rejecting and serving, says so once, and counts dropped events in
-    moatctl status and moat_events_dropped_total."""
+    rejecting and serving, says so once, counts dropped events in moatctl
+    status and moat_events_dropped_total, and leaves no partial line."""
     from moatrun import free_port
     mport = free_port()
     m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")],
@@ -278,8 +278,12 @@ def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
         os.unlink(tiny_fs / "filler")
         denied(1)
         m.wait_log("events: writing to")
-        last = (tiny_fs / "events.jsonl").read_text().splitlines()[-1]
-        assert json.loads(last)["event"] == "reject"
+        lines = (tiny_fs / "events.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["event"] == "reject"
+        # No half line is left where the disk filled up: every line is
+        # one whole event, as a JSON Lines reader (jq, a shipper) needs.
+        assert [json.loads(l)["event"] for l in lines] == \
+            ["reject"] * len(lines)
     finally:
         assert m.stop() == 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
 import time
@@ -136,11 +137,17 @@ def test_ban_survives_restart(tmp_path, pki, stack):
         assert m2.stop() == 0
 
 
-def test_geofence_allow_countries(tmp_path, pki, stack):
+def need_country_db():
+    """The shared test database: a skip that says so, or under CI a
+    failure."""
     if not TEST_COUNTRY_DB.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"shared test data missing: {TEST_COUNTRY_DB}")
         pytest.skip(f"shared test data missing: {TEST_COUNTRY_DB}")
+
+
+def test_geofence_allow_countries(tmp_path, pki, stack):
+    need_country_db()
     m = start(tmp_path, pki, stack,
               f'[policy.geo]\ndatabase = "{TEST_COUNTRY_DB}"\n'
               'allow_countries = ["DE", "US"]\n')
@@ -166,7 +173,7 @@ def test_reload_adds_deny_and_keeps_bans(tmp_path, pki, stack):
         text = m.config_path.read_text().replace(
             "[policy.rate]", '[policy]\ndeny = ["192.0.2.0/24"]\n[policy.rate]')
         m.config_path.write_text(text)
-        m.signal(__import__("signal").SIGHUP)
+        m.signal(signal.SIGHUP)
         m.wait_log("reload done")
         assert hello(port, "192.0.2.50").startswith(b"554 ")
         assert hello(port, "203.0.113.20") == b""       # still banned
@@ -182,13 +189,76 @@ def test_broken_geo_database_keeps_old_on_reload(tmp_path, pki, stack):
         text = m.config_path.read_text().replace(
             "[policy]", f'[policy.geo]\ndatabase = "{bad}"\n[policy]')
         m.config_path.write_text(text)
-        m.signal(__import__("signal").SIGHUP)
+        m.signal(signal.SIGHUP)
         m.wait_log("reload failed")
         assert "bad.mmdb" in m.log()
         assert hello(m.port("smtp"), "198.51.100.7").startswith(b"554 ")
         assert hello(m.port("smtp"), "192.0.2.7").startswith(b"220 ")
     finally:
         assert m.stop() == 0
+
+
+def test_geo_database_rewritten_in_place_keeps_serving(tmp_path, pki, stack):
+    """cp or curl -o over the database truncates and rewrites the file
+    moat has open: lookups must keep the copy that was loaded, not read
+    the file under it (SIGBUS past its new end), and a reload reads the
+    new one."""
+    need_country_db()
+    db = tmp_path / "country.mmdb"
+    db.write_bytes(TEST_COUNTRY_DB.read_bytes())
+    m = start(tmp_path, pki, stack,
+              f'[policy.geo]\ndatabase = "{db}"\ndeny_countries = ["CN"]\n')
+    port = m.port("smtp")
+    try:
+        assert hello(port, "198.51.100.9").startswith(b"554 ")   # CN
+        with open(db, "r+b") as f:       # what cp does first
+            f.truncate(0)
+        assert hello(port, "198.51.100.10").startswith(b"554 ")
+        assert hello(port, "192.0.2.1").startswith(b"220 ")       # DE
+        db.write_bytes(TEST_COUNTRY_DB.read_bytes())
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload done")
+        assert hello(port, "198.51.100.11").startswith(b"554 ")
+        assert hello(port, "192.0.2.2").startswith(b"220 ")
+    finally:
+        assert m.stop() == 0
+
+
+def test_events_fifo_never_stops_moat(tmp_path, pki, stack):
+    """An events file that is a FIFO (a log shipper's): with no reader moat
+    says so and does not start, instead of hanging in open(2); a reader
+    that falls behind costs dropped events, never the service."""
+    fifo = tmp_path / "events.jsonl"
+    os.mkfifo(fifo)
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")],
+             extra='[policy]\ndeny = ["198.51.100.0/24"]\n')
+    try:
+        m.start()
+    except RuntimeError:
+        pass
+    try:
+        assert m.proc.wait(10) == 1
+    finally:
+        m.stop()
+    assert "a FIFO that no process reads" in m.log()
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # never reads
+    try:
+        m = start(tmp_path, pki, stack, '[policy]\ndeny = ["198.51.100.0/24"]\n')
+        port = m.port("smtp")
+        try:
+            # 600 events are more than the pipe holds (64 KiB).
+            for i in range(600):
+                assert hello(port, f"198.51.100.{i % 250 + 1}") == \
+                    b"554 5.7.1 Access denied: policy\r\n", i
+            assert hello(port, "192.0.2.1").startswith(b"220 ")
+            m.wait_log("its reader is not keeping up")
+            lines = os.read(reader, 1 << 20).splitlines()
+            assert 300 < len(lines) < 600
+            assert all(json.loads(l)["event"] == "reject" for l in lines)
+        finally:
+            assert m.stop() == 0
+    finally:
+        os.close(reader)
 
 
 def pop3_wrong_password(port: int, ip: str) -> bytes:
