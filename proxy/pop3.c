@@ -52,7 +52,8 @@ struct pop3 {
 	bool tls;
 	bool greeted;
 	bool authed;
-	bool user_seen;		/* a USER went out since the start or STLS */
+	bool user_seen;		/* a USER went out since the last PASS or STLS */
+	bool sasl_cancel;	/* the last SASL response was "*" */
 };
 
 /*
@@ -76,6 +77,7 @@ static const char R_TLSSTATE[] =
     "-ERR STLS only permitted in AUTHORIZATION state\r\n";
 static const char R_READY[] = "+OK Begin TLS negotiation\r\n";
 static const char R_NOUSER[] = "-ERR No username given\r\n";
+static const char R_XCLIENT[] = "-ERR insufficient authorization\r\n";
 static const char R_BADREPLY[] =
     "-ERR [SYS/TEMP] backend protocol error, closing connection\r\n";
 static const char R_BADSASL[] =
@@ -170,9 +172,13 @@ code_is(const struct pop3_status *st, const char *code)
 }
 
 static void
-auth_verdict(struct filter_io *io, const struct pop3_status *st,
-    const char *reason)
+auth_verdict(const struct pop3 *s, struct filter_io *io,
+    const struct pop3_status *st, const char *reason)
 {
+	/* Past AUTHORIZATION, USER, PASS, APOP and AUTH are unknown
+	 * commands (RFC 1939 3): no credentials were tried. */
+	if (s->authed)
+		return;
 	if (st->kind == POP3_STATUS_OK)
 		filter_signal(io, FILTER_SIG_AUTH_OK, reason);
 	else if (code_is(st, "SYS/") || code_is(st, "IN-USE") ||
@@ -203,13 +209,17 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 			s->cmode = CM_SASL;
 			return;
 		}
-		auth_verdict(io, st, "pop3_auth");
+		/* RFC 5034 4: the server refuses a "*" cancel with -ERR; no
+		 * credentials were tried either. */
+		if (ok || !s->sasl_cancel)
+			auth_verdict(s, io, st, "pop3_auth");
+		s->sasl_cancel = false;
 		s->authed |= ok;
 		s->cmode = CM_CMD;
 		break;
 	case PEND_PASS:
 	case PEND_APOP:
-		auth_verdict(io, st, e->kind == PEND_PASS ? "pop3_pass" :
+		auth_verdict(s, io, st, e->kind == PEND_PASS ? "pop3_pass" :
 		    "pop3_apop");
 		s->authed |= ok;
 		break;
@@ -364,6 +374,12 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 			(void)q_drain(s, io);
 		}
 		return true;
+	case POP3_VERB_XCLIENT:
+		/* Dovecot lets a trusted proxy (login_trusted_networks) set
+		 * the client's address with it: only moat may be that proxy. */
+		filter_signal(io, FILTER_SIG_GLITCH, "client_xclient");
+		answer(s, io, R_XCLIENT);
+		return true;
 	case POP3_VERB_USER:
 	case POP3_VERB_PASS:
 	case POP3_VERB_APOP:
@@ -383,8 +399,10 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 	case POP3_VERB_PASS:
 		/*
 		 * RFC 2595 4: a USER from before STLS is forgotten, though
-		 * the backend still holds it. A PASS without a USER is
-		 * answered here, so it is not counted as a failed login.
+		 * the backend still holds it; PASS only follows a USER (RFC
+		 * 1939 7), and Dovecot forgets the name at each PASS. A PASS
+		 * without a USER is answered here, so it is not counted as
+		 * a failed login.
 		 */
 		if (!s->user_seen) {
 			answer(s, io, R_NOUSER);
@@ -416,10 +434,21 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 		return false;
 	if (c.verb == POP3_VERB_USER)
 		s->user_seen = true;
+	else if (c.verb == POP3_VERB_PASS)
+		s->user_seen = false;	/* used up, even by a failure */
 	pendq_push(&s->q, kind, NULL);
 	if (kind == PEND_AUTH)
 		s->cmode = CM_WAIT;
 	return true;
+}
+
+/* Whether a SASL response line, terminator included, is the "*" that
+ * cancels the exchange (RFC 5034 4). */
+static bool
+sasl_cancel(const uint8_t *p, size_t len)
+{
+	return (len == 2 && memcmp(p, "*\n", 2) == 0) ||
+	    (len == 3 && memcmp(p, "*\r\n", 3) == 0);
 }
 
 static bool
@@ -441,7 +470,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 	struct pop3_line l;
 	enum pop3_parse_rc rc;
 	enum cmdflow_rc fr;
-	size_t off = 0;
+	size_t off = 0, start;
 
 	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
 		return len;
@@ -472,6 +501,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->cmode == CM_SASL) {
 			/* A SASL response: forwarded, never logged. */
+			start = off;
 			fr = cmdflow_sasl(io, p, len, eof, &off, R_BADSASL);
 			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
@@ -479,6 +509,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			}
 			if (fr == CMDFLOW_HOLD)
 				break;
+			s->sasl_cancel = sasl_cancel(p + start, off - start);
 			s->cmode = CM_WAIT;
 			continue;
 		}

@@ -36,7 +36,7 @@ static const struct {
 	{ "LIST", POP3_VERB_LIST }, { "RETR", POP3_VERB_RETR },
 	{ "DELE", POP3_VERB_DELE }, { "NOOP", POP3_VERB_NOOP },
 	{ "RSET", POP3_VERB_RSET }, { "TOP", POP3_VERB_TOP },
-	{ "UIDL", POP3_VERB_UIDL },
+	{ "UIDL", POP3_VERB_UIDL }, { "XCLIENT", POP3_VERB_XCLIENT },
 };
 
 enum pop3_parse_rc

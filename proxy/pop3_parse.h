@@ -44,6 +44,7 @@ enum pop3_verb {
 	POP3_VERB_RSET,
 	POP3_VERB_TOP,
 	POP3_VERB_UIDL,
+	POP3_VERB_XCLIENT,	/* Dovecot: a trusted proxy names the client */
 };
 
 struct pop3_cmd {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import poplib
 import smtplib
+import time
 import uuid
 
 import pytest
@@ -136,6 +137,43 @@ def test_pop3_pass_and_auth_failures(stack, moat, pki):
     assert {e["listener"] for e in evs} == {"pop3", "pop3s"}
     assert all(e["ip"] in ("127.0.0.1", "::ffff:127.0.0.1") for e in evs)
     no_secrets(moat, pw)
+
+
+def test_pop3_exchanges_without_credentials_count_nothing(stack, moat, pki):
+    """Regression: Dovecot's -ERR to a SASL exchange the client cancelled
+    with "*" (RFC 5034 4), to a PASS whose USER the previous PASS used up,
+    and to USER/PASS/APOP/AUTH after login (unknown commands then) were
+    each counted as a failed login, so a client that tried no password
+    could be banned.  The real failures among them count once each."""
+    plain = lambda pw: base64.b64encode(f"\0alice\0{pw}".encode())
+    c = Line(moat.port("pop3s"))
+    c.sock = client_ctx(pki).wrap_socket(c.sock, server_hostname="localhost")
+    try:
+        assert c.line().startswith(b"+OK")
+        for mech in (b"PLAIN", b"LOGIN"):
+            c.send(b"AUTH " + mech + b"\r\n")
+            assert c.line().startswith(b"+")
+            c.send(b"*\r\n")
+            assert c.line().startswith(b"-ERR"), mech
+        c.send(b"USER alice\r\nPASS wrong1\r\nPASS wrong2\r\n")
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"-ERR [AUTH] Authentication failed")
+        assert c.line().startswith(b"-ERR No username given")
+        c.send(b"AUTH PLAIN " + plain("wrong3") + b"\r\n")
+        assert c.line().startswith(b"-ERR [AUTH] Authentication failed")
+        c.send(b"USER alice\r\nPASS alicepw\r\n")
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"+OK Logged in")
+        c.send(b"USER bob\r\nPASS x\r\nAPOP bob 0123456789abcdef0123456789abcdef\r\n"
+               b"AUTH PLAIN " + plain("wrong4") + b"\r\nQUIT\r\n")
+        for _ in range(4):
+            assert c.line().startswith(b"-ERR Unknown command")
+        assert c.line().startswith(b"+OK")
+    finally:
+        c.close()
+    evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=2)
+    time.sleep(0.5)
+    assert sorted(e["reason"] for e in auth_fails(moat)) == ["pop3_auth", "pop3_pass"], evs
 
 
 def test_cross_protocol_and_early_talker_are_glitches(stack, moat, pki):

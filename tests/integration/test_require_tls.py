@@ -11,14 +11,16 @@ import uuid
 import pytest
 
 from conftest import started_stack
-from filterutil import Line, moat_with
+from filterutil import Line, moat_with, wait_events
 from moatrun import listener, running
 
 
 @pytest.fixture(scope="module")
 def stack():
+    # Both backends trust loopback, moat's address, with XCLIENT.
     yield from started_stack(xclient_hosts="127.0.0.0/8",
-                             postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
+                             postconf={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"},
+                             dovecot_conf="login_trusted_networks = 127.0.0.0/8\n")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,7 @@ def moat(stack, pki, tmp_path_factory):
         listener("sub", stack.submission_addr, tls="starttls"),
         listener("pop3", stack.pop3_addr, protocol="pop3", tls="starttls"),
         listener("short", stack.smtp_addr, tls="none"),
+        listener("pop3plain", stack.pop3_addr, protocol="pop3", tls="none"),
     ], extra={"sub": {"require_tls": True}, "pop3": {"require_tls": True},
               "short": {"max_line": 512}})
     yield from running(m)
@@ -93,6 +96,30 @@ def test_client_xclient_refused_never_forwarded(stack, moat):
     stack.wait_log(rf"VRFY marker-{tag}", "postfix", since=mark)
     log = stack.postfix_log()
     assert f"x-{tag}" not in log and f"y-{tag}" not in log
+
+
+def test_pop3_client_xclient_refused_never_forwarded(stack, moat):
+    """Regression: Dovecot lets a trusted proxy (login_trusted_networks)
+    rename the client with XCLIENT; one sent by a client through moat is
+    refused and never forwarded, so the login keeps the real address."""
+    tag = uuid.uuid4().hex[:10]
+    c = Line(moat.port("pop3plain"))
+    try:
+        assert c.line().startswith(b"+OK")
+        c.send(b"XCLIENT ADDR=192.0.2.77 PORT=4242\r\n")
+        assert c.line() == b"-ERR insufficient authorization\r\n"
+        c.send(f"USER alice\r\nPASS alicepw\r\nNOOP {tag}\r\nQUIT\r\n".encode())
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"+OK Logged in")
+        c.line()
+        c.line()
+    finally:
+        c.close()
+    m = stack.wait_log(r"pop3-login: Info: Login: user=<alice>.* rip=([0-9.]+)", "dovecot")
+    assert "192.0.2.77" not in stack.dovecot_log(), m.group(0)
+    ev = wait_events(moat, lambda e: e.get("reason") == "client_xclient" and
+                     e.get("listener") == "pop3plain")
+    assert [e["event"] for e in ev] == ["protocol"]
 
 
 def test_blank_tricks_never_reach_backend(stack, moat):

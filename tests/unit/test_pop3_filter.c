@@ -151,6 +151,76 @@ test_auth_signals(void)
 	fake_free(io);
 }
 
+/* Regression: replies to exchanges that tried no credentials are not
+ * counted as failed logins. */
+static void
+test_auth_not_guesses(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	/* A cancelled SASL exchange (RFC 5034 4), in either step. */
+	fake_client(io, "AUTH PLAIN\r\n");
+	fake_backend(io, "+ \r\n");
+	fake_client(io, "*\r\n");
+	fake_backend(io, "-ERR Authentication aborted by client.\r\n");
+	fake_client(io, "AUTH LOGIN\r\n");
+	fake_backend(io, "+ VXNlcm5hbWU6\r\n");
+	fake_client(io, "YWxpY2U=\r\n");
+	fake_backend(io, "+ UGFzc3dvcmQ6\r\n");
+	fake_client(io, "*\n");
+	fake_backend(io, "-ERR Authentication aborted by client.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 0);
+	/* A password after a cancel counts again. */
+	fake_client(io, "AUTH LOGIN\r\n");
+	fake_backend(io, "+ VXNlcm5hbWU6\r\n");
+	fake_client(io, "YWxpY2U=\r\n");
+	fake_backend(io, "+ UGFzc3dvcmQ6\r\n");
+	fake_client(io, "eA==\r\n");
+	fake_backend(io, "-ERR [AUTH] Authentication failed.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	/* A PASS uses its USER up: the next PASS has none. */
+	fake_take_backend(io);
+	fake_take_client(io);
+	fake_client(io, "USER alice\r\nPASS x\r\nPASS y\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "USER alice\r\nPASS x\r\n");
+	fake_backend(io, "+OK\r\n-ERR [AUTH] Authentication failed.\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\n"
+	    "-ERR [AUTH] Authentication failed.\r\n"
+	    "-ERR No username given\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	/* After login these are unknown commands, not guesses. */
+	fake_client(io, "USER alice\r\nPASS alicepw\r\n");
+	fake_backend(io, "+OK\r\n+OK Logged in.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
+	fake_client(io, "USER bob\r\nPASS x\r\nAPOP a b\r\n"
+	    "AUTH PLAIN eA==\r\n");
+	fake_backend(io, "-ERR Unknown command: USER\r\n"
+	    "-ERR Unknown command: PASS\r\n-ERR Unknown command: APOP\r\n"
+	    "-ERR Unknown command: AUTH\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
+	fake_free(io);
+}
+
+/* Regression: Dovecot takes the client's address from an XCLIENT sent
+ * through a trusted proxy; moat refuses it and never forwards it. */
+static void
+test_xclient(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	fake_client(io, "XCLIENT ADDR=192.0.2.99\r\nxclient PORT=1\r\n"
+	    "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
+	fake_backend(io, "+OK\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR insufficient authorization\r\n"
+	    "-ERR insufficient authorization\r\n+OK\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 2);
+	CHECK_STR_EQ(io->sigreason[FILTER_SIG_GLITCH], "client_xclient");
+	CHECK(io->closed == NULL);
+	fake_free(io);
+}
+
 static void
 test_abuse(void)
 {
@@ -236,6 +306,8 @@ main(void)
 	test_user_forgotten();
 	test_multiline();
 	test_auth_signals();
+	test_auth_not_guesses();
+	test_xclient();
 	test_abuse();
 	return check_report("pop3_filter");
 }
