@@ -25,6 +25,13 @@ struct event {
 	const char *detail;	/* short free text; never secrets */
 };
 
+/*
+ * Every name the event field takes; moatctl tail --event accepts these
+ * only, as any other would follow nothing.
+ */
+#define EVENT_NAMES "reject", "ban", "unban", "auth_fail", "tls_fail", \
+    "smuggling", "protocol", "firewall_error"
+
 /* An event with every optional field unset. */
 #define EVENT_INIT { .count = -1, .window_s = -1, .ban_s = -1 }
 

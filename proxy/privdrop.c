@@ -190,6 +190,20 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 		uid = pw->pw_uid;
 		gid = pw->pw_gid;
 	}
+	/*
+	 * The files in systemd's directories first: once a directory is
+	 * user's, root cannot reach a file inside it without
+	 * CAP_DAC_READ_SEARCH, which the systemd unit does not grant.
+	 */
+	for (i = 0; own != NULL && own[i] != NULL; i++) {
+		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0 ||
+		    pw == NULL || geteuid() != 0 || dry_run)
+			continue;
+		privdrop_dirname(own[i], dir, sizeof(dir));
+		if (systemd_dir(dir) && give(own[i], uid, gid, err,
+		    errlen) == -1)
+			return -1;
+	}
 	for (i = 0; own != NULL && own[i] != NULL; i++) {
 		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
 			continue;
@@ -200,8 +214,7 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 		if (pw == NULL || geteuid() != 0)
 			continue;
 		sd = systemd_dir(dir);
-		if (sd && !dry_run && (give(dir, uid, gid, err,
-		    errlen) == -1 || give(own[i], uid, gid, err, errlen) == -1))
+		if (sd && !dry_run && give(dir, uid, gid, err, errlen) == -1)
 			return -1;
 		if (!(sd && dry_run) && stat(dir, &st) == 0 &&
 		    !may_write(&st, uid, gid, user)) {

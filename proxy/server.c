@@ -175,13 +175,16 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 				e = errno;
 				addr_port_str(&lc->listen[j], name,
 				    sizeof(name));
-				/* After the drop, a low port is out of reach
-				 * for good: say so rather than just EACCES. */
+				/* A low port needs root: at start, moat was
+				 * not started as root; on a reload after the
+				 * drop, it is out of reach until a restart. */
 				reload_say(rr, true, "cannot listen on %s: "
 				    "%s%s", name, strerror(e),
-				    e == EACCES && geteuid() != 0 ?
+				    e != EACCES || geteuid() == 0 ? "" :
+				    rr == NULL ? " (a port below 1024 needs "
+				    "moat to start as root)" :
 				    " (moat no longer runs as root; a new "
-				    "port below 1024 needs a restart)" : "");
+				    "port below 1024 needs a restart)");
 				free(fds);
 				lplan_discard(srv, pl);
 				return -1;

@@ -1,6 +1,5 @@
 /* moatctl.c - the operator's client for moat's control socket. */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "duration.h"
+#include "events.h"
 #include "moat_version.h"
 
 #define DEFAULT_SOCKET "/run/moat/control.sock"
@@ -129,15 +129,32 @@ valid_ip(const char *s)
 	    inet_pton(AF_INET6, s, buf) == 1;
 }
 
+static const char *const event_names[] = { EVENT_NAMES };
+#define NEVENT_NAMES (sizeof(event_names) / sizeof(event_names[0]))
+
 static bool
 valid_event(const char *s)
 {
-	size_t n = 0;
+	size_t i;
 
-	for (; *s; s++, n++)
-		if (!islower((unsigned char)*s) && *s != '_')
-			return false;
-	return n > 0 && n < 32;
+	for (i = 0; i < NEVENT_NAMES; i++)
+		if (strcmp(s, event_names[i]) == 0)
+			return true;
+	return false;
+}
+
+/* "reject, ban, ..." for the message about a name that is none of them. */
+static const char *
+event_list(void)
+{
+	static char buf[256];
+	size_t i, off = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < NEVENT_NAMES && off < sizeof(buf); i++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s",
+		    i == 0 ? "" : ", ", event_names[i]);
+	return buf;
 }
 
 /* Checks the command and its arguments and writes the request line. */
@@ -181,8 +198,9 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 			if (strcmp(argv[i], "--event") == 0 && i + 1 < argc &&
 			    !have_event) {
 				if (!valid_event(argv[++i]))
-					bad_usage("tail: bad event name '%s'",
-					    argv[i]);
+					bad_usage("tail: unknown event '%s' "
+					    "(events: %s)", argv[i],
+					    event_list());
 				have_event = true;
 			} else if (strcmp(argv[i], "--ip") == 0 &&
 			    i + 1 < argc && !have_ip) {

@@ -1,5 +1,6 @@
-"""The manual pages render cleanly: no groff warnings, every page through
-man -l, and moat.toml(5) names every key that config.example.toml does."""
+"""The manual pages render cleanly: no groff warnings, mandoc -T lint
+quiet, every page through man -l, and moat.toml(5) names every key that
+config.example.toml does."""
 import os
 import re
 import shutil
@@ -26,6 +27,14 @@ def test_groff_has_no_warnings(page):
                         os.path.join(DOC, page)], capture_output=True, text=True,
                        timeout=30, env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_mandoc_lint_is_quiet(page):
+    _need("mandoc")
+    r = subprocess.run(["mandoc", "-T", "lint", os.path.join(DOC, page)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("page", PAGES)

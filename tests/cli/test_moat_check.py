@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import tempfile
 import textwrap
 
 import pytest
@@ -269,3 +270,48 @@ def test_usage():
     r = run("-x")
     assert r.returncode == 2
     assert "usage: moat" in r.stderr
+
+
+def test_low_port_without_root_says_why(confdir):
+    """Started as an ordinary user on a port below 1024: the error says the
+    port needs a start as root, not that a restart would do."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to start moat as nobody")
+    # Outside pytest's 0700 tree, so that nobody can read the files.
+    d = tempfile.mkdtemp(prefix="moat-lowport-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        for name in ("cert.pem", "key.pem"):
+            shutil.copy(confdir / name, d)
+            os.chmod(os.path.join(d, name), 0o644)
+        cfg = os.path.join(d, "moat.toml")
+        with open(cfg, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                [daemon]
+                control_socket = "{d}/moat.sock"
+                state_file = "{d}/moat.state"
+                [tls]
+                certificate = "cert.pem"
+                key = "key.pem"
+                [[listener]]
+                name = "smtps"
+                listen = ["127.0.0.1:1"]
+                protocol = "smtp"
+                tls = "implicit"
+                backend = "127.0.0.1:10025"
+                [firewall]
+                backend = "none"
+                [events]
+                file = ""
+                """))
+        os.chmod(cfg, 0o644)
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                            "--clear-groups", MOAT, "-c", cfg],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert r.returncode == 1, r.stderr
+    assert "cannot listen on 127.0.0.1:1: Permission denied (a port below " \
+        "1024 needs moat to start as root)" in r.stderr, r.stderr
+    assert "restart" not in r.stderr, r.stderr

@@ -303,6 +303,28 @@ def test_usage_errors_exit_2(moat, args):
     assert "usage: moatctl" in r.stderr
 
 
+EVENTS = ["reject", "ban", "unban", "auth_fail", "tls_fail", "smuggling",
+          "protocol", "firewall_error"]
+
+
+def test_tail_unknown_event_is_refused(moat):
+    """A mistyped event name (`bans`, `auth`) would follow nothing, silently,
+    for as long as the operator waits: moatctl names the events instead,
+    and moat refuses the name too. Every event moat writes is accepted."""
+    r = subprocess.run([str(moatctl_binary()), "-s", str(moat.control_socket),
+                        "tail", "--event", "bans"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"unknown event 'bans' (events: {', '.join(EVENTS)})" in r.stderr
+    for name, reply in [("bans", b"error unknown event 'bans'\n"),
+                        *((n, b"ok\n") for n in EVENTS)]:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(moat.control_socket))
+            s.sendall(b"tail --event %s\n" % name.encode())
+            assert s.recv(4096).startswith(reply), name
+
+
 def test_help_and_connection_failure(tmp_path):
     r = subprocess.run([str(moatctl_binary()), "--help"], capture_output=True,
                        text=True, timeout=10)

@@ -8,8 +8,10 @@ reaches it from the root namespace.
 """
 from __future__ import annotations
 
+import grp
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -63,11 +65,12 @@ def status(pid: int, task: str | None = None) -> dict:
     return out
 
 
-def write_config(base: Path, firewall: str, run: str = "run") -> Path:
+def write_config(base: Path, firewall: str, run: str = "run",
+                 user: str | None = USER) -> Path:
     cfg = base / "moat.toml"
     cfg.write_text(f"""
 [daemon]
-user = "{USER}"
+{f'user = "{user}"' if user else ""}
 control_socket = "{base}/{run}/control.sock"
 state_file = "{base}/state/moat.state"
 
@@ -90,11 +93,12 @@ file = "{base}/log/events.jsonl"
 
 
 def start(ns: str, base: Path, firewall: str, run: str = "run",
-          env: dict | None = None):
+          env: dict | None = None, wrap: list[str] | None = None):
     cfg = write_config(base, firewall, run)
     log = open(base / "moat.log", "wb")
-    p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()), "-v",
-                          "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+    p = subprocess.Popen(["ip", "netns", "exec", ns, *(wrap or []),
+                          str(moat_binary()), "-v", "-c", str(cfg)],
+                         stdout=log, stderr=subprocess.STDOUT,
                          env={**os.environ, **(env or {})})
     sock = base / run / "control.sock"
     deadline = time.monotonic() + 15
@@ -208,6 +212,48 @@ def test_takes_over_systemd_directories(ns, base):
         assert stop(p) == 0
 
 
+SOURCE = Path(os.environ.get("MOAT_SOURCE_ROOT", "."))
+
+
+def unit_bounding_set() -> str:
+    """The shipped unit's CapabilityBoundingSet= in setpriv's spelling."""
+    unit = (SOURCE / "contrib" / "systemd" / "moat.service").read_text()
+    caps = next(line.split("=", 1)[1].split() for line in unit.splitlines()
+                if line.startswith("CapabilityBoundingSet="))
+    return "-all," + ",".join("+" + c.lower().removeprefix("cap_")
+                              for c in caps)
+
+
+def as_unit() -> list[str]:
+    """Start moat as the shipped unit does: root, but within its capability
+    bounding set (no CAP_DAC_OVERRIDE nor CAP_DAC_READ_SEARCH), with
+    no_new_privs."""
+    _need("setpriv")
+    return ["setpriv", "--no-new-privs", "--bounding-set",
+            unit_bounding_set()]
+
+
+def test_takes_over_systemd_directories_under_unit_capabilities(ns, base):
+    """A restart under the systemd unit: systemd has given the directories
+    and the files from the last run back to root, and moat, without
+    CAP_DAC_OVERRIDE, gives them to the daemon user again and starts."""
+    nobody = pwd.getpwnam(USER)
+    root_dirs(base, "state", "log")
+    (base / "log" / "events.jsonl").write_text("")
+    (base / "log" / "events.jsonl").chmod(0o640)
+    (base / "state" / "moat.state").chmod(0o600)
+    p, sock = start(ns, base, "none", wrap=as_unit(), env={
+        "STATE_DIRECTORY": f"{base}/state",
+        "LOGS_DIRECTORY": f"{base}/log"})
+    try:
+        for d in ("state", "log", "state/moat.state", "log/events.jsonl"):
+            assert (base / d).stat().st_uid == nobody.pw_uid, d
+        assert ctl(sock, "ban", "192.0.2.12", "1h").returncode == 0
+        assert "192.0.2.12" in (base / "log" / "events.jsonl").read_text()
+    finally:
+        assert stop(p) == 0
+
+
 def test_root_owned_directory_named_in_error(ns, base):
     """Outside systemd's own directories moat changes no owner: it stops
     and says which directory and what to do."""
@@ -255,5 +301,65 @@ def test_control_socket_beside_state_file(ns, base):
     try:
         assert (base / "state").stat().st_uid == nobody.pw_uid
         assert ctl(sock, "status").returncode == 0
+    finally:
+        assert stop(p) == 0
+
+
+@pytest.mark.parametrize("user", [None, USER], ids=["root", "daemon-user"])
+def test_shipped_logrotate_under_unit_capabilities(ns, base, user):
+    """contrib/logrotate/moat as shipped (paths and the signal aside, its
+    user the one the unit's comment creates) rotates the events file of a
+    moat started as the unit starts it (its capability bounding set, so
+    root without CAP_DAC_OVERRIDE; systemd's directories), with and without
+    daemon.user, and the next event lands in the new file."""
+    _need("logrotate")
+    group = grp.getgrgid(pwd.getpwnam(USER).pw_gid).gr_name
+    root_dirs(base, "state", "log", "run")
+    cfg = write_config(base, "none", user=user)
+    log = open(base / "moat.log", "wb")
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", ns, *as_unit(), str(moat_binary()), "-c",
+         str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.umask(0o027),
+        env={**os.environ, "STATE_DIRECTORY": f"{base}/state",
+             "LOGS_DIRECTORY": f"{base}/log",
+             "RUNTIME_DIRECTORY": f"{base}/run"})
+    sock = base / "run" / "control.sock"
+    events = base / "log" / "events.jsonl"
+    try:
+        deadline = time.monotonic() + 15
+        while not (sock.exists() and ctl(sock, "status").returncode == 0):
+            assert p.poll() is None, (base / "moat.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ctl(sock, "ban", "192.0.2.21", "1h").returncode == 0
+        assert "192.0.2.21" in events.read_text()
+
+        conf = (SOURCE / "contrib" / "logrotate" / "moat").read_text()
+        conf = conf.replace("/var/log/moat/events.jsonl", str(events))
+        conf = re.sub(r"systemctl kill .*", f"kill -USR1 {p.pid}", conf)
+        conf = re.sub(r"create (\d+) moat moat",
+                      rf"create \1 {USER} {group}", conf)
+        (base / "logrotate.conf").write_text(conf)
+        r = subprocess.run(["logrotate", "-f", "-s", str(base / "lr.state"),
+                            str(base / "logrotate.conf")],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert "192.0.2.21" in (base / "log" / "events.jsonl.1").read_text()
+
+        # The reopen happens on the signal, in moat's own time.
+        deadline = time.monotonic() + 10
+        while "reopening the events file" not in \
+                (base / "moat.log").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ctl(sock, "ban", "192.0.2.22", "1h").returncode == 0
+        deadline = time.monotonic() + 10
+        while not (events.exists() and "192.0.2.22" in events.read_text()):
+            assert time.monotonic() < deadline, (base / "moat.log").read_text()
+            time.sleep(0.05)
+        want = pwd.getpwnam(user).pw_uid if user else 0
+        assert events.stat().st_uid == want
+        assert "cannot reopen" not in (base / "moat.log").read_text()
     finally:
         assert stop(p) == 0
