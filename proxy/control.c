@@ -409,6 +409,8 @@ struct ban_list {
 	bool json;
 	uint64_t now;
 	size_t n;
+	/* For "bans CIDR": only the addresses in it. */
+	const struct cidr *in;
 	/* For "ban": the one address to find. */
 	const uint8_t *want;
 	struct ban_info found;
@@ -430,7 +432,7 @@ bans_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
 		}
 		return;
 	}
-	if (left == 0)
+	if (left == 0 || (bl->in != NULL && !cidr_contains(bl->in, addr)))
 		return;
 	addr_v6_str(addr, ip, sizeof(ip));
 	if (bl->json) {
@@ -450,12 +452,24 @@ bans_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
 	bl->n++;
 }
 
+/* "bans [CIDR]": a prefix lists part of a table too large for one reply
+ * (a flood), or answers "is this address banned?". */
 static void
-cmd_bans(struct cclient *c, struct reply *r)
+cmd_bans(struct cclient *c, struct reply *r, char **w, size_t nw)
 {
 	struct policy *p = guard_policy();
 	struct ban_list bl;
+	struct cidr in;
+	const char *why;
 
+	if (nw > 2) {
+		reply_fail(r, "usage: bans [IP or CIDR]");
+		return;
+	}
+	if (nw == 2 && cidr_parse(w[1], &in, &why) == -1) {
+		reply_fail(r, "invalid address or prefix '%s': %s", w[1], why);
+		return;
+	}
 	if (p == NULL) {
 		reply_fail(r, "the policy engine is not running");
 		return;
@@ -464,13 +478,22 @@ cmd_bans(struct cclient *c, struct reply *r)
 	bl.r = r;
 	bl.json = c->json;
 	bl.now = guard_now_ms();
+	bl.in = nw == 2 ? &in : NULL;
 	if (c->json)
 		(void)sbuf_adds(&r->body, "{\"ok\":true,\"bans\":[");
 	policy_bans(p, bl.now, bans_visit, &bl);
+	if (sbuf_overflow(&r->body)) {
+		sbuf_clear(&r->body);
+		reply_fail(r, "%zu bans%s do not fit one reply (%d bytes): "
+		    "list a part of them with bans CIDR", bl.n,
+		    nw == 2 ? " in that prefix" : "", CTL_REPLY_MAX);
+		return;
+	}
 	if (c->json)
 		(void)sbuf_printf(&r->body, "],\"count\":%zu}\n", bl.n);
 	else if (bl.n == 0)
-		(void)sbuf_adds(&r->body, "no active bans\n");
+		(void)sbuf_adds(&r->body, nw == 2 ? "no active bans in that "
+		    "prefix\n" : "no active bans\n");
 }
 
 /* A single address (no prefix) into the 16-byte form. */
@@ -703,7 +726,7 @@ static void
 cmd_help(struct cclient *c, struct reply *r)
 {
 	static const char *const cmds[] = {
-		"status", "bans", "ban IP [DURATION]", "unban IP", "reload",
+		"status", "bans [IP|CIDR]", "ban IP [DURATION]", "unban IP", "reload",
 		"reopen", "tail [--event E] [--ip IP]", "help",
 	};
 	size_t i;
@@ -750,8 +773,8 @@ cclient_command(struct cclient *c, char *line)
 	}
 	if (strcmp(w[0], "status") == 0 && nw == 1)
 		cmd_status(ctl, c, &r);
-	else if (strcmp(w[0], "bans") == 0 && nw == 1)
-		cmd_bans(c, &r);
+	else if (strcmp(w[0], "bans") == 0)
+		cmd_bans(c, &r, w, nw);
 	else if (strcmp(w[0], "ban") == 0)
 		cmd_ban(c, &r, w, nw);
 	else if (strcmp(w[0], "unban") == 0)
@@ -764,7 +787,7 @@ cclient_command(struct cclient *c, char *line)
 		cmd_tail(c, &r, w, nw);
 	else if (strcmp(w[0], "help") == 0 && nw == 1)
 		cmd_help(c, &r);
-	else if (strcmp(w[0], "status") == 0 || strcmp(w[0], "bans") == 0 ||
+	else if (strcmp(w[0], "status") == 0 ||
 	    strcmp(w[0], "reload") == 0 || strcmp(w[0], "reopen") == 0 ||
 	    strcmp(w[0], "help") == 0)
 		reply_fail(&r, "%s takes no arguments", w[0]);

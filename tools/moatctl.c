@@ -37,8 +37,9 @@ usage(int code)
 	    "  status                      version, uptime, listeners, "
 	    "sessions, bans,\n"
 	    "                              firewall, certificate expiry\n"
-	    "  bans                        active bans: address, reason, "
-	    "time left, count\n"
+	    "  bans [IP|CIDR]              active bans (in that prefix): "
+	    "address, reason,\n"
+	    "                              time left, count\n"
 	    "  ban IP [DURATION]           ban IP (default: the configured "
 	    "[ban] duration)\n"
 	    "  unban IP                    lift a ban\n"
@@ -169,10 +170,13 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 	int i;
 
 	*tail = false;
-	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "bans") == 0 ||
-	    strcmp(cmd, "reload") == 0 || strcmp(cmd, "reopen") == 0) {
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
+	    strcmp(cmd, "reopen") == 0) {
 		if (argc != 1)
 			bad_usage("%s takes no arguments", cmd);
+	} else if (strcmp(cmd, "bans") == 0) {
+		if (argc > 2)
+			bad_usage("usage: bans [IP or CIDR]");
 	} else if (strcmp(cmd, "ban") == 0) {
 		if (argc < 2 || argc > 3)
 			bad_usage("usage: ban IP [DURATION]");

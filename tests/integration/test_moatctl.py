@@ -153,6 +153,36 @@ def test_ban_bans_unban(moat):
     assert "no active bans" in ok(moat.ctl("bans"))
 
 
+def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
+    """A flood leaves more bans than one reply holds (8 MiB): the full
+    list is refused with the count and the way out, and a prefix or one
+    address still lists."""
+    n = 150_000
+    expiry = int(time.time() * 1000) + 3_600_000
+    lines = ["moat-state 1"]
+    lines += [f"ban 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} {expiry} 1 rate"
+              for i in range(n)]
+    lines += [f"end {n}", ""]
+    (tmp_path / "moat.state").write_text("\n".join(lines))
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")]).start()
+    try:
+        m.wait_log(f"{n} bans restored")
+        r = m.ctl("bans")
+        assert r.returncode == 1
+        assert f"{n} bans do not fit one reply" in r.stderr, r.stderr
+        assert "bans CIDR" in r.stderr
+        out = ok(m.ctl("bans", "10.0.1.0/24"))
+        assert len(out.splitlines()) == 1 + 256 and "10.0.1.255 " in out
+        assert js(m.ctl("--json", "bans", "10.1.0.0/16"))["count"] == 65536
+        (b,) = js(m.ctl("--json", "bans", "10.0.7.9"))["bans"]
+        assert b["ip"] == "10.0.7.9" and b["reason"] == "rate"
+        assert "no active bans in that prefix" in ok(m.ctl("bans", "192.0.2.0/24"))
+        r = m.ctl("bans", "10.0.0.0/33")
+        assert r.returncode == 1 and "invalid address or prefix" in r.stderr
+    finally:
+        assert m.stop() == 0
+
+
 def test_tail_sees_rate_ban_as_it_happens(moat):
     port = moat.port("smtp")
     ip = "203.0.113.9"
