@@ -6,8 +6,10 @@
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -17,6 +19,7 @@
 #define LISTEN_BACKLOG 511
 #define ACCEPTS_PER_EVENT 64	/* then let other watchers run */
 #define ACCEPT_PAUSE 0.5	/* seconds without accepting after EMFILE */
+#define STARVED_REMIND_MS 60000	/* a reminder while that goes on */
 
 struct listener {
 	ev_io io;
@@ -27,10 +30,65 @@ struct listener {
 	const struct cfg_listener *lc;
 	listener_accept_fn *fn;
 	void *arg;
+	bool starved;		/* accept failed for want of descriptors or
+				 * memory, and the queue is not empty yet */
+	uint64_t starved_ms;	/* since when */
+	uint64_t told_ms;	/* when the log last said so */
 };
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* Milliseconds on a clock that no setting of the date moves. */
+static uint64_t
+listener_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * accept4 failed for want of descriptors or memory: one line when that
+ * starts and a reminder a minute while it goes on, not one per retry.
+ * Closing sessions free a descriptor or two at a time, so single accepts
+ * succeed in between: the shortage is over only once the queue is empty.
+ */
+static void
+listener_starved(struct listener *l)
+{
+	char name[ADDR_PORT_STRLEN];
+	uint64_t now = listener_now_ms();
+	int e = errno;
+
+	addr_port_str(&l->ap, name, sizeof(name));
+	errno = e;		/* for log_warn */
+	if (!l->starved) {
+		log_warn("listener %s: accept, pausing until it works again",
+		    name);
+		l->starved = true;
+		l->starved_ms = l->told_ms = now;
+	} else if (now - l->told_ms >= STARVED_REMIND_MS) {
+		log_warn("listener %s: accept still failing after %llu s",
+		    name, (unsigned long long)(now - l->starved_ms) / 1000);
+		l->told_ms = now;
+	}
+}
+
+/* The queue was emptied after a shortage: say so once. */
+static void
+listener_recovered(struct listener *l)
+{
+	char name[ADDR_PORT_STRLEN];
+
+	if (!l->starved)
+		return;
+	log_info("listener %s: accepting again after %.1f s",
+	    addr_port_str(&l->ap, name, sizeof(name)),
+	    (double)(listener_now_ms() - l->starved_ms) / 1000.);
+	l->starved = false;
+}
 
 static void
 listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -50,6 +108,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 			switch (errno) {
 			case EAGAIN:
+				listener_recovered(l);
 				return;
 			case EINTR:
 			case ECONNABORTED:
@@ -65,9 +124,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				 * and keeps the socket readable: stop
 				 * watching for a moment instead of spinning.
 				 */
-				log_warn("listener %s: accept, pausing",
-				    addr_port_str(&l->ap, name,
-				    sizeof(name)));
+				listener_starved(l);
 				ev_io_stop(loop, &l->io);
 				ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.);
 				ev_timer_start(loop, &l->pause);

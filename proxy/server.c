@@ -740,12 +740,17 @@ server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	srv->draining = true;
 	n = server_sessions(srv);
 	server_close_listeners(srv);
-	if (n == 0) {
+	/*
+	 * The grace period runs even when no session was counted: a worker
+	 * thread publishes its count once per loop iteration, and may have
+	 * accepted connections from its queue just before its listeners
+	 * closed. Once every worker is done the loop ends anyway.
+	 */
+	if (n == 0)
 		log_info("shutting down");
-		return;
-	}
-	log_info("draining %zu sessions for up to %llu ms", n,
-	    (unsigned long long)cfg->daemon.drain_ms);
+	else
+		log_info("draining %zu sessions for up to %llu ms", n,
+		    (unsigned long long)cfg->daemon.drain_ms);
 	ev_timer_set(&srv->drain, (ev_tstamp)cfg->daemon.drain_ms / 1000.,
 	    0.);
 	ev_timer_start(loop, &srv->drain);

@@ -14,12 +14,15 @@ itself run out of smtpd processes long before moat runs out of slots.
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import selectors
+import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
@@ -118,8 +121,14 @@ def capacity_rejects(m: Moat) -> int:
 
 
 def vm_fds(pid: int) -> int:
-    import os
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time pid has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_idle_flood_plaintext_reserve_and_idle_timeout(pki, backend, tmp_path):
@@ -233,5 +242,133 @@ def test_concurrent_per_ip_holds(pki, backend, tmp_path):
         again[0].setblocking(True)
         assert again[0].recv(200).startswith(b"220 "), "slot not given back"
         close_all(again)
+    finally:
+        assert m.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_out_of_descriptors_pauses_accept_and_logs_once(pki, backend, tmp_path):
+    """With an open-files limit of 40 (hard, so moat cannot raise it),
+    40 silent clients leave most of them in the listen queue: accept
+    fails with EMFILE again and again. moat neither spins nor writes a
+    line per retry (one when it starts, one when the queue is empty
+    again), and serves a newcomer once the sessions end."""
+    m = Moat(tmp_path, pki, [listener("smtp", backend.addr, tls="none", idle="30s")],
+             wrap=["prlimit", "--nofile=40:40"]).start()
+    try:
+        addr = m.addr("smtp")
+        held = open_many(addr, 40)
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(m.proc.pid)
+        time.sleep(3)
+        assert cpu_seconds(m.proc.pid) - cpu0 < 0.5, "accept spins on EMFILE"
+        assert vm_fds(m.proc.pid) >= 39      # at the limit
+        log = m.log()
+        assert log.count("accept, pausing") == 1, log[-2000:]
+        close_all(held)
+        m.wait_log("accepting again after")
+        good_smtp(addr)
+        assert m.log().count("accept, pausing") == 1
+        assert m.proc.poll() is None
+    finally:
+        assert m.stop() == 0
+
+
+# LD_PRELOAD'ed into moat: CLOCK_REALTIME (and gettimeofday(), which
+# libev's ev_now() reads) jumps by MOAT_CLOCK_STEP seconds once
+# MOAT_CLOCK_STEP_AFTER seconds have passed, as an NTP step would move it.
+# The monotonic clock is left alone.
+CLOCK_STEP_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+static int (*real_clock_gettime)(clockid_t, struct timespec *);
+static struct timespec born;
+static double after, step;
+
+__attribute__((constructor)) static void
+init(void)
+{
+	const char *a = getenv("MOAT_CLOCK_STEP_AFTER");
+	const char *s = getenv("MOAT_CLOCK_STEP");
+
+	real_clock_gettime = (int (*)(clockid_t, struct timespec *))
+	    dlsym(RTLD_NEXT, "clock_gettime");
+	after = a ? atof(a) : 0;
+	step = s ? atof(s) : 0;
+	real_clock_gettime(CLOCK_MONOTONIC, &born);
+}
+
+int
+clock_gettime(clockid_t id, struct timespec *ts)
+{
+	struct timespec m;
+	int rc = real_clock_gettime(id, ts);
+
+	if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE)) {
+		real_clock_gettime(CLOCK_MONOTONIC, &m);
+		if ((double)(m.tv_sec - born.tv_sec) +
+		    (double)(m.tv_nsec - born.tv_nsec) / 1e9 >= after)
+			ts->tv_sec += (time_t)step;
+	}
+	return rc;
+}
+
+int
+gettimeofday(struct timeval *restrict tv, void *restrict tz)
+{
+	struct timespec ts;
+
+	(void)tz;
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+		return -1;
+	tv->tv_sec = ts.tv_sec;
+	tv->tv_usec = ts.tv_nsec / 1000;
+	return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def clock_step_shim(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler for the clock shim")
+    d = tmp_path_factory.mktemp("clockshim")
+    (d / "step.c").write_text(CLOCK_STEP_SHIM)
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(d / "step.so"),
+                    str(d / "step.c"), "-ldl"], check=True)
+    return d / "step.so"
+
+
+def test_wall_clock_step_back_changes_no_timeout(pki, backend, tmp_path,
+                                                 clock_step_shim, monkeypatch):
+    """The wall clock steps back an hour 1.5 s after moat starts (NTP, a
+    VM restored from a snapshot): a session idle since before the step
+    still ends at its 3 s idle timeout, not an hour later, and its close
+    line gives the time it really lasted."""
+    monkeypatch.setenv("LD_PRELOAD", str(clock_step_shim))
+    monkeypatch.setenv("MOAT_CLOCK_STEP_AFTER", "1.5")
+    monkeypatch.setenv("MOAT_CLOCK_STEP", "-3600")
+    # A sanitizer build wants its runtime first; the shim is harmless.
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") +
+                       ":verify_asan_link_order=0")
+    m = Moat(tmp_path, pki, [listener("smtp", backend.addr, tls="none", idle="3s")])
+    m.start()
+    monkeypatch.delenv("LD_PRELOAD")
+    try:
+        t0 = time.monotonic()
+        idle = open_many(m.addr("smtp"), 1)
+        closed = wait_closed(idle, timeout=10)
+        elapsed = time.monotonic() - t0
+        close_all(idle)
+        assert closed == 1, "the idle session outlived its timeout"
+        assert elapsed < 6, f"closed after {elapsed:.1f} s"
+        d = re.search(r"close reason=idle_timeout .*duration_ms=(\d+)",
+                      m.wait_log("close reason=idle_timeout"))
+        assert d and 2900 <= int(d.group(1)) <= 6000, d
     finally:
         assert m.stop() == 0

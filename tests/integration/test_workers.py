@@ -21,6 +21,7 @@ import time
 import pytest
 
 from moatrun import Moat, free_port, listener, moat_binary
+from scripted import ScriptedBackend
 from test_moatctl import Tail
 from test_policy import events, hello, lb
 from test_reload import Smtp, stack  # noqa: F401 (stack is a fixture)
@@ -267,6 +268,43 @@ def test_sigterm_drains_sessions_of_every_worker(tmp_path, pki, stack):
         for c in sessions:
             c.close()
         m.stop()
+
+
+def test_drain_timeout_ends_sessions_a_worker_took_late(tmp_path, pki):
+    """Connections wait in the listen queues of both workers while moat is
+    stopped; then SIGTERM and SIGCONT. The main thread may count no session
+    while worker threads still accept from their queues before their
+    listeners close: those sessions too end with drain_timeout (1 s), not
+    with their idle timeout (60 s), so moat exits within the grace period
+    every time."""
+    b = ScriptedBackend("smtp").start()
+    try:
+        for trial in range(4):
+            m = with_workers(Moat(tmp_path / str(trial), pki, [
+                listener("smtp", b.addr, tls="none", idle="60s")], drain="1s"),
+                2).start()
+            held = []
+            try:
+                addr = m.addr("smtp")
+                m.signal(signal.SIGSTOP)
+                time.sleep(0.1)
+                held = [socket.create_connection(addr, timeout=5) for _ in range(40)]
+                m.signal(signal.SIGTERM)
+                time.sleep(0.05)
+                t0 = time.monotonic()
+                m.signal(signal.SIGCONT)
+                try:
+                    rc = m.proc.wait(timeout=8)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                assert rc == 0 and time.monotonic() - t0 < 4, \
+                    f"trial {trial}: moat outlived drain_timeout:\n{m.log()[-1500:]}"
+            finally:
+                for c in held:
+                    c.close()
+                m.stop()
+    finally:
+        b.stop()
 
 
 def test_second_moat_cannot_join_the_port(tmp_path, pki, stack):
