@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mono.h"
 #include "siphash.h"
 
 /* Failed adds are tried again after this long, doubling up to the cap. */
@@ -182,15 +183,6 @@ struct fw {
 	size_t elems_cap;
 	size_t prune_mark;
 };
-
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 int
 fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,

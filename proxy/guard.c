@@ -13,6 +13,7 @@
 #include "geo.h"
 #include "log.h"
 #include "metrics.h"
+#include "mono.h"
 
 /* How long a changed ban table may wait before it is written out: long
  * enough to batch a burst of bans into one fsync, short enough that a
@@ -40,10 +41,7 @@ static struct {
 uint64_t
 guard_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return mono_ms();
 }
 
 static uint64_t

@@ -9,12 +9,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
 
 #include "log.h"
+#include "mono.h"
 
 #define LISTEN_BACKLOG 511
 #define ACCEPTS_PER_EVENT 64	/* then let other watchers run */
@@ -39,16 +39,6 @@ struct listener {
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-/* Milliseconds on a clock that no setting of the date moves. */
-static uint64_t
-listener_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * accept4 failed for want of descriptors or memory: one line when that
  * starts and a reminder a minute while it goes on, not one per retry.
@@ -59,7 +49,7 @@ static void
 listener_starved(struct listener *l)
 {
 	char name[ADDR_PORT_STRLEN];
-	uint64_t now = listener_now_ms();
+	uint64_t now = mono_ms();
 	int e = errno;
 
 	addr_port_str(&l->ap, name, sizeof(name));
@@ -86,7 +76,7 @@ listener_recovered(struct listener *l)
 		return;
 	log_info("listener %s: accepting again after %.1f s",
 	    addr_port_str(&l->ap, name, sizeof(name)),
-	    (double)(listener_now_ms() - l->starved_ms) / 1000.);
+	    (double)(mono_ms() - l->starved_ms) / 1000.);
 	l->starved = false;
 }
 

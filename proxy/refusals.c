@@ -9,6 +9,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "mono.h"
 
 /* Addresses remembered per thread; a collision only costs a full line. */
 #define SEEN_SLOTS 256
@@ -55,7 +56,7 @@ refusals_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)w, (void)revents;
 	ev_ref(loop);		/* balances the ev_unref() at start */
 	summarise();
-	rf.start = ev_now(loop);
+	rf.start = mono_s();
 	rf.full = 0;
 }
 
@@ -86,7 +87,7 @@ count(const char *reason)
 	if (!ev_is_active(&rf.timer)) {
 		/* The timer alone must not keep the loop running. */
 		ev_timer_set(&rf.timer, rf.start + REFUSALS_INTERVAL -
-		    ev_now(rf.loop), 0.);
+		    mono_s(), 0.);
 		ev_timer_start(rf.loop, &rf.timer);
 		ev_unref(rf.loop);
 	}
@@ -96,7 +97,7 @@ bool
 refusals_log(struct ev_loop *loop, const uint8_t addr[16],
     const char *reason, const char *listener, const char *sid)
 {
-	ev_tstamp now = ev_now(loop);
+	ev_tstamp now = mono_s();
 	struct seen *e;
 	char ip[INET6_ADDRSTRLEN];
 

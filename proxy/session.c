@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -29,6 +28,7 @@
 #include "gen.h"
 #include "guard.h"
 #include "log.h"
+#include "mono.h"
 #include "metrics.h"
 #include "proxyproto.h"
 #include "refusals.h"
@@ -128,8 +128,8 @@ struct session {
 	struct conn backend;
 	struct filter_io filter;
 	ev_timer timer;
-	ev_tstamp started;	/* session_clock() */
-	ev_tstamp last_active;	/* session_clock(): the last byte moved */
+	ev_tstamp started;	/* mono_s() */
+	ev_tstamp last_active;	/* mono_s(): the last byte moved */
 	/* The client as believed: the PROXY header's when there was one. */
 	struct sockaddr_storage peer, local;
 	socklen_t peerlen, locallen;
@@ -222,21 +222,6 @@ logval(const char *v, char *buf, size_t len)
 	return buf;
 }
 
-/*
- * Seconds on the monotonic clock, for idle stamps and durations. ev_now()
- * follows the wall clock, which NTP or an operator may step: measured on
- * it, an idle timeout would outlast a step back by the size of the step
- * and a duration would come out negative. ev_timer itself is monotonic.
- */
-static ev_tstamp
-session_clock(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (ev_tstamp)ts.tv_sec + (ev_tstamp)ts.tv_nsec / 1e9;
-}
-
 static void
 set_timer_ms(struct session *s, uint64_t ms)
 {
@@ -264,7 +249,7 @@ enter_state(struct session *s, enum session_state st)
 		set_timer_ms(s, s->lc->connect_ms);
 		break;
 	case SESSION_RELAY:
-		s->last_active = session_clock();
+		s->last_active = mono_s();
 		set_timer_ms(s, s->lc->idle_ms);
 		break;
 	case SESSION_REJECT:
@@ -344,7 +329,7 @@ session_free(struct session *s)
 	char b1[200];
 	uint64_t ms;
 
-	ms = (uint64_t)((session_clock() - s->started) * 1000.);
+	ms = (uint64_t)((mono_s() - s->started) * 1000.);
 	/* A refused session's story is its reject line (refusals.h). */
 	(s->admitted ? log_info : log_debug)("%s close reason=%s%s%s "
 	    "client_in=%" PRIu64 " client_out=%" PRIu64 " duration_ms=%"
@@ -987,7 +972,7 @@ conn_fill(struct session *s, struct conn *c)
 		buf_trim(&c->in);	/* an idle side holds no buffer */
 	switch (rc) {
 	case IO_OK:
-		s->last_active = session_clock();
+		s->last_active = mono_s();
 		return true;
 	case IO_AGAIN:
 		return false;
@@ -1019,7 +1004,7 @@ conn_flush(struct session *s, struct conn *c)
 	if (buf_len(&c->out) > 0) {
 		switch (conn_write(s, c)) {
 		case IO_OK:
-			s->last_active = session_clock();
+			s->last_active = mono_s();
 			progress = true;
 			break;
 		case IO_AGAIN:
@@ -1491,7 +1476,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case SESSION_RELAY:
 		/* Activity only stamps last_active; re-arm for the rest. */
 		left = s->last_active + (ev_tstamp)s->lc->idle_ms / 1000. -
-		    session_clock();
+		    mono_s();
 		if (left > 0.01) {
 			ev_timer_set(w, left, 0.);
 			ev_timer_start(loop, w);
@@ -1685,7 +1670,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	s->gen = gen_ref(gen);
 	s->lc = lc;
 	s->state = SESSION_NEW;
-	s->started = session_clock();
+	s->started = mono_s();
 	s->filter.ops = filter_for(lc);
 	conn_init(&s->client, fd, client_io_cb, RELAY_BUF_UP, RELAY_BUF);
 	conn_init(&s->backend, -1, backend_io_cb, RELAY_BUF, RELAY_BUF_UP);

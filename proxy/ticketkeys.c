@@ -5,12 +5,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+
+#include "mono.h"
 
 struct tkey {
 	unsigned char name[16];
@@ -25,15 +26,6 @@ static struct {
 	struct tkey k[2];	/* [0] encrypts; [1] the previous one */
 	int n;			/* keys in k */
 } store = { .mu = PTHREAD_MUTEX_INITIALIZER, .period_ms = 3600 * 1000 };
-
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void
 wipe_at_exit(void)
