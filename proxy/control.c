@@ -578,6 +578,9 @@ cmd_unban(struct cclient *c, struct reply *r, char **w, size_t nw)
 		return;
 	addr_v6_str(addr, ip, sizeof(ip));
 	if (!guard_unban(addr)) {
+		if (guard_fw_on())
+			log_info("control: unban ip=%s: not banned, deleted "
+			    "from the firewall set", ip);
 		reply_fail(r, "%s is not banned%s", ip, guard_fw_on() ?
 		    "; deleted from the firewall set all the same, in case "
 		    "it was there" : "");
@@ -726,8 +729,8 @@ static void
 cmd_help(struct cclient *c, struct reply *r)
 {
 	static const char *const cmds[] = {
-		"status", "bans [IP|CIDR]", "ban IP [DURATION]", "unban IP", "reload",
-		"reopen", "tail [--event E] [--ip IP]", "help",
+		"status", "bans [IP|CIDR]", "ban IP [DURATION]", "unban IP",
+		"reload", "reopen", "tail [--event E] [--ip IP]", "help",
 	};
 	size_t i;
 

@@ -52,7 +52,8 @@ struct pop3 {
 	bool tls;
 	bool greeted;
 	bool authed;
-	bool user_seen;		/* a USER went out since the last PASS or STLS */
+	bool user_seen;		/* a USER went out since the last PASS or
+				 * STLS */
 	bool sasl_cancel;	/* the last SASL response was "*" */
 };
 
