@@ -20,6 +20,7 @@
 #include "gen.h"
 #include "geo.h"
 #include "guard.h"
+#include "heap.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -48,6 +49,7 @@ struct server {
 	ev_async done;			/* a worker may have finished */
 	struct event_log *events;
 	ev_timer drain;
+	ev_timer heap;		/* heap_tick() */
 	bool draining;
 	struct control_server hooks;	/* for control and metrics */
 	struct control *control;
@@ -724,6 +726,17 @@ server_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
+server_heap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	size_t n;
+
+	(void)loop, (void)w, (void)revents;
+	if ((n = heap_tick()) > 0)
+		log_debug("heap: %zu KiB that closed sessions freed given back",
+		    n >> 10);
+}
+
+static void
 server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct server *srv = w->data;
@@ -858,6 +871,7 @@ server_run(struct config *cfg, const char *config_path)
 	srv.sigterm.data = &srv;
 	srv.sigint.data = &srv;
 	ev_timer_init(&srv.drain, server_drain_cb, 0., 0.);
+	ev_timer_init(&srv.heap, server_heap_cb, HEAP_TICK, HEAP_TICK);
 	ev_signal_start(srv.loop, &srv.sighup);
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
@@ -886,6 +900,8 @@ server_run(struct config *cfg, const char *config_path)
 	else
 		log_info("moat running: %zu listening sockets", srv.ngroups);
 
+	heap_init();
+	ev_timer_start(srv.loop, &srv.heap);
 	ev_run(srv.loop, 0);
 
 	ev_signal_stop(srv.loop, &srv.sighup);
@@ -893,6 +909,7 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sigint);
 	ev_signal_stop(srv.loop, &srv.sigusr1);
 	ev_timer_stop(srv.loop, &srv.drain);
+	ev_timer_stop(srv.loop, &srv.heap);
 	server_teardown(&srv);
 	ev_async_stop(srv.loop, &srv.done);
 	ev_loop_destroy(srv.loop);
