@@ -226,22 +226,22 @@ def test_nftables_ban_drops_syn_then_expires(tmp_path, pki, net, stack, v):
     srv, srv_cli = (SRV4, SRV4_CLI) if v == 4 else (SRV6, SRV6_CLI)
     set_name = f"blocked{v}"
     net.reset_nft()
-    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    # A ban long enough that a busy machine still sees it in force.
+    m = start_moat(tmp_path, pki, net, stack, "nftables",
+                   extra=RATE.replace('duration = "3s"', 'duration = "8s"'))
     try:
         trigger_rate_ban(net.att, srv, m.pop3_port)
-        t0 = time.monotonic()
-        el = wait_for(lambda: net.nft_elems(set_name).get(att), 2.0,
+        el = wait_for(lambda: net.nft_elems(set_name).get(att), 5.0,
                       f"{att} in {set_name}")
-        assert time.monotonic() - t0 < 2.0
-        assert "timeout" in el and 1 <= el["timeout"] <= 3, el
+        assert "timeout" in el and 1 <= el["timeout"] <= 8, el
         assert syn_dropped(net.att, srv, m.pop3_port)
         assert first_line(net.cli, srv_cli, m.pop3_port).startswith(b"+OK")
         ban = wait_for(lambda: [e for e in events(m, "ban") if e["ip"] == att],
-                       2.0, "ban event")[0]
+                       5.0, "ban event")[0]
         assert ban["firewall"] == "nftables" and ban["reason"] == "rate"
         # The kernel forgets the element when the ban ends; the attacker
         # connects again (the rate window of 2 s has passed by then).
-        wait_for(lambda: att not in net.nft_elems(set_name), 6.0,
+        wait_for(lambda: att not in net.nft_elems(set_name), 12.0,
                  f"{att} to expire from {set_name}")
         assert first_line(net.att, srv, m.pop3_port).startswith(b"+OK")
         assert not events(m, "firewall_error"), events(m, "firewall_error")
@@ -258,13 +258,13 @@ def test_unban_removes_element(tmp_path, pki, net, stack):
     m = start_moat(tmp_path, pki, net, stack, "nftables", extra=extra)
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
         p = subprocess.run([str(ctl), "-s", str(m.workdir / "moat.sock"), "unban",
                             ATT4], capture_output=True, text=True, timeout=10)
         if p.returncode != 0 and "unknown" in (p.stdout + p.stderr).lower():
             pytest.skip(f"moatctl unban not available: {p.stdout}{p.stderr}")
         assert p.returncode == 0, p.stdout + p.stderr
-        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 2.0,
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 5.0,
                  "element removed")
         # Past the rate window, the attacker is served again.
         time.sleep(2.5)
@@ -299,14 +299,14 @@ def test_pop3_auth_failures_ban(tmp_path, pki, net, stack):
         wrong_login()
         wrong_login()
         try:
-            wait_for(lambda: events(m, "ban"), 3.0, "ban event")
+            wait_for(lambda: events(m, "ban"), 5.0, "ban event")
         except AssertionError:
             # The lead flips this on by feeding FILTER_SIG_AUTH_FAIL to
             # guard_note() in session.c's session_signal().
             pytest.skip("auth_fail events are not fed to the policy yet "
                         "(session_signal in proxy/session.c); no ban after "
                         "auth_failures.limit failures")
-        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
         assert syn_dropped(net.att, SRV4, m.pop3_port)
         assert first_line(net.cli, SRV4_CLI, m.pop3_port).startswith(b"+OK")
         assert any(e["ip"] == ATT4 and e.get("firewall") == "nftables"
@@ -323,12 +323,12 @@ def test_ipset_ban_element_with_timeout(tmp_path, pki, net, stack):
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
         listing = wait_for(lambda: (lambda t: t if ATT4 + " timeout" in t else "")(
-            net.ipset_list("blocked4")), 2.0, "ipset element")
+            net.ipset_list("blocked4")), 5.0, "ipset element")
         assert "Type: hash:ip" in listing and "family inet " in listing
         secs = int(listing.split(ATT4 + " timeout ")[1].split()[0])
         assert 1 <= secs <= 3
         trigger_rate_ban(net.att, SRV6, m.pop3_port)
-        wait_for(lambda: ATT6 + " timeout" in net.ipset_list("blocked6"), 2.0,
+        wait_for(lambda: ATT6 + " timeout" in net.ipset_list("blocked6"), 5.0,
                  "ipset v6 element")
         ban = [e for e in events(m, "ban") if e["ip"] == ATT4][0]
         assert ban["firewall"] == "ipset"
@@ -345,7 +345,7 @@ def test_missing_sets_are_created(tmp_path, pki, net, stack):
     try:
         m.wait_log("created set inet moat blocked4", timeout=5)
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 2.0, "element")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "element")
         listing = net.nft("list", "set", "inet", "moat", "blocked4").stdout
         assert "type ipv4_addr" in listing and "flags timeout" in listing
     finally:
@@ -359,7 +359,7 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
                    {"backend": "nftables", "create": False})
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")[0]
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")[0]
         assert err["reason"] == "missing_set" and err["firewall"] == "nftables"
         assert "contrib/nftables/moat.nft" in err["detail"]
         assert net.nft("list", "table", "inet", "moat", check=False).returncode != 0
@@ -424,7 +424,7 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
     m = start_moat(tmp_path, pki, net, stack, "nftables")
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
         assert len(err) == 1, err
         assert err[0]["reason"] == "wrong_set_type"
         assert "blocked4" in err[0]["detail"] and "wrong type" in err[0]["detail"]
@@ -433,7 +433,7 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
         assert first_line(net.cli, SRV4_CLI, m.pop3_port).startswith(b"+OK")
         # The IPv6 set is fine and still gets its elements.
         trigger_rate_ban(net.att, SRV6, m.pop3_port)
-        wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 2.0, "v6 element")
+        wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 5.0, "v6 element")
     finally:
         assert m.stop() == 0
         net.reset_nft()
@@ -451,7 +451,7 @@ def test_no_cap_net_admin_reported_still_serving(tmp_path, pki, net, stack):
     m = start_moat(tmp_path, pki, net, stack, "nftables", wrapper=wrapper)
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        err = wait_for(lambda: events(m, "firewall_error"), 3.0, "firewall_error")
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
         assert err[0]["reason"] == "permission"
         assert "CAP_NET_ADMIN" in err[0]["detail"]
         assert ATT4 not in net.nft_elems("blocked4")
