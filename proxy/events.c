@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 struct event_log {
 	char *path;		/* NULL: no file; "-": stdout */
 	int fd;			/* -1 when there is no file */
+	bool sock;		/* fd is a socket: sent with MSG_DONTWAIT */
 	bool syslog;
 	bool failing;		/* the last write failed: said once */
 	bool torn;		/* a partial line lacks its newline */
@@ -248,6 +251,32 @@ events_file_open(const char *path, const char **why)
 	return fd;
 }
 
+/*
+ * Standard output as the events sink ("-"). Lines are written under mu,
+ * so a reader that stops reading a pipe or a socket there would stop
+ * every worker, as a FIFO's would: a pipe is opened again as a file
+ * description of moat's own, non-blocking (fd 1's, which stderr may
+ * share, stays as it was), and a socket (journald's stream) is sent to
+ * with MSG_DONTWAIT. A lagging reader then costs dropped events. A
+ * terminal or a file is written as it is.
+ */
+static int
+events_stdout(bool *sock)
+{
+	struct stat st;
+	int fd;
+
+	*sock = false;
+	if (fstat(STDOUT_FILENO, &st) == -1)
+		return STDOUT_FILENO;
+	if (S_ISSOCK(st.st_mode))
+		*sock = true;
+	else if (S_ISFIFO(st.st_mode) && (fd = open("/proc/self/fd/1",
+	    O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)) != -1)
+		return fd;
+	return STDOUT_FILENO;
+}
+
 struct event_log *
 event_log_open(const char *path, bool use_syslog, char *errbuf,
     size_t errlen)
@@ -268,7 +297,7 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 			return NULL;
 		}
 		if (strcmp(path, "-") == 0)
-			log->fd = STDOUT_FILENO;
+			log->fd = events_stdout(&log->sock);
 		else if ((log->fd = events_file_open(path, &why)) == -1) {
 			snprintf(errbuf, errlen, "events file %s: %s", path,
 			    why);
@@ -288,7 +317,7 @@ event_log_reopen(struct event_log *log)
 	const char *why;
 	int fd;
 
-	if (log == NULL || log->path == NULL || log->fd == STDOUT_FILENO)
+	if (log == NULL || log->path == NULL || strcmp(log->path, "-") == 0)
 		return 0;
 	if ((fd = events_file_open(log->path, &why)) == -1) {
 		log_warnx("events: cannot reopen %s, still writing to the old "
@@ -538,6 +567,19 @@ subs_any(void)
 	return false;
 }
 
+/* One write(2) to log's file, never waiting on a socket; EINTR retried. */
+static ssize_t
+sink_put(const struct event_log *log, const void *p, size_t n)
+{
+	ssize_t w;
+
+	do
+		w = log->sock ? send(log->fd, p, n, MSG_DONTWAIT |
+		    MSG_NOSIGNAL) : write(log->fd, p, n);
+	while (w == -1 && errno == EINTR);
+	return w;
+}
+
 /* Writes one formatted line (n bytes, newline included) to log. Called
  * with mu held. */
 static void
@@ -555,9 +597,7 @@ sink_write(struct event_log *log, const char *line, int n)
 	 * written either: end it first, or this event would be glued to
 	 * it and both lost to a reader. */
 	if (log->torn) {
-		do
-			w = write(log->fd, "\n", 1);
-		while (w == -1 && errno == EINTR);
+		w = sink_put(log, "\n", 1);
 		if (w != 1) {
 			event_drop(log, w == -1 ? strerror(errno) :
 			    "short write (disk full?)");
@@ -567,9 +607,7 @@ sink_write(struct event_log *log, const char *line, int n)
 	}
 	/* One write per line: O_APPEND keeps lines whole between writers,
 	 * and a reader never sees half an event. */
-	do
-		w = write(log->fd, line, (size_t)n);
-	while (w == -1 && errno == EINTR);
+	w = sink_put(log, line, (size_t)n);
 	if (w == n) {
 		if (log->failing)
 			log_info("events: writing to %s again (%llu events "
@@ -588,7 +626,7 @@ sink_write(struct event_log *log, const char *line, int n)
 
 		if (w > 0 && (end < (off_t)w ||
 		    ftruncate(log->fd, end - (off_t)w) == -1) &&
-		    write(log->fd, "\n", 1) != 1)
+		    sink_put(log, "\n", 1) != 1)
 			log->torn = true;
 		event_drop(log, "short write (disk full?)");
 	} else

@@ -130,6 +130,17 @@ valid_ip(const char *s)
 	    inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* Whether s is one word of the request line: no space, no control
+ * byte. */
+static bool
+one_word(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return false;
+	return true;
+}
+
 static const char *const event_names[] = { EVENT_NAMES };
 #define NEVENT_NAMES (sizeof(event_names) / sizeof(event_names[0]))
 
@@ -170,6 +181,13 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 	int i;
 
 	*tail = false;
+	/* The request is one line of words: an argument holding a space or
+	 * a line break would be read as more words or another command
+	 * ("bans '10.0.0.0/8<LF>unban IP'" ran the unban). */
+	for (i = 0; i < argc; i++)
+		if (!one_word(argv[i]))
+			bad_usage("%s: an argument holds a space or a control "
+			    "character", cmd);
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
 	    strcmp(cmd, "reopen") == 0) {
 		if (argc != 1)

@@ -333,6 +333,21 @@ def test_usage_errors_exit_2(moat, args):
     assert "usage: moatctl" in r.stderr
 
 
+def test_bans_argument_cannot_smuggle_a_command(moat):
+    """Regression: the bans argument went into the request line as it was,
+    so "bans '192.0.2.0/24<LF>unban IP'" (an address taken from a log line,
+    say) also ran the unban, and moatctl exited 0. An argument that is not
+    one word is a usage error now, and nothing reaches moat."""
+    ok(moat.ctl("ban", "192.0.2.55", "1h"))
+    for arg in ("192.0.2.0/24\nunban 192.0.2.55", "192.0.2.0/24 x",
+                "192.0.2.0/24\r"):
+        r = moat.ctl("bans", arg)
+        assert r.returncode == 2, (arg, r.stdout, r.stderr)
+        assert "holds a space or a control character" in r.stderr
+    assert "192.0.2.55" in ok(moat.ctl("bans", "192.0.2.55"))
+    assert "unban ip=192.0.2.55" not in moat.log()
+
+
 EVENTS = ["reject", "ban", "unban", "auth_fail", "tls_fail", "smuggling",
           "protocol", "firewall_error"]
 

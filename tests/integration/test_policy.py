@@ -261,6 +261,43 @@ def test_events_fifo_never_stops_moat(tmp_path, pki, stack):
         os.close(reader)
 
 
+def test_events_on_stdout_pipe_never_stop_moat(tmp_path, pki, stack):
+    """Regression: with file = "-" and standard output a pipe whose reader
+    has stopped reading (a container's log collector, a shipper), the
+    write blocked once the pipe was full, under the lock every worker
+    takes to emit: moat answered nobody. A lagging reader costs dropped
+    events, as with a FIFO for file, and moat keeps serving."""
+    fifo = tmp_path / "stdout.pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # never reads
+    try:
+        m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")],
+                 extra='[policy]\ndeny = ["198.51.100.0/24"]\n')
+        text = m.config_path.read_text()
+        events_line = f'file = "{m.workdir / "events.jsonl"}"'
+        assert events_line in text
+        m.config_path.write_text(text.replace(events_line, 'file = "-"'))
+        # moat itself (exec), with standard output the pipe; stderr stays
+        # the log.
+        m.wrap = ["sh", "-c", 'exec "$@" > "$0"', str(fifo)]
+        m.start()
+        port = m.port("smtp")
+        try:
+            # 600 events are more than the pipe holds (64 KiB).
+            for i in range(600):
+                assert hello(port, f"198.51.100.{i % 250 + 1}") == \
+                    b"554 5.7.1 Access denied: policy\r\n", i
+            assert hello(port, "192.0.2.1").startswith(b"220 ")
+            m.wait_log("its reader is not keeping up")
+            lines = os.read(reader, 1 << 20).splitlines()
+            assert 300 < len(lines) < 600
+            assert all(json.loads(l)["event"] == "reject" for l in lines)
+        finally:
+            assert m.stop() == 0
+    finally:
+        os.close(reader)
+
+
 def pop3_wrong_password(port: int, ip: str) -> bytes:
     """One POP3 login with a wrong password as ip; returns PASS's reply
     (b"" when moat closed the connection without a word)."""

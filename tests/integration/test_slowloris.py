@@ -266,7 +266,7 @@ def test_out_of_descriptors_pauses_accept_and_logs_once(pki, backend, tmp_path):
         log = m.log()
         assert log.count("accept, pausing") == 1, log[-2000:]
         close_all(held)
-        m.wait_log("accepting again after")
+        m.wait_log("accepting again after", timeout=60)
         good_smtp(addr)
         assert m.log().count("accept, pausing") == 1
         assert m.proc.poll() is None
@@ -275,43 +275,43 @@ def test_out_of_descriptors_pauses_accept_and_logs_once(pki, backend, tmp_path):
 
 
 # LD_PRELOAD'ed into moat: CLOCK_REALTIME (and gettimeofday(), which
-# libev's ev_now() reads) jumps by MOAT_CLOCK_STEP seconds once
-# MOAT_CLOCK_STEP_AFTER seconds have passed, as an NTP step would move it.
-# The monotonic clock is left alone.
+# libev's ev_now() reads) jumps by MOAT_CLOCK_STEP seconds once the file
+# MOAT_CLOCK_STEP_FILE exists, as an NTP step would move it: the test
+# steps the clock when it is ready, however long moat took to start. The
+# monotonic clock is left alone.
 CLOCK_STEP_SHIM = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 static int (*real_clock_gettime)(clockid_t, struct timespec *);
-static struct timespec born;
-static double after, step;
+static const char *trigger;
+static volatile int stepped;
+static double step;
 
 __attribute__((constructor)) static void
 init(void)
 {
-	const char *a = getenv("MOAT_CLOCK_STEP_AFTER");
 	const char *s = getenv("MOAT_CLOCK_STEP");
 
 	real_clock_gettime = (int (*)(clockid_t, struct timespec *))
 	    dlsym(RTLD_NEXT, "clock_gettime");
-	after = a ? atof(a) : 0;
+	trigger = getenv("MOAT_CLOCK_STEP_FILE");
 	step = s ? atof(s) : 0;
-	real_clock_gettime(CLOCK_MONOTONIC, &born);
 }
 
 int
 clock_gettime(clockid_t id, struct timespec *ts)
 {
-	struct timespec m;
 	int rc = real_clock_gettime(id, ts);
 
 	if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE)) {
-		real_clock_gettime(CLOCK_MONOTONIC, &m);
-		if ((double)(m.tv_sec - born.tv_sec) +
-		    (double)(m.tv_nsec - born.tv_nsec) / 1e9 >= after)
+		if (!stepped && trigger != NULL && access(trigger, F_OK) == 0)
+			stepped = 1;
+		if (stepped)
 			ts->tv_sec += (time_t)step;
 	}
 	return rc;
@@ -346,12 +346,13 @@ def clock_step_shim(tmp_path_factory):
 
 def test_wall_clock_step_back_changes_no_timeout(pki, backend, tmp_path,
                                                  clock_step_shim, monkeypatch):
-    """The wall clock steps back an hour 1.5 s after moat starts (NTP, a
-    VM restored from a snapshot): a session idle since before the step
-    still ends at its 3 s idle timeout, not an hour later, and its close
-    line gives the time it really lasted."""
+    """The wall clock steps back an hour while a session is idle (NTP, a
+    VM restored from a snapshot): the session still ends at its 3 s idle
+    timeout, not an hour later, and its close line gives the time it
+    really lasted. Bounds are far from both (no timed assertion)."""
+    trigger = tmp_path / "step-now"
     monkeypatch.setenv("LD_PRELOAD", str(clock_step_shim))
-    monkeypatch.setenv("MOAT_CLOCK_STEP_AFTER", "1.5")
+    monkeypatch.setenv("MOAT_CLOCK_STEP_FILE", str(trigger))
     monkeypatch.setenv("MOAT_CLOCK_STEP", "-3600")
     # A sanitizer build wants its runtime first; the shim is harmless.
     monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") +
@@ -360,16 +361,20 @@ def test_wall_clock_step_back_changes_no_timeout(pki, backend, tmp_path,
     m.start()
     monkeypatch.delenv("LD_PRELOAD")
     try:
-        t0 = time.monotonic()
         idle = open_many(m.addr("smtp"), 1)
-        closed = wait_closed(idle, timeout=10)
-        elapsed = time.monotonic() - t0
+        # Relayed, so the session is past its last activity before the
+        # wall clock steps back under it.
+        idle[0].settimeout(30)
+        assert idle[0].recv(512).startswith(b"220 ")
+        idle[0].setblocking(False)
+        trigger.touch()
+        # An hour is the failure; a minute is plenty for a 3 s timeout.
+        closed = wait_closed(idle, timeout=60)
         close_all(idle)
         assert closed == 1, "the idle session outlived its timeout"
-        assert elapsed < 6, f"closed after {elapsed:.1f} s"
         d = re.search(r"close reason=idle_timeout .*duration_ms=(\d+)",
                       m.wait_log("close reason=idle_timeout"))
-        assert d and 2900 <= int(d.group(1)) <= 6000, d
+        assert d and 2900 <= int(d.group(1)) <= 60_000, d
     finally:
         assert m.stop() == 0
 
@@ -384,8 +389,9 @@ def vm_rss_kb(pid: int) -> int:
 
 def test_memory_given_back_after_a_flood(pki, backend, tmp_path):
     """1500 TLS sessions grow moat by tens of MB; once they have closed,
-    moat gives that memory back to the system within a tick or two of
-    its heap timer (10 s), instead of holding its peak for good."""
+    moat gives that memory back to the system at a tick of its heap timer
+    (10 s), instead of holding its peak for good. The wait allows a busy
+    machine several ticks."""
     m = Moat(tmp_path, pki, [listener("smtps", backend.addr, tls="implicit",
                                       idle="5m")]).start()
     try:
@@ -403,7 +409,7 @@ def test_memory_given_back_after_a_flood(pki, backend, tmp_path):
         peak = vm_rss_kb(m.proc.pid)
         assert peak - base > 15_000, (base, peak)
         close_all(held)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while True:
             rss = vm_rss_kb(m.proc.pid)
             if rss < base + (peak - base) // 4:

@@ -275,13 +275,13 @@ def test_drain_timeout_ends_sessions_a_worker_took_late(tmp_path, pki):
     stopped; then SIGTERM and SIGCONT. The main thread may count no session
     while worker threads still accept from their queues before their
     listeners close: those sessions too end with drain_timeout (1 s), not
-    with their idle timeout (60 s), so moat exits within the grace period
-    every time."""
+    with their idle timeout (10 min), so moat exits long before that every
+    time (the wait is generous: no timed assertion)."""
     b = ScriptedBackend("smtp").start()
     try:
         for trial in range(4):
             m = with_workers(Moat(tmp_path / str(trial), pki, [
-                listener("smtp", b.addr, tls="none", idle="60s")], drain="1s"),
+                listener("smtp", b.addr, tls="none", idle="10m")], drain="1s"),
                 2).start()
             held = []
             try:
@@ -291,13 +291,12 @@ def test_drain_timeout_ends_sessions_a_worker_took_late(tmp_path, pki):
                 held = [socket.create_connection(addr, timeout=5) for _ in range(40)]
                 m.signal(signal.SIGTERM)
                 time.sleep(0.05)
-                t0 = time.monotonic()
                 m.signal(signal.SIGCONT)
                 try:
-                    rc = m.proc.wait(timeout=8)
+                    rc = m.proc.wait(timeout=120)
                 except subprocess.TimeoutExpired:
                     rc = None
-                assert rc == 0 and time.monotonic() - t0 < 4, \
+                assert rc == 0, \
                     f"trial {trial}: moat outlived drain_timeout:\n{m.log()[-1500:]}"
             finally:
                 for c in held:
