@@ -278,6 +278,16 @@ set_ban(struct policy_result *res, const struct ban_info *b, bool made,
 	res->ban_count = b->count;
 }
 
+/* A ban this call made: also how many sessions it leaves open (lock held),
+ * which the proxy ends. */
+static void
+made_ban(struct policy *p, const uint8_t addr[16], struct policy_result *res,
+    const struct ban_info *b, uint64_t now)
+{
+	set_ban(res, b, true, now);
+	res->open = window_open_count(p->win, addr);
+}
+
 /* Geofencing: true if the address may pass. Fills the codes in res. */
 static bool
 geo_pass(const struct rules *r, const uint8_t addr[16],
@@ -336,7 +346,7 @@ policy_admit(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
 		res->window_ms = p->r.wp.conn_window_ms;
 		if (ban_add(p->bans, addr, BAN_RATE, 0, now_ms, &b)) {
 			p->dirty = true;
-			set_ban(res, &b, true, now_ms);
+			made_ban(p, addr, res, &b, now_ms);
 		}
 		goto reject;
 	case WINDOW_CONCURRENCY:
@@ -390,7 +400,7 @@ policy_note(struct policy *p, const uint8_t addr[16], enum policy_event ev,
 	if (ban) {
 		if (ban_add(p->bans, addr, why, 0, now_ms, &b)) {
 			p->dirty = true;
-			set_ban(res, &b, true, now_ms);
+			made_ban(p, addr, res, &b, now_ms);
 		} else if (b.count > 0) {
 			/* Banned already, by another session. */
 			set_ban(res, &b, false, now_ms);
@@ -443,7 +453,7 @@ policy_ban(struct policy *p, const uint8_t addr[16], uint64_t duration_ms,
 		if (ban_add(p->bans, addr, BAN_MANUAL, duration_ms, now_ms,
 		    &b)) {
 			p->dirty = true;
-			set_ban(res, &b, true, now_ms);
+			made_ban(p, addr, res, &b, now_ms);
 		} else {
 			*why = "out of memory";
 			rc = -1;

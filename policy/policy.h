@@ -90,6 +90,8 @@ struct policy_result {
 				 * the firewall with a timeout of ban_ms */
 	uint64_t ban_ms;	/* new ban: its length; banned: time left */
 	uint32_t ban_count;	/* bans of this address so far */
+	uint32_t open;		/* new ban: sessions counted open for the
+				 * address (its prefix, when aggregated) */
 };
 
 /* Names for events and logs: "ok", "allowlist", "banned", "denylist",
@@ -140,8 +142,10 @@ enum policy_verdict policy_admit(struct policy *p, const uint8_t addr[16],
 enum policy_verdict policy_note(struct policy *p, const uint8_t addr[16],
     enum policy_event ev, uint64_t now_ms, struct policy_result *res);
 
-/* A session admitted by policy_admit has ended (allow-listed sessions
- * too: they were never counted, and the call is harmless). */
+/* A session that policy_admit counted (reason POLICY_OK) has ended. Not
+ * for allow-listed sessions: they were never counted, and once a reload
+ * takes the address off the list a release would free a place that a
+ * counted session of the address holds. */
 void policy_release(struct policy *p, const uint8_t addr[16]);
 
 /*

@@ -2,6 +2,7 @@
 #include "guard.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,11 @@ static struct {
 	} fwc;
 	bool open;
 } guard;
+
+/* Who ends the open sessions of a newly banned address (guard.h); read
+ * on every thread that bans, so kept apart from guard and atomic. */
+static _Atomic(guard_ban_fn *) on_ban;
+static void *on_ban_arg;
 
 uint64_t
 guard_now_ms(void)
@@ -380,6 +386,7 @@ static void
 note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
     const char *sid, const struct policy_result *res)
 {
+	guard_ban_fn *fn;
 	char ip[64];
 
 	addr_v6_str(addr, ip, sizeof(ip));
@@ -393,6 +400,20 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 		fw_add(guard.fw, addr, res->ban_ms);
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
+	/* Ending them walks every worker's sessions: not for each address
+	 * of a flood that holds none. An operator's ban walks always, as
+	 * sessions the allow list admitted were never counted. */
+	if ((res->open > 0 || res->reason == POLICY_MANUAL) &&
+	    (fn = atomic_load(&on_ban)) != NULL)
+		fn(on_ban_arg, addr);
+}
+
+void
+guard_on_ban(guard_ban_fn *fn, void *arg)
+{
+	if (fn != NULL)
+		on_ban_arg = arg;
+	atomic_store(&on_ban, fn);
 }
 
 bool
@@ -408,6 +429,7 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
 	    POLICY_ALLOW) {
 		metrics_admit(lc->name, NULL);
+		*reason = res.reason;
 		return true;
 	}
 	metrics_admit(lc->name, policy_reason_str(res.reason));

@@ -34,7 +34,9 @@ void guard_close(void);
  * and returns false with *reason saying why; an already-banned address
  * (POLICY_BANNED) gets no reply at all, so it costs no session and no
  * handshake. sid may be NULL (no session yet). An admitted session must
- * call guard_release() once when it ends. Cheap when nothing listens for
+ * call guard_release() once when it ends, unless *reason says
+ * POLICY_ALLOWLIST: the allow list admits without counting the session
+ * towards concurrent_per_ip. Cheap when nothing listens for
  * events: no formatting, no I/O.
  */
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
@@ -59,6 +61,16 @@ bool guard_note(const uint8_t addr[16], const struct cfg_listener *lc,
  */
 int guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why);
 bool guard_unban(const uint8_t addr[16]);
+
+/*
+ * fn runs for every new ban of an address with sessions open, and every
+ * operator's ban, on the thread that made it, after the event: the server
+ * ends the address's open sessions there (worker_kick). NULL stops it.
+ * Set it before the worker threads start; it must stay callable until
+ * they are joined.
+ */
+typedef void guard_ban_fn(void *arg, const uint8_t addr[16]);
+void guard_on_ban(guard_ban_fn *fn, void *arg);
 
 /* Whether bans reach a firewall set (backend other than "none", and
  * running). */

@@ -769,6 +769,18 @@ server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &srv->drain);
 }
 
+/* Any thread: a new ban ends the address's sessions in every worker, as
+ * the kernel set would (guard_on_ban). */
+static void
+server_ban_cb(void *arg, const uint8_t addr[16])
+{
+	struct server *srv = arg;
+	size_t k;
+
+	for (k = 0; k < srv->nw; k++)
+		worker_kick(srv->w[k], addr);
+}
+
 static int
 server_workers_new(struct server *srv)
 {
@@ -818,6 +830,7 @@ server_workers_free(struct server *srv)
 static void
 server_teardown(struct server *srv)
 {
+	guard_on_ban(NULL, NULL);
 	server_workers_free(srv);
 	free(srv->groups);
 	srv->groups = NULL;
@@ -892,7 +905,10 @@ server_run(struct config *cfg, const char *config_path)
 		goto fail;
 	events_commit(&srv, log, NULL);
 	if (guard_open(srv.loop, gen_config(srv.gen), err,
-	    sizeof(err)) == -1 || server_workers_start(&srv) == -1)
+	    sizeof(err)) == -1)
+		goto fail;
+	guard_on_ban(server_ban_cb, &srv);
+	if (server_workers_start(&srv) == -1)
 		goto fail;
 	if (srv.nw > 1)
 		log_info("moat running: %zu listening sockets, %zu workers",

@@ -137,7 +137,8 @@ struct session {
 	uint8_t addr[16];	/* the same, for policy */
 	unsigned port;
 	int xc_step;
-	bool admitted;		/* holds a policy_release() */
+	bool admitted;		/* policy let it in */
+	bool counted;		/* holds a policy_release() */
 	bool slotted;		/* holds a slot of list->slots for slot */
 	uint8_t slot[16];
 	char reject[160];	/* implicit TLS: reply after the handshake */
@@ -344,7 +345,7 @@ session_free(struct session *s)
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
 	ev_timer_stop(s->loop, &s->timer);
-	if (s->admitted)
+	if (s->counted)
 		guard_release(s->addr);
 	if (s->slotted)
 		slots_give(list->slots, s->slot);
@@ -512,6 +513,9 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason,
 		return;
 	}
 	s->admitted = true;
+	/* The allow list admits without counting: nothing to release,
+	 * even once a reload has taken the address off the list. */
+	s->counted = reason != POLICY_ALLOWLIST;
 	log_info("%s connect listener=%s ip=%s port=%u", s->id, s->lc->name,
 	    s->ip, s->port);
 	/* TCP_NODELAY comes from the listening socket (listener.c). */
@@ -1582,7 +1586,8 @@ close_refused(int fd, bool flood)
 struct screen {
 	bool slotted;		/* a slot of list->slots was taken */
 	enum slots_verdict slot;	/* SLOTS_OK unless the cap refused */
-	bool admitted;		/* holds a policy_release() */
+	bool admitted;		/* holds a policy_release() unless
+				 * reason is POLICY_ALLOWLIST */
 	enum policy_reason reason;
 	char reply[160];	/* guard_admit()'s refusal line */
 };
@@ -1636,7 +1641,7 @@ static void
 screen_undo(struct session_list *list, const uint8_t addr[16],
     const struct screen *sc)
 {
-	if (sc->admitted)
+	if (sc->admitted && sc->reason != POLICY_ALLOWLIST)
 		guard_release(addr);
 	if (sc->slotted)
 		slots_give(list->slots, addr);
@@ -1720,4 +1725,26 @@ session_list_close_all(struct session_list *list, const char *reason)
 	}
 	refusals_flush();
 	buf_pool_clear();
+}
+
+size_t
+session_list_close_addr(struct session_list *list, const uint8_t addr[16],
+    const char *reason)
+{
+	struct session *s, *next;
+	size_t n = 0;
+
+	for (s = list->head; s != NULL; s = next) {
+		next = s->next;
+		/* Refused sessions and those ending after a last reply (the
+		 * one whose failure made the ban) finish on their own. */
+		if (!s->admitted || s->dead || s->state == SESSION_REJECT ||
+		    s->filter_close != NULL ||
+		    memcmp(s->addr, addr, sizeof(s->addr)) != 0)
+			continue;
+		session_kill(s, reason);
+		session_free(s);
+		n++;
+	}
+	return n;
 }

@@ -3,6 +3,7 @@
 #define MOAT_SESSION_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "config.h"
@@ -47,5 +48,11 @@ void session_start(struct ev_loop *loop, struct session_list *list,
  * the relay buffers its pool keeps (buf.h). Must not
  * be called from a session's own callback; call it on list's thread. */
 void session_list_close_all(struct session_list *list, const char *reason);
+
+/* Ends now the admitted sessions of list whose client is addr (a new
+ * ban), without a reply, as the kernel set would; returns how many.
+ * Not from a session's own callback; on list's thread. */
+size_t session_list_close_addr(struct session_list *list,
+    const uint8_t addr[16], const char *reason);
 
 #endif

@@ -41,6 +41,7 @@ struct worker {
 	struct gen *gen;	/* what new sessions start under */
 	bool draining;
 	ev_async wake;		/* a job is waiting */
+	ev_async kick;		/* banned addresses are waiting */
 	ev_prepare publish;	/* stores the session count for others */
 	worker_done_fn *done;
 	void *done_arg;
@@ -50,6 +51,8 @@ struct worker {
 	struct job job;		/* under mu */
 	uint64_t seq, acked;	/* under mu */
 	bool held;		/* under mu: parked, until unparked */
+	uint8_t (*kicks)[16];	/* under mu: addresses banned meanwhile */
+	size_t nkicks, capkicks;	/* under mu */
 
 	atomic_size_t nsessions;
 	atomic_uint_fast64_t accepted;
@@ -185,6 +188,27 @@ worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Ends the sessions of the addresses banned since the last time, on w's
+ * loop: any thread may ban, only this one may touch its sessions. */
+static void
+worker_kick_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+	struct worker *w = container_of(a, struct worker, kick);
+	uint8_t (*v)[16];
+	size_t i, n;
+
+	(void)loop, (void)revents;
+	pthread_mutex_lock(&w->mu);
+	v = w->kicks;
+	n = w->nkicks;
+	w->kicks = NULL;
+	w->nkicks = w->capkicks = 0;
+	pthread_mutex_unlock(&w->mu);
+	for (i = 0; i < n; i++)
+		(void)session_list_close_addr(&w->sessions, v[i], "banned");
+	free(v);
+}
+
 static void
 worker_publish_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
@@ -221,6 +245,8 @@ worker_new(unsigned id, struct ev_loop *main_loop, bool threaded,
 	atomic_init(&w->nsessions, 0);
 	atomic_init(&w->accepted, 0);
 	atomic_init(&w->finished, false);
+	ev_async_init(&w->kick, worker_kick_cb);
+	ev_async_start(w->loop, &w->kick);
 	if (threaded) {
 		ev_async_init(&w->wake, worker_wake_cb);
 		ev_async_start(w->loop, &w->wake);
@@ -278,6 +304,8 @@ worker_free(struct worker *w)
 	session_list_close_all(&w->sessions, "shutdown");
 	worker_close_listeners(w);
 	gen_unref(w->gen);
+	ev_async_stop(w->loop, &w->kick);
+	free(w->kicks);
 	if (w->threaded) {
 		ev_async_stop(w->loop, &w->wake);
 		ev_prepare_stop(w->loop, &w->publish);
@@ -388,6 +416,31 @@ worker_close_all(struct worker *w)
 	memset(&job, 0, sizeof(job));
 	job.close = true;
 	worker_post(w, &job, false);
+}
+
+void
+worker_kick(struct worker *w, const uint8_t addr[16])
+{
+	uint8_t (*v)[16];
+	size_t cap;
+
+	pthread_mutex_lock(&w->mu);
+	if (w->nkicks == w->capkicks) {
+		cap = w->capkicks ? w->capkicks * 2 : 8;
+		if ((v = realloc(w->kicks, cap * sizeof(*v))) == NULL) {
+			/* The kernel set and accept still stop the address;
+			 * only its open sessions carry on. */
+			pthread_mutex_unlock(&w->mu);
+			log_warnx("worker %u: out of memory; sessions of a "
+			    "banned address stay open", w->id);
+			return;
+		}
+		w->kicks = v;
+		w->capkicks = cap;
+	}
+	memcpy(w->kicks[w->nkicks++], addr, 16);
+	pthread_mutex_unlock(&w->mu);
+	ev_async_send(w->loop, &w->kick);
 }
 
 bool

@@ -73,6 +73,11 @@ void worker_unpark(struct worker *w);
 void worker_drain(struct worker *w);
 /* Ends every session now (drain deadline, second signal). */
 void worker_close_all(struct worker *w);
+/* Ends w's open sessions from addr, which was just banned, soon after on
+ * w's own loop. Unlike the rest, any thread may call it (a ban is made
+ * wherever a session trips a limit). */
+void worker_kick(struct worker *w, const uint8_t addr[16]);
+
 /* Drained and without sessions (a threaded worker: its loop returned). */
 bool worker_finished(struct worker *w);
 

@@ -11,6 +11,7 @@ accepted per worker) and in the metric moat_worker_connections_total.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -185,6 +186,124 @@ def test_concurrent_per_ip_holds_across_workers(tmp_path, pki, stack):
         assert not greeting(port, "192.0.2.50").startswith(b"220 ")
     finally:
         for c in held:
+            c.close()
+        assert m.stop() == 0
+
+
+def ended(c: Smtp, timeout: float = 5.0) -> bool:
+    """Whether moat closed c's connection without being asked (nothing
+    sent): end of stream or a reset within timeout."""
+    c.s.settimeout(timeout)
+    try:
+        return c.s.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def open_on_both_workers(m: Moat, ip: str) -> list:
+    """Greeted sessions from ip until both workers hold some."""
+    port = m.port("smtp")
+    held = []
+    for _ in range(40):
+        c = Smtp(port, ip)
+        assert c.reply().startswith(b"220 ")
+        assert c.cmd(b"EHLO c.example").startswith(b"250")
+        held.append(c)
+        counts = wait_sessions(m, lambda n: sum(n) == len(held))
+        if len(held) >= 4 and min(counts) > 0:
+            return held
+    raise AssertionError(f"sessions stayed on one worker: {counts}")
+
+
+def test_ban_ends_open_sessions_in_every_worker(tmp_path, pki, stack):
+    """moatctl ban ends the sessions the address has open, whichever
+    worker holds them, like the kernel set would; other addresses carry
+    on."""
+    m = start(tmp_path, pki, stack)
+    other = None
+    held = []
+    try:
+        held = open_on_both_workers(m, "192.0.2.5")
+        other = Smtp(m.port("smtp"), "192.0.2.99")
+        assert other.reply().startswith(b"220 ")
+        r = m.ctl("ban", "192.0.2.5", "1h")
+        assert r.returncode == 0, r.stderr
+        assert [ended(c) for c in held] == [True] * len(held)
+        wait_sessions(m, lambda n: sum(n) == 1)
+        assert m.log().count("close reason=banned") == len(held)
+        assert other.cmd(b"NOOP").startswith(b"250")
+    finally:
+        for c in held + [other]:
+            if c is not None:
+                c.close()
+        assert m.stop() == 0
+
+
+def test_auth_ban_ends_the_other_sessions_of_the_address(tmp_path, pki,
+                                                        stack):
+    """auth_failures counts every worker's failures together, and the ban
+    it makes ends the address's other sessions too: they get no more
+    guesses than the limit allows."""
+    m = start(tmp_path, pki, stack, extra=(
+        "[policy.rate]\n"
+        'connections = { limit = 0, window = "10s" }\n'
+        "concurrent_per_ip = 0\n"
+        'auth_failures = { limit = 2, window = "1m" }'))
+    held = []
+    try:
+        held = open_on_both_workers(m, "192.0.2.6")
+        bad = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong-pw")
+        assert held[0].cmd(bad).startswith(b"535")
+        assert held[1].cmd(bad).startswith(b"535")
+        # The second failure banned the address: every session of it ends,
+        # on both workers, before another password can be tried.
+        assert [ended(c) for c in held] == [True] * len(held)
+        assert len(events(m, "auth_fail")) == 2
+        assert len(events(m, "ban")) == 1
+        wait_sessions(m, lambda n: sum(n) == 0)
+    finally:
+        for c in held:
+            c.close()
+        assert m.stop() == 0
+
+
+def test_concurrent_per_ip_exact_after_allow_list_drops_address(tmp_path,
+                                                                pki, stack):
+    """Sessions the allow list admitted never counted towards
+    concurrent_per_ip, so when they end after a reload took the address
+    off the list they must not free places that sessions admitted since
+    hold."""
+    m = start(tmp_path, pki, stack, extra=rates(concurrent=2) +
+              '\n[policy]\nallow = ["192.0.2.40"]')
+    port = m.port("smtp")
+    old, new, late = [], [], []
+
+    def connect(n: int, into: list) -> list:
+        replies = []
+        for _ in range(n):
+            c = Smtp(port, "192.0.2.40")
+            replies.append(c.reply()[:4])
+            into.append(c)
+        return replies
+
+    try:
+        assert connect(4, old) == [b"220 "] * 4
+        m.config_path.write_text(m.config_path.read_text().replace(
+            'allow = ["192.0.2.40"]', "allow = []"))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert sorted(connect(3, new)) == [b"220 ", b"220 ", b"554 "]
+        for c in old:
+            assert c.cmd(b"QUIT").startswith(b"221")
+            c.close()
+        # The two admitted since the reload are still open: no place is
+        # free, whichever worker the next ones reach.
+        wait_sessions(m, lambda n: sum(n) == 2)
+        assert connect(3, late) == [b"554 "] * 3
+    finally:
+        for c in old + new + late:
             c.close()
         assert m.stop() == 0
 

@@ -215,6 +215,18 @@ test_concurrency(void)
 	/* Connections are unlimited with limit 0. */
 	for (int i = 0; i < 1000; i++)
 		CHECK_INT_EQ(hit(p, "192.0.2.3", 0, &r), POLICY_ALLOW);
+	/* A new ban says how many sessions the address still has open (the
+	 * proxy ends them); an address with none says 0. */
+	tc.cfg.policy.rate.auth_failures.limit = 1;
+	CHECK_INT_EQ(policy_reload(p, &tc.cfg, NULL, NULL), 0);
+	CHECK_INT_EQ(policy_note(p, ip("192.0.2.1"), POLICY_EV_AUTH_FAIL, 0,
+	    &r), POLICY_REJECT);
+	CHECK(r.ban_new);
+	CHECK_INT_EQ(r.open, 2);
+	CHECK_INT_EQ(policy_note(p, ip("192.0.2.9"), POLICY_EV_AUTH_FAIL, 0,
+	    &r), POLICY_REJECT);
+	CHECK(r.ban_new);
+	CHECK_INT_EQ(r.open, 0);
 	policy_free(p);
 }
 
