@@ -449,9 +449,9 @@ set_client_addr(struct session *s)
 }
 
 /*
- * The backend is out of reach (or the filter ended the session): drop
- * the backend side, queue msg (may be NULL) to the client, and linger
- * until the client has read it and hung up.
+ * The backend is out of reach, the filter ended the session or the
+ * client idled: drop the backend side, queue msg (may be NULL) to the
+ * client, and linger until the client has read it and hung up.
  */
 static void
 session_reject(struct session *s, const char *msg, const char *reason)
@@ -462,6 +462,7 @@ session_reject(struct session *s, const char *msg, const char *reason)
 	b->rd_eof = true;
 	b->wr_shut = true;
 	b->shut_pending = false;
+	s->starttls = false;	/* the last word: no handshake follows it */
 	if (msg != NULL)
 		(void)buf_append(&s->client.out, msg, strlen(msg));
 	s->end_reason = reason;
@@ -1458,6 +1459,25 @@ backend_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	session_done(s);
 }
 
+/*
+ * Nothing moved either way for the idle time. The client reads what the
+ * backend's own timeout would have said (Postfix 421 4.4.2, Dovecot's
+ * -ERR) and, on TLS, a close_notify: mail clients report a connection
+ * that just drops as broken ("unexpected eof", "non-properly
+ * terminated"). A client side already closed gets nothing more.
+ */
+static void
+idle_timeout(struct session *s)
+{
+	if (s->client.wr_shut || s->client.ssl_broken) {
+		session_kill(s, "idle_timeout");
+		return;
+	}
+	session_reject(s, s->lc->protocol == CFG_PROTO_SMTP ?
+	    "421 4.4.2 Error: timeout exceeded, closing connection\r\n" :
+	    "-ERR Disconnected for inactivity\r\n", "idle_timeout");
+}
+
 static void
 session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1485,7 +1505,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			ev_timer_set(w, left, 0.);
 			ev_timer_start(loop, w);
 		} else {
-			session_kill(s, "idle_timeout");
+			idle_timeout(s);
 		}
 		break;
 	case SESSION_REJECT:

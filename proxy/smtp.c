@@ -60,6 +60,7 @@ struct smtp {
 	bool in_txn;		/* MAIL accepted, message not yet ended */
 	bool authed;		/* AUTH succeeded */
 	bool rset_due;		/* moat's RSET still to be sent */
+	bool ehlo_wait;		/* client bytes held for that EHLO's reply */
 	/* The reply being relayed. */
 	bool mid_reply;		/* lines of it were seen already */
 	bool rewrite;		/* an EHLO 250 reply: capabilities rewritten */
@@ -262,6 +263,9 @@ reply_done(struct smtp *s, struct filter_io *io,
 			s->need_ehlo = false;
 			s->in_txn = false;
 		}
+		if (s->ehlo_wait && s->cmode == CM_WAIT)
+			s->cmode = CM_CMD;
+		s->ehlo_wait = false;
 		break;
 	case PEND_MAIL:
 		if (ok)
@@ -475,6 +479,16 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 	pendq_push(&s->q, pend_kind_of(c.verb), NULL);
 	if (c.verb == SMTP_VERB_DATA || c.verb == SMTP_VERB_AUTH)
 		s->cmode = CM_WAIT;
+	/*
+	 * Whether the first EHLO after TLS succeeds decides what may follow
+	 * it (need_ehlo): commands pipelined behind it wait for its reply
+	 * instead of being refused as if the client had sent no EHLO.
+	 */
+	if (s->need_ehlo && (c.verb == SMTP_VERB_EHLO ||
+	    c.verb == SMTP_VERB_HELO)) {
+		s->ehlo_wait = true;
+		s->cmode = CM_WAIT;
+	}
 	return true;
 }
 

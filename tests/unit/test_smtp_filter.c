@@ -156,6 +156,60 @@ test_starttls(void)
 	fake_free(io);
 }
 
+/*
+ * A client that pipelines its first commands behind the EHLO it owes
+ * after STARTTLS: they wait for that EHLO's reply and then pass, and
+ * are refused only when the EHLO failed. Commands behind an ordinary
+ * EHLO are not held.
+ */
+static void
+test_ehlo_pipelined_after_starttls(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "EHLO c\r\n");
+	fake_backend(io, "250 mail\r\n");
+	fake_take_client(io);
+	fake_take_backend(io);
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "220 2.0.0 Ready to start TLS\r\n");
+	fake_handshake(io);
+	fake_client(io, "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\nEHLO c\r\n");
+	fake_backend(io, "250 2.0.0 Ok\r\n250-mail\r\n250 8BITMIME\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250-mail\r\n250 8BITMIME\r\n");
+	CHECK_STR_EQ(fake_take_backend(io),
+	    "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+	fake_backend(io, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	fake_free(io);
+
+	/* The EHLO fails: what follows it is still refused. */
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client(io, "STARTTLS\r\n");
+	fake_take_client(io);
+	fake_handshake(io);
+	fake_client(io, "EHLO\r\nMAIL FROM:<a@b>\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\nEHLO\r\n");
+	fake_backend(io, "250 2.0.0 Ok\r\n501 5.5.4 Syntax: EHLO hostname\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "501 5.5.4 Syntax: EHLO hostname\r\n"
+	    "503 5.5.1 Error: send EHLO first\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	fake_free(io);
+
+	/* An AUTH pipelined behind an ordinary EHLO still holds its SASL
+	 * response when that EHLO's reply comes in. */
+	io = greeted(CFG_TLS_IMPLICIT, false);
+	fake_client(io, "EHLO c\r\nAUTH LOGIN\r\nYWxpY2U=\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "EHLO c\r\nAUTH LOGIN\r\n");
+	fake_backend(io, "250 mail\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250 mail\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	fake_backend(io, "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "YWxpY2U=\r\n");
+	fake_free(io);
+}
+
 static void
 test_pipelining_order(void)
 {
@@ -492,6 +546,7 @@ main(void)
 	test_endless_line_closes();
 	test_ehlo_rewrite();
 	test_starttls();
+	test_ehlo_pipelined_after_starttls();
 	test_pipelining_order();
 	test_smuggling();
 	test_auth_signals();
