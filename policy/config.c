@@ -77,6 +77,8 @@ static void warn_at(struct loader *, struct toml_pos, const char *, ...)
 	__attribute__((format(printf, 3, 4)));
 static void err_file(struct loader *, const char *, struct toml_pos,
     const char *, ...) __attribute__((format(printf, 4, 5)));
+static void warn_file(struct loader *, const char *, struct toml_pos,
+    const char *, ...) __attribute__((format(printf, 4, 5)));
 
 static void
 err_at(struct loader *l, struct toml_pos pos, const char *fmt, ...)
@@ -106,6 +108,17 @@ err_file(struct loader *l, const char *file, struct toml_pos pos,
 
 	va_start(ap, fmt);
 	vdiag(l, true, file, pos, fmt, ap);
+	va_end(ap);
+}
+
+static void
+warn_file(struct loader *l, const char *file, struct toml_pos pos,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdiag(l, false, file, pos, fmt, ap);
 	va_end(ap);
 }
 
@@ -443,6 +456,28 @@ get_array(struct loader *l, const struct toml_value *v, const char *what)
 	return false;
 }
 
+/*
+ * IPv4 lives under ::ffff:0:0/96 (addr.h), so an IPv6 prefix that covers
+ * it, such as "::/8" or "::ffff:0:0/96" from a list of IPv6 martians,
+ * matches every IPv4 client too, which IPv6 notation hardly ever means:
+ * warn at file and pos. (0.0.0.0/0 says it plainly and is not warned about.)
+ */
+static void
+warn_v4_cover(struct loader *l, const char *file, struct toml_pos pos,
+    const char *what, const char *s, const struct cidr *c)
+{
+	static const uint8_t v4any[16] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
+	};
+
+	if (strchr(s, ':') == NULL || c->plen > 96 || !cidr_contains(c, v4any))
+		return;
+	warn_file(l, file, pos, "%s%s\"%.64s\" matches every IPv4 client as "
+	    "well: it covers ::ffff:0:0/96, where moat keeps IPv4 addresses "
+	    "(0.0.0.0/0 says so plainly; remove it if only IPv6 is meant)",
+	    what ? what : "", what ? ": " : "", s);
+}
+
 static void
 get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
     struct cfg_cidrs *out)
@@ -463,6 +498,7 @@ get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
 			    "\"%s\" in %s: %s", s, what, why);
 			continue;
 		}
+		warn_v4_cover(l, l->name, toml_value_pos(e), what, s, &c);
 		cidrs_add(out, &c);
 	}
 }
@@ -522,6 +558,8 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 				break;
 			continue;
 		}
+		warn_v4_cover(l, path, (struct toml_pos){ lineno,
+		    (int)(p - line) + 1 }, NULL, p, &c);
 		cidrs_add(out, &c);
 	}
 	if (ferror(f))

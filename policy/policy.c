@@ -140,12 +140,7 @@ rules_clear(struct rules *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/*
- * Reads what the policy needs out of cfg. The aggregation prefix lengths
- * and the table caps are not config keys yet (see the report in issue 5):
- * until they are, every address counts alone and the caps are the
- * defaults of window.h and ban.h.
- */
+/* Reads what the policy needs out of cfg. */
 static int
 rules_build(struct rules *r, const struct config *cfg, struct geo *geo,
     char **err)
@@ -345,6 +340,19 @@ policy_admit(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
 		res->limit = p->r.wp.conn_limit;
 		res->window_ms = p->r.wp.conn_window_ms;
 		if (ban_add(p->bans, addr, BAN_RATE, 0, now_ms, &b)) {
+			p->dirty = true;
+			made_ban(p, addr, res, &b, now_ms);
+		}
+		goto reject;
+	case WINDOW_AUTH:
+		/* The failures of the key (with aggregation, of another
+		 * address of its prefix) leave no room: banned as if this
+		 * address had failed, before it gets another try. */
+		res->reason = POLICY_AUTH;
+		res->count = count;
+		res->limit = p->r.wp.auth_limit;
+		res->window_ms = p->r.wp.auth_window_ms;
+		if (ban_add(p->bans, addr, BAN_AUTH, 0, now_ms, &b)) {
 			p->dirty = true;
 			made_ban(p, addr, res, &b, now_ms);
 		}

@@ -24,9 +24,12 @@ struct geo;
  *   4. geo         -> REJECT "geo" (allow_countries / deny_countries /
  *                     unknown = "deny")
  *   5. connection rate -> REJECT "rate", and the address is banned
- *   6. concurrent sessions -> REJECT "concurrency" (no ban: a busy
+ *   6. auth failures at the limit -> REJECT "auth", and the address is
+ *                     banned (another address of an aggregated prefix
+ *                     made them, or the ban ran out before the window)
+ *   7. concurrent sessions -> REJECT "concurrency" (no ban: a busy
  *                     legitimate relay trips this too)
- *   7. ALLOW: the connection is counted and a session opened; the caller
+ *   8. ALLOW: the connection is counted and a session opened; the caller
  *      must call policy_release exactly once when that session ends.
  *
  * Feedback (policy_note): an auth failure and a protocol glitch both count

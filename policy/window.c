@@ -403,7 +403,7 @@ window_admit(struct window_table *t, const uint8_t addr[16],
     uint64_t now_ms, uint32_t *count, uint32_t *open)
 {
 	struct window_entry *e;
-	uint32_t i, c;
+	uint32_t i, c, f;
 
 	*count = *open = 0;
 	i = lookup_insert(t, addr, now_ms);
@@ -415,6 +415,11 @@ window_admit(struct window_table *t, const uint8_t addr[16],
 	if (t->p.conn_limit > 0 && c >= t->p.conn_limit) {
 		*count = c;
 		return WINDOW_RATE;
+	}
+	f = ring_sum(e->fail, e->last_ms, now_ms, t->fail_slot_ms);
+	if (t->p.auth_limit > 0 && f >= t->p.auth_limit) {
+		*count = f;
+		return WINDOW_AUTH;
 	}
 	if (t->p.conc_limit > 0 && e->sessions >= t->p.conc_limit) {
 		*count = c;

@@ -96,17 +96,21 @@ void window_table_reconfigure(struct window_table *t,
 enum window_verdict {
 	WINDOW_OK = 0,
 	WINDOW_RATE,		/* the connection window is full */
+	WINDOW_AUTH,		/* the failure window is full */
 	WINDOW_CONCURRENCY,	/* too many sessions open */
 };
 
 /*
  * A connection attempt, in one hash lookup. If the connection window
- * already holds conn_limit events returns WINDOW_RATE; else if conc_limit
- * sessions are open returns WINDOW_CONCURRENCY; in both cases nothing is
- * counted. Otherwise counts the connection, opens a session (the caller
- * must window_close it later) and returns WINDOW_OK. *count gets the
- * connection window's count (after counting, or the full count), *open the
- * sessions open (after opening, or the count at the limit).
+ * already holds conn_limit events returns WINDOW_RATE; else if the failure
+ * window holds auth_limit failures returns WINDOW_AUTH (with aggregation
+ * another address of the prefix may have made them: it is one client);
+ * else if conc_limit sessions are open returns WINDOW_CONCURRENCY; in
+ * these cases nothing is counted. Otherwise counts the connection, opens a
+ * session (the caller must window_close it later) and returns WINDOW_OK.
+ * *count gets the connection window's count (after counting, or the full
+ * count; for WINDOW_AUTH the failure count), *open the sessions open
+ * (after opening, or the count at the limit).
  */
 enum window_verdict window_admit(struct window_table *t,
     const uint8_t addr[16], uint64_t now_ms, uint32_t *count,

@@ -564,3 +564,54 @@ def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, s
     finally:
         assert m.stop() == 0
         net.reset_nft()
+
+
+def test_aggregated_ipv6_failures_ban_each_address_of_the_prefix(tmp_path, pki,
+                                                                 net, stack):
+    """aggregate_ipv6 = 64: the failures of fd00:66:1::2 count for its /64,
+    so fd00:66:1::3 gets no guess of its own; it is refused and banned at
+    its first connection. Bans and kernel elements name single addresses
+    (the sets hold addresses, not prefixes)."""
+    att6b = "fd00:66:1::3"
+    net.reset_nft()
+    _sh("ip", "-n", net.att, "addr", "add", f"{att6b}/64", "dev", "v1p", "nodad")
+    extra = ('[policy.rate]\nconnections = { limit = 0, window = "1m" }\n'
+             'concurrent_per_ip = 0\nauth_failures = { limit = 2, window = "1m" }\n'
+             'aggregate_ipv6 = 64\n[ban]\nduration = "1h"\n')
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=extra)
+
+    def login(src, dst=SRV6, password=b"wrong"):
+        """Greeting, USER, PASS from src; returns the last line read."""
+        with netns(net.att):
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        with s:
+            s.settimeout(5)
+            s.bind((src, 0))
+            s.connect((dst, m.pop3_port))
+            f = s.makefile("rwb")
+            line = f.readline()
+            if not line.startswith(b"+OK"):
+                return line
+            for cmd in (b"USER alice\r\n", b"PASS " + password + b"\r\n"):
+                f.write(cmd)
+                f.flush()
+                line = f.readline()
+            return line
+    try:
+        for _ in range(2):
+            assert login(ATT6).startswith(b"-ERR [AUTH]")
+        wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 5.0, "element")
+        assert login(att6b) == b"-ERR Access denied: too many failures\r\n"
+        wait_for(lambda: att6b in net.nft_elems("blocked6"), 5.0,
+                 f"{att6b} in blocked6")
+        assert syn_dropped(net.att, SRV6, m.pop3_port)
+        assert sorted(net.nft_elems("blocked6")) == [ATT6, att6b]
+        ban = [e for e in events(m, "ban") if e["ip"] == att6b]
+        assert ban and ban[0]["reason"] == "auth", events(m)
+        # Another /64 is another client.
+        assert first_line(net.cli, SRV6_CLI, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+        _sh("ip", "-n", net.att, "addr", "del", f"{att6b}/64", "dev", "v1p",
+            check=False)
+        net.reset_nft()

@@ -450,6 +450,26 @@ test_open_relay_warning(void)
 }
 
 static void
+test_v4_cover_warning(void)
+{
+	struct diags d;
+	struct config *cfg;
+
+	/* From a list of IPv6 martians: these deny every IPv4 client too. */
+	cfg = load(LISTENER "backend_proxy = \"v2\"\n[policy]\ndeny = "
+	    "[\"::/8\", \"::ffff:0:0/96\", \"::/96\", \"fe80::/10\", "
+	    "\"0.0.0.0/0\", \"::ffff:192.0.2.0/120\"]\n", &d);
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.errors, 0);
+	CHECK_INT_EQ(d.warnings, 2);
+	CHECK(strstr(d.text, "t.toml:9:9: warning: policy.deny: \"::/8\" "
+	    "matches every IPv4 client as well") != NULL);
+	CHECK(strstr(d.text, "t.toml:9:17: warning: policy.deny: "
+	    "\"::ffff:0:0/96\" matches") != NULL);
+	config_free(cfg);
+}
+
+static void
 test_list_file(void)
 {
 	char path[] = "/tmp/moat-test-list-XXXXXX", toml[256];
@@ -495,6 +515,7 @@ main(void)
 	test_passes_only_what_starts();
 	test_duration_hints();
 	test_open_relay_warning();
+	test_v4_cover_warning();
 	test_list_file();
 	return check_report("test_config");
 }

@@ -282,6 +282,27 @@ test_notes(void)
 	CHECK_INT_EQ(policy_admit(p, ip("2001:db8::99"), 1, &r),
 	    POLICY_ALLOW);
 	policy_free(p);
+
+	/* With a /64 aggregated, its failures bar its other addresses: the
+	 * next one is refused and banned before it can try a password. */
+	cfg_make(&tc, NULL, NULL);
+	tc.cfg.policy.rate.aggregate_ipv6 = 64;
+	p = policy_new(&tc.cfg, NULL, NULL);
+	for (int i = 1; i <= 5; i++)
+		policy_note(p, ip(i % 2 ? "2001:db8:5::1" : "2001:db8:5::2"),
+		    POLICY_EV_AUTH_FAIL, (uint64_t)i * S, &r);
+	CHECK_INT_EQ(policy_admit(p, ip("2001:db8:5::3"), 6 * S, &r),
+	    POLICY_REJECT);
+	CHECK_INT_EQ(r.reason, POLICY_AUTH);
+	CHECK_INT_EQ(r.count, 5);
+	CHECK(r.ban_new);
+	CHECK_INT_EQ(policy_admit(p, ip("2001:db8:5::3"), 7 * S, &r),
+	    POLICY_REJECT);
+	CHECK_INT_EQ(r.reason, POLICY_BANNED);
+	CHECK_INT_EQ(policy_admit(p, ip("2001:db8:6::3"), 7 * S, &r),
+	    POLICY_ALLOW);
+	policy_release(p, ip("2001:db8:6::3"));
+	policy_free(p);
 }
 
 static void

@@ -257,6 +257,20 @@ test_aggregation(void)
 	CHECK(memcmp(k, ip("192.0.2.0"), 16) == 0);
 	window_table_free(t);
 
+	/* The failures of a /64 refuse its other addresses too. */
+	wp.conn_limit = 0;
+	wp.auth_limit = 2;
+	wp.auth_window_ms = 60000;
+	t = window_table_new(&wp);
+	CHECK_INT_EQ(window_fail(t, ip("2001:db8:0:3::1"), 0), 1);
+	CHECK_INT_EQ(conn(t, "2001:db8:0:3::2", 0), WINDOW_OK);
+	CHECK_INT_EQ(window_fail(t, ip("2001:db8:0:3::2"), 0), 2);
+	CHECK_INT_EQ(conn(t, "2001:db8:0:3::3", 0), WINDOW_AUTH);
+	CHECK_INT_EQ(conn(t, "2001:db8:0:4::1", 0), WINDOW_OK);
+	CHECK_INT_EQ(conn(t, "2001:db8:0:3::3", 60000 + 60000 / 7 + 8),
+	    WINDOW_OK);
+	window_table_free(t);
+
 	/* Odd lengths mask inside a byte. */
 	wp.aggregate_v4 = 20;
 	t = window_table_new(&wp);
