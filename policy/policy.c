@@ -273,14 +273,19 @@ set_ban(struct policy_result *res, const struct ban_info *b, bool made,
 	res->ban_count = b->count;
 }
 
-/* A ban this call made: also how many sessions it leaves open (lock held),
- * which the proxy ends. */
-static void
-made_ban(struct policy *p, const uint8_t addr[16], struct policy_result *res,
-    const struct ban_info *b, uint64_t now)
+/* Bans addr (lock held); when that worked res gets the new ban and the
+ * sessions it leaves open, which the proxy ends. *b as ban_add sets it. */
+static bool
+new_ban(struct policy *p, const uint8_t addr[16], enum ban_reason why,
+    uint64_t duration_ms, uint64_t now, struct policy_result *res,
+    struct ban_info *b)
 {
+	if (!ban_add(p->bans, addr, why, duration_ms, now, b))
+		return false;
+	p->dirty = true;
 	set_ban(res, b, true, now);
 	res->open = window_open_count(p->win, addr);
+	return true;
 }
 
 /* Geofencing: true if the address may pass. Fills the codes in res. */
@@ -339,10 +344,7 @@ policy_admit(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
 		res->count = count;
 		res->limit = p->r.wp.conn_limit;
 		res->window_ms = p->r.wp.conn_window_ms;
-		if (ban_add(p->bans, addr, BAN_RATE, 0, now_ms, &b)) {
-			p->dirty = true;
-			made_ban(p, addr, res, &b, now_ms);
-		}
+		(void)new_ban(p, addr, BAN_RATE, 0, now_ms, res, &b);
 		goto reject;
 	case WINDOW_AUTH:
 		/* The failures of the key (with aggregation, of another
@@ -352,10 +354,7 @@ policy_admit(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
 		res->count = count;
 		res->limit = p->r.wp.auth_limit;
 		res->window_ms = p->r.wp.auth_window_ms;
-		if (ban_add(p->bans, addr, BAN_AUTH, 0, now_ms, &b)) {
-			p->dirty = true;
-			made_ban(p, addr, res, &b, now_ms);
-		}
+		(void)new_ban(p, addr, BAN_AUTH, 0, now_ms, res, &b);
 		goto reject;
 	case WINDOW_CONCURRENCY:
 		res->reason = POLICY_CONCURRENCY;
@@ -406,10 +405,8 @@ policy_note(struct policy *p, const uint8_t addr[16], enum policy_event ev,
 		break;
 	}
 	if (ban) {
-		if (ban_add(p->bans, addr, why, 0, now_ms, &b)) {
-			p->dirty = true;
-			made_ban(p, addr, res, &b, now_ms);
-		} else if (b.count > 0) {
+		if (!new_ban(p, addr, why, 0, now_ms, res, &b) &&
+		    b.count > 0) {
 			/* Banned already, by another session. */
 			set_ban(res, &b, false, now_ms);
 		}
@@ -458,11 +455,8 @@ policy_ban(struct policy *p, const uint8_t addr[16], uint64_t duration_ms,
 		duration_ms = ban_duration(&p->r.bp, b.count + 1);
 	}
 	if (rc == 0) {
-		if (ban_add(p->bans, addr, BAN_MANUAL, duration_ms, now_ms,
+		if (!new_ban(p, addr, BAN_MANUAL, duration_ms, now_ms, res,
 		    &b)) {
-			p->dirty = true;
-			made_ban(p, addr, res, &b, now_ms);
-		} else {
 			*why = "out of memory";
 			rc = -1;
 		}

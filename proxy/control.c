@@ -675,19 +675,6 @@ cmd_reopen(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_adds(&r->body, "events file reopened\n");
 }
 
-/* Whether name is an event moat writes: any other would follow nothing. */
-static bool
-event_known(const char *name)
-{
-	static const char *const names[] = { EVENT_NAMES };
-	size_t i;
-
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcmp(name, names[i]) == 0)
-			return true;
-	return false;
-}
-
 static void
 cmd_tail(struct cclient *c, struct reply *r, char **w, size_t nw)
 {
@@ -697,7 +684,7 @@ cmd_tail(struct cclient *c, struct reply *r, char **w, size_t nw)
 	c->tail_has_ip = false;
 	for (i = 1; i < nw; i++) {
 		if (strcmp(w[i], "--event") == 0 && i + 1 < nw) {
-			if (!event_known(w[++i]) ||
+			if (!event_name_known(w[++i]) ||
 			    strlen(w[i]) >= sizeof(c->tail_event)) {
 				reply_fail(r, "unknown event '%.40s'", w[i]);
 				return;

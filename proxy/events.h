@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * One event. Unknown fields stay NULL (strings) or negative (numbers) and
@@ -26,11 +27,30 @@ struct event {
 };
 
 /*
- * Every name the event field takes; moatctl tail --event accepts these
- * only, as any other would follow nothing.
+ * Every name the event field takes, separated by ", "; moatctl tail
+ * --event accepts these only, as any other would follow nothing.
  */
-#define EVENT_NAMES "reject", "ban", "unban", "auth_fail", "tls_fail", \
-    "smuggling", "protocol", "firewall_error"
+#define EVENT_NAMES "reject, ban, unban, auth_fail, tls_fail, smuggling, " \
+    "protocol, firewall_error"
+
+/* Whether name is one of EVENT_NAMES (moat and moatctl both ask). */
+static inline bool
+event_name_known(const char *name)
+{
+	const char *p = EVENT_NAMES;
+	size_t n = strlen(name);
+
+	if (n == 0 || strchr(name, ',') != NULL)
+		return false;
+	for (;;) {
+		if (strncmp(p, name, n) == 0 &&
+		    (p[n] == ',' || p[n] == '\0'))
+			return true;
+		if ((p = strchr(p, ',')) == NULL)
+			return false;
+		p += 2;		/* ", " */
+	}
+}
 
 /* An event with every optional field unset. */
 #define EVENT_INIT { .count = -1, .window_s = -1, .ban_s = -1 }

@@ -130,21 +130,21 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 	return 0;
 }
 
+struct fw_assert {
+	uint64_t now;
+	size_t n;
+};
+
 /* Pushes one ban in force to the kernel with the time it has left. */
 static void
 guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 {
-	uint64_t now = *(const uint64_t *)arg;
+	struct fw_assert *fa = arg;
 
-	if (b->expiry_ms > now)
-		fw_add(guard.fw, addr, b->expiry_ms - now);
-}
-
-static void
-guard_fw_count(void *arg, const uint8_t addr[16], const struct ban_info *b)
-{
-	(void)addr, (void)b;
-	(*(size_t *)arg)++;
+	if (b->expiry_ms > fa->now) {
+		fw_add(guard.fw, addr, b->expiry_ms - fa->now);
+		fa->n++;
+	}
 }
 
 /* Queues every ban in force again: the writer found the sets without
@@ -152,18 +152,14 @@ guard_fw_count(void *arg, const uint8_t addr[16], const struct ban_info *b)
 static void
 guard_fw_refill(const char *why)
 {
-	uint64_t now = guard_now_ms();
-	size_t n = 0;
+	struct fw_assert fa = { guard_now_ms(), 0 };
 
 	if (!fw_enabled(guard.fw))
 		return;
-	policy_bans(guard.policy, now, guard_fw_assert, &now);
-	if (why == NULL)
-		return;
-	policy_bans(guard.policy, now, guard_fw_count, &n);
-	if (n > 0)
+	policy_bans(guard.policy, fa.now, guard_fw_assert, &fa);
+	if (why != NULL && fa.n > 0)
 		log_info("firewall: %s; writing the %zu bans in force again",
-		    why, n);
+		    why, fa.n);
 }
 
 /*

@@ -141,34 +141,6 @@ one_word(const char *s)
 	return true;
 }
 
-static const char *const event_names[] = { EVENT_NAMES };
-#define NEVENT_NAMES (sizeof(event_names) / sizeof(event_names[0]))
-
-static bool
-valid_event(const char *s)
-{
-	size_t i;
-
-	for (i = 0; i < NEVENT_NAMES; i++)
-		if (strcmp(s, event_names[i]) == 0)
-			return true;
-	return false;
-}
-
-/* "reject, ban, ..." for the message about a name that is none of them. */
-static const char *
-event_list(void)
-{
-	static char buf[256];
-	size_t i, off = 0;
-
-	buf[0] = '\0';
-	for (i = 0; i < NEVENT_NAMES && off < sizeof(buf); i++)
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s",
-		    i == 0 ? "" : ", ", event_names[i]);
-	return buf;
-}
-
 /* Checks the command and its arguments and writes the request line. */
 static bool
 build_request(char *req, size_t len, bool json, int argc, char **argv,
@@ -219,10 +191,10 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 		for (i = 1; i < argc; i++) {
 			if (strcmp(argv[i], "--event") == 0 && i + 1 < argc &&
 			    !have_event) {
-				if (!valid_event(argv[++i]))
+				if (!event_name_known(argv[++i]))
 					bad_usage("tail: unknown event '%s' "
 					    "(events: %s)", argv[i],
-					    event_list());
+					    EVENT_NAMES);
 				have_event = true;
 			} else if (strcmp(argv[i], "--ip") == 0 &&
 			    i + 1 < argc && !have_ip) {

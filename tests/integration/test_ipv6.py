@@ -6,24 +6,21 @@ loopback through accept_proxy), so one test host can be a whole /64.
 """
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import require_mailstack
-from mailstack import MailStack, proxy_v1_header
+from conftest import started_stack
+from filterutil import events as all_events
+from mailstack import proxy_v1_header
 from moatrun import Moat, listener, moat_binary
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    require_mailstack()
-    s = MailStack(postfix_proxy="haproxy", dovecot_proxy=True).start()
-    yield s
-    s.stop()
+def stack():
+    yield from started_stack(postfix_proxy="haproxy", dovecot_proxy=True)
 
 
 def lb(name, backend, **kw):
@@ -32,11 +29,7 @@ def lb(name, backend, **kw):
 
 
 def events(moat: Moat, kind: str):
-    path = moat.workdir / "events.jsonl"
-    if not path.exists():
-        return []
-    out = [json.loads(line) for line in path.read_text().splitlines() if line]
-    return [e for e in out if e["event"] == kind]
+    return [e for e in all_events(moat) if e["event"] == kind]
 
 
 def wait_event(moat: Moat, kind: str, ip: str, timeout: float = 5.0):

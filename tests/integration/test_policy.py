@@ -224,6 +224,21 @@ def test_geo_database_rewritten_in_place_keeps_serving(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+def outpaces_reader(m: Moat, reader: int) -> None:
+    """600 refusals write more events than a pipe holds (64 KiB) to a
+    reader that reads none: moat keeps serving, says so, and what the
+    pipe got is whole events."""
+    port = m.port("smtp")
+    for i in range(600):
+        assert hello(port, f"198.51.100.{i % 250 + 1}") == \
+            b"554 5.7.1 Access denied: policy\r\n", i
+    assert hello(port, "192.0.2.1").startswith(b"220 ")
+    m.wait_log("its reader is not keeping up")
+    lines = os.read(reader, 1 << 20).splitlines()
+    assert 300 < len(lines) < 600
+    assert all(json.loads(l)["event"] == "reject" for l in lines)
+
+
 def test_events_fifo_never_stops_moat(tmp_path, pki, stack):
     """An events file that is a FIFO (a log shipper's): with no reader moat
     says so and does not start, instead of hanging in open(2); a reader
@@ -244,17 +259,8 @@ def test_events_fifo_never_stops_moat(tmp_path, pki, stack):
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # never reads
     try:
         m = start(tmp_path, pki, stack, '[policy]\ndeny = ["198.51.100.0/24"]\n')
-        port = m.port("smtp")
         try:
-            # 600 events are more than the pipe holds (64 KiB).
-            for i in range(600):
-                assert hello(port, f"198.51.100.{i % 250 + 1}") == \
-                    b"554 5.7.1 Access denied: policy\r\n", i
-            assert hello(port, "192.0.2.1").startswith(b"220 ")
-            m.wait_log("its reader is not keeping up")
-            lines = os.read(reader, 1 << 20).splitlines()
-            assert 300 < len(lines) < 600
-            assert all(json.loads(l)["event"] == "reject" for l in lines)
+            outpaces_reader(m, reader)
         finally:
             assert m.stop() == 0
     finally:
@@ -281,17 +287,8 @@ def test_events_on_stdout_pipe_never_stop_moat(tmp_path, pki, stack):
         # the log.
         m.wrap = ["sh", "-c", 'exec "$@" > "$0"', str(fifo)]
         m.start()
-        port = m.port("smtp")
         try:
-            # 600 events are more than the pipe holds (64 KiB).
-            for i in range(600):
-                assert hello(port, f"198.51.100.{i % 250 + 1}") == \
-                    b"554 5.7.1 Access denied: policy\r\n", i
-            assert hello(port, "192.0.2.1").startswith(b"220 ")
-            m.wait_log("its reader is not keeping up")
-            lines = os.read(reader, 1 << 20).splitlines()
-            assert 300 < len(lines) < 600
-            assert all(json.loads(l)["event"] == "reject" for l in lines)
+            outpaces_reader(m, reader)
         finally:
             assert m.stop() == 0
     finally:
