@@ -995,7 +995,7 @@ static const struct key_spec tls_keys[] = {
 struct listener_ctx {
 	struct cfg_listener *lis;
 	bool has_listen, has_protocol, has_tls, has_backend;
-	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos;
+	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos, timeouts_pos;
 	struct toml_pos *listen_pos;	/* of each lis->listen entry */
 };
 
@@ -1195,6 +1195,7 @@ k_lis_timeouts(struct loader *l, const struct toml_value *v,
 	(void)kp;
 	if (!want_type(l, v, TOML_TABLE, "listener.timeouts"))
 		return;
+	lc->timeouts_pos = toml_value_pos(v);
 	walk_table(l, v, "listener.timeouts", timeout_keys,
 	    sizeof(timeout_keys) / sizeof(timeout_keys[0]), lis);
 	if (lis->handshake_ms == 0 || lis->idle_ms == 0 ||
@@ -1228,6 +1229,15 @@ static const struct key_spec listener_keys[] = {
 	{ "max_line", k_lis_max_line },
 };
 
+/*
+ * The idle default follows the protocol: RFC 5321 4.5.3.2.7 gives an
+ * SMTP server 5 minutes, RFC 1939 3 lets a POP3 server log out an idle
+ * client only after at least 10.
+ */
+#define IDLE_BY_PROTOCOL UINT64_MAX
+#define IDLE_SMTP_MS (5 * 60 * 1000)
+#define IDLE_POP3_MS (10 * 60 * 1000)
+
 static void
 listener_defaults(struct cfg_listener *lis)
 {
@@ -1235,7 +1245,7 @@ listener_defaults(struct cfg_listener *lis)
 	lis->tls = CFG_TLS_NONE;
 	lis->backend_proxy = CFG_BPROXY_V2;
 	lis->handshake_ms = 10 * 1000;
-	lis->idle_ms = 5 * 60 * 1000;
+	lis->idle_ms = IDLE_BY_PROTOCOL;
 	lis->connect_ms = 5 * 1000;
 	lis->max_line = 2048;
 }
@@ -1340,6 +1350,15 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		err_at(l, lc->bproxy_pos, "listener '%s': backend_proxy = "
 		    "\"xclient\" is an SMTP extension; POP3 backends need "
 		    "\"v1\" or \"v2\"", lis->name);
+	if (lis->idle_ms == IDLE_BY_PROTOCOL)
+		lis->idle_ms = lis->protocol == CFG_PROTO_POP3 ?
+		    IDLE_POP3_MS : IDLE_SMTP_MS;
+	else if (lis->protocol == CFG_PROTO_POP3 &&
+	    lis->idle_ms < IDLE_POP3_MS)
+		warn_at(l, lc->timeouts_pos, "listener '%s': timeouts.idle is "
+		    "shorter than the 10 minutes RFC 1939 gives a POP3 "
+		    "client between commands; mail clients that poll slowly "
+		    "will be cut off", lis->name);
 	if (lis->require_tls && lis->tls == CFG_TLS_NONE)
 		err_at(l, lc->tls_pos.line ? lc->tls_pos : pos, "listener "
 		    "'%s': require_tls = true needs tls = \"starttls\" or "

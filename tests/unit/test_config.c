@@ -449,6 +449,55 @@ test_open_relay_warning(void)
 	config_free(cfg);
 }
 
+/* A POP3 listener with timeouts (may be ""): its idle time, warnings. */
+static void
+check_pop3_idle(const char *timeouts, uint64_t want_ms, int want_warnings,
+    int line)
+{
+	char toml[512];
+	struct diags d;
+	struct config *cfg;
+
+	snprintf(toml, sizeof(toml), "[[listener]]\nname = \"pop3\"\n"
+	    "listen = [\"127.0.0.1:1110\"]\nprotocol = \"pop3\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:110\"\n%s", timeouts);
+	cfg = load(toml, &d);
+	if (cfg == NULL || d.warnings != want_warnings ||
+	    cfg->listeners[0].idle_ms != want_ms) {
+		check_failed++;
+		fprintf(stderr, "%s:%d: idle_ms %llu, %d warnings:\n%s",
+		    __FILE__, line, cfg == NULL ? 0ULL :
+		    (unsigned long long)cfg->listeners[0].idle_ms,
+		    d.warnings, d.text);
+	} else
+		check_passed++;
+	config_free(cfg);
+}
+
+/* A POP3 listener idles 10 minutes unless told (RFC 1939 3). */
+static void
+test_pop3_idle(void)
+{
+	struct diags d;
+	struct config *cfg;
+
+	check_pop3_idle("", 600000, 0, __LINE__);
+	check_pop3_idle("timeouts = { connect = \"2s\" }\n", 600000, 0,
+	    __LINE__);
+	check_pop3_idle("timeouts = { idle = \"10m\" }\n", 600000, 0, __LINE__);
+	check_pop3_idle("timeouts = { idle = \"5m\" }\n", 300000, 1, __LINE__);
+	cfg = load(LISTENER "timeouts = { idle = \"5m\" }\n", &d);
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.warnings, 0);	/* SMTP: RFC 5321's own 5 minutes */
+	config_free(cfg);
+	cfg = load("[[listener]]\nname = \"pop3\"\nlisten = "
+	    "[\"127.0.0.1:1110\"]\nprotocol = \"pop3\"\ntls = \"none\"\n"
+	    "backend = \"127.0.0.1:110\"\ntimeouts = { idle = \"1m\" }\n", &d);
+	CHECK(strstr(d.text, "t.toml:7:12: warning: listener 'pop3': "
+	    "timeouts.idle is shorter than the 10 minutes RFC 1939") != NULL);
+	config_free(cfg);
+}
+
 static void
 test_v4_cover_warning(void)
 {
@@ -515,6 +564,7 @@ main(void)
 	test_passes_only_what_starts();
 	test_duration_hints();
 	test_open_relay_warning();
+	test_pop3_idle();
 	test_v4_cover_warning();
 	test_list_file();
 	return check_report("test_config");
