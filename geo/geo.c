@@ -201,3 +201,9 @@ geo_path(const struct geo *g)
 {
 	return g->path;
 }
+
+unsigned
+geo_ip_version(const struct geo *g)
+{
+	return g->db.metadata.ip_version;
+}

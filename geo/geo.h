@@ -46,5 +46,10 @@ int geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
 const char *geo_database_type(const struct geo *g);
 uint64_t geo_build_epoch(const struct geo *g);
 const char *geo_path(const struct geo *g);
+/*
+ * 4 for an IPv4-only database, where geo_lookup() finds no IPv6 address
+ * (it returns 0: unknown); 6 for one that holds both families.
+ */
+unsigned geo_ip_version(const struct geo *g);
 
 #endif

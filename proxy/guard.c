@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "config.h"
@@ -128,6 +129,62 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * What lets an IPv6 client reach lc, said in why: an IPv6 listening
+ * address, or PROXY headers, which may carry one whatever moat listens
+ * on. False when only IPv4 clients can come.
+ */
+static bool
+guard_ipv6_way(const struct cfg_listener *lc, char *why, size_t len)
+{
+	char ap[ADDR_PORT_STRLEN];
+	size_t i;
+
+	for (i = 0; i < lc->nlisten; i++)
+		if (lc->listen[i].ss.ss_family == AF_INET6) {
+			snprintf(why, len, "listens on %s", addr_port_str(
+			    &lc->listen[i], ap, sizeof(ap)));
+			return true;
+		}
+	if (lc->accept_proxy) {
+		snprintf(why, len, "takes client addresses from PROXY "
+		    "headers");
+		return true;
+	}
+	return false;
+}
+
+const char *
+guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
+    size_t len)
+{
+	const char *verdict;
+	char why[ADDR_PORT_STRLEN + 16];
+	size_t i;
+
+	msg[0] = '\0';
+	if (g == NULL || geo_ip_version(g) != 4)
+		return msg;
+	for (i = 0; i < cfg->nlisteners; i++)
+		if (guard_ipv6_way(&cfg->listeners[i], why, sizeof(why)))
+			break;
+	if (i == cfg->nlisteners)
+		return msg;
+	if (cfg->policy.geo.unknown == CFG_GEO_UNKNOWN_DENY)
+		verdict = "\"deny\" refuses them all";
+	else if (cfg->policy.geo.allow_countries.n > 0 ||
+	    cfg->policy.geo.deny_countries.n > 0)
+		verdict = "\"allow\" admits them all, whatever "
+		    "allow_countries and deny_countries say";
+	else
+		verdict = "\"allow\" admits them all";
+	snprintf(msg, len, "%s: warning: an IPv4-only database (ip_version "
+	    "4), but listener '%s' %s: IPv6 clients are never found in it and "
+	    "get the policy for unknown countries: [policy.geo] unknown = %s",
+	    geo_path(g), cfg->listeners[i].name, why, verdict);
+	return msg;
 }
 
 struct fw_assert {
@@ -255,7 +312,7 @@ int
 guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
     size_t errlen)
 {
-	char *perr = NULL;
+	char *perr = NULL, warn[1024];
 	long n;
 
 	if (guard_geo(cfg, &guard.geo, err, errlen) == -1)
@@ -290,15 +347,18 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	    NULL);
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
+	if (*guard_geo_warning(cfg, guard.geo, warn, sizeof(warn)) != '\0')
+		log_warnx("%s", warn);
 	guard.open = true;
 	return 0;
 }
 
 int
-guard_reload(const struct config *cfg, char *err, size_t errlen)
+guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
+    char *err, size_t errlen)
 {
 	struct geo *geo = NULL, *old = guard.geo;
-	char *perr = NULL;
+	char *perr = NULL, warn[1024];
 
 	if (!guard.open)
 		return 0;
@@ -312,6 +372,8 @@ guard_reload(const struct config *cfg, char *err, size_t errlen)
 	}
 	guard.geo = geo;
 	geo_close(old);
+	if (*guard_geo_warning(cfg, geo, warn, sizeof(warn)) != '\0')
+		report(arg, false, warn);
 	if (guard_fw_changed(cfg)) {
 		/* Elements written so far stay in the old sets and expire
 		 * there; the new writer gets every ban in force. */

@@ -12,6 +12,7 @@
 
 struct config;
 struct cfg_listener;
+struct geo;
 
 /*
  * One guard per process: it owns the policy tables, the geo database and
@@ -22,10 +23,26 @@ struct cfg_listener;
  */
 int guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
     size_t errlen);
-/* Swaps in new lists, limits and geo database; windows and bans stay.
- * On error (geo database unreadable) the old ones stay. */
-int guard_reload(const struct config *cfg, char *err, size_t errlen);
+/*
+ * Swaps in new lists, limits and geo database; windows and bans stay.
+ * On error (geo database unreadable) the old ones stay. Warnings about
+ * the new configuration (guard_geo_warning) go to report.
+ */
+int guard_reload(const struct config *cfg, config_report_fn *report,
+    void *arg, char *err, size_t errlen);
 void guard_close(void);
+
+/*
+ * Writes to msg what an operator must be told about g, cfg's open geo
+ * database, or "" when nothing: an IPv4-only database finds no IPv6
+ * client, so while a listener can take IPv6 clients (an IPv6 address,
+ * PROXY headers) [policy.geo] unknown decides for every one of them. The
+ * line names the file and is prefixed "warning: " like the config
+ * loader's. guard_open() logs it, guard_reload() reports it; returns
+ * msg.
+ */
+const char *guard_geo_warning(const struct config *cfg,
+    const struct geo *g, char *msg, size_t len);
 
 /*
  * Asks whether addr may use listener lc. On refusal, fills reply with the

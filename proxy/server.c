@@ -431,7 +431,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	 * changed [firewall] replaces it: they wait meanwhile. */
 	for (k = 1; k < srv->nw; k++)
 		worker_park(srv->w[k]);
-	rc = guard_reload(gen_config(g), err, sizeof(err));
+	rc = guard_reload(gen_config(g), report_tee, &rr, err, sizeof(err));
 	for (k = 1; k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
 	if (rc == -1) {
@@ -944,7 +944,7 @@ server_check(const struct config *cfg)
 	struct tls_set *t;
 	struct geo *geo;
 	const char *own[3];
-	char *msg = NULL, err[1024];
+	char *msg = NULL, err[1024], warn[1024];
 	int rc = 0;
 
 	/* The start would stop here: a directory it cannot make or that
@@ -960,15 +960,19 @@ server_check(const struct config *cfg)
 	else
 		tls_set_unref(t);
 	/* The loader only knows the database is readable; this knows it is
-	 * a country database libmaxminddb can use. */
+	 * a country database libmaxminddb can use, and for which clients. */
 	if (cfg->policy.geo.database != NULL) {
 		if ((geo = geo_open(cfg->policy.geo.database, &msg)) == NULL) {
 			fprintf(stderr, "%s\n", msg ? msg :
 			    cfg->policy.geo.database);
 			free(msg);
 			rc = 1;
-		} else
+		} else {
+			if (*guard_geo_warning(cfg, geo, warn,
+			    sizeof(warn)) != '\0')
+				fprintf(stderr, "%s\n", warn);
 			geo_close(geo);
+		}
 	}
 	return rc;
 }

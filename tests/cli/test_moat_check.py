@@ -241,6 +241,61 @@ def test_open_relay_warning(confdir):
     assert "OPEN RELAY" in r.stderr
 
 
+def _make_mmdb(path, *opts):
+    """The project's test country database (tests/geo/make-test-mmdb.pl)."""
+    if shutil.which("perl") is None or subprocess.run(
+            ["perl", "-MMaxMind::DB::Writer::Tree", "-e", "1"],
+            capture_output=True, timeout=60).returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("libmaxmind-db-writer-perl not installed")
+        pytest.skip("libmaxmind-db-writer-perl not installed")
+    subprocess.run(["perl", os.path.join(SOURCE, "tests", "geo",
+                                         "make-test-mmdb.pl"),
+                    *opts, str(path)], check=True, capture_output=True,
+                   timeout=60)
+
+
+def test_ipv4_only_geo_database_warning(confdir):
+    """An IPv4-only database (ip_version 4) finds no IPv6 client: while
+    IPv6 clients can come, moat -t says that [policy.geo] unknown decides
+    for all of them, and what it decides."""
+    _make_mmdb(confdir / "v4.mmdb", "--ip-version", "4")
+    _make_mmdb(confdir / "v6.mmdb")
+    on6 = LISTENER.replace('"127.0.0.1:10465"',
+                           '"127.0.0.1:10465", "[::1]:10465"')
+    proxied = LISTENER + ('accept_proxy = true\n'
+                          'accept_proxy_from = ["127.0.0.1"]\n')
+    geo = '[policy.geo]\ndatabase = "{}"\n'
+    lists = 'deny_countries = ["BR"]\n'
+    head = (f"{confdir}/v4.mmdb: warning: an IPv4-only database "
+            "(ip_version 4), but listener 'smtps' ")
+    tail = (": IPv6 clients are never found in it and get the policy for "
+            "unknown countries: [policy.geo] unknown = ")
+    for body, want in [
+        (on6 + geo.format("v4.mmdb") + lists,
+         "listens on [::1]:10465" + tail + '"allow" admits them all, '
+         "whatever allow_countries and deny_countries say"),
+        (on6 + geo.format("v4.mmdb"),
+         "listens on [::1]:10465" + tail + '"allow" admits them all'),
+        (proxied + geo.format("v4.mmdb") + 'unknown = "deny"\n',
+         "takes client addresses from PROXY headers" + tail +
+         '"deny" refuses them all'),
+    ]:
+        path, r = check(confdir, body)
+        assert r.returncode == 0, r.stderr
+        assert head + want + "\n" in r.stderr, r.stderr
+        assert r.stderr.count("IPv4-only") == 1, r.stderr
+        assert f"{path}: configuration OK" in r.stderr
+    # No IPv6 client can come, or the database knows IPv6: nothing to say.
+    for body in (LISTENER + geo.format("v4.mmdb") + lists,
+                 on6 + geo.format("v6.mmdb") + lists,
+                 proxied + geo.format("v6.mmdb")):
+        path, r = check(confdir, body)
+        assert r.returncode == 0, r.stderr
+        assert "IPv4-only" not in r.stderr and "warning" not in r.stderr, \
+            r.stderr
+
+
 def test_missing_file():
     r = run("-t", "-c", "/nonexistent/moat.toml")
     assert r.returncode != 0

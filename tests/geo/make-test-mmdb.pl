@@ -1,7 +1,7 @@
 #!/usr/bin/perl
-# make-test-mmdb.pl - builds moat's own tiny country database for unit tests.
+# make-test-mmdb.pl - builds moat's own tiny country database for tests.
 #
-# Usage: perl make-test-mmdb.pl OUT.mmdb [DATABASE_TYPE]
+# Usage: perl make-test-mmdb.pl [--ip-version 4|6] OUT.mmdb [DATABASE_TYPE]
 #
 # The data is invented and covers only documentation and shared-address
 # ranges, so no test ever depends on where a real address is. It differs
@@ -12,16 +12,24 @@
 #   - a record with a continent but no country, and one split /24.
 # DATABASE_TYPE defaults to "Moat-Test-Country"; the unit test also builds
 # one named "Moat-Test-ASN" to check that geo_open refuses it.
+# --ip-version 4 writes an IPv4-only database (metadata ip_version 4,
+# the IPv6 rows left out), in which libmaxminddb can look up no IPv6
+# address at all: moat warns about such a database. The default is 6.
 #
 # Needs Debian's libmaxmind-db-writer-perl. The output is reproducible:
 # build_epoch is SOURCE_DATE_EPOCH, or 2026-01-01 when that is unset.
 use strict;
 use warnings;
 
+use Getopt::Long;
 use MaxMind::DB::Writer::Tree;
 
+my $usage = "usage: $0 [--ip-version 4|6] OUT.mmdb [DATABASE_TYPE]\n";
+my $ip_version = 6;
+GetOptions('ip-version=i' => \$ip_version) or die $usage;
+die $usage unless $ip_version == 4 || $ip_version == 6;
 my ($out, $type) = @ARGV;
-die "usage: $0 OUT.mmdb [DATABASE_TYPE]\n" unless defined $out;
+die $usage unless defined $out;
 $type //= 'Moat-Test-Country';
 
 my %key_type = (
@@ -67,7 +75,7 @@ my @data = (
 );
 
 my $tree = MaxMind::DB::Writer::Tree->new(
-    ip_version               => 6,
+    ip_version               => $ip_version,
     record_size              => 24,
     database_type            => $type,
     languages                => ['en'],
@@ -79,6 +87,8 @@ my $tree = MaxMind::DB::Writer::Tree->new(
 $tree->_set_build_epoch($ENV{SOURCE_DATE_EPOCH} // 1767225600)
     if $tree->can('_set_build_epoch');
 
+# An IPv4 tree has no room for IPv6 networks.
+@data = grep { $_->[0] !~ /:/ } @data if $ip_version == 4;
 $tree->insert_network($_->[0], $_->[1]) for @data;
 
 my $tmp = "$out.tmp$$";

@@ -10,6 +10,7 @@ Helpers:
   free_port()          a free loopback TCP port
   require_mailstack()  skip (or fail when CI=true) if the servers are missing
   started_stack(**opts)  generator for module fixtures: a started MailStack
+  make_test_mmdb(path, *opts)  the project's test country database
 
 Environment:
   CI=true              missing Postfix/Dovecot/openssl is a failure, not a skip
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from certs import PKI, make_pki, openssl_available  # noqa: E402
 from mailstack import MailStack, MailStackError, free_port  # noqa: E402
 
-__all__ = ["free_port", "require_mailstack", "started_stack", "MailStack", "MailStackError", "PKI"]
+__all__ = ["free_port", "require_mailstack", "started_stack", "make_test_mmdb",
+           "MailStack", "MailStackError", "PKI"]
 
 
 def _ci() -> bool:
@@ -47,6 +51,21 @@ def require_mailstack() -> None:
     ok, why = MailStack.available()
     if not ok:
         _missing(f"Postfix/Dovecot test servers unavailable: {why}")
+
+
+def make_test_mmdb(path, *opts: str) -> Path:
+    """Builds the project's own test country database at path with
+    tests/geo/make-test-mmdb.pl and its options (e.g. "--ip-version", "4");
+    skips (fails when CI=true) without Debian's libmaxmind-db-writer-perl."""
+    if shutil.which("perl") is None or subprocess.run(
+            ["perl", "-MMaxMind::DB::Writer::Tree", "-e", "1"],
+            capture_output=True, timeout=60).returncode != 0:
+        _missing("libmaxmind-db-writer-perl is not installed")
+    root = os.environ.get("MOAT_SOURCE_ROOT") or \
+        Path(__file__).resolve().parents[2]
+    subprocess.run(["perl", str(Path(root) / "tests" / "geo" / "make-test-mmdb.pl"),
+                    *opts, str(path)], check=True, capture_output=True, timeout=60)
+    return Path(path)
 
 
 def _keep() -> bool:

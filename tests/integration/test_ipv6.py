@@ -1,5 +1,6 @@
 """IPv6 clients through the policy: aggregate_ipv6 counts a prefix as one
-client; IPv6 prefixes in the lists that also cover IPv4 are warned about.
+client; IPv6 prefixes in the lists that also cover IPv4, and geo databases
+that hold no IPv6 at all, are warned about.
 
 Clients present their addresses with a PROXY v1 header (moat trusts it from
 loopback through accept_proxy), so one test host can be a whole /64.
@@ -12,10 +13,11 @@ import time
 
 import pytest
 
-from conftest import started_stack
+from conftest import make_test_mmdb, started_stack
 from filterutil import events as all_events
 from mailstack import proxy_v1_header
-from moatrun import Moat, listener, moat_binary
+from moatrun import Moat, listener, moat_binary, started
+from scripted import ScriptedBackend
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +138,54 @@ def test_ipv6_prefix_that_covers_ipv4_is_warned_about(tmp_path, pki, stack):
                 b"554 5.7.1 Access denied: policy\r\n"
     finally:
         assert m.stop() == 0
+
+
+def pop3_greeting(port: int, ip: str) -> bytes:
+    """The first line a POP3 client at ip (a PROXY v1 header) reads."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_v1_header(ip, "::1" if ":" in ip else "127.0.0.1",
+                                  40000, 110))
+        return s.makefile("rb").readline()
+
+
+def test_ipv4_only_geo_database_is_warned_about(tmp_path, pki):
+    """An IPv4-only country database (ip_version 4) finds no IPv6 client,
+    so [policy.geo] unknown decides for every one of them: the start and
+    each reload onto such a database say so, naming the file, while IPv6
+    clients can come (here through PROXY headers)."""
+    v4 = make_test_mmdb(tmp_path / "v4.mmdb", "--ip-version", "4")
+    v6 = make_test_mmdb(tmp_path / "v6.mmdb")
+    warning = (f"{v4}: warning: an IPv4-only database (ip_version 4), but "
+               "listener 'pop3' takes client addresses from PROXY headers: "
+               "IPv6 clients are never found in it and get the policy for "
+               "unknown countries: [policy.geo] unknown = \"deny\" refuses "
+               "them all")
+    backend = ScriptedBackend("pop3").start()
+    try:
+        m = Moat(tmp_path / "moat", pki,
+                 [listener("pop3", backend.addr, protocol="pop3", tls="none",
+                           accept_proxy=True,
+                           accept_proxy_from=["127.0.0.0/8"])],
+                 extra=f'[policy.geo]\ndatabase = "{v4}"\n'
+                       'allow_countries = ["CA", "NL"]\nunknown = "deny"\n')
+        with started(m):
+            port = m.port("pop3")
+            m.wait_log(warning)
+            # What it warns of: 2001:db8:a::/48 is Canadian in the IPv6
+            # database, unknown in this one.
+            assert pop3_greeting(port, "192.0.2.1").startswith(b"+OK")
+            assert pop3_greeting(port, "2001:db8:a::1") == \
+                b"-ERR Access denied: policy\r\n"
+            text = m.config_path.read_text()
+            m.config_path.write_text(text.replace(str(v4), str(v6)))
+            r = m.ctl("reload")
+            assert r.returncode == 0 and "reload done" in r.stdout, r
+            assert "IPv4-only" not in r.stdout
+            assert pop3_greeting(port, "2001:db8:a::1").startswith(b"+OK")
+            # Back onto the IPv4-only one: moatctl and the log say it.
+            m.config_path.write_text(text)
+            r = m.ctl("reload")
+            assert r.returncode == 0 and warning in r.stdout, r
+            assert m.log().count(warning) == 2, m.log()
+    finally:
+        backend.stop()

@@ -9,11 +9,12 @@
 #include "geo.h"
 
 /*
- * Usage: test_geo [OWN.mmdb [OWN-ASN.mmdb]]
+ * Usage: test_geo [OWN.mmdb [OWN-ASN.mmdb [OWN-V4.mmdb]]]
  *
  * The databases of ../shared/testdata come from $MOAT_SHARED (set by
  * meson's test environment); OWN.mmdb is the project's database built at
- * test time by tests/geo/make-test-mmdb.pl. Without $MOAT_SHARED the test
+ * test time by tests/geo/make-test-mmdb.pl, OWN-V4.mmdb the same data in
+ * an IPv4-only database (--ip-version 4). Without $MOAT_SHARED the test
  * is skipped (exit 77), unless CI=true, where that is a failure.
  */
 
@@ -132,6 +133,7 @@ test_shared(const char *shared)
 	if (g != NULL) {
 		CHECK_STR_EQ(geo_database_type(g), "GeoIP2-Country");
 		CHECK_INT_EQ(geo_build_epoch(g), 1735689600);
+		CHECK_INT_EQ(geo_ip_version(g), 6);
 		CHECK_STR_EQ(geo_path(g), mmdb);
 		geo_close(g);
 	}
@@ -204,6 +206,7 @@ test_own(const char *own, const char *own_asn)
 		return;
 	}
 	CHECK_STR_EQ(geo_database_type(g), "Moat-Test-Country");
+	CHECK_INT_EQ(geo_ip_version(g), 6);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		expect(g, rows[i].ip, rows[i].found, rows[i].cc, rows[i].cont,
 		    own);
@@ -218,6 +221,45 @@ test_own(const char *own, const char *own_asn)
 		} else
 			geo_close(g);
 	}
+}
+
+/*
+ * An IPv4-only database opens and answers for IPv4 and IPv4-mapped
+ * clients, says it is IPv4-only (moat warns about it), and finds no IPv6
+ * client, not even one its IPv6 twin knows: unknown, not an error.
+ */
+static void
+test_own_v4(const char *own_v4)
+{
+	struct {
+		const char *ip;
+		bool found;
+		const char *cc, *cont;
+	} rows[] = {
+		{ "192.0.2.1", true, "NL", "EU" },
+		{ "198.51.100.1", true, "BR", "SA" },
+		{ "::ffff:192.0.2.200", true, "JP", "AS" },
+		{ "10.0.0.1", false, "-", "-" },
+		{ "2001:db8:a::1", false, "-", "-" },
+		{ "2001:db8:b::1", false, "-", "-" },
+		{ "::1", false, "-", "-" },
+	};
+	struct geo *g;
+	char *err;
+
+	g = geo_open(own_v4, &err);
+	CHECK(g != NULL);
+	if (g == NULL) {
+		fprintf(stderr, "%s\n", err);
+		free(err);
+		return;
+	}
+	CHECK_INT_EQ(geo_ip_version(g), 4);
+	CHECK_STR_EQ(geo_database_type(g), "Moat-Test-Country");
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		expect(g, rows[i].ip, rows[i].found, rows[i].cc, rows[i].cont,
+		    own_v4);
+	geo_close(g);
 }
 
 static void
@@ -290,9 +332,11 @@ main(int argc, char **argv)
 
 	ci = env_ci != NULL && strcmp(env_ci, "true") == 0;
 	test_errors();
-	if (argc > 1)
+	if (argc > 1) {
 		test_own(argv[1], argc > 2 ? argv[2] : NULL);
-	else {
+		if (argc > 3)
+			test_own_v4(argv[3]);
+	} else {
 		printf("geo: no project-made database given (is "
 		    "libmaxmind-db-writer-perl installed?)\n");
 		if (ci)
