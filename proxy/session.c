@@ -33,6 +33,7 @@
 #include "proxyproto.h"
 #include "refusals.h"
 #include "slots.h"
+#include "smtp_refused.h"
 #include "tls.h"
 
 /*
@@ -54,7 +55,8 @@ _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
     "filters wait for lines this long");
 /* Rounds of the relay per event before other sessions get their turn. */
 #define PUMP_ROUNDS 16
-/* How long a refused client may take to read our reply and hang up. */
+/* How long a refused client may take to read our reply and hang up (and,
+ * on SMTP, to say QUIT: smtp_refused.h). */
 #define LINGER_MS 5000
 
 #define container_of(p, type, member) \
@@ -142,6 +144,7 @@ struct session {
 	bool slotted;		/* holds a slot of list->slots for slot */
 	uint8_t slot[16];
 	char reject[160];	/* implicit TLS: reply after the handshake */
+	struct smtp_refused refused;	/* SMTP: answering after the 554 */
 };
 
 /* Sessions start on every worker thread: ids come from one atomic
@@ -489,10 +492,21 @@ backend_fail(struct session *s, const char *why)
 	session_reject(s, msg, "backend_unavailable");
 }
 
+/* An SMTP refusal: the client will be heard out (refused_listen()). */
+static void
+refused_start(struct session *s)
+{
+	smtp_refused_init(&s->refused);
+	buf_clear(&s->client.in);
+	buf_init(&s->client.in, SMTP_REFUSED_LINE_MAX);
+}
+
 /*
  * Acts on the policy verdict for s (reply: guard_admit()'s refusal line).
  * A banned address costs nothing more: no reply, no TLS. Others read a
- * protocol-correct refusal, after the handshake on implicit-TLS listeners.
+ * protocol-correct refusal, after the handshake on implicit-TLS listeners;
+ * on SMTP that is a 554, and what the client says next is answered
+ * until its QUIT (RFC 5321 3.1).
  */
 static void
 session_verdict(struct session *s, bool admitted, enum policy_reason reason,
@@ -507,6 +521,8 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason,
 		}
 		if (reply != s->reject)
 			snprintf(s->reject, sizeof(s->reject), "%s", reply);
+		if (s->lc->protocol == CFG_PROTO_SMTP)
+			refused_start(s);
 		if (s->lc->tls == CFG_TLS_IMPLICIT)
 			start_handshake(s);
 		else
@@ -1229,14 +1245,45 @@ filter_client_tls(const struct filter_io *io)
 }
 
 /*
+ * An SMTP client refused with 554 is answered (smtp_refused.h) until it
+ * says QUIT, goes or hits a bound; relay_shutdowns() holds our end of
+ * stream back until then, and the linger timer bounds it all. Meanwhile
+ * its input buffer holds one line at most: an unwanted client that sends
+ * a byte and waits must not pin a relay block for the linger.
+ */
+static bool
+refused_listen(struct session *s)
+{
+	struct conn *c = &s->client;
+	size_t n = 0;
+
+	if (buf_len(&c->in) > 0) {
+		n = smtp_refused_feed(&s->refused, buf_data(&c->in),
+		    buf_len(&c->in), c->rd_eof, &c->out);
+		buf_consume(&c->in, n);
+	} else if (c->rd_eof) {
+		s->refused.listening = false;
+	}
+	if (s->refused.listening)
+		return n > 0;
+	/* The rest is dropped unread (run_filter()), in large reads again. */
+	buf_clear(&c->in);
+	buf_init(&c->in, RELAY_BUF_UP);
+	return true;
+}
+
+/*
  * Offers from->in to the filter. When the peer is gone (rejected, or
- * its end of stream already sent) the bytes are dropped.
+ * its end of stream already sent) the bytes are dropped, unless a
+ * refused SMTP client is still being answered.
  */
 static bool
 run_filter(struct session *s, struct conn *from, struct conn *to)
 {
 	size_t len = buf_len(&from->in), n;
 
+	if (from == &s->client && s->refused.listening)
+		return refused_listen(s);
 	if (len == 0)
 		return false;
 	if (to->fd < 0 || to->wr_shut || to->shut_pending) {
@@ -1277,7 +1324,8 @@ relay_shutdowns(struct session *s)
 		progress = true;
 	}
 	if (b->rd_eof && buf_len(&b->in) == 0 && !c->wr_shut &&
-	    !c->shut_pending && buf_len(&c->out) == 0) {
+	    !c->shut_pending && buf_len(&c->out) == 0 &&
+	    !s->refused.listening) {
 		c->shut_pending = true;
 		progress = true;
 	}
@@ -1478,6 +1526,25 @@ idle_timeout(struct session *s)
 	    "-ERR Disconnected for inactivity\r\n", "idle_timeout");
 }
 
+/*
+ * The linger is over. A refused SMTP client still being answered has
+ * not had our end of stream yet: on TLS it gets a close_notify (one try,
+ * no waiting), so that it reads an orderly end and not a truncation.
+ */
+static void
+linger_over(struct session *s)
+{
+	struct conn *c = &s->client;
+
+	if (s->refused.listening && c->ssl != NULL && !c->ssl_broken &&
+	    buf_len(&c->out) == 0) {
+		ERR_clear_error();
+		(void)SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	session_kill(s, s->end_reason);
+}
+
 static void
 session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1509,7 +1576,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		}
 		break;
 	case SESSION_REJECT:
-		session_kill(s, s->end_reason);
+		linger_over(s);
 		break;
 	case SESSION_NEW:
 	case SESSION_ADMIT:

@@ -88,6 +88,159 @@ def test_deny_on_implicit_tls_after_handshake(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+DENY = '[policy]\ndeny = ["198.51.100.0/24"]\n'
+DENIED = b"554 5.7.1 Access denied: policy\r\n"
+BAD_SEQUENCE = b"503 5.5.1 Error: access denied\r\n"
+BYE = b"221 2.0.0 Bye\r\n"
+
+
+class Refused:
+    """A client on an accept_proxy listener as ip (a PROXY v1 header),
+    inside TLS when ctx is given (tls_ctx()). Over TLS an end without
+    close_notify raises ssl.SSLError instead of reading as the end of
+    stream."""
+
+    def __init__(self, port: int, ip: str, ctx=None):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(proxy_v1_header(ip, "127.0.0.1", 40000, 25))
+        if ctx is not None:
+            s = ctx.wrap_socket(s, server_hostname="localhost",
+                                suppress_ragged_eofs=False)
+        self.sock = s
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        """The next line; b"" at the end of stream."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        i = self.buf.index(b"\n") + 1
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def rest(self) -> list:
+        """Every line up to the end of stream."""
+        out = []
+        while line := self.line():
+            out.append(line)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tls_ctx(pki, tls):
+    """For implicit TLS, a context that tells a TLS end of stream
+    (close_notify) from a bare close, which Debian's Python 3.11 ignores
+    by default."""
+    if tls != "implicit":
+        return None
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return ctx
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
+def test_refused_smtp_client_is_answered_until_quit(tmp_path, pki, stack, tls):
+    """RFC 5321 3.1: after a 554 greeting the server waits for QUIT and
+    answers other commands with 503; QUIT gets 221 and an orderly close
+    (close_notify on TLS). Pipelined commands get one reply each, a line
+    that arrives in pieces one reply once whole, and what follows QUIT
+    none."""
+    m = start(tmp_path, pki, stack, DENY, tls=tls)
+    try:
+        c = Refused(m.port("smtp"), "198.51.100.7", tls_ctx(pki, tls))
+        try:
+            assert c.line() == DENIED
+            c.send(b"EHLO x\r\n")
+            assert c.line() == BAD_SEQUENCE
+            c.send(b"NOOP\r\nMAIL FROM:<a@example.test>\r\nSTARTTLS\r\nqu")
+            assert [c.line() for _ in range(3)] == [BAD_SEQUENCE] * 3
+            c.send(b"it\r\nNOOP\r\n")
+            assert c.rest() == [BYE]
+        finally:
+            c.close()
+        # The refusal is reported as before, once.
+        e = wait_event(m, "reject", "198.51.100.7")
+        assert e["reason"] == "denylist"
+        assert len(events(m, "reject")) == 1
+    finally:
+        assert m.stop() == 0
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_refused_smtp_client_flood_is_cut_off(tmp_path, pki, stack, tls):
+    """A refused client gets ten 503s at most, then moat closes; a line
+    too long for a command gets no answer at all, QUIT behind it
+    neither."""
+    m = start(tmp_path, pki, stack, DENY, tls=tls)
+    try:
+        c = Refused(m.port("smtp"), "198.51.100.8", tls_ctx(pki, tls))
+        try:
+            assert c.line() == DENIED
+            c.send(b"NOOP\r\n" * 1000 + b"QUIT\r\n")
+            assert c.rest() == [BAD_SEQUENCE] * 10
+        finally:
+            c.close()
+        c = Refused(m.port("smtp"), "198.51.100.9", tls_ctx(pki, tls))
+        try:
+            assert c.line() == DENIED
+            c.send(b"EHLO " + b"x" * 600 + b"\r\nQUIT\r\n")
+            assert c.rest() == []
+        finally:
+            c.close()
+    finally:
+        assert m.stop() == 0
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_refused_smtp_client_silent_is_closed_after_linger(tmp_path, pki,
+                                                          stack, tls):
+    """A refused client that says nothing more may still QUIT for the
+    whole linger (5 s), then moat closes (with close_notify on TLS)."""
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls=tls)],
+             extra=DENY, verbose=2).start()
+    try:
+        c = Refused(m.port("smtp"), "198.51.100.10", tls_ctx(pki, tls))
+        try:
+            assert c.line() == DENIED
+            assert c.rest() == []
+        finally:
+            c.close()
+        sid = wait_event(m, "reject", "198.51.100.10")["session"]
+        m.wait_log(f"{sid} close reason=rejected")
+        line = [l for l in m.log().splitlines()
+                if f"{sid} close reason=rejected" in l][0]
+        # The linger timer, not the client, ended it: a lower bound,
+        # which a slow machine only makes longer.
+        assert int(line.rsplit("duration_ms=", 1)[1]) >= 4500, line
+    finally:
+        assert m.stop() == 0
+
+
+def test_refused_pop3_client_is_not_answered(tmp_path, pki, stack):
+    """POP3 has no such rule (RFC 1939): the stream ends right after the
+    -ERR, and nothing the client sends is answered."""
+    m = Moat(tmp_path, pki, [lb("pop3", stack.pop3_addr, protocol="pop3",
+                                tls="none")], extra=DENY).start()
+    try:
+        c = Refused(m.port("pop3"), "198.51.100.11")
+        try:
+            assert c.line() == b"-ERR Access denied: policy\r\n"
+            c.send(b"CAPA\r\nQUIT\r\n")
+            assert c.rest() == []
+        finally:
+            c.close()
+    finally:
+        assert m.stop() == 0
+
+
 def test_rate_limit_rejects_sixth_and_allow_list_beats_it(tmp_path, pki, stack):
     m = start(tmp_path, pki, stack,
               '[policy]\nallow = ["192.0.2.10"]\n'
