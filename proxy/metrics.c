@@ -94,7 +94,8 @@ static struct family fams[F_COUNT] = {
 	    "Bans made, by reason.",
 	    { "reason", NULL }, NULL, 0, 0 },
 	[F_BACKEND_FAIL] = { "moat_backend_connect_failures_total",
-	    "Sessions whose backend could not be reached, by listener.",
+	    "Sessions whose backend could not be reached or failed before "
+	    "its greeting, by listener.",
 	    { "listener", NULL }, NULL, 0, 0 },
 	[F_BYTES] = { "moat_relayed_bytes_total",
 	    "Bytes relayed, by listener and direction (client_to_backend is "

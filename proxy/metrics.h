@@ -35,7 +35,8 @@ void metrics_tls_failure(const char *reason);
 void metrics_policy_event(const char *listener, enum policy_event ev);
 /* A new ban, by its reason ("rate", "auth", "smuggling", "manual"). */
 void metrics_ban(const char *reason);
-/* The backend could not be reached (connect, PROXY header, XCLIENT). */
+/* The backend could not be reached (connect, PROXY header, XCLIENT), or
+ * failed before its greeting reached the client. */
 void metrics_backend_failure(const char *listener);
 /* A session ended: its length and the bytes it relayed. */
 void metrics_session_end(const char *listener, double seconds,

@@ -23,6 +23,7 @@
 #include "addr.h"
 #include "backend.h"
 #include "buf.h"
+#include "duration.h"
 #include "events.h"
 #include "filter.h"
 #include "gen.h"
@@ -72,6 +73,8 @@ enum session_state {
 	SESSION_HANDSHAKE,	/* TLS with the client */
 	SESSION_CONNECT,	/* connecting to the backend */
 	SESSION_XCLIENT,	/* EHLO + XCLIENT with the backend */
+	SESSION_GREETING,	/* relaying; no backend byte reached the
+				 * client yet */
 	SESSION_RELAY,		/* both ways through the filter */
 	SESSION_REJECT,		/* final reply to the client, then close */
 	SESSION_DEAD,		/* freed when the current callback returns */
@@ -189,6 +192,8 @@ session_state_str(enum session_state st)
 		return "connect";
 	case SESSION_XCLIENT:
 		return "xclient";
+	case SESSION_GREETING:
+		return "greeting";
 	case SESSION_RELAY:
 		return "relay";
 	case SESSION_REJECT:
@@ -250,6 +255,9 @@ enter_state(struct session *s, enum session_state st)
 		break;
 	case SESSION_CONNECT:
 	case SESSION_XCLIENT:
+	case SESSION_GREETING:
+		/* Not re-armed by the client: talking before the greeting
+		 * must not keep a silent backend's session open. */
 		set_timer_ms(s, s->lc->connect_ms);
 		break;
 	case SESSION_RELAY:
@@ -279,6 +287,26 @@ session_kill(struct session *s, const char *reason)
 	s->dead = true;
 	s->close_reason = reason;
 	enter_state(s, SESSION_DEAD);
+}
+
+/* Both sides go through the filter (the greeting may still be due). */
+static bool
+relaying(const struct session *s)
+{
+	return s->state == SESSION_GREETING || s->state == SESSION_RELAY;
+}
+
+/*
+ * The client still waits for the backend's first words: it has seen no
+ * byte of the backend's and has not left. Losing the backend now is a
+ * backend failure, and the client is told so (backend_fail()); later a
+ * backend that goes is relayed as such, like any end of the session.
+ */
+static bool
+backend_awaited(const struct session *s)
+{
+	return (s->state == SESSION_XCLIENT ||
+	    s->state == SESSION_GREETING) && !s->client.rd_eof;
 }
 
 static void
@@ -400,6 +428,7 @@ session_update_io(struct session *s)
 	case SESSION_XCLIENT:
 		bev = conn_events(&s->backend);
 		break;
+	case SESSION_GREETING:
 	case SESSION_RELAY:
 	case SESSION_REJECT:
 		cev = conn_events(&s->client);
@@ -818,7 +847,7 @@ do_connect(struct session *s)
 		start_xclient(s);
 		return;
 	}
-	enter_state(s, SESSION_RELAY);
+	enter_state(s, SESSION_GREETING);
 	relay_pump(s);
 }
 
@@ -973,6 +1002,28 @@ side_str(const struct session *s, const struct conn *c)
 	return c == &s->client ? "client" : "backend";
 }
 
+/*
+ * c failed, and s->why says how. While the client awaits the backend
+ * that is a backend failure, answered with its reply (the session moves
+ * on to SESSION_REJECT, whose pump a running relay_pump() may go on
+ * with); otherwise the session ends at once. do_xclient() checks the
+ * state after each step.
+ */
+static void
+conn_failed(struct session *s, struct conn *c)
+{
+	char why[sizeof(s->why) + 32];
+
+	if (c == &s->backend && backend_awaited(s)) {
+		snprintf(why, sizeof(why), "%s %s", s->why,
+		    s->state == SESSION_XCLIENT ? "during XCLIENT" :
+		    "before greeting");
+		backend_fail(s, why);
+		return;
+	}
+	session_kill(s, c == &s->client ? "client_error" : "backend_error");
+}
+
 /* Reads once from c if it has room; returns whether anything changed. */
 static bool
 conn_fill(struct session *s, struct conn *c)
@@ -999,14 +1050,19 @@ conn_fill(struct session *s, struct conn *c)
 		return false;
 	case IO_EOF:
 		log_debug("%s eof side=%s", s->id, side_str(s, c));
+		/* do_xclient() reads a reply that came before the end. */
+		if (c == &s->backend && s->state == SESSION_GREETING &&
+		    backend_awaited(s)) {
+			backend_fail(s, "closed before greeting");
+			return false;
+		}
 		c->rd_eof = true;
 		if (s->end_reason == NULL)
 			s->end_reason = c == &s->client ? "client_closed" :
 			    "backend_closed";
 		return true;
 	case IO_ERR:
-		session_kill(s, c == &s->client ? "client_error" :
-		    "backend_error");
+		conn_failed(s, c);
 		return false;
 	}
 	return false;
@@ -1032,8 +1088,7 @@ conn_flush(struct session *s, struct conn *c)
 		case IO_EOF:
 			return false;
 		case IO_ERR:
-			session_kill(s, c == &s->client ? "client_error" :
-			    "backend_error");
+			conn_failed(s, c);
 			return false;
 		}
 	}
@@ -1241,7 +1296,7 @@ filter_client_tls(const struct filter_io *io)
 	const struct session *s = container_of_const(io, struct session,
 	    filter);
 
-	return s->client.ssl != NULL && s->state == SESSION_RELAY;
+	return s->client.ssl != NULL && relaying(s);
 }
 
 /*
@@ -1301,6 +1356,10 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 		fatalx("filter %s consumed more than offered, or passed on "
 		    "what it did not consume", s->filter.ops->name);
 	buf_consume(&from->in, n - s->moved);	/* moved: already gone */
+	/* The backend's first words are on their way to the client: from
+	 * now on the idle timeout applies. */
+	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING)
+		enter_state(s, SESSION_RELAY);
 	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
 	    buf_len(&s->client.out) == 0 && (from != &s->client ||
 	    s->filter.ops->awaiting == NULL ||
@@ -1362,7 +1421,7 @@ relay_pump(struct session *s)
 			progress |= relay_shutdowns(s);
 		if (s->dead)
 			return;
-		if (s->filter_close != NULL && s->state == SESSION_RELAY) {
+		if (s->filter_close != NULL && relaying(s)) {
 			session_reject(s, NULL, s->filter_close);
 			return;
 		}
@@ -1398,10 +1457,10 @@ do_xclient(struct session *s)
 
 	while (progress) {
 		progress = conn_flush(s, b);
-		if (!s->dead)
+		if (s->state == SESSION_XCLIENT)
 			progress |= conn_fill(s, b);
-		if (s->dead)
-			return;
+		if (s->state != SESSION_XCLIENT)
+			return;		/* failed (conn_failed()) */
 		rc = backend_reply_parse(buf_data(&b->in), buf_len(&b->in),
 		    &len, &code);
 		if (rc == BACKEND_REPLY_ERROR) {
@@ -1445,7 +1504,9 @@ do_xclient(struct session *s)
 				return;
 			}
 			log_debug("%s xclient ok", s->id);
-			enter_state(s, SESSION_RELAY);
+			/* That reply, still in b->in, is the client's
+			 * greeting: the client has seen nothing yet. */
+			enter_state(s, SESSION_GREETING);
 			relay_pump(s);
 			return;
 		}
@@ -1472,6 +1533,7 @@ session_step(struct session *s, bool from_backend)
 	case SESSION_XCLIENT:
 		do_xclient(s);
 		break;
+	case SESSION_GREETING:
 	case SESSION_RELAY:
 	case SESSION_REJECT:
 		relay_pump(s);
@@ -1545,6 +1607,21 @@ linger_over(struct session *s)
 	session_kill(s, s->end_reason);
 }
 
+/*
+ * Mail protocols are server-first: a backend that accepted but has not
+ * greeted within the connect timeout is hung (or a silent service on the
+ * wrong port), and the client would otherwise wait for the idle timeout.
+ */
+static void
+greeting_timeout(struct session *s)
+{
+	char why[64], d[32];
+
+	snprintf(why, sizeof(why), "no greeting within %s",
+	    duration_str(s->lc->connect_ms, d, sizeof(d)));
+	backend_fail(s, why);
+}
+
 static void
 session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1563,6 +1640,9 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case SESSION_CONNECT:
 	case SESSION_XCLIENT:
 		backend_fail(s, "timeout");
+		break;
+	case SESSION_GREETING:
+		greeting_timeout(s);
 		break;
 	case SESSION_RELAY:
 		/* Activity only stamps last_active; re-arm for the rest. */

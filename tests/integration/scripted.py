@@ -13,6 +13,9 @@ Modes:
                 "250 queued" (the message is committed), QUIT -> 221
   pop3          +OK greeting, +OK to everything, QUIT -> +OK and close
   stall         accepts and never sends a byte
+  hangup        accepts and closes at once, without a byte
+  reset         accepts and resets at once (SO_LINGER 0), without a byte
+  reset_in_xclient  greeting, reads one line (moat's EHLO), then resets
   close_in_data like smtp, but closes after 354 and the first DATA bytes,
                 never committing the message
   garbage       greeting, then random bytes (no CR/LF structure) forever
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 import threading
 from typing import List, Optional, Tuple
 
@@ -103,6 +108,25 @@ class ScriptedBackend:
     async def _mode_stall(self, r, w):
         while await r.read(65536):
             pass
+
+    @staticmethod
+    def _reset(w) -> None:
+        """Drops the connection with SO_LINGER 0: the peer reads a reset
+        (ECONNRESET), not an end of stream."""
+        w.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    async def _mode_hangup(self, r, w):
+        return                      # _handle closes: an end of stream
+
+    async def _mode_reset(self, r, w):
+        self._reset(w)
+
+    async def _mode_reset_in_xclient(self, r, w):
+        await self._send(w, b"220 scripted ESMTP ready\r\n")
+        await r.readline()          # EHLO
+        self._reset(w)
 
     async def _mode_pop3(self, r, w):
         await self._send(w, b"+OK scripted POP3 ready\r\n")

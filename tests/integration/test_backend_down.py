@@ -1,19 +1,25 @@
 """The backend is out of reach: refused, silent (connect timeout), or
-refusing XCLIENT.  The client gets a protocol-correct temporary failure
-(SMTP 421, POP3 -ERR [SYS/TEMP]) and moat closes; nothing hangs.  Also
-handshake timeouts and failures.  See issue 3.
+refusing XCLIENT; or it accepts and then fails before the client has
+seen a byte of it: no greeting within the connect timeout, an end of
+stream or a reset before its greeting or during XCLIENT.  The client
+gets a protocol-correct temporary failure (SMTP 421, POP3 -ERR
+[SYS/TEMP]) and moat closes; nothing hangs.  Also handshake timeouts and
+failures.  See issue 3.
 """
 
 from __future__ import annotations
 
 import poplib
+import re
 import smtplib
 import socket
 import ssl
+import time
 
 import pytest
 
-from moatrun import Moat, free_port, listener
+from moatrun import Moat, free_port, listener, running
+from scripted import ScriptedBackend
 
 
 def ctx_for(pki) -> ssl.SSLContext:
@@ -142,3 +148,151 @@ def test_handshake_failure_is_logged_not_fatal(moat, pki):
     with pytest.raises(smtplib.SMTPConnectError):
         smtplib.SMTP_SSL("127.0.0.1", moat.port("smtps"), context=ctx_for(pki), timeout=20)
     assert moat.proc.poll() is None
+
+
+# --- backends that accept, then fail before the client saw a byte ---------
+
+def bye(name: str) -> bytes:
+    """backend_fail's reply on listener name (POP3 listeners say pop3)."""
+    if "pop3" in name:
+        return b"-ERR [SYS/TEMP] %s service temporarily unavailable\r\n" % name.encode()
+    return b"421 4.3.0 %s service temporarily unavailable\r\n" % name.encode()
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    bs = {mode: ScriptedBackend(mode).start()
+          for mode in ("stall", "hangup", "reset", "reset_in_xclient")}
+    yield bs
+    for b in bs.values():
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def failing(pki, scripted, tmp_path_factory):
+    """A 1 s connect timeout and a 10 min idle timeout: a reply within the
+    tests' generous waits can only come from the connect timeout."""
+    st, hup, rst = (scripted[m].addr for m in ("stall", "hangup", "reset"))
+    xrst = scripted["reset_in_xclient"].addr
+    t = dict(connect="1s", idle="10m")
+    metrics = free_port()
+    m = Moat(tmp_path_factory.mktemp("moat"), pki, [
+        listener("smtps-mute", st, **t),
+        listener("pop3s-mute", st, protocol="pop3", **t),
+        listener("smtp-mute", st, tls="none", **t),
+        listener("pop3-mute", st, protocol="pop3", tls="none", **t),
+        listener("smtp-starttls-mute", st, tls="starttls", **t),
+        listener("pop3-starttls-mute", st, protocol="pop3", tls="starttls", **t),
+        listener("smtp-v1-mute", st, tls="none", backend_proxy="v1", **t),
+        listener("pop3s-v2-mute", st, protocol="pop3", backend_proxy="v2", **t),
+        listener("smtp-hangup", hup, tls="none", **t),
+        listener("pop3s-hangup", hup, protocol="pop3", **t),
+        listener("smtps-reset", rst, **t),
+        listener("pop3-reset", rst, protocol="pop3", tls="none", **t),
+        listener("smtps-xclient-reset", xrst, backend_proxy="xclient", **t),
+        listener("smtp-xclient-reset", xrst, tls="none", backend_proxy="xclient", **t),
+    ], metrics=f"127.0.0.1:{metrics}")
+    m.metrics_port = metrics
+    yield from running(m)
+
+
+def until_closed(sock, timeout: float = 30) -> bytes:
+    """What sock reads until moat closes it; fails after timeout."""
+    sock.settimeout(timeout)
+    try:
+        return read_all(sock)
+    except socket.timeout:
+        raise AssertionError(f"no reply and no close within {timeout}s") from None
+
+
+def reply(m: Moat, pki, name: str) -> bytes:
+    """Connects to listener name (over TLS on implicit ones), says
+    nothing and returns all moat sends before it closes."""
+    with socket.create_connection(m.addr(name), timeout=30) as raw:
+        if m.listeners[name]["tls"] != "implicit":
+            return until_closed(raw)
+        with ctx_for(pki).wrap_socket(raw, server_hostname="localhost") as s:
+            return until_closed(s)
+
+
+def backend_failures(m: Moat, name: str) -> int:
+    with socket.create_connection(("127.0.0.1", m.metrics_port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        body = read_all(s).decode()
+    got = re.search(r'^moat_backend_connect_failures_total\{listener="%s"\} (\d+)$'
+                    % re.escape(name), body, re.M)
+    return int(got.group(1)) if got else 0
+
+
+@pytest.mark.parametrize("name", [
+    "smtps-mute", "pop3s-mute", "smtp-mute", "pop3-mute",
+    "smtp-starttls-mute", "pop3-starttls-mute", "smtp-v1-mute", "pop3s-v2-mute"])
+def test_silent_backend_times_out_as_backend_failure(failing, pki, name):
+    """The backend accepts and never greets: the connect timeout bounds
+    the wait for its greeting, whatever the listener's TLS mode or PROXY
+    header, and the client reads the backend-failure reply, not the
+    idle timeout's ten minutes later."""
+    assert reply(failing, pki, name) == bye(name)
+    failing.wait_log('reason="no greeting within 1s"')
+
+
+def test_silent_backend_is_logged_and_counted(failing, pki, scripted):
+    """Like any backend failure: a backend_fail line and the metric."""
+    before = backend_failures(failing, "smtps-mute")
+    assert reply(failing, pki, "smtps-mute") == bye("smtps-mute")
+    assert backend_failures(failing, "smtps-mute") == before + 1
+    failing.wait_log('backend_fail backend=127.0.0.1:%d reason="no greeting within 1s" '
+                     'ip=127.0.0.1' % scripted["stall"].addr[1])
+    failing.wait_log("close reason=backend_unavailable")
+
+
+@pytest.mark.parametrize("name,line", [
+    ("smtp-mute", b"EHLO early.example\r\n"),
+    ("smtp-starttls-mute", b"STARTTLS\r\n"),
+    ("pop3-starttls-mute", b"STLS\r\n"),
+    ("pop3-mute", b"CAPA\r\n"),
+])
+def test_talking_before_greeting_does_not_extend_it(failing, name, line):
+    """A client that keeps sending commands before the greeting (STARTTLS
+    too: moat answers it only after the greeting) still reads the
+    backend-failure reply once the connect timeout has passed."""
+    got = b""
+    with socket.create_connection(failing.addr(name), timeout=30) as s:
+        s.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                s.sendall(line)
+                got = s.recv(4096)
+            except socket.timeout:
+                continue
+            except ConnectionError:
+                break
+            if got:
+                got += until_closed(s)
+                break
+    assert got == bye(name)
+
+
+@pytest.mark.parametrize("name", ["smtp-hangup", "pop3s-hangup", "smtps-reset", "pop3-reset"])
+def test_backend_gone_before_greeting(failing, pki, name):
+    """The backend accepts and closes, or resets, before its greeting:
+    the client reads the backend-failure reply, not a silent close."""
+    assert reply(failing, pki, name) == bye(name)
+
+
+def test_backend_hangup_is_logged(failing, pki):
+    assert reply(failing, pki, "pop3s-hangup") == bye("pop3s-hangup")
+    failing.wait_log('reason="closed before greeting"')
+
+
+def test_backend_reset_during_xclient_gives_421(failing, pki):
+    """The backend resets after reading moat's EHLO: the SMTPS client
+    reads 421, as for a refused XCLIENT."""
+    with pytest.raises(smtplib.SMTPConnectError) as e:
+        smtplib.SMTP_SSL(*failing.addr("smtps-xclient-reset"), context=ctx_for(pki),
+                         timeout=30)
+    assert e.value.smtp_code == 421
+    assert e.value.smtp_error == b"4.3.0 smtps-xclient-reset service temporarily unavailable"
+    failing.wait_log('reason="Connection reset by peer during XCLIENT"')
+    assert reply(failing, pki, "smtp-xclient-reset") == bye("smtp-xclient-reset")

@@ -73,13 +73,14 @@ def rss_bound_kb(m: Moat) -> int:
 # --- backends that misbehave -----------------------------------------------
 
 def test_backend_stalls_after_accept(pki, good, tmp_path):
-    """The backend accepts and never greets: when the idle timeout fires
-    the client reads 421 / -ERR and the session ends, and moat keeps
+    """The backend accepts and never greets: when the connect timeout,
+    which bounds the wait for the greeting, fires the client reads the
+    backend-failure 421 / -ERR and the session ends, and moat keeps
     serving others."""
     stall = ScriptedBackend("stall").start()
     m = Moat(tmp_path, pki, [
-        listener("stall", stall.addr, tls="none", idle="2s"),
-        listener("stalls", stall.addr, tls="implicit", idle="2s", protocol="pop3"),
+        listener("stall", stall.addr, tls="none", connect="2s"),
+        listener("stalls", stall.addr, tls="implicit", connect="2s", protocol="pop3"),
         listener("good", good.addr, tls="none")], verbose=1).start()
     try:
         socks = [socket.create_connection(m.addr("stall"), timeout=10) for _ in range(20)]
@@ -87,19 +88,19 @@ def test_backend_stalls_after_accept(pki, good, tmp_path):
         t0 = time.monotonic()
         for s in socks:
             got = read_until_close(s, 10)
-            assert got.startswith(b"421 4.4.2 "), got
+            assert got.startswith(b"421 4.3.0 "), got
             s.close()
         assert time.monotonic() - t0 < 8
         with socket.create_connection(m.addr("stalls"), timeout=10) as raw:
             with ctx_for(pki).wrap_socket(raw, server_hostname="localhost") as s:
                 got = read_until_close(s, 10)
-                assert got.startswith(b"-ERR "), got
+                assert got.startswith(b"-ERR [SYS/TEMP] "), got
         # The last session ends once moat sees this client hang up.
         deadline = time.monotonic() + 5
-        while (m.log().count("close reason=idle_timeout") < 21 and
+        while (m.log().count("close reason=backend_unavailable") < 21 and
                time.monotonic() < deadline):
             time.sleep(0.05)
-        assert m.log().count("close reason=idle_timeout") >= 21
+        assert m.log().count("close reason=backend_unavailable") >= 21
         serves(m, "good")
     finally:
         assert m.stop() == 0
