@@ -417,6 +417,19 @@ struct ban_list {
 	bool have;
 };
 
+/*
+ * Whether a ban of addr falls in the operator's prefix. IPv4 lives under
+ * ::ffff:0:0/96, which short IPv6 prefixes cover too; to an operator
+ * "bans ::/0" means every IPv6 ban, so an IPv4 ban only matches a prefix
+ * inside ::ffff:0:0/96 (one written as IPv4, or as that block itself).
+ */
+static bool
+ban_in_prefix(const struct cidr *in, const uint8_t addr[16])
+{
+	return cidr_contains(in, addr) &&
+	    (!addr_is_v4mapped(addr) || in->plen >= 96);
+}
+
 static void
 bans_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
 {
@@ -432,7 +445,7 @@ bans_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
 		}
 		return;
 	}
-	if (left == 0 || (bl->in != NULL && !cidr_contains(bl->in, addr)))
+	if (left == 0 || (bl->in != NULL && !ban_in_prefix(bl->in, addr)))
 		return;
 	addr_v6_str(addr, ip, sizeof(ip));
 	if (bl->json) {

@@ -348,6 +348,24 @@ def test_bans_argument_cannot_smuggle_a_command(moat):
     assert "unban ip=192.0.2.55" not in moat.log()
 
 
+def test_bans_of_an_ipv6_prefix_list_no_ipv4(moat):
+    """IPv4 addresses live under ::ffff:0:0/96 inside moat, which ::/0
+    covers too; "bans ::/0" lists the IPv6 bans only, and IPv4 ones are
+    found as IPv4 or under ::ffff:0:0/96."""
+    ok(moat.ctl("ban", "192.0.2.56", "1h"))
+    ok(moat.ctl("ban", "2001:db8:5::1", "1h"))
+    try:
+        for prefix in ("::/0", "::/1", "2001:db8::/32"):
+            out = ok(moat.ctl("bans", prefix))
+            assert "2001:db8:5::1" in out and "192.0.2.56" not in out, (prefix, out)
+        for prefix in ("0.0.0.0/0", "192.0.2.0/24", "::ffff:0:0/96"):
+            out = ok(moat.ctl("bans", prefix))
+            assert "192.0.2.56" in out and "2001:db8:5::1" not in out, (prefix, out)
+    finally:
+        ok(moat.ctl("unban", "192.0.2.56"))
+        ok(moat.ctl("unban", "2001:db8:5::1"))
+
+
 EVENTS = ["reject", "ban", "unban", "auth_fail", "tls_fail", "smuggling",
           "protocol", "firewall_error"]
 
