@@ -1052,7 +1052,7 @@ conn_fill(struct session *s, struct conn *c)
 		log_debug("%s eof side=%s", s->id, side_str(s, c));
 		/* do_xclient() reads a reply that came before the end. */
 		if (c == &s->backend && s->state == SESSION_GREETING &&
-		    backend_awaited(s)) {
+		    !s->client.rd_eof) {
 			backend_fail(s, "closed before greeting");
 			return false;
 		}
@@ -1590,19 +1590,18 @@ idle_timeout(struct session *s)
 
 /*
  * The linger is over. A refused SMTP client still being answered has
- * not had our end of stream yet: on TLS it gets a close_notify (one try,
- * no waiting), so that it reads an orderly end and not a truncation.
+ * not had our end of stream yet (relay_shutdowns() held it back): it
+ * gets it now, one try and no waiting, with a close_notify on TLS, so
+ * that it reads an orderly end and not a truncation.
  */
 static void
 linger_over(struct session *s)
 {
 	struct conn *c = &s->client;
 
-	if (s->refused.listening && c->ssl != NULL && !c->ssl_broken &&
-	    buf_len(&c->out) == 0) {
-		ERR_clear_error();
-		(void)SSL_shutdown(c->ssl);
-		ERR_clear_error();
+	if (s->refused.listening && !c->wr_shut) {
+		c->shut_pending = true;
+		(void)conn_flush(s, c);
 	}
 	session_kill(s, s->end_reason);
 }

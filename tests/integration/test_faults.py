@@ -85,12 +85,12 @@ def test_backend_stalls_after_accept(pki, good, tmp_path):
     try:
         socks = [socket.create_connection(m.addr("stall"), timeout=10) for _ in range(20)]
         serves(m, "good")
-        t0 = time.monotonic()
         for s in socks:
             got = read_until_close(s, 10)
             assert got.startswith(b"421 4.3.0 "), got
             s.close()
-        assert time.monotonic() - t0 < 8
+        # The greeting deadline ended them, not the 5-minute idle timeout.
+        assert m.log().count('reason="no greeting within 2s"') >= 20, m.log()
         with socket.create_connection(m.addr("stalls"), timeout=10) as raw:
             with ctx_for(pki).wrap_socket(raw, server_hostname="localhost") as s:
                 got = read_until_close(s, 10)

@@ -131,7 +131,10 @@ class Refused:
             out.append(line)
         return out
 
-    def close(self) -> None:
+    def __enter__(self) -> "Refused":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.sock.close()
 
 
@@ -155,8 +158,7 @@ def test_refused_smtp_client_is_answered_until_quit(tmp_path, pki, stack, tls):
     none."""
     m = start(tmp_path, pki, stack, DENY, tls=tls)
     try:
-        c = Refused(m.port("smtp"), "198.51.100.7", tls_ctx(pki, tls))
-        try:
+        with Refused(m.port("smtp"), "198.51.100.7", tls_ctx(pki, tls)) as c:
             assert c.line() == DENIED
             c.send(b"EHLO x\r\n")
             assert c.line() == BAD_SEQUENCE
@@ -164,8 +166,6 @@ def test_refused_smtp_client_is_answered_until_quit(tmp_path, pki, stack, tls):
             assert [c.line() for _ in range(3)] == [BAD_SEQUENCE] * 3
             c.send(b"it\r\nNOOP\r\n")
             assert c.rest() == [BYE]
-        finally:
-            c.close()
         # The refusal is reported as before, once.
         e = wait_event(m, "reject", "198.51.100.7")
         assert e["reason"] == "denylist"
@@ -181,20 +181,14 @@ def test_refused_smtp_client_flood_is_cut_off(tmp_path, pki, stack, tls):
     neither."""
     m = start(tmp_path, pki, stack, DENY, tls=tls)
     try:
-        c = Refused(m.port("smtp"), "198.51.100.8", tls_ctx(pki, tls))
-        try:
+        with Refused(m.port("smtp"), "198.51.100.8", tls_ctx(pki, tls)) as c:
             assert c.line() == DENIED
             c.send(b"NOOP\r\n" * 1000 + b"QUIT\r\n")
             assert c.rest() == [BAD_SEQUENCE] * 10
-        finally:
-            c.close()
-        c = Refused(m.port("smtp"), "198.51.100.9", tls_ctx(pki, tls))
-        try:
+        with Refused(m.port("smtp"), "198.51.100.9", tls_ctx(pki, tls)) as c:
             assert c.line() == DENIED
             c.send(b"EHLO " + b"x" * 600 + b"\r\nQUIT\r\n")
             assert c.rest() == []
-        finally:
-            c.close()
     finally:
         assert m.stop() == 0
 
@@ -207,12 +201,9 @@ def test_refused_smtp_client_silent_is_closed_after_linger(tmp_path, pki,
     m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls=tls)],
              extra=DENY, verbose=2).start()
     try:
-        c = Refused(m.port("smtp"), "198.51.100.10", tls_ctx(pki, tls))
-        try:
+        with Refused(m.port("smtp"), "198.51.100.10", tls_ctx(pki, tls)) as c:
             assert c.line() == DENIED
             assert c.rest() == []
-        finally:
-            c.close()
         sid = wait_event(m, "reject", "198.51.100.10")["session"]
         m.wait_log(f"{sid} close reason=rejected")
         line = [l for l in m.log().splitlines()
@@ -230,13 +221,10 @@ def test_refused_pop3_client_is_not_answered(tmp_path, pki, stack):
     m = Moat(tmp_path, pki, [lb("pop3", stack.pop3_addr, protocol="pop3",
                                 tls="none")], extra=DENY).start()
     try:
-        c = Refused(m.port("pop3"), "198.51.100.11")
-        try:
+        with Refused(m.port("pop3"), "198.51.100.11") as c:
             assert c.line() == b"-ERR Access denied: policy\r\n"
             c.send(b"CAPA\r\nQUIT\r\n")
             assert c.rest() == []
-        finally:
-            c.close()
     finally:
         assert m.stop() == 0
 
