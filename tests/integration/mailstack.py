@@ -787,11 +787,15 @@ protocol pop3 {{
             except FileNotFoundError:
                 continue
             for n in names:
+                # virtual(8) names a file SECONDS.VdevIinodeMusec.host: in
+                # one second, only the microseconds give the order.
                 key = n.split(":", 1)[0]
-                files.append((key.split(".", 1)[0].zfill(12), key, d / n))
+                usec = re.search(r"M(\d+)", key)
+                files.append((int(key.split(".", 1)[0]),
+                              int(usec.group(1)) if usec else 0, key, d / n))
         files.sort()
         out = []
-        for _, _, p in files:
+        for *_, p in files:
             try:
                 out.append(p.read_bytes())
             except FileNotFoundError:

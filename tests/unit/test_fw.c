@@ -327,12 +327,14 @@ test_set_and_refill(void)
 	CHECK(s != NULL && s->op == FW_OP_ADD && s->replace &&
 	    s->timeout_ms <= 5000);
 
-	/* Held already: not written again, until the kernel is read back
-	 * (the fake lists nothing: the set was emptied). */
+	/* Held already (and longer): not written again, until the kernel is
+	 * read back (the fake lists nothing: the set was emptied). The second
+	 * ban is shorter because an equal one a millisecond later would end
+	 * later and rightly be written. */
 	fw_add(fw, v4(21), 600000);
 	CHECK(fw_sync(fw, 5000));
 	b = fk.batches;
-	fw_add(fw, v4(21), 600000);
+	fw_add(fw, v4(21), 300000);
 	CHECK(fw_sync(fw, 5000));
 	CHECK_INT_EQ(fk.batches, b);
 	fw_resync(fw);
