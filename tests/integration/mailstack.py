@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ports import free_port
+
 __all__ = [
     "MailStack",
     "MailStackError",
@@ -72,14 +74,6 @@ _ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class MailStackError(RuntimeError):
     """A server could not be configured, started or stopped."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def proxy_v1_header(src: str, dst: str, sport: int, dport: int) -> bytes:

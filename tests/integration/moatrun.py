@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ports import free_port
+
 __all__ = ["Moat", "listener", "moat_binary", "moatctl_binary", "wait_port",
            "free_port", "first_line", "proxied_hello", "running", "started"]
 
@@ -32,13 +34,6 @@ def moat_binary() -> Path:
 
 def moatctl_binary() -> Path:
     return moat_binary().parent / "moatctl"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
