@@ -1,7 +1,11 @@
-"""scripts/demo's driver: private Postfix and Dovecot on loopback, moat on
-its built-in configuration in front of them, one message through, and moat
-left running in the foreground until Ctrl-C. Never touches a system mail
-server: the backends live in demo/mail with their own ports and queues."""
+"""scripts/demo's driver: a throw-away certificate, moat's built-in
+configuration printed and checked, private Postfix and Dovecot on loopback,
+moat in front of them, one message through, and moat left running in the
+foreground until Ctrl-C (or SIGTERM). Never touches a system mail server:
+the backends live under /tmp/moat-demo-PID with their own ports and queues.
+
+MOAT_BUILD_ROOT (default build/) names the build; MOAT_DEMO_DIR (default
+demo/) the directory moat runs in, where the certificate is made."""
 import os
 import poplib
 import signal
@@ -16,10 +20,49 @@ from pathlib import Path
 top = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(top / "tests" / "integration"))
 from mailstack import MailStack  # noqa: E402
-from moatrun import wait_port  # noqa: E402
+from moatrun import moat_binary, moatctl_binary  # noqa: E402
 
-demo = top / "demo"
-moat_bin = top / "build" / "proxy" / "moat"
+demo = Path(os.environ.get("MOAT_DEMO_DIR") or top / "demo")
+moat_bin = moat_binary()
+
+
+def prepare() -> None:
+    """The certificate the built-in configuration names (cert.pem and
+    key.pem beside it), then moat -p and moat -t on that configuration."""
+    demo.mkdir(parents=True, exist_ok=True)
+    if not (demo / "cert.pem").exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", "key.pem", "-out", "cert.pem",
+                        "-days", "30", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       cwd=demo, check=True, capture_output=True)
+    print("== moat's built-in configuration (moat -p):")
+    p = subprocess.run([str(moat_bin), "-p"], cwd=demo, check=True,
+                       capture_output=True, text=True)
+    print("".join("   " + line + "\n" for line in p.stdout.splitlines()),
+          end="")
+    print("== checking it (moat -t):")
+    subprocess.run([str(moat_bin), "-t"], cwd=demo, check=True)
+
+
+def wait_ready(moat: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Until moat answers on its control socket, which it opens once its
+    listeners are bound. A probe connection to a listener would show up
+    as a tls_fail event of the demo's own making."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if moat.poll() is not None:
+            raise SystemExit(f"moat exited with status {moat.returncode}")
+        r = subprocess.run([str(moatctl_binary()), "-s",
+                            str(demo / "moat.sock"), "status"],
+                           capture_output=True)
+        if r.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit("moat did not come up: "
+                             + r.stderr.decode(errors="replace"))
+        time.sleep(0.1)
 
 
 def interrupted(signum, frame):
@@ -28,6 +71,9 @@ def interrupted(signum, frame):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
+    # Lines in order with moat's own output, also into a pipe.
+    sys.stdout.reconfigure(line_buffering=True)
+    prepare()
     # The built-in configuration expects its backends here (moat -p).
     stack = MailStack(Path("/tmp") / f"moat-demo-{os.getpid()}",
                       smtp_port=10025, pop3_port=10110,
@@ -37,8 +83,7 @@ def main() -> int:
     stack.start()
     moat = subprocess.Popen([str(moat_bin)], cwd=demo)
     try:
-        for port in (10465, 10995):
-            wait_port("127.0.0.1", port, timeout=20)
+        wait_ready(moat)
         ctx = ssl.create_default_context(cafile=str(demo / "cert.pem"))
         msg = EmailMessage()
         msg["From"] = "demo@example.test"
@@ -73,7 +118,7 @@ def main() -> int:
         if moat.poll() is None:
             moat.send_signal(signal.SIGTERM)
             moat.wait(30)
-        stack.stop()
+        stack.cleanup()
 
 
 if __name__ == "__main__":
