@@ -42,7 +42,10 @@ def _claim_slice() -> range:
         return range(0)     # an unusual port range: bind(0) it is
     for n in range(_SLICES):
         path = os.path.join(tempfile.gettempdir(), f"moat-test-ports.{n}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue        # another user's lock file: not ours to use
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
