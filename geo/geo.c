@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct geo {
 	MMDB_s db;
@@ -206,4 +207,29 @@ unsigned
 geo_ip_version(const struct geo *g)
 {
 	return g->db.metadata.ip_version;
+}
+
+char *
+geo_summary(const struct geo *g, int64_t now, char *buf, size_t len)
+{
+	time_t built = (time_t)g->db.metadata.build_epoch;
+	int64_t days = (now - (int64_t)built) / 86400;
+	char date[16] = "?";
+	char age[32];
+	struct tm tm;
+
+	if (gmtime_r(&built, &tm) != NULL)
+		strftime(date, sizeof(date), "%Y-%m-%d", &tm);
+	if ((int64_t)built > now)
+		snprintf(age, sizeof(age), "in the future");
+	else if (days == 0)
+		snprintf(age, sizeof(age), "today");
+	else
+		snprintf(age, sizeof(age), "%lld day%s ago", (long long)days,
+		    days == 1 ? "" : "s");
+	snprintf(buf, len, "%s, built %s (%s), %s",
+	    g->db.metadata.database_type ? g->db.metadata.database_type : "?",
+	    date, age, g->db.metadata.ip_version == 4 ? "IPv4 only" :
+	    "IPv4 and IPv6");
+	return buf;
 }

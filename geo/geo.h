@@ -3,6 +3,7 @@
 #define MOAT_GEO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /*
@@ -42,7 +43,7 @@ void geo_close(struct geo *g);
 int geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
     char continent[3]);
 
-/* The database's metadata, for logs and `moat -V`. */
+/* The database's metadata, for the log and `moatctl status`. */
 const char *geo_database_type(const struct geo *g);
 uint64_t geo_build_epoch(const struct geo *g);
 const char *geo_path(const struct geo *g);
@@ -51,5 +52,13 @@ const char *geo_path(const struct geo *g);
  * (it returns 0: unknown); 6 for one that holds both families.
  */
 unsigned geo_ip_version(const struct geo *g);
+/*
+ * One line for an operator: type, build date and age at now (Unix
+ * seconds), and the address families, e.g. "GeoLite2-Country, built
+ * 2026-11-20 (12 days ago), IPv4 and IPv6". A stale database places
+ * reassigned ranges in their old countries: the age says how stale.
+ * Returns buf.
+ */
+char *geo_summary(const struct geo *g, int64_t now, char *buf, size_t len);
 
 #endif

@@ -20,6 +20,7 @@
 #include "duration.h"
 #include "events.h"
 #include "gen.h"
+#include "geo.h"
 #include "guard.h"
 #include "log.h"
 #include "metrics.h"
@@ -289,6 +290,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
+	char geosum[160];
+	const struct geo *geo;
 	const char *fw_state;
 	uint64_t uptime_ms;
 	size_t i, sessions = srv->sessions(srv->arg), bans_active = 0;
@@ -345,6 +348,15 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	status_workers(srv, &h, &wj);
 	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",
 	    bans_active, (unsigned long long)t.bans);
+	if (have_policy)
+		(void)sbuf_printf(&h, "%-12s allow %zu ranges, deny %zu "
+		    "ranges\n", "policy", st.allow_ranges, st.deny_ranges);
+	if ((geo = guard_geo_db()) != NULL)
+		(void)sbuf_printf(&h, "%-12s %s: %s\n", "geo", geo_path(geo),
+		    geo_summary(geo, (int64_t)now.tv_sec, geosum,
+		    sizeof(geosum)));
+	else
+		(void)sbuf_printf(&h, "%-12s none\n", "geo");
 	(void)sbuf_printf(&h, "%-12s %s, %s\n", "firewall",
 	    cfg_firewall_str(cfg->firewall.backend), fw_state);
 	for (cc = ctl->clients; cc != NULL; cc = cc->next)
@@ -387,7 +399,23 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_add(&h, certs_h.p, certs_h.len);
 	if (certs_j.len > 0)
 		(void)sbuf_add(&j, certs_j.p, certs_j.len);
-	(void)sbuf_adds(&j, "]}\n");
+	(void)sbuf_adds(&j, "]");
+	if (have_policy)
+		(void)sbuf_printf(&j, ",\"policy\":{\"allow_ranges\":%zu,"
+		    "\"deny_ranges\":%zu}", st.allow_ranges, st.deny_ranges);
+	if (geo != NULL) {
+		(void)sbuf_adds(&j, ",\"geo\":{\"path\":");
+		(void)sbuf_json_str(&j, geo_path(geo));
+		(void)sbuf_adds(&j, ",\"type\":");
+		(void)sbuf_json_str(&j, geo_database_type(geo) ?
+		    geo_database_type(geo) : "");
+		(void)sbuf_printf(&j, ",\"build_epoch\":%llu,"
+		    "\"ip_version\":%u}",
+		    (unsigned long long)geo_build_epoch(geo),
+		    geo_ip_version(geo));
+	} else
+		(void)sbuf_adds(&j, ",\"geo\":null");
+	(void)sbuf_adds(&j, "}\n");
 	if (!have_policy)
 		(void)sbuf_adds(&h, "note         the policy engine is not "
 		    "running\n");

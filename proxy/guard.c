@@ -66,6 +66,12 @@ guard_policy(void)
 	return guard.policy;
 }
 
+const struct geo *
+guard_geo_db(void)
+{
+	return guard.geo;
+}
+
 /*
  * A save that fails is retried at every tick; the log says so when the
  * reason changes and every STATE_WARN_EVERY while it lasts, not at each
@@ -129,6 +135,22 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 		return -1;
 	}
 	return 0;
+}
+
+/* Which database a start or reload put in force, and how old it is. */
+static void
+guard_geo_say(const struct geo *g, config_report_fn *report, void *arg)
+{
+	char sum[160], line[1024];
+
+	if (g == NULL)
+		return;
+	snprintf(line, sizeof(line), "geo: %s: %s", geo_path(g),
+	    geo_summary(g, (int64_t)(wall_ms() / 1000), sum, sizeof(sum)));
+	if (report != NULL)
+		report(arg, false, line);
+	else
+		log_info("%s", line);
 }
 
 /*
@@ -347,6 +369,7 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	    NULL);
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
+	guard_geo_say(guard.geo, NULL, NULL);
 	if (*guard_geo_warning(cfg, guard.geo, warn, sizeof(warn)) != '\0')
 		log_warnx("%s", warn);
 	guard.open = true;
@@ -372,6 +395,7 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 	}
 	guard.geo = geo;
 	geo_close(old);
+	guard_geo_say(geo, report, arg);
 	if (*guard_geo_warning(cfg, geo, warn, sizeof(warn)) != '\0')
 		report(arg, false, warn);
 	if (guard_fw_changed(cfg)) {

@@ -100,6 +100,9 @@ const char *guard_fw_state(char *buf, size_t len);
 /* The policy tables, for the control socket and metrics; NULL before
  * guard_open(). */
 struct policy *guard_policy(void);
+/* The country database in use, for moatctl status; NULL when there is
+ * none. Replaced only by a reload, on the main loop's thread. */
+const struct geo *guard_geo_db(void);
 uint64_t guard_now_ms(void);
 
 #endif

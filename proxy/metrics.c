@@ -18,6 +18,7 @@
 #include "control.h"
 #include "events.h"
 #include "gen.h"
+#include "geo.h"
 #include "guard.h"
 #include "log.h"
 #include "moat_version.h"
@@ -462,6 +463,7 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 {
 	struct policy_stats st;
 	struct policy *p;
+	const struct geo *geo;
 	struct cert_out co;
 	size_t i;
 
@@ -490,6 +492,15 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 		    "Client keys held in the rate windows.");
 		(void)sbuf_printf(out, "moat_tracked_clients %zu\n",
 		    st.tracked);
+	}
+	/* Its date, not its age: an alert on a stale database is
+	 * time() - this, in PromQL. */
+	if ((geo = guard_geo_db()) != NULL) {
+		header(out, "moat_geo_database_build_timestamp_seconds",
+		    "gauge", "When the country database in force was built, "
+		    "in Unix seconds.");
+		(void)sbuf_printf(out, "moat_geo_database_build_timestamp_"
+		    "seconds %llu\n", (unsigned long long)geo_build_epoch(geo));
 	}
 	header(out, "moat_events_written_total", "counter",
 	    "Block events written to the events sink.");

@@ -177,6 +177,7 @@ def test_metrics_http_edges(tmp_path, pki, stack):
         idle.close()
         out = http(mport, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
         assert "# TYPE moat_session_duration_seconds histogram" in out
+        assert "moat_geo_database_build_timestamp_seconds" not in out  # no geo
         # One address holding idle connections gets four, not all 32:
         # a scraper elsewhere still gets its answer.
         hog = []

@@ -17,13 +17,15 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import make_test_mmdb, require_mailstack
 from mailstack import MailStack
-from moatrun import Moat, listener, moatctl_binary, proxied_hello as hello
+from moatrun import (Moat, free_port, listener, moatctl_binary,
+                     proxied_hello as hello)
 
 RATE = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
 
@@ -116,11 +118,56 @@ def test_status_human_and_json(moat, stack):
     assert st["certificates"][0]["name"] == "default"
     assert st["certificates"][0]["expires_in_s"] > 86400
     assert st["uptime_s"] >= 0
+    assert "\ngeo          none\n" in out and st["geo"] is None
+    assert "\npolicy       allow 0 ranges, deny 0 ranges\n" in out
+    assert st["policy"] == {"allow_ranges": 0, "deny_ranges": 0}
     # Totals move with what clients do.
     assert hello(moat.port("smtp"), "192.0.2.30").startswith(b"220 ")
     st2 = js(moat.ctl("status", "--json"))   # --json after the command too
     assert st2["totals"]["connections"] == st["totals"]["connections"] + 1
     assert st2["totals"]["accepted"] == st["totals"]["accepted"] + 1
+
+
+def test_status_names_the_geo_database_and_its_age(tmp_path, pki, stack,
+                                                   monkeypatch):
+    """Which country database is in force and how old it is (a stale one
+    places reassigned ranges in their old countries): said at the start,
+    in each reload's output and by status; the lists' sizes by status."""
+    built = int(time.time()) - 40 * 86400 - 3600
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(built))
+    db = make_test_mmdb(tmp_path / "country.mmdb")
+    db4 = make_test_mmdb(tmp_path / "country4.mmdb", "--ip-version", "4")
+    date = time.strftime("%Y-%m-%d", time.gmtime(built))
+    say = f": Moat-Test-Country, built {date} (40 days ago), "
+    mport = free_port()
+    m = Moat(tmp_path / "moat", pki, [lb("smtp", stack.smtp_addr, tls="none")],
+             extra='[policy]\ndeny = ["198.51.100.0/24", "2001:db8:dead::/48"]\n'
+                   f'[policy.geo]\ndatabase = "{db}"\n'
+                   'deny_countries = ["RU"]\n',
+             metrics=f"127.0.0.1:{mport}").start()
+    try:
+        m.wait_log(f"geo: {db}{say}IPv4 and IPv6")
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                    timeout=10) as resp:
+            text = resp.read().decode()
+        assert f"\nmoat_geo_database_build_timestamp_seconds {built}\n" in text
+        out = ok(m.ctl("status"))
+        assert f"\ngeo          {db}{say}IPv4 and IPv6\n" in out, out
+        assert "\npolicy       allow 0 ranges, deny 2 ranges\n" in out, out
+        st = js(m.ctl("--json", "status"))
+        assert st["geo"] == {"path": str(db), "type": "Moat-Test-Country",
+                             "build_epoch": built, "ip_version": 6}
+        assert st["policy"] == {"allow_ranges": 0, "deny_ranges": 2}
+        # A reload onto another database: its output and status say so.
+        text = m.config_path.read_text()
+        m.config_path.write_text(text.replace(str(db), str(db4)))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r
+        assert f"geo: {db4}{say}IPv4 only" in r.stdout, r.stdout
+        assert f"\ngeo          {db4}{say}IPv4 only\n" in ok(m.ctl("status"))
+        assert js(m.ctl("--json", "status"))["geo"]["ip_version"] == 4
+    finally:
+        assert m.stop() == 0
 
 
 def test_ban_bans_unban(moat):
