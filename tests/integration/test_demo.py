@@ -39,7 +39,10 @@ def test_demo_puts_a_message_through_and_stops(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while True:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("demo not ready in 90 s:\n" + "".join(out))
             out.append(line)
             assert line, "demo ended early:\n" + "".join(out)
             if line.startswith("== moat keeps running"):
