@@ -1,5 +1,6 @@
 """`moat -t`, `moat -V` and `moat -p` as an operator runs them."""
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -286,6 +287,12 @@ def test_ipv4_only_geo_database_warning(confdir):
         assert head + want + "\n" in r.stderr, r.stderr
         assert r.stderr.count("IPv4-only") == 1, r.stderr
         assert f"{path}: configuration OK" in r.stderr
+        # Which database, and how old: the test one is built 2026-01-01
+        # unless SOURCE_DATE_EPOCH says otherwise.
+        assert re.search(rf"^geo: {re.escape(str(confdir))}/v4.mmdb: "
+                         r"Moat-Test-Country, built \d{4}-\d\d-\d\d "
+                         r"\((today|\d+ days? ago|in the future)\), "
+                         r"IPv4 only$", r.stderr, re.M), r.stderr
     # No IPv6 client can come, or the database knows IPv6: nothing to say.
     for body in (LISTENER + geo.format("v4.mmdb") + lists,
                  on6 + geo.format("v6.mmdb") + lists,
