@@ -26,6 +26,13 @@ demo = Path(os.environ.get("MOAT_DEMO_DIR") or top / "demo")
 moat_bin = moat_binary()
 
 
+def say(text: str) -> None:
+    """One write per line: moat writes its log lines to the same terminal
+    or pipe, and print() writes a line and its newline separately."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def prepare() -> None:
     """The certificate the built-in configuration names (cert.pem and
     key.pem beside it), then moat -p and moat -t on that configuration."""
@@ -37,12 +44,11 @@ def prepare() -> None:
                         "-days", "30", "-subj", "/CN=localhost", "-addext",
                         "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                        cwd=demo, check=True, capture_output=True)
-    print("== moat's built-in configuration (moat -p):")
+    say("== moat's built-in configuration (moat -p):")
     p = subprocess.run([str(moat_bin), "-p"], cwd=demo, check=True,
                        capture_output=True, text=True)
-    print("".join("   " + line + "\n" for line in p.stdout.splitlines()),
-          end="")
-    print("== checking it (moat -t):")
+    say("\n".join("   " + line for line in p.stdout.splitlines()))
+    say("== checking it (moat -t):")
     subprocess.run([str(moat_bin), "-t"], cwd=demo, check=True)
 
 
@@ -71,14 +77,12 @@ def interrupted(signum, frame):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
-    # Lines in order with moat's own output, also into a pipe.
-    sys.stdout.reconfigure(line_buffering=True)
     prepare()
     # The built-in configuration expects its backends here (moat -p).
     stack = MailStack(Path("/tmp") / f"moat-demo-{os.getpid()}",
                       smtp_port=10025, pop3_port=10110,
                       postfix_proxy="haproxy", dovecot_proxy=True)
-    print("== starting private Postfix (127.0.0.1:10025) and Dovecot "
+    say("== starting private Postfix (127.0.0.1:10025) and Dovecot "
           "(127.0.0.1:10110), both expecting PROXY v2 from moat")
     stack.start()
     moat = subprocess.Popen([str(moat_bin)], cwd=demo)
@@ -91,13 +95,13 @@ def main() -> int:
         msg["Subject"] = "through moat"
         msg.set_content("This message went through moat's implicit TLS "
                         "listener to a private Postfix.\n")
-        print("== sending one message with SMTP over TLS to "
+        say("== sending one message with SMTP over TLS to "
               "127.0.0.1:10465 (smtps)")
         with smtplib.SMTP_SSL("127.0.0.1", 10465, context=ctx,
                               timeout=20) as s:
             s.send_message(msg)
         stack.wait_for_messages("alice", 1, timeout=20)
-        print("== reading it back with POP3 over TLS from "
+        say("== reading it back with POP3 over TLS from "
               "127.0.0.1:10995 (pop3s)")
         p = poplib.POP3_SSL("127.0.0.1", 10995, context=ctx, timeout=20)
         p.user("alice")
@@ -106,8 +110,8 @@ def main() -> int:
         p.quit()
         body = b"\n".join(lines)
         ok = b"went through moat" in body
-        print("== the message arrived" + ("" if ok else " DAMAGED"))
-        print("== moat keeps running in the foreground (events on stdout);"
+        say("== the message arrived" + ("" if ok else " DAMAGED"))
+        say("== moat keeps running in the foreground (events on stdout);"
               " Ctrl-C stops it and the private mail servers")
         while moat.poll() is None:
             time.sleep(0.5)
