@@ -227,9 +227,8 @@ geo_summary(const struct geo *g, int64_t now, char *buf, size_t len)
 	else
 		snprintf(age, sizeof(age), "%lld day%s ago", (long long)days,
 		    days == 1 ? "" : "s");
-	snprintf(buf, len, "%s, built %s (%s), %s",
-	    g->db.metadata.database_type ? g->db.metadata.database_type : "?",
-	    date, age, g->db.metadata.ip_version == 4 ? "IPv4 only" :
-	    "IPv4 and IPv6");
+	snprintf(buf, len, "%s: %s, built %s (%s), %s", g->path,
+	    g->db.metadata.database_type, date, age,
+	    g->db.metadata.ip_version == 4 ? "IPv4 only" : "IPv4 and IPv6");
 	return buf;
 }

@@ -53,11 +53,11 @@ const char *geo_path(const struct geo *g);
  */
 unsigned geo_ip_version(const struct geo *g);
 /*
- * One line for an operator: type, build date and age at now (Unix
- * seconds), and the address families, e.g. "GeoLite2-Country, built
- * 2026-11-20 (12 days ago), IPv4 and IPv6". A stale database places
- * reassigned ranges in their old countries: the age says how stale.
- * Returns buf.
+ * One line for an operator: the file, type, build date and age at now
+ * (Unix seconds), and the address families, e.g. "/var/lib/GeoIP/x.mmdb:
+ * GeoLite2-Country, built 2026-11-20 (12 days ago), IPv4 and IPv6". A
+ * stale database places reassigned ranges in their old countries: the
+ * age says how stale. Returns buf.
  */
 char *geo_summary(const struct geo *g, int64_t now, char *buf, size_t len);
 

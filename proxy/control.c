@@ -290,7 +290,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
-	char geosum[160];
+	char geosum[1024];
 	const struct geo *geo;
 	const char *fw_state;
 	uint64_t uptime_ms;
@@ -352,9 +352,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_printf(&h, "%-12s allow %zu ranges, deny %zu "
 		    "ranges\n", "policy", st.allow_ranges, st.deny_ranges);
 	if ((geo = guard_geo_db()) != NULL)
-		(void)sbuf_printf(&h, "%-12s %s: %s\n", "geo", geo_path(geo),
-		    geo_summary(geo, (int64_t)now.tv_sec, geosum,
-		    sizeof(geosum)));
+		(void)sbuf_printf(&h, "%-12s %s\n", "geo", geo_summary(geo,
+		    (int64_t)now.tv_sec, geosum, sizeof(geosum)));
 	else
 		(void)sbuf_printf(&h, "%-12s none\n", "geo");
 	(void)sbuf_printf(&h, "%-12s %s, %s\n", "firewall",
@@ -407,8 +406,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_adds(&j, ",\"geo\":{\"path\":");
 		(void)sbuf_json_str(&j, geo_path(geo));
 		(void)sbuf_adds(&j, ",\"type\":");
-		(void)sbuf_json_str(&j, geo_database_type(geo) ?
-		    geo_database_type(geo) : "");
+		(void)sbuf_json_str(&j, geo_database_type(geo));
 		(void)sbuf_printf(&j, ",\"build_epoch\":%llu,"
 		    "\"ip_version\":%u}",
 		    (unsigned long long)geo_build_epoch(geo),

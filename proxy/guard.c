@@ -137,15 +137,14 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 	return 0;
 }
 
-/* Which database a start or reload put in force, and how old it is. */
-static void
-guard_geo_say(const struct geo *g, config_report_fn *report, void *arg)
+void
+guard_geo_report(const struct geo *g, config_report_fn *report, void *arg)
 {
-	char sum[160], line[1024];
+	char sum[1024], line[1100];
 
 	if (g == NULL)
 		return;
-	snprintf(line, sizeof(line), "geo: %s: %s", geo_path(g),
+	snprintf(line, sizeof(line), "geo: %s",
 	    geo_summary(g, (int64_t)(wall_ms() / 1000), sum, sizeof(sum)));
 	if (report != NULL)
 		report(arg, false, line);
@@ -369,7 +368,7 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	    NULL);
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
-	guard_geo_say(guard.geo, NULL, NULL);
+	guard_geo_report(guard.geo, NULL, NULL);
 	if (*guard_geo_warning(cfg, guard.geo, warn, sizeof(warn)) != '\0')
 		log_warnx("%s", warn);
 	guard.open = true;
@@ -395,7 +394,7 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 	}
 	guard.geo = geo;
 	geo_close(old);
-	guard_geo_say(geo, report, arg);
+	guard_geo_report(geo, report, arg);
 	if (*guard_geo_warning(cfg, geo, warn, sizeof(warn)) != '\0')
 		report(arg, false, warn);
 	if (guard_fw_changed(cfg)) {

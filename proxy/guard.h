@@ -43,6 +43,13 @@ void guard_close(void);
  */
 const char *guard_geo_warning(const struct config *cfg,
     const struct geo *g, char *msg, size_t len);
+/*
+ * Says which database g is and how old ("geo: " and geo_summary()), to
+ * report, or to the log when report is NULL: moat -t, guard_open() and
+ * guard_reload() all say it. Nothing when g is NULL.
+ */
+void guard_geo_report(const struct geo *g, config_report_fn *report,
+    void *arg);
 
 /*
  * Asks whether addr may use listener lc. On refusal, fills reply with the

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -945,7 +944,7 @@ server_check(const struct config *cfg)
 	struct tls_set *t;
 	struct geo *geo;
 	const char *own[3];
-	char *msg = NULL, err[1024], warn[1024], sum[160];
+	char *msg = NULL, err[1024], warn[1024];
 	int rc = 0;
 
 	/* The start would stop here: a directory it cannot make or that
@@ -969,9 +968,7 @@ server_check(const struct config *cfg)
 			free(msg);
 			rc = 1;
 		} else {
-			fprintf(stderr, "geo: %s: %s\n", geo_path(geo),
-			    geo_summary(geo, (int64_t)time(NULL), sum,
-			    sizeof(sum)));
+			guard_geo_report(geo, config_report_stderr, NULL);
 			if (*guard_geo_warning(cfg, geo, warn,
 			    sizeof(warn)) != '\0')
 				fprintf(stderr, "%s\n", warn);
