@@ -82,11 +82,12 @@ def main() -> int:
     stack = MailStack(Path("/tmp") / f"moat-demo-{os.getpid()}",
                       smtp_port=10025, pop3_port=10110,
                       postfix_proxy="haproxy", dovecot_proxy=True)
-    say("== starting private Postfix (127.0.0.1:10025) and Dovecot "
-          "(127.0.0.1:10110), both expecting PROXY v2 from moat")
-    stack.start()
-    moat = subprocess.Popen([str(moat_bin)], cwd=demo)
+    moat = None
     try:
+        say("== starting private Postfix (127.0.0.1:10025) and Dovecot "
+            "(127.0.0.1:10110), both expecting PROXY v2 from moat")
+        stack.start()
+        moat = subprocess.Popen([str(moat_bin)], cwd=demo)
         wait_ready(moat)
         ctx = ssl.create_default_context(cafile=str(demo / "cert.pem"))
         msg = EmailMessage()
@@ -96,13 +97,13 @@ def main() -> int:
         msg.set_content("This message went through moat's implicit TLS "
                         "listener to a private Postfix.\n")
         say("== sending one message with SMTP over TLS to "
-              "127.0.0.1:10465 (smtps)")
+            "127.0.0.1:10465 (smtps)")
         with smtplib.SMTP_SSL("127.0.0.1", 10465, context=ctx,
                               timeout=20) as s:
             s.send_message(msg)
         stack.wait_for_messages("alice", 1, timeout=20)
         say("== reading it back with POP3 over TLS from "
-              "127.0.0.1:10995 (pop3s)")
+            "127.0.0.1:10995 (pop3s)")
         p = poplib.POP3_SSL("127.0.0.1", 10995, context=ctx, timeout=20)
         p.user("alice")
         p.pass_("alicepw")
@@ -112,18 +113,18 @@ def main() -> int:
         ok = b"went through moat" in body
         say("== the message arrived" + ("" if ok else " DAMAGED"))
         say("== moat keeps running in the foreground (events on stdout);"
-              " Ctrl-C stops it and the private mail servers")
+            " Ctrl-C stops it and the private mail servers")
         while moat.poll() is None:
             time.sleep(0.5)
         return moat.returncode
     except KeyboardInterrupt:
         return 0
     finally:
-        if moat.poll() is None:
+        # The private servers and their directory go, however it ended.
+        if moat is not None and moat.poll() is None:
             moat.send_signal(signal.SIGTERM)
             moat.wait(30)
         stack.cleanup()
-
 
 if __name__ == "__main__":
     sys.exit(main())

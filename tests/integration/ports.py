@@ -16,14 +16,14 @@ import fcntl
 import os
 import socket
 import tempfile
+from typing import Optional
 
 __all__ = ["free_port"]
 
 _BASE = 20000
 _SLICES = 8
 
-_lock_fd = -1
-_slice = range(0)
+_slice: Optional[range] = None     # claimed at the first free_port()
 _next = 0
 
 
@@ -36,7 +36,8 @@ def _ephemeral_low() -> int:
 
 
 def _claim_slice() -> range:
-    global _lock_fd
+    """The lock file stays open (the descriptor is never closed) for as
+    long as the process runs: that is what holds the slice."""
     size = (_ephemeral_low() - _BASE) // _SLICES
     if size < 64:
         return range(0)     # an unusual port range: bind(0) it is
@@ -51,7 +52,6 @@ def _claim_slice() -> range:
         except OSError:
             os.close(fd)
             continue
-        _lock_fd = fd
         return range(_BASE + n * size, _BASE + (n + 1) * size)
     raise RuntimeError(f"more than {_SLICES} test processes hold a port slice")
 
@@ -71,7 +71,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     hands out; not the same port twice in one process while others are
     left in its slice."""
     global _slice, _next
-    if _lock_fd < 0 and len(_slice) == 0:
+    if _slice is None:
         _slice = _claim_slice()
     if len(_slice) == 0:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,3 +71,27 @@ def test_demo_puts_a_message_through_and_stops(tmp_path):
     # The certificate the built-in configuration names was made in place.
     assert (tmp_path / "demo" / "cert.pem").exists()
     assert not list(Path("/tmp").glob(f"moat-demo-{p.pid}"))
+
+
+def test_demo_that_cannot_start_its_servers_says_why_and_leaves_nothing(tmp_path):
+    """Port 10025 taken: Postfix cannot start; the demo exits non-zero
+    with Postfix's reason and leaves no directory or server behind."""
+    require_mailstack()
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 10025))
+        busy.listen()
+        p = subprocess.Popen([sys.executable, str(TOP / "scripts" / "demo.py")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, MOAT_DEMO_DIR=str(tmp_path / "demo")),
+                             text=True, start_new_session=True)
+        try:
+            out, _ = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert p.returncode != 0, out
+    assert "port 10025: Address already in use" in out, out
+    assert not list(Path("/tmp").glob(f"moat-demo-{p.pid}"))
+    assert subprocess.run(["pgrep", "-f", f"moat-demo-{p.pid}"]).returncode == 1
