@@ -61,7 +61,8 @@ ctx_new(int server, const char *cert, const char *key)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		SSL_CTX_set_num_tickets(ctx, 0);
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-		SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+		SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
+		    SSL_MODE_NO_AUTO_CHAIN);
 	} else
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	return ctx;

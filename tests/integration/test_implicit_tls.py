@@ -300,3 +300,30 @@ def test_ipv4_and_ipv6_listen_addresses(stack, pki, tmp_path):
         stack.wait_log(r"rip=::1", which="dovecot")
     finally:
         assert m.stop() == 0
+
+
+def sent_chain(port: int, servername: str = "localhost") -> list:
+    """The subjects of the certificates moat sends, in order."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                        "-servername", servername, "-showcerts"],
+                       input=b"", capture_output=True, timeout=30)
+    out = r.stdout.decode("utf-8", "replace")
+    assert "BEGIN CERTIFICATE" in out, out + r.stderr.decode("utf-8", "replace")
+    return re.findall(r"^ *\d+ s:(.*)$", out, re.M)
+
+
+def test_chain_sent_as_in_the_file(stack, moat, pki, tmp_path):
+    """The certificate file's chain goes out as written (leaf, then the
+    CA behind it, as in a fullchain.pem), and a file holding only the
+    leaf sends only the leaf: moat builds no chain of its own."""
+    assert sent_chain(moat.port("smtps")) == ["CN = localhost", "CN = moat test CA"]
+    assert sent_chain(moat.port("smtps"), "other.example.test") == \
+        ["CN = other.example.test", "CN = moat test CA"]
+    m = Moat(tmp_path, pki, [listener("smtps", stack.smtp_addr, backend_proxy="v2")])
+    m.config_path.write_text(m.config_path.read_text().replace(
+        f'"{pki.server_chain}"', f'"{pki.server_cert}"'))
+    m.start()
+    try:
+        assert sent_chain(m.port("smtps")) == ["CN = localhost"]
+    finally:
+        assert m.stop() == 0
