@@ -22,7 +22,7 @@ bufpool_get(struct bufpool *p)
 	if (b != NULL) {
 		memcpy(&p->head, b, sizeof(void *));
 		p->n--;
-	} else if ((b = malloc(p->size)) == NULL) {
+	} else if (posix_memalign(&b, BUFPOOL_ALIGN, p->size) != 0) {
 		return NULL;
 	}
 	p->out++;

@@ -13,10 +13,13 @@
  * locked: use one per thread (buf.c keeps one in thread-local storage),
  * or pass one explicitly to code that runs on a single thread.
  *
- * Blocks are plain heap memory, so one returned to another pool than the
- * one it came from is harmless. The free blocks are linked through their
- * first bytes: size must hold a pointer.
+ * Blocks are plain heap memory, starting on a cache line (BUFPOOL_ALIGN;
+ * see buf.c for why), so one returned to another pool than the one it
+ * came from, or to free(), is harmless. The free blocks are linked
+ * through their first bytes: size must hold a pointer.
  */
+#define BUFPOOL_ALIGN 64
+
 struct bufpool {
 	size_t size;		/* bytes per block */
 	size_t max;		/* blocks kept at most */

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "moat_version.h"
 #include "server.h"
+#include "tlsalloc.h"
 
 static void __attribute__((noreturn))
 usage(int code)
@@ -49,6 +50,8 @@ print_versions(void)
 int
 main(int argc, char *argv[])
 {
+	/* Before anything can make OpenSSL allocate (tlsalloc.h). */
+	bool aligned = tlsalloc_init();
 	const char *path = NULL;
 	struct config *cfg;
 	bool check = false;
@@ -80,6 +83,9 @@ main(int argc, char *argv[])
 	if (optind != argc)
 		usage(2);
 	log_init(verbose);
+	if (!aligned)
+		log_debug("OpenSSL allocated before main(): its record "
+		    "buffers keep the default alignment");
 
 	if (path != NULL)
 		cfg = config_load(path, config_report_stderr, NULL);

@@ -36,6 +36,7 @@
 #include "slots.h"
 #include "smtp_refused.h"
 #include "tls.h"
+#include "tlsalloc.h"
 
 /*
  * Each direction has an input buffer (bytes read, waiting for the filter)
@@ -1891,6 +1892,7 @@ session_list_close_all(struct session_list *list, const char *reason)
 	}
 	refusals_flush();
 	buf_pool_clear();
+	tlsalloc_thread_end();
 }
 
 size_t

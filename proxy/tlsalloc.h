@@ -1,0 +1,29 @@
+/* tlsalloc.h - OpenSSL's record buffers on cache-line boundaries. */
+#ifndef MOAT_TLSALLOC_H
+#define MOAT_TLSALLOC_H
+
+#include <stdbool.h>
+
+/*
+ * OpenSSL copies each record's text between its own record buffers and
+ * moat's relay buffers, and how fast the copy runs depends on how the two
+ * addresses line up (buf.c says how much). This hands OpenSSL an
+ * allocator that puts every block the size of a record buffer on a
+ * 64-byte boundary; other blocks go straight to malloc and free, as
+ * before.
+ *
+ * Sessions release their record buffers whenever they drain
+ * (SSL_MODE_RELEASE_BUFFERS), so those blocks come and go several times
+ * per handshake; aligned allocation costs glibc more than malloc, so each
+ * thread keeps a few freed ones for reuse. tlsalloc_thread_end() gives
+ * them back when the thread's loop ends.
+ *
+ * Call tlsalloc_init() first thing in main(): OpenSSL accepts an
+ * allocator only before its first allocation. It returns false if that
+ * has already happened, in which case OpenSSL keeps its default
+ * allocator, which is only slower.
+ */
+bool tlsalloc_init(void);
+void tlsalloc_thread_end(void);
+
+#endif
