@@ -12,16 +12,16 @@ static _Thread_local struct bufpool pool, pool_large;
 /*
  * Where a block's bytes start, and how much longer than its capacity a
  * block is. OpenSSL copies every record's plaintext from our buffer into
- * its write buffer (and, reading, from its read buffer into ours); moat
- * has OpenSSL put those buffers on 64-byte boundaries (tlsalloc.h), where
- * the record's text begins 8 bytes in, so text starting 8 bytes into a
- * 64-byte aligned block makes each copy move whole cache lines between
- * equally aligned addresses. That matters more than it sounds: Debian
- * 12's glibc (2.36) copies 16 KiB with rep movsb, which on AMD Zen
- * (measured on EPYC) moves 3 GB/s instead of 46 whenever the destination
- * is 1 to 31 bytes past the source within a page, a distance the heap
- * layout used to produce often enough that relaying backend to client
- * took up to twice the CPU.
+ * its write buffer; moat has OpenSSL put that buffer on a 64-byte
+ * boundary (tlsalloc.h), where the record's text begins 8 bytes in, so
+ * text starting 8 bytes into a 64-byte aligned block makes each copy move
+ * whole cache lines between equally aligned addresses. (Reading, records
+ * lie at every offset of OpenSSL's read-ahead buffer, so no start suits
+ * them all.) That matters more than it sounds: Debian 12's glibc (2.36)
+ * copies 16 KiB with rep movsb, which on AMD Zen (measured on EPYC) moves
+ * 3 GB/s instead of 46 whenever the destination is 1 to 31 bytes past the
+ * source within a page, a distance the heap layout used to produce often
+ * enough that relaying backend to client took up to twice the CPU.
  */
 #define BUF_ORIGIN 8
 #define BLOCK_SLACK 64		/* room for the origin, in whole cache lines */

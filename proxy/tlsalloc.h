@@ -5,12 +5,12 @@
 #include <stdbool.h>
 
 /*
- * OpenSSL copies each record's text between its own record buffers and
- * moat's relay buffers, and how fast the copy runs depends on how the two
+ * OpenSSL copies each record's text from moat's relay buffer into its
+ * write buffer, and how fast the copy runs depends on how the two
  * addresses line up (buf.c says how much). This hands OpenSSL an
- * allocator that puts every block the size of a record buffer on a
- * 64-byte boundary; other blocks go straight to malloc and free, as
- * before.
+ * allocator that puts every block the size of a single record buffer on
+ * a 64-byte boundary; other blocks (the larger read-ahead buffer among
+ * them) go straight to malloc and free, as before.
  *
  * Sessions release their record buffers whenever they drain
  * (SSL_MODE_RELEASE_BUFFERS), so those blocks come and go several times
