@@ -145,6 +145,7 @@ static int
 listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
     bool probe)
 {
+	struct linger reset = { .l_onoff = 1, .l_linger = 0 };
 	int fd, on = 1, saved;
 
 	fd = socket(ap->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
@@ -166,6 +167,15 @@ listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
 	 * sockets inherit the option, which saves a call per connection.
 	 */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
+		goto fail;
+	/*
+	 * Close with a reset: what session.c wants for the repeats of a
+	 * flood from a banned address, which it then closes without a call
+	 * of its own (about 4 % of a reject's CPU). It clears it on every
+	 * other connection before using it (session_start()).
+	 */
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset,
+	    sizeof(reset)) == -1)
 		goto fail;
 	if (bind(fd, (const struct sockaddr *)&ap->ss, ap->len) == -1)
 		goto fail;

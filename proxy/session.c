@@ -1733,19 +1733,30 @@ session_take_slot(struct session *s)
 }
 
 /*
+ * Accepted sockets come with SO_LINGER set to close with a reset
+ * (listener.c); this makes close() orderly again, sending what is queued
+ * and then end of stream, as every connection but a flood's needs.
+ */
+static void
+linger_clear(int fd)
+{
+	struct linger lg = { .l_onoff = 0, .l_linger = 0 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/*
  * Closes a connection refused without a reply. The first refusal of an
  * address in a while gets an orderly close (the client reads end of
- * stream); the repeats of a flood get a reset, so the kernel frees each
- * socket at once instead of running the FIN exchange and holding it in
- * TIME_WAIT.
+ * stream); the repeats of a flood keep the reset they were accepted with,
+ * so the kernel frees each socket at once instead of running the FIN
+ * exchange and holding it in TIME_WAIT.
  */
 static void
 close_refused(int fd, bool flood)
 {
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-	if (flood)
-		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (!flood)
+		linger_clear(fd);
 	close(fd);
 }
 
@@ -1786,7 +1797,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 			if (lc->tls != CFG_TLS_IMPLICIT)
 				return false;	/* the session replies */
 			capacity_report(list, lc, addr, NULL, sc->slot);
-			close(fd);
+			close_refused(fd, false);
 			return true;
 		}
 		sc->slotted = true;
@@ -1829,6 +1840,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 			return;
 		screened = true;
 	}
+	linger_clear(fd);
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_warnx("session: out of memory");
 		if (screened)

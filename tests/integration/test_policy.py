@@ -278,6 +278,47 @@ def test_ban_survives_restart(tmp_path, pki, stack):
         assert m2.stop() == 0
 
 
+def first_read(port: int, src: str):
+    """What a client from src (a loopback address, no PROXY header) reads
+    first: bytes, b"" for an orderly close, or "reset"."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                      source_address=(src, 0)) as c:
+            return c.recv(4096)
+    except ConnectionResetError:
+        return "reset"
+
+
+def test_banned_address_flood_is_reset_others_close_in_order(tmp_path, pki,
+                                                             stack):
+    """Judged at accept (no PROXY header): a banned address's first
+    connection is closed in order, its repeats are reset without a word
+    (the kernel frees them at once); everyone else's session still ends
+    with every reply delivered and an orderly close."""
+    m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none",
+                                      backend_proxy="v1")]).start()
+    port = m.port("smtp")
+    try:
+        r = m.ctl("ban", "127.0.0.2", "10m")
+        assert r.returncode == 0, r.stderr
+        assert first_read(port, "127.0.0.2") == b""
+        assert [first_read(port, "127.0.0.2") for _ in range(3)] == \
+            ["reset"] * 3
+        with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                      source_address=("127.0.0.3", 0)) as c, \
+                c.makefile("rb") as f:
+            assert f.readline().startswith(b"220 ")
+            c.sendall(b"QUIT\r\n")
+            assert f.readline().startswith(b"221 ")
+            assert f.read() == b""          # end of stream, not a reset
+        deadline = time.monotonic() + 5
+        while "close reason=backend_closed" not in m.log():
+            assert time.monotonic() < deadline, m.log()
+            time.sleep(0.05)
+    finally:
+        assert m.stop() == 0
+
+
 def need_country_db():
     """The shared test database: a skip that says so, or under CI a
     failure."""
