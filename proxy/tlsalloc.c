@@ -7,48 +7,44 @@
 
 #include <openssl/crypto.h>
 
+#include "bufpool.h"
+
 /*
  * Record buffers are a little over 16 KiB (the largest record plus
  * header, tag and alignment slack); every request from MIN to BLOCK
- * bytes gets a BLOCK-sized block on an ALIGN boundary, so freed ones
- * serve any later request of that range.
+ * bytes gets a BLOCK-sized block from the thread's pool, which hands out
+ * blocks on a cache line (BUFPOOL_ALIGN), so freed ones serve any later
+ * request of that range.
  */
 #define MIN (16 * 1024)
 #define BLOCK (20 * 1024)
-#define ALIGN 64
 #define KEEP 16			/* freed blocks a thread keeps */
 
-static _Thread_local struct {
-	void *block[KEEP];
-	unsigned n;
-} cache;
+/* Zero until the thread's first block; see thread_pool(). */
+static _Thread_local struct bufpool pool;
 
-/* glibc's usable size of a BLOCK-sized aligned block; 0 until known. */
-static size_t block_usable;
+static struct bufpool *
+thread_pool(void)
+{
+	if (pool.size == 0)
+		bufpool_init(&pool, BLOCK, KEEP);
+	return &pool;
+}
 
 static void *
 tls_malloc(size_t n, const char *file, int line)
 {
-	void *p;
-
 	(void)file;
 	(void)line;
 	if (n < MIN || n > BLOCK)
 		return malloc(n);
-	if (cache.n > 0)
-		return cache.block[--cache.n];
-	if (posix_memalign(&p, ALIGN, BLOCK) != 0)
-		return NULL;
-	if (block_usable == 0)
-		__atomic_store_n(&block_usable, malloc_usable_size(p),
-		    __ATOMIC_RELAXED);
-	return p;
+	return bufpool_get(thread_pool());
 }
 
 /*
  * Rare on record buffers (growing a handshake message is the usual
- * case); the result need not stay aligned, and posix_memalign memory may
- * be realloc'ed.
+ * case); the result need not stay aligned, and pool blocks are heap
+ * blocks that realloc() takes.
  */
 static void *
 tls_realloc(void *p, size_t n, const char *file, int line)
@@ -59,20 +55,24 @@ tls_realloc(void *p, size_t n, const char *file, int line)
 }
 
 /*
- * Any block of exactly our blocks' usable size on an ALIGN boundary can
- * serve as one of them, so that test is enough to tell what to keep; it
- * reads the chunk header only for the quarter of blocks that are aligned.
+ * Free calls do not say how large a block is, but the heap does: any
+ * block on a cache line that holds BLOCK bytes and less than a cache
+ * line more can serve as a pool block, so the pool takes it. Only the
+ * quarter of blocks that are aligned pay for the size lookup.
  */
 static void
 tls_free(void *p, const char *file, int line)
 {
+	size_t usable;
+
 	(void)file;
 	(void)line;
-	if (p != NULL && (uintptr_t)p % ALIGN == 0 && cache.n < KEEP &&
-	    malloc_usable_size(p) ==
-	    __atomic_load_n(&block_usable, __ATOMIC_RELAXED)) {
-		cache.block[cache.n++] = p;
-		return;
+	if (p != NULL && (uintptr_t)p % BUFPOOL_ALIGN == 0) {
+		usable = malloc_usable_size(p);
+		if (usable >= BLOCK && usable < BLOCK + BUFPOOL_ALIGN) {
+			bufpool_put(thread_pool(), p);
+			return;
+		}
 	}
 	free(p);
 }
@@ -87,6 +87,5 @@ tlsalloc_init(void)
 void
 tlsalloc_thread_end(void)
 {
-	while (cache.n > 0)
-		free(cache.block[--cache.n]);
+	bufpool_clear(&pool);
 }

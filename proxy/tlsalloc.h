@@ -15,8 +15,8 @@
  * Sessions release their record buffers whenever they drain
  * (SSL_MODE_RELEASE_BUFFERS), so those blocks come and go several times
  * per handshake; aligned allocation costs glibc more than malloc, so each
- * thread keeps a few freed ones for reuse. tlsalloc_thread_end() gives
- * them back when the thread's loop ends.
+ * thread keeps a few freed ones in a pool (bufpool.h) for reuse.
+ * tlsalloc_thread_end() gives them back when the thread's loop ends.
  *
  * Call tlsalloc_init() first thing in main(): OpenSSL accepts an
  * allocator only before its first allocation. It returns false if that

@@ -107,8 +107,8 @@ while [ $# -gt 0 ]; do
 done
 BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "run.sh: no build directory (--build DIR)" >&2; exit 2; }
 
-# Counts. Full runs cost each proxy a second of CPU or more, so that the
-# 10 ms ticks of /proc/PID/stat stay under 1% of what is measured.
+# Counts. Full runs cost each proxy about a second of CPU or more, so
+# that the 10 ms ticks of /proc/PID/stat stay near 1% of what is measured.
 if [ "$QUICK" = 1 ]; then
 	REPS=${REPS:-1}
 	HS_EC_N=1000 HS_RSA_N=500 HS_C=16
