@@ -37,6 +37,7 @@
 #include "smtp_refused.h"
 #include "tls.h"
 #include "tlsalloc.h"
+#include "tlsout.h"
 
 /*
  * Each direction has an input buffer (bytes read, waiting for the filter)
@@ -44,10 +45,11 @@
  * held only while they hold bytes (buf.h), so an idle session has none.
  * Client to backend, the way mail is submitted, uses RELAY_BUF_UP: the
  * client's records are taken several at a time (conn_read()) and go to
- * the backend in a quarter of the writes. Backend to client gains nothing
- * from more: OpenSSL writes one record per call whatever it is given, and
- * larger blocks only cost cache. A TLS record is at most 16 KiB, so one
- * SSL_read always fits an empty buffer.
+ * the backend in a quarter of the writes. Backend to client, OpenSSL
+ * makes one record of each 16 KiB whatever it is given, and the client's
+ * write BIO already sends them four to a write (tlsout.h): reading the
+ * backend in larger blocks only cost more (kernel time and cache). A TLS
+ * record is at most 16 KiB, so one SSL_read always fits an empty buffer.
  */
 #define RELAY_BUF BUF_BLOCK
 #define RELAY_BUF_UP BUF_BLOCK_LARGE
@@ -104,6 +106,7 @@ struct conn {
 	int wr_ev;		/* what the next write waits for */
 	bool rd_eof;		/* this side sent all it will send */
 	bool shut_pending;	/* send our end of stream when out drains */
+	bool notified;		/* SSL_shutdown() took our close_notify */
 	bool wr_shut;		/* our end of stream was sent */
 	uint64_t nin, nout;
 };
@@ -396,6 +399,13 @@ session_free(struct session *s)
 		list->on_empty(list->arg);
 }
 
+/* Whether c's write BIO holds records for a flush (tlsout.h). */
+static bool
+tls_held(const struct conn *c)
+{
+	return c->ssl != NULL && BIO_wpending(SSL_get_wbio(c->ssl)) > 0;
+}
+
 static int
 conn_events(const struct conn *c)
 {
@@ -407,6 +417,8 @@ conn_events(const struct conn *c)
 		ev |= c->rd_ev;
 	if (buf_len(&c->out) > 0 || c->shut_pending)
 		ev |= c->wr_ev;
+	if (tls_held(c))
+		ev |= EV_WRITE;
 	return ev;
 }
 
@@ -1069,9 +1081,36 @@ conn_fill(struct session *s, struct conn *c)
 	return false;
 }
 
-/* Writes what c->out holds, then our end of stream if it is due. */
+/*
+ * Sends the records c's write BIO holds (tlsout.h). False while some
+ * remain, because the socket is full (conn_events() then watches it) or
+ * because c failed (conn_failed()).
+ */
 static bool
-conn_flush(struct session *s, struct conn *c)
+tls_drained(struct session *s, struct conn *c)
+{
+	BIO *w;
+
+	if (!tls_held(c))
+		return true;
+	w = SSL_get_wbio(c->ssl);
+	if (BIO_flush(w) == 1)
+		return true;
+	if (!BIO_should_retry(w)) {
+		snprintf(s->why, sizeof(s->why), "%s", strerror(errno));
+		conn_failed(s, c);
+	}
+	return false;
+}
+
+/*
+ * Writes what c->out holds, then our end of stream if it is due. With
+ * more, the caller will call again before it waits for events, so TLS
+ * records may stay gathered for a larger write (tlsout.h); without it
+ * they are sent.
+ */
+static bool
+conn_flush(struct session *s, struct conn *c, bool more)
 {
 	struct conn *o;
 	bool progress = false;
@@ -1093,10 +1132,20 @@ conn_flush(struct session *s, struct conn *c)
 			return false;
 		}
 	}
-	if (buf_len(&c->out) > 0 || !c->shut_pending)
+	if (buf_len(&c->out) > 0 || (more && !c->shut_pending))
 		return progress;
-	if (c->ssl != NULL && !c->ssl_broken) {
-		/* One call sends close_notify; we do not wait for theirs. */
+	if (tls_held(c)) {
+		if (!tls_drained(s, c))
+			return progress;
+		progress = true;
+	}
+	if (!c->shut_pending)
+		return progress;
+	if (c->ssl != NULL && !c->ssl_broken && !c->notified) {
+		/*
+		 * One call sends close_notify; we do not wait for theirs (a
+		 * second call would read for it, hence notified).
+		 */
 		ERR_clear_error();
 		rc = SSL_shutdown(c->ssl);
 		if (rc < 0) {
@@ -1112,6 +1161,11 @@ conn_flush(struct session *s, struct conn *c)
 				break;
 			}
 		}
+		c->notified = true;
+		progress = true;
+		/* OpenSSL flushed the alert but ignored a full socket. */
+		if (!tls_drained(s, c))
+			return progress;
 	}
 	/*
 	 * When this end of stream is the session's last act (the peer has
@@ -1411,13 +1465,13 @@ relay_pump(struct session *s)
 		if (!s->dead)
 			progress |= run_filter(s, c, b);
 		if (!s->dead)
-			progress |= conn_flush(s, b);
+			progress |= conn_flush(s, b, false);
 		if (!s->dead)
 			progress |= conn_fill(s, b);
 		if (!s->dead)
 			progress |= run_filter(s, b, c);
 		if (!s->dead)
-			progress |= conn_flush(s, c);
+			progress |= conn_flush(s, c, true);
 		if (!s->dead)
 			progress |= relay_shutdowns(s);
 		if (s->dead)
@@ -1438,6 +1492,12 @@ relay_pump(struct session *s)
 			return;
 		}
 	}
+	/* The rounds gathered records for fewer writes; none may wait. */
+	if (tls_held(c)) {
+		(void)conn_flush(s, c, false);
+		if (s->dead)
+			return;
+	}
 	if (c->rd_eof && c->wr_shut && b->rd_eof && b->wr_shut) {
 		session_kill(s, s->end_reason);
 		return;
@@ -1457,7 +1517,7 @@ do_xclient(struct session *s)
 	int code, n;
 
 	while (progress) {
-		progress = conn_flush(s, b);
+		progress = conn_flush(s, b, false);
 		if (s->state == SESSION_XCLIENT)
 			progress |= conn_fill(s, b);
 		if (s->state != SESSION_XCLIENT)
@@ -1602,7 +1662,7 @@ linger_over(struct session *s)
 
 	if (s->refused.listening && !c->wr_shut) {
 		c->shut_pending = true;
-		(void)conn_flush(s, c);
+		(void)conn_flush(s, c, false);
 	}
 	session_kill(s, s->end_reason);
 }
@@ -1905,6 +1965,7 @@ session_list_close_all(struct session_list *list, const char *reason)
 	refusals_flush();
 	buf_pool_clear();
 	tlsalloc_thread_end();
+	tlsout_thread_end();
 }
 
 size_t

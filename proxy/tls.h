@@ -33,7 +33,9 @@ void tls_set_unref(struct tls_set *t);
  * tickets it issues: a ticket resumes only on a listener of the same name,
  * never across protocols. The SSL needs t alive (SNI callback); the
  * caller keeps a reference for as long as the SSL exists and frees it
- * with SSL_free(). NULL on failure.
+ * with SSL_free(). Its write BIO gathers records (tlsout.h): the caller
+ * flushes it when it has written all it has for now, and before it
+ * closes fd. NULL on failure.
  */
 SSL *tls_ssl_new(struct tls_set *t, int fd, const char *context);
 

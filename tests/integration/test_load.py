@@ -14,6 +14,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -36,9 +37,12 @@ class LineReader:
     def __init__(self, sock):
         self.sock, self.buf = sock, b""
 
+    def recv(self) -> bytes:
+        return self.sock.recv(65536)
+
     def line(self) -> bytes:
         while b"\n" not in self.buf:
-            d = self.sock.recv(65536)
+            d = self.recv()
             if not d:
                 raise ConnectionError("EOF")
             self.buf += d
@@ -78,7 +82,12 @@ class SmtpSink(socketserver.BaseRequestHandler):
 
 
 class Pop3Sink(socketserver.BaseRequestHandler):
-    """Serves message(N) for USER N."""
+    """Serves body(N) for USER N, message(N) here; after QUIT's reply
+    it closes."""
+
+    @staticmethod
+    def body(n: int) -> bytes:
+        return message(n)
 
     def handle(self):
         s, r = self.request, LineReader(self.request)
@@ -93,13 +102,45 @@ class Pop3Sink(socketserver.BaseRequestHandler):
                 seed = int(cmd.split()[1])
                 s.sendall(b"+OK\r\n")
             elif cmd.upper().startswith(b"RETR"):
-                body = message(seed).replace(b"\r\n.", b"\r\n..")
+                body = self.body(seed).replace(b"\r\n.", b"\r\n..")
                 s.sendall(b"+OK message follows\r\n" + body + b".\r\n")
             elif cmd.upper().startswith(b"QUIT"):
                 s.sendall(b"+OK bye\r\n")
                 return
             else:
                 s.sendall(b"+OK\r\n")
+
+
+class BigPop3Sink(Pop3Sink):
+    """Serves body_of(N), about N bytes, for USER N."""
+
+    @staticmethod
+    def body(n: int) -> bytes:
+        return body_of(n)
+
+
+_big = [b""]
+
+
+def body_of(size: int) -> bytes:
+    """Message text cut after the line that ends past size bytes; made
+    once, and longer when a larger size asks for it."""
+    while len(_big[0]) <= size + 2:
+        _big[0] += message(len(_big[0]))
+    end = _big[0].find(b"\r\n", size)
+    return _big[0][:end + 2]
+
+
+class SlowReader(LineReader):
+    """Takes at most 16 KiB a read and pauses now and then."""
+
+    reads = 0
+
+    def recv(self) -> bytes:
+        self.reads += 1
+        if self.reads % 32 == 0:
+            time.sleep(0.002)
+        return self.sock.recv(16384)
 
 
 class SinkServer(socketserver.ThreadingTCPServer):
@@ -177,3 +218,83 @@ def test_200_sessions_1mib_each(pki, sinks, tmp_path):
     # AddressSanitizer's quarantine and shadow memory make RSS meaningless.
     if not sanitized:
         assert hwm < RSS_LIMIT_KB, f"moat used {hwm} kB"
+
+
+def socket_fill() -> int:
+    """Bytes a loopback socket takes before EAGAIN when its peer, with a
+    16 KiB receive buffer, reads nothing."""
+    with socket.create_server(("127.0.0.1", 0)) as ls, socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.connect(ls.getsockname())
+        s, _ = ls.accept()
+        with s:
+            s.setblocking(False)
+            total, chunk = 0, b"x" * 16384
+            for _ in range(3):
+                try:
+                    while True:
+                        total += s.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.2)
+            return total
+
+
+def test_slow_readers_get_every_byte_then_close_notify(pki, tmp_path):
+    """moat gathers TLS records for fewer, larger writes (proxy/tlsout.h).
+    Clients that read nothing for a while keep moat's socket full, so
+    records wait inside moat, at the end too: the backend answers QUIT
+    and closes while the client still has not read. Each must still get
+    every byte of the message and the reply, and then an orderly TLS
+    close (close_notify), not a truncated stream."""
+    srv = SinkServer(("127.0.0.1", 0), BigPop3Sink)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    # moat holds records at the end only when the message is a little
+    # larger than what its socket takes while the client reads nothing:
+    # sizes step by 16 KiB around that.
+    fill = socket_fill()
+    sizes = [32768, 1 << 20] + list(range(max(fill - (128 << 10), 65536),
+                                          fill + (256 << 10), 16384))
+    body_of(sizes[-1])          # made before the clients wait on it
+    m = Moat(tmp_path, pki, [
+        listener("down", srv.server_address, protocol="pop3", idle="120s"),
+    ], verbose=0).start()
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    errors, done = [], []
+
+    def client(size: int):
+        try:
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            raw.settimeout(60)
+            raw.connect(("127.0.0.1", m.port("down")))
+            # A TCP close without close_notify raises SSLEOFError.
+            with ctx.wrap_socket(raw, server_hostname="localhost",
+                                 suppress_ragged_eofs=False) as down:
+                rd = SlowReader(down)
+                assert rd.line().startswith(b"+OK")
+                down.sendall(f"USER {size}\r\nPASS x\r\nRETR 1\r\nQUIT\r\n"
+                             .encode())
+                time.sleep(1.5)     # moat fills its socket, holds records
+                for _ in range(3):
+                    assert rd.line().startswith(b"+OK")
+                got = rd.until_dot()
+                assert got == body_of(size), f"{len(got)} bytes, damaged"
+                assert rd.line() == b"+OK bye\r\n"
+                assert rd.buf == b""
+                assert down.recv(1) == b""
+            done.append(size)
+        except Exception as e:      # noqa: BLE001 - collected and reported
+            errors.append(f"{size} bytes: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in sizes]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        assert m.stop() == 0
+    assert not errors, errors[:5]
+    assert len(done) == len(sizes)

@@ -1,0 +1,279 @@
+/* tlsout.c - a TLS connection's outgoing records, sent several at a time. */
+#include "tlsout.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "bufpool.h"
+
+/*
+ * A block is the header below, then room for RECORDS records of up to
+ * SLOT bytes each: the largest record of any suite moat allows (16 KiB
+ * of text plus header, nonce, padding and tag) and its alignment gap.
+ */
+#define RECORDS 4
+#define SLOT (16 * 1024 + 512)
+#define HEAD 256		/* the header, in whole cache lines */
+#define ROOM (RECORDS * SLOT)
+#define BLOCK (HEAD + ROOM)
+#define KEEP 8			/* freed blocks a thread keeps */
+#define SEGS 16		/* runs of held bytes, between gaps */
+/* Copies this long are placed on OpenSSL's alignment (shorter ones are
+ * far below where the slow copy starts, and are packed). */
+#define ALIGN_MIN 1024
+
+struct held {
+	size_t end;		/* offset in the room past the last run */
+	size_t len;		/* bytes held, gaps not counted */
+	int first;		/* the first run not yet sent */
+	int nseg;
+	struct {
+		uint32_t off, len;
+	} seg[SEGS];
+};
+_Static_assert(sizeof(struct held) <= HEAD, "header fits its lines");
+_Static_assert(HEAD % BUFPOOL_ALIGN == 0, "the room starts on a line");
+
+struct out {
+	int fd;
+	struct held *h;		/* NULL while nothing is held */
+};
+
+static _Thread_local struct bufpool pool;
+static BIO_METHOD *method;
+static pthread_once_t method_once = PTHREAD_ONCE_INIT;
+
+static uint8_t *
+room(struct held *h)
+{
+	return (uint8_t *)h + HEAD;
+}
+
+/* Where a copy of len bytes from src would start in h, or ROOM + 1 if it
+ * does not fit. */
+static size_t
+place(struct held *h, const void *src, size_t len)
+{
+	size_t at = h->end;
+
+	if (len >= ALIGN_MIN)
+		at += ((uintptr_t)src - (uintptr_t)(room(h) + at)) %
+		    BUFPOOL_ALIGN;
+	if (at > ROOM || len > ROOM - at ||
+	    (h->nseg == SEGS && at != h->end))
+		return ROOM + 1;
+	return at;
+}
+
+static void
+append(struct held *h, size_t at, const void *src, size_t len)
+{
+	memcpy(room(h) + at, src, len);
+	if (h->nseg > h->first && at == h->end)
+		h->seg[h->nseg - 1].len += (uint32_t)len;
+	else {
+		h->seg[h->nseg].off = (uint32_t)at;
+		h->seg[h->nseg].len = (uint32_t)len;
+		h->nseg++;
+	}
+	h->end = at + len;
+	h->len += len;
+}
+
+/* Sends what o holds: 1 when all of it went, 0 when the socket is full,
+ * -1 on an error (errno). */
+static int
+send_held(struct out *o)
+{
+	struct held *h = o->h;
+	struct iovec iov[SEGS];
+	struct msghdr m;
+	ssize_t r;
+	size_t done;
+	int i, n;
+
+	while (h->first < h->nseg) {
+		for (i = h->first, n = 0; i < h->nseg; i++, n++) {
+			iov[n].iov_base = room(h) + h->seg[i].off;
+			iov[n].iov_len = h->seg[i].len;
+		}
+		memset(&m, 0, sizeof(m));
+		m.msg_iov = iov;
+		m.msg_iovlen = (size_t)n;
+		if ((r = sendmsg(o->fd, &m, MSG_NOSIGNAL)) == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -1;
+		}
+		done = (size_t)r;
+		h->len -= done;
+		while (done > 0) {
+			if (done >= h->seg[h->first].len) {
+				done -= h->seg[h->first].len;
+				h->first++;
+			} else {
+				h->seg[h->first].off += (uint32_t)done;
+				h->seg[h->first].len -= (uint32_t)done;
+				done = 0;
+			}
+		}
+	}
+	h->end = 0;
+	h->first = 0;
+	h->nseg = 0;
+	return 1;
+}
+
+static struct held *
+take(void)
+{
+	struct held *h;
+
+	if (pool.size == 0)
+		bufpool_init(&pool, BLOCK, KEEP);
+	if ((h = bufpool_get(&pool)) != NULL)
+		memset(h, 0, sizeof(*h));
+	return h;
+}
+
+static void
+give_back(struct out *o)
+{
+	if (o->h != NULL)
+		bufpool_put(&pool, o->h);
+	o->h = NULL;
+}
+
+static int
+out_write(BIO *b, const char *in, int inl)
+{
+	struct out *o = BIO_get_data(b);
+	size_t len = (size_t)inl, at;
+	ssize_t r;
+	int rc;
+
+	BIO_clear_retry_flags(b);
+	if (inl <= 0)
+		return 0;
+	if (o->h != NULL && place(o->h, in, len) > ROOM) {
+		if ((rc = send_held(o)) <= 0) {
+			if (rc == 0)
+				BIO_set_retry_write(b);
+			return -1;
+		}
+	}
+	if (o->h == NULL && len <= ROOM - (BUFPOOL_ALIGN - 1))
+		o->h = take();
+	if (o->h != NULL && (at = place(o->h, in, len)) <= ROOM) {
+		append(o->h, at, in, len);
+		return inl;
+	}
+	/* Larger than a block (a long certificate chain), or no memory for
+	 * one; nothing is held, so order is kept. */
+	r = send(o->fd, in, len, MSG_NOSIGNAL);
+	if (r == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			BIO_set_retry_write(b);
+		return -1;
+	}
+	return (int)r;
+}
+
+static long
+out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct out *o = BIO_get_data(b);
+	int rc;
+
+	(void)num;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		BIO_clear_retry_flags(b);
+		if (o->h == NULL)
+			return 1;
+		if ((rc = send_held(o)) == 1)
+			give_back(o);
+		else if (rc == 0)
+			BIO_set_retry_write(b);
+		return rc;
+	case BIO_CTRL_WPENDING:
+		return o->h != NULL ? (long)o->h->len : 0;
+	case BIO_C_GET_FD:
+		if (ptr != NULL)
+			*(int *)ptr = o->fd;
+		return o->fd;
+	case BIO_CTRL_DUP:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int
+out_destroy(BIO *b)
+{
+	struct out *o = BIO_get_data(b);
+
+	if (o != NULL) {
+		give_back(o);
+		free(o);
+	}
+	BIO_set_data(b, NULL);
+	BIO_set_init(b, 0);
+	return 1;
+}
+
+static void
+method_make(void)
+{
+	BIO_METHOD *m;
+	int type = BIO_get_new_index();
+
+	if (type == -1)
+		return;
+	m = BIO_meth_new(type | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+	    "moat tlsout");
+	if (m == NULL)
+		return;
+	if (!BIO_meth_set_write(m, out_write) ||
+	    !BIO_meth_set_ctrl(m, out_ctrl) ||
+	    !BIO_meth_set_destroy(m, out_destroy)) {
+		BIO_meth_free(m);
+		return;
+	}
+	method = m;
+}
+
+BIO *
+tlsout_new(int fd)
+{
+	struct out *o;
+	BIO *b;
+
+	if (pthread_once(&method_once, method_make) != 0 || method == NULL)
+		return NULL;
+	if ((o = malloc(sizeof(*o))) == NULL)
+		return NULL;
+	o->fd = fd;
+	o->h = NULL;
+	if ((b = BIO_new(method)) == NULL) {
+		free(o);
+		return NULL;
+	}
+	BIO_set_data(b, o);
+	BIO_set_init(b, 1);
+	return b;
+}
+
+void
+tlsout_thread_end(void)
+{
+	bufpool_clear(&pool);
+}
