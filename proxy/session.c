@@ -1476,6 +1476,17 @@ relay_pump(struct session *s)
 			progress |= relay_shutdowns(s);
 		if (s->dead)
 			return;
+		/*
+		 * Nothing else moved: the records the rounds gathered go now.
+		 * A write that found the socket full may succeed this time,
+		 * which makes room for the filter: another round, not an end
+		 * with nobody watching the backend.
+		 */
+		if (!progress && tls_held(c)) {
+			progress = conn_flush(s, c, false);
+			if (s->dead)
+				return;
+		}
 		if (s->filter_close != NULL && relaying(s)) {
 			session_reject(s, NULL, s->filter_close);
 			return;
@@ -1492,8 +1503,8 @@ relay_pump(struct session *s)
 			return;
 		}
 	}
-	/* The rounds gathered records for fewer writes; none may wait. */
-	if (tls_held(c)) {
+	/* The rounds ran out with records gathered; none may wait. */
+	if (progress && tls_held(c)) {
 		(void)conn_flush(s, c, false);
 		if (s->dead)
 			return;
