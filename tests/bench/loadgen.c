@@ -29,8 +29,9 @@
  *   reject     N connections, C at a time, from --source, each waiting for
  *              the server to close it without a word (a banned address)
  *
- * Every run is bounded: --max-time (default 120 s) and a per-connection
- * --timeout (default 10 s). The result is one line on stdout:
+ * Every run is bounded: --max-time (default 120 s), and --timeout
+ * (default 10 s) for a connection that moves no byte (a long transfer
+ * that keeps moving is not cut short). The result is one line on stdout:
  *
  *   RESULT mode=... ok=N fail=N wall_s=... per_s=... [mb=... mb_per_s=...]
  *          [p50_us=... p99_us=...] [tickets=...] lg_cpu_s=... complete=0|1
@@ -318,6 +319,15 @@ conn_end(struct conn *c, bool ok, const char *why)
 		spawn();
 }
 
+/* n bytes moved on c: its --timeout starts again (unless it has none). */
+static ssize_t
+moved(struct conn *c, ssize_t n)
+{
+	if (c->deadline > 0)
+		c->deadline = now() + g.timeout;
+	return n;
+}
+
 /*
  * The transport, plain or TLS. Returns bytes moved, 0 at end of stream,
  * -1 when it would block (*want says for what), -2 on error.
@@ -330,7 +340,7 @@ c_read(struct conn *c, void *buf, size_t len, int *want)
 		    INT32_MAX : len));
 
 		if (n > 0)
-			return n;
+			return moved(c, n);
 		switch (SSL_get_error(c->ssl, n)) {
 		case SSL_ERROR_WANT_READ:
 			*want = EV_READ;
@@ -348,8 +358,10 @@ c_read(struct conn *c, void *buf, size_t len, int *want)
 	}
 	ssize_t n = read(c->fd, buf, len);
 
-	if (n >= 0)
-		return n;
+	if (n > 0)
+		return moved(c, n);
+	if (n == 0)
+		return 0;
 	if (errno == EAGAIN || errno == EINTR) {
 		*want = EV_READ;
 		return -1;
@@ -365,7 +377,7 @@ c_write(struct conn *c, const void *buf, size_t len, int *want)
 		    INT32_MAX : len));
 
 		if (n > 0)
-			return n;
+			return moved(c, n);
 		switch (SSL_get_error(c->ssl, n)) {
 		case SSL_ERROR_WANT_READ:
 			*want = EV_READ;
@@ -380,7 +392,7 @@ c_write(struct conn *c, const void *buf, size_t len, int *want)
 	ssize_t n = write(c->fd, buf, len);
 
 	if (n >= 0)
-		return n;
+		return moved(c, n);
 	if (errno == EAGAIN || errno == EINTR) {
 		*want = EV_WRITE;
 		return -1;
@@ -1014,7 +1026,7 @@ usage(void)
 	    "  --sni NAME      server name to send\n"
 	    "  --groups G      TLS groups (default X25519)\n"
 	    "  --ciphersuites S  TLS 1.3 suites (default TLS_AES_128_GCM_SHA256)\n"
-	    "  --timeout S     per connection (default 10)\n"
+	    "  --timeout S     per connection without progress (default 10)\n"
 	    "  --max-time S    whole run (default 120)\n");
 	exit(2);
 }
