@@ -1089,11 +1089,8 @@ conn_fill(struct session *s, struct conn *c)
 static bool
 tls_drained(struct session *s, struct conn *c)
 {
-	BIO *w;
+	BIO *w = SSL_get_wbio(c->ssl);
 
-	if (!tls_held(c))
-		return true;
-	w = SSL_get_wbio(c->ssl);
 	if (BIO_flush(w) == 1)
 		return true;
 	if (!BIO_should_retry(w)) {
@@ -1502,12 +1499,6 @@ relay_pump(struct session *s)
 				do_handshake(s);
 			return;
 		}
-	}
-	/* The rounds ran out with records gathered; none may wait. */
-	if (progress && tls_held(c)) {
-		(void)conn_flush(s, c, false);
-		if (s->dead)
-			return;
 	}
 	if (c->rd_eof && c->wr_shut && b->rd_eof && b->wr_shut) {
 		session_kill(s, s->end_reason);

@@ -28,7 +28,6 @@
 #define ALIGN_MIN 1024
 
 struct held {
-	size_t end;		/* offset in the room past the last run */
 	size_t len;		/* bytes held, gaps not counted */
 	int first;		/* the first run not yet sent */
 	int nseg;
@@ -54,18 +53,26 @@ room(struct held *h)
 	return (uint8_t *)h + HEAD;
 }
 
+/* The offset in the room past the last run. */
+static size_t
+end(const struct held *h)
+{
+	return h->nseg > 0 ? h->seg[h->nseg - 1].off +
+	    (size_t)h->seg[h->nseg - 1].len : 0;
+}
+
 /* Where a copy of len bytes from src would start in h, or ROOM + 1 if it
  * does not fit. */
 static size_t
 place(struct held *h, const void *src, size_t len)
 {
-	size_t at = h->end;
+	size_t at = end(h);
 
 	if (len >= ALIGN_MIN)
 		at += ((uintptr_t)src - (uintptr_t)(room(h) + at)) %
 		    BUFPOOL_ALIGN;
 	if (at > ROOM || len > ROOM - at ||
-	    (h->nseg == SEGS && at != h->end))
+	    (h->nseg == SEGS && at != end(h)))
 		return ROOM + 1;
 	return at;
 }
@@ -74,14 +81,13 @@ static void
 append(struct held *h, size_t at, const void *src, size_t len)
 {
 	memcpy(room(h) + at, src, len);
-	if (h->nseg > h->first && at == h->end)
+	if (h->nseg > h->first && at == end(h))
 		h->seg[h->nseg - 1].len += (uint32_t)len;
 	else {
 		h->seg[h->nseg].off = (uint32_t)at;
 		h->seg[h->nseg].len = (uint32_t)len;
 		h->nseg++;
 	}
-	h->end = at + len;
 	h->len += len;
 }
 
@@ -125,7 +131,6 @@ send_held(struct out *o)
 			}
 		}
 	}
-	h->end = 0;
 	h->first = 0;
 	h->nseg = 0;
 	return 1;
@@ -162,18 +167,22 @@ out_write(BIO *b, const char *in, int inl)
 	BIO_clear_retry_flags(b);
 	if (inl <= 0)
 		return 0;
-	if (o->h != NULL && place(o->h, in, len) > ROOM) {
-		if ((rc = send_held(o)) <= 0) {
-			if (rc == 0)
-				BIO_set_retry_write(b);
-			return -1;
-		}
-	}
 	if (o->h == NULL && len <= ROOM - (BUFPOOL_ALIGN - 1))
 		o->h = take();
-	if (o->h != NULL && (at = place(o->h, in, len)) <= ROOM) {
-		append(o->h, at, in, len);
-		return inl;
+	if (o->h != NULL) {
+		/* No room: what is held goes first, to keep the order. */
+		if ((at = place(o->h, in, len)) > ROOM) {
+			if ((rc = send_held(o)) <= 0) {
+				if (rc == 0)
+					BIO_set_retry_write(b);
+				return -1;
+			}
+			at = place(o->h, in, len);
+		}
+		if (at <= ROOM) {
+			append(o->h, at, in, len);
+			return inl;
+		}
 	}
 	/* Larger than a block (a long certificate chain), or no memory for
 	 * one; nothing is held, so order is kept. */
@@ -270,6 +279,12 @@ tlsout_new(int fd)
 	BIO_set_data(b, o);
 	BIO_set_init(b, 1);
 	return b;
+}
+
+size_t
+tlsout_blocks(void)
+{
+	return pool.out;
 }
 
 void

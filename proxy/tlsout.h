@@ -2,6 +2,8 @@
 #ifndef MOAT_TLSOUT_H
 #define MOAT_TLSOUT_H
 
+#include <stddef.h>
+
 #include <openssl/bio.h>
 
 /*
@@ -34,6 +36,10 @@
  * it over), on the thread that used it.
  */
 BIO *tlsout_new(int fd);
+
+/* Blocks the calling thread's BIOs hold now: records waiting for a
+ * flush (zero once every BIO of the thread has been flushed empty). */
+size_t tlsout_blocks(void);
 
 /* Frees the blocks the calling thread's pool keeps (its loop is ending). */
 void tlsout_thread_end(void);

@@ -323,7 +323,7 @@ conn_end(struct conn *c, bool ok, const char *why)
 static ssize_t
 moved(struct conn *c, ssize_t n)
 {
-	if (c->deadline > 0)
+	if (n > 0 && c->deadline > 0)
 		c->deadline = now() + g.timeout;
 	return n;
 }
@@ -358,10 +358,8 @@ c_read(struct conn *c, void *buf, size_t len, int *want)
 	}
 	ssize_t n = read(c->fd, buf, len);
 
-	if (n > 0)
+	if (n >= 0)
 		return moved(c, n);
-	if (n == 0)
-		return 0;
 	if (errno == EAGAIN || errno == EINTR) {
 		*want = EV_READ;
 		return -1;

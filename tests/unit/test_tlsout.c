@@ -103,11 +103,14 @@ test_gathered_until_flushed(void)
 	CHECK(put(b, REC, 13) == REC);
 	CHECK(put(b, 37, 0) == 37);
 	CHECK(BIO_wpending(b) == 3 * REC + 37);
+	CHECK(tlsout_blocks() == 1);
 	CHECK(drain(fds[1]) == 0);
 
-	/* ...which sends them in order, gaps left out. */
+	/* ...which sends them in order, gaps left out, and gives the block
+	 * back: an idle connection holds none. */
 	CHECK(BIO_flush(b) == 1);
 	CHECK(BIO_wpending(b) == 0);
+	CHECK(tlsout_blocks() == 0);
 	CHECK(drain(fds[1]) == 3 * REC + 37);
 
 	/* Nothing held: a flush has nothing to do. */
@@ -196,7 +199,7 @@ test_full_socket_retries(void)
 		drain(fds[1]);
 	}
 	CHECK(retries > 0 && flush_retries > 0);
-	CHECK(BIO_wpending(b) == 0);
+	CHECK(BIO_wpending(b) == 0 && tlsout_blocks() == 0);
 	CHECK(close_pair(b, fds));
 }
 
@@ -214,6 +217,7 @@ test_peer_gone(void)
 	CHECK(BIO_flush(b) == -1 && !BIO_should_retry(b) && errno == EPIPE);
 	CHECK(put(b, REC, 8) == REC);	/* held: the block has room */
 	BIO_free(b);
+	CHECK(tlsout_blocks() == 0);	/* freeing gives the block back */
 	close(fds[0]);
 }
 
