@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 /*
- * Worker threads log too: verbosity and tag are set before any thread
- * starts; the prefix choice may be made lazily by whichever thread logs
- * first, so it is atomic. stdio's own lock keeps each line whole.
+ * Worker threads log too: the -v count and tag are set before any thread
+ * starts; the level changes on a reload while workers log, and the prefix
+ * choice may be made lazily by whichever thread logs first, so both are
+ * atomic. stdio's own lock keeps each line whole.
  */
 static int log_verbose;
+static atomic_int log_max = LOG_LEVEL_INFO;
 static atomic_int log_prefix = -1;
 static const char *log_tag = "moat";
 
@@ -22,6 +24,24 @@ log_init(int verbose)
 {
 	log_verbose = verbose;
 	atomic_store(&log_prefix, !isatty(STDERR_FILENO));
+	log_set_level(LOG_LEVEL_INFO);
+}
+
+void
+log_set_level(enum log_level level)
+{
+	if (log_verbose >= 2)
+		level = LOG_LEVEL_DEBUG;
+	else if (log_verbose == 1 && level < LOG_LEVEL_INFO)
+		level = LOG_LEVEL_INFO;
+	atomic_store_explicit(&log_max, (int)level, memory_order_relaxed);
+}
+
+enum log_level
+log_level(void)
+{
+	return (enum log_level)atomic_load_explicit(&log_max,
+	    memory_order_relaxed);
 }
 
 void
@@ -39,9 +59,7 @@ log_emit(enum log_level level, const char *fmt, va_list ap, const char *errstr)
 	char line[2048];
 	int n, prefix;
 
-	if (level == LOG_LEVEL_DEBUG && log_verbose < 2)
-		return;
-	if (level == LOG_LEVEL_INFO && log_verbose < 0)
+	if ((int)level > atomic_load_explicit(&log_max, memory_order_relaxed))
 		return;
 	if ((prefix = atomic_load(&log_prefix)) < 0) {
 		prefix = !isatty(STDERR_FILENO);

@@ -14,9 +14,17 @@ enum log_level {
 /*
  * Lines go to stderr as "<N>moat: text" when stderr is not a terminal, so
  * journald files them under the right priority; on a terminal the prefix is
- * dropped. Messages above the current verbosity are discarded.
+ * dropped. Messages above the current level are discarded.
+ *
+ * The level starts at LOG_LEVEL_INFO. log_init() takes the -v count: once
+ * keeps at least info whatever log_set_level() says later, twice turns on
+ * debug. log_set_level() sets the configured level (daemon.log_level,
+ * again on every reload); any thread may log meanwhile. Warnings and
+ * errors are always written.
  */
 void log_init(int verbose);
+void log_set_level(enum log_level level);
+enum log_level log_level(void);
 void log_set_tag(const char *tag);
 
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

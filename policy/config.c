@@ -751,6 +751,20 @@ k_daemon_drain(struct loader *l, const struct toml_value *v,
 }
 
 static void
+k_daemon_log_level(struct loader *l, const struct toml_value *v,
+    struct toml_pos kp, void *ctx)
+{
+	static const char *const names[] = { "warning", "info", "debug",
+	    NULL };
+	static const int prio[] = { 4, 6, 7 };
+	int i;
+
+	(void)kp, (void)ctx;
+	if (get_enum(l, v, "daemon.log_level", names, &i))
+		l->cfg->daemon.log_level = prio[i];
+}
+
+static void
 k_daemon_max_sessions(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
@@ -775,6 +789,7 @@ static const struct key_spec daemon_keys[] = {
 	{ "state_file", k_daemon_state },
 	{ "metrics", k_daemon_metrics },
 	{ "drain_timeout", k_daemon_drain },
+	{ "log_level", k_daemon_log_level },
 	{ "max_sessions", k_daemon_max_sessions },
 	{ "reserved_sessions", k_daemon_reserved },
 };
@@ -1892,6 +1907,7 @@ config_defaults(struct config *cfg)
 	cfg->daemon.state_file = xstrdup("/var/lib/moat/state");
 	cfg->daemon.workers = 1;
 	cfg->daemon.drain_ms = 30 * 1000;
+	cfg->daemon.log_level = 6;
 	cfg->daemon.max_sessions = 10000;
 	cfg->daemon.reserved_sessions = RESERVED_UNSET;
 	cfg->tls.min_version = TLS1_2_VERSION;

@@ -96,6 +96,8 @@ struct config {
 		bool metrics_enabled;
 		struct addr_port metrics;
 		uint64_t drain_ms;	/* SIGTERM grace period */
+		int log_level;		/* syslog priority shown at most:
+					 * 4 warning, 6 info, 7 debug */
 		uint32_t max_sessions;	/* 0: no global cap */
 		uint32_t reserved_sessions; /* of max_sessions, kept for
 					     * addresses holding few */

@@ -60,12 +60,16 @@ struct server {
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-/* Reload diagnostics go to the log: stderr may be long gone. */
+/*
+ * Reload diagnostics go to the log: stderr may be long gone. A warning
+ * (marked in the text, config.h) is logged as one, so that
+ * daemon.log_level = "warning" keeps it.
+ */
 static void
 report_log(void *arg, bool is_error, const char *line)
 {
 	(void)arg;
-	if (is_error)
+	if (is_error || strstr(line, "warning: ") != NULL)
 		log_warnx("%s", line);
 	else
 		log_info("%s", line);
@@ -478,6 +482,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "towards concurrent_per_ip (bans stay)");
 	gen_unref(srv->gen);
 	srv->gen = g;
+	log_set_level((enum log_level)gen_config(g)->daemon.log_level);
 	server_limits(srv, gen_config(g));
 	/* The key store outlives generations: only a reload that took
 	 * effect may change how long tickets live. */
@@ -860,6 +865,7 @@ server_run(struct config *cfg, const char *config_path)
 	}
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
+	log_set_level((enum log_level)gen_config(srv.gen)->daemon.log_level);
 	ticketkeys_configure(gen_config(srv.gen)->tls.ticket_rotation_ms);
 	metrics_init();
 	server_nofile(gen_config(srv.gen));

@@ -28,7 +28,8 @@ ports_free() {
 # KEY WORKERS, then moat_listener per listener, then moat_conf_tail.
 # Every address is one client here: no session cap, no reserve for other
 # addresses, no rate limit, no firewall and no event file (peers have
-# none of these).
+# none of these), and no log lines per session (the peers are set to log
+# only warnings and errors as well).
 moat_conf_head() {
 	cat <<-EOF
 	[daemon]
@@ -38,6 +39,7 @@ moat_conf_head() {
 	control_socket = "$1/moat.sock"
 	state_file = "$1/moat.state"
 	drain_timeout = "1s"
+	log_level = "warning"
 
 	[tls]
 	certificate = "$2"

@@ -227,3 +227,46 @@ def test_reload_warns_aggregate_restarts_windows(tmp_path, pki, stack):
         assert "aggregate" not in r.stdout + r.stderr
     finally:
         assert m.stop() == 0
+
+
+def session(m, ip: str) -> None:
+    c = Smtp(m.port("smtp"), ip)
+    try:
+        assert c.reply().startswith(b"220")
+        assert c.cmd(b"QUIT").startswith(b"221")
+    finally:
+        c.close()
+
+
+def test_log_level_warning_keeps_warnings_and_reload_changes_it(tmp_path, pki, stack):
+    """daemon.log_level = "warning" drops the lines written per session
+    (a busy site's journal) but keeps warnings, a reload's among them; a
+    reload back to "info" brings the session lines back."""
+    m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none",
+                                      backend_proxy="v1", accept_proxy=True,
+                                      accept_proxy_from=["127.0.0.0/8"])],
+             verbose=0)
+    conf = m.config_path.read_text()
+    m.config_path.write_text(conf.replace("[daemon]\n",
+                                          '[daemon]\nlog_level = "warning"\n', 1))
+    m.start()
+    try:
+        session(m, "192.0.2.61")
+        # The warning a reload writes is a sign that the log is current.
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "concurrent_per_ip = 0", "concurrent_per_ip = 0\naggregate_ipv4 = 24"))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        text = m.wait_log("warning: policy.rate.aggregate_ipv4")
+        assert "192.0.2.61" not in text
+        assert "connect listener=" not in text
+        assert "reload: reading" not in text        # info: dropped
+        m.config_path.write_text(m.config_path.read_text().replace(
+            'log_level = "warning"', 'log_level = "info"'))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        session(m, "192.0.2.62")
+        text = m.wait_log("connect listener=smtp ip=192.0.2.62")
+        assert "192.0.2.61" not in text
+    finally:
+        assert m.stop() == 0

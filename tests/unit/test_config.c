@@ -105,6 +105,7 @@ test_defaults(void)
 	CHECK_STR_EQ(cfg->daemon.control_socket, "/run/moat/control.sock");
 	CHECK_STR_EQ(cfg->daemon.state_file, "/var/lib/moat/state");
 	CHECK(!cfg->daemon.metrics_enabled);
+	CHECK_INT_EQ(cfg->daemon.log_level, 6);
 	CHECK_INT_EQ(cfg->tls.min_version, TLS1_2_VERSION);
 	CHECK(!cfg->tls.session_tickets);
 	CHECK_INT_EQ(cfg->tls.ticket_rotation_ms, 3600000);
@@ -140,6 +141,7 @@ test_values(void)
 	    "[daemon]\nworkers = 0\nmetrics = \"127.0.0.1:9425\"\n"
 	    "state_file = \"state\"\ndrain_timeout = \"1m\"\n"
 	    "max_sessions = 500\nreserved_sessions = 20\n"
+	    "log_level = \"warning\"\n"
 	    "[[listener]]\nname = \"pop3\"\n"
 	    "listen = [\"127.0.0.1:1110\", \"[::1]:1110\"]\n"
 	    "protocol = \"pop3\"\ntls = \"none\"\nbackend = \"[::1]:110\"\n"
@@ -172,6 +174,7 @@ test_values(void)
 	CHECK_INT_EQ(cfg->daemon.drain_ms, 60000);
 	CHECK_INT_EQ(cfg->daemon.max_sessions, 500);
 	CHECK_INT_EQ(cfg->daemon.reserved_sessions, 20);
+	CHECK_INT_EQ(cfg->daemon.log_level, 4);
 	lis = &cfg->listeners[0];
 	CHECK_INT_EQ(lis->protocol, CFG_PROTO_POP3);
 	CHECK_INT_EQ(lis->nlisten, 2);
@@ -290,6 +293,11 @@ test_errors(void)
 	    "firewall.set4 \"a b\" must be 1 to 31");
 	EXPECT_ERROR(LISTENER "[tls]\nmin_version = 1.3\n",
 	    "tls.min_version must be a string");
+	EXPECT_ERROR(LISTENER "[daemon]\nlog_level = \"notice\"\n",
+	    "daemon.log_level must be \"warning\", \"info\" or \"debug\", "
+	    "not \"notice\"");
+	EXPECT_ERROR(LISTENER "[daemon]\nlog_level = 6\n",
+	    "daemon.log_level");
 	EXPECT_ERROR(LISTENER "[tls]\nmin_version = \"1.1\"\n",
 	    "tls.min_version must be \"1.2\" or \"1.3\", not \"1.1\"");
 	EXPECT_ERROR(LISTENER "[tls]\nsession_tickets = \"yes\"\n",
