@@ -1,4 +1,4 @@
-/* tlsout.c - a TLS connection's outgoing records, sent several at a time. */
+/* tlsout.c - a TLS connection's socket I/O, outgoing records several at a time. */
 #include "tlsout.h"
 
 #include <errno.h>
@@ -195,6 +195,29 @@ out_write(BIO *b, const char *in, int inl)
 	return (int)r;
 }
 
+/* What a socket BIO does, so that the connection needs no second BIO. */
+static int
+out_read(BIO *b, char *buf, int len)
+{
+	struct out *o = BIO_get_data(b);
+	ssize_t r;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if ((r = recv(o->fd, buf, (size_t)len, 0)) > 0)
+		return (int)r;
+	if (r == 0) {
+		/* OpenSSL asks BIO_eof() to tell an end of stream from an
+		 * error (SSL_OP_IGNORE_UNEXPECTED_EOF). */
+		BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+		return 0;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		BIO_set_retry_read(b);
+	return -1;
+}
+
 static long
 out_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
@@ -214,6 +237,8 @@ out_ctrl(BIO *b, int cmd, long num, void *ptr)
 		return rc;
 	case BIO_CTRL_WPENDING:
 		return o->h != NULL ? (long)o->h->len : 0;
+	case BIO_CTRL_EOF:
+		return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
 	case BIO_C_GET_FD:
 		if (ptr != NULL)
 			*(int *)ptr = o->fd;
@@ -252,6 +277,7 @@ method_make(void)
 	if (m == NULL)
 		return;
 	if (!BIO_meth_set_write(m, out_write) ||
+	    !BIO_meth_set_read(m, out_read) ||
 	    !BIO_meth_set_ctrl(m, out_ctrl) ||
 	    !BIO_meth_set_destroy(m, out_destroy)) {
 		BIO_meth_free(m);

@@ -1,4 +1,5 @@
-/* test_tlsout.c - records gathered, sent in order, retried on a full socket. */
+/* test_tlsout.c - records gathered, sent in order, retried on a full socket;
+ * reads as a socket BIO's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -7,6 +8,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/bio.h>
 
@@ -221,6 +225,89 @@ test_peer_gone(void)
 	close(fds[0]);
 }
 
+/* A connected loopback TCP pair, t[0] non-blocking; -1 on failure. */
+static int
+tcp_pair(int t[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int l;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((l = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		return -1;
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) == -1 ||
+	    listen(l, 1) == -1 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) == -1 ||
+	    (t[1] = socket(AF_INET, SOCK_STREAM, 0)) == -1) {
+		close(l);
+		return -1;
+	}
+	if (connect(t[1], (struct sockaddr *)&a, sizeof(a)) == -1 ||
+	    (t[0] = accept(l, NULL, NULL)) == -1) {
+		close(t[1]);
+		close(l);
+		return -1;
+	}
+	close(l);
+	(void)fcntl(t[0], F_SETFL, O_NONBLOCK);
+	return 0;
+}
+
+/* Reads: what the peer sent; a retry while nothing is there; end of
+ * stream as BIO_eof() (OpenSSL tells it from an error so); an error. */
+static void
+test_reads(void)
+{
+	int fds[2];
+	char buf[64];
+	BIO *b = open_pair(fds, 0);
+
+	errno = 0;
+	CHECK(BIO_read(b, buf, sizeof(buf)) == -1);
+	CHECK(BIO_should_retry(b) && BIO_should_read(b) && !BIO_eof(b));
+	CHECK(write(fds[1], "hello", 5) == 5);
+	CHECK(BIO_read(b, buf, sizeof(buf)) == 5 && memcmp(buf, "hello", 5) == 0);
+	CHECK(!BIO_should_retry(b) && !BIO_eof(b));
+	/* Reading leaves what is held for writing alone. */
+	CHECK(put(b, REC, 8) == REC);
+	CHECK(write(fds[1], "x", 1) == 1);
+	CHECK(BIO_read(b, buf, sizeof(buf)) == 1 && buf[0] == 'x');
+	CHECK(BIO_wpending(b) == REC);
+	CHECK(shutdown(fds[1], SHUT_WR) == 0);
+	CHECK(BIO_read(b, buf, sizeof(buf)) == 0);
+	CHECK(!BIO_should_retry(b) && BIO_eof(b));
+	CHECK(close_pair(b, fds));
+}
+
+/* A reset: an error with errno, not a retry and not end of stream. */
+static void
+test_read_reset(void)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	char buf[64];
+	int t[2];
+	BIO *b;
+
+	/* socketpair() cannot reset; a loopback TCP pair can. */
+	if (tcp_pair(t) == -1) {
+		CHECK(!"loopback TCP pair");
+		return;
+	}
+	if ((b = tlsout_new(t[0])) == NULL)
+		abort();
+	CHECK(setsockopt(t[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+	CHECK(write(t[1], "y", 1) == 1);
+	close(t[1]);			/* linger 0: a reset */
+	usleep(20000);
+	CHECK(BIO_read(b, buf, 1) == 1 && buf[0] == 'y');
+	errno = 0;
+	CHECK(BIO_read(b, buf, sizeof(buf)) == -1);
+	CHECK(!BIO_should_retry(b) && !BIO_eof(b) && errno == ECONNRESET);
+	BIO_free(b);
+	close(t[0]);
+}
+
 int
 main(void)
 {
@@ -236,6 +323,8 @@ main(void)
 	test_write_larger_than_a_block();
 	test_full_socket_retries();
 	test_peer_gone();
+	test_reads();
+	test_read_reset();
 	tlsout_thread_end();	/* the leak check sees any block kept */
 	free(sent);
 	free(got);
