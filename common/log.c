@@ -37,13 +37,6 @@ log_set_level(enum log_level level)
 	atomic_store_explicit(&log_max, (int)level, memory_order_relaxed);
 }
 
-enum log_level
-log_level(void)
-{
-	return (enum log_level)atomic_load_explicit(&log_max,
-	    memory_order_relaxed);
-}
-
 void
 log_set_tag(const char *tag)
 {

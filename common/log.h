@@ -24,7 +24,6 @@ enum log_level {
  */
 void log_init(int verbose);
 void log_set_level(enum log_level level);
-enum log_level log_level(void);
 void log_set_tag(const char *tag);
 
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,4 +1,4 @@
-/* tlsout.c - a TLS connection's socket I/O, outgoing records several at a time. */
+/* tlsout.c - a TLS connection's socket BIO, sending records in batches. */
 #include "tlsout.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* tlsout.h - a TLS connection's socket I/O, outgoing records several at a time. */
+/* tlsout.h - a TLS connection's socket BIO, sending records in batches. */
 #ifndef MOAT_TLSOUT_H
 #define MOAT_TLSOUT_H
 

@@ -67,12 +67,10 @@ test_levels(void)
 
 	log_init(1);			/* -v: info even when set to warning */
 	log_set_level(LOG_LEVEL_WARNING);
-	CHECK_INT_EQ(log_level(), LOG_LEVEL_INFO);
 	CHECK_STR_EQ(logged_at(INFO, out, sizeof(out), "a"), "ehlo=a end\n");
 	CHECK_STR_EQ(logged_at(DEBUG, out, sizeof(out), "a"), "");
 	log_init(2);			/* -vv: debug whatever is set */
 	log_set_level(LOG_LEVEL_WARNING);
-	CHECK_INT_EQ(log_level(), LOG_LEVEL_DEBUG);
 	CHECK_STR_EQ(logged_at(DEBUG, out, sizeof(out), "a"), "ehlo=a end\n");
 	log_init(0);
 }
