@@ -68,7 +68,7 @@ vdiag(struct loader *l, bool is_error, const char *file, struct toml_pos pos,
 	else
 		snprintf(line, sizeof(line), "%s: %s%s", file,
 		    is_error ? "" : "warning: ", msg);
-	l->report(l->arg, is_error, line);
+	l->report(l->arg, is_error ? CONFIG_ERROR : CONFIG_WARNING, line);
 }
 
 static void err_at(struct loader *, struct toml_pos, const char *, ...)
@@ -2165,9 +2165,9 @@ out:
 }
 
 void
-config_report_stderr(void *arg, bool is_error, const char *line)
+config_report_stderr(void *arg, enum config_severity sev, const char *line)
 {
-	(void)arg, (void)is_error;
+	(void)arg, (void)sev;
 	fprintf(stderr, "%s\n", line);
 }
 

@@ -160,12 +160,20 @@ struct config {
 	} events;
 };
 
+/* How much a report line matters; moat logs each at its level. */
+enum config_severity {
+	CONFIG_INFO,
+	CONFIG_WARNING,
+	CONFIG_ERROR,
+};
+
 /*
  * Receives each diagnostic as one line "FILE:LINE:COL: message" (or
- * "FILE: message" where no position applies); warnings are prefixed
- * "warning: " after the position.
+ * "FILE: message" where no position applies); for people, warnings are
+ * also marked "warning: " after the position.
  */
-typedef void config_report_fn(void *arg, bool is_error, const char *line);
+typedef void config_report_fn(void *arg, enum config_severity sev,
+    const char *line);
 
 /*
  * Reads and validates path. Returns a config owned by the caller
@@ -181,7 +189,8 @@ struct config *config_load_buf(const char *name, const char *basedir,
 void config_free(struct config *cfg);
 
 /* Prints a report line to stderr; a ready-made config_report_fn. */
-void config_report_stderr(void *arg, bool is_error, const char *line);
+void config_report_stderr(void *arg, enum config_severity sev,
+    const char *line);
 
 const char *cfg_protocol_str(enum cfg_protocol p);
 const char *cfg_tls_mode_str(enum cfg_tls_mode t);

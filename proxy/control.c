@@ -639,7 +639,7 @@ struct reload_lines {
 };
 
 static void
-reload_collect(void *arg, bool is_error, const char *line)
+reload_collect(void *arg, enum config_severity sev, const char *line)
 {
 	struct reload_lines *rl = arg;
 
@@ -648,7 +648,7 @@ reload_collect(void *arg, bool is_error, const char *line)
 	(void)sbuf_adds(&rl->json, rl->n == 0 ? "{\"error\":" :
 	    ",{\"error\":");
 	(void)sbuf_printf(&rl->json, "%s,\"message\":",
-	    is_error ? "true" : "false");
+	    sev == CONFIG_ERROR ? "true" : "false");
 	(void)sbuf_json_str(&rl->json, line);
 	(void)sbuf_adds(&rl->json, "}");
 	rl->n++;

@@ -22,7 +22,7 @@ gen_new(struct config *cfg, config_report_fn *report, void *arg)
 	struct gen *g;
 
 	if ((g = calloc(1, sizeof(*g))) == NULL) {
-		report(arg, true, "out of memory");
+		report(arg, CONFIG_ERROR, "out of memory");
 		config_free(cfg);
 		return NULL;
 	}
@@ -42,7 +42,7 @@ gen_new_certs(struct gen *old, config_report_fn *report, void *arg)
 	struct gen *g;
 
 	if ((g = calloc(1, sizeof(*g))) == NULL) {
-		report(arg, true, "out of memory");
+		report(arg, CONFIG_ERROR, "out of memory");
 		return NULL;
 	}
 	atomic_init(&g->refs, 1);

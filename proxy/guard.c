@@ -147,7 +147,7 @@ guard_geo_report(const struct geo *g, config_report_fn *report, void *arg)
 	snprintf(line, sizeof(line), "geo: %s",
 	    geo_summary(g, (int64_t)(wall_ms() / 1000), sum, sizeof(sum)));
 	if (report != NULL)
-		report(arg, false, line);
+		report(arg, CONFIG_INFO, line);
 	else
 		log_info("%s", line);
 }
@@ -396,7 +396,7 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 	geo_close(old);
 	guard_geo_report(geo, report, arg);
 	if (*guard_geo_warning(cfg, geo, warn, sizeof(warn)) != '\0')
-		report(arg, false, warn);
+		report(arg, CONFIG_WARNING, warn);
 	if (guard_fw_changed(cfg)) {
 		/* Elements written so far stay in the old sets and expire
 		 * there; the new writer gets every ban in force. */

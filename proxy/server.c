@@ -60,16 +60,12 @@ struct server {
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-/*
- * Reload diagnostics go to the log: stderr may be long gone. A warning
- * (marked in the text, config.h) is logged as one, so that
- * daemon.log_level = "warning" keeps it.
- */
+/* Reload diagnostics go to the log: stderr may be long gone. */
 static void
-report_log(void *arg, bool is_error, const char *line)
+report_log(void *arg, enum config_severity sev, const char *line)
 {
 	(void)arg;
-	if (is_error || strstr(line, "warning: ") != NULL)
+	if (sev != CONFIG_INFO)
 		log_warnx("%s", line);
 	else
 		log_info("%s", line);
@@ -83,17 +79,18 @@ struct reload_report {
 };
 
 static void
-report_tee(void *arg, bool is_error, const char *line)
+report_tee(void *arg, enum config_severity sev, const char *line)
 {
 	struct reload_report *rr = arg;
 
-	report_log(NULL, is_error, line);
+	report_log(NULL, sev, line);
 	if (rr != NULL && rr->fn != NULL)
-		rr->fn(rr->arg, is_error, line);
+		rr->fn(rr->arg, sev, line);
 }
 
 static void __attribute__((format(printf, 3, 4)))
-reload_say(struct reload_report *rr, bool is_error, const char *fmt, ...)
+reload_say(struct reload_report *rr, enum config_severity sev,
+    const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -101,7 +98,7 @@ reload_say(struct reload_report *rr, bool is_error, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	report_tee(rr, is_error, line);
+	report_tee(rr, sev, line);
 }
 
 static bool
@@ -166,7 +163,7 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 	    sizeof(*pl->ng))) == NULL || (pl->wl = calloc(pl->total * srv->nw,
 	    sizeof(*pl->wl))) == NULL || (fds = calloc(srv->nw,
 	    sizeof(*fds))) == NULL)) {
-		reload_say(rr, true, "listeners: out of memory");
+		reload_say(rr, CONFIG_ERROR, "listeners: out of memory");
 		lplan_discard(srv, pl);
 		return -1;
 	}
@@ -184,7 +181,8 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 				/* A low port needs root: at start, moat was
 				 * not started as root; on a reload after the
 				 * drop, it is out of reach until a restart. */
-				reload_say(rr, true, "cannot listen on %s: "
+				reload_say(rr, CONFIG_ERROR,
+				    "cannot listen on %s: "
 				    "%s%s", name, strerror(e),
 				    e != EACCES || geteuid() == 0 ? "" :
 				    rr == NULL ? " (a port below 1024 needs "
@@ -332,7 +330,7 @@ events_prepare(struct server *srv, const struct config *cfg,
 		return 0;
 	if ((*out = event_log_open(cfg->events.file, cfg->events.syslog, err,
 	    sizeof(err))) == NULL) {
-		reload_say(rr, true, "%s", err);
+		reload_say(rr, CONFIG_ERROR, "%s", err);
 		return -1;
 	}
 	return 0;
@@ -346,8 +344,9 @@ events_commit(struct server *srv, struct event_log *log,
 
 	if (log == NULL) {
 		if (event_log_reopen(srv->events) == -1)
-			reload_say(rr, false, "warning: the events file could "
-			    "not be reopened; events still go to the old one");
+			reload_say(rr, CONFIG_WARNING,
+			    "warning: the events file could not be reopened; "
+			    "events still go to the old one");
 		return;
 	}
 	/* The new sink is current before the old one closes: an event that
@@ -399,14 +398,16 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	int rc;
 
 	if (srv->draining) {
-		reload_say(&rr, true, "reload refused: moat is shutting down");
+		reload_say(&rr, CONFIG_ERROR,
+		    "reload refused: moat is shutting down");
 		return -1;
 	}
 	if (srv->config_path != NULL) {
 		log_info("reload: reading %s", srv->config_path);
 		cfg = config_load(srv->config_path, report_tee, &rr);
 		if (cfg == NULL) {
-			reload_say(&rr, true, "reload failed: %s has errors, "
+			reload_say(&rr, CONFIG_ERROR,
+			    "reload failed: %s has errors, "
 			    "keeping the running configuration",
 			    srv->config_path);
 			return -1;
@@ -417,7 +418,8 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		g = gen_new_certs(srv->gen, report_tee, &rr);
 	}
 	if (g == NULL) {
-		reload_say(&rr, true, "reload failed: TLS setup has errors, "
+		reload_say(&rr, CONFIG_ERROR,
+		    "reload failed: TLS setup has errors, "
 		    "keeping the running configuration");
 		return -1;
 	}
@@ -425,8 +427,8 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	 * configuration is applied whole or not at all. */
 	if (events_prepare(srv, gen_config(g), &log, &rr) == -1 ||
 	    lplan_bind(srv, g, &pl, &rr) == -1) {
-		reload_say(&rr, true, "reload failed: keeping the running "
-		    "configuration");
+		reload_say(&rr, CONFIG_ERROR,
+		    "reload failed: keeping the running configuration");
 		event_log_close(log);
 		gen_unref(g);
 		return -1;
@@ -439,7 +441,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	for (k = 1; k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
 	if (rc == -1) {
-		reload_say(&rr, true, "reload failed: %s; keeping the "
+		reload_say(&rr, CONFIG_ERROR, "reload failed: %s; keeping the "
 		    "running configuration", err);
 		lplan_discard(srv, &pl);
 		event_log_close(log);
@@ -453,30 +455,32 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	if (strcmp(old->daemon.control_socket ? old->daemon.control_socket :
 	    "", gen_config(g)->daemon.control_socket ?
 	    gen_config(g)->daemon.control_socket : "") != 0)
-		reload_say(&rr, false, "warning: daemon.control_socket "
-		    "changes at the next restart");
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: daemon.control_socket changes at the next "
+		    "restart");
 	if (old->daemon.metrics_enabled !=
 	    gen_config(g)->daemon.metrics_enabled ||
 	    (old->daemon.metrics_enabled &&
 	    (old->daemon.metrics.len != gen_config(g)->daemon.metrics.len ||
 	    memcmp(&old->daemon.metrics.ss, &gen_config(g)->daemon.metrics.ss,
 	    old->daemon.metrics.len) != 0)))
-		reload_say(&rr, false, "warning: daemon.metrics changes at "
-		    "the next restart");
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: daemon.metrics changes at the next restart");
 	if (server_nworkers(gen_config(g)) != srv->nw)
-		reload_say(&rr, false, "warning: daemon.workers changes at "
-		    "the next restart");
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: daemon.workers changes at the next restart");
 	if (strcmp(old->daemon.user ? old->daemon.user : "",
 	    gen_config(g)->daemon.user ? gen_config(g)->daemon.user : "") != 0)
-		reload_say(&rr, false, "warning: daemon.user changes at the "
-		    "next restart");
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: daemon.user changes at the next restart");
 	/* Windows are kept per address or per prefix: under another prefix
 	 * length no count carries over. */
 	if (old->policy.rate.aggregate_ipv4 !=
 	    gen_config(g)->policy.rate.aggregate_ipv4 ||
 	    old->policy.rate.aggregate_ipv6 !=
 	    gen_config(g)->policy.rate.aggregate_ipv6)
-		reload_say(&rr, false, "warning: policy.rate.aggregate_ipv4 "
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: policy.rate.aggregate_ipv4 "
 		    "or aggregate_ipv6 changed: connection and auth-failure "
 		    "counts start afresh and open sessions no longer count "
 		    "towards concurrent_per_ip (bans stay)");
@@ -488,11 +492,13 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	 * effect may change how long tickets live. */
 	ticketkeys_configure(gen_config(g)->tls.ticket_rotation_ms);
 	if (srv->nw > 1)
-		reload_say(&rr, false, "reload done: %zu listening sockets in "
+		reload_say(&rr, CONFIG_INFO,
+		    "reload done: %zu listening sockets in "
 		    "each of %zu workers, %zu sessions carry on", srv->ngroups,
 		    srv->nw, server_sessions(srv));
 	else
-		reload_say(&rr, false, "reload done: %zu listening sockets, "
+		reload_say(&rr, CONFIG_INFO,
+		    "reload done: %zu listening sockets, "
 		    "%zu sessions carry on", srv->ngroups,
 		    server_sessions(srv));
 	return 0;

@@ -61,7 +61,7 @@ report_ssl(config_report_fn *report, void *arg, const char *file,
 
 	snprintf(line, sizeof(line), "%s: %s%s%s", file, what, r ? ": " : "",
 	    r ? r : "");
-	report(arg, true, line);
+	report(arg, CONFIG_ERROR, line);
 }
 
 /* Compares a lower-case pattern ("x.org" or "*.x.org") with a name. */
@@ -193,7 +193,7 @@ ctx_use_key(SSL_CTX *ctx, const char *key, config_report_fn *report,
 		snprintf(line, sizeof(line), "%s: the private key is "
 		    "encrypted; moat needs an unencrypted key (openssl pkey "
 		    "-in %s -out NEW.pem)", key, key);
-		report(arg, true, line);
+		report(arg, CONFIG_ERROR, line);
 	} else if (ERR_GET_REASON(ERR_peek_last_error()) != ERR_R_PEM_LIB)
 		report_ssl(report, arg, key, "cannot load private key");
 	else if (!pem_has_block(key, "PRIVATE KEY")) {
@@ -202,7 +202,7 @@ ctx_use_key(SSL_CTX *ctx, const char *key, config_report_fn *report,
 		    "file (expected a PEM \"BEGIN PRIVATE KEY\" block)%s", key,
 		    pem_has_block(key, "CERTIFICATE") ? "; it holds a "
 		    "certificate" : "");
-		report(arg, true, line);
+		report(arg, CONFIG_ERROR, line);
 	} else
 		report_ssl(report, arg, key, "cannot load private key: the "
 		    "PEM block is damaged or of a kind OpenSSL cannot read");
@@ -226,7 +226,7 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 		    "file (expected a PEM \"BEGIN CERTIFICATE\" block)%s",
 		    cert, pem_has_block(cert, "PRIVATE KEY") ? "; it holds a "
 		    "private key" : "");
-		report(arg, true, line);
+		report(arg, CONFIG_ERROR, line);
 	} else
 		report_ssl(report, arg, cert, "cannot load certificate chain");
 	return false;
@@ -309,7 +309,7 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	int errors = 0;
 
 	if ((t = calloc(1, sizeof(*t))) == NULL) {
-		report(arg, true, "out of memory");
+		report(arg, CONFIG_ERROR, "out of memory");
 		return NULL;
 	}
 	t->refs = 1;
@@ -321,7 +321,7 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	for (i = 0; i < cfg->tls.nsni; i++)
 		n += cfg->tls.sni[i].names.n;
 	if (n > 0 && (t->names = calloc(n, sizeof(*t->names))) == NULL) {
-		report(arg, true, "out of memory");
+		report(arg, CONFIG_ERROR, "out of memory");
 		tls_set_unref(t);
 		return NULL;
 	}

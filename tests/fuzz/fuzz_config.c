@@ -15,9 +15,9 @@
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static void
-ignore(void *arg, bool is_error, const char *line)
+ignore(void *arg, enum config_severity sev, const char *line)
 {
-	(void)arg, (void)is_error;
+	(void)arg, (void)sev;
 	/* Every line must be a proper C string: touch all of it. */
 	if (strlen(line) > 4096)
 		__builtin_trap();

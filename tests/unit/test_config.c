@@ -17,12 +17,12 @@ struct diags {
 };
 
 static void
-collect(void *arg, bool is_error, const char *line)
+collect(void *arg, enum config_severity sev, const char *line)
 {
 	struct diags *d = arg;
 	size_t off = strlen(d->text);
 
-	if (is_error)
+	if (sev == CONFIG_ERROR)
 		d->errors++;
 	else
 		d->warnings++;

@@ -263,7 +263,6 @@ test_reads(void)
 	char buf[64];
 	BIO *b = open_pair(fds, 0);
 
-	errno = 0;
 	CHECK(BIO_read(b, buf, sizeof(buf)) == -1);
 	CHECK(BIO_should_retry(b) && BIO_should_read(b) && !BIO_eof(b));
 	CHECK(write(fds[1], "hello", 5) == 5);
