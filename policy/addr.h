@@ -2,6 +2,7 @@
 #ifndef MOAT_ADDR_H
 #define MOAT_ADDR_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,14 @@
 struct addr_port {
 	struct sockaddr_storage ss;
 	socklen_t len;
+};
+
+/* Room for a TCP peer, which is all a session keeps (sockaddr_storage is
+ * four times its size, in every session). */
+union sockaddr_ip {
+	struct sockaddr sa;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
 };
 
 /*

@@ -499,8 +499,7 @@ guard_on_ban(guard_ban_fn *fn, void *arg)
 
 bool
 guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, char *reply, size_t replylen,
-    enum policy_reason *reason)
+    const char *sid, enum policy_reason *reason)
 {
 	struct policy_result res;
 
@@ -515,18 +514,22 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 	}
 	metrics_admit(lc->name, policy_reason_str(res.reason));
 	*reason = res.reason;
-	if (res.reason == POLICY_BANNED)
-		reply[0] = '\0';
-	else if (lc->protocol == CFG_PROTO_SMTP)
-		snprintf(reply, replylen, "554 5.7.1 Access denied: %s\r\n",
-		    policy_reason_category(res.reason));
-	else
-		snprintf(reply, replylen, "-ERR Access denied: %s\r\n",
-		    policy_reason_category(res.reason));
 	emit_result("reject", addr, lc, sid, &res);
 	if (res.ban_new)
 		note_ban(addr, lc, sid, &res);
 	return false;
+}
+
+void
+guard_refusal(const struct cfg_listener *lc, enum policy_reason reason,
+    char *buf, size_t len)
+{
+	if (lc->protocol == CFG_PROTO_SMTP)
+		snprintf(buf, len, "554 5.7.1 Access denied: %s\r\n",
+		    policy_reason_category(reason));
+	else
+		snprintf(buf, len, "-ERR Access denied: %s\r\n",
+		    policy_reason_category(reason));
 }
 
 void

@@ -52,20 +52,27 @@ void guard_geo_report(const struct geo *g, config_report_fn *report,
     void *arg);
 
 /*
- * Asks whether addr may use listener lc. On refusal, fills reply with the
- * protocol-correct line to send (SMTP 554 5.7.1, POP3 -ERR) naming only a
- * reason category, emits a reject event (and a ban event for a new ban)
- * and returns false with *reason saying why; an already-banned address
- * (POLICY_BANNED) gets no reply at all, so it costs no session and no
- * handshake. sid may be NULL (no session yet). An admitted session must
- * call guard_release() once when it ends, unless *reason says
- * POLICY_ALLOWLIST: the allow list admits without counting the session
- * towards concurrent_per_ip. Cheap when nothing listens for
- * events: no formatting, no I/O.
+ * Asks whether addr may use listener lc. On refusal, emits a reject event
+ * (and a ban event for a new ban) and returns false with *reason saying
+ * why; guard_refusal() gives the line to send, except to an
+ * already-banned address (POLICY_BANNED), which gets no reply at all, so
+ * it costs no session and no handshake. sid may be NULL (no session yet).
+ * An admitted session must call guard_release() once when it ends,
+ * unless *reason says POLICY_ALLOWLIST: the allow list admits without
+ * counting the session towards concurrent_per_ip. Cheap when nothing
+ * listens for events: no formatting, no I/O.
  */
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, char *reply, size_t replylen,
-    enum policy_reason *reason);
+    const char *sid, enum policy_reason *reason);
+
+/*
+ * The protocol-correct refusal for reason on lc (SMTP 554 5.7.1, POP3
+ * -ERR), CRLF included, naming only a reason category. Kept apart from
+ * guard_admit() so a session waiting for its handshake holds the reason,
+ * not the line.
+ */
+void guard_refusal(const struct cfg_listener *lc, enum policy_reason reason,
+    char *buf, size_t len);
 void guard_release(const uint8_t addr[16]);
 
 /*

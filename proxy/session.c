@@ -62,6 +62,8 @@ _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
 /* How long a refused client may take to read our reply and hang up (and,
  * on SMTP, to say QUIT: smtp_refused.h). */
 #define LINGER_MS 5000
+/* Longest error detail a close line carries. */
+#define WHY_MAX 160
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
@@ -132,7 +134,7 @@ struct session {
 	const char *close_reason;	/* why the session ended */
 	const char *end_reason;	/* why it is ending (reject, EOF) */
 	size_t moved;		/* input handed over whole (filter_out()) */
-	char why[160];		/* detail for the close line */
+	char *why;		/* detail for the close line (session_why()) */
 	struct conn client;
 	struct conn backend;
 	struct filter_io filter;
@@ -140,8 +142,8 @@ struct session {
 	ev_tstamp started;	/* mono_s() */
 	ev_tstamp last_active;	/* mono_s(): the last byte moved */
 	/* The client as believed: the PROXY header's when there was one. */
-	struct sockaddr_storage peer, local;
-	socklen_t peerlen, locallen;
+	union sockaddr_ip peer, local;
+	socklen_t locallen;
 	char ip[INET6_ADDRSTRLEN];
 	uint8_t addr[16];	/* the same, for policy */
 	unsigned port;
@@ -150,7 +152,8 @@ struct session {
 	bool counted;		/* holds a policy_release() */
 	bool slotted;		/* holds a slot of list->slots for slot */
 	uint8_t slot[16];
-	char reject[160];	/* implicit TLS: reply after the handshake */
+	/* Implicit TLS: POLICY_OK, or the refusal sent after the handshake. */
+	enum policy_reason refusal;
 	struct smtp_refused refused;	/* SMTP: answering after the 554 */
 };
 
@@ -357,6 +360,30 @@ conn_clear(struct session *s, struct conn *c)
 	buf_clear(&c->out);
 }
 
+/* What s->why points at when there was no memory for the detail. */
+static char why_lost[] = "out of memory for the detail";
+
+static void
+why_free(struct session *s)
+{
+	if (s->why != why_lost)
+		free(s->why);
+	s->why = NULL;
+}
+
+/*
+ * Keeps the detail for the close line; a later one replaces it. Few
+ * sessions end with one, so it is allocated rather than room in each.
+ */
+static void
+session_why(struct session *s, const char *why)
+{
+	char *p = strndup(why, WHY_MAX - 1);
+
+	why_free(s);
+	s->why = p != NULL ? p : why_lost;
+}
+
 /* The one place a session is freed. */
 static void
 session_free(struct session *s)
@@ -371,9 +398,10 @@ session_free(struct session *s)
 	    "client_in=%" PRIu64 " client_out=%" PRIu64 " duration_ms=%"
 	    PRIu64, s->id,
 	    s->close_reason ? s->close_reason : "closed",
-	    s->why[0] ? " error=" : "",
-	    s->why[0] ? logval(s->why, b1, sizeof(b1)) : "",
+	    s->why != NULL ? " error=" : "",
+	    s->why != NULL ? logval(s->why, b1, sizeof(b1)) : "",
 	    s->client.nin, s->client.nout, ms);
+	why_free(s);
 	if (s->admitted)	/* metrics */
 		metrics_session_end(s->lc->name, (double)ms / 1000.,
 		    s->client.nin, s->client.nout);
@@ -483,14 +511,14 @@ set_client_addr(struct session *s)
 	s->ip[0] = '\0';
 	s->port = 0;
 	memset(s->addr, 0, sizeof(s->addr));
-	if (addr_to_v6((struct sockaddr *)&s->peer, a) == 0) {
+	if (addr_to_v6(&s->peer.sa, a) == 0) {
 		addr_v6_str(a, s->ip, sizeof(s->ip));
 		memcpy(s->addr, a, sizeof(s->addr));
 	}
-	if (s->peer.ss_family == AF_INET)
-		s->port = ntohs(((struct sockaddr_in *)&s->peer)->sin_port);
-	else if (s->peer.ss_family == AF_INET6)
-		s->port = ntohs(((struct sockaddr_in6 *)&s->peer)->sin6_port);
+	if (s->peer.sa.sa_family == AF_INET)
+		s->port = ntohs(s->peer.sin.sin_port);
+	else if (s->peer.sa.sa_family == AF_INET6)
+		s->port = ntohs(s->peer.sin6.sin6_port);
 }
 
 /*
@@ -524,7 +552,7 @@ backend_fail(struct session *s, const char *why)
 	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
 	    logval(why, b1, sizeof(b1)), s->ip);
 	metrics_backend_failure(s->lc->name);
-	snprintf(s->why, sizeof(s->why), "%s", why);
+	session_why(s, why);
 	if (s->lc->protocol == CFG_PROTO_SMTP)
 		snprintf(msg, sizeof(msg), "421 4.3.0 %s service temporarily "
 		    "unavailable\r\n", s->lc->name);
@@ -543,16 +571,25 @@ refused_start(struct session *s)
 	buf_init(&s->client.in, SMTP_REFUSED_LINE_MAX);
 }
 
+/* Sends the policy's refusal and ends the session after it. */
+static void
+session_refuse(struct session *s, enum policy_reason reason)
+{
+	char reply[160];
+
+	guard_refusal(s->lc, reason, reply, sizeof(reply));
+	session_reject(s, reply, "rejected");
+}
+
 /*
- * Acts on the policy verdict for s (reply: guard_admit()'s refusal line).
- * A banned address costs nothing more: no reply, no TLS. Others read a
- * protocol-correct refusal, after the handshake on implicit-TLS listeners;
- * on SMTP that is a 554, and what the client says next is answered
+ * Acts on the policy verdict for s. A banned address costs nothing more:
+ * no reply, no TLS. Others read a protocol-correct refusal, after the
+ * handshake on implicit-TLS listeners (s->refusal holds the reason till
+ * then); on SMTP that is a 554, and what the client says next is answered
  * until its QUIT (RFC 5321 3.1).
  */
 static void
-session_verdict(struct session *s, bool admitted, enum policy_reason reason,
-    const char *reply)
+session_verdict(struct session *s, bool admitted, enum policy_reason reason)
 {
 	if (!admitted) {
 		refusals_log(s->loop, s->addr, policy_reason_str(reason),
@@ -561,14 +598,14 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason,
 			session_kill(s, "banned");
 			return;
 		}
-		if (reply != s->reject)
-			snprintf(s->reject, sizeof(s->reject), "%s", reply);
 		if (s->lc->protocol == CFG_PROTO_SMTP)
 			refused_start(s);
-		if (s->lc->tls == CFG_TLS_IMPLICIT)
+		if (s->lc->tls == CFG_TLS_IMPLICIT) {
+			s->refusal = reason;
 			start_handshake(s);
-		else
-			session_reject(s, s->reject, "rejected");
+		} else {
+			session_refuse(s, reason);
+		}
 		return;
 	}
 	s->admitted = true;
@@ -596,9 +633,8 @@ session_admit(struct session *s)
 	bool ok;
 
 	enter_state(s, SESSION_ADMIT);
-	ok = guard_admit(s->addr, s->lc, s->id, s->reject, sizeof(s->reject),
-	    &reason);
-	session_verdict(s, ok, reason, s->reject);
+	ok = guard_admit(s->addr, s->lc, s->id, &reason);
+	session_verdict(s, ok, reason);
 }
 
 /* --- PROXY header from a trusted load balancer ------------------------ */
@@ -610,7 +646,7 @@ proxy_trusted(const struct session *s)
 	uint8_t a[16];
 	size_t i;
 
-	if (addr_to_v6((const struct sockaddr *)&s->peer, a) == -1)
+	if (addr_to_v6(&s->peer.sa, a) == -1)
 		return false;
 	for (i = 0; i < from->n; i++)
 		if (cidr_contains(&from->v[i], a))
@@ -625,7 +661,7 @@ proxy_fail(struct session *s, const char *why)
 
 	log_info("%s proxy_fail reason=%s ip=%s", s->id,
 	    logval(why, b1, sizeof(b1)), s->ip);
-	snprintf(s->why, sizeof(s->why), "%s", why);
+	session_why(s, why);
 	session_kill(s, "proxy_fail");
 }
 
@@ -681,8 +717,8 @@ do_proxy_header(struct session *s)
 	}
 	buf_clear(&c->in);
 	if (!h.local) {
+		/* The parser gives only IPv4 and IPv6 (proxyproto.h). */
 		memcpy(&s->peer, &h.src, h.srclen);
-		s->peerlen = h.srclen;
 		memcpy(&s->local, &h.dst, h.dstlen);
 		s->locallen = h.dstlen;
 		set_client_addr(s);
@@ -764,8 +800,8 @@ do_handshake(struct session *s)
 				    &s->filter);
 			enter_state(s, SESSION_RELAY);
 			relay_pump(s);
-		} else if (s->reject[0] != '\0') {
-			session_reject(s, s->reject, "rejected");
+		} else if (s->refusal != POLICY_OK) {
+			session_refuse(s, s->refusal);
 		} else {
 			start_connect(s);
 		}
@@ -786,7 +822,7 @@ do_handshake(struct session *s)
 		r = err == SSL_ERROR_SYSCALL && saved != 0 ? strerror(saved) :
 		    "eof";
 	tls_failed(s, r);
-	snprintf(s->why, sizeof(s->why), "%s", r);
+	session_why(s, r);
 	session_kill(s, "tls_fail");
 }
 
@@ -832,7 +868,7 @@ do_connect(struct session *s)
 	    s->lc->backend_proxy == CFG_BPROXY_V2)) {
 		/* Only a PROXY header needs our own address. */
 		s->locallen = sizeof(s->local);
-		if (getsockname(s->client.fd, (struct sockaddr *)&s->local,
+		if (getsockname(s->client.fd, &s->local.sa,
 		    &s->locallen) == -1)
 			s->locallen = 0;
 	}
@@ -842,7 +878,7 @@ do_connect(struct session *s)
 		tp = &tls;
 	}
 	n = backend_proxy_header(hdr, sizeof(hdr), s->lc->backend_proxy,
-	    (struct sockaddr *)&s->peer, (struct sockaddr *)&s->local, tp);
+	    &s->peer.sa, &s->local.sa, tp);
 	if (n < 0) {
 		backend_fail(s, "cannot build PROXY header");
 		return;
@@ -869,6 +905,7 @@ do_connect(struct session *s)
 static enum io_rc
 ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 {
+	char reason[WHY_MAX];
 	int err, saved = errno;
 	const char *r;
 
@@ -896,10 +933,9 @@ ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 		break;
 	}
 	c->ssl_broken = true;
-	r = tls_error_reason(s->why, sizeof(s->why));
-	if (r == NULL)
-		snprintf(s->why, sizeof(s->why), "%s", saved != 0 ?
-		    strerror(saved) : "tls error");
+	if ((r = tls_error_reason(reason, sizeof(reason))) == NULL)
+		r = saved != 0 ? strerror(saved) : "tls error";
+	session_why(s, r);
 	return IO_ERR;
 }
 
@@ -917,7 +953,7 @@ conn_read(struct session *s, struct conn *c)
 		return rc;
 	}
 	if ((p = buf_tail(&c->in)) == NULL) {
-		snprintf(s->why, sizeof(s->why), "out of memory");
+		session_why(s, "out of memory");
 		return IO_ERR;
 	}
 	if (c->ssl != NULL) {
@@ -961,8 +997,7 @@ conn_read(struct session *s, struct conn *c)
 				return IO_AGAIN;
 			if (errno == ECONNRESET && c->wr_shut)
 				return IO_EOF;	/* see ssl_result() */
-			snprintf(s->why, sizeof(s->why), "%s",
-			    strerror(errno));
+			session_why(s, strerror(errno));
 			return IO_ERR;
 		}
 		n = (size_t)r;
@@ -998,8 +1033,7 @@ conn_write(struct session *s, struct conn *c)
 		if (r == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				return IO_AGAIN;
-			snprintf(s->why, sizeof(s->why), "%s",
-			    strerror(errno));
+			session_why(s, strerror(errno));
 			return IO_ERR;
 		}
 		n = (size_t)r;
@@ -1025,10 +1059,11 @@ side_str(const struct session *s, const struct conn *c)
 static void
 conn_failed(struct session *s, struct conn *c)
 {
-	char why[sizeof(s->why) + 32];
+	char why[WHY_MAX + 32];
 
 	if (c == &s->backend && backend_awaited(s)) {
-		snprintf(why, sizeof(why), "%s %s", s->why,
+		snprintf(why, sizeof(why), "%s %s",
+		    s->why != NULL ? s->why : "failed",
 		    s->state == SESSION_XCLIENT ? "during XCLIENT" :
 		    "before greeting");
 		backend_fail(s, why);
@@ -1094,7 +1129,7 @@ tls_drained(struct session *s, struct conn *c)
 	if (BIO_flush(w) == 1)
 		return true;
 	if (!BIO_should_retry(w)) {
-		snprintf(s->why, sizeof(s->why), "%s", strerror(errno));
+		session_why(s, strerror(errno));
 		conn_failed(s, c);
 	}
 	return false;
@@ -1550,7 +1585,7 @@ do_xclient(struct session *s)
 			buf_consume(&b->in, len);
 			n = s->xc_step == 0 ? backend_ehlo_cmd(cmd,
 			    sizeof(cmd)) : backend_xclient_cmd(cmd,
-			    sizeof(cmd), (struct sockaddr *)&s->peer);
+			    sizeof(cmd), &s->peer.sa);
 			if (n < 0 || buf_append(&b->out, cmd, (size_t)n) ==
 			    -1) {
 				backend_fail(s, "cannot build XCLIENT");
@@ -1829,7 +1864,6 @@ struct screen {
 	bool admitted;		/* holds a policy_release() unless
 				 * reason is POLICY_ALLOWLIST */
 	enum policy_reason reason;
-	char reply[160];	/* guard_admit()'s refusal line */
 };
 
 /*
@@ -1852,7 +1886,6 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 	sc->slot = SLOTS_OK;
 	sc->admitted = false;
 	sc->reason = POLICY_OK;
-	sc->reply[0] = '\0';
 	if (list->slots != NULL) {
 		sc->slot = slots_take(list->slots, addr, false);
 		if (sc->slot != SLOTS_OK) {
@@ -1864,8 +1897,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 		}
 		sc->slotted = true;
 	}
-	sc->admitted = guard_admit(addr, lc, NULL, sc->reply,
-	    sizeof(sc->reply), &sc->reason);
+	sc->admitted = guard_admit(addr, lc, NULL, &sc->reason);
 	if (sc->admitted || sc->reason != POLICY_BANNED)
 		return false;
 	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
@@ -1924,7 +1956,6 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	if (peerlen > sizeof(s->peer))
 		peerlen = sizeof(s->peer);
 	memcpy(&s->peer, peer, peerlen);
-	s->peerlen = peerlen;
 	set_client_addr(s);
 
 	s->next = list->head;
@@ -1942,7 +1973,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 				s->slotted = true;
 			}
 			enter_state(s, SESSION_ADMIT);
-			session_verdict(s, sc.admitted, sc.reason, sc.reply);
+			session_verdict(s, sc.admitted, sc.reason);
 		}
 	} else if (list->slots == NULL || session_take_slot(s)) {
 		if (!lc->accept_proxy)

@@ -243,7 +243,7 @@ def test_silent_backend_is_logged_and_counted(failing, pki, scripted):
     assert backend_failures(failing, "smtps-mute") == before + 1
     failing.wait_log('backend_fail backend=127.0.0.1:%d reason="no greeting within 1s" '
                      'ip=127.0.0.1' % scripted["stall"].addr[1])
-    failing.wait_log("close reason=backend_unavailable")
+    failing.wait_log('close reason=backend_unavailable error="no greeting within 1s"')
 
 
 @pytest.mark.parametrize("name,line", [
@@ -295,4 +295,6 @@ def test_backend_reset_during_xclient_gives_421(failing, pki):
     assert e.value.smtp_code == 421
     assert e.value.smtp_error == b"4.3.0 smtps-xclient-reset service temporarily unavailable"
     failing.wait_log('reason="Connection reset by peer during XCLIENT"')
+    failing.wait_log('close reason=backend_unavailable '
+                     'error="Connection reset by peer during XCLIENT"')
     assert reply(failing, pki, "smtp-xclient-reset") == bye("smtp-xclient-reset")

@@ -158,6 +158,8 @@ def test_tls11_refused_and_logged(moat, pki):
         with tls_connect(moat, ctx):
             pass
     moat.wait_log("tls_fail reason=\"unsupported protocol\"")
+    # The session's close line carries the same detail.
+    moat.wait_log('close reason=tls_fail error="unsupported protocol"')
     # moat keeps serving.
     with tls_connect(moat, client_ctx(pki)) as s:
         assert s.recv(100).startswith(b"+OK")
