@@ -9,11 +9,13 @@
 # (utime+stime, /proc/PID/stat) and prints B/A; the median of those
 # ratios is the answer (below 1: B spends less).
 #
-# Usage: tests/bench/ab.sh [--mode down|up|handshake] [--reps N]
+# Usage: tests/bench/ab.sh [--mode down|up|handshake|reject] [--reps N]
 #          [--mib M] [--n N] [--line L] BUILD_A BUILD_B
 #   down       one POP3 RETR of M MiB (default 512): backend to client
 #   up         one SMTP DATA of M MiB: client to backend
 #   handshake  N TLS 1.3 handshakes (default 4000), 32 at once
+#   reject     N connections (default 120000), 64 at once, from 127.0.0.2,
+#              which both moats have banned (moatctl ban): figure 6
 #   --reps N   repetitions (default 5); the first to start alternates
 #   --line L   message lines of L bytes (default 510; mail: 76 or so)
 # BUILD_A and BUILD_B are build directories (meson setup DIR && ninja -C
@@ -23,7 +25,7 @@ set -u -o pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-MODE=down REPS=5 MIB=512 N=4000 LINE=510
+MODE=down REPS=5 MIB=512 N= LINE=510
 while [ $# -gt 2 ]; do
 	case $1 in
 	--mode) MODE=$2; shift ;;
@@ -36,21 +38,23 @@ while [ $# -gt 2 ]; do
 	shift
 done
 if [ $# -ne 2 ]; then
-	sed -n '12,21s/^# \{0,1\}//p' "$0" >&2
+	sed -n '12,23s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 fi
 A=$(cd "$1" 2>/dev/null && pwd) || { echo "ab.sh: no build $1" >&2; exit 2; }
 B=$(cd "$2" 2>/dev/null && pwd) || { echo "ab.sh: no build $2" >&2; exit 2; }
 LOADGEN=$A/tests/bench/loadgen
 BACKEND=$A/tests/bench/backend
-for b in "$A/proxy/moat" "$B/proxy/moat" "$LOADGEN" "$BACKEND"; do
+MOATCTL=$A/proxy/moatctl
+for b in "$A/proxy/moat" "$B/proxy/moat" "$LOADGEN" "$BACKEND" "$MOATCTL"; do
 	[ -x "$b" ] || { echo "ab.sh: $b missing: build the tree first" >&2; exit 2; }
 done
 case $MODE in
 down) PORT_OFF=2 LOAD=(stream --proto pop3 -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
 up) PORT_OFF=1 LOAD=(stream --proto smtp -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
-handshake) PORT_OFF=0 LOAD=(handshake -n "$N" -c 32) ;;
-*) echo "ab.sh: --mode down, up or handshake" >&2; exit 2 ;;
+handshake) PORT_OFF=0 LOAD=(handshake -n "${N:-4000}" -c 32) ;;
+reject) PORT_OFF=0 LOAD=(reject -s 127.0.0.2 -n "${N:-120000}" -c 64 --timeout 5) ;;
+*) echo "ab.sh: --mode down, up, handshake or reject" >&2; exit 2 ;;
 esac
 
 ports_free 24760 24779 || { echo "ab.sh: stop what holds them" >&2; exit 2; }
@@ -99,6 +103,13 @@ start_moat b "$B" 24775
 PID_b=$!
 wait_listen 24770 24771 24772 24775 24776 24777 ||
 	{ echo "ab.sh: moat did not start; see its log:" >&2; cat "$W"/[ab]/out.log >&2; exit 1; }
+
+if [ "$MODE" = reject ]; then
+	for m in a b; do
+		"$MOATCTL" -s "$W/$m/moat.sock" ban 127.0.0.2 1h >"$W/moatctl.out" 2>&1 ||
+			{ echo "ab.sh: moatctl ban failed: $(cat "$W/moatctl.out")" >&2; exit 1; }
+	done
+fi
 
 TLSARGS=(--groups X25519 --ciphersuites TLS_AES_128_GCM_SHA256)
 for port in 24770 24775; do	# warm up: lazy initialisation, page faults
