@@ -756,12 +756,13 @@ k_daemon_log_level(struct loader *l, const struct toml_value *v,
 {
 	static const char *const names[] = { "warning", "info", "debug",
 	    NULL };
-	static const int prio[] = { 4, 6, 7 };
+	static const enum log_level levels[] = { LOG_LEVEL_WARNING,
+	    LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 	int i;
 
 	(void)kp, (void)ctx;
 	if (get_enum(l, v, "daemon.log_level", names, &i))
-		l->cfg->daemon.log_level = prio[i];
+		l->cfg->daemon.log_level = levels[i];
 }
 
 static void
@@ -1907,7 +1908,7 @@ config_defaults(struct config *cfg)
 	cfg->daemon.state_file = xstrdup("/var/lib/moat/state");
 	cfg->daemon.workers = 1;
 	cfg->daemon.drain_ms = 30 * 1000;
-	cfg->daemon.log_level = 6;
+	cfg->daemon.log_level = LOG_LEVEL_INFO;
 	cfg->daemon.max_sessions = 10000;
 	cfg->daemon.reserved_sessions = RESERVED_UNSET;
 	cfg->tls.min_version = TLS1_2_VERSION;

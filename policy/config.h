@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "log.h"
 
 enum cfg_protocol {
 	CFG_PROTO_SMTP = 0,
@@ -96,8 +97,7 @@ struct config {
 		bool metrics_enabled;
 		struct addr_port metrics;
 		uint64_t drain_ms;	/* SIGTERM grace period */
-		int log_level;		/* syslog priority shown at most:
-					 * 4 warning, 6 info, 7 debug */
+		enum log_level log_level;	/* the most verbose shown */
 		uint32_t max_sessions;	/* 0: no global cap */
 		uint32_t reserved_sessions; /* of max_sessions, kept for
 					     * addresses holding few */

@@ -486,7 +486,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "towards concurrent_per_ip (bans stay)");
 	gen_unref(srv->gen);
 	srv->gen = g;
-	log_set_level((enum log_level)gen_config(g)->daemon.log_level);
+	log_set_level(gen_config(g)->daemon.log_level);
 	server_limits(srv, gen_config(g));
 	/* The key store outlives generations: only a reload that took
 	 * effect may change how long tickets live. */
@@ -871,7 +871,7 @@ server_run(struct config *cfg, const char *config_path)
 	}
 	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
 		return 1;
-	log_set_level((enum log_level)gen_config(srv.gen)->daemon.log_level);
+	log_set_level(gen_config(srv.gen)->daemon.log_level);
 	ticketkeys_configure(gen_config(srv.gen)->tls.ticket_rotation_ms);
 	metrics_init();
 	server_nofile(gen_config(srv.gen));

@@ -105,7 +105,7 @@ test_defaults(void)
 	CHECK_STR_EQ(cfg->daemon.control_socket, "/run/moat/control.sock");
 	CHECK_STR_EQ(cfg->daemon.state_file, "/var/lib/moat/state");
 	CHECK(!cfg->daemon.metrics_enabled);
-	CHECK_INT_EQ(cfg->daemon.log_level, 6);
+	CHECK_INT_EQ(cfg->daemon.log_level, LOG_LEVEL_INFO);
 	CHECK_INT_EQ(cfg->tls.min_version, TLS1_2_VERSION);
 	CHECK(!cfg->tls.session_tickets);
 	CHECK_INT_EQ(cfg->tls.ticket_rotation_ms, 3600000);
@@ -174,7 +174,7 @@ test_values(void)
 	CHECK_INT_EQ(cfg->daemon.drain_ms, 60000);
 	CHECK_INT_EQ(cfg->daemon.max_sessions, 500);
 	CHECK_INT_EQ(cfg->daemon.reserved_sessions, 20);
-	CHECK_INT_EQ(cfg->daemon.log_level, 4);
+	CHECK_INT_EQ(cfg->daemon.log_level, LOG_LEVEL_WARNING);
 	lis = &cfg->listeners[0];
 	CHECK_INT_EQ(lis->protocol, CFG_PROTO_POP3);
 	CHECK_INT_EQ(lis->nlisten, 2);
