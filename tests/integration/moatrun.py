@@ -150,16 +150,27 @@ class Moat:
     def port(self, name: str) -> int:
         return self.addr(name)[1]
 
-    def start(self, timeout: float = 20.0) -> "Moat":
+    def _spawn(self) -> int:
+        """Starts the process; returns where its lines begin in the log."""
         args = self.wrap + [str(moat_binary()), "-c", str(self.config_path)] + \
             ["-v"] * self.verbose
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=self.workdir)
+        return offset
+
+    def start(self, timeout: float = 20.0) -> "Moat":
+        """Starts moat and returns once it runs. Its ports answer before
+        it has opened everything else (the control socket, the events
+        file, the workers), and a moat that fails after binding them
+        answers for a moment, so with -v the "moat running" line is what
+        says it runs."""
+        offset = self._spawn()
+        deadline = time.monotonic() + timeout
         for name in self.listeners:
             for i in range(len(self.listeners[name]["listen"])):
                 host, port = self.addr(name, i)
-                deadline = time.monotonic() + timeout
                 while True:
                     if self.proc.poll() is not None:
                         raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
@@ -169,7 +180,34 @@ class Moat:
                     except TimeoutError:
                         if time.monotonic() > deadline:
                             raise
+        while self.verbose > 0 and b"moat running" not in self._log_from(offset):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"moat did not say it runs:\n{self.log()[-4000:]}")
+            time.sleep(0.02)
         return self
+
+    def run_until_exit(self, timeout: float = 20.0) -> int:
+        """Runs moat where it must refuse to start; returns its exit code
+        (start() cannot tell, see there)."""
+        self._spawn()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._log.close()
+
+    def _log_from(self, offset: int) -> bytes:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return b""
 
     def log(self) -> str:
         try:
