@@ -1051,6 +1051,17 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
+/*
+ * The control socket is opened first at start, so it is what a moat
+ * started without root meets first under the default /run/moat.
+ */
+static const char *
+root_hint(int e)
+{
+	return e == EACCES && geteuid() != 0 ? " (moat starts as root and "
+	    "then runs as daemon.user)" : "";
+}
+
 /* Makes the directories above path (mode 0750), like mkdir -p. */
 static int
 make_parents(const char *path, char *err, size_t errlen)
@@ -1062,8 +1073,11 @@ make_parents(const char *path, char *err, size_t errlen)
 	for (p = buf + 1; (p = strchr(p, '/')) != NULL; p++) {
 		*p = '\0';
 		if (mkdir(buf, 0750) == -1 && errno != EEXIST) {
+			int e = errno;
+
 			snprintf(err, errlen, "control socket: cannot create "
-			    "directory %s: %s", buf, strerror(errno));
+			    "directory %s: %s%s", buf, strerror(e),
+			    root_hint(e));
 			return -1;
 		}
 		*p = '/';
@@ -1121,7 +1135,7 @@ control_open(struct ev_loop *loop, const char *path,
 	struct sockaddr_un sun;
 	struct stat st;
 	mode_t old;
-	int rc;
+	int rc, e;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -1160,7 +1174,9 @@ control_open(struct ev_loop *loop, const char *path,
 	log_info("control socket %s", path);
 	return ctl;
 fail:
-	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+	e = errno;
+	snprintf(err, errlen, "control socket %s: %s%s", path, strerror(e),
+	    root_hint(e));
 	if (ctl->fd != -1)
 		close(ctl->fd);
 	free(ctl->path);

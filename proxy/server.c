@@ -902,17 +902,19 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_start(srv.loop, &srv.sigint);
 	ev_signal_start(srv.loop, &srv.sigusr1);
 	/*
-	 * What needs root comes first (ports, the control socket); then
+	 * What needs root comes first (the control socket, ports); then
 	 * daemon.user takes over, and the rest (events file, state file,
 	 * geo database, firewall writer thread, worker threads) opens as
 	 * that user, as it will be reopened on reload. The writer thread
-	 * inherits CAP_NET_ADMIN from here.
+	 * inherits CAP_NET_ADMIN from here. The control socket goes before
+	 * the ports: a moat that finds another one answering there exits
+	 * before its ports ever accept a connection it would then drop.
 	 */
-	if (lplan_bind(&srv, srv.gen, &pl, NULL) == -1)
+	if (server_dirs(&srv) == -1 || server_ops_open(&srv) == -1 ||
+	    lplan_bind(&srv, srv.gen, &pl, NULL) == -1)
 		goto fail;
 	lplan_commit(&srv, srv.gen, &pl);
-	if (server_dirs(&srv) == -1 || server_ops_open(&srv) == -1 ||
-	    server_privdrop(&srv) == -1 ||
+	if (server_privdrop(&srv) == -1 ||
 	    events_prepare(&srv, gen_config(srv.gen), &log, NULL) == -1)
 		goto fail;
 	events_commit(&srv, log, NULL);

@@ -334,13 +334,17 @@ def test_usage():
     assert "usage: moat" in r.stderr
 
 
-def test_low_port_without_root_says_why(confdir):
-    """Started as an ordinary user on a port below 1024: the error says the
-    port needs a start as root, not that a restart would do."""
+def test_start_without_root_says_why(confdir):
+    """Started as an ordinary user: the control socket, opened first,
+    cannot be made in a directory only root may write, and the error says
+    moat starts as root; given a directory it may write, the port below
+    1024 fails next, and that error says the port needs a start as root,
+    not that a restart would do."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start moat as nobody")
     # Outside pytest's 0700 tree, so that nobody can read the files.
     d = tempfile.mkdtemp(prefix="moat-lowport-", dir="/tmp")
+    runs = []
     try:
         os.chmod(d, 0o755)
         for name in ("cert.pem", "key.pem"):
@@ -350,7 +354,7 @@ def test_low_port_without_root_says_why(confdir):
         with open(cfg, "w") as f:
             f.write(textwrap.dedent(f"""\
                 [daemon]
-                control_socket = "{d}/moat.sock"
+                control_socket = "{d}/run/moat.sock"
                 state_file = "{d}/moat.state"
                 [tls]
                 certificate = "cert.pem"
@@ -367,12 +371,24 @@ def test_low_port_without_root_says_why(confdir):
                 file = ""
                 """))
         os.chmod(cfg, 0o644)
-        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                            "--clear-groups", MOAT, "-c", cfg],
-                           capture_output=True, text=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+        for writable in (False, True):
+            if writable:
+                os.mkdir(os.path.join(d, "run"), 0o777)
+                os.chmod(os.path.join(d, "run"), 0o777)
+            runs.append(subprocess.run(
+                ["setpriv", "--reuid=nobody", "--regid=nogroup",
+                 "--clear-groups", MOAT, "-c", cfg],
+                capture_output=True, text=True, timeout=30,
+                stdin=subprocess.DEVNULL))
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    r = runs[0]
+    assert r.returncode == 1, r.stderr
+    assert f"control socket: cannot create directory {d}/run: Permission " \
+        "denied (moat starts as root and then runs as daemon.user)" \
+        in r.stderr, r.stderr
+    assert "listen" not in r.stderr, r.stderr
+    r = runs[1]
     assert r.returncode == 1, r.stderr
     assert "cannot listen on 127.0.0.1:1: Permission denied (a port below " \
         "1024 needs moat to start as root)" in r.stderr, r.stderr

@@ -586,12 +586,14 @@ def test_json_output_on_every_failure(tmp_path, reply, read_request, why):
 def test_socket_mode_stale_and_second_moat(moat, tmp_path, pki, stack):
     st = os.stat(moat.control_socket)
     assert st.st_mode & 0o777 == 0o600
-    # A second moat on the same socket refuses to start.
+    # A second moat on the same socket refuses to start, before it
+    # listens on its port.
     m2 = Moat(tmp_path / "second", pki, [lb("smtp", stack.smtp_addr, tls="none")])
     m2.config_path.write_text(m2.config_path.read_text().replace(
         str(m2.workdir / "moat.sock"), str(moat.control_socket)))
     assert m2.run_until_exit(timeout=10) == 1
     assert "control socket: another moat answers on " + str(moat.control_socket) in m2.log()
+    assert "listening on" not in m2.log()
     # The first still answers.
     ok(moat.ctl("status"))
 
