@@ -172,8 +172,7 @@ class Moat:
             for i in range(len(self.listeners[name]["listen"])):
                 host, port = self.addr(name, i)
                 while True:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
+                    self._raise_if_exited()
                     try:
                         wait_port(host, port, timeout=0.5)
                         break
@@ -181,8 +180,7 @@ class Moat:
                         if time.monotonic() > deadline:
                             raise
         while self.verbose > 0 and b"moat running" not in self._log_from(offset):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
+            self._raise_if_exited()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"moat did not say it runs:\n{self.log()[-4000:]}")
             time.sleep(0.02)
@@ -200,6 +198,10 @@ class Moat:
             raise
         finally:
             self._log.close()
+
+    def _raise_if_exited(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"moat exited {self.proc.returncode}:\n{self.log()}")
 
     def _log_from(self, offset: int) -> bytes:
         try:
