@@ -1094,8 +1094,15 @@ clear_stale(const char *path, const struct sockaddr_un *sun, char *err,
 	struct stat st;
 	int fd, rc;
 
-	if (lstat(path, &st) == -1)
-		return errno == ENOENT ? 0 : -1;
+	if (lstat(path, &st) == -1) {
+		int e = errno;
+
+		if (e == ENOENT)
+			return 0;
+		snprintf(err, errlen, "control socket %s: %s%s", path,
+		    strerror(e), root_hint(e));
+		return -1;
+	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, errlen, "control socket: %s exists and is not "
 		    "a socket", path);

@@ -663,7 +663,7 @@ static int
 server_ops_open(struct server *srv)
 {
 	const struct config *cfg = gen_config(srv->gen);
-	char err[512];
+	char err[512] = "";
 
 	srv->hooks.arg = srv;
 	srv->hooks.gen = hook_gen;

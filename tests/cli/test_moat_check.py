@@ -336,10 +336,11 @@ def test_usage():
 
 def test_start_without_root_says_why(confdir):
     """Started as an ordinary user: the control socket, opened first,
-    cannot be made in a directory only root may write, and the error says
-    moat starts as root; given a directory it may write, the port below
-    1024 fails next, and that error says the port needs a start as root,
-    not that a restart would do."""
+    cannot be made in a directory only root may write, nor looked for in
+    the 0750 root directory a start as root leaves behind, and both errors
+    say moat starts as root; given a directory it may write, the port
+    below 1024 fails next, and that error says the port needs a start as
+    root, not that a restart would do."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start moat as nobody")
     # Outside pytest's 0700 tree, so that nobody can read the files.
@@ -371,10 +372,12 @@ def test_start_without_root_says_why(confdir):
                 file = ""
                 """))
         os.chmod(cfg, 0o644)
-        for writable in (False, True):
-            if writable:
-                os.mkdir(os.path.join(d, "run"))
-                os.chmod(os.path.join(d, "run"), 0o777)   # not the umask's
+        for step in ("absent", "root's", "writable"):
+            if step == "root's":
+                os.mkdir(os.path.join(d, "run"), 0o750)
+                os.chmod(os.path.join(d, "run"), 0o750)   # not the umask's
+            if step == "writable":
+                os.chmod(os.path.join(d, "run"), 0o777)
             runs.append(subprocess.run(
                 ["setpriv", "--reuid=nobody", "--regid=nogroup",
                  "--clear-groups", MOAT, "-c", cfg],
@@ -389,6 +392,11 @@ def test_start_without_root_says_why(confdir):
         in r.stderr, r.stderr
     assert "cannot listen" not in r.stderr, r.stderr
     r = runs[1]
+    assert r.returncode == 1, r.stderr
+    assert f"control socket {d}/run/moat.sock: Permission denied (moat " \
+        "starts as root and then runs as daemon.user)" in r.stderr, r.stderr
+    assert "cannot listen" not in r.stderr, r.stderr
+    r = runs[2]
     assert r.returncode == 1, r.stderr
     assert "cannot listen on 127.0.0.1:1: Permission denied (a port below " \
         "1024 needs moat to start as root)" in r.stderr, r.stderr
