@@ -1033,6 +1033,11 @@ conn_write(struct session *s, struct conn *c)
 		if (r == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				return IO_AGAIN;
+			/* The backend closed, and its kernel refused this:
+			 * conn_flush() ends the writing only. */
+			if ((errno == EPIPE || errno == ECONNRESET) &&
+			    c == &s->backend && s->state == SESSION_RELAY)
+				return IO_EOF;
 			session_why(s, strerror(errno));
 			return IO_ERR;
 		}
@@ -1117,6 +1122,26 @@ conn_fill(struct session *s, struct conn *c)
 }
 
 /*
+ * The backend closed while the client still sent: a backend that ends a
+ * session (an error limit, a shutdown, its own timeout) may have written
+ * its last words before it closed, and they may still wait in moat or
+ * in the kernel, behind the reset that our write met. Ending the session
+ * here would cut the client off before them; a client connected to the
+ * backend directly reads them all. So only the writing ends: what the
+ * client sends from now on is dropped (run_filter()), and the backend is
+ * read to its end of stream, which goes on to the client as usual.
+ */
+static void
+backend_write_gone(struct session *s, struct conn *b)
+{
+	log_info("%s backend_closed_writing discarded=%zu", s->id,
+	    buf_len(&b->out));
+	buf_clear(&b->out);
+	b->shut_pending = false;
+	b->wr_shut = true;
+}
+
+/*
  * Sends the records c's write BIO holds (tlsout.h). False while some
  * remain, because the socket is full (conn_events() then watches it) or
  * because c failed (conn_failed()).
@@ -1157,7 +1182,12 @@ conn_flush(struct session *s, struct conn *c, bool more)
 			progress = true;
 			break;
 		case IO_AGAIN:
+			return false;
 		case IO_EOF:
+			if (c == &s->backend) {
+				backend_write_gone(s, c);
+				return true;
+			}
 			return false;
 		case IO_ERR:
 			conn_failed(s, c);

@@ -10,6 +10,7 @@ against the real Postfix of mailstack.py.
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -68,6 +70,114 @@ def good():
 def rss_bound_kb(m: Moat) -> int:
     # ASan's shadow memory and quarantine cost far more than moat itself.
     return (400 if m.sanitized() else 64) * 1024
+
+
+SIOCOUTQ = 0x5411       # linux/sockios.h: bytes not yet acknowledged
+
+
+class LastWordsBackend:
+    """A POP3 backend that answers RETR with more than moat can pass on
+    to a client that does not read, then closes: what it sent until moat
+    stopped taking it is its last word, and `delivered` counts those
+    bytes (sent, minus what the kernel still held when it closed)."""
+
+    def __init__(self):
+        self.ls = socket.create_server(("127.0.0.1", 0))
+        self.addr = self.ls.getsockname()
+        self.delivered = 0
+        self.closed = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    @staticmethod
+    def _outq(s) -> int:
+        return struct.unpack("i", fcntl.ioctl(s.fileno(), SIOCOUTQ, b"\0" * 4))[0]
+
+    def _run(self) -> None:
+        # moat's start-up probe (a connection to the port) comes first.
+        while not self.closed.is_set():
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s) -> None:
+        with s:
+            s.sendall(b"+OK ready\r\n")
+            got = b""
+            while b"RETR 1\r\n" not in got:
+                d = s.recv(4096)
+                if not d:
+                    return
+                got += d
+            s.sendall(b"+OK message follows\r\n")
+            sent = len(b"+OK message follows\r\n")
+            chunk = b"x" * 68 + b"\r\n"
+            chunk *= 1024
+            # Until moat stops reading (its buffers and the client's path
+            # full): the unacknowledged bytes stop going down for 1 s.
+            s.setblocking(False)
+            deadline = time.monotonic() + 60
+            stuck_since, last = 0.0, -1
+            while time.monotonic() < deadline:
+                try:
+                    sent += s.send(chunk)
+                    last = -1
+                    continue
+                except BlockingIOError:
+                    pass
+                q = self._outq(s)
+                if q != last:
+                    stuck_since, last = time.monotonic(), q
+                elif time.monotonic() - stuck_since > 1.0:
+                    break
+                time.sleep(0.02)
+            self.delivered = sent - self._outq(s)
+        self.closed.set()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_backend_last_words_reach_the_client(pki, tmp_path, tls):
+    """The backend closes while moat still holds what it sent before
+    (the client reads slowly) and the client sends another command,
+    which the backend's kernel answers with a reset: moat stops writing
+    to the backend but not reading it, and the client gets every byte
+    the backend sent before it closed, then the end of stream, as it
+    would straight from the backend. moat used to end the session at
+    the failed write and drop what it held."""
+    b = LastWordsBackend()
+    m = Moat(tmp_path, pki, [listener("pop", b.addr, protocol="pop3",
+                                      tls="implicit" if tls else "none")]).start()
+    try:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(m.addr("pop"))
+        if tls:
+            c = ctx_for(pki).wrap_socket(c, server_hostname="localhost")
+        c.settimeout(10)
+        got = b""
+        while b"\r\n" not in got:
+            got += c.recv(100)
+        greeting = len(got)
+        c.sendall(b"RETR 1\r\n")
+        assert b.closed.wait(70), "the backend never saw moat stop reading"
+        assert b.delivered > 0
+        # The first command meets the closed socket (reset); the second
+        # finds the reset (EPIPE).
+        for _ in range(2):
+            c.sendall(b"NOOP\r\n")
+            time.sleep(0.5)
+        got += read_until_close(c, 30)
+        assert len(got) >= greeting + b.delivered, \
+            f"client got {len(got) - greeting} of {b.delivered} bytes"
+        log = m.wait_log("backend_closed_writing")
+        assert "backend_error" not in log
+        assert m.proc.poll() is None
+        c.close()
+    finally:
+        assert m.stop() == 0
+        b.ls.close()
 
 
 # --- backends that misbehave -----------------------------------------------
