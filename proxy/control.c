@@ -918,6 +918,11 @@ cclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	if (c->tail)
+		log_info("control: closing a tail reader that read nothing "
+		    "for %.0f s while events waited (%llu dropped for it since "
+		    "its last line)", CTL_IDLE,
+		    (unsigned long long)c->tail_dropped);
 	cclient_free(c);
 }
 

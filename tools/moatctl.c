@@ -409,9 +409,14 @@ main(int argc, char *argv[])
 	if (werr) {
 		fail(false, "cannot write the reply: %s", strerror(errno));
 		ok = false;
-	} else if (!ended && must_end) {
+	} else if (!ended) {
+		/* moat ends a tail with "." too, when it stops; a tail cut
+		 * off without it did not end as the user meant. */
 		fail(json, "%s: %s", path, n == -1 && ferror(in) ?
-		    strerror(errno) : "reply cut short");
+		    strerror(errno) : must_end ? "reply cut short" :
+		    "the stream ended without moat's end mark (moat was "
+		    "killed, or it dropped this reader for reading nothing "
+		    "for 60 s while events waited)");
 		ok = false;
 	}
 	fclose(in);

@@ -12,6 +12,7 @@ import os
 import pwd
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -761,10 +762,10 @@ def test_stalled_tail_follower_is_closed(moat):
     stalled.sendall(b"tail\n")
     quiet = ctl_socket(moat)
     quiet.sendall(b"tail --ip 192.0.2.250\n")
-    deadline = time.monotonic() + 10
-    while js(moat.ctl("--json", "status"))["events"]["tail_clients"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # moatctl itself, stopped: it reads nothing either.
+    t = Tail(moat, "tail")
+    t.wait_following(3)
+    t.p.send_signal(signal.SIGSTOP)
     # 2 x 1500 ban and unban events, more than the kernel's buffer and
     # moat's queue for one follower can hold.
     w = ctl_socket(moat, 1 << 20)
@@ -787,3 +788,56 @@ def test_stalled_tail_follower_is_closed(moat):
     assert js(moat.ctl("--json", "status"))["events"]["tail_clients"] == 1
     quiet.close()
     stalled.close()
+    moat.wait_log("control: closing a tail reader that read nothing for "
+                  "60 s while events waited")
+    # moatctl, let go on, prints what it had and says that the stream
+    # was cut off, not ended: a wrapper script must not take it for a
+    # normal end.
+    t.p.send_signal(signal.SIGCONT)
+    out, err = t.p.communicate(timeout=30)
+    assert t.p.returncode == 1, err
+    assert b" ban 2001:db8::" in out
+    assert b"the stream ended without moat's end mark (moat was killed, " \
+        b"or it dropped this reader for reading nothing for 60 s while " \
+        b"events waited)" in err, err
+
+
+def test_tail_end_says_how_it_ended(tmp_path, pki, stack):
+    """moat ends every tail when it stops, and moatctl then exits 0; a
+    tail cut off without that end (moat killed) is a failure, human and
+    --json (one error object after the events)."""
+    for how in ("stop", "kill"):
+        m = Moat(tmp_path / how, pki, [lb("smtp", stack.smtp_addr, tls="none")])
+        m.start()
+        human = Tail(m, "tail")
+        machine = Tail(m, "--json", "tail")
+        try:
+            human.wait_following(2)
+            ok(m.ctl("ban", "192.0.2.7", "1m"))
+            assert " ban 192.0.2.7 " in human.line()
+            assert json.loads(machine.line())["event"] == "ban"
+            if how == "stop":
+                assert m.stop() == 0
+            else:
+                m.proc.kill()
+                m.proc.wait()
+                m.stop()
+            for t in (human, machine):
+                out, err = t.p.communicate(timeout=15)
+                t.out = t.buf + out
+                t.err = err.decode()
+        finally:
+            for t in (human, machine):
+                if t.p.poll() is None:
+                    t.close()
+            m.stop()
+        if how == "stop":
+            assert human.p.returncode == 0, human.err
+            assert machine.p.returncode == 0, machine.err
+            assert human.err == "" and machine.err == ""
+        else:
+            assert human.p.returncode == 1
+            assert "moatctl: " in human.err and "end mark" in human.err
+            assert machine.p.returncode == 1
+            last = json.loads(machine.out.decode().splitlines()[-1])
+            assert last["ok"] is False and "end mark" in last["error"]
