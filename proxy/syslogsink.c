@@ -1,0 +1,188 @@
+/* syslogsink.c - a syslog client that drops a message rather than wait. */
+#include "syslogsink.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mono.h"
+
+/*
+ * glibc's syslog(3) sends on a blocking socket, so a syslog daemon that
+ * lags (its queue holds net.unix.max_dgram_qlen datagrams, 10 by default)
+ * stops the caller until it reads. Events are sent with
+ * every worker waiting on one mutex; this client never waits: what the
+ * daemon cannot take now is dropped, and the caller counts it.
+ */
+
+/* A connect is tried at most this often, in milliseconds. */
+#define SYSLOG_SINK_RETRY_MS 1000
+
+struct syslog_sink {
+	struct sockaddr_un sun;
+	socklen_t sunlen;	/* 0: the path does not fit in sun_path */
+	int fd;			/* -1: not connected */
+	int pri;
+	int err;		/* why the last connect failed */
+	bool tried;		/* a connect was tried, at tried_ms */
+	uint64_t tried_ms;
+	size_t taglen;
+	char tag[64];		/* "ident[pid]: " */
+};
+
+static int
+sink_connect(struct syslog_sink *sink)
+{
+	int fd;
+
+	sink->tried = true;
+	sink->tried_ms = mono_ms();
+	if (sink->sunlen == 0) {
+		sink->err = ENAMETOOLONG;
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		sink->err = errno;
+		return -1;
+	}
+	/* A datagram connect neither waits nor completes later. */
+	while (connect(fd, (const struct sockaddr *)&sink->sun,
+	    sink->sunlen) == -1) {
+		if (errno == EINTR)
+			continue;
+		sink->err = errno;
+		close(fd);
+		return -1;
+	}
+	sink->fd = fd;
+	return 0;
+}
+
+static bool
+sink_may_connect(const struct syslog_sink *sink)
+{
+	return !sink->tried ||
+	    mono_ms() - sink->tried_ms >= SYSLOG_SINK_RETRY_MS;
+}
+
+/* Errors after which the socket is worth connecting again: the daemon
+ * went away (and may be back under the same path). */
+static bool
+sink_gone(int err)
+{
+	return err == ECONNREFUSED || err == ENOTCONN || err == ECONNRESET ||
+	    err == EPIPE || err == ENOENT;
+}
+
+/* One datagram: header, tag and msg. 0, or -1 with errno. */
+static int
+sink_put(struct syslog_sink *sink, const char *msg, size_t len)
+{
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr",
+	    "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	struct iovec iov[3];
+	struct msghdr mh;
+	struct tm tm;
+	time_t now = time(NULL);
+	char head[80];
+	ssize_t w;
+	int n;
+
+	if (localtime_r(&now, &tm) == NULL)
+		memset(&tm, 0, sizeof(tm));
+	/* "Dec  3": the day is padded with a space, as RFC 3164 has it. */
+	n = snprintf(head, sizeof(head), "<%d>%s %2d %02d:%02d:%02d ",
+	    sink->pri, months[tm.tm_mon >= 0 && tm.tm_mon < 12 ?
+	    tm.tm_mon : 0], tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	if (n < 0 || (size_t)n >= sizeof(head)) {
+		errno = EINVAL;
+		return -1;
+	}
+	iov[0].iov_base = head;
+	iov[0].iov_len = (size_t)n;
+	iov[1].iov_base = sink->tag;
+	iov[1].iov_len = sink->taglen;
+	/* sendmsg() only reads it; struct iovec has no const member. */
+	iov[2].iov_base = (void *)(uintptr_t)msg;
+	iov[2].iov_len = len;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = 3;
+	do
+		w = sendmsg(sink->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (w == -1 && errno == EINTR);
+	return w == -1 ? -1 : 0;
+}
+
+struct syslog_sink *
+syslog_sink_open(const char *path, const char *ident, int pri)
+{
+	struct syslog_sink *sink = calloc(1, sizeof(*sink));
+	int n;
+
+	if (sink == NULL)
+		return NULL;
+	sink->fd = -1;
+	sink->pri = pri;
+	sink->sun.sun_family = AF_UNIX;
+	if (strlen(path) < sizeof(sink->sun.sun_path)) {
+		memcpy(sink->sun.sun_path, path, strlen(path) + 1);
+		sink->sunlen = (socklen_t)(offsetof(struct sockaddr_un,
+		    sun_path) + strlen(path) + 1);
+	}
+	n = snprintf(sink->tag, sizeof(sink->tag), "%s[%ld]: ", ident,
+	    (long)getpid());
+	sink->taglen = n < 0 ? 0 : (size_t)n < sizeof(sink->tag) ?
+	    (size_t)n : sizeof(sink->tag) - 1;
+	/* Load the time zone now, while /etc/localtime is surely readable;
+	 * localtime_r() does not look at it again. */
+	tzset();
+	(void)sink_connect(sink);
+	return sink;
+}
+
+int
+syslog_sink_send(struct syslog_sink *sink, const char *msg, size_t len)
+{
+	int attempt, err = 0;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (sink->fd == -1 && (!sink_may_connect(sink) ||
+		    sink_connect(sink) == -1)) {
+			errno = sink->err;
+			return -1;
+		}
+		if (sink_put(sink, msg, len) == 0)
+			return 0;
+		/* EAGAIN, EWOULDBLOCK, ENOBUFS: the reader lags, and this
+		 * client exists so as not to wait for it. */
+		err = errno;
+		if (!sink_gone(err))
+			return -1;
+		close(sink->fd);
+		sink->fd = -1;
+		sink->err = err;
+	}
+	errno = err;
+	return -1;
+}
+
+void
+syslog_sink_close(struct syslog_sink *sink)
+{
+	if (sink == NULL)
+		return;
+	if (sink->fd != -1)
+		close(sink->fd);
+	free(sink);
+}
