@@ -360,10 +360,13 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    cfg_firewall_str(cfg->firewall.backend), fw_state);
 	for (cc = ctl->clients; cc != NULL; cc = cc->next)
 		tails += cc->tail;
-	(void)sbuf_printf(&h, "%-12s %llu written, %llu dropped; %zu "
-	    "following (tail)\n", "events",
+	(void)sbuf_printf(&h, "%-12s %llu written, %llu dropped", "events",
 	    (unsigned long long)events_written(),
-	    (unsigned long long)events_dropped(), tails);
+	    (unsigned long long)events_dropped());
+	if (cfg->events.syslog)
+		(void)sbuf_printf(&h, ", %llu not sent to syslog",
+		    (unsigned long long)events_syslog_dropped());
+	(void)sbuf_printf(&h, "; %zu following (tail)\n", tails);
 	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
 	    "\"totals\":{"
 	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
@@ -372,7 +375,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "\"backend_failures\":%llu,\"bans\":%llu},"
 	    "\"bans_active\":%zu,\"firewall\":{\"backend\":\"%s\","
 	    "\"state\":\"%s\"},\"events\":{\"written\":%llu,"
-	    "\"dropped\":%llu,\"tail_clients\":%zu},\"certificates\":[",
+	    "\"dropped\":%llu,\"syslog_dropped\":%llu,\"tail_clients\":%zu},"
+	    "\"certificates\":[",
 	    sessions, (int)wj.len, wj.p ? wj.p : "",
 	    (unsigned long long)t.connections,
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
@@ -384,7 +388,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.bans, bans_active,
 	    cfg_firewall_str(cfg->firewall.backend), fw_state,
 	    (unsigned long long)events_written(),
-	    (unsigned long long)events_dropped(), tails);
+	    (unsigned long long)events_dropped(),
+	    (unsigned long long)events_syslog_dropped(), tails);
 	sbuf_init(&certs_h, CTL_REPLY_MAX);
 	sbuf_init(&certs_j, CTL_REPLY_MAX);
 	cl.human = &certs_h;

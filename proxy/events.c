@@ -18,6 +18,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "syslogsink.h"
 
 /* Long enough for every field at its longest; a longer line is dropped. */
 #define EVENT_LINE_MAX 2048
@@ -26,8 +27,9 @@ struct event_log {
 	char *path;		/* NULL: no file; "-": stdout */
 	int fd;			/* -1 when there is no file */
 	bool sock;		/* fd is a socket: sent with MSG_DONTWAIT */
-	bool syslog;
+	struct syslog_sink *syslog;	/* NULL: events not sent to syslog */
 	bool failing;		/* the last write failed: said once */
+	bool syslog_failing;	/* the last send to syslog failed: said once */
 	bool torn;		/* a partial line lacks its newline */
 };
 
@@ -39,7 +41,10 @@ struct event_log {
  */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct event_log *current;
-static uint64_t dropped, written;
+/* dropped and written count the file's lines (with no file, written
+ * counts what syslog took); syslog_dropped counts events that syslog did
+ * not take, file or not. */
+static uint64_t dropped, written, syslog_dropped;
 
 /* Events for a follower on another thread wait here, copied, until its
  * loop runs; past this many the newest are not shown to it. */
@@ -289,10 +294,16 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 		return NULL;
 	}
 	log->fd = -1;
-	log->syslog = use_syslog;
+	if (use_syslog && (log->syslog = syslog_sink_open(SYSLOG_SINK_DEVLOG,
+	    "moat", LOG_MAIL | LOG_NOTICE)) == NULL) {
+		snprintf(errbuf, errlen, "out of memory");
+		free(log);
+		return NULL;
+	}
 	if (path != NULL) {
 		if ((log->path = strdup(path)) == NULL) {
 			snprintf(errbuf, errlen, "out of memory");
+			syslog_sink_close(log->syslog);
 			free(log);
 			return NULL;
 		}
@@ -301,13 +312,12 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 		else if ((log->fd = events_file_open(path, &why)) == -1) {
 			snprintf(errbuf, errlen, "events file %s: %s", path,
 			    why);
+			syslog_sink_close(log->syslog);
 			free(log->path);
 			free(log);
 			return NULL;
 		}
 	}
-	if (use_syslog)
-		openlog("moat", LOG_PID | LOG_NDELAY, LOG_MAIL);
 	return log;
 }
 
@@ -343,6 +353,7 @@ event_log_close(struct event_log *log)
 	pthread_mutex_unlock(&mu);
 	if (log->fd > STDOUT_FILENO)
 		close(log->fd);
+	syslog_sink_close(log->syslog);
 	free(log->path);
 	free(log);
 }
@@ -366,26 +377,34 @@ events_get(void)
 	return log;
 }
 
-uint64_t
-events_dropped(void)
+/* One of the counters, read under mu. */
+static uint64_t
+counter_read(const uint64_t *counter)
 {
 	uint64_t n;
 
 	pthread_mutex_lock(&mu);
-	n = dropped;
+	n = *counter;
 	pthread_mutex_unlock(&mu);
 	return n;
 }
 
 uint64_t
+events_dropped(void)
+{
+	return counter_read(&dropped);
+}
+
+uint64_t
+events_syslog_dropped(void)
+{
+	return counter_read(&syslog_dropped);
+}
+
+uint64_t
 events_written(void)
 {
-	uint64_t n;
-
-	pthread_mutex_lock(&mu);
-	n = written;
-	pthread_mutex_unlock(&mu);
-	return n;
+	return counter_read(&written);
 }
 
 /* Appends s as a JSON string. Control bytes are escaped and bytes above
@@ -580,17 +599,49 @@ sink_put(const struct event_log *log, const void *p, size_t n)
 	return w;
 }
 
+/*
+ * Sends one formatted line (n bytes, newline included) to syslog without
+ * waiting: one that syslog cannot take now is counted, and the log says
+ * once that sending fails and once that it works again. Returns whether
+ * it was sent. Called with mu held.
+ */
+static bool
+syslog_write(struct event_log *log, const char *line, int n)
+{
+	int err;
+
+	if (syslog_sink_send(log->syslog, line, (size_t)n - 1) == 0) {
+		if (log->syslog_failing)
+			log_info("events: syslog (%s) takes events again "
+			    "(%llu not sent to it so far)", SYSLOG_SINK_DEVLOG,
+			    (unsigned long long)syslog_dropped);
+		log->syslog_failing = false;
+		return true;
+	}
+	err = errno;
+	syslog_dropped++;
+	if (!log->syslog_failing)
+		log_warnx("events: syslog (%s) %s (%s): events not sent to it "
+		    "are counted", SYSLOG_SINK_DEVLOG, err == EAGAIN ||
+		    err == EWOULDBLOCK || err == ENOBUFS ?
+		    "is not keeping up" : "cannot be reached", strerror(err));
+	log->syslog_failing = true;
+	return false;
+}
+
 /* Writes one formatted line (n bytes, newline included) to log. Called
  * with mu held. */
 static void
 sink_write(struct event_log *log, const char *line, int n)
 {
+	bool sent = false;
 	ssize_t w;
 
-	if (log->syslog)
-		syslog(LOG_NOTICE, "%.*s", n - 1, line);
+	if (log->syslog != NULL)
+		sent = syslog_write(log, line, n);
 	if (log->fd == -1) {
-		written++;
+		if (sent)
+			written++;
 		return;
 	}
 	/* A line cut short on a full disk whose newline could not be
@@ -646,7 +697,8 @@ events_emit(const struct event *ev)
 
 	pthread_mutex_lock(&mu);
 	log = current;
-	if (!subs_any() && (log == NULL || (log->fd == -1 && !log->syslog))) {
+	if (!subs_any() && (log == NULL || (log->fd == -1 &&
+	    log->syslog == NULL))) {
 		pthread_mutex_unlock(&mu);
 		return;
 	}
@@ -658,7 +710,7 @@ events_emit(const struct event *ev)
 		return;
 	}
 	nd = emit_queue(ev, ms, line, (size_t)n, direct);
-	if (log != NULL && (log->fd != -1 || log->syslog))
+	if (log != NULL && (log->fd != -1 || log->syslog != NULL))
 		sink_write(log, line, n);
 	pthread_mutex_unlock(&mu);
 	/* Followers on this thread get it at once, as before there were

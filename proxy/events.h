@@ -59,8 +59,10 @@ struct event_log;
 
 /*
  * Opens the sink: a file appended to, "-" for stdout, or NULL for none;
- * syslog adds a copy of each line to syslog (LOG_MAIL, LOG_NOTICE).
- * Returns NULL with a message in errbuf when the file cannot be opened.
+ * syslog adds a copy of each line to syslog (LOG_MAIL, LOG_NOTICE), sent
+ * to /dev/log without ever waiting (syslogsink.h). Returns NULL with a
+ * message in errbuf when the file cannot be opened; a syslog daemon that
+ * cannot be reached is not an error (it is tried again as events come).
  */
 struct event_log *event_log_open(const char *path, bool syslog,
     char *errbuf, size_t errlen);
@@ -74,13 +76,19 @@ void event_log_close(struct event_log *log);
  * keeps lines whole and counters exact); it never blocks for long and
  * never fails the caller: a line that cannot be written (full disk,
  * unwritable file) is counted as dropped, and the first drop is logged
- * once.
+ * once. An event that syslog does not take (its reader lags, or it
+ * cannot be reached) is counted apart, by events_syslog_dropped(), and
+ * said once in the log too.
+ *
+ * events_written() counts lines written to the file, or with syslog and
+ * no file, events sent to syslog; events_dropped() the file's lines lost.
  */
 void events_set(struct event_log *log);
 struct event_log *events_get(void);
 void events_emit(const struct event *ev);
 uint64_t events_dropped(void);
 uint64_t events_written(void);
+uint64_t events_syslog_dropped(void);
 
 /*
  * Live followers (moatctl tail). events_emit() hands each event to every

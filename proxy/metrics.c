@@ -510,6 +510,11 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 	    "Block events that could not be written (full disk, ...).");
 	(void)sbuf_printf(out, "moat_events_dropped_total %llu\n",
 	    (unsigned long long)events_dropped());
+	header(out, "moat_events_syslog_dropped_total", "counter",
+	    "Block events not sent to syslog (its reader lagged, or it "
+	    "could not be reached).");
+	(void)sbuf_printf(out, "moat_events_syslog_dropped_total %llu\n",
+	    (unsigned long long)events_syslog_dropped());
 	if (srv == NULL)
 		return;
 	header(out, "moat_sessions", "gauge", "Sessions open now.");

@@ -75,13 +75,16 @@ def listener(name: str, backend, *, protocol: str = "smtp", tls: str = "implicit
 def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                   min_version: str = "1.2", sni: Optional[List[Dict]] = None,
                   drain: str = "5s", extra: str = "",
-                  metrics: Optional[str] = None, firewall="none") -> str:
+                  metrics: Optional[str] = None, firewall="none",
+                  events_syslog: bool = False) -> str:
     """extra is raw TOML ([policy], [ban], ...) placed after the listeners.
     firewall is the [firewall] backend ("none", "nftables", "ipset") or a
     dict of [firewall] keys (e.g. {"backend": "nftables", "create": False}).
     Unless extra sets [policy.rate], every limit is off: tests of other
     features make many connections from one loopback address and must not
-    be throttled or banned by moat's defaults."""
+    be throttled or banned by moat's defaults. events_syslog sets [events]
+    syslog (events then go to /dev/log too: see test_syslog.py for a
+    /dev/log of the test's own)."""
     out = ["[daemon]",
            f"control_socket = {_q(workdir / 'moat.sock')}",
            f"state_file = {_q(workdir / 'moat.state')}",
@@ -121,7 +124,8 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
     for k, v in fw.items():
         out.append(f"{k} = " + (("true" if v else "false") if isinstance(v, bool)
                                  else _q(v)))
-    out += ["", "[events]", f"file = {_q(workdir / 'events.jsonl')}", ""]
+    out += ["", "[events]", f"file = {_q(workdir / 'events.jsonl')}",
+            *(["syslog = true"] if events_syslog else []), ""]
     return "\n".join(out)
 
 

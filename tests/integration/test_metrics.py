@@ -159,6 +159,8 @@ def test_metrics_match_what_happened(tmp_path, pki, stack):
     assert d("moat_session_duration_seconds_bucket", listener="smtps", le="+Inf") == 4
     assert val(after, "moat_events_written_total") >= 4   # 2 rejects, 2 bans
     assert val(after, "moat_events_dropped_total") == 0
+    assert ("moat_events_syslog_dropped_total", frozenset()) in after
+    assert val(after, "moat_events_syslog_dropped_total") == 0
 
 
 def test_metrics_http_edges(tmp_path, pki, stack):

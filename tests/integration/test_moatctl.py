@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import select
 import shutil
 import signal
@@ -122,6 +123,10 @@ def test_status_human_and_json(moat, stack):
     assert "\ngeo          none\n" in out and st["geo"] is None
     assert "\npolicy       allow 0 ranges, deny 0 ranges\n" in out
     assert st["policy"] == {"allow_ranges": 0, "deny_ranges": 0}
+    # syslog is off: nothing said about it, and nothing counted.
+    assert re.search(r"\nevents +\d+ written, \d+ dropped; 0 following "
+                     r"\(tail\)\n", out), out
+    assert st["events"]["syslog_dropped"] == 0
     # Totals move with what clients do.
     assert hello(moat.port("smtp"), "192.0.2.30").startswith(b"220 ")
     st2 = js(moat.ctl("status", "--json"))   # --json after the command too
