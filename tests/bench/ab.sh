@@ -25,7 +25,7 @@ set -u -o pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-MODE=down REPS=5 MIB=512 N= LINE=510
+MODE=down REPS=5 MIB=512 N='' LINE=510
 while [ $# -gt 2 ]; do
 	case $1 in
 	--mode) MODE=$2; shift ;;
@@ -57,23 +57,9 @@ reject) PORT_OFF=0 LOAD=(reject -s 127.0.0.2 -n "${N:-120000}" -c 64 --timeout 5
 *) echo "ab.sh: --mode down, up, handshake or reject" >&2; exit 2 ;;
 esac
 
-ports_free 24760 24779 || { echo "ab.sh: stop what holds them" >&2; exit 2; }
-W=$(mktemp -d /tmp/moat-ab.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+bench_setup ab.sh 24760 24779
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$W/key.pem" -out "$W/cert.pem" -days 2 \
-    -subj /CN=bench.invalid >/dev/null 2>&1 ||
-	{ echo "ab.sh: openssl could not make a certificate" >&2; exit 1; }
 
 # Backends: 24760 sink, 24761 SMTP, 24762 POP3 (as the listeners' order).
 for m in sink smtp pop3; do

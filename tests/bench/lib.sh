@@ -24,6 +24,29 @@ ports_free() {
 	return 1
 }
 
+# NAME FIRST LAST: what ab.sh and fair.sh start with. Checks that ports
+# FIRST-LAST are free, makes the work directory W (removed at exit, with
+# every process in PIDS killed) and an ECDSA certificate in it
+# (W/cert.pem, W/key.pem).
+bench_setup() {
+	ports_free "$2" "$3" || { echo "$1: stop what holds them" >&2; exit 2; }
+	W=$(mktemp -d "/tmp/moat-$1.XXXXXX")
+	PIDS=()
+	trap bench_cleanup EXIT
+	trap 'exit 1' INT TERM
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$W/key.pem" -out "$W/cert.pem" -days 2 \
+	    -subj /CN=bench.invalid >/dev/null 2>&1 ||
+		{ echo "$1: openssl could not make a certificate" >&2; exit 1; }
+}
+
+bench_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$W"
+}
+
 # A moat configuration for benchmarks, in pieces: moat_conf_head DIR CERT
 # KEY WORKERS, then moat_listener per listener, then moat_conf_tail.
 # Every address is one client here: no session cap, no reserve for other
