@@ -59,6 +59,9 @@ _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
     "filters wait for lines this long");
 /* Rounds of the relay per event before other sessions get their turn. */
 #define PUMP_ROUNDS 16
+/* Bytes read (both sides) per turn: then the worker's other sessions
+ * get theirs (relay_pump(), kick_queue()). */
+#define TURN_BYTES (64 * 1024)
 /* How long a refused client may take to read our reply and hang up (and,
  * on SMTP, to say QUIT: smtp_refused.h). */
 #define LINGER_MS 5000
@@ -129,6 +132,7 @@ struct session {
 	enum session_state state;
 	bool dead;
 	bool kick;		/* pump again next loop iteration */
+	bool kick_queued;	/* in list->kicked */
 	bool starttls;		/* the filter asked for TLS */
 	const char *filter_close;	/* the filter asked to end */
 	const char *close_reason;	/* why the session ended */
@@ -344,6 +348,87 @@ conn_watch(struct session *s, struct conn *c, int ev)
 	}
 }
 
+/*
+ * A relay that stopped at the end of its turn (relay_pump()) with bytes
+ * still moving, maybe held inside OpenSSL where no socket event would
+ * announce them, goes on in the next loop iteration. A fed event would
+ * run at once, before the events already pending: a session that never
+ * runs dry (a fast client and backend on a LAN) would keep its worker
+ * for as long as it moved data, and every other session on it would
+ * wait (NOOP round trips took up to 3 s during four bulk uploads on
+ * loopback). An idle watcher of the highest priority, which also keeps
+ * the loop from blocking meanwhile, feeds the queued sessions once per
+ * iteration, after the timers and the others' socket events have been
+ * collected: each busy session moves at most TURN_BYTES per turn.
+ * tests/bench/fair.sh measures it.
+ */
+static void
+kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct session_list *list = container_of(w, struct session_list,
+	    kick);
+	size_t i, n = list->nkicked;
+
+	(void)revents;
+	ev_idle_stop(loop, w);
+	list->nkicked = 0;
+	/* Fed events run after this returns: a session that stops again
+	 * queues itself anew then, not into this round. */
+	for (i = 0; i < n; i++) {
+		struct session *s = list->kicked[i];
+
+		s->kick_queued = false;
+		ev_feed_event(loop, &s->client.io, EV_CUSTOM);
+	}
+}
+
+static void
+kick_queue(struct session *s)
+{
+	struct session_list *list = s->list;
+	struct session **k;
+	size_t cap;
+
+	if (s->kick_queued)
+		return;
+	if (list->nkicked == list->kicked_cap) {
+		cap = list->kicked_cap ? list->kicked_cap * 2 : 16;
+		if ((k = realloc(list->kicked, cap * sizeof(*k))) == NULL) {
+			/* At once, as before, rather than never. */
+			ev_feed_event(s->loop, &s->client.io, EV_CUSTOM);
+			return;
+		}
+		list->kicked = k;
+		list->kicked_cap = cap;
+	}
+	if (!list->kick_ready) {
+		ev_idle_init(&list->kick, kick_cb);
+		ev_set_priority(&list->kick, EV_MAXPRI);
+		list->kick_ready = true;
+	}
+	list->kicked[list->nkicked++] = s;
+	s->kick_queued = true;
+	ev_idle_start(s->loop, &list->kick);
+}
+
+static void
+kick_forget(struct session *s)
+{
+	struct session_list *list = s->list;
+	size_t i;
+
+	if (!s->kick_queued)
+		return;
+	for (i = 0; i < list->nkicked; i++)
+		if (list->kicked[i] == s) {
+			list->kicked[i] = list->kicked[--list->nkicked];
+			break;
+		}
+	s->kick_queued = false;
+	if (list->nkicked == 0)
+		ev_idle_stop(s->loop, &list->kick);
+}
+
 /* Closes one side for good: watcher, TLS, socket and buffers. */
 static void
 conn_clear(struct session *s, struct conn *c)
@@ -405,6 +490,7 @@ session_free(struct session *s)
 	if (s->admitted)	/* metrics */
 		metrics_session_end(s->lc->name, (double)ms / 1000.,
 		    s->client.nin, s->client.nout);
+	kick_forget(s);
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
 	ev_timer_stop(s->loop, &s->timer);
@@ -483,13 +569,8 @@ session_update_io(struct session *s)
 	conn_watch(s, &s->client, cev);
 	conn_watch(s, &s->backend, bev);
 	if (s->kick) {
-		/*
-		 * The relay stopped for fairness, possibly with bytes held
-		 * inside OpenSSL that no socket event would announce: come
-		 * back on the next loop iteration.
-		 */
 		s->kick = false;
-		ev_feed_event(s->loop, &s->client.io, EV_CUSTOM);
+		kick_queue(s);
 	}
 }
 
@@ -1509,9 +1590,10 @@ relay_shutdowns(struct session *s)
 }
 
 /*
- * Moves bytes until neither side can make progress (or PUMP_ROUNDS have
- * passed): read client, filter, write backend; read backend, filter,
- * write client. A side is not read while its input buffer is full, and
+ * Moves bytes until neither side can make progress, or for one turn
+ * (PUMP_ROUNDS rounds or TURN_BYTES read, then kick_queue() has the
+ * session go on later): read client, filter, write backend; read
+ * backend, filter, write client. A side is not read while its input buffer is full, and
  * the filter does not move bytes into a full output buffer, which is all
  * the backpressure there is. May kill the session.
  */
@@ -1519,10 +1601,12 @@ static void
 relay_pump(struct session *s)
 {
 	struct conn *c = &s->client, *b = &s->backend;
+	uint64_t turn_end = c->nin + b->nin + TURN_BYTES;
 	bool progress = true;
 	int round;
 
-	for (round = 0; progress && round < PUMP_ROUNDS; round++) {
+	for (round = 0; progress && round < PUMP_ROUNDS &&
+	    c->nin + b->nin < turn_end; round++) {
 		progress = conn_fill(s, c);
 		if (!s->dead)
 			progress |= run_filter(s, c, b);
@@ -1569,8 +1653,13 @@ relay_pump(struct session *s)
 		session_kill(s, s->end_reason);
 		return;
 	}
-	if (progress)
-		s->kick = true;
+	if (progress) {
+		/* The records gathered go out while the others take turns. */
+		if (tls_held(c))
+			(void)conn_flush(s, c, false);
+		if (!s->dead)
+			s->kick = true;
+	}
 }
 
 static void
@@ -2025,6 +2114,9 @@ session_list_close_all(struct session_list *list, const char *reason)
 		session_kill(s, reason);
 		session_free(s);
 	}
+	free(list->kicked);
+	list->kicked = NULL;
+	list->nkicked = list->kicked_cap = 0;
 	refusals_flush();
 	buf_pool_clear();
 	tlsalloc_thread_end();

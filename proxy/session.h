@@ -2,13 +2,15 @@
 #ifndef MOAT_SESSION_H
 #define MOAT_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <ev.h>
+
 #include "config.h"
 
-struct ev_loop;
 struct gen;
 struct session;
 struct slots;
@@ -24,6 +26,12 @@ struct session_list {
 	struct slots *slots;	/* the global cap (slots.h); NULL: none */
 	void (*on_empty)(void *arg);
 	void *arg;
+	/* Sessions whose relay paused to let the others run, resumed once
+	 * per loop iteration by kick (session.c's; zeroed by the owner). */
+	struct session **kicked;
+	size_t nkicked, kicked_cap;
+	bool kick_ready;
+	ev_idle kick;
 };
 
 /*
