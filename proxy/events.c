@@ -338,6 +338,7 @@ event_log_reopen(struct event_log *log)
 	close(log->fd);
 	log->fd = fd;
 	log->failing = false;
+	log->torn = false;	/* the old file's partial line stays there */
 	pthread_mutex_unlock(&mu);
 	return 0;
 }
