@@ -1593,9 +1593,9 @@ relay_shutdowns(struct session *s)
  * Moves bytes until neither side can make progress, or for one turn
  * (PUMP_ROUNDS rounds or TURN_BYTES read, then kick_queue() has the
  * session go on later): read client, filter, write backend; read
- * backend, filter, write client. A side is not read while its input buffer is full, and
- * the filter does not move bytes into a full output buffer, which is all
- * the backpressure there is. May kill the session.
+ * backend, filter, write client. A side is not read while its input
+ * buffer is full, and the filter does not move bytes into a full output
+ * buffer, which is all the backpressure there is. May kill the session.
  */
 static void
 relay_pump(struct session *s)
