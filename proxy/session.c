@@ -57,11 +57,10 @@
 #define TLS_READ_BUF (64 * 1024 + 256)
 _Static_assert(RELAY_BUF >= FILTER_INPUT_MAX,
     "filters wait for lines this long");
-/* Rounds of the relay per event before other sessions get their turn. */
+/* Rounds of one relay pass (relay_pump()). */
 #define PUMP_ROUNDS 16
-/* Bytes read (both sides) per turn: then the worker's other sessions
- * get theirs (relay_pump(), kick_queue()). */
-#define TURN_BYTES (64 * 1024)
+/* Pumps a busy session runs in a row before the loop goes round. */
+#define KICK_CHAIN 8
 /* How long a refused client may take to read our reply and hang up (and,
  * on SMTP, to say QUIT: smtp_refused.h). */
 #define LINGER_MS 5000
@@ -133,6 +132,7 @@ struct session {
 	bool dead;
 	bool kick;		/* pump again next loop iteration */
 	bool kick_queued;	/* in list->kicked */
+	uint8_t kick_chain;	/* pumps run in a row (kick_queue()) */
 	bool starttls;		/* the filter asked for TLS */
 	const char *filter_close;	/* the filter asked to end */
 	const char *close_reason;	/* why the session ended */
@@ -349,18 +349,20 @@ conn_watch(struct session *s, struct conn *c, int ev)
 }
 
 /*
- * A relay that stopped at the end of its turn (relay_pump()) with bytes
- * still moving, maybe held inside OpenSSL where no socket event would
- * announce them, goes on in the next loop iteration. A fed event would
- * run at once, before the events already pending: a session that never
- * runs dry (a fast client and backend on a LAN) would keep its worker
- * for as long as it moved data, and every other session on it would
- * wait (NOOP round trips took up to 3 s during four bulk uploads on
- * loopback). An idle watcher of the highest priority, which also keeps
- * the loop from blocking meanwhile, feeds the queued sessions once per
- * iteration, after the timers and the others' socket events have been
- * collected: each busy session moves at most TURN_BYTES per turn.
- * tests/bench/fair.sh measures it.
+ * A relay that stopped after PUMP_ROUNDS with bytes still moving (maybe
+ * held inside OpenSSL, where no socket event would announce them) must
+ * go on by itself. A fed event runs at once, before the events already
+ * pending: cheap, and the way short bursts stay quick, but a session
+ * that never runs dry (a fast client and backend, as on a LAN) kept its
+ * worker for as long as it moved data, and every other session on it
+ * waited (NOOP round trips took up to 3 s during four bulk uploads on
+ * loopback). So a session goes on at once KICK_CHAIN - 1 times in a
+ * row; then it is queued, and an idle watcher of the highest priority
+ * (which keeps the loop from blocking meanwhile) feeds the queue once
+ * per loop iteration, after the timers and the other sessions' socket
+ * events have been collected. Queueing every time costs more: 10-19 %
+ * more CPU with 100 streams (ab.sh). tests/bench/fair.sh measures the
+ * waits.
  */
 static void
 kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -391,6 +393,11 @@ kick_queue(struct session *s)
 
 	if (s->kick_queued)
 		return;
+	if (++s->kick_chain < KICK_CHAIN) {
+		ev_feed_event(s->loop, &s->client.io, EV_CUSTOM);
+		return;
+	}
+	s->kick_chain = 0;
 	if (list->nkicked == list->kicked_cap) {
 		cap = list->kicked_cap ? list->kicked_cap * 2 : 16;
 		if ((k = realloc(list->kicked, cap * sizeof(*k))) == NULL) {
@@ -571,7 +578,8 @@ session_update_io(struct session *s)
 	if (s->kick) {
 		s->kick = false;
 		kick_queue(s);
-	}
+	} else
+		s->kick_chain = 0;
 }
 
 /* Every callback ends here: free a dead session, else re-arm. */
@@ -1590,23 +1598,21 @@ relay_shutdowns(struct session *s)
 }
 
 /*
- * Moves bytes until neither side can make progress, or for one turn
- * (PUMP_ROUNDS rounds or TURN_BYTES read, then kick_queue() has the
- * session go on later): read client, filter, write backend; read
- * backend, filter, write client. A side is not read while its input
- * buffer is full, and the filter does not move bytes into a full output
- * buffer, which is all the backpressure there is. May kill the session.
+ * Moves bytes until neither side can make progress or PUMP_ROUNDS have
+ * passed (then kick_queue() has the session go on): read client,
+ * filter, write backend; read backend, filter, write client. A side is
+ * not read while its input buffer is full, and the filter does not move
+ * bytes into a full output buffer, which is all the backpressure there
+ * is. May kill the session.
  */
 static void
 relay_pump(struct session *s)
 {
 	struct conn *c = &s->client, *b = &s->backend;
-	uint64_t turn_end = c->nin + b->nin + TURN_BYTES;
 	bool progress = true;
 	int round;
 
-	for (round = 0; progress && round < PUMP_ROUNDS &&
-	    c->nin + b->nin < turn_end; round++) {
+	for (round = 0; progress && round < PUMP_ROUNDS; round++) {
 		progress = conn_fill(s, c);
 		if (!s->dead)
 			progress |= run_filter(s, c, b);
@@ -1653,13 +1659,8 @@ relay_pump(struct session *s)
 		session_kill(s, s->end_reason);
 		return;
 	}
-	if (progress) {
-		/* The records gathered go out while the others take turns. */
-		if (tls_held(c))
-			(void)conn_flush(s, c, false);
-		if (!s->dead)
-			s->kick = true;
-	}
+	if (progress)
+		s->kick = true;
 }
 
 static void

@@ -10,13 +10,14 @@
 # ratios is the answer (below 1: B spends less).
 #
 # Usage: tests/bench/ab.sh [--mode down|up|handshake|reject] [--reps N]
-#          [--mib M] [--n N] [--line L] BUILD_A BUILD_B
+#          [--mib M] [--n N] [--line L] [--streams S] BUILD_A BUILD_B
 #   down       one POP3 RETR of M MiB (default 512): backend to client
 #   up         one SMTP DATA of M MiB: client to backend
 #   handshake  N TLS 1.3 handshakes (default 4000), 32 at once
 #   reject     N connections (default 120000), 64 at once, from 127.0.0.2,
 #              which both moats have banned (moatctl ban): figure 6
 #   --reps N   repetitions (default 5); the first to start alternates
+#   --streams S  down and up: S sessions at once, M MiB each (default 1)
 #   --line L   message lines of L bytes (default 510; mail: 76 or so)
 # BUILD_A and BUILD_B are build directories (meson setup DIR && ninja -C
 # DIR); loadgen and backend come from BUILD_A. Uses ports 24760-24779 on
@@ -25,7 +26,7 @@ set -u -o pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-MODE=down REPS=5 MIB=512 N='' LINE=510
+MODE=down REPS=5 MIB=512 N='' LINE=510 STREAMS=1
 while [ $# -gt 2 ]; do
 	case $1 in
 	--mode) MODE=$2; shift ;;
@@ -33,12 +34,13 @@ while [ $# -gt 2 ]; do
 	--mib) MIB=$2; shift ;;
 	--n) N=$2; shift ;;
 	--line) LINE=$2; shift ;;
+	--streams) STREAMS=$2; shift ;;
 	*) break ;;
 	esac
 	shift
 done
 if [ $# -ne 2 ]; then
-	sed -n '12,23s/^# \{0,1\}//p' "$0" >&2
+	sed -n '12,24s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 fi
 A=$(cd "$1" 2>/dev/null && pwd) || { echo "ab.sh: no build $1" >&2; exit 2; }
@@ -50,8 +52,8 @@ for b in "$A/proxy/moat" "$B/proxy/moat" "$LOADGEN" "$BACKEND" "$MOATCTL"; do
 	[ -x "$b" ] || { echo "ab.sh: $b missing: build the tree first" >&2; exit 2; }
 done
 case $MODE in
-down) PORT_OFF=2 LOAD=(stream --proto pop3 -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
-up) PORT_OFF=1 LOAD=(stream --proto smtp -n 1 -c 1 --mib "$MIB" --line "$LINE") ;;
+down) PORT_OFF=2 LOAD=(stream --proto pop3 -n "$STREAMS" -c "$STREAMS" --mib "$MIB" --line "$LINE") ;;
+up) PORT_OFF=1 LOAD=(stream --proto smtp -n "$STREAMS" -c "$STREAMS" --mib "$MIB" --line "$LINE") ;;
 handshake) PORT_OFF=0 LOAD=(handshake -n "${N:-4000}" -c 32) ;;
 reject) PORT_OFF=0 LOAD=(reject -s 127.0.0.2 -n "${N:-120000}" -c 64 --timeout 5) ;;
 *) echo "ab.sh: --mode down, up, handshake or reject" >&2; exit 2 ;;
