@@ -360,9 +360,9 @@ conn_watch(struct session *s, struct conn *c, int ev)
  * row; then it is queued, and an idle watcher of the highest priority
  * (which keeps the loop from blocking meanwhile) feeds the queue once
  * per loop iteration, after the timers and the other sessions' socket
- * events have been collected. Queueing every time costs more: 10-19 %
- * more CPU with 100 streams (ab.sh). tests/bench/fair.sh measures the
- * waits.
+ * events have been collected. Queueing after every 64 or 256 KiB read
+ * instead kept the waits shorter but cost 10-19 % more CPU with 100
+ * streams (ab.sh). tests/bench/fair.sh measures the waits.
  */
 static void
 kick_cb(struct ev_loop *loop, ev_idle *w, int revents)

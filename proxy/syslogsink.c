@@ -33,8 +33,7 @@ struct syslog_sink {
 	int fd;			/* -1: not connected */
 	int pri;
 	int err;		/* why the last connect failed */
-	bool tried;		/* a connect was tried, at tried_ms */
-	uint64_t tried_ms;
+	uint64_t tried_ms;	/* the last connect (open makes the first) */
 	size_t taglen;
 	char tag[64];		/* "ident[pid]: " */
 };
@@ -44,7 +43,6 @@ sink_connect(struct syslog_sink *sink)
 {
 	int fd;
 
-	sink->tried = true;
 	sink->tried_ms = mono_ms();
 	if (sink->sunlen == 0) {
 		sink->err = ENAMETOOLONG;
@@ -71,8 +69,7 @@ sink_connect(struct syslog_sink *sink)
 static bool
 sink_may_connect(const struct syslog_sink *sink)
 {
-	return !sink->tried ||
-	    mono_ms() - sink->tried_ms >= SYSLOG_SINK_RETRY_MS;
+	return mono_ms() - sink->tried_ms >= SYSLOG_SINK_RETRY_MS;
 }
 
 /* Errors after which the socket is worth connecting again: the daemon
