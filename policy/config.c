@@ -1012,6 +1012,7 @@ struct listener_ctx {
 	struct cfg_listener *lis;
 	bool has_listen, has_protocol, has_tls, has_backend;
 	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos, timeouts_pos;
+	struct toml_pos backend_pos;	/* line 0 unless backend parsed */
 	struct toml_pos *listen_pos;	/* of each lis->listen entry */
 };
 
@@ -1126,6 +1127,8 @@ k_lis_backend(struct loader *l, const struct toml_value *v,
 	if (addr_port_parse(s, &lc->lis->backend, &why) == -1)
 		err_at(l, toml_value_pos(v), "listener.backend: invalid "
 		    "address \"%s\": %s", s, why);
+	else
+		lc->backend_pos = toml_value_pos(v);
 }
 
 static void
@@ -1335,6 +1338,110 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
 		    as, bs, why);
 }
 
+/*
+ * Whether a connection to backend be would reach moat's own socket on
+ * listen address ln. connect() to a wildcard address goes to loopback
+ * (Linux), and a wildcard listener takes loopback too; a listener on an
+ * address of the host other than loopback is caught only when named
+ * exactly, since the loader does not look at the host's interfaces.
+ */
+static bool
+backend_hits_listener(const struct addr_port *be, const struct addr_port *ln)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&be->ss;
+	struct addr_port v4;
+	bool be_local;
+
+	/* An IPv6 socket reaches IPv4 listeners through mapped addresses. */
+	if (be->ss.ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&v4.ss;
+
+		memset(&v4, 0, sizeof(v4));
+		s4->sin_family = AF_INET;
+		s4->sin_port = s6->sin6_port;
+		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+		v4.len = sizeof(*s4);
+		be = &v4;
+	}
+	if (addr_port_port(be) != addr_port_port(ln) ||
+	    be->ss.ss_family != ln->ss.ss_family)
+		return false;
+	if (addr_port_equal(be, ln))
+		return true;
+	if (be->ss.ss_family == AF_INET)
+		be_local = (ntohl(((const struct sockaddr_in *)&be->ss)->
+		    sin_addr.s_addr) >> 24) == 127;
+	else
+		be_local = IN6_IS_ADDR_LOOPBACK(
+		    &((const struct sockaddr_in6 *)&be->ss)->sin6_addr);
+	be_local = be_local || addr_port_wildcard(be);
+	if (!be_local)
+		return false;
+	if (addr_port_wildcard(ln))
+		return true;
+	/* A wildcard backend lands on 127.0.0.1 or ::1. */
+	if (!addr_port_wildcard(be))
+		return false;
+	if (ln->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&ln->ss)->sin_addr.s_addr ==
+		    htonl(INADDR_LOOPBACK);
+	return IN6_IS_ADDR_LOOPBACK(
+	    &((const struct sockaddr_in6 *)&ln->ss)->sin6_addr);
+}
+
+/*
+ * A backend that is one of moat's own listen addresses (a typo such as
+ * 127.0.0.1:587 for :10587) makes every session connect to moat again,
+ * and again: within milliseconds the policy sees a flood from moat's own
+ * address and bans it, which the kernel set then applies to everything
+ * on loopback. Said for every pair, whichever listener comes first.
+ */
+static void
+check_backend_loops(struct loader *l, const struct toml_pos *bpos)
+{
+	const struct config *cfg = l->cfg;
+	char bs[ADDR_PORT_STRLEN], ls[ADDR_PORT_STRLEN];
+	size_t i, j, k;
+
+	for (i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *a = &cfg->listeners[i];
+
+		if (a->name == NULL || bpos[i].line == 0)
+			continue;
+		for (j = 0; j < cfg->nlisteners; j++) {
+			const struct cfg_listener *b = &cfg->listeners[j];
+
+			if (b->name == NULL)
+				continue;
+			for (k = 0; k < b->nlisten; k++) {
+				if (!backend_hits_listener(&a->backend,
+				    &b->listen[k]))
+					continue;
+				addr_port_str(&a->backend, bs, sizeof(bs));
+				addr_port_str(&b->listen[k], ls, sizeof(ls));
+				if (i == j)
+					err_at(l, bpos[i], "listener '%s': "
+					    "backend %s reaches the listener's "
+					    "own socket on %s, so moat would "
+					    "connect to itself over and over "
+					    "(the backend is the mail "
+					    "server's port)", a->name, bs, ls);
+				else
+					err_at(l, bpos[i], "listener '%s': "
+					    "backend %s reaches listener "
+					    "'%s' on %s, so moat would connect "
+					    "to itself and that listener "
+					    "would see every client as moat's "
+					    "own address (the backend is the "
+					    "mail server's port)", a->name, bs,
+					    b->name, ls);
+				break;
+			}
+		}
+	}
+}
+
 static void
 check_listener(struct loader *l, struct listener_ctx *lc,
     struct toml_pos pos, size_t index)
@@ -1426,6 +1533,7 @@ k_listener(struct loader *l, const struct toml_value *v, struct toml_pos kp,
     void *ctx)
 {
 	struct config *cfg = l->cfg;
+	struct toml_pos *bpos;
 	size_t i, n;
 
 	(void)ctx;
@@ -1436,6 +1544,7 @@ k_listener(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	}
 	n = toml_array_len(v);
 	cfg->listeners = xcalloc(n, sizeof(*cfg->listeners));
+	bpos = xcalloc(n ? n : 1, sizeof(*bpos));
 	for (i = 0; i < n; i++) {
 		const struct toml_value *t = toml_array_at(v, i);
 		struct listener_ctx lc;
@@ -1450,8 +1559,11 @@ k_listener(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 		    sizeof(listener_keys) / sizeof(listener_keys[0]), &lc);
 		check_listener(l, &lc, toml_value_pos(t), cfg->nlisteners);
 		free(lc.listen_pos);
+		bpos[cfg->nlisteners] = lc.backend_pos;
 		cfg->nlisteners++;
 	}
+	check_backend_loops(l, bpos);
+	free(bpos);
 }
 
 /* ---- [policy] ---------------------------------------------------------- */

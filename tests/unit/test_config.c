@@ -404,6 +404,44 @@ test_passes_only_what_starts(void)
 	EXPECT_ERROR("[daemon]\nmetrics = \"[::ffff:127.0.0.1]:9425\"\n"
 	    LISTENER, "write \"127.0.0.1:9425\"");
 
+	/* A backend that is moat's own listener would loop. */
+#define LOOP(listen, backend)						\
+	"[[listener]]\nname = \"sub\"\nlisten = [\"" listen "\"]\n"	\
+	"protocol = \"smtp\"\ntls = \"none\"\nbackend = \"" backend "\"\n"
+	EXPECT_ERROR(LOOP("0.0.0.0:587", "127.0.0.1:587"),
+	    "t.toml:6:11: listener 'sub': backend 127.0.0.1:587 reaches the "
+	    "listener's own socket on 0.0.0.0:587, so moat would connect to "
+	    "itself");
+	EXPECT_ERROR(LOOP("127.0.0.1:587", "127.0.0.1:587"), "own socket");
+	EXPECT_ERROR(LOOP("0.0.0.0:587", "127.9.9.9:587"), "own socket");
+	EXPECT_ERROR(LOOP("127.0.0.1:587", "0.0.0.0:587"), "own socket");
+	EXPECT_ERROR(LOOP("[::]:587", "[::1]:587"), "own socket");
+	EXPECT_ERROR(LOOP("[::1]:587", "[::]:587"), "own socket");
+	EXPECT_ERROR(LOOP("192.0.2.1:587", "192.0.2.1:587"), "own socket");
+	EXPECT_ERROR(LOOP("0.0.0.0:587", "[::ffff:127.0.0.1]:587"),
+	    "own socket");
+	config_free(EXPECT_OK(LOOP("0.0.0.0:587", "127.0.0.1:10587")));
+	config_free(EXPECT_OK(LOOP("0.0.0.0:587", "192.0.2.1:587")));
+	config_free(EXPECT_OK(LOOP("127.0.0.1:587", "127.0.0.2:587")));
+	config_free(EXPECT_OK(LOOP("0.0.0.0:587", "[::1]:587")));
+	config_free(EXPECT_OK(LOOP("[::]:587", "127.0.0.1:587")));
+	/* Into another listener, whichever comes first in the file. */
+	EXPECT_ERROR(LOOP("127.0.0.1:465", "127.0.0.1:587")
+	    LOOP("0.0.0.0:587", "127.0.0.1:10587"),
+	    "t.toml:6:11: listener 'sub': backend 127.0.0.1:587 reaches "
+	    "listener 'sub' on 0.0.0.0:587");
+#undef LOOP
+	EXPECT_ERROR(LISTENER "[[listener]]\nname = \"b\"\n"
+	    "listen = [\"127.0.0.1:2465\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:2525\"\n",
+	    "t.toml:12:11: listener 'b': backend 127.0.0.1:2525 reaches "
+	    "listener 'smtp' on 127.0.0.1:2525");
+	EXPECT_ERROR("[[listener]]\nname = \"b\"\n"
+	    "listen = [\"127.0.0.1:2465\"]\nprotocol = \"smtp\"\n"
+	    "tls = \"none\"\nbackend = \"127.0.0.1:2525\"\n" LISTENER,
+	    "t.toml:6:11: listener 'b': backend 127.0.0.1:2525 reaches "
+	    "listener 'smtp' on 127.0.0.1:2525");
+
 	/* A hint must name a valid code: "uk" becomes "GB", not "UK". */
 	EXPECT_ERROR(LISTENER "[policy.geo]\ndeny_countries = [\"uk\"]\n",
 	    "t.toml:8:19: \"uk\" is not an ISO 3166-1 code; the United "
