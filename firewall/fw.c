@@ -419,23 +419,47 @@ fw_ensure_open(struct fw *fw)
 	return true;
 }
 
-/* Queues a failed add for another try while its ban lasts. */
+/*
+ * Queues a failed change for another try while it can matter: an add
+ * while its ban lasts, a delete while the element it removes could still
+ * be in the kernel (until the deadline the kernel was last given for it;
+ * one never written there needs no delete). held_ms is that deadline, 0
+ * when unknown.
+ */
 static void
-fw_retry_later(struct fw *fw, const struct fw_elem *e, uint64_t now)
+fw_retry_later(struct fw *fw, const struct fw_elem *e, uint64_t held_ms,
+    uint64_t now)
 {
 	struct slot *sl;
+	uint64_t until = e->deadline_ms;	/* a retried delete's held_ms */
 	bool isnew;
 
-	if (e->op != FW_OP_ADD || e->deadline_ms <= now + 1000)
+	if (e->op == FW_OP_DEL && held_ms > until)
+		until = held_ms;
+	if (until <= now + 1000)
 		return;
 	if ((sl = amap_get(&fw->retry, e->addr, &isnew)) == NULL)
 		return;
-	if (isnew || sl->deadline_ms < e->deadline_ms) {
+	if (e->op == FW_OP_DEL) {
+		sl->op = FW_OP_DEL;
+		sl->reset = false;
+		sl->deadline_ms = until;
+		sl->queued_ms = e->queued_ms;
+	} else if (isnew || sl->deadline_ms < e->deadline_ms) {
 		sl->op = FW_OP_ADD;
 		sl->deadline_ms = e->deadline_ms;
 		sl->queued_ms = e->queued_ms;
 		sl->reset = sl->reset || e->replace;
 	}
+}
+
+/* The deadline the kernel was last given for addr, 0 if none is known. */
+static uint64_t
+fw_held_until(struct fw *fw, const uint8_t addr[16])
+{
+	const struct slot *k = amap_find(&fw->known, addr);
+
+	return k != NULL ? k->deadline_ms : 0;
 }
 
 /*
@@ -479,7 +503,17 @@ fw_write(struct fw *fw)
 		e->op = sl->op;
 		e->queued_ms = sl->queued_ms;
 		e->deadline_ms = sl->deadline_ms;
+		/* This change is newer than any retry waiting for the
+		 * address: a retried add would undo an unban. */
+		if ((k = amap_find(&fw->retry, sl->addr)) != NULL)
+			amap_remove(&fw->retry, k);
 		k = amap_find(&fw->known, sl->addr);
+		if (sl->op == FW_OP_DEL && sl->deadline_ms != 0 &&
+		    sl->deadline_ms <= now) {
+			merged++;	/* a retried delete: the kernel's
+					 * timeout has removed it */
+			continue;
+		}
 		if (sl->op == FW_OP_ADD) {
 			if (sl->deadline_ms <= now + 500) {
 				merged++;	/* over before it could matter */
@@ -496,10 +530,13 @@ fw_write(struct fw *fw)
 		n++;
 	}
 	amap_clear(&fw->work);
+	if (fw->retry.n == 0)
+		fw->retry_at_ms = 0;
 
 	if (n > 0 && !fw_ensure_open(fw)) {
 		for (i = 0; i < n; i++)
-			fw_retry_later(fw, &fw->elems[i], now);
+			fw_retry_later(fw, &fw->elems[i],
+			    fw_held_until(fw, fw->elems[i].addr), now);
 		failed += n;
 		ok = false;
 		n = 0;
@@ -523,7 +560,8 @@ fw_write(struct fw *fw)
 			e = &fw->elems[i];
 			if (e->err != 0) {
 				failed++;
-				fw_retry_later(fw, e, now);
+				fw_retry_later(fw, e, fw_held_until(fw,
+				    e->addr), now);
 				if ((k = amap_find(&fw->known, e->addr)) !=
 				    NULL && e->op == FW_OP_DEL)
 					amap_remove(&fw->known, k);

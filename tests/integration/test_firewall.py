@@ -375,6 +375,29 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
         net.reset_nft()
 
 
+def test_unban_while_set_missing_stays_unbanned(tmp_path, pki, net, stack):
+    """A ban whose write failed (the ruleset is not loaded yet) waits to
+    be tried again; an unban in the meantime must cancel it, so loading
+    the ruleset afterwards does not put the address back in the set."""
+    net.reset_nft(load=False)
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "nftables", "create": False},
+                   extra=RATE.replace('duration = "3s"', 'duration = "1m"'))
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
+        p = m.ctl("unban", ATT4)
+        assert p.returncode == 0, p.stdout + p.stderr
+        net.nft("-f", MOAT_NFT)
+        # The failed add's first retry was due 2 s after it failed.
+        time.sleep(4.0)
+        assert ATT4 not in net.nft_elems("blocked4"), net.nft_elems("blocked4")
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_unban_deletes_element_moat_does_not_know(tmp_path, pki, net, stack):
     """The kernel set holds an address moat has no ban for (its state file
     was lost): moatctl unban says it is not banned, and lets it in all the

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "config.h"
@@ -387,6 +388,67 @@ test_none_and_helpers(void)
 }
 
 /* Many addresses: the queue's hash grows and shrinks without losing any. */
+/* Waits up to ms for a commit after batch b that touches addr. */
+static bool
+wait_batch_with(const uint8_t *addr, int b, int ms)
+{
+	const struct seen *s;
+
+	for (; ms > 0; ms -= 50) {
+		pthread_mutex_lock(&fk.mu);
+		s = last_seen(addr);
+		pthread_mutex_unlock(&fk.mu);
+		if (s != NULL && s->batch > b)
+			return true;
+		usleep(50 * 1000);
+	}
+	return false;
+}
+
+/*
+ * Failed changes are tried again later, and a later change wins over a
+ * waiting retry: an add that failed and was then unbanned must not come
+ * back; a delete that failed is sent again.
+ */
+static void
+test_retries(void)
+{
+	struct fw *fw = open_fake();
+	const struct seen *s;
+	int b;
+
+	fk.nseen = fk.batches = fk.nreports = 0;
+	fw_add(fw, v4(31), 600000);
+	CHECK(fw_sync(fw, 5000));
+
+	fk.fail = FW_MISSING;
+	fw_add(fw, v4(30), 600000);
+	fw_del(fw, v4(31));
+	CHECK(fw_sync(fw, 5000));
+	s = last_seen(v4(31));
+	CHECK(s != NULL && s->op == FW_OP_DEL);
+
+	fk.fail = FW_OK;
+	fw_del(fw, v4(30));		/* the unban, after the failed ban */
+	CHECK(fw_sync(fw, 5000));
+	b = fk.batches;
+	s = last_seen(v4(30));
+	CHECK(s != NULL && s->op == FW_OP_DEL && s->batch == b);
+
+	/* The first retry comes 2 s after the failure. */
+	CHECK(wait_batch_with(v4(31), b, 8000));
+	s = last_seen(v4(31));
+	CHECK(s != NULL && s->op == FW_OP_DEL && s->batch > b);
+	s = last_seen(v4(30));
+	CHECK(s != NULL && s->op == FW_OP_DEL && s->batch == b);
+
+	/* Once written, nothing is retried. */
+	b = fk.batches;
+	usleep(2500 * 1000);
+	CHECK_INT_EQ(fk.batches, b);
+	fw_close(fw);
+}
+
 static void
 test_many(void)
 {
@@ -424,6 +486,7 @@ main(void)
 	test_reports_once();
 	test_set_and_refill();
 	test_none_and_helpers();
+	test_retries();
 	test_many();
 	return check_report("fw");
 }
