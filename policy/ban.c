@@ -10,6 +10,7 @@
 #define NIL ADDRINDEX_NIL
 #define BAN_INITIAL 256
 #define SWEEP_STEP 2
+#define EVICT_SWEEP 256
 #define EVICT_SCAN 8
 
 struct ban_entry {
@@ -141,6 +142,27 @@ ban_table_free(struct ban_table *t)
 	free(t);
 }
 
+struct ban_table *
+ban_table_copy(const struct ban_table *t)
+{
+	struct ban_table *c = malloc(sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	*c = *t;
+	c->cap = t->n > 0 ? t->n : 1;
+	c->e = malloc((size_t)c->cap * sizeof(*c->e));
+	c->ix.bucket = malloc((size_t)t->ix.nbucket * sizeof(*c->ix.bucket));
+	if (c->e == NULL || c->ix.bucket == NULL) {
+		ban_table_free(c);
+		return NULL;
+	}
+	memcpy(c->e, t->e, (size_t)t->n * sizeof(*c->e));
+	memcpy(c->ix.bucket, t->ix.bucket,
+	    (size_t)t->ix.nbucket * sizeof(*c->ix.bucket));
+	return c;
+}
+
 void
 ban_table_reconfigure(struct ban_table *t, const struct ban_params *p)
 {
@@ -163,14 +185,21 @@ sweep(struct ban_table *t, uint64_t now, uint32_t k)
 	}
 }
 
-/* Ensures one free slot; -1 if memory is short and nothing can go. */
+/*
+ * Ensures one free slot; -1 if memory is short and nothing can go. The
+ * work is bounded: a full table during a flood of new addresses gets a
+ * record per connection, under the lock every worker takes, so sweeping
+ * all of it each time (milliseconds at a million records) would stall
+ * every accept. A part is swept; if nothing there is forgotten yet, a
+ * live record goes even if a forgotten one waits further on.
+ */
 static int
 make_room(struct ban_table *t, uint64_t now)
 {
 	while (t->n >= t->p.max_entries) {
 		uint32_t victim = NIL;
 
-		sweep(t, now, t->n);
+		sweep(t, now, EVICT_SWEEP);
 		if (t->n < t->p.max_entries)
 			break;
 		/* Everything is live: drop the record forgotten soonest

@@ -66,6 +66,10 @@ uint64_t ban_duration(const struct ban_params *p, uint32_t n);
 /* NULL when out of memory. */
 struct ban_table *ban_table_new(const struct ban_params *p);
 void ban_table_free(struct ban_table *t);
+/* A copy of t (records and index), to be read while t changes under its
+ * owner's lock: two copies of memory, no per-record work. NULL when out
+ * of memory. */
+struct ban_table *ban_table_copy(const struct ban_table *t);
 /* New durations apply to future bans; bans in force keep their expiry. */
 void ban_table_reconfigure(struct ban_table *t, const struct ban_params *p);
 

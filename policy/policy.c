@@ -576,26 +576,31 @@ int
 policy_state_save(struct policy *p, uint64_t now_ms, uint64_t wall_ms,
     char *err, size_t errlen)
 {
+	struct ban_table *copy;
 	char *buf = NULL, *path = NULL;
 	size_t len = 0;
 	int rc = 0;
 
 	/*
-	 * Render under the lock (fast), write without it (slow: fsync), so
-	 * the workers are never held up by the disk. Two savers racing
-	 * would each rename a complete file; the caller saves from one
-	 * place anyway.
+	 * Copy under the lock, render and write without it: rendering a
+	 * full table takes most of a second and the write waits for the
+	 * disk, while every worker's accept needs the lock. Two savers
+	 * racing would each rename a complete file; the caller saves from
+	 * one place anyway.
 	 */
 	pthread_mutex_lock(&p->lock);
 	if (p->r.state_file == NULL) {
 		pthread_mutex_unlock(&p->lock);
 		return 0;
 	}
-	buf = state_format(p->bans, now_ms, wall_ms, &len);
+	copy = ban_table_copy(p->bans);
 	path = strdup(p->r.state_file);
-	if (buf != NULL && path != NULL)
+	if (copy != NULL && path != NULL)
 		p->dirty = false;
 	pthread_mutex_unlock(&p->lock);
+	if (copy != NULL && path != NULL)
+		buf = state_format(copy, now_ms, wall_ms, &len);
+	ban_table_free(copy);
 	if (buf == NULL || path == NULL) {
 		snprintf(err, errlen, "state file: out of memory");
 		rc = -1;

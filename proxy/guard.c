@@ -21,6 +21,10 @@
  * enough to batch a burst of bans into one fsync, short enough that a
  * crash loses little. */
 #define STATE_SAVE_DELAY 2.0
+/* A save runs on the main loop, which serves worker 0's sessions too;
+ * a big table (a flood of new addresses) takes a second or more to
+ * render and write, so saves come at most this share of the time. */
+#define STATE_SAVE_SHARE 0.05
 
 static struct {
 	struct ev_loop *loop;
@@ -84,12 +88,30 @@ guard_save_now(void)
 {
 	char err[sizeof(guard.save_err)];
 	uint64_t now;
+	double took, every;
+	int rc;
 
 	if (guard.policy == NULL || !policy_state_dirty(guard.policy))
 		return;
 	now = guard_now_ms();
-	if (policy_state_save(guard.policy, now, wall_ms(), err,
-	    sizeof(err)) == 0) {
+	rc = policy_state_save(guard.policy, now, wall_ms(), err, sizeof(err));
+	took = (double)(guard_now_ms() - now) / 1000.0;
+	every = took / STATE_SAVE_SHARE;
+	every = every > STATE_SAVE_DELAY ? every : STATE_SAVE_DELAY;
+	if (ev_is_active(&guard.save) && every != guard.save.repeat) {
+		/* Said when it starts and ends, not at every change. */
+		if (every > STATE_SAVE_DELAY &&
+		    guard.save.repeat <= STATE_SAVE_DELAY)
+			log_info("state: saving took %.2f s; saving every "
+			    "%.0f s or more while it takes that long", took,
+			    every);
+		else if (every <= STATE_SAVE_DELAY)
+			log_info("state: saving every %.0f s again",
+			    STATE_SAVE_DELAY);
+		guard.save.repeat = every;
+		ev_timer_again(guard.loop, &guard.save);
+	}
+	if (rc == 0) {
 		if (guard.save_err[0] != '\0')
 			log_info("state: saved again after failures");
 		guard.save_err[0] = '\0';
@@ -99,7 +121,7 @@ guard_save_now(void)
 	    now - guard.save_err_ms < STATE_WARN_EVERY)
 		return;
 	log_warnx("%s (bans are still enforced, but would not survive a "
-	    "restart; retrying every %.0f s)", err, STATE_SAVE_DELAY);
+	    "restart; retrying every %.0f s)", err, guard.save.repeat);
 	snprintf(guard.save_err, sizeof(guard.save_err), "%s", err);
 	guard.save_err_ms = now;
 }

@@ -14,7 +14,9 @@
  * updates per second over 100,000 addresses, bytes per tracked address
  * (from mallinfo2(), i.e. what malloc really handed out, and from the
  * table's own accounting), ban lookups per second and whole
- * policy_admit calls per second with the 1M-prefix deny list loaded.
+ * policy_admit calls per second with the 1M-prefix deny list loaded,
+ * new bans per second into a full ban table, and how long saving that
+ * table holds the policy lock.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include "cidr.h"
 #include "config.h"
 #include "policy.h"
+#include "state.h"
 #include "window.h"
 
 static volatile uint64_t sink;
@@ -271,6 +274,56 @@ bench_policy(void)
 	free(a);
 }
 
+/*
+ * A flood of new addresses (one /64, aggregated) fills the ban table;
+ * every further ban then has to make room, under the lock every accept
+ * takes. And the state file of such a table: what the lock holds (a copy)
+ * against rendering it.
+ */
+static void
+bench_ban_full(void)
+{
+	struct ban_params bp = { 3600000, 2.0, 7 * 24 * 3600000ULL, 0, 0 };
+	struct ban_table *t = ban_table_new(&bp), *c;
+	struct ban_info b;
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	double t0, t1, t2;
+	size_t len;
+	char *text;
+	uint32_t i;
+
+	if (t == NULL)
+		return;
+	for (i = 0; i < BAN_DEFAULT_MAX_ENTRIES; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_RATE, 0, 1000, &b);
+	}
+	t0 = now_s();
+	for (i = 0; i < 100000; i++) {
+		uint32_t k = BAN_DEFAULT_MAX_ENTRIES + i;
+
+		memcpy(a + 12, &k, sizeof(k));
+		ban_add(t, a, BAN_RATE, 0, 2000, &b);
+	}
+	t1 = now_s();
+	printf("ban: %.2f M new bans/s into a full table of %zu live records "
+	    "(%.2f us each)\n", 100000 / (t1 - t0) / 1e6, ban_entries(t),
+	    (t1 - t0) / 100000 * 1e6);
+	t0 = now_s();
+	c = ban_table_copy(t);
+	t1 = now_s();
+	text = c != NULL ? state_format(c, 3000, 1767225600000ULL, &len) :
+	    NULL;
+	t2 = now_s();
+	if (text != NULL)
+		printf("state: saving %zu records holds the policy lock %.1f ms "
+		    "(a copy); rendering %zu bytes outside it takes %.0f ms\n",
+		    ban_entries(t), (t1 - t0) * 1e3, len, (t2 - t1) * 1e3);
+	free(text);
+	ban_table_free(c);
+	ban_table_free(t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -280,6 +333,7 @@ main(int argc, char **argv)
 	s = bench_cidr(n);
 	bench_window();
 	bench_policy();
+	bench_ban_full();
 	cidr_set_free(s);
 	free(bench_prefixes);
 	return 0;

@@ -220,6 +220,54 @@ test_restore(void)
 	ban_table_free(t);
 }
 
+/* A copy reads as the table did, whatever happens to the table later. */
+static void
+test_copy(void)
+{
+	struct ban_table *t = ban_table_new(&params), *c;
+	struct ban_info b;
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	struct seen s = { 0, 0 };
+	int bad = 0;
+
+	for (int i = 0; i < 1000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_AUTH, 0, 0, &b);
+	}
+	c = ban_table_copy(t);
+	CHECK(c != NULL);
+	for (int i = 0; i < 1000; i += 2) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_del(t, a, 1);
+	}
+	for (int i = 1000; i < 3000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_RATE, 0, 0, &b);
+	}
+	CHECK_INT_EQ(ban_entries(c), 1000);
+	for (int i = 0; i < 3000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		if (ban_lookup(c, a, 1, &b) != (i < 1000) ||
+		    (i < 1000 && b.reason != BAN_AUTH))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	ban_foreach(c, 1, visit, &s);
+	CHECK_INT_EQ(s.n, 1000);
+	ban_table_free(c);
+	CHECK_INT_EQ(ban_entries(t), 2500);
+	ban_table_free(t);
+
+	t = ban_table_new(&params);
+	c = ban_table_copy(t);
+	CHECK(c != NULL && ban_entries(c) == 0);
+	CHECK(c != NULL && ban_add(c, ip("192.0.2.9"), BAN_RATE, 0, 0, &b));
+	CHECK(c != NULL && ban_lookup(c, ip("192.0.2.9"), 1, NULL));
+	CHECK(!ban_lookup(t, ip("192.0.2.9"), 1, NULL));
+	ban_table_free(c);
+	ban_table_free(t);
+}
+
 static void
 test_reason_names(void)
 {
@@ -243,6 +291,7 @@ main(void)
 	test_manual();
 	test_many();
 	test_restore();
+	test_copy();
 	test_reason_names();
 	return check_report("ban");
 }
