@@ -269,3 +269,24 @@ cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
 	*off += l.consumed;
 	return CMDFLOW_GO;
 }
+
+bool
+cmdflow_auth_response(const uint8_t *arg, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && arg[i] != ' ')
+		i++;
+	while (i < len && arg[i] == ' ')
+		i++;
+	while (len > i && arg[len - 1] == ' ')
+		len--;
+	return len > i && !(len - i == 1 && arg[i] == '=');
+}
+
+bool
+cmdflow_sasl_cancel(const uint8_t *p, size_t len)
+{
+	return (len == 2 && memcmp(p, "*\n", 2) == 0) ||
+	    (len == 3 && memcmp(p, "*\r\n", 3) == 0);
+}

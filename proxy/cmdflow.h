@@ -118,6 +118,16 @@ enum cmdflow_rc cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
 enum cmdflow_rc cmdflow_sasl(struct filter_io *io, const uint8_t *p,
     size_t len, bool eof, size_t *off, const char *bad);
 
+/*
+ * Whether an AUTH command's arguments (mechanism, then maybe an initial
+ * response) carry a response other than "=", the empty one (RFC 4954 4,
+ * RFC 5034 4); and whether a SASL response line, terminator included, is
+ * the "*" that cancels the exchange. A server that refuses an AUTH before
+ * any response was sent (a mechanism it does not offer) saw no password.
+ */
+bool cmdflow_auth_response(const uint8_t *arg, size_t len);
+bool cmdflow_sasl_cancel(const uint8_t *p, size_t len);
+
 /* Forwards one line and a CRLF; false when it does not fit. */
 bool cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len);
 

@@ -55,6 +55,8 @@ struct pop3 {
 	bool user_seen;		/* a USER went out since the last PASS or
 				 * STLS */
 	bool sasl_cancel;	/* the last SASL response was "*" */
+	bool sasl_sent;		/* this AUTH carried a response other
+				 * than "*" */
 };
 
 /*
@@ -210,11 +212,17 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 			s->cmode = CM_SASL;
 			return;
 		}
-		/* RFC 5034 4: the server refuses a "*" cancel with -ERR; no
-		 * credentials were tried either. */
-		if (ok || !s->sasl_cancel)
+		/*
+		 * No credentials were tried when the client cancelled with
+		 * "*" (RFC 5034 4), nor when the server refused the AUTH
+		 * line itself: an unknown mechanism (a client set to try
+		 * NTLM, GSSAPI first) or bad base64. Dovecot answers those
+		 * with the same -ERR [AUTH] as a wrong password.
+		 */
+		if (ok || (s->sasl_sent && !s->sasl_cancel))
 			auth_verdict(s, io, st, "pop3_auth");
 		s->sasl_cancel = false;
+		s->sasl_sent = false;
 		s->authed |= ok;
 		s->cmode = CM_CMD;
 		break;
@@ -416,6 +424,7 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 		break;
 	case POP3_VERB_AUTH:
 		kind = c.arglen > 0 ? PEND_AUTH : PEND_MULTI;
+		s->sasl_sent = cmdflow_auth_response(c.arg, c.arglen);
 		break;
 	case POP3_VERB_CAPA:
 		kind = PEND_CAPA;
@@ -441,15 +450,6 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 	if (kind == PEND_AUTH)
 		s->cmode = CM_WAIT;
 	return true;
-}
-
-/* Whether a SASL response line, terminator included, is the "*" that
- * cancels the exchange (RFC 5034 4). */
-static bool
-sasl_cancel(const uint8_t *p, size_t len)
-{
-	return (len == 2 && memcmp(p, "*\n", 2) == 0) ||
-	    (len == 3 && memcmp(p, "*\r\n", 3) == 0);
 }
 
 static bool
@@ -510,7 +510,8 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			}
 			if (fr == CMDFLOW_HOLD)
 				break;
-			s->sasl_cancel = sasl_cancel(p + start, off - start);
+			s->sasl_cancel = cmdflow_sasl_cancel(p + start, off - start);
+			s->sasl_sent |= !s->sasl_cancel;
 			s->cmode = CM_WAIT;
 			continue;
 		}

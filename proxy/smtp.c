@@ -59,6 +59,8 @@ struct smtp {
 	bool need_ehlo;		/* after STARTTLS, until EHLO/HELO succeeds */
 	bool in_txn;		/* MAIL accepted, message not yet ended */
 	bool authed;		/* AUTH succeeded */
+	bool sasl_sent;		/* this AUTH carried a response other
+				 * than "*" */
 	bool rset_due;		/* moat's RSET still to be sent */
 	bool ehlo_wait;		/* client bytes held for that EHLO's reply */
 	/* The reply being relayed. */
@@ -291,7 +293,11 @@ reply_done(struct smtp *s, struct filter_io *io,
 			s->cmode = CM_SASL;
 			return;		/* the exchange goes on */
 		}
-		auth_verdict(io, r);
+		/* Postfix refuses a mechanism it does not offer with 535
+		 * 5.7.8, as it does a wrong password: nothing was tried. */
+		if (ok || s->sasl_sent)
+			auth_verdict(io, r);
+		s->sasl_sent = false;
 		if (ok)
 			s->authed = true;
 		s->cmode = CM_CMD;
@@ -477,6 +483,8 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 	if (!cmdflow_forward(io, l->p, l->len))
 		return false;
 	pendq_push(&s->q, pend_kind_of(c.verb), NULL);
+	if (c.verb == SMTP_VERB_AUTH)
+		s->sasl_sent = cmdflow_auth_response(c.arg, c.arglen);
 	if (c.verb == SMTP_VERB_DATA || c.verb == SMTP_VERB_AUTH)
 		s->cmode = CM_WAIT;
 	/*
@@ -559,7 +567,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 	struct smtp_line l;
 	enum smtp_parse_rc rc;
 	enum cmdflow_rc fr;
-	size_t off = 0, n;
+	size_t off = 0, n, start;
 
 	if (s->cmode == CM_DEAD || s->cmode == CM_DISCARD)
 		return len;	/* never forwarded, never answered */
@@ -603,6 +611,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->cmode == CM_SASL) {
 			/* A SASL response: forwarded, never logged. */
+			start = off;
 			fr = cmdflow_sasl(io, p, len, eof, &off, R_BADSASL);
 			if (fr == CMDFLOW_DEAD) {
 				s->cmode = CM_DEAD;
@@ -610,6 +619,8 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			}
 			if (fr == CMDFLOW_HOLD)
 				break;
+			s->sasl_sent |= !cmdflow_sasl_cancel(p + start,
+			    off - start);
 			s->cmode = CM_WAIT;
 			continue;
 		}

@@ -69,6 +69,10 @@ def test_smtp_auth_failures(stack, moat, pki):
         # Syntax errors are not password guesses.
         code, _ = s.docmd("AUTH")
         assert code == 501
+        # Postfix refuses a mechanism it does not offer with the 535 of
+        # a wrong password; no password was sent, so it is not counted.
+        code, msg = s.docmd("AUTH", "NTLM")
+        assert code == 535 and b"mechanism" in msg, msg
         s.login("alice", "alicepw")
     evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=3)
     assert len(auth_fails(moat)) == 3
@@ -141,7 +145,8 @@ def test_pop3_pass_and_auth_failures(stack, moat, pki):
 
 def test_pop3_exchanges_without_credentials_count_nothing(stack, moat, pki):
     """Regression: Dovecot's -ERR to a SASL exchange the client cancelled
-    with "*" (RFC 5034 4), to a PASS whose USER the previous PASS used up,
+    with "*" (RFC 5034 4), to an AUTH naming a mechanism it does not
+    offer, to a PASS whose USER the previous PASS used up,
     and to USER/PASS/APOP/AUTH after login (unknown commands then) were
     each counted as a failed login, so a client that tried no password
     could be banned.  The real failures among them count once each."""
@@ -154,6 +159,11 @@ def test_pop3_exchanges_without_credentials_count_nothing(stack, moat, pki):
             c.send(b"AUTH " + mech + b"\r\n")
             assert c.line().startswith(b"+")
             c.send(b"*\r\n")
+            assert c.line().startswith(b"-ERR"), mech
+        # A mechanism the server does not offer: refused before any
+        # credential (Dovecot says -ERR [AUTH] as for a wrong password).
+        for mech in (b"NTLM", b"GSSAPI ="):
+            c.send(b"AUTH " + mech + b"\r\n")
             assert c.line().startswith(b"-ERR"), mech
         c.send(b"USER alice\r\nPASS wrong1\r\nPASS wrong2\r\n")
         assert c.line().startswith(b"+OK")

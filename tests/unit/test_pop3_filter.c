@@ -178,6 +178,30 @@ test_auth_not_guesses(void)
 	fake_client(io, "eA==\r\n");
 	fake_backend(io, "-ERR [AUTH] Authentication failed.\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 1);
+	/* The server refuses the AUTH line itself (Dovecot: unknown
+	 * mechanism): nothing was tried, also after a real failure. An
+	 * empty initial response "=" is no credential either. But a
+	 * response sent, even one the server cannot decode, counts. */
+	for (int i = 0; i < 3; i++) {
+		static const char *const line[] = { "AUTH NTLM\r\n",
+		    "AUTH GSSAPI =\r\n", "AUTH PLAIN AGFsaWNlAHdyb25n\r\n" };
+
+		fake_client(io, line[i]);
+		fake_backend(io, i < 2 ? "-ERR [AUTH] Unsupported "
+		    "authentication mechanism.\r\n" :
+		    "-ERR [AUTH] Authentication failed.\r\n");
+		CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], i < 2 ? 1 : 2);
+	}
+	fake_client(io, "AUTH PLAIN\r\n");
+	fake_backend(io, "+ \r\n");
+	fake_client(io, "!!notbase64\r\n");
+	fake_backend(io, "-ERR [AUTH] Invalid base64 data in continued "
+	    "response\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
+	fake_client(io, "AUTH NTLM\r\n");
+	fake_backend(io, "-ERR [AUTH] Unsupported authentication "
+	    "mechanism.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
 	/* A PASS uses its USER up: the next PASS has none. */
 	fake_take_backend(io);
 	fake_take_client(io);
@@ -187,7 +211,7 @@ test_auth_not_guesses(void)
 	CHECK_STR_EQ(fake_take_client(io), "+OK\r\n"
 	    "-ERR [AUTH] Authentication failed.\r\n"
 	    "-ERR No username given\r\n");
-	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 4);
 	/* After login these are unknown commands, not guesses. */
 	fake_client(io, "USER alice\r\nPASS alicepw\r\n");
 	fake_backend(io, "+OK\r\n+OK Logged in.\r\n");
@@ -197,7 +221,7 @@ test_auth_not_guesses(void)
 	fake_backend(io, "-ERR Unknown command: USER\r\n"
 	    "-ERR Unknown command: PASS\r\n-ERR Unknown command: APOP\r\n"
 	    "-ERR Unknown command: AUTH\r\n");
-	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 4);
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
 	fake_free(io);
 }

@@ -373,6 +373,22 @@ test_auth_signals(void)
 	fake_client(io, "*\r\n");
 	fake_backend(io, "501 5.7.0 Authentication aborted\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	/* Postfix refuses a mechanism it does not offer with the 535 of a
+	 * wrong password, before any response: nothing was guessed. */
+	fake_client(io, "AUTH NTLM\r\n");
+	fake_backend(io, "535 5.7.8 Error: authentication failed: Invalid "
+	    "authentication mechanism\r\n");
+	fake_client(io, "AUTH EXTERNAL =\r\n");
+	fake_backend(io, "535 5.7.8 Error: authentication failed: Invalid "
+	    "authentication mechanism\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 2);
+	/* A response after a 334 counts, whatever the server makes of it. */
+	fake_client(io, "AUTH PLAIN\r\n");
+	fake_backend(io, "334 \r\n");
+	fake_client(io, "!!\r\n");
+	fake_backend(io, "535 5.7.8 Error: authentication failed: Invalid "
+	    "base64 data in continued response\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
 	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
 	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
