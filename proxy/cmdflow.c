@@ -190,12 +190,17 @@ cmdflow_gate(struct cmdflow *f, struct filter_io *io, const uint8_t *p,
 	}
 	if (greeted)
 		return CMDFLOW_GO;
-	/* RFC 5321 3.1, RFC 1939 4: the client waits for the greeting. */
+	/*
+	 * RFC 5321 3.1, RFC 1939 4: the client waits for the greeting.
+	 * What it sent is held until then, also past its end of stream (a
+	 * script piping commands into nc): the greeting deadline bounds
+	 * the wait, and the commands still get their replies.
+	 */
 	if (!f->early) {
 		f->early = true;
 		filter_signal(io, FILTER_SIG_GLITCH, "early_talker");
 	}
-	*used = eof ? len : 0;
+	*used = 0;
 	return CMDFLOW_HOLD;
 }
 

@@ -16,6 +16,7 @@ Modes:
   hangup        accepts and closes at once, without a byte
   reset         accepts and resets at once (SO_LINGER 0), without a byte
   reset_in_xclient  greeting, reads one line (moat's EHLO), then resets
+  late_smtp     like smtp, but greets only after half a second
   close_in_data like smtp, but closes after 354 and the first DATA bytes,
                 never committing the message
   garbage       greeting, then random bytes (no CR/LF structure) forever
@@ -178,6 +179,10 @@ class ScriptedBackend:
                 await self._send(w, b"250 ok\r\n")
 
     async def _mode_smtp(self, r, w):
+        await self._smtp(r, w, False)
+
+    async def _mode_late_smtp(self, r, w):
+        await asyncio.sleep(0.5)
         await self._smtp(r, w, False)
 
     async def _mode_close_in_data(self, r, w):

@@ -217,6 +217,27 @@ def test_backend_stalls_after_accept(pki, good, tmp_path):
         stall.stop()
 
 
+def test_early_talker_that_half_closes_gets_its_replies(pki, tmp_path):
+    """A scripted client (printf ... | nc -N) sends its commands and its
+    end of stream before the greeting: moat holds them until the backend
+    greets, then passes them on, and the client reads every reply."""
+    late = ScriptedBackend("late_smtp").start()
+    m = Moat(tmp_path, pki, [listener("late", late.addr, tls="none")]).start()
+    try:
+        with socket.create_connection(m.addr("late"), timeout=10) as s:
+            s.sendall(b"EHLO x.example\r\nQUIT\r\n")
+            s.shutdown(socket.SHUT_WR)
+            got = read_until_close(s, 10)
+        assert got.startswith(b"220 "), got
+        assert b"\r\n250-" in got and got.endswith(b"221 bye\r\n"), got
+        # Seen as an early talker all the same.
+        events = (m.workdir / "events.jsonl").read_text()
+        assert '"early_talker"' in events, events
+    finally:
+        assert m.stop() == 0
+        late.stop()
+
+
 def test_backend_closes_mid_data(pki, good, tmp_path):
     """The backend drops the connection after 354 and the first bytes of
     the message: the client is told 421 (never a success), the backend
