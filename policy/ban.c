@@ -312,9 +312,17 @@ ban_restore(struct ban_table *t, const uint8_t addr[16],
 	t->e[i].expiry_ms = expiry_ms;
 	t->e[i].count = count;
 	t->e[i].reason = (uint8_t)reason;
-	if (forgotten(t, &t->e[i], now))
+	if (forgotten(t, &t->e[i], now)) {
 		remove_at(t, i);
-	return 0;
+		return 0;
+	}
+	return 1;
+}
+
+uint64_t
+ban_forget_ms(const struct ban_table *t)
+{
+	return t->p.forget_ms;
 }
 
 bool

@@ -90,10 +90,13 @@ bool ban_add(struct ban_table *t, const uint8_t addr[16],
     struct ban_info *out);
 
 /* Sets a record as read from the state file (expiry may be in the past:
- * the record then only carries the repeat count). -1 if out of memory. */
+ * the record then only carries the repeat count). 1 when kept, 0 when
+ * already forgotten, -1 if out of memory. */
 int ban_restore(struct ban_table *t, const uint8_t addr[16],
     enum ban_reason reason, uint64_t expiry_ms, uint32_t count,
     uint64_t now);
+/* How long a record outlives its ban (ban.forget_after). */
+uint64_t ban_forget_ms(const struct ban_table *t);
 
 /* Forgets addr entirely (an operator's unban also forgives the repeat
  * count). Returns true if a ban was in force. */

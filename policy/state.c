@@ -451,13 +451,24 @@ restore_ban(void *arg, const struct state_ban *b)
 	} else {
 		uint64_t ago = r->wall - b->expiry_unix_ms;
 
+		/* Before the monotonic clock's start (a reboot) an expiry
+		 * is clamped to 0, which would measure the forgetting from
+		 * the boot: judge it by the wall clock here. */
+		if (ago >= ban_forget_ms(r->t))
+			return;
 		expiry = ago > r->now ? 0 : r->now - ago;
 	}
-	if (ban_restore(r->t, b->addr, b->reason, expiry, b->count,
-	    r->now) == -1)
+	switch (ban_restore(r->t, b->addr, b->reason, expiry, b->count,
+	    r->now)) {
+	case -1:
 		r->oom = true;
-	else
+		break;
+	case 1:
 		r->n++;
+		break;
+	default:
+		break;		/* forgotten already */
+	}
 }
 
 struct read_ctx {

@@ -90,6 +90,8 @@ int state_write_buf(const char *path, const char *buf, size_t len,
  * when the file could not be read or was rejected; diagnostics go to report
  * either way. The monotonic expiry is now_ms + (expiry - wall_ms); one that
  * lies further back than the monotonic clock's start is clamped to 0.
+ * Records whose ban ended longer ago than they are remembered are skipped
+ * and not counted.
  */
 long state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report, void *arg);

@@ -207,12 +207,12 @@ test_restore(void)
 	struct ban_info b;
 
 	CHECK_INT_EQ(ban_restore(t, ip("192.0.2.1"), BAN_AUTH, 5000, 3, 1000),
-	    0);
+	    1);
 	CHECK(ban_lookup(t, ip("192.0.2.1"), 4999, &b));
 	CHECK_INT_EQ(b.count, 3);
 	/* An expired record still escalates the next ban. */
 	CHECK_INT_EQ(ban_restore(t, ip("192.0.2.2"), BAN_RATE, 500, 2, 1000),
-	    0);
+	    1);
 	CHECK(!ban_lookup(t, ip("192.0.2.2"), 1000, NULL));
 	CHECK(ban_add(t, ip("192.0.2.2"), BAN_RATE, 0, 1000, &b));
 	CHECK_INT_EQ(b.count, 3);

@@ -95,7 +95,11 @@ test_round_trip(void)
 	CHECK(ban_add(t, ip("198.51.100.9"), BAN_MANUAL, 30 * H, now, &b));
 	/* A third offence that has expired: kept for its count. */
 	CHECK_INT_EQ(ban_restore(t, ip("203.0.113.3"), BAN_RATE, now - H, 3,
-	    now), 0);
+	    now), 1);
+	/* One that ended 8 days ago, remembered for 7: still in the file
+	 * when the file was written before the record's forgetting. */
+	CHECK_INT_EQ(ban_restore(t, ip("203.0.113.4"), BAN_RATE, 2 * H, 2,
+	    now), 1);
 
 	CHECK_INT_EQ(state_write(path, t, now, WALL, err, sizeof(err)), 0);
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
@@ -104,7 +108,7 @@ test_round_trip(void)
 	u = ban_table_new(&params);
 	memset(&l, 0, sizeof(l));
 	CHECK_INT_EQ(state_read(path, u, 5000, WALL + 600000, log_report, &l),
-	    4);
+	    5);
 	CHECK_INT_EQ(l.n, 0);
 	CHECK(ban_lookup(u, ip("192.0.2.1"), 5000, &b));
 	CHECK_INT_EQ(b.expiry_ms, 5000 + H - 600000);	/* time left kept */
@@ -119,6 +123,26 @@ test_round_trip(void)
 	CHECK(ban_add(u, ip("203.0.113.3"), BAN_RATE, 0, 6000, &b));
 	CHECK_INT_EQ(b.count, 4);
 	CHECK_INT_EQ(b.duration_ms, 8 * H);
+	CHECK(ban_add(u, ip("203.0.113.4"), BAN_RATE, 0, 6000, &b));
+	CHECK_INT_EQ(b.count, 3);
+
+	/*
+	 * A reboot six days later: 203.0.113.4's ban ended 8 days before,
+	 * longer than records are remembered (7 days), so it is not
+	 * restored; measured from the boot it would have been kept another
+	 * week and escalated its next ban. The others ended 6 days ago.
+	 */
+	{
+		struct ban_table *v = ban_table_new(&params);
+
+		CHECK_INT_EQ(state_read(path, v, 5000, WALL + 144 * H,
+		    log_report, &l), 4);
+		CHECK(ban_add(v, ip("203.0.113.4"), BAN_RATE, 0, 6000, &b));
+		CHECK_INT_EQ(b.count, 1);
+		CHECK(ban_add(v, ip("203.0.113.3"), BAN_RATE, 0, 6000, &b));
+		CHECK_INT_EQ(b.count, 4);
+		ban_table_free(v);
+	}
 
 	/* Writing again replaces the file; no temporary is left behind. */
 	CHECK_INT_EQ(state_write(path, u, 6000, WALL + 601000, err,
