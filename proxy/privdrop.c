@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -353,4 +354,59 @@ fail:
 	snprintf(err, errlen, "privileges: cannot switch to %s: %s", user,
 	    strerror(errno));
 	return -1;
+}
+
+static void
+try_read(const char *const *files, size_t n, int *errs)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		errs[i] = files[i] == NULL || access(files[i], R_OK) == 0 ?
+		    0 : errno;
+}
+
+int
+privdrop_readable(const char *user, const char *const *files, size_t n,
+    int *errs)
+{
+	struct passwd *pw;
+	size_t got = 0;
+	ssize_t r;
+	pid_t pid;
+	int fd[2], status;
+
+	if ((pw = getpwnam(user)) == NULL)
+		return -1;
+	if (geteuid() == pw->pw_uid) {
+		try_read(files, n, errs);
+		return 0;
+	}
+	if (geteuid() != 0 || pipe(fd) == -1)
+		return -1;
+	if ((pid = fork()) == -1) {
+		close(fd[0]);
+		close(fd[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		/* access() asks with the real ids, which these set too. */
+		close(fd[0]);
+		if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+		    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+		    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+			_exit(1);
+		try_read(files, n, errs);
+		_exit(write(fd[1], errs, n * sizeof(*errs)) ==
+		    (ssize_t)(n * sizeof(*errs)) ? 0 : 1);
+	}
+	close(fd[1]);
+	while (got < n * sizeof(*errs) && ((r = read(fd[0], (char *)errs +
+	    got, n * sizeof(*errs) - got)) > 0 || (r == -1 && errno == EINTR)))
+		got += r > 0 ? (size_t)r : 0;
+	close(fd[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	return got == n * sizeof(*errs) && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0 ? 0 : -1;
 }

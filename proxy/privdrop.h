@@ -39,6 +39,17 @@ int privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 int privdrop(const char *user, bool keep_net_admin, const char *workdir,
     const char *const *own, char *err, size_t errlen);
 
+/*
+ * Whether user can read each of files (n of them; NULL entries skipped),
+ * as the kernel answers user: running as root, a child process takes
+ * user's uid and groups and tries them; running as user, the process
+ * itself. errs[i] gets 0 or the errno of a file user cannot read.
+ * Returns 0, or -1 when it cannot tell (no such user, another non-root
+ * user, no child process).
+ */
+int privdrop_readable(const char *user, const char *const *files, size_t n,
+    int *errs);
+
 /* The directory part of path into buf ("." for a bare name). */
 const char *privdrop_dirname(const char *path, char *buf, size_t len);
 

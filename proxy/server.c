@@ -603,23 +603,69 @@ server_dirs(struct server *srv)
 	return 0;
 }
 
-/* cert and key files are read again at each reload, as daemon.user. */
-static void
-server_check_readable(const struct config *cfg)
+/*
+ * What moat reads again as daemon.user: at each reload the config file,
+ * the list files, the certificates and keys; at start the geo database
+ * (opened after the drop). A file only root can read passes everything
+ * else and then fails the first SIGHUP, or the start. Said by moat -t
+ * (config_path NULL: the start's check, the geo database an error) and
+ * once running (a warning). Returns -1 when the start would fail.
+ */
+static int
+server_check_reread(const struct config *cfg, const char *config_path,
+    bool check)
 {
-	size_t i;
+	const struct cfg_strings *lists[2] = { &cfg->policy.allow_files,
+	    &cfg->policy.deny_files };
+	const char **files;
+	int *errs, rc = 0;
+	size_t n = 0, max, i, j;
 
+	if (cfg->daemon.user == NULL)
+		return 0;
+	max = 2 + 2 * (cfg->tls.nsni + 1) + lists[0]->n + lists[1]->n;
+	files = calloc(max, sizeof(*files));
+	errs = calloc(max, sizeof(*errs));
+	if (files == NULL || errs == NULL)
+		goto out;
+	files[n++] = config_path;
+	files[n++] = check ? cfg->policy.geo.database : NULL;
 	for (i = 0; i <= cfg->tls.nsni; i++) {
-		const char *cert = i == 0 ? cfg->tls.certificate :
+		files[n++] = i == 0 ? cfg->tls.certificate :
 		    cfg->tls.sni[i - 1].certificate;
-		const char *key = i == 0 ? cfg->tls.key :
-		    cfg->tls.sni[i - 1].key;
-
-		if (cert != NULL && (access(cert, R_OK) == -1 ||
-		    access(key, R_OK) == -1))
-			log_warnx("tls: %s cannot read %s or %s: reloads will "
-			    "fail until it can", cfg->daemon.user, cert, key);
+		files[n++] = i == 0 ? cfg->tls.key : cfg->tls.sni[i - 1].key;
 	}
+	for (j = 0; j < 2; j++)
+		for (i = 0; i < lists[j]->n; i++)
+			files[n++] = lists[j]->v[i];
+	if (privdrop_readable(cfg->daemon.user, files, n, errs) == -1)
+		goto out;	/* cannot tell: the start says it */
+	for (i = 0; i < n; i++) {
+		char line[1024];
+
+		if (errs[i] == 0)
+			continue;
+		if (i == 1) {
+			snprintf(line, sizeof(line), "policy.geo.database: "
+			    "%s cannot read %s: %s; moat opens it after "
+			    "becoming that user, so it would not start",
+			    cfg->daemon.user, files[i], strerror(errs[i]));
+			rc = -1;
+		} else
+			snprintf(line, sizeof(line), "%s cannot read %s: %s; "
+			    "moat reads it again as that user at each reload "
+			    "(SIGHUP), which will fail until it can",
+			    cfg->daemon.user, files[i], strerror(errs[i]));
+		if (check)
+			fprintf(stderr, "%s: %s%s\n", cfg->path, i == 1 ? "" :
+			    "warning: ", line);
+		else
+			log_warnx("%s", line);
+	}
+out:
+	free(files);
+	free(errs);
+	return rc;
 }
 
 /*
@@ -653,7 +699,7 @@ server_privdrop(struct server *srv)
 		log_warnx("%s", err);
 		return -1;
 	}
-	server_check_readable(cfg);
+	(void)server_check_reread(cfg, srv->config_path, false);
 	return 0;
 }
 
@@ -973,6 +1019,8 @@ server_check(const struct config *cfg)
 		rc = 1;
 	else
 		tls_set_unref(t);
+	if (server_check_reread(cfg, cfg->path, true) == -1)
+		rc = 1;
 	/* The loader only knows the database is readable; this knows it is
 	 * a country database libmaxminddb can use, and for which clients. */
 	if (cfg->policy.geo.database != NULL) {

@@ -93,8 +93,9 @@ file = "{base}/log/events.jsonl"
 
 
 def start(ns: str, base: Path, firewall: str, run: str = "run",
-          env: dict | None = None, wrap: list[str] | None = None):
-    cfg = write_config(base, firewall, run)
+          env: dict | None = None, wrap: list[str] | None = None,
+          cfg: Path | None = None):
+    cfg = cfg or write_config(base, firewall, run)
     log = open(base / "moat.log", "wb")
     p = subprocess.Popen(["ip", "netns", "exec", ns, *(wrap or []),
                           str(moat_binary()), "-v", "-c", str(cfg)],
@@ -291,6 +292,54 @@ def test_check_finds_unmakeable_directory(base):
                        capture_output=True, text=True, timeout=20)
     assert t.returncode == 1
     assert f"{base}/log/events.jsonl: {base}/log is not a directory" in t.stderr
+
+
+def test_files_only_root_can_read_are_said(ns, base):
+    """Files moat reads again as daemon.user (the config file and list
+    files at each reload, the geo database at start) but only root can
+    read: moat -t warns about the first and refuses the second, and a
+    start warns too, instead of "configuration OK" and a failing SIGHUP
+    or start."""
+    from conftest import make_test_mmdb
+    cfg = write_config(base, "none")
+    deny = base / "deny.txt"
+    deny.write_text("192.0.2.0/24\n")
+    geo = make_test_mmdb(base / "geo.mmdb")
+    cfg.write_text(cfg.read_text() + f"""
+[policy]
+deny_files = ["{deny}"]
+[policy.geo]
+database = "{geo}"
+deny_countries = ["CN"]
+""")
+    for f in (cfg, deny, geo):
+        f.chmod(0o600)
+
+    def check():
+        return subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
+                              capture_output=True, text=True, timeout=20)
+
+    t = check()
+    assert t.returncode == 1, t.stderr
+    assert (f"policy.geo.database: {USER} cannot read {geo}: Permission "
+            "denied; moat opens it after becoming that user, so it would "
+            "not start") in t.stderr
+    for f in (cfg, deny):
+        assert (f"warning: {USER} cannot read {f}: Permission denied; moat "
+                "reads it again as that user at each reload") in t.stderr
+    geo.chmod(0o644)
+    t = check()
+    assert t.returncode == 0 and "configuration OK" in t.stderr, t.stderr
+    assert f"{USER} cannot read {cfg}" in t.stderr
+    assert f"{USER} cannot read {geo}" not in t.stderr
+
+    p, sock = start(ns, base, "none", cfg=cfg)
+    try:
+        log = (base / "moat.log").read_text()
+        assert f"{USER} cannot read {cfg}: Permission denied" in log, log
+        assert f"{USER} cannot read {deny}: Permission denied" in log, log
+    finally:
+        assert stop(p) == 0
 
 
 def test_control_socket_beside_state_file(ns, base):
