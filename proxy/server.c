@@ -112,6 +112,21 @@ server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
 	return false;
 }
 
+/* One of moat's open sockets whose port a bind of ap collides with (a
+ * wildcard and an address under it, either way round), or NULL. */
+static const struct addr_port *
+server_overlap(const struct lgroup *gs, size_t n, const struct addr_port *ap)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (gs[k].ap.ss.ss_family == ap->ss.ss_family &&
+		    addr_port_port(&gs[k].ap) == addr_port_port(ap) &&
+		    (addr_port_wildcard(&gs[k].ap) || addr_port_wildcard(ap)))
+			return &gs[k].ap;
+	return NULL;
+}
+
 /*
  * The listening sockets of a generation before they are handed to the
  * workers: every address of g, with fresh sockets for the addresses not
@@ -175,9 +190,29 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 			    &lc->listen[j]);
 			if (!kept && listener_bind(&lc->listen[j], fds,
 			    srv->nw) == -1) {
+				const struct addr_port *own = rr == NULL ?
+				    NULL : server_overlap(srv->groups,
+				    srv->ngroups, &lc->listen[j]);
+				char oname[ADDR_PORT_STRLEN];
+
 				e = errno;
 				addr_port_str(&lc->listen[j], name,
 				    sizeof(name));
+				if (e == EADDRINUSE && own != NULL) {
+					addr_port_str(own, oname,
+					    sizeof(oname));
+					reload_say(rr, CONFIG_ERROR, "cannot "
+					    "listen on %s: moat's own socket "
+					    "on %s holds the port, and a "
+					    "reload opens new sockets before "
+					    "it closes old ones; changing "
+					    "between a wildcard and an "
+					    "address on one port needs a "
+					    "restart", name, oname);
+					free(fds);
+					lplan_discard(srv, pl);
+					return -1;
+				}
 				/* A low port needs root: at start, moat was
 				 * not started as root; on a reload after the
 				 * drop, it is out of reach until a restart. */

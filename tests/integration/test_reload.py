@@ -169,6 +169,17 @@ def test_reload_failing_late_changes_nothing(tmp_path, pki, stack):
         assert r.returncode == 1, r.stdout
         assert f"cannot listen on {taken}: Address already in use" in r.stderr
         assert "reload done" not in r.stdout + r.stderr
+        # The listener's own port widened to the wildcard: the new socket
+        # is opened before the old one closes, which the kernel refuses.
+        # The error names moat's own socket, not some other process.
+        wide = "0.0.0.0:%d" % port
+        m.config_path.write_text(good.replace(f'listen = ["{own}"]',
+                                              f'listen = ["{wide}"]'))
+        assert wide in m.config_path.read_text()
+        r = m.ctl("reload")
+        assert r.returncode == 1, r.stdout
+        assert (f"cannot listen on {wide}: moat's own socket on {own} holds "
+                "the port") in r.stderr and "needs a restart" in r.stderr, r.stderr
         c = Smtp(port, "192.0.2.9")
         assert c.reply().startswith(b"220 ")
         c.close()
