@@ -232,6 +232,48 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	return false;
 }
 
+static int64_t cert_not_after(const X509 *x);
+
+/*
+ * A certificate out of its dates still loads (a renewal may be on its
+ * way), but every client will refuse it: said at the check, the start
+ * and each reload, as is one about to expire.
+ */
+#define CERT_WARN_DAYS 14
+
+static void
+cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
+    void *arg)
+{
+	const X509 *x = SSL_CTX_get0_certificate(ctx);
+	int64_t now = (int64_t)time(NULL), end;
+	char line[1024], when[32];
+	struct tm tm;
+	time_t tt;
+
+	if (x == NULL || (end = cert_not_after(x)) == 0)
+		return;
+	tt = (time_t)end;
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm) == 0)
+		snprintf(when, sizeof(when), "?");
+	if (X509_cmp_time(X509_get0_notBefore(x), NULL) > 0)
+		snprintf(line, sizeof(line), "%s: warning: the certificate is "
+		    "not valid yet (its notBefore is in the future); clients "
+		    "will refuse it", cert);
+	else if (end <= now)
+		snprintf(line, sizeof(line), "%s: warning: the certificate "
+		    "expired on %s; clients will refuse it", cert, when);
+	else if (end - now < CERT_WARN_DAYS * 86400)
+		snprintf(line, sizeof(line), "%s: warning: the certificate "
+		    "expires on %s, in %lld day%s", cert, when,
+		    (long long)((end - now) / 86400),
+		    (end - now) / 86400 == 1 ? "" : "s");
+	else
+		return;
+	report(arg, CONFIG_WARNING, line);
+}
+
 static SSL_CTX *
 ctx_new(const char *cert, const char *key, const struct config *cfg,
     config_report_fn *report, void *arg)
@@ -295,6 +337,7 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 		report_ssl(report, arg, key, line);
 		goto fail;
 	}
+	cert_dates(ctx, cert, report, arg);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);

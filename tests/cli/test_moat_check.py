@@ -207,6 +207,44 @@ def test_key_file_without_key(confdir):
     assert "it holds a certificate" in r.stderr
 
 
+def test_certificate_out_of_its_dates_warned(confdir):
+    """A certificate that expired (a stale file put back during renewal)
+    or is about to: moat -t passes it, as a start or reload would, but
+    says so, since every client will refuse it."""
+    (confdir / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\n"
+        "new_certs_dir = .\nserial = serial\ndefault_md = sha256\n"
+        "policy = p\n[p]\ncommonName = supplied\n")
+    (confdir / "index.txt").write_text("")
+    (confdir / "serial").write_text("01\n")
+    key = str(confdir / "key.pem")
+    _openssl("req", "-new", "-key", key, "-subj", "/CN=localhost",
+             "-out", str(confdir / "r.csr"))
+    subprocess.run(["openssl", "ca", "-batch", "-config", "ca.cnf",
+                    "-selfsign", "-keyfile", "key.pem", "-notext",
+                    "-startdate", "20200101000000Z",
+                    "-enddate", "20200201000000Z",
+                    "-in", "r.csr", "-out", "old.pem"],
+                   cwd=confdir, check=True, capture_output=True, timeout=30)
+    _openssl("req", "-x509", "-key", key, "-subj", "/CN=localhost",
+             "-days", "3", "-out", str(confdir / "soon.pem"))
+    for cert, want in (
+            ("old.pem", r"old\.pem: warning: the certificate expired on "
+             r"2020-02-01 00:00 UTC; clients will refuse it"),
+            ("soon.pem", r"soon\.pem: warning: the certificate expires on "
+             r"\d{4}-\d\d-\d\d \d\d:\d\d UTC, in [23] days"),
+            ("cert.pem", None)):
+        path = confdir / "moat.toml"
+        path.write_text(f'[tls]\ncertificate = "{cert}"\nkey = "key.pem"\n'
+                        + LISTENER)
+        r = run("-t", "-c", str(path))
+        assert r.returncode == 0, r.stderr
+        if want is None:
+            assert "warning" not in r.stderr, r.stderr
+        else:
+            assert re.search(want, r.stderr), r.stderr
+
+
 def run_with_key(confdir, key):
     path = confdir / "moat.toml"
     path.write_text(f'[tls]\ncertificate = "cert.pem"\nkey = "{key}"\n'
