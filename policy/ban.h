@@ -40,6 +40,13 @@ enum ban_reason {
 
 #define BAN_DEFAULT_MAX_ENTRIES 1000000
 
+/* The longest ban, in configuration and from moatctl. Kernel sets refuse
+ * timeouts far beyond it (nftables: some 585 years), which left such a
+ * ban out of the set; an address meant to stay out for good belongs in
+ * policy.deny. */
+#define BAN_MAX_MS (3650ULL * 86400 * 1000)
+#define BAN_MAX_TEXT "3650d (ten years); for good, list it in policy.deny"
+
 struct ban_params {
 	uint64_t duration_ms;		/* first ban */
 	double escalation;		/* >= 1.0 */

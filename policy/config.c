@@ -18,6 +18,7 @@
 
 #include <openssl/ssl.h>
 
+#include "ban.h"
 #include "country.h"
 #include "duration.h"
 #include "toml.h"
@@ -1808,10 +1809,14 @@ k_ban_duration(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	(void)kp, (void)ctx;
-	if (get_duration(l, v, "ban.duration", &l->cfg->ban.duration_ms) &&
-	    l->cfg->ban.duration_ms < 1000)
+	if (!get_duration(l, v, "ban.duration", &l->cfg->ban.duration_ms))
+		return;
+	if (l->cfg->ban.duration_ms < 1000)
 		err_at(l, toml_value_pos(v), "ban.duration must be at least "
 		    "1s");
+	else if (l->cfg->ban.duration_ms > BAN_MAX_MS)
+		err_at(l, toml_value_pos(v), "ban.duration must be at most "
+		    BAN_MAX_TEXT);
 }
 
 static void
@@ -1840,7 +1845,11 @@ k_ban_max(struct loader *l, const struct toml_value *v, struct toml_pos kp,
     void *ctx)
 {
 	(void)kp, (void)ctx;
-	get_duration(l, v, "ban.max_duration", &l->cfg->ban.max_duration_ms);
+	if (get_duration(l, v, "ban.max_duration",
+	    &l->cfg->ban.max_duration_ms) &&
+	    l->cfg->ban.max_duration_ms > BAN_MAX_MS)
+		err_at(l, toml_value_pos(v), "ban.max_duration must be at most "
+		    BAN_MAX_TEXT);
 }
 
 static void

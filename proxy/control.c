@@ -17,6 +17,7 @@
 #include <ev.h>
 
 #include "addr.h"
+#include "ban.h"
 #include "duration.h"
 #include "events.h"
 #include "gen.h"
@@ -579,6 +580,11 @@ cmd_ban(struct cclient *c, struct reply *r, char **w, size_t nw)
 		if (ms < 1000) {
 			reply_fail(r, "invalid duration '%s': a ban lasts at "
 			    "least 1s", w[2]);
+			return;
+		}
+		if (ms > BAN_MAX_MS) {
+			reply_fail(r, "invalid duration '%s': a ban lasts at "
+			    "most " BAN_MAX_TEXT, w[2]);
 			return;
 		}
 	}

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ban.h"
 #include "duration.h"
 #include "events.h"
 #include "moat_version.h"
@@ -180,6 +181,9 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 				    argv[2], why);
 			if (ms < 1000)
 				bad_usage("ban: a ban lasts at least 1s");
+			if (ms > BAN_MAX_MS)
+				bad_usage("ban: a ban lasts at most "
+				    BAN_MAX_TEXT);
 		}
 	} else if (strcmp(cmd, "unban") == 0) {
 		if (argc != 2)

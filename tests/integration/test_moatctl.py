@@ -386,6 +386,26 @@ def test_usage_errors_exit_2(moat, args):
     assert "usage: moatctl" in r.stderr
 
 
+def test_ban_longer_than_ten_years_is_refused(moat):
+    """A "permanent" ban such as 99999w passed, and nftables refused its
+    timeout, so the kernel never dropped the address; ten years is the
+    limit, in moatctl and in moat itself (another client may not check)."""
+    r = moat.ctl("ban", "192.0.2.57", "99999w")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "a ban lasts at most 3650d (ten years); for good, list it in " \
+        "policy.deny" in r.stderr
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(moat.control_socket))
+        s.sendall(b"ban 192.0.2.57 3651d\n")
+        assert s.recv(4096).startswith(b"error invalid duration '3651d': a "
+                                       b"ban lasts at most 3650d")
+    assert "192.0.2.57" not in moat.ctl("bans").stdout
+    assert "banned 192.0.2.57 for 3650d" in ok(moat.ctl("ban", "192.0.2.57",
+                                                        "3650d"))
+    ok(moat.ctl("unban", "192.0.2.57"))
+
+
 def test_bans_argument_cannot_smuggle_a_command(moat):
     """Regression: the bans argument went into the request line as it was,
     so "bans '192.0.2.0/24<LF>unban IP'" (an address taken from a log line,

@@ -330,6 +330,13 @@ test_passes_only_what_starts(void)
 {
 	struct config *cfg;
 
+	/* Beyond what kernel sets take. */
+	EXPECT_ERROR(LISTENER "[ban]\nduration = \"100000w\"\n",
+	    "t.toml:8:12: ban.duration must be at most 3650d (ten years)");
+	EXPECT_ERROR(LISTENER "[ban]\nmax_duration = \"3651d\"\n",
+	    "t.toml:8:16: ban.max_duration must be at most 3650d");
+	config_free(EXPECT_OK(LISTENER "[ban]\nduration = \"3650d\"\n"
+	    "max_duration = \"3650d\"\n"));
 	/* ban.c reads forget_after = 0 as "unset", a week: refuse it. */
 	EXPECT_ERROR(LISTENER "[ban]\nforget_after = \"0s\"\n",
 	    "t.toml:8:16: ban.forget_after must be at least 1s");
