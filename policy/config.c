@@ -38,6 +38,10 @@ struct loader {
 	void *arg;
 	int nerrors;
 	struct config *cfg;
+	/* Values whose key gave an error (the first few): the checks that
+	 * span sections leave them out, rather than judge a default. */
+	const struct toml_value *bad[32];
+	size_t nbad;
 };
 
 struct key_spec;
@@ -210,7 +214,12 @@ walk_table(struct loader *l, const struct toml_value *t, const char *section,
 			}
 		}
 		if (hit != NULL) {
+			int before = l->nerrors;
+
 			hit->fn(l, toml_table_at(t, i), kpos, ctx);
+			if (l->nerrors > before &&
+			    l->nbad < sizeof(l->bad) / sizeof(l->bad[0]))
+				l->bad[l->nbad++] = toml_table_at(t, i);
 			continue;
 		}
 		if (close != NULL)
@@ -2102,6 +2111,8 @@ check_metrics(struct loader *l, const struct toml_value *root)
 	for (i = 0; i < cfg->nlisteners; i++) {
 		const struct cfg_listener *lis = &cfg->listeners[i];
 
+		if (lis->name == NULL)
+			continue;	/* said already */
 		snprintf(owner, sizeof(owner), "listener '%s'", lis->name);
 		for (j = 0; j < lis->nlisten; j++)
 			check_clash(l, pos, "daemon.metrics", m,
@@ -2109,7 +2120,36 @@ check_metrics(struct loader *l, const struct toml_value *root)
 	}
 }
 
-/* Checks that span sections, after every key has been read. */
+/* Whether section.key (section NULL: a top-level key) was read without
+ * an error, or is absent and has its default. With more bad keys than
+ * are remembered, none is trusted. */
+static bool
+key_ok(const struct loader *l, const struct toml_value *root,
+    const char *section, const char *key)
+{
+	const struct toml_value *v = root;
+	size_t i;
+
+	if (section != NULL) {
+		v = toml_table_get(root, section);
+		if (v != NULL && toml_type(v) != TOML_TABLE)
+			return false;
+	}
+	if (v == NULL || (v = toml_table_get(v, key)) == NULL)
+		return true;
+	if (l->nbad == sizeof(l->bad) / sizeof(l->bad[0]))
+		return false;
+	for (i = 0; i < l->nbad; i++)
+		if (l->bad[i] == v)
+			return false;
+	return true;
+}
+
+/*
+ * Checks that span sections, after every key has been read: also when
+ * some key gave an error, so that moat -t says every problem at once,
+ * but never about a value that failed (it holds its default).
+ */
 static void
 config_check(struct loader *l, const struct toml_value *root)
 {
@@ -2118,30 +2158,36 @@ config_check(struct loader *l, const struct toml_value *root)
 	struct toml_pos tpos = tls ? toml_value_pos(tls) :
 	    (struct toml_pos){ 0, 0 };
 	size_t i;
-	bool need_tls = false;
+	bool need_tls = false, tls_ok;
 
-	if (cfg->nlisteners == 0)
+	if (cfg->nlisteners == 0 && key_ok(l, root, NULL, "listener"))
 		err_at(l, (struct toml_pos){ 0, 0 }, "no [[listener]] is "
 		    "configured; moat would have nothing to do");
 	for (i = 0; i < cfg->nlisteners; i++)
 		if (cfg->listeners[i].tls != CFG_TLS_NONE)
 			need_tls = true;
+	tls_ok = key_ok(l, root, "tls", "certificate") &&
+	    key_ok(l, root, "tls", "key");
 	if (need_tls && (cfg->tls.certificate == NULL ||
-	    cfg->tls.key == NULL) && l->nerrors == 0)
+	    cfg->tls.key == NULL) && tls_ok)
 		err_at(l, tpos, "a listener uses TLS, so [tls] needs "
 		    "certificate and key");
-	if ((cfg->tls.certificate == NULL) != (cfg->tls.key == NULL) &&
-	    l->nerrors == 0)
+	else if ((cfg->tls.certificate == NULL) !=
+	    (cfg->tls.key == NULL) && tls_ok)
 		err_at(l, tpos, "[tls] needs both certificate and key");
 	if (cfg->daemon.reserved_sessions == RESERVED_UNSET)
 		cfg->daemon.reserved_sessions = cfg->daemon.max_sessions / 10;
-	else if (cfg->daemon.max_sessions > 0 &&
+	else if (key_ok(l, root, "daemon", "max_sessions") &&
+	    key_ok(l, root, "daemon", "reserved_sessions") &&
+	    cfg->daemon.max_sessions > 0 &&
 	    cfg->daemon.reserved_sessions >= cfg->daemon.max_sessions)
 		err_at(l, key_pos(root, "daemon", "reserved_sessions"),
 		    "daemon.reserved_sessions (%" PRIu32 ") must be smaller "
 		    "than daemon.max_sessions (%" PRIu32 ")",
 		    cfg->daemon.reserved_sessions, cfg->daemon.max_sessions);
-	if (cfg->ban.max_duration_ms < cfg->ban.duration_ms) {
+	if (cfg->ban.max_duration_ms < cfg->ban.duration_ms &&
+	    key_ok(l, root, "ban", "max_duration") &&
+	    key_ok(l, root, "ban", "duration")) {
 		char maxs[64], durs[64];
 		const struct toml_value *ban = toml_table_get(root, "ban");
 		/* One of the two was written; the other may be a default. */
@@ -2216,8 +2262,7 @@ config_load_buf(const char *name, const char *basedir, const char *buf,
 	config_defaults(l.cfg);
 	walk_table(&l, root, "the top level", top_keys,
 	    sizeof(top_keys) / sizeof(top_keys[0]), NULL);
-	if (l.nerrors == 0)
-		config_check(&l, root);
+	config_check(&l, root);
 	toml_free(root);
 	if (l.nerrors > 0) {
 		config_free(l.cfg);

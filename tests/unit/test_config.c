@@ -325,6 +325,56 @@ test_errors(void)
  * Configs that moat -t once passed although moat could not start with
  * them, and hints that contradicted each other (the audit of 2026-12).
  */
+/*
+ * The checks across sections run also when a key gave an error, so one
+ * run says every problem; a value that failed is not judged again by
+ * them (it holds its default).
+ */
+static void
+test_every_problem_at_once(void)
+{
+	struct diags d;
+	struct config *cfg;
+
+	cfg = load(LISTENER "[policy]\ndeny = [\"198.51.100.300/24\"]\n"
+	    "[daemon]\nmax_sessions = 10\nreserved_sessions = 20\n", &d);
+	CHECK(cfg == NULL);
+	CHECK_INT_EQ(d.errors, 2);
+	CHECK(strstr(d.text, "t.toml:8:9: invalid address") != NULL);
+	CHECK(strstr(d.text, "t.toml:11:1: daemon.reserved_sessions (20) must "
+	    "be smaller than daemon.max_sessions (10)") != NULL);
+	config_free(cfg);
+
+	/* A max_duration that failed is not "shorter than duration". */
+	cfg = load(LISTENER "[ban]\nduration = \"30d\"\n"
+	    "max_duration = \"soon\"\n", &d);
+	CHECK(cfg == NULL);
+	CHECK_INT_EQ(d.errors, 1);
+	CHECK(strstr(d.text, "shorter") == NULL);
+	config_free(cfg);
+	cfg = load(LISTENER "[daemon]\nmax_sessions = -1\n"
+	    "reserved_sessions = 20\n", &d);
+	CHECK(cfg == NULL);
+	CHECK_INT_EQ(d.errors, 1);
+	config_free(cfg);
+
+	/* A listener that failed is no "no listener", and one without a
+	 * name does not trip the metrics check. */
+	cfg = load("[[listener]]\nlisten = [\"127.0.0.1:2525\"]\n"
+	    "protocol = \"smtp\"\ntls = \"implicit\"\n"
+	    "backend = \"127.0.0.1:25\"\n[daemon]\n"
+	    "metrics = \"127.0.0.1:2525\"\n", &d);
+	CHECK(cfg == NULL);
+	CHECK(strstr(d.text, "needs a name") != NULL);
+	CHECK(strstr(d.text, "no [[listener]]") == NULL);
+	CHECK(strstr(d.text, "[tls] needs certificate and key") != NULL);
+	config_free(cfg);
+	cfg = load("listener = 3\n", &d);
+	CHECK(cfg == NULL);
+	CHECK_INT_EQ(d.errors, 1);
+	config_free(cfg);
+}
+
 static void
 test_passes_only_what_starts(void)
 {
@@ -614,6 +664,7 @@ main(void)
 	test_defaults();
 	test_values();
 	test_errors();
+	test_every_problem_at_once();
 	test_passes_only_what_starts();
 	test_duration_hints();
 	test_open_relay_warning();
