@@ -526,6 +526,11 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	/* The key store outlives generations: only a reload that took
 	 * effect may change how long tickets live. */
 	ticketkeys_configure(gen_config(g)->tls.ticket_rotation_ms);
+	/* Tickets off: no resumption state outlives a connection
+	 * (moat.toml(5)); keys made before would otherwise wait in memory
+	 * until a ticket next asked for them. */
+	if (!gen_config(g)->tls.session_tickets)
+		ticketkeys_wipe();
 	if (srv->nw > 1)
 		reload_say(&rr, CONFIG_INFO,
 		    "reload done: %zu listening sockets in "

@@ -117,6 +117,32 @@ def test_reload_keeps_ticket_keys(stack, pki, tmp_path):
         assert visit(m, "pop3s", ctx, pop3_sess)[0]
 
 
+def test_tickets_turned_off_by_reload_wipe_the_keys(stack, pki, tmp_path):
+    """With tickets off no resumption state outlives a connection: a
+    reload that turns them off erases the keys, so a ticket from before
+    does not resume even once they are turned on again."""
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack)), "1h")
+    ctx = client_ctx(pki)
+    with started(m):
+        _, sess = visit(m, "smtps", ctx)
+        assert visit(m, "smtps", ctx, sess)[0]
+        on = m.config_path.read_text()
+        m.config_path.write_text(on.replace("session_tickets = true",
+                                            "session_tickets = false"))
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload done")
+        assert not visit(m, "smtps", ctx, sess)[0]
+        m.config_path.write_text(on)
+        m.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while m.log().count("reload done") < 2:
+            assert time.monotonic() < deadline, m.log()
+            time.sleep(0.05)
+        assert not visit(m, "smtps", ctx, sess)[0]
+        _, fresh = visit(m, "smtps", ctx)
+        assert visit(m, "smtps", ctx, fresh)[0]
+
+
 def test_rotation_shortened_by_reload_retires_old_keys(stack, pki, tmp_path):
     """The client still holds a ticket it believes good for two hours;
     after a reload to a 1s rotation its key is erased within two seconds
