@@ -337,8 +337,10 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 		filter_close(io, "out_of_memory");
 		return false;
 	}
-	if (e != NULL && e->kind == PEND_INTERNAL) {
-		/* swallowed */
+	if (e != NULL && e->kind == PEND_INTERNAL && r->code != 421) {
+		/* Swallowed: the client never sent it. A 421 (the backend
+		 * shutting down, RFC 5321 3.8) is passed on, or the client
+		 * would see its connection end without a word. */
 	} else if (!s->rewrite) {
 		(void)filter_to_client(io, p, r->consumed);
 	} else {

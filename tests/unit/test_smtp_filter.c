@@ -197,6 +197,18 @@ test_ehlo_pipelined_after_starttls(void)
 	CHECK_STR_EQ(fake_take_backend(io), "");
 	fake_free(io);
 
+	/* The backend shuts down instead of answering moat's own RSET:
+	 * its 421 reaches the client. */
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client(io, "STARTTLS\r\n");
+	fake_take_client(io);
+	fake_handshake(io);
+	fake_client(io, "EHLO c\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\nEHLO c\r\n");
+	fake_backend(io, "421 4.3.2 Shutting down\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "421 4.3.2 Shutting down\r\n");
+	fake_free(io);
+
 	/* An AUTH pipelined behind an ordinary EHLO still holds its SASL
 	 * response when that EHLO's reply comes in. */
 	io = greeted(CFG_TLS_IMPLICIT, false);
