@@ -42,6 +42,18 @@ greeted(enum cfg_tls_mode tls, bool require_tls)
 	return io;
 }
 
+/* A STARTTLS listener's session, greeted and just past STARTTLS. */
+static struct filter_io *
+after_starttls(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+
+	fake_client(io, "STARTTLS\r\n");
+	fake_take_client(io);
+	fake_handshake(io);
+	return io;
+}
+
 static void
 test_ehlo_rewrite(void)
 {
@@ -185,10 +197,7 @@ test_ehlo_pipelined_after_starttls(void)
 	fake_free(io);
 
 	/* The EHLO fails: what follows it is still refused. */
-	io = greeted(CFG_TLS_STARTTLS, false);
-	fake_client(io, "STARTTLS\r\n");
-	fake_take_client(io);
-	fake_handshake(io);
+	io = after_starttls();
 	fake_client(io, "EHLO\r\nMAIL FROM:<a@b>\r\n");
 	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\nEHLO\r\n");
 	fake_backend(io, "250 2.0.0 Ok\r\n501 5.5.4 Syntax: EHLO hostname\r\n");
@@ -199,10 +208,7 @@ test_ehlo_pipelined_after_starttls(void)
 
 	/* The backend shuts down instead of answering moat's own RSET:
 	 * its 421 reaches the client. */
-	io = greeted(CFG_TLS_STARTTLS, false);
-	fake_client(io, "STARTTLS\r\n");
-	fake_take_client(io);
-	fake_handshake(io);
+	io = after_starttls();
 	fake_client(io, "EHLO c\r\n");
 	CHECK_STR_EQ(fake_take_backend(io), "RSET\r\nEHLO c\r\n");
 	fake_backend(io, "421 4.3.2 Shutting down\r\n");
