@@ -543,6 +543,12 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 }
 
 void
+guard_admit_trusted(const struct cfg_listener *lc)
+{
+	metrics_admit(lc->name, NULL);
+}
+
+void
 guard_refusal(const struct cfg_listener *lc, enum policy_reason reason,
     char *buf, size_t len)
 {

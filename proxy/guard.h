@@ -65,6 +65,10 @@ void guard_geo_report(const struct geo *g, config_report_fn *report,
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
     const char *sid, enum policy_reason *reason);
 
+/* Counts a connection admitted outside policy (a trusted load balancer's
+ * own, such as a health check): no window, no ban, nothing to release. */
+void guard_admit_trusted(const struct cfg_listener *lc);
+
 /*
  * The protocol-correct refusal for reason on lc (SMTP 554 5.7.1, POP3
  * -ERR), CRLF included, naming only a reason category. Kept apart from

@@ -154,6 +154,8 @@ struct session {
 	int xc_step;
 	bool admitted;		/* policy let it in */
 	bool counted;		/* holds a policy_release() */
+	bool lb_own;		/* a trusted load balancer's own connection
+				 * (PROXY LOCAL): outside policy */
 	bool slotted;		/* holds a slot of list->slots for slot */
 	uint8_t slot[16];
 	/* Implicit TLS: POLICY_OK, or the refusal sent after the handshake. */
@@ -722,6 +724,15 @@ session_admit(struct session *s)
 	bool ok;
 
 	enter_state(s, SESSION_ADMIT);
+	if (s->lb_own) {
+		/* Its health checks come every few seconds, forever: counted
+		 * as a client's connections, they would get the balancer,
+		 * and everyone behind it, banned. It is trusted already
+		 * (accept_proxy_from), like the allow list. */
+		guard_admit_trusted(s->lc);
+		session_verdict(s, true, POLICY_ALLOWLIST);
+		return;
+	}
 	ok = guard_admit(s->addr, s->lc, s->id, &reason);
 	session_verdict(s, ok, reason);
 }
@@ -805,6 +816,7 @@ do_proxy_header(struct session *s)
 		return;
 	}
 	buf_clear(&c->in);
+	s->lb_own = h.local;
 	if (!h.local) {
 		/* The parser gives only IPv4 and IPv6 (proxyproto.h). */
 		memcpy(&s->peer, &h.src, h.srclen);
@@ -1484,6 +1496,8 @@ session_signal(struct session *s, enum filter_signal sig, const char *reason)
 	case FILTER_SIG_AUTH_TEMPFAIL:
 		return;
 	}
+	if (s->lb_own)
+		return;		/* outside policy (session_admit) */
 	if (guard_note(s->addr, s->lc, s->id, pev) && s->filter_close == NULL)
 		s->filter_close = "banned";
 }

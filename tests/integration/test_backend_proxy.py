@@ -199,6 +199,38 @@ def test_proxy_local_keeps_the_connection_address(stack, moat, pki):
     stack.wait_log(r"connect from \S+\[127\.0\.0\.1\]", "postfix", timeout=20, since=mark)
 
 
+def test_load_balancer_health_checks_are_outside_policy(stack, pki, tmp_path):
+    """HAProxy's check-send-proxy sends PROXY v2 LOCAL (or v1 UNKNOWN)
+    for every health check, every 2 s by default. Counted as a client,
+    the balancer got banned, and with it everyone behind it. Its own
+    connections are outside policy now; its clients are not."""
+    m = Moat(tmp_path, pki, [
+        lb_listener("lb", stack.smtp_addr, "v2", tls="none")],
+        extra='[policy.rate]\nconnections = { limit = 3, window = "1m" }\n'
+              'auth_failures = { limit = 2, window = "1m" }\n').start()
+    try:
+        checks = [proxy_v2_header("192.0.2.99", "127.0.0.1", 1, 2, local=True),
+                  b"PROXY UNKNOWN\r\n"] * 5
+        for hdr in checks:
+            with socket.create_connection(m.addr("lb"), timeout=20) as c:
+                c.sendall(hdr)
+                assert c.recv(512).startswith(b"220 "), hdr
+                # A health check that speaks nonsense is no client's
+                # glitch either.
+                c.sendall(b"\x00\x01\r\nQUIT\r\n")
+        assert "ban ip=127.0.0.1" not in m.log(), m.log()
+        # The clients it vouches for still count: the fourth is refused.
+        for i in range(4):
+            with socket.create_connection(m.addr("lb"), timeout=20) as c:
+                c.sendall(header(1, "192.0.2.7"))
+                want = b"220 " if i < 3 else b"554 "
+                assert c.recv(512).startswith(want), i
+        m.wait_log("ban ip=192.0.2.7 reason=rate")
+        assert "ban ip=127.0.0.1" not in m.log(), m.log()
+    finally:
+        assert m.stop() == 0
+
+
 def closed_without_reply(port: int, data: bytes) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         if data:
