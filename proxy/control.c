@@ -16,6 +16,7 @@
 
 #include <ev.h>
 
+#include "acceptpause.h"
 #include "addr.h"
 #include "ban.h"
 #include "duration.h"
@@ -74,6 +75,7 @@ struct control {
 	ino_t ino;
 	int fd;
 	ev_io io;
+	struct acceptpause pause;	/* when descriptors run out */
 	struct cclient *clients;
 	size_t nclients;
 	size_t ntail;		/* clients following events */
@@ -1032,10 +1034,9 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (i = 0; i < 16; i++) {
 		fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("control: accept");
-			return;
+			if (acceptpause_failed(loop, &ctl->pause))
+				return;
+			continue;
 		}
 		/* The socket's mode already keeps others out; this also
 		 * holds if an operator loosened it by hand. */
@@ -1193,6 +1194,7 @@ control_open(struct ev_loop *loop, const char *path,
 	ctl->dev = st.st_dev;
 	ctl->ino = st.st_ino;
 	ev_io_init(&ctl->io, control_accept_cb, ctl->fd, EV_READ);
+	acceptpause_init(&ctl->pause, &ctl->io, "control");
 	ev_io_start(loop, &ctl->io);
 	log_info("control socket %s", path);
 	return ctl;
@@ -1228,6 +1230,7 @@ control_close(struct control *ctl)
 		cclient_free(c);
 	}
 	ev_io_stop(ctl->loop, &ctl->io);
+	acceptpause_stop(ctl->loop, &ctl->pause);
 	close(ctl->fd);
 	/* Only our own socket: a newer moat may have replaced it. */
 	if (stat(ctl->path, &st) == 0 && st.st_dev == ctl->dev &&

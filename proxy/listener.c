@@ -8,78 +8,33 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <ev.h>
 
+#include "acceptpause.h"
 #include "log.h"
-#include "mono.h"
 
 #define LISTEN_BACKLOG 511
 #define ACCEPTS_PER_EVENT 64	/* then let other watchers run */
-#define ACCEPT_PAUSE 0.5	/* seconds without accepting after EMFILE */
-#define STARVED_REMIND_MS 60000	/* a reminder while that goes on */
 
 struct listener {
 	ev_io io;
-	ev_timer pause;
+	struct acceptpause pause;	/* when descriptors run out */
 	struct ev_loop *loop;
 	int fd;
 	struct addr_port ap;
 	const struct cfg_listener *lc;
 	listener_accept_fn *fn;
 	void *arg;
-	bool starved;		/* accept failed for want of descriptors or
-				 * memory, and the queue is not empty yet */
-	uint64_t starved_ms;	/* since when */
-	uint64_t told_ms;	/* when the log last said so */
+	char name[ADDR_PORT_STRLEN + 16];	/* "listener ADDR" */
 };
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-/*
- * accept4 failed for want of descriptors or memory: one line when that
- * starts and a reminder a minute while it goes on, not one per retry.
- * Closing sessions free a descriptor or two at a time, so single accepts
- * succeed in between: the shortage is over only once the queue is empty.
- */
-static void
-listener_starved(struct listener *l)
-{
-	char name[ADDR_PORT_STRLEN];
-	uint64_t now = mono_ms();
-	int e = errno;
-
-	addr_port_str(&l->ap, name, sizeof(name));
-	errno = e;		/* for log_warn */
-	if (!l->starved) {
-		log_warn("listener %s: accept, pausing until it works again",
-		    name);
-		l->starved = true;
-		l->starved_ms = l->told_ms = now;
-	} else if (now - l->told_ms >= STARVED_REMIND_MS) {
-		log_warn("listener %s: accept still failing after %llu s",
-		    name, (unsigned long long)(now - l->starved_ms) / 1000);
-		l->told_ms = now;
-	}
-}
-
-/* The queue was emptied after a shortage: say so once. */
-static void
-listener_recovered(struct listener *l)
-{
-	char name[ADDR_PORT_STRLEN];
-
-	if (!l->starved)
-		return;
-	log_info("listener %s: accepting again after %.1f s",
-	    addr_port_str(&l->ap, name, sizeof(name)),
-	    (double)(mono_ms() - l->starved_ms) / 1000.);
-	l->starved = false;
-}
 
 /*
  * Whether l's queue holds another connection. accept4 would tell, but
@@ -110,53 +65,16 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		fd = accept4(l->fd, (struct sockaddr *)&ss, &sslen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			char name[ADDR_PORT_STRLEN];
-
-			switch (errno) {
-			case EAGAIN:
-				listener_recovered(l);
+			if (acceptpause_failed(loop, &l->pause))
 				return;
-			case EINTR:
-			case ECONNABORTED:
-			case EPROTO:
-			case EPERM:
-				continue;
-			case EMFILE:
-			case ENFILE:
-			case ENOBUFS:
-			case ENOMEM:
-				/*
-				 * The pending connection stays in the queue
-				 * and keeps the socket readable: stop
-				 * watching for a moment instead of spinning.
-				 */
-				listener_starved(l);
-				ev_io_stop(loop, &l->io);
-				ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.);
-				ev_timer_start(loop, &l->pause);
-				return;
-			default:
-				log_warn("listener %s: accept",
-				    addr_port_str(&l->ap, name,
-				    sizeof(name)));
-				return;
-			}
+			continue;
 		}
 		l->fn(l->arg, l, fd, (struct sockaddr *)&ss, sslen);
 		if (!listener_pending(l)) {
-			listener_recovered(l);
+			acceptpause_drained(&l->pause);
 			return;
 		}
 	}
-}
-
-static void
-listener_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct listener *l = container_of(w, struct listener, pause);
-
-	(void)revents;
-	ev_io_start(loop, &l->io);
 }
 
 /* A socket bound to ap (name for logs), listening unless probe; -1 with
@@ -259,8 +177,11 @@ listener_start(struct ev_loop *loop, const struct addr_port *ap, int fd,
 	l->ap = *ap;
 	l->fn = fn;
 	l->arg = arg;
+	snprintf(l->name, sizeof(l->name), "listener ");
+	addr_port_str(ap, l->name + strlen(l->name),
+	    sizeof(l->name) - strlen(l->name));
 	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
-	ev_timer_init(&l->pause, listener_pause_cb, ACCEPT_PAUSE, 0.);
+	acceptpause_init(&l->pause, &l->io, l->name);
 	ev_io_start(loop, &l->io);
 	return l;
 }
@@ -271,7 +192,7 @@ listener_close(struct listener *l)
 	if (l == NULL)
 		return;
 	ev_io_stop(l->loop, &l->io);
-	ev_timer_stop(l->loop, &l->pause);
+	acceptpause_stop(l->loop, &l->pause);
 	close(l->fd);
 	free(l);
 }

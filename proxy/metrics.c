@@ -15,6 +15,7 @@
 
 #include <ev.h>
 
+#include "acceptpause.h"
 #include "control.h"
 #include "events.h"
 #include "gen.h"
@@ -553,6 +554,7 @@ struct metrics_http {
 	const struct control_server *srv;
 	int fd;
 	ev_io io;
+	struct acceptpause pause;	/* when descriptors run out */
 	struct mclient *clients;
 	size_t nclients;
 };
@@ -729,10 +731,9 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		fd = accept4(mh->fd, (struct sockaddr *)&ss, &sslen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("metrics: accept");
-			return;
+			if (acceptpause_failed(loop, &mh->pause))
+				return;
+			continue;
 		}
 		if (addr_to_v6((struct sockaddr *)&ss, peer) == -1)
 			memset(peer, 0, sizeof(peer));
@@ -787,6 +788,7 @@ metrics_http_open(struct ev_loop *loop, const struct addr_port *ap,
 		return NULL;
 	}
 	ev_io_init(&mh->io, metrics_accept_cb, mh->fd, EV_READ);
+	acceptpause_init(&mh->pause, &mh->io, "metrics");
 	ev_io_start(loop, &mh->io);
 	pthread_mutex_lock(&m.mu);
 	start_time();
@@ -802,6 +804,7 @@ metrics_http_close(struct metrics_http *mh)
 	while (mh->clients != NULL)
 		mclient_free(mh->clients);
 	ev_io_stop(mh->loop, &mh->io);
+	acceptpause_stop(mh->loop, &mh->pause);
 	close(mh->fd);
 	free(mh);
 }

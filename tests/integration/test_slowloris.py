@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from moatrun import Moat, listener
+from moatrun import Moat, free_port, listener
 from scripted import ScriptedBackend
 
 ABUSER = "127.0.0.1"
@@ -252,23 +252,52 @@ def test_out_of_descriptors_pauses_accept_and_logs_once(pki, backend, tmp_path):
     40 silent clients leave most of them in the listen queue: accept
     fails with EMFILE again and again. moat neither spins nor writes a
     line per retry (one when it starts, one when the queue is empty
-    again), and serves a newcomer once the sessions end."""
-    m = Moat(tmp_path, pki, [listener("smtp", backend.addr, tls="none", idle="30s")],
-             wrap=["prlimit", "--nofile=40:40"]).start()
+    again), and serves a newcomer once the sessions end. The same holds
+    for a metrics scrape and a moatctl waiting meanwhile (those two
+    spun at full CPU with a log line per retry)."""
+    mport = free_port()
+    # The held clients go to an implicit-TLS listener: silent, they never
+    # finish a handshake, so no session opens a backend connection that
+    # fails and frees a descriptor now and then for another accept.
+    m = Moat(tmp_path, pki, [listener("smtp", backend.addr, tls="none", idle="30s"),
+                             listener("smtps", backend.addr, handshake="30s")],
+             wrap=["prlimit", "--nofile=40:40"],
+             metrics=f"127.0.0.1:{mport}").start()
     try:
         addr = m.addr("smtp")
-        held = open_many(addr, 40)
+        held = open_many(m.addr("smtps"), 40)
+        tls = "listener %s:%d" % m.addr("smtps")
+        m.wait_log(f"{tls}: accept, pausing")
+        # The metrics endpoint and the control socket accept on the main
+        # loop too: a scrape and a moatctl while descriptors are out.
+        scrape = socket.create_connection(("127.0.0.1", mport), timeout=10)
+        ctl = socket.socket(socket.AF_UNIX)
+        ctl.connect(str(m.control_socket))
         time.sleep(0.5)
         cpu0 = cpu_seconds(m.proc.pid)
         time.sleep(3)
         assert cpu_seconds(m.proc.pid) - cpu0 < 0.5, "accept spins on EMFILE"
         assert vm_fds(m.proc.pid) >= 39      # at the limit
         log = m.log()
-        assert log.count("accept, pausing") == 1, log[-2000:]
+        for who in (tls, "metrics", "control"):
+            assert log.count(f"{who}: accept, pausing") == 1, (who, log[-2000:])
         close_all(held)
-        m.wait_log("accepting again after", timeout=60)
+        scrape.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        ctl.sendall(b"status\n")
+        for who in (tls, "metrics", "control"):
+            deadline = time.monotonic() + 60
+            while f"{who}: accepting again after" not in m.log():
+                assert time.monotonic() < deadline, (who, m.log()[-2000:])
+                time.sleep(0.1)
+        scrape.settimeout(10)
+        assert scrape.recv(64).startswith(b"HTTP/1."), "the scrape waited"
+        ctl.settimeout(10)
+        assert ctl.recv(64).startswith(b"ok"), "moatctl waited"
+        scrape.close()
+        ctl.close()
         good_smtp(addr)
-        assert m.log().count("accept, pausing") == 1
+        for who in (tls, "metrics", "control"):
+            assert m.log().count(f"{who}: accept, pausing") == 1
         assert m.proc.poll() is None
     finally:
         assert m.stop() == 0
