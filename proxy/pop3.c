@@ -214,10 +214,10 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 		}
 		/*
 		 * No credentials were tried when the client cancelled with
-		 * "*" (RFC 5034 4), nor when the server refused the AUTH
-		 * line itself: an unknown mechanism (a client set to try
-		 * NTLM, GSSAPI first) or bad base64. Dovecot answers those
-		 * with the same -ERR [AUTH] as a wrong password.
+		 * "*" (RFC 5034 4), nor when the server refused an AUTH
+		 * line without an initial response: an unknown mechanism
+		 * (a client set to try NTLM or GSSAPI first), which Dovecot
+		 * answers with the same -ERR [AUTH] as a wrong password.
 		 */
 		if (ok || (s->sasl_sent && !s->sasl_cancel))
 			auth_verdict(s, io, st, "pop3_auth");
@@ -510,7 +510,8 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			}
 			if (fr == CMDFLOW_HOLD)
 				break;
-			s->sasl_cancel = cmdflow_sasl_cancel(p + start, off - start);
+			s->sasl_cancel = cmdflow_sasl_cancel(p + start,
+			    off - start);
 			s->sasl_sent |= !s->sasl_cancel;
 			s->cmode = CM_WAIT;
 			continue;

@@ -648,8 +648,8 @@ server_dirs(struct server *srv)
  * the list files, the certificates and keys; at start the geo database
  * (opened after the drop). A file only root can read passes everything
  * else and then fails the first SIGHUP, or the start. Said by moat -t
- * (config_path NULL: the start's check, the geo database an error) and
- * once running (a warning). Returns -1 when the start would fail.
+ * (check: the geo database is an error there) and once running, as a
+ * warning. Returns -1 when the start would fail.
  */
 static int
 server_check_reread(const struct config *cfg, const char *config_path,

@@ -264,6 +264,9 @@ cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	else if (end <= now)
 		snprintf(line, sizeof(line), "%s: warning: the certificate "
 		    "expired on %s; clients will refuse it", cert, when);
+	else if (end - now < 86400)
+		snprintf(line, sizeof(line), "%s: warning: the certificate "
+		    "expires on %s, in less than a day", cert, when);
 	else if (end - now < CERT_WARN_DAYS * 86400)
 		snprintf(line, sizeof(line), "%s: warning: the certificate "
 		    "expires on %s, in %lld day%s", cert, when,
