@@ -265,6 +265,12 @@ def test_out_of_descriptors_pauses_accept_and_logs_once(pki, backend, tmp_path):
              metrics=f"127.0.0.1:{mport}").start()
     try:
         addr = m.addr("smtp")
+        # Moat.start() connected to each listener to see it answer: once
+        # those sessions have closed, no descriptor comes free by itself.
+        deadline = time.monotonic() + 10
+        while m.log().count(" close reason=") < 2:
+            assert time.monotonic() < deadline, m.log()[-2000:]
+            time.sleep(0.05)
         held = open_many(m.addr("smtps"), 40)
         tls = "listener %s:%d" % m.addr("smtps")
         m.wait_log(f"{tls}: accept, pausing")
