@@ -236,6 +236,24 @@ addr_port_wildcard(const struct addr_port *a)
 	    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
 }
 
+enum addr_clash
+addr_port_clash(const struct addr_port *a, const struct addr_port *b,
+    bool a_dual)
+{
+	if (addr_port_port(a) != addr_port_port(b))
+		return ADDR_CLASH_NONE;
+	if (a->ss.ss_family == b->ss.ss_family) {
+		if (addr_port_equal(a, b))
+			return ADDR_CLASH_SAME;
+		if (addr_port_wildcard(a) || addr_port_wildcard(b))
+			return ADDR_CLASH_WILDCARD;
+		return ADDR_CLASH_NONE;
+	}
+	if (a_dual && a->ss.ss_family == AF_INET6 && addr_port_wildcard(a))
+		return ADDR_CLASH_DUAL;
+	return ADDR_CLASH_NONE;
+}
+
 const char *
 addr_v6_str(const uint8_t addr[16], char *buf, size_t len)
 {

@@ -54,6 +54,23 @@ uint16_t addr_port_port(const struct addr_port *a);
 /* 0.0.0.0 or [::]: every address of its family. */
 bool addr_port_wildcard(const struct addr_port *a);
 
+/*
+ * Whether sockets on a and b cannot both be bound. Listening sockets on
+ * IPv6 are IPv6-only (listener.c), so 0.0.0.0:25 and [::]:25 share
+ * nothing; within a family a wildcard address takes the port on every
+ * address, and a bind beside it fails even with SO_REUSEADDR. a_dual says
+ * that a, when it is [::], also takes the port on IPv4, as the metrics
+ * socket (metrics.c sets no IPV6_V6ONLY) does.
+ */
+enum addr_clash {
+	ADDR_CLASH_NONE = 0,
+	ADDR_CLASH_SAME,	/* the same address and port */
+	ADDR_CLASH_WILDCARD,	/* a wildcard and an address under it */
+	ADDR_CLASH_DUAL,	/* a dual-stack [::] and an IPv4 address */
+};
+enum addr_clash addr_port_clash(const struct addr_port *a,
+    const struct addr_port *b, bool a_dual);
+
 /* Writers for logs and events; they return buf. */
 const char *addr_port_str(const struct addr_port *ap, char *buf, size_t len);
 const char *cidr_str(const struct cidr *c, char *buf, size_t len);

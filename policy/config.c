@@ -1279,39 +1279,6 @@ listener_defaults(struct cfg_listener *lis)
 	lis->max_line = 2048;
 }
 
-enum clash {
-	CLASH_NONE = 0,
-	CLASH_SAME,		/* the same address and port */
-	CLASH_WILDCARD,		/* a wildcard and an address under it */
-	CLASH_DUAL,		/* a dual-stack [::] and an IPv4 address */
-};
-
-/*
- * Whether sockets on a and b cannot both be bound. Listening sockets on
- * IPv6 are IPv6-only (listener.c), so 0.0.0.0:25 and [::]:25 share
- * nothing; within a family a wildcard address takes the port on every
- * address, and a bind beside it fails even with SO_REUSEADDR. a_dual says
- * that a, when it is [::], also takes the port on IPv4, as the metrics
- * socket (metrics.c sets no IPV6_V6ONLY) does.
- */
-static enum clash
-addr_port_clash(const struct addr_port *a, const struct addr_port *b,
-    bool a_dual)
-{
-	if (addr_port_port(a) != addr_port_port(b))
-		return CLASH_NONE;
-	if (a->ss.ss_family == b->ss.ss_family) {
-		if (addr_port_equal(a, b))
-			return CLASH_SAME;
-		if (addr_port_wildcard(a) || addr_port_wildcard(b))
-			return CLASH_WILDCARD;
-		return CLASH_NONE;
-	}
-	if (a_dual && a->ss.ss_family == AF_INET6 && addr_port_wildcard(a))
-		return CLASH_DUAL;
-	return CLASH_NONE;
-}
-
 /*
  * Says at pos that who's address a cannot be bound beside b, which owner
  * holds (NULL: who itself, in an earlier entry). a_dual as above.
@@ -1321,15 +1288,15 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
     const struct addr_port *a, const struct addr_port *b, const char *owner,
     bool a_dual)
 {
-	enum clash c = addr_port_clash(a, b, a_dual);
+	enum addr_clash c = addr_port_clash(a, b, a_dual);
 	char as[ADDR_PORT_STRLEN], bs[ADDR_PORT_STRLEN];
 	const char *why;
 
-	if (c == CLASH_NONE)
+	if (c == ADDR_CLASH_NONE)
 		return;
 	addr_port_str(a, as, sizeof(as));
 	addr_port_str(b, bs, sizeof(bs));
-	if (c == CLASH_SAME) {
+	if (c == ADDR_CLASH_SAME) {
 		if (owner != NULL)
 			err_at(l, pos, "%s: %s is already used by %s", who, as,
 			    owner);
@@ -1337,7 +1304,7 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
 			err_at(l, pos, "%s lists %s twice", who, as);
 		return;
 	}
-	why = c == CLASH_WILDCARD ? "a wildcard address takes its port on "
+	why = c == ADDR_CLASH_WILDCARD ? "a wildcard address takes its port on "
 	    "every address of its family" : "the metrics socket on [::] takes "
 	    "its port on IPv4 addresses too";
 	if (owner != NULL)
@@ -1351,53 +1318,32 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
 /*
  * Whether a connection to backend be would reach moat's own socket on
  * listen address ln. connect() to a wildcard address goes to loopback
- * (Linux), and a wildcard listener takes loopback too; a listener on an
- * address of the host other than loopback is caught only when named
- * exactly, since the loader does not look at the host's interfaces.
+ * (Linux), and a wildcard listener takes loopback too; IPv6 listeners
+ * take no IPv4 (listener.c), which an IPv4-mapped backend is. A listener
+ * on an address of the host other than loopback is caught only when
+ * named exactly, since the loader does not look at the host's interfaces.
  */
 static bool
 backend_hits_listener(const struct addr_port *be, const struct addr_port *ln)
 {
-	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&be->ss;
-	struct addr_port v4;
-	bool be_local;
+	static const uint8_t zero[16], lo4[4] = { 127, 0, 0, 1 },
+	    lo6[16] = { [15] = 1 };
+	uint8_t b[16], l[16];
+	bool v4, b_any, b_lo, l_lo;
 
-	/* An IPv6 socket reaches IPv4 listeners through mapped addresses. */
-	if (be->ss.ss_family == AF_INET6 &&
-	    IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&v4.ss;
-
-		memset(&v4, 0, sizeof(v4));
-		s4->sin_family = AF_INET;
-		s4->sin_port = s6->sin6_port;
-		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
-		v4.len = sizeof(*s4);
-		be = &v4;
-	}
 	if (addr_port_port(be) != addr_port_port(ln) ||
-	    be->ss.ss_family != ln->ss.ss_family)
+	    addr_to_v6((const struct sockaddr *)&be->ss, b) == -1 ||
+	    addr_to_v6((const struct sockaddr *)&ln->ss, l) == -1 ||
+	    (v4 = addr_is_v4mapped(b)) != addr_is_v4mapped(l))
 		return false;
-	if (addr_port_equal(be, ln))
+	if (memcmp(b, l, 16) == 0)
 		return true;
-	if (be->ss.ss_family == AF_INET)
-		be_local = (ntohl(((const struct sockaddr_in *)&be->ss)->
-		    sin_addr.s_addr) >> 24) == 127;
-	else
-		be_local = IN6_IS_ADDR_LOOPBACK(
-		    &((const struct sockaddr_in6 *)&be->ss)->sin6_addr);
-	be_local = be_local || addr_port_wildcard(be);
-	if (!be_local)
-		return false;
+	b_any = v4 ? memcmp(b + 12, zero, 4) == 0 : memcmp(b, zero, 16) == 0;
+	b_lo = v4 ? b[12] == 127 : memcmp(b, lo6, 16) == 0;
+	l_lo = v4 ? memcmp(l + 12, lo4, 4) == 0 : memcmp(l, lo6, 16) == 0;
 	if (addr_port_wildcard(ln))
-		return true;
-	/* A wildcard backend lands on 127.0.0.1 or ::1. */
-	if (!addr_port_wildcard(be))
-		return false;
-	if (ln->ss.ss_family == AF_INET)
-		return ((const struct sockaddr_in *)&ln->ss)->sin_addr.s_addr ==
-		    htonl(INADDR_LOOPBACK);
-	return IN6_IS_ADDR_LOOPBACK(
-	    &((const struct sockaddr_in6 *)&ln->ss)->sin6_addr);
+		return b_any || b_lo;
+	return b_any && l_lo;
 }
 
 /*

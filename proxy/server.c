@@ -120,9 +120,7 @@ server_overlap(const struct lgroup *gs, size_t n, const struct addr_port *ap)
 	size_t k;
 
 	for (k = 0; k < n; k++)
-		if (gs[k].ap.ss.ss_family == ap->ss.ss_family &&
-		    addr_port_port(&gs[k].ap) == addr_port_port(ap) &&
-		    (addr_port_wildcard(&gs[k].ap) || addr_port_wildcard(ap)))
+		if (addr_port_clash(&gs[k].ap, ap, false) != ADDR_CLASH_NONE)
 			return &gs[k].ap;
 	return NULL;
 }

@@ -232,7 +232,16 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	return false;
 }
 
-static int64_t cert_not_after(const X509 *x);
+static int64_t
+cert_not_after(const X509 *x)
+{
+	const ASN1_TIME *t = X509_get0_notAfter(x);
+	struct tm tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+		return 0;
+	return (int64_t)timegm(&tm);
+}
 
 /*
  * A certificate out of its dates still loads (a renewal may be on its
@@ -454,17 +463,6 @@ tls_ssl_new(struct tls_set *t, int fd, const char *context)
 	}
 	SSL_set_accept_state(ssl);
 	return ssl;
-}
-
-static int64_t
-cert_not_after(const X509 *x)
-{
-	const ASN1_TIME *t = X509_get0_notAfter(x);
-	struct tm tm;
-
-	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-		return 0;
-	return (int64_t)timegm(&tm);
 }
 
 void
