@@ -14,9 +14,14 @@ static const uint8_t v2_sig[12] = {
 #define V2_CMD_PROXY 0x1
 #define V2_FAM_UNSPEC 0x00
 #define V2_FAM_TCP4 0x11
+#define V2_FAM_UDP4 0x12
 #define V2_FAM_TCP6 0x21
-#define V2_ADDRLEN_TCP4 12
-#define V2_ADDRLEN_TCP6 36
+#define V2_FAM_UDP6 0x22
+#define V2_FAM_UNIX_STREAM 0x31
+#define V2_FAM_UNIX_DGRAM 0x32
+#define V2_ADDRLEN_INET 12
+#define V2_ADDRLEN_INET6 36
+#define V2_ADDRLEN_UNIX 216
 
 #define PP2_TYPE_SSL 0x20
 #define PP2_SUBTYPE_SSL_VERSION 0x21
@@ -185,6 +190,30 @@ parse_v1(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
 	return PROXYPROTO_AGAIN;
 }
 
+/*
+ * Length of the address block a family needs, or -1 for a byte the
+ * protocol does not define.
+ */
+static int
+v2_addrlen(unsigned fam)
+{
+	switch (fam) {
+	case V2_FAM_UNSPEC:
+		return 0;
+	case V2_FAM_TCP4:
+	case V2_FAM_UDP4:
+		return V2_ADDRLEN_INET;
+	case V2_FAM_TCP6:
+	case V2_FAM_UDP6:
+		return V2_ADDRLEN_INET6;
+	case V2_FAM_UNIX_STREAM:
+	case V2_FAM_UNIX_DGRAM:
+		return V2_ADDRLEN_UNIX;
+	default:
+		return -1;
+	}
+}
+
 static enum proxyproto_rc
 parse_v2(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
     size_t *hdrlen, const char **why)
@@ -210,9 +239,8 @@ parse_v2(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
 	}
 	if (len > 13) {
 		fam = p[13];
-		if (cmd == V2_CMD_PROXY && fam != V2_FAM_UNSPEC &&
-		    fam != V2_FAM_TCP4 && fam != V2_FAM_TCP6) {
-			*why = "v2: unsupported address family";
+		if (cmd == V2_CMD_PROXY && v2_addrlen(fam) < 0) {
+			*why = "v2: bad address family";
 			return PROXYPROTO_ERROR;
 		}
 	}
@@ -224,11 +252,7 @@ parse_v2(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
 		*why = "v2: header too long";
 		return PROXYPROTO_ERROR;
 	}
-	addrlen = 0;
-	if (cmd == V2_CMD_PROXY && fam == V2_FAM_TCP4)
-		addrlen = V2_ADDRLEN_TCP4;
-	else if (cmd == V2_CMD_PROXY && fam == V2_FAM_TCP6)
-		addrlen = V2_ADDRLEN_TCP6;
+	addrlen = cmd == V2_CMD_PROXY ? (size_t)v2_addrlen(fam) : 0;
 	if (n < addrlen) {
 		*why = "v2: address block too short";
 		return PROXYPROTO_ERROR;
@@ -238,8 +262,13 @@ parse_v2(const uint8_t *p, size_t len, struct proxyproto_hdr *out,
 
 	out->version = 2;
 	*hdrlen = total;
-	if (addrlen == 0) {
-		/* LOCAL, or PROXY over UNSPEC: nothing to believe. */
+	if (cmd == V2_CMD_LOCAL ||
+	    (fam != V2_FAM_TCP4 && fam != V2_FAM_TCP6)) {
+		/*
+		 * LOCAL, UNSPEC, or a UDP or UNIX family: the protocol asks a
+		 * receiver that does not take a family to treat it as UNSPEC,
+		 * so the balancer's own address is the only one there is.
+		 */
 		out->local = true;
 		return PROXYPROTO_OK;
 	}
@@ -429,7 +458,7 @@ proxyproto_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
 	dst = unmap_v4(dst, &d4);
 	fam = pair_family(src, dst, &s6, &d6);
 
-	if (cap < 16 + V2_ADDRLEN_TCP6)
+	if (cap < 16 + V2_ADDRLEN_INET6)
 		return -1;
 	memcpy(buf, v2_sig, sizeof(v2_sig));
 	buf[12] = 0x20 | V2_CMD_PROXY;
@@ -443,14 +472,14 @@ proxyproto_write_v2(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		memcpy(buf + 20, &d->sin_addr, 4);
 		memcpy(buf + 24, &s->sin_port, 2);
 		memcpy(buf + 26, &d->sin_port, 2);
-		off += V2_ADDRLEN_TCP4;
+		off += V2_ADDRLEN_INET;
 	} else if (fam == AF_INET6) {
 		buf[13] = V2_FAM_TCP6;
 		memcpy(buf + 16, &s6.sin6_addr, 16);
 		memcpy(buf + 32, &d6.sin6_addr, 16);
 		memcpy(buf + 48, &s6.sin6_port, 2);
 		memcpy(buf + 50, &d6.sin6_port, 2);
-		off += V2_ADDRLEN_TCP6;
+		off += V2_ADDRLEN_INET6;
 	} else {
 		buf[13] = V2_FAM_UNSPEC;
 		tls = NULL;	/* receivers ignore everything after UNSPEC */

@@ -199,6 +199,19 @@ def test_proxy_local_keeps_the_connection_address(stack, moat, pki):
     stack.wait_log(r"connect from \S+\[127\.0\.0\.1\]", "postfix", timeout=20, since=mark)
 
 
+@pytest.mark.parametrize("fam,addrlen", [(0x12, 12), (0x22, 36), (0x31, 216)])
+def test_proxy_v2_udp_or_unix_reads_as_unspec(stack, moat, pki, fam, addrlen):
+    """The protocol has a receiver read a family it does not take as
+    UNSPEC: the session goes on with the balancer's own address."""
+    mark = stack.log_mark("postfix")
+    hdr = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, fam])
+           + struct.pack("!H", addrlen) + b"/run/lb.sock".ljust(addrlen, b"\x00"))
+    with ProxySMTP_SSL(hdr, "127.0.0.1", moat.port("lb-smtps-v2"),
+                       context=ctx_for(pki), timeout=20) as s:
+        assert s.ehlo("unix.example.org")[0] == 250
+    stack.wait_log(r"connect from \S+\[127\.0\.0\.1\]", "postfix", timeout=20, since=mark)
+
+
 def test_load_balancer_health_checks_are_outside_policy(stack, pki, tmp_path):
     """HAProxy's check-send-proxy sends PROXY v2 LOCAL (or v1 UNKNOWN)
     for every health check, every 2 s by default. Counted as a client,
@@ -254,7 +267,8 @@ def test_proxy_header_from_untrusted_source_closes(moat):
     b"PROXY TCP4 not-an-ip 127.0.0.1 1 465\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,   # a ClientHello
     b"PROXY " + b"x" * 200 + b"\r\n",
-    b"\r\n\r\n\x00\r\nQUIT\n\x21\x31\x00\x00",                       # v2 over AF_UNIX
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x31\x00\x00",                       # AF_UNIX, no address
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x13\x00\x00",                       # no such family
 ])
 def test_malformed_proxy_header_closes(moat, data):
     assert closed_without_reply(moat.port("lb-smtps-v2"), data)

@@ -284,7 +284,7 @@ test_v2(void)
 	    PROXYPROTO_OK);
 	CHECK(h.local);
 
-	/* Bad version, bad command, UDP, UNIX, short address block. */
+	/* Bad version, bad command, undefined family, short address block. */
 	buf[12] = 0x11;
 	CHECK_INT_EQ(proxyproto_parse(buf, 13, &h, &hl, &why),
 	    PROXYPROTO_ERROR);
@@ -292,11 +292,14 @@ test_v2(void)
 	CHECK_INT_EQ(proxyproto_parse(buf, 13, &h, &hl, &why),
 	    PROXYPROTO_ERROR);
 	buf[12] = 0x21;
-	buf[13] = 0x12;
+	buf[13] = 0x13;
 	CHECK_INT_EQ(proxyproto_parse(buf, 14, &h, &hl, &why),
 	    PROXYPROTO_ERROR);
-	buf[13] = 0x31;
+	buf[13] = 0x41;
 	CHECK_INT_EQ(proxyproto_parse(buf, 14, &h, &hl, &why),
+	    PROXYPROTO_ERROR);
+	buf[13] = 0x31;	/* UNIX but only 12 address bytes */
+	CHECK_INT_EQ(proxyproto_parse(buf, (size_t)n, &h, &hl, &why),
 	    PROXYPROTO_ERROR);
 	buf[13] = 0x21;	/* TCP6 but only 12 address bytes */
 	CHECK_INT_EQ(proxyproto_parse(buf, (size_t)n, &h, &hl, &why),
@@ -313,6 +316,44 @@ test_v2(void)
 	    PROXYPROTO_ERROR);
 	CHECK_INT_EQ(proxyproto_parse(buf, 0, &h, &hl, &why),
 	    PROXYPROTO_AGAIN);
+}
+
+/*
+ * UDP and UNIX are defined families moat does not take: the protocol has a
+ * receiver read them as UNSPEC, the balancer's own connection, once the
+ * address block is as long as the family says.
+ */
+static void
+test_v2_other_families(void)
+{
+	static const uint8_t fams[] = { 0x12, 0x22, 0x31, 0x32 };
+	static const size_t lens[] = { 12, 36, 216, 216 };
+	uint8_t buf[16 + 216 + 8];
+	struct proxyproto_hdr h;
+	size_t hl, i, n;
+	const char *why;
+
+	for (i = 0; i < sizeof(fams); i++) {
+		n = 16 + lens[i];
+		memset(buf, 0xa5, sizeof(buf));
+		memcpy(buf, "\r\n\r\n\0\r\nQUIT\n", 12);
+		buf[12] = 0x21;
+		buf[13] = fams[i];
+		buf[14] = (uint8_t)(lens[i] >> 8);
+		buf[15] = (uint8_t)lens[i];
+		CHECK_INT_EQ(proxyproto_parse(buf, n - 1, &h, &hl, &why),
+		    PROXYPROTO_AGAIN);
+		CHECK_INT_EQ(proxyproto_parse(buf, n + 8, &h, &hl, &why),
+		    PROXYPROTO_OK);
+		CHECK(h.local);
+		CHECK_INT_EQ(h.version, 2);
+		CHECK_INT_EQ(hl, n);
+		/* One byte short of the family's address block. */
+		buf[15] = (uint8_t)(lens[i] - 1);
+		CHECK_INT_EQ(proxyproto_parse(buf, n + 8, &h, &hl, &why),
+		    PROXYPROTO_ERROR);
+		CHECK_STR_EQ(why, "v2: address block too short");
+	}
 }
 
 static void
@@ -379,6 +420,7 @@ main(void)
 	test_v1_write();
 	test_write_v4_mapped();
 	test_v2();
+	test_v2_other_families();
 	test_reply();
 	test_xclient();
 	return check_report("proxyproto");
