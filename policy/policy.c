@@ -533,6 +533,17 @@ policy_unban_allowed(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,
 	return av.n;
 }
 
+void
+policy_ban_settle(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
+    ban_visit_fn *fn, void *arg)
+{
+	struct ban_info b;
+
+	pthread_mutex_lock(&p->lock);
+	fn(arg, addr, ban_lookup(p->bans, addr, now_ms, &b) ? &b : NULL);
+	pthread_mutex_unlock(&p->lock);
+}
+
 struct active_visit {
 	uint64_t now;
 	ban_visit_fn *fn;

@@ -174,6 +174,17 @@ bool policy_unban(struct policy *p, const uint8_t addr[16], uint64_t now_ms);
 size_t policy_unban_allowed(struct policy *p, uint64_t now_ms,
     ban_visit_fn *fn, void *arg);
 
+/*
+ * Calls fn once, under the lock, with the ban in force on addr at now or
+ * NULL. Kernel sets are written by a queue in the order changes reach it,
+ * and a ban and an unban of one address from two threads can reach it in
+ * the other order than the one they were made in; a caller that queues the
+ * state it finds here, inside fn, cannot be overtaken that way. fn must
+ * not call back into p.
+ */
+void policy_ban_settle(struct policy *p, const uint8_t addr[16],
+    uint64_t now_ms, ban_visit_fn *fn, void *arg);
+
 /* Visits every ban in force at now (for moatctl, and to re-assert the
  * firewall's timeouts after a restart). fn must not call back into p. */
 void policy_bans(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,

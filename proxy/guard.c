@@ -314,6 +314,38 @@ guard_fw_start(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * After queueing a ban (banned) or its removal for addr: another thread
+ * may have lifted or made that ban meanwhile and queued its change first,
+ * which ours then undid. What the policy holds now is queued again under
+ * its lock (policy_ban_settle), so the last change queued is the truth.
+ */
+struct fw_settle {
+	bool banned;		/* what the caller queued */
+	uint64_t now;
+};
+
+static void
+settle_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	const struct fw_settle *st = arg;
+
+	if (b != NULL && !st->banned)
+		fw_add(guard.fw, addr, b->expiry_ms - st->now);
+	else if (b == NULL && st->banned)
+		fw_del(guard.fw, addr);
+}
+
+static void
+guard_fw_settle(const uint8_t addr[16], bool banned)
+{
+	struct fw_settle st = { banned, guard_now_ms() };
+
+	if (fw_enabled(guard.fw))
+		policy_ban_settle(guard.policy, addr, st.now, settle_visit,
+		    &st);
+}
+
 /* A ban lifted: out of the kernel set, logged and written as an event. */
 static void
 note_unban(const uint8_t addr[16], const char *reason)
@@ -324,6 +356,7 @@ note_unban(const uint8_t addr[16], const char *reason)
 	log_info("unban ip=%s reason=%s", addr_v6_str(addr, ip, sizeof(ip)),
 	    reason);
 	fw_del(guard.fw, addr);
+	guard_fw_settle(addr, false);
 	ev.event = "unban";
 	ev.ip = addr;
 	ev.reason = reason;
@@ -501,6 +534,7 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 		fw_set(guard.fw, addr, res->ban_ms);
 	else
 		fw_add(guard.fw, addr, res->ban_ms);
+	guard_fw_settle(addr, true);
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
 	/* Ending them walks every worker's sessions: not for each address
@@ -607,6 +641,7 @@ guard_unban(const uint8_t addr[16])
 		/* The set may hold what moat has forgotten (a lost state
 		 * file, a ban by hand): the operator wants the address in. */
 		fw_del(guard.fw, addr);
+		guard_fw_settle(addr, false);
 		return false;
 	}
 	note_unban(addr, "manual");

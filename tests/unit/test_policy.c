@@ -137,11 +137,20 @@ test_order(void)
 	policy_free(p);
 }
 
+/* The expiry of the ban policy_ban_settle finds, 0 for none. */
+static void
+ban_expiry(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	(void)addr;
+	*(uint64_t *)arg = b != NULL ? b->expiry_ms : 0;
+}
+
 static void
 test_rate_and_ban(void)
 {
 	struct test_cfg tc;
 	struct policy_result r;
+	uint64_t expiry;
 	struct policy *p = policy_new(cfg_make(&tc, allow1, deny1), NULL,
 	    NULL);
 	struct policy_stats st;
@@ -181,7 +190,19 @@ test_rate_and_ban(void)
 	for (int i = 0; i < 7; i++)
 		hit(p, "203.0.113.9", 3000, &r);
 	CHECK_INT_EQ(r.reason, POLICY_BANNED);
+	expiry = 0;
+	policy_ban_settle(p, ip("203.0.113.9"), 3000, ban_expiry, &expiry);
+	CHECK_INT_EQ(expiry, 3000 + H);
 	CHECK(policy_unban(p, ip("203.0.113.9"), 3000));
+	policy_ban_settle(p, ip("203.0.113.9"), 3000, ban_expiry, &expiry);
+	CHECK_INT_EQ(expiry, 0);
+	/* The first offender's ban is over at its end. */
+	policy_ban_settle(p, ip("203.0.113.7"), 2000 + H + 2 * H - 1,
+	    ban_expiry, &expiry);
+	CHECK_INT_EQ(expiry, 2000 + H + 2 * H);
+	policy_ban_settle(p, ip("203.0.113.7"), 2000 + H + 2 * H, ban_expiry,
+	    &expiry);
+	CHECK_INT_EQ(expiry, 0);
 	CHECK_INT_EQ(hit(p, "203.0.113.9", 3001, &r), POLICY_ALLOW);
 	CHECK_INT_EQ(r.count, 1);
 
