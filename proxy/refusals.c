@@ -95,7 +95,8 @@ count(const char *reason)
 
 bool
 refusals_log(struct ev_loop *loop, const uint8_t addr[16],
-    const char *reason, const char *listener, const char *sid)
+    const char *reason, const char *listener, const char *sid,
+    const char *detail)
 {
 	ev_tstamp now = mono_s();
 	struct seen *e;
@@ -120,8 +121,9 @@ refusals_log(struct ev_loop *loop, const uint8_t addr[16],
 	e->reason = reason;
 	e->until = now + REFUSALS_INTERVAL;
 	rf.full++;
-	log_info("%s reject ip=%s reason=%s listener=%s", sid ? sid : "-",
-	    addr_v6_str(addr, ip, sizeof(ip)), reason, listener);
+	log_info("%s reject ip=%s reason=%s listener=%s%s%s", sid ? sid : "-",
+	    addr_v6_str(addr, ip, sizeof(ip)), reason, listener,
+	    detail ? " " : "", detail ? detail : "");
 	return true;
 }
 

@@ -8,10 +8,10 @@
 struct ev_loop;
 
 /*
- * Refused connections (banned, deny list, geo, rate, concurrency) are
- * logged like this: the first refusal of an address for a reason in each
- * REFUSALS_INTERVAL gets a full line ("SID reject ip=... reason=...
- * listener=..."), and so do at most REFUSALS_FULL_MAX lines per interval
+ * Refused connections (banned, deny list, geo, rate, concurrency, the
+ * session cap) are logged like this: the first refusal of an address for a
+ * reason in each REFUSALS_INTERVAL gets a full line ("SID reject ip=...
+ * reason=... listener=... DETAIL"), and so do at most REFUSALS_FULL_MAX lines per interval
  * in all; the rest are counted and summarised once the interval is over
  * ("refusals: 1234 more of reason=banned in the last 10 s"). So a flood
  * costs a counter increment per connection and a few lines per interval,
@@ -21,7 +21,8 @@ struct ev_loop;
  * State is per thread (each event loop logs its own refusals); loop is
  * the calling thread's loop, where a timer writes the summaries. sid may
  * be NULL (refused at accept, before any session existed); reason must be
- * a string that lives forever (policy_reason_str()).
+ * a string that lives forever (policy_reason_str()); detail, if not NULL,
+ * ends the full line (figures that explain it).
  */
 #define REFUSALS_INTERVAL 10.0
 #define REFUSALS_FULL_MAX 100
@@ -29,7 +30,8 @@ struct ev_loop;
 /* Returns true when this refusal got its full line, false when it was
  * only counted (a repeat within the interval: a flood). */
 bool refusals_log(struct ev_loop *loop, const uint8_t addr[16],
-    const char *reason, const char *listener, const char *sid);
+    const char *reason, const char *listener, const char *sid,
+    const char *detail);
 
 /* Writes the summaries due now and forgets the thread's state (its loop
  * is ending); refusals_log() may be called again afterwards. */

@@ -684,7 +684,7 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason)
 {
 	if (!admitted) {
 		refusals_log(s->loop, s->addr, policy_reason_str(reason),
-		    s->lc->name, s->id);
+		    s->lc->name, s->id, NULL);
 		if (reason == POLICY_BANNED) {
 			session_kill(s, "banned");
 			return;
@@ -1897,20 +1897,20 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	session_done(s);
 }
 
-/* A refusal by the global cap: a line (tests and operators count them),
- * a metric and an event. sid is NULL when no session exists. */
+/* A refusal by the global cap: a metric, an event and, as for the
+ * policy's refusals, a line unless a flood of them is being summed up.
+ * sid is NULL when no session exists. */
 static void
-capacity_report(const struct session_list *list,
+capacity_report(struct ev_loop *loop, const struct session_list *list,
     const struct cfg_listener *lc, const uint8_t addr[16], const char *sid,
     enum slots_verdict v)
 {
 	struct event ev = EVENT_INIT;
-	char ip[INET6_ADDRSTRLEN];
+	char detail[64];
 
-	log_info("%s reject ip=%s reason=%s sessions=%zu held=%" PRIu32,
-	    sid ? sid : "-", addr_v6_str(addr, ip, sizeof(ip)),
-	    slots_verdict_str(v), slots_used(list->slots),
-	    slots_held(list->slots, addr));
+	snprintf(detail, sizeof(detail), "sessions=%zu held=%" PRIu32,
+	    slots_used(list->slots), slots_held(list->slots, addr));
+	refusals_log(loop, addr, slots_verdict_str(v), lc->name, sid, detail);
 	metrics_admit(lc->name, "capacity");
 	ev.event = "reject";
 	ev.ip = addr;
@@ -1927,7 +1927,7 @@ session_refuse_capacity(struct session *s, enum slots_verdict v)
 {
 	char msg[160];
 
-	capacity_report(s->list, s->lc, s->addr, s->id, v);
+	capacity_report(s->loop, s->list, s->lc, s->addr, s->id, v);
 	if (s->lc->tls == CFG_TLS_IMPLICIT) {
 		session_kill(s, "capacity");
 		return;
@@ -2025,7 +2025,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 		if (sc->slot != SLOTS_OK) {
 			if (lc->tls != CFG_TLS_IMPLICIT)
 				return false;	/* the session replies */
-			capacity_report(list, lc, addr, NULL, sc->slot);
+			capacity_report(loop, list, lc, addr, NULL, sc->slot);
 			close_refused(fd, false);
 			return true;
 		}
@@ -2035,7 +2035,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 	if (sc->admitted || sc->reason != POLICY_BANNED)
 		return false;
 	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
-	    lc->name, NULL);
+	    lc->name, NULL, NULL);
 	if (sc->slotted)
 		slots_give(list->slots, addr);
 	close_refused(fd, flood);

@@ -65,6 +65,7 @@ static void
 test_first_in_full_rest_summarised(struct ev_loop *loop)
 {
 	static const char banned[] = "banned", deny[] = "denylist";
+	static const char capacity[] = "capacity";
 	uint8_t a[16], b[16];
 	char *out;
 	int i;
@@ -73,10 +74,13 @@ test_first_in_full_rest_summarised(struct ev_loop *loop)
 	addr4(b, 0xc6336408);
 	capture_start();
 	for (i = 0; i < 1000; i++)
-		refusals_log(loop, a, banned, "smtps", NULL);
-	refusals_log(loop, b, banned, "smtps", "00000000000000aa");
-	refusals_log(loop, a, deny, "pop3", NULL);
-	refusals_log(loop, a, deny, "pop3", NULL);
+		refusals_log(loop, a, banned, "smtps", NULL, NULL);
+	refusals_log(loop, b, banned, "smtps", "00000000000000aa", NULL);
+	refusals_log(loop, a, deny, "pop3", NULL, NULL);
+	refusals_log(loop, a, deny, "pop3", NULL, NULL);
+	refusals_log(loop, a, capacity, "smtp", "00000000000000ab",
+	    "sessions=10 held=9");
+	refusals_log(loop, a, capacity, "smtp", NULL, "sessions=10 held=10");
 	refusals_flush();
 	out = capture_end();
 	CHECK(out != NULL);
@@ -91,7 +95,10 @@ test_first_in_full_rest_summarised(struct ev_loop *loop)
 	CHECK_INT_EQ(check_count(out, "refusals: 999 more of reason=banned in "
 	    "the last 10 s"), 1);
 	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=denylist"), 1);
-	CHECK_INT_EQ(check_count(out, "\n"), 5);
+	CHECK_INT_EQ(check_count(out, "00000000000000ab reject ip=198.51.100.7 "
+	    "reason=capacity listener=smtp sessions=10 held=9\n"), 1);
+	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=capacity"), 1);
+	CHECK_INT_EQ(check_count(out, "\n"), 7);
 	free(out);
 }
 
@@ -108,11 +115,11 @@ test_full_lines_capped(struct ev_loop *loop)
 	capture_start();
 	for (i = 0; i < REFUSALS_FULL_MAX + 50; i++) {
 		addr4(a, 0x0a000000 + i);
-		refusals_log(loop, a, banned, "smtp", NULL);
+		refusals_log(loop, a, banned, "smtp", NULL, NULL);
 	}
 	refusals_flush();
 	addr4(a, 0x0a000000);
-	refusals_log(loop, a, banned, "smtp", NULL);
+	refusals_log(loop, a, banned, "smtp", NULL, NULL);
 	refusals_flush();
 	out = capture_end();
 	CHECK(out != NULL);
@@ -133,8 +140,8 @@ test_timer_does_not_hold_loop(struct ev_loop *loop)
 
 	addr4(a, 0xc0000201);
 	capture_start();
-	refusals_log(loop, a, banned, "smtp", NULL);
-	refusals_log(loop, a, banned, "smtp", NULL);
+	refusals_log(loop, a, banned, "smtp", NULL, NULL);
+	refusals_log(loop, a, banned, "smtp", NULL, NULL);
 	ev_run(loop, 0);	/* returns at once: nothing holds the loop */
 	refusals_flush();
 	out = capture_end();
