@@ -188,6 +188,7 @@ static void session_timer_cb(struct ev_loop *, ev_timer *, int);
 static void start_handshake(struct session *);
 static void start_connect(struct session *);
 static void relay_pump(struct session *);
+static void backend_write_gone(struct session *, struct conn *);
 
 static const char *
 session_state_str(enum session_state st)
@@ -1003,6 +1004,27 @@ do_connect(struct session *s)
 
 /* --- reading and writing one side ------------------------------------- */
 
+/*
+ * A reset read from c that ends its stream rather than the session: one
+ * that answers our close_notify or our last bytes once we finished
+ * writing, or one from a backend that closed while the client still sent
+ * and whose kernel refused what we passed on. Linux reports a reset only
+ * after every byte that came before it was read, but since 6.x in place
+ * of the end of stream when both arrived; either way nothing is lost, and
+ * what moat holds goes on to the client (backend_write_gone()).
+ */
+static bool
+reset_ends_stream(struct session *s, struct conn *c)
+{
+	if (c->wr_shut)
+		return true;
+	if (c == &s->backend && s->state == SESSION_RELAY) {
+		backend_write_gone(s, c);
+		return true;
+	}
+	return false;
+}
+
 static enum io_rc
 ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 {
@@ -1027,7 +1049,7 @@ ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 		 * an ordinary close.
 		 */
 		if (ERR_peek_error() == 0 && (saved == 0 ||
-		    (saved == ECONNRESET && c->wr_shut)))
+		    (saved == ECONNRESET && reset_ends_stream(s, c))))
 			return IO_EOF;
 		break;
 	default:
@@ -1096,8 +1118,8 @@ conn_read(struct session *s, struct conn *c)
 			}
 			if (errno == EINTR)
 				return IO_AGAIN;
-			if (errno == ECONNRESET && c->wr_shut)
-				return IO_EOF;	/* see ssl_result() */
+			if (errno == ECONNRESET && reset_ends_stream(s, c))
+				return IO_EOF;
 			session_why(s, strerror(errno));
 			return IO_ERR;
 		}
@@ -1286,7 +1308,9 @@ conn_flush(struct session *s, struct conn *c, bool more)
 			return false;
 		case IO_EOF:
 			if (c == &s->backend) {
-				backend_write_gone(s, c);
+				/* ssl_result() may have ended it already. */
+				if (!c->wr_shut)
+					backend_write_gone(s, c);
 				return true;
 			}
 			return false;
