@@ -1009,8 +1009,8 @@ do_connect(struct session *s)
  * that answers our close_notify or our last bytes once we finished
  * writing, or one from a backend that closed while the client still sent
  * and whose kernel refused what we passed on. Linux reports a reset only
- * after every byte that came before it was read, but since 6.x in place
- * of the end of stream when both arrived; either way nothing is lost, and
+ * after every byte that came before it was read, and (6.18 at least) in
+ * place of an end of stream that came before it; nothing is lost, and
  * what moat holds goes on to the client (backend_write_gone()).
  */
 static bool
