@@ -325,6 +325,12 @@ ban_forget_ms(const struct ban_table *t)
 	return t->p.forget_ms;
 }
 
+size_t
+ban_max_entries(const struct ban_table *t)
+{
+	return t->p.max_entries;
+}
+
 bool
 ban_del(struct ban_table *t, const uint8_t addr[16], uint64_t now)
 {

@@ -104,6 +104,8 @@ int ban_restore(struct ban_table *t, const uint8_t addr[16],
     uint64_t now);
 /* How long a record outlives its ban (ban.forget_after). */
 uint64_t ban_forget_ms(const struct ban_table *t);
+/* The most records t holds (ban.max_entries). */
+size_t ban_max_entries(const struct ban_table *t);
 
 /* Forgets addr entirely (an operator's unban also forgives the repeat
  * count). Returns true if a ban was in force. */

@@ -530,6 +530,7 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	    arg };
 	struct stat st;
 	char *buf = NULL, msg[512];
+	uint64_t limit;
 	size_t len = 0;
 	long rc;
 	int fd;
@@ -542,16 +543,29 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		    path, strerror(errno));
 		goto fail;
 	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > STATE_MAX_BYTES) {
-		snprintf(msg, sizeof(msg), "%s: not a regular file of at most "
-		    "%u bytes; ignored", path, STATE_MAX_BYTES);
+	if (fstat(fd, &st) == -1) {
+		snprintf(msg, sizeof(msg), "%s: cannot stat state file: %s",
+		    path, strerror(errno));
+		close(fd);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(msg, sizeof(msg), "%s: not a regular file; ignored",
+		    path);
 		close(fd);
 		if (report_fn != NULL)
 			report_fn(arg, msg);
-		if (S_ISREG(st.st_mode))
-			keep_aside(path, wall_ms, report_fn, arg);
 		return -1;
+	}
+	limit = (uint64_t)ban_max_entries(t) * STATE_LINE_MAX + 4096;
+	if (limit < STATE_MAX_BYTES)
+		limit = STATE_MAX_BYTES;
+	if ((uint64_t)st.st_size > limit || (uint64_t)st.st_size >= SIZE_MAX) {
+		snprintf(msg, sizeof(msg), "%s: %llu bytes, more than a table "
+		    "of ban.max_entries = %zu writes; ignored", path,
+		    (unsigned long long)st.st_size, ban_max_entries(t));
+		close(fd);
+		goto fail;
 	}
 	buf = malloc((size_t)st.st_size + 1);
 	if (buf == NULL) {
@@ -588,8 +602,10 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	}
 	return c.r.n;
 fail:
+	/* Unread, the bans in it would be lost to the next save: keep it. */
 	free(buf);
 	if (report_fn != NULL)
 		report_fn(arg, msg);
+	keep_aside(path, wall_ms, report_fn, arg);
 	return -1;
 }

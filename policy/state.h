@@ -35,8 +35,14 @@
 
 #define STATE_VERSION 1
 #define STATE_MAX_REPORTS 10
-/* A larger file is refused unread: ~1M bans take about 60 MB. */
+/*
+ * A larger file is refused unread (a state_file pointing at the wrong
+ * thing): the larger of STATE_MAX_BYTES and what a full table of the
+ * configured ban.max_entries can write, STATE_LINE_MAX bytes a record
+ * (~1M bans take about 60 MB).
+ */
 #define STATE_MAX_BYTES (256u * 1024 * 1024)
+#define STATE_LINE_MAX 128
 
 struct state_ban {
 	uint8_t addr[16];

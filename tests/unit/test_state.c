@@ -207,6 +207,67 @@ test_read_rejected(void)
 	ban_table_free(t);
 }
 
+/*
+ * What a full table writes, the reader takes: every record fits in
+ * STATE_LINE_MAX, the limit grows with ban.max_entries, and a file larger
+ * than that (sparse here) is refused by its size, named, and kept aside.
+ */
+static void
+test_size_limit(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], err[256];
+	char aside[96], line[64];
+	struct ban_params small = params;
+	struct ban_table *t;
+	struct ban_info b;
+	struct stat st;
+	struct log l;
+	uint8_t a[16];
+	size_t i;
+	int fd, r;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	small.max_entries = 1000;
+	t = ban_table_new(&small);
+	/* The longest address text there is, every reason, the largest
+	 * count and expiry a record can hold. */
+	memcpy(a, ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 16);
+	for (i = 0; i < small.max_entries; i++) {
+		a[14] = (uint8_t)(i >> 8);
+		a[15] = (uint8_t)i;
+		CHECK(ban_add(t, a, (enum ban_reason)(i % BAN_REASON_COUNT),
+		    3650 * 24 * H, 0, &b));
+	}
+	for (r = 0; r < BAN_REASON_COUNT; r++)
+		CHECK(strlen(ban_reason_str((enum ban_reason)r)) < 20);
+	CHECK_INT_EQ(state_write(path, t, 0, UINT64_MAX / 2, err, sizeof(err)),
+	    0);
+	CHECK(stat(path, &st) == 0);
+	CHECK((uint64_t)st.st_size <= small.max_entries *
+	    (uint64_t)(4 + 45 + 1 + 20 + 1 + 10 + 1 + 20 + 1) + 4096);
+	CHECK(4 + 45 + 1 + 20 + 1 + 10 + 1 + 20 + 1 <= STATE_LINE_MAX);
+	ban_table_free(t);
+
+	/* One byte past the floor, with the default table: refused unread. */
+	CHECK((fd = open(path, O_WRONLY | O_TRUNC)) != -1);
+	CHECK(ftruncate(fd, (off_t)STATE_MAX_BYTES + 1) == 0);
+	close(fd);
+	t = ban_table_new(&params);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 0, WALL, log_report, &l), -1);
+	snprintf(line, sizeof(line), "%llu bytes, more than a table",
+	    (unsigned long long)STATE_MAX_BYTES + 1);
+	CHECK(logged(&l, line));
+	CHECK(logged(&l, "ban.max_entries = 1000000"));
+	snprintf(aside, sizeof(aside), "%s.bad-20260101T000000Z", path);
+	CHECK(logged(&l, aside));
+	CHECK(access(aside, F_OK) == 0);
+	ban_table_free(t);
+	unlink(aside);
+	rmdir(dir);
+}
+
 static void
 test_parse_good(void)
 {
@@ -348,6 +409,7 @@ main(void)
 {
 	test_round_trip();
 	test_read_rejected();
+	test_size_limit();
 	test_parse_good();
 	test_parse_corrupt();
 	test_parse_garbage();
