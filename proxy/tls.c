@@ -6,13 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "log.h"
+#include "sni.h"
 #include "ticketkeys.h"
 #include "tlsout.h"
 
@@ -64,47 +66,131 @@ report_ssl(config_report_fn *report, void *arg, const char *file,
 	report(arg, CONFIG_ERROR, line);
 }
 
-/* Compares a lower-case pattern ("x.org" or "*.x.org") with a name. */
-static bool
-name_matches(const char *pattern, const char *name)
+/* The context for the name a client asked for; t->def for none or an
+ * unknown one. */
+static SSL_CTX *
+sni_lookup(const struct tls_set *t, const char *name)
 {
-	const char *dot;
+	size_t i;
 
-	if (strcasecmp(pattern, name) == 0)
-		return true;
-	if (pattern[0] != '*' || pattern[1] != '.')
-		return false;
-	/* A wildcard stands for exactly one non-empty label. */
-	dot = strchr(name, '.');
-	if (dot == NULL || dot == name)
-		return false;
-	return strcasecmp(pattern + 1, dot) == 0;
+	if (name == NULL)
+		return t->def;
+	/* Exact names win over wildcards, whatever the order in config. */
+	for (i = 0; i < t->nnames; i++)
+		if (t->names[i].name[0] != '*' &&
+		    sni_name_matches(t->names[i].name, name))
+			return t->names[i].ctx;
+	for (i = 0; i < t->nnames; i++)
+		if (t->names[i].name[0] == '*' &&
+		    sni_name_matches(t->names[i].name, name))
+			return t->names[i].ctx;
+	return t->def;
 }
 
 static int
 sni_cb(SSL *ssl, int *alert, void *arg)
 {
 	struct tls_set *t = arg;
-	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	size_t i;
+	SSL_CTX *ctx;
 
 	(void)alert;
-	if (name == NULL || t == NULL)
+	if (t == NULL)
 		return SSL_TLSEXT_ERR_OK;
-	/* Exact names win over wildcards, whatever the order in config. */
-	for (i = 0; i < t->nnames; i++)
-		if (t->names[i].name[0] != '*' &&
-		    name_matches(t->names[i].name, name))
-			goto found;
-	for (i = 0; i < t->nnames; i++)
-		if (t->names[i].name[0] == '*' &&
-		    name_matches(t->names[i].name, name))
-			goto found;
-	return SSL_TLSEXT_ERR_OK;	/* the default certificate */
-found:
-	if (SSL_set_SSL_CTX(ssl, t->names[i].ctx) == NULL)
+	ctx = sni_lookup(t, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+	if (ctx != t->def && SSL_set_SSL_CTX(ssl, ctx) == NULL)
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * Picks the certificate as soon as the ClientHello is in, before OpenSSL
+ * opens a ticket (it does that ahead of reading the other extensions,
+ * and of sni_cb()), so that ticket_dec_cb() knows what this handshake
+ * would be authenticated with. sni_cb() then finds the same.
+ */
+static int
+client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_set *t = arg;
+	const unsigned char *ext;
+	char name[256];
+	size_t len;
+	SSL_CTX *ctx;
+
+	(void)alert;
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext,
+	    &len) || !sni_host_name(ext, len, name, sizeof(name)))
+		return SSL_CLIENT_HELLO_SUCCESS;
+	ctx = sni_lookup(t, name);
+	if (ctx != t->def && SSL_set_SSL_CTX(ssl, ctx) == NULL) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/*
+ * A ticket names the certificate its session was made with (its digest,
+ * in the ticket's application data) and resumes only where the name the
+ * client asks for now picks that certificate: otherwise a ticket from one
+ * [[tls.sni]] tenant's name would resume on another's, authenticated by a
+ * certificate that was never shown for it. RFC 8446 4.6.1 asks the client
+ * not to try; the server need not trust that it does not. A renewed
+ * certificate costs each client one full handshake.
+ *
+ * SHA-1, because OpenSSL keeps that digest with the certificate (no cost
+ * per handshake), and collisions do not matter here: a ticket's contents
+ * are encrypted and authenticated by moat's own keys, so only digests of
+ * moat's own certificates are ever compared.
+ */
+static bool
+cert_digest(SSL_CTX *ctx, unsigned char md[EVP_MAX_MD_SIZE], unsigned *len)
+{
+	X509 *x = ctx != NULL ? SSL_CTX_get0_certificate(ctx) : NULL;
+
+	return x != NULL && X509_digest(x, EVP_sha1(), md, len) == 1;
+}
+
+static int
+ticket_gen_cb(SSL *ssl, void *arg)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned len;
+
+	(void)arg;
+	if (!cert_digest(SSL_get_SSL_CTX(ssl), md, &len))
+		return 0;
+	return SSL_SESSION_set1_ticket_appdata(SSL_get0_session(ssl), md,
+	    len);
+}
+
+static SSL_TICKET_RETURN
+ticket_dec_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
+    size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	void *data = NULL;
+	size_t dlen = 0;
+	unsigned len;
+
+	(void)keyname, (void)keyname_len;
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+	case SSL_TICKET_SUCCESS_RENEW:
+		break;
+	case SSL_TICKET_EMPTY:
+	case SSL_TICKET_NO_DECRYPT:
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	default:
+		return SSL_TICKET_RETURN_ABORT;
+	}
+	(void)arg;
+	if (!cert_digest(SSL_get_SSL_CTX(ssl), md, &len) ||
+	    !SSL_SESSION_get0_ticket_appdata(sess, &data, &dlen) ||
+	    dlen != len || memcmp(data, md, len) != 0)
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	return status == SSL_TICKET_SUCCESS_RENEW ?
+	    SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
 }
 
 /*
@@ -408,6 +494,17 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	}
 	SSL_CTX_set_tlsext_servername_callback(t->def, sni_cb);
 	SSL_CTX_set_tlsext_servername_arg(t->def, t);
+	/* Tickets are made and opened by the listener's context, the one
+	 * SSL_new() was given, whichever certificate was picked. */
+	if (t->nnames > 0)
+		SSL_CTX_set_client_hello_cb(t->def, client_hello_cb, t);
+	if (cfg->tls.session_tickets &&
+	    !SSL_CTX_set_session_ticket_cb(t->def, ticket_gen_cb,
+	    ticket_dec_cb, NULL)) {
+		report(arg, CONFIG_ERROR, "cannot set the ticket callbacks");
+		tls_set_unref(t);
+		return NULL;
+	}
 	return t;
 }
 

@@ -1,7 +1,8 @@
 """TLS 1.3 session resumption with rotating ticket keys ([tls]
 session_tickets, ticket_rotation): off by default; when on, SMTPS and POP3S
-clients resume, a ticket works only on the listener that issued it, stops
-working once its key has rotated out, and survives a SIGHUP reload.
+clients resume, a ticket works only on the listener that issued it and
+under a name that picks its certificate, stops working once its key has
+rotated out, and survives a SIGHUP reload.
 See issue 8.
 """
 
@@ -39,11 +40,12 @@ def client_ctx(pki) -> ssl.SSLContext:
     return ctx
 
 
-def visit(m: Moat, name: str, ctx: ssl.SSLContext, session=None):
+def visit(m: Moat, name: str, ctx: ssl.SSLContext, session=None,
+          host: str = "localhost"):
     """One greeting through listener name, offering session; returns
     (whether it was resumed, the session to offer next time)."""
     with socket.create_connection(m.addr(name), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost",
+        with ctx.wrap_socket(raw, server_hostname=host,
                              session=session) as s:
             greeting = s.recv(512)
             assert greeting.startswith((b"220 ", b"+OK")), greeting
@@ -83,6 +85,27 @@ def test_tickets_resume_on_their_own_listener(stack, pki, tmp_path):
             # Never across listeners (another protocol, another backend).
             assert not visit(m, other, ctx, sess)[0]
         assert "tls version=TLSv1.3" in m.log()
+
+
+def test_ticket_resumes_only_where_its_certificate_is_served(stack, pki, tmp_path):
+    """[[tls.sni]] serves another tenant's certificate for other names: a
+    ticket made under one certificate does not resume under a name that
+    picks another (the client would be authenticated by a certificate it
+    was never shown for that name); names that pick the same one do."""
+    m = tickets_on(Moat(tmp_path, pki, both_listeners(stack), sni=[{
+        "names": ["other.example.test", "*.wild.example.test"],
+        "certificate": pki.other.chain, "key": pki.other.key}]), "1h")
+    ctx = client_ctx(pki)
+    with started(m):
+        _, own = visit(m, "smtps", ctx)
+        assert not visit(m, "smtps", ctx, own, host="other.example.test")[0]
+        assert visit(m, "smtps", ctx, own)[0]
+        _, other = visit(m, "smtps", ctx, host="other.example.test")
+        assert visit(m, "smtps", ctx, other, host="a.wild.example.test")[0]
+        assert not visit(m, "smtps", ctx, other)[0]
+        # Refused, a ticket costs a full handshake and brings a new one.
+        _, fresh = visit(m, "smtps", ctx, own, host="other.example.test")
+        assert visit(m, "smtps", ctx, fresh, host="other.example.test")[0]
 
 
 def test_ticket_expires_after_two_rotations(stack, pki, tmp_path):
