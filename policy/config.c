@@ -56,6 +56,20 @@ struct key_spec {
 static void vdiag(struct loader *, bool, const char *, struct toml_pos,
     const char *, va_list) __attribute__((format(printf, 5, 0)));
 
+/*
+ * Messages quote what the file says (names, values), and they go to a
+ * terminal, syslog and moatctl: a control byte there (an escape sequence,
+ * a newline starting a forged line) becomes '?'. toml_quote() spells
+ * them out where a key or value is quoted on purpose.
+ */
+static void
+printable(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
 static void
 vdiag(struct loader *l, bool is_error, const char *file, struct toml_pos pos,
     const char *fmt, va_list ap)
@@ -67,6 +81,7 @@ vdiag(struct loader *l, bool is_error, const char *file, struct toml_pos pos,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (is_error && l->nerrors == MAX_ERRORS)
 		snprintf(msg, sizeof(msg), "too many errors, giving up");
+	printable(msg);
 	if (pos.line > 0)
 		snprintf(line, sizeof(line), "%s:%d:%d: %s%s", file, pos.line,
 		    pos.col, is_error ? "" : "warning: ", msg);
@@ -197,6 +212,7 @@ walk_table(struct loader *l, const struct toml_value *t, const char *section,
 		const char *key = toml_table_key(t, i, &klen, &kpos);
 		const struct key_spec *hit = NULL;
 		const char *close = NULL;
+		char kq[128];
 		size_t best = 3;
 
 		for (j = 0; j < nspecs; j++) {
@@ -222,11 +238,12 @@ walk_table(struct loader *l, const struct toml_value *t, const char *section,
 				l->bad[l->nbad++] = toml_table_at(t, i);
 			continue;
 		}
+		toml_quote(key, klen, kq, sizeof(kq));
 		if (close != NULL)
 			err_at(l, kpos, "unknown key '%s' in %s (did you mean "
-			    "'%s'?)", key, section, close);
+			    "'%s'?)", kq, section, close);
 		else
-			err_at(l, kpos, "unknown key '%s' in %s", key, section);
+			err_at(l, kpos, "unknown key '%s' in %s", kq, section);
 	}
 }
 
@@ -1640,6 +1657,7 @@ get_window(struct loader *l, const struct toml_value *v, const char *what,
 {
 	size_t i, n;
 	bool has_limit = false, has_window = false;
+	char kq[128];
 
 	if (!want_type(l, v, TOML_TABLE, what))
 		return;
@@ -1652,11 +1670,11 @@ get_window(struct loader *l, const struct toml_value *v, const char *what,
 		char sub[64];
 
 		snprintf(sub, sizeof(sub), "%s.%s", what, key);
-		if (strcmp(key, "limit") == 0) {
+		if (klen == 5 && strcmp(key, "limit") == 0) {
 			has_limit = true;
 			/* The window counters are 16 bits wide. */
 			get_uint(l, e, sub, 0, 65535, &w->limit);
-		} else if (strcmp(key, "window") == 0) {
+		} else if (klen == 6 && strcmp(key, "window") == 0) {
 			has_window = true;
 			if (get_duration(l, e, sub, &w->window_ms) &&
 			    (w->window_ms < 1000 ||
@@ -1665,7 +1683,8 @@ get_window(struct loader *l, const struct toml_value *v, const char *what,
 				    "between 1s and 7d", sub);
 		} else
 			err_at(l, kpos, "unknown key '%s' in %s (expected "
-			    "limit and window)", key, what);
+			    "limit and window)", toml_quote(key, klen, kq,
+			    sizeof(kq)), what);
 	}
 	/* limit = 0 turns the limit off, and then no window matters. */
 	if (!has_limit || (!has_window && w->limit > 0))

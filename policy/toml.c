@@ -270,6 +270,12 @@ quote_bytes(const char *s, size_t n, char *out, size_t outsz)
 	return out;
 }
 
+const char *
+toml_quote(const char *s, size_t n, char *out, size_t outsz)
+{
+	return quote_bytes(s, n, out, outsz);
+}
+
 /* Buffers */
 
 static int

@@ -84,6 +84,11 @@ const struct toml_value *toml_table_at(const struct toml_value *t, size_t i);
 const struct toml_value *toml_table_get(const struct toml_value *t,
     const char *key);
 
+/* Key or string bytes (n of them, NULs included) made printable for a
+ * message into out: control bytes and broken UTF-8 as \xNN, cut with
+ * "..." past a few dozen characters. Returns out. */
+const char *toml_quote(const char *s, size_t n, char *out, size_t outsz);
+
 size_t toml_array_len(const struct toml_value *a);
 const struct toml_value *toml_array_at(const struct toml_value *a, size_t i);
 

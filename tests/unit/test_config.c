@@ -275,6 +275,9 @@ test_errors(void)
 	    "policy.rate.connections needs both limit and window");
 	EXPECT_ERROR(LISTENER "[policy.rate]\nconnections = { limit = 5, "
 	    "window = \"1m\", burst = 3 }\n", "unknown key 'burst'");
+	EXPECT_ERROR(LISTENER "[policy.rate]\nconnections = { limit = 5, "
+	    "window = \"1m\", \"limit\\u0000x\" = 3 }\n",
+	    "unknown key 'limit\\x00x'");
 	EXPECT_ERROR(LISTENER "[policy.rate]\nauth_failures = { limit = 70000, "
 	    "window = \"1m\" }\n", "must be between 0 and 65535");
 	EXPECT_ERROR(LISTENER "[policy.rate]\naggregate_ipv6 = 129\n",
@@ -330,6 +333,28 @@ test_errors(void)
  * run says every problem; a value that failed is not judged again by
  * them (it holds its default).
  */
+/* What the file says is quoted in messages without its control bytes:
+ * they reach a terminal, syslog and moatctl. */
+static void
+test_messages_are_printable(void)
+{
+	struct diags d;
+	struct config *cfg;
+	size_t i;
+
+	EXPECT_ERROR(LISTENER "\"\\u001b[2Jx\" = 1\n",
+	    "unknown key '\\x1B[2Jx' in [[listener]]");
+	EXPECT_ERROR(LISTENER "\"a\\u0000b\" = 1\n",
+	    "unknown key 'a\\x00b' in [[listener]]");
+	cfg = load(LISTENER "[daemon]\nuser = \"x\\u001b]0;owned\\u0007\\ny\"\n"
+	    "\"\\u001b\" = 2\n", &d);
+	CHECK(d.errors > 0);
+	for (i = 0; d.text[i] != '\0'; i++)
+		CHECK(d.text[i] == '\n' || ((unsigned char)d.text[i] >= 0x20 &&
+		    d.text[i] != 0x7f));
+	config_free(cfg);
+}
+
 static void
 test_every_problem_at_once(void)
 {
@@ -664,6 +689,7 @@ main(void)
 	test_defaults();
 	test_values();
 	test_errors();
+	test_messages_are_printable();
 	test_every_problem_at_once();
 	test_passes_only_what_starts();
 	test_duration_hints();
