@@ -2,6 +2,7 @@
 #include "state.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -522,6 +523,55 @@ keep_aside(const char *path, uint64_t wall_ms, state_report_fn *report_fn,
 		report_fn(arg, msg);
 }
 
+/*
+ * Removes the temporary files of saves that never reached their rename
+ * (moat killed mid-save, say by a stop timeout during a large save):
+ * nothing else ever would, and each may be as large as the table.
+ */
+static void
+remove_temps(const char *path, state_report_fn *report_fn, void *arg)
+{
+	char dir[4096], full[4200], msg[4400];
+	const char *slash = strrchr(path, '/'), *base;
+	size_t blen;
+	struct dirent *de;
+	DIR *d;
+
+	if (slash == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+		base = path;
+	} else {
+		if ((size_t)(slash - path) >= sizeof(dir))
+			return;
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 :
+		    (int)(slash - path), path);
+		base = slash + 1;
+	}
+	blen = strlen(base);
+	if ((d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		/* mkstemp()'s form: PATH.tmp and six characters. */
+		if (strlen(de->d_name) != blen + 4 + 6 ||
+		    strncmp(de->d_name, base, blen) != 0 ||
+		    strncmp(de->d_name + blen, ".tmp", 4) != 0)
+			continue;
+		if ((size_t)snprintf(full, sizeof(full), "%s/%s", dir,
+		    de->d_name) >= sizeof(full))
+			continue;
+		if (unlink(full) == 0)
+			snprintf(msg, sizeof(msg), "%s: removed the temporary "
+			    "file of a save that did not finish", full);
+		else
+			snprintf(msg, sizeof(msg), "%s: cannot remove the "
+			    "temporary file of a save that did not finish: %s",
+			    full, strerror(errno));
+		if (report_fn != NULL)
+			report_fn(arg, msg);
+	}
+	closedir(d);
+}
+
 long
 state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report_fn, void *arg)
@@ -535,6 +585,7 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	long rc;
 	int fd;
 
+	remove_temps(path, report_fn, arg);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd == -1) {
 		if (errno == ENOENT)

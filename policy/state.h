@@ -92,7 +92,9 @@ int state_write_buf(const char *path, const char *buf, size_t len,
 
 /*
  * Reads path into t (records are restored with ban_restore). A missing file
- * is no error (the first start). Returns the number of bans restored, or -1
+ * is no error (the first start). Temporary files that saves left beside
+ * path (PATH.tmpXXXXXX, moat killed before the rename) are removed first
+ * and reported. Returns the number of bans restored, or -1
  * when the file could not be read or was rejected; diagnostics go to report
  * either way. The monotonic expiry is now_ms + (expiry - wall_ms); one that
  * lies further back than the monotonic clock's start is clamped to 0.

@@ -159,6 +159,33 @@ test_round_trip(void)
 	unlink(path);
 	u = ban_table_new(&params);
 	CHECK_INT_EQ(state_read(path, u, 0, WALL, log_report, &l), 0);
+
+	/* A save killed before its rename left its temporary file: the next
+	 * start removes it, and says so; files of other names stay. */
+	{
+		static const char *const names[] = {
+			"state.tmpAb3xYz", "state.tmpAb3xY", "other.tmpAb3xYz",
+			"state.tmp123456x",
+		};
+		char f[128];
+		size_t i;
+
+		for (i = 0; i < 4; i++) {
+			snprintf(f, sizeof(f), "%s/%s", dir, names[i]);
+			CHECK(close(open(f, O_WRONLY | O_CREAT, 0600)) == 0);
+		}
+		memset(&l, 0, sizeof(l));
+		CHECK_INT_EQ(state_read(path, u, 0, WALL, log_report, &l), 0);
+		snprintf(f, sizeof(f), "%s/state.tmpAb3xYz: removed the "
+		    "temporary file of a save that did not finish", dir);
+		CHECK(logged(&l, f));
+		CHECK_INT_EQ(l.n, 1);
+		for (i = 0; i < 4; i++) {
+			snprintf(f, sizeof(f), "%s/%s", dir, names[i]);
+			CHECK((access(f, F_OK) == 0) == (i != 0));
+			unlink(f);
+		}
+	}
 	/* An unwritable place gives an error naming the file. */
 	CHECK_INT_EQ(state_write("/nonexistent/dir/state", t, now, WALL, err,
 	    sizeof(err)), -1);
