@@ -28,8 +28,8 @@ struct geo;
  * Opens path. Returns NULL on failure with *errmsg (malloc'd; the caller
  * frees it) naming the file and the reason: MMDB_strerror for a missing or
  * corrupt file, or the database type when it is not a Country or City
- * database. Call it before dropping privileges if the file is not readable
- * by the daemon's user.
+ * database. The daemon opens it as daemon.user, at start and at each
+ * reload, so that a reload finds it as the start did.
  */
 struct geo *geo_open(const char *path, char **errmsg);
 void geo_close(struct geo *g);

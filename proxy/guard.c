@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "events.h"
@@ -140,7 +141,8 @@ state_report(void *arg, const char *line)
 	log_warnx("%s", line);
 }
 
-/* Opens path unless it is the database already open. */
+/* Opens the configured database, anew at every reload (the file may
+ * have been replaced); daemon.user, when set, is the one opening it. */
 static int
 guard_geo(const struct config *cfg, struct geo **out, char *err,
     size_t errlen)
@@ -152,7 +154,11 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
 	if (path == NULL)
 		return 0;
 	if ((*out = geo_open(path, &msg)) == NULL) {
-		snprintf(err, errlen, "%s", msg ? msg : path);
+		if (cfg->daemon.user != NULL && geteuid() != 0)
+			snprintf(err, errlen, "%s (opened as daemon.user "
+			    "'%s')", msg ? msg : path, cfg->daemon.user);
+		else
+			snprintf(err, errlen, "%s", msg ? msg : path);
 		free(msg);
 		return -1;
 	}
