@@ -82,6 +82,8 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc)
 		usage(2);
+	if (!check)
+		server_hold_signals();
 	log_init(verbose);
 	if (!aligned)
 		log_debug("OpenSSL allocated before main(): its record "

@@ -51,6 +51,7 @@ struct server {
 	ev_timer drain;
 	ev_timer heap;		/* heap_tick() */
 	bool draining;
+	bool net_admin_gone;	/* CAP_NET_ADMIN dropped for good at start */
 	struct control_server hooks;	/* for control and metrics */
 	struct control *control;
 	struct metrics_http *metrics;
@@ -506,6 +507,16 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	    gen_config(g)->daemon.user ? gen_config(g)->daemon.user : "") != 0)
 		reload_say(&rr, CONFIG_WARNING,
 		    "warning: daemon.user changes at the next restart");
+	/* privdrop() kept the capability only for a writer named at start;
+	 * the new writer's EPERM advice would send the operator astray. */
+	if (srv->net_admin_gone &&
+	    gen_config(g)->firewall.backend != CFG_FW_NONE)
+		reload_say(&rr, CONFIG_WARNING,
+		    "warning: firewall.backend = \"%s\" takes effect at the "
+		    "next restart: moat started with \"none\" and gave up "
+		    "CAP_NET_ADMIN when it became daemon.user",
+		    gen_config(g)->firewall.backend == CFG_FW_NFTABLES ?
+		    "nftables" : "ipset");
 	/* Windows are kept per address or per prefix: under another prefix
 	 * length no count carries over. */
 	if (old->policy.rate.aggregate_ipv4 !=
@@ -737,6 +748,7 @@ server_privdrop(struct server *srv)
 		log_warnx("%s", err);
 		return -1;
 	}
+	srv->net_admin_gone = cfg->firewall.backend == CFG_FW_NONE;
 	(void)server_check_reread(cfg, srv->config_path, false);
 	return 0;
 }
@@ -937,6 +949,34 @@ server_teardown(struct server *srv)
 	slots_free(srv->slots);
 }
 
+static void
+held_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+}
+
+void
+server_hold_signals(void)
+{
+	sigset_t set;
+
+	held_signals(&set);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+static void
+server_release_signals(void)
+{
+	sigset_t set;
+
+	held_signals(&set);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 int
 server_run(struct config *cfg, const char *config_path)
 {
@@ -970,9 +1010,9 @@ server_run(struct config *cfg, const char *config_path)
 		return 1;
 	}
 	server_limits(&srv, gen_config(srv.gen));
-	/* Caught from here on, though handled only once the loop runs: a
-	 * SIGHUP that comes as soon as the ports answer must not kill us
-	 * with the default action. */
+	/* Caught from here on, though handled only once the loop runs;
+	 * held until now (server_hold_signals()), so that none that came
+	 * while the config loaded is lost or kills us. */
 	ev_signal_init(&srv.sighup, server_sighup_cb, SIGHUP);
 	ev_signal_init(&srv.sigterm, server_sigterm_cb, SIGTERM);
 	ev_signal_init(&srv.sigint, server_sigterm_cb, SIGINT);
@@ -985,6 +1025,7 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
 	ev_signal_start(srv.loop, &srv.sigusr1);
+	server_release_signals();
 	/*
 	 * What needs root comes first (the control socket, ports); then
 	 * daemon.user takes over, and the rest (events file, state file,

@@ -13,6 +13,16 @@ struct config;
 int server_run(struct config *cfg, const char *config_path);
 
 /*
+ * Holds SIGHUP, SIGUSR1, SIGTERM and SIGINT until server_run() has its
+ * handlers: call it first thing, before the config is read. Loading a
+ * large config or its lists takes a while, and a `systemctl reload` or a
+ * logrotate right after the start would otherwise kill moat silently with
+ * the default action (systemd does not restart after a SIGHUP death).
+ * Held signals are handled once the event loop runs.
+ */
+void server_hold_signals(void);
+
+/*
  * The checks of `moat -t` that need more than the config file itself:
  * builds every TLS context (certificate chain, key match, SNI entries).
  * Reports problems through config_report_fn-style lines on stderr.

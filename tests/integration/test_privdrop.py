@@ -183,6 +183,25 @@ def test_no_capabilities_without_firewall(ns, base):
         assert stop(p) == 0
 
 
+def test_firewall_turned_on_by_reload_says_it_needs_a_restart(ns, base):
+    """Started with backend "none", moat gives up CAP_NET_ADMIN for good
+    when it becomes daemon.user. A reload that turns nftables on used to
+    say "reload done" and then tell the operator to grant the capability
+    moat itself had dropped; it now says the change needs a restart."""
+    p, sock = start(ns, base, "none")
+    try:
+        cfg = base / "moat.toml"
+        cfg.write_text(cfg.read_text().replace('backend = "none"',
+                                               'backend = "nftables"'))
+        r = ctl(sock, "reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert ('firewall.backend = "nftables" takes effect at the next '
+                'restart') in r.stdout + r.stderr
+        assert "takes effect at the next restart" in (base / "moat.log").read_text()
+    finally:
+        assert stop(p) == 0
+
+
 def root_dirs(base: Path, *names: str) -> None:
     """Directories as systemd's StateDirectory= and LogsDirectory= leave
     them for a unit without User=: root's, mode 0750, with a root-owned
@@ -340,6 +359,14 @@ deny_countries = ["CN"]
         assert f"{USER} cannot read {deny}: Permission denied" in log, log
     finally:
         assert stop(p) == 0
+
+    # Started without the check, the geo database it cannot read stops
+    # it, and the message says whose eyes it was opened with.
+    geo.chmod(0o600)
+    r = subprocess.run(["ip", "netns", "exec", ns, str(moat_binary()), "-c",
+                        str(cfg)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert f"(opened as daemon.user '{USER}')" in r.stderr, r.stderr
 
 
 def test_control_socket_beside_state_file(ns, base):

@@ -281,3 +281,48 @@ def test_log_level_warning_keeps_warnings_and_reload_changes_it(tmp_path, pki, s
         assert "192.0.2.61" not in text
     finally:
         assert m.stop() == 0
+
+
+def hup_held(pid: int) -> bool:
+    """Whether pid's main thread holds SIGHUP (moat's main() has run)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)) != 0
+    except OSError:
+        pass
+    return False
+
+
+def test_signals_while_loading_are_held_not_fatal(tmp_path, pki, stack):
+    """A `systemctl reload` or logrotate's SIGUSR1 right after a start
+    came while moat still read its config and lists, before it had its
+    handlers: the default action killed it, with nothing logged, and
+    systemd does not restart after a death by SIGHUP. Such signals are
+    now held until moat runs, then handled."""
+    deny = tmp_path / "deny.txt"
+    with open(deny, "w") as f:
+        for i in range(400000):
+            f.write(f"2001:db8:{i >> 16:x}:{i & 0xffff:x}::/64\n")
+    m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none",
+                                      backend_proxy="v1")],
+             extra=f'[policy]\ndeny_files = ["{deny}"]\n')
+    m._spawn()
+    try:
+        deadline = time.monotonic() + 10
+        while not hup_held(m.proc.pid):
+            assert m.proc.poll() is None, m.log()
+            assert time.monotonic() < deadline, "moat never held SIGHUP"
+            time.sleep(0.001)
+        m.signal(signal.SIGHUP)
+        m.signal(signal.SIGUSR1)
+        # The signals came while it was loading, not after.
+        assert "moat running" not in m.log()
+        m.wait_log("moat running", timeout=30)
+        m.wait_log("reload done", timeout=30)
+        assert m.proc.poll() is None, m.log()
+        with socket.create_connection(m.addr("smtp"), timeout=20) as c:
+            assert c.recv(512).startswith(b"220 ")
+    finally:
+        assert m.stop() == 0
