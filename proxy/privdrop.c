@@ -285,6 +285,32 @@ set_caps(bool net_admin)
 	return (int)syscall(SYS_capset, &hdr, data);
 }
 
+/*
+ * Started as the user already (systemd User= with AmbientCapabilities=):
+ * no switch trimmed the capabilities, so they are trimmed here to
+ * CAP_NET_ADMIN at most, and only when wanted and given. The ambient set
+ * goes too, so that nothing moat might run inherits any. *held says
+ * whether CAP_NET_ADMIN stayed.
+ */
+static int
+trim_caps(bool want_net_admin, bool *held)
+{
+	struct __user_cap_header_struct hdr;
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	memset(&hdr, 0, sizeof(hdr));
+	memset(data, 0, sizeof(data));
+	hdr.version = _LINUX_CAPABILITY_VERSION_3;
+	if (syscall(SYS_capget, &hdr, data) == -1)
+		return -1;
+	*held = want_net_admin && (data[CAP_TO_INDEX(CAP_NET_ADMIN)].permitted &
+	    CAP_TO_MASK(CAP_NET_ADMIN)) != 0;
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1 &&
+	    errno != EINVAL)
+		return -1;
+	return set_caps(*held);
+}
+
 int
 privdrop(const char *user, bool keep_net_admin, const char *workdir,
     const char *const *own, char *err, size_t errlen)
@@ -293,6 +319,7 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 	struct stat st;
 	uid_t uid;
 	gid_t gid;
+	bool held = keep_net_admin;
 
 	errno = 0;
 	if ((pw = getpwnam(user)) == NULL) {
@@ -330,7 +357,8 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 			    "after dropping it");
 			return -1;
 		}
-	}
+	} else if (trim_caps(keep_net_admin, &held) == -1)
+		goto fail;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		goto fail;
 	if (check_own(user, own, err, errlen) == -1)
@@ -347,8 +375,12 @@ privdrop(const char *user, bool keep_net_admin, const char *workdir,
 			    (unsigned)st.st_uid, user);
 	}
 	log_info("running as %s (uid %u, gid %u)%s", user, (unsigned)uid,
-	    (unsigned)gid, keep_net_admin ? " with CAP_NET_ADMIN only" :
+	    (unsigned)gid, held ? " with CAP_NET_ADMIN only" :
 	    " with no capabilities");
+	if (keep_net_admin && !held)
+		log_warnx("privileges: the firewall needs CAP_NET_ADMIN, which "
+		    "moat was started without (systemd: AmbientCapabilities="
+		    "CAP_NET_ADMIN); bans are enforced by moat itself only");
 	return 0;
 fail:
 	snprintf(err, errlen, "privileges: cannot switch to %s: %s", user,

@@ -171,6 +171,58 @@ def test_runs_as_user_with_net_admin_only(ns, base):
         "cannot" not in (base / "moat.log").read_text()
 
 
+def test_started_as_user_with_ambient_capabilities_trims_them(ns, base):
+    """Under systemd User= with AmbientCapabilities= (the firewall's own
+    advice), moat starts as daemon.user already. It used to trim nothing
+    and say "with CAP_NET_ADMIN only" whatever it held: every thread kept
+    CAP_NET_BIND_SERVICE and the ambient set. It now keeps CAP_NET_ADMIN
+    alone, clears the ambient set, and says what it holds."""
+    _need("nft")
+    _need("setpriv")
+    nobody = pwd.getpwnam(USER)
+    for d in ("run", "state", "log"):
+        (base / d).mkdir()
+        os.chown(base / d, nobody.pw_uid, nobody.pw_gid)
+
+    def as_user(caps: str) -> list[str]:
+        return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                "--clear-groups", f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+
+    p, sock = start(ns, base, "nftables",
+                    wrap=as_user("+net_admin,+net_bind_service"))
+    try:
+        for task in os.listdir(f"/proc/{p.pid}/task"):
+            t = status(p.pid, task)
+            assert int(t["CapEff"], 16) == CAP_NET_ADMIN, (task, t)
+            assert int(t["CapPrm"], 16) == CAP_NET_ADMIN, (task, t)
+            assert int(t["CapAmb"], 16) == 0, (task, t)
+        assert "with CAP_NET_ADMIN only" in (base / "moat.log").read_text()
+        assert ctl(sock, "ban", "192.0.2.19", "10m").returncode == 0
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set",
+                                "inet", "moatpd", "blocked4"],
+                               capture_output=True, text=True)
+            if "192.0.2.19" in r.stdout:
+                break
+            assert time.monotonic() < deadline, (r.stdout, r.stderr)
+            time.sleep(0.1)
+    finally:
+        assert stop(p) == 0
+
+    # Not given CAP_NET_ADMIN: it says so, and holds nothing.
+    p, sock = start(ns, base, "nftables", wrap=as_user("+net_bind_service"))
+    try:
+        t = status(p.pid)
+        assert int(t["CapEff"], 16) == 0 and int(t["CapAmb"], 16) == 0, t
+        log = (base / "moat.log").read_text()
+        assert "with no capabilities" in log, log
+        assert "the firewall needs CAP_NET_ADMIN, which moat was started " \
+            "without" in log, log
+    finally:
+        assert stop(p) == 0
+
+
 def test_no_capabilities_without_firewall(ns, base):
     p, sock = start(ns, base, "none")
     try:
