@@ -117,6 +117,20 @@ def ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=20)
 
 
+def wait_in_set(ns: str, base: Path, ip: str) -> None:
+    """Waits until the kernel's blocked4 set in ns holds ip."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set",
+                            "inet", "moatpd", "blocked4"],
+                           capture_output=True, text=True)
+        if ip in r.stdout:
+            return
+        assert time.monotonic() < deadline, (r.stdout, r.stderr,
+                                             (base / "moat.log").read_text())
+        time.sleep(0.1)
+
+
 def stop(p: subprocess.Popen) -> int:
     p.terminate()
     try:
@@ -147,16 +161,7 @@ def test_runs_as_user_with_net_admin_only(ns, base):
         assert os.stat(cwd).st_uid == nobody.pw_uid
         # Bans still reach the kernel through the writer.
         assert ctl(sock, "ban", "192.0.2.9", "10m").returncode == 0
-        deadline = time.monotonic() + 10
-        while True:
-            r = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set",
-                                "inet", "moatpd", "blocked4"],
-                               capture_output=True, text=True)
-            if "192.0.2.9" in r.stdout:
-                break
-            assert time.monotonic() < deadline, (r.stdout, r.stderr,
-                                                 (base / "moat.log").read_text())
-            time.sleep(0.1)
+        wait_in_set(ns, base, "192.0.2.9")
         # The state file is written as the user, in its directory.
         deadline = time.monotonic() + 10
         state = base / "state" / "moat.state"
@@ -198,15 +203,7 @@ def test_started_as_user_with_ambient_capabilities_trims_them(ns, base):
             assert int(t["CapAmb"], 16) == 0, (task, t)
         assert "with CAP_NET_ADMIN only" in (base / "moat.log").read_text()
         assert ctl(sock, "ban", "192.0.2.19", "10m").returncode == 0
-        deadline = time.monotonic() + 10
-        while True:
-            r = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "set",
-                                "inet", "moatpd", "blocked4"],
-                               capture_output=True, text=True)
-            if "192.0.2.19" in r.stdout:
-                break
-            assert time.monotonic() < deadline, (r.stdout, r.stderr)
-            time.sleep(0.1)
+        wait_in_set(ns, base, "192.0.2.19")
     finally:
         assert stop(p) == 0
 
