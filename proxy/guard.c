@@ -458,16 +458,31 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 	guard_geo_report(geo, report, arg);
 	if (*guard_geo_warning(cfg, geo, warn, sizeof(warn)) != '\0')
 		report(arg, CONFIG_WARNING, warn);
+	return 0;
+}
+
+bool
+guard_fw_changes(const struct config *cfg)
+{
+	return guard.open && guard_fw_changed(cfg);
+}
+
+void
+guard_reload_fw(const struct config *cfg)
+{
+	char err[1024];
+
+	if (!guard.open)
+		return;
 	if (guard_fw_changed(cfg)) {
 		/* Elements written so far stay in the old sets and expire
 		 * there; the new writer gets every ban in force. */
 		log_info("firewall: [firewall] changed, restarting the %s "
 		    "writer", cfg_firewall_str(cfg->firewall.backend));
 		fw_close(guard.fw);
-		if (guard_fw_start(cfg, err, errlen) == -1) {
+		if (guard_fw_start(cfg, err, sizeof(err)) == -1) {
 			log_warnx("%s; banned addresses are still rejected by "
 			    "moat itself", err);
-			err[0] = '\0';
 			guard.fw = fw_open_backend(NULL, cfg, &fw_backend_none,
 			    NULL, NULL);
 		}
@@ -480,7 +495,6 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 	}
 	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
 	    NULL);
-	return 0;
 }
 
 void

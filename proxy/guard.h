@@ -26,10 +26,21 @@ int guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 /*
  * Swaps in new lists, limits and geo database; windows and bans stay.
  * On error (geo database unreadable) the old ones stay. Warnings about
- * the new configuration (guard_geo_warning) go to report.
+ * the new configuration (guard_geo_warning) go to report. Safe while
+ * workers run: the database is opened and the lists are built before
+ * the policy's lock takes them.
  */
 int guard_reload(const struct config *cfg, config_report_fn *report,
     void *arg, char *err, size_t errlen);
+/*
+ * Then, after a guard_reload() that worked: a changed [firewall] gets a
+ * new writer, an unchanged one reads its sets back and fills in what they
+ * lack, and bans the allow list now covers are lifted. Workers read the
+ * writer without a lock, so while guard_fw_changes(cfg) they must be
+ * parked around guard_reload_fw(); otherwise it is safe while they run.
+ */
+bool guard_fw_changes(const struct config *cfg);
+void guard_reload_fw(const struct config *cfg);
 void guard_close(void);
 
 /*

@@ -467,13 +467,19 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		gen_unref(g);
 		return -1;
 	}
-	/* Workers read the guard's firewall writer without a lock, and a
-	 * changed [firewall] replaces it: they wait meanwhile. */
-	for (k = 1; k < srv->nw; k++)
-		worker_park(srv->w[k]);
+	/* Workers go on meanwhile (a large geo database or list takes a
+	 * while); they wait only while a changed [firewall] gets its new
+	 * writer, which they read without a lock. */
 	rc = guard_reload(gen_config(g), report_tee, &rr, err, sizeof(err));
-	for (k = 1; k < srv->nw; k++)
-		worker_unpark(srv->w[k]);
+	if (rc == 0) {
+		bool park = guard_fw_changes(gen_config(g));
+
+		for (k = 1; park && k < srv->nw; k++)
+			worker_park(srv->w[k]);
+		guard_reload_fw(gen_config(g));
+		for (k = 1; park && k < srv->nw; k++)
+			worker_unpark(srv->w[k]);
+	}
 	if (rc == -1) {
 		reload_say(&rr, CONFIG_ERROR, "reload failed: %s; keeping the "
 		    "running configuration", err);
