@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <maxminddb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 struct geo {
 	MMDB_s db;
@@ -31,8 +33,8 @@ set_err(char **errmsg, const char *path, const char *why)
 }
 
 /*
- * libmaxminddb maps the file shared, so the pages under every lookup are
- * the file's: one rewritten in place (cp over it, curl -o, a truncation)
+ * Without a memfd copy (geo_mmdb_open()'s fallback): libmaxminddb maps
+ * the file shared, so the pages under every lookup are the file's: one rewritten in place (cp over it, curl -o, a truncation)
  * changes them, and a lookup past a new, shorter end is SIGBUS for the
  * whole daemon. Put a private copy at the same address instead
  * (mremap(2) replaces the mapping in one step), so the file is read only
@@ -60,11 +62,81 @@ geo_detach(struct geo *g)
 	return 0;
 }
 
+/*
+ * Copies path into a memfd with read(2) and returns its descriptor, or -1
+ * (errno set). Even the open reads the file through a shared mapping, so
+ * a file cut short meanwhile (cp over it during a reload) would be SIGBUS
+ * there too; read(2) only comes back short. The copy is moat's alone, so
+ * libmaxminddb can map it as it likes.
+ */
+static int
+geo_copy(const char *path)
+{
+	char buf[1 << 16];
+	ssize_t r, w, off;
+	int in, out, saved;
+
+	if ((in = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if ((out = memfd_create("moat-geo", MFD_CLOEXEC)) == -1) {
+		saved = errno;
+		close(in);
+		errno = saved;
+		return -1;
+	}
+	while ((r = read(in, buf, sizeof(buf))) != 0) {
+		if (r == -1) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		for (off = 0; off < r; off += w)
+			if ((w = write(out, buf + off, (size_t)(r - off))) ==
+			    -1)
+				goto fail;
+	}
+	close(in);
+	return out;
+fail:
+	saved = errno;
+	close(in);
+	close(out);
+	errno = saved;
+	return -1;
+}
+
+/* Opens the database from a private copy when the kernel allows memfds
+ * and /proc is there, from the file itself (then detached) otherwise. */
+static int
+geo_mmdb_open(const char *path, MMDB_s *db, bool *copied)
+{
+	char fdpath[64];
+	int fd, rc;
+
+	*copied = false;
+	if ((fd = geo_copy(path)) == -1) {
+		if (errno != ENOSYS && errno != EPERM && errno != EMFILE &&
+		    errno != ENFILE && errno != ENOMEM)
+			return MMDB_FILE_OPEN_ERROR;
+		return MMDB_open(path, MMDB_MODE_MMAP, db);
+	}
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	rc = MMDB_open(fdpath, MMDB_MODE_MMAP, db);
+	if (rc == MMDB_FILE_OPEN_ERROR) {
+		close(fd);
+		return MMDB_open(path, MMDB_MODE_MMAP, db);
+	}
+	close(fd);	/* the mapping keeps the copy */
+	*copied = rc == MMDB_SUCCESS;
+	return rc;
+}
+
 struct geo *
 geo_open(const char *path, char **errmsg)
 {
 	struct geo *g;
 	const char *type;
+	bool copied;
 	int rc;
 
 	if (errmsg != NULL)
@@ -75,7 +147,7 @@ geo_open(const char *path, char **errmsg)
 		set_err(errmsg, path, "out of memory");
 		return NULL;
 	}
-	rc = MMDB_open(path, MMDB_MODE_MMAP, &g->db);
+	rc = geo_mmdb_open(path, &g->db, &copied);
 	if (rc != MMDB_SUCCESS) {
 		/* MMDB_strerror says "Error opening the specified MaxMind
 		 * DB file" for a missing file; errno says which error. */
@@ -103,7 +175,7 @@ geo_open(const char *path, char **errmsg)
 		geo_close(g);
 		return NULL;
 	}
-	if (geo_detach(g) == -1) {
+	if (!copied && geo_detach(g) == -1) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "cannot copy the database into "

@@ -319,6 +319,70 @@ test_errors(void)
 	unlink(path);
 }
 
+/* Whether this process maps a memfd of that name. */
+static bool
+maps_memfd(const char *name)
+{
+	char line[512], want[128];
+	bool found = false;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	if (f == NULL)
+		return false;
+	snprintf(want, sizeof(want), "/memfd:%s", name);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, want) != NULL)
+			found = true;
+	fclose(f);
+	return found;
+}
+
+/*
+ * The database is read with read(2) into a copy of moat's own before
+ * libmaxminddb sees it: a file rewritten in place while it is opened
+ * (cp over it during a reload) comes back short instead of being SIGBUS,
+ * and lookups never touch the file. The copy goes with geo_close().
+ */
+static void
+test_private_copy(const char *src)
+{
+	char path[] = "/tmp/moat-test-geo.XXXXXX", *err = NULL;
+	char cc[3], cont[3];
+	struct geo *g;
+	uint8_t a[16];
+	int fd;
+
+	CHECK(!maps_memfd("moat-geo"));
+	fd = mkstemp(path);
+	CHECK(fd != -1);
+	{
+		char buf[65536];
+		FILE *in = fopen(src, "rb");
+		size_t n;
+
+		CHECK(in != NULL);
+		while (in != NULL && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+			CHECK(write(fd, buf, n) == (ssize_t)n);
+		if (in != NULL)
+			fclose(in);
+	}
+	g = geo_open(path, &err);
+	CHECK(g != NULL);
+	CHECK(maps_memfd("moat-geo"));
+	/* Cut the file to nothing: the lookups do not notice. */
+	CHECK(ftruncate(fd, 0) == 0);
+	close(fd);
+	to16("81.2.69.160", a);
+	if (g != NULL) {
+		CHECK_INT_EQ(geo_lookup(g, a, cc, cont), 1);
+		CHECK_STR_EQ(cc, "GB");
+	}
+	geo_close(g);
+	CHECK(!maps_memfd("moat-geo"));
+	free(err);
+	unlink(path);
+}
+
 /* A cut-off copy of a good database must fail to open or look up
  * without crashing. */
 static void
@@ -385,5 +449,6 @@ main(int argc, char **argv)
 	snprintf(src, sizeof(src), "%s/testdata/maxmind/"
 	    "GeoIP2-Country-Test.mmdb", shared);
 	test_truncated(src);
+	test_private_copy(src);
 	return check_report("geo");
 }
