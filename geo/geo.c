@@ -34,12 +34,13 @@ set_err(char **errmsg, const char *path, const char *why)
 
 /*
  * Without a memfd copy (geo_mmdb_open()'s fallback): libmaxminddb maps
- * the file shared, so the pages under every lookup are the file's: one rewritten in place (cp over it, curl -o, a truncation)
- * changes them, and a lookup past a new, shorter end is SIGBUS for the
- * whole daemon. Put a private copy at the same address instead
- * (mremap(2) replaces the mapping in one step), so the file is read only
- * here and libmaxminddb's pointers into it stay valid; MMDB_close()
- * unmaps the copy as it would the file.
+ * the file shared, so the pages under every lookup are the file's: one
+ * rewritten in place (cp over it, curl -o, a truncation) changes them,
+ * and a lookup past a new, shorter end is SIGBUS for the whole daemon.
+ * Put a private copy at the same address instead (mremap(2) replaces the
+ * mapping in one step), so the file is read only here and libmaxminddb's
+ * pointers into it stay valid; MMDB_close() unmaps the copy as it would
+ * the file.
  */
 static int
 geo_detach(struct geo *g)

@@ -11,12 +11,13 @@ struct ev_loop;
  * Refused connections (banned, deny list, geo, rate, concurrency, the
  * session cap) are logged like this: the first refusal of an address for a
  * reason in each REFUSALS_INTERVAL gets a full line ("SID reject ip=...
- * reason=... listener=... DETAIL"), and so do at most REFUSALS_FULL_MAX lines per interval
- * in all; the rest are counted and summarised once the interval is over
- * ("refusals: 1234 more of reason=banned in the last 10 s"). So a flood
- * costs a counter increment per connection and a few lines per interval,
- * and at 3 a.m. the log still names every address that was refused. Block
- * events are not affected: every refusal still emits one (guard.h).
+ * reason=... listener=... DETAIL"), and so do at most REFUSALS_FULL_MAX
+ * lines per interval in all; the rest are counted and summarised once the
+ * interval is over ("refusals: 1234 more of reason=banned in the last
+ * 10 s"). So a flood costs a counter increment per connection and a few
+ * lines per interval, and at 3 a.m. the log still names every address that
+ * was refused. Block events are not affected: every refusal still emits
+ * one (guard.h).
  *
  * State is per thread (each event loop logs its own refusals); loop is
  * the calling thread's loop, where a timer writes the summaries. sid may

@@ -51,7 +51,7 @@ struct server {
 	ev_timer drain;
 	ev_timer heap;		/* heap_tick() */
 	bool draining;
-	bool net_admin_gone;	/* CAP_NET_ADMIN dropped for good at start */
+	bool net_admin_gone;	/* CAP_NET_ADMIN given up at start */
 	struct control_server hooks;	/* for control and metrics */
 	struct control *control;
 	struct metrics_http *metrics;

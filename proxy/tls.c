@@ -117,7 +117,6 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
 	size_t len;
 	SSL_CTX *ctx;
 
-	(void)alert;
 	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext,
 	    &len) || !sni_host_name(ext, len, name, sizeof(name)))
 		return SSL_CLIENT_HELLO_SUCCESS;
@@ -173,7 +172,7 @@ ticket_dec_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
 	size_t dlen = 0;
 	unsigned len;
 
-	(void)keyname, (void)keyname_len;
+	(void)keyname, (void)keyname_len, (void)arg;
 	switch (status) {
 	case SSL_TICKET_SUCCESS:
 	case SSL_TICKET_SUCCESS_RENEW:
@@ -184,7 +183,6 @@ ticket_dec_cb(SSL *ssl, SSL_SESSION *sess, const unsigned char *keyname,
 	default:
 		return SSL_TICKET_RETURN_ABORT;
 	}
-	(void)arg;
 	if (!cert_digest(SSL_get_SSL_CTX(ssl), md, &len) ||
 	    !SSL_SESSION_get0_ticket_appdata(sess, &data, &dlen) ||
 	    dlen != len || memcmp(data, md, len) != 0)

@@ -97,7 +97,8 @@ test_first_in_full_rest_summarised(struct ev_loop *loop)
 	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=denylist"), 1);
 	CHECK_INT_EQ(check_count(out, "00000000000000ab reject ip=198.51.100.7 "
 	    "reason=capacity listener=smtp sessions=10 held=9\n"), 1);
-	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=capacity"), 1);
+	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=capacity"),
+	    1);
 	CHECK_INT_EQ(check_count(out, "\n"), 7);
 	free(out);
 }
