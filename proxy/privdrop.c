@@ -122,16 +122,23 @@ give(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
 static bool
 may_write(const struct stat *st, uid_t uid, gid_t gid, const char *name)
 {
-	gid_t groups[64];
-	int i, n = (int)(sizeof(groups) / sizeof(groups[0]));
+	gid_t small[64], *groups = small;
+	int i, n = (int)(sizeof(small) / sizeof(small[0]));
 	bool member = st->st_gid == gid;
 
 	if (st->st_uid == uid)
 		return (st->st_mode & 0300) == 0300;
-	if (!member && getgrouplist(name, gid, groups, &n) != -1)
+	/* A user in more groups than fit: getgrouplist() says how many. */
+	if (!member && getgrouplist(name, gid, groups, &n) == -1 && n > 0 &&
+	    (groups = calloc((size_t)n, sizeof(*groups))) != NULL &&
+	    getgrouplist(name, gid, groups, &n) == -1)
+		n = 0;
+	if (!member && groups != NULL)
 		for (i = 0; i < n; i++)
 			if (groups[i] == st->st_gid)
 				member = true;
+	if (groups != small)
+		free(groups);
 	if (member)
 		return (st->st_mode & 0030) == 0030;
 	return (st->st_mode & 0003) == 0003;
