@@ -755,6 +755,30 @@ proxy_trusted(const struct session *s)
 	return false;
 }
 
+/*
+ * A connection to an accept_proxy listener from outside accept_proxy_from:
+ * no header from there would be believed. A refusal like the policy's (an
+ * event, a metric, a log line unless a flood of them is being summed up),
+ * closed without a reply.
+ */
+static void
+proxy_untrusted(struct session *s)
+{
+	static const char reason[] = "proxy_untrusted";
+	struct event ev = EVENT_INIT;
+
+	refusals_log(s->loop, s->addr, reason, s->lc->name, s->id, NULL);
+	metrics_admit(s->lc->name, reason);
+	ev.event = "reject";
+	ev.ip = s->addr;
+	ev.listener = s->lc->name;
+	ev.reason = reason;
+	ev.session = s->id;
+	events_emit(&ev);
+	session_why(s, "untrusted source");
+	session_kill(s, reason);
+}
+
 static void
 proxy_fail(struct session *s, const char *why)
 {
@@ -2137,7 +2161,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 		if (!lc->accept_proxy)
 			session_admit(s);
 		else if (!proxy_trusted(s))
-			proxy_fail(s, "untrusted source");
+			proxy_untrusted(s);
 		else
 			enter_state(s, SESSION_PROXY_HEADER);
 	}
