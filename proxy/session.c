@@ -755,6 +755,21 @@ proxy_trusted(const struct session *s)
 	return false;
 }
 
+/* One event about a connection that has no country or counts to add. */
+static void
+emit_plain(const char *what, const uint8_t addr[16], const char *listener,
+    const char *reason, const char *sid)
+{
+	struct event ev = EVENT_INIT;
+
+	ev.event = what;
+	ev.ip = addr;
+	ev.listener = listener;
+	ev.reason = reason;
+	ev.session = sid;
+	events_emit(&ev);
+}
+
 /*
  * A connection to an accept_proxy listener from outside accept_proxy_from:
  * no header from there would be believed. A refusal like the policy's (an
@@ -765,16 +780,10 @@ static void
 proxy_untrusted(struct session *s)
 {
 	static const char reason[] = "proxy_untrusted";
-	struct event ev = EVENT_INIT;
 
 	refusals_log(s->loop, s->addr, reason, s->lc->name, s->id, NULL);
 	metrics_admit(s->lc->name, reason);
-	ev.event = "reject";
-	ev.ip = s->addr;
-	ev.listener = s->lc->name;
-	ev.reason = reason;
-	ev.session = s->id;
-	events_emit(&ev);
+	emit_plain("reject", s->addr, s->lc->name, reason, s->id);
 	session_why(s, "untrusted source");
 	session_kill(s, reason);
 }
@@ -860,18 +869,12 @@ do_proxy_header(struct session *s)
 static void
 tls_failed(struct session *s, const char *reason)
 {
-	struct event ev = EVENT_INIT;
 	char b1[200];
 
 	log_info("%s tls_fail reason=%s ip=%s", s->id,
 	    logval(reason, b1, sizeof(b1)), s->ip);
 	metrics_tls_failure(reason);
-	ev.event = "tls_fail";
-	ev.ip = s->addr;
-	ev.listener = s->lc->name;
-	ev.reason = reason;
-	ev.session = s->id;
-	events_emit(&ev);
+	emit_plain("tls_fail", s->addr, s->lc->name, reason, s->id);
 }
 
 static void
@@ -1953,19 +1956,13 @@ capacity_report(struct ev_loop *loop, const struct session_list *list,
     const struct cfg_listener *lc, const uint8_t addr[16], const char *sid,
     enum slots_verdict v)
 {
-	struct event ev = EVENT_INIT;
 	char detail[64];
 
 	snprintf(detail, sizeof(detail), "sessions=%zu held=%" PRIu32,
 	    slots_used(list->slots), slots_held(list->slots, addr));
 	refusals_log(loop, addr, slots_verdict_str(v), lc->name, sid, detail);
 	metrics_admit(lc->name, "capacity");
-	ev.event = "reject";
-	ev.ip = addr;
-	ev.listener = lc->name;
-	ev.reason = slots_verdict_str(v);
-	ev.session = sid;
-	events_emit(&ev);
+	emit_plain("reject", addr, lc->name, slots_verdict_str(v), sid);
 }
 
 /* Refuses s for the cap: 421 / -ERR on plaintext and STARTTLS listeners,
