@@ -321,35 +321,38 @@ guard_fw_start(const struct config *cfg, char *err, size_t errlen)
 }
 
 /*
- * After queueing a ban (banned) or its removal for addr: another thread
- * may have lifted or made that ban meanwhile and queued its change first,
- * which ours then undid. What the policy holds now is queued again under
- * its lock (policy_ban_settle), so the last change queued is the truth.
+ * Queues what the policy holds for addr now: the ban with the time it has
+ * left, or its removal. Done under the policy's lock (policy_ban_settle),
+ * so a ban and an unban of one address on two threads reach the writer's
+ * queue in the order they were made, and the last change queued is the
+ * truth. replace: an operator's ban, which replaces the one the kernel
+ * holds, a shorter one too.
  */
-struct fw_settle {
-	bool banned;		/* what the caller queued */
+struct fw_sync {
+	bool replace;
 	uint64_t now;
 };
 
 static void
-settle_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
+sync_visit(void *arg, const uint8_t addr[16], const struct ban_info *b)
 {
-	const struct fw_settle *st = arg;
+	const struct fw_sync *st = arg;
 
-	if (b != NULL && !st->banned)
-		fw_add(guard.fw, addr, b->expiry_ms - st->now);
-	else if (b == NULL && st->banned)
+	if (b == NULL)
 		fw_del(guard.fw, addr);
+	else if (st->replace)
+		fw_set(guard.fw, addr, b->expiry_ms - st->now);
+	else
+		fw_add(guard.fw, addr, b->expiry_ms - st->now);
 }
 
 static void
-guard_fw_settle(const uint8_t addr[16], bool banned)
+guard_fw_sync(const uint8_t addr[16], bool replace)
 {
-	struct fw_settle st = { banned, guard_now_ms() };
+	struct fw_sync st = { replace, guard_now_ms() };
 
 	if (fw_enabled(guard.fw))
-		policy_ban_settle(guard.policy, addr, st.now, settle_visit,
-		    &st);
+		policy_ban_settle(guard.policy, addr, st.now, sync_visit, &st);
 }
 
 /* A ban lifted: out of the kernel set, logged and written as an event. */
@@ -361,8 +364,7 @@ note_unban(const uint8_t addr[16], const char *reason)
 
 	log_info("unban ip=%s reason=%s", addr_v6_str(addr, ip, sizeof(ip)),
 	    reason);
-	fw_del(guard.fw, addr);
-	guard_fw_settle(addr, false);
+	guard_fw_sync(addr, false);
 	ev.event = "unban";
 	ev.ip = addr;
 	ev.reason = reason;
@@ -549,12 +551,7 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 	log_info("%s ban ip=%s reason=%s ban_s=%llu bans=%u", sid ? sid : "-",
 	    ip, policy_reason_str(res->reason),
 	    (unsigned long long)(res->ban_ms / 1000), res->ban_count);
-	/* An operator's ban replaces the one in force, a shorter one too. */
-	if (res->reason == POLICY_MANUAL)
-		fw_set(guard.fw, addr, res->ban_ms);
-	else
-		fw_add(guard.fw, addr, res->ban_ms);
-	guard_fw_settle(addr, true);
+	guard_fw_sync(addr, res->reason == POLICY_MANUAL);
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
 	/* Ending them walks every worker's sessions: not for each address
@@ -660,8 +657,7 @@ guard_unban(const uint8_t addr[16])
 	if (!policy_unban(guard.policy, addr, guard_now_ms())) {
 		/* The set may hold what moat has forgotten (a lost state
 		 * file, a ban by hand): the operator wants the address in. */
-		fw_del(guard.fw, addr);
-		guard_fw_settle(addr, false);
+		guard_fw_sync(addr, false);
 		return false;
 	}
 	note_unban(addr, "manual");
