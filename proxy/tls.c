@@ -66,15 +66,13 @@ report_ssl(config_report_fn *report, void *arg, const char *file,
 	report(arg, CONFIG_ERROR, line);
 }
 
-/* The context for the name a client asked for; t->def for none or an
- * unknown one. */
+/* The context for the name a client asked for; t->def for an unknown
+ * one. */
 static SSL_CTX *
 sni_lookup(const struct tls_set *t, const char *name)
 {
 	size_t i;
 
-	if (name == NULL)
-		return t->def;
 	/* Exact names win over wildcards, whatever the order in config. */
 	for (i = 0; i < t->nnames; i++)
 		if (t->names[i].name[0] != '*' &&
@@ -87,18 +85,14 @@ sni_lookup(const struct tls_set *t, const char *name)
 	return t->def;
 }
 
+/*
+ * Acknowledges the name (without a servername callback OpenSSL would
+ * not); client_hello_cb() has picked the certificate already.
+ */
 static int
 sni_cb(SSL *ssl, int *alert, void *arg)
 {
-	struct tls_set *t = arg;
-	SSL_CTX *ctx;
-
-	(void)alert;
-	if (t == NULL)
-		return SSL_TLSEXT_ERR_OK;
-	ctx = sni_lookup(t, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
-	if (ctx != t->def && SSL_set_SSL_CTX(ssl, ctx) == NULL)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	(void)ssl, (void)alert, (void)arg;
 	return SSL_TLSEXT_ERR_OK;
 }
 
@@ -106,7 +100,8 @@ sni_cb(SSL *ssl, int *alert, void *arg)
  * Picks the certificate as soon as the ClientHello is in, before OpenSSL
  * opens a ticket (it does that ahead of reading the other extensions,
  * and of sni_cb()), so that ticket_dec_cb() knows what this handshake
- * would be authenticated with. sni_cb() then finds the same.
+ * would be authenticated with. Names sni_host_name() refuses, OpenSSL
+ * refuses too, a moment later.
  */
 static int
 client_hello_cb(SSL *ssl, int *alert, void *arg)
@@ -491,11 +486,10 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 		return NULL;
 	}
 	SSL_CTX_set_tlsext_servername_callback(t->def, sni_cb);
-	SSL_CTX_set_tlsext_servername_arg(t->def, t);
-	/* Tickets are made and opened by the listener's context, the one
-	 * SSL_new() was given, whichever certificate was picked. */
 	if (t->nnames > 0)
 		SSL_CTX_set_client_hello_cb(t->def, client_hello_cb, t);
+	/* Tickets are made and opened by the listener's context, the one
+	 * SSL_new() was given, whichever certificate was picked. */
 	if (cfg->tls.session_tickets &&
 	    !SSL_CTX_set_session_ticket_cb(t->def, ticket_gen_cb,
 	    ticket_dec_cb, NULL)) {
