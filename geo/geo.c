@@ -33,62 +33,32 @@ set_err(char **errmsg, const char *path, const char *why)
 }
 
 /*
- * Without a memfd copy (geo_mmdb_open()'s fallback): libmaxminddb maps
- * the file shared, so the pages under every lookup are the file's: one
- * rewritten in place (cp over it, curl -o, a truncation) changes them,
- * and a lookup past a new, shorter end is SIGBUS for the whole daemon.
- * Put a private copy at the same address instead (mremap(2) replaces the
- * mapping in one step), so the file is read only here and libmaxminddb's
- * pointers into it stay valid; MMDB_close() unmaps the copy as it would
- * the file.
+ * Copies path into a memfd with read(2); returns its descriptor, or -1
+ * with errno set and *step saying what failed. libmaxminddb then maps the
+ * copy, not the file: it maps what it opens shared, so a file rewritten
+ * in place (cp over it, curl -o, a truncation) would change the pages
+ * under every lookup, and one cut short would be SIGBUS for the whole
+ * daemon, at a lookup or already while it opens. read(2) only comes back
+ * short, and nobody else writes the copy.
  */
 static int
-geo_detach(struct geo *g)
-{
-	size_t len = (size_t)g->db.file_size;
-	void *at = (void *)(uintptr_t)g->db.file_content;
-	void *copy;
-
-	copy = mmap(NULL, len, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (copy == MAP_FAILED)
-		return -1;
-	memcpy(copy, at, len);
-	if (mprotect(copy, len, PROT_READ) == -1 ||
-	    mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at) ==
-	    MAP_FAILED) {
-		munmap(copy, len);
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Copies path into a memfd with read(2) and returns its descriptor, or -1
- * (errno set). Even the open reads the file through a shared mapping, so
- * a file cut short meanwhile (cp over it during a reload) would be SIGBUS
- * there too; read(2) only comes back short. The copy is moat's alone, so
- * libmaxminddb can map it as it likes.
- */
-static int
-geo_copy(const char *path)
+geo_copy(const char *path, const char **step)
 {
 	char buf[1 << 16];
 	ssize_t r, w, off;
-	int in, out, saved;
+	int in, out = -1, saved;
 
+	*step = "cannot open it";
 	if ((in = open(path, O_RDONLY | O_CLOEXEC)) == -1)
 		return -1;
-	if ((out = memfd_create("moat-geo", MFD_CLOEXEC)) == -1) {
-		saved = errno;
-		close(in);
-		errno = saved;
-		return -1;
-	}
+	*step = "cannot copy it into memory";
+	if ((out = memfd_create("moat-geo", MFD_CLOEXEC)) == -1)
+		goto fail;
 	while ((r = read(in, buf, sizeof(buf))) != 0) {
 		if (r == -1) {
 			if (errno == EINTR)
 				continue;
+			*step = "cannot read it";
 			goto fail;
 		}
 		for (off = 0; off < r; off += w)
@@ -101,44 +71,19 @@ geo_copy(const char *path)
 fail:
 	saved = errno;
 	close(in);
-	close(out);
+	if (out != -1)
+		close(out);
 	errno = saved;
 	return -1;
-}
-
-/* Opens the database from a private copy when the kernel allows memfds
- * and /proc is there, from the file itself (then detached) otherwise. */
-static int
-geo_mmdb_open(const char *path, MMDB_s *db, bool *copied)
-{
-	char fdpath[64];
-	int fd, rc;
-
-	*copied = false;
-	if ((fd = geo_copy(path)) == -1) {
-		if (errno != ENOSYS && errno != EPERM && errno != EMFILE &&
-		    errno != ENFILE && errno != ENOMEM)
-			return MMDB_FILE_OPEN_ERROR;
-		return MMDB_open(path, MMDB_MODE_MMAP, db);
-	}
-	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-	rc = MMDB_open(fdpath, MMDB_MODE_MMAP, db);
-	if (rc == MMDB_FILE_OPEN_ERROR) {
-		close(fd);
-		return MMDB_open(path, MMDB_MODE_MMAP, db);
-	}
-	close(fd);	/* the mapping keeps the copy */
-	*copied = rc == MMDB_SUCCESS;
-	return rc;
 }
 
 struct geo *
 geo_open(const char *path, char **errmsg)
 {
 	struct geo *g;
-	const char *type;
-	bool copied;
-	int rc;
+	const char *type, *step;
+	char why[256], fdpath[64];
+	int fd, rc, saved;
 
 	if (errmsg != NULL)
 		*errmsg = NULL;
@@ -148,27 +93,26 @@ geo_open(const char *path, char **errmsg)
 		set_err(errmsg, path, "out of memory");
 		return NULL;
 	}
-	rc = geo_mmdb_open(path, &g->db, &copied);
+	if ((fd = geo_copy(path, &step)) == -1) {
+		snprintf(why, sizeof(why), "%s (%s)", step, strerror(errno));
+		goto fail;
+	}
+	/* libmaxminddb opens by name: the copy's name is under /proc. */
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	rc = MMDB_open(fdpath, MMDB_MODE_MMAP, &g->db);
+	saved = errno;
+	close(fd);	/* the mapping keeps the copy */
 	if (rc != MMDB_SUCCESS) {
-		/* MMDB_strerror says "Error opening the specified MaxMind
-		 * DB file" for a missing file; errno says which error. */
-		if (rc == MMDB_FILE_OPEN_ERROR) {
-			char why[256];
-
-			snprintf(why, sizeof(why), "%s (%s)",
-			    MMDB_strerror(rc), strerror(errno));
-			set_err(errmsg, path, why);
-		} else
-			set_err(errmsg, path, MMDB_strerror(rc));
-		free(g->path);
-		free(g);
-		return NULL;
+		if (rc == MMDB_FILE_OPEN_ERROR)
+			snprintf(why, sizeof(why), "cannot map its copy in "
+			    "memory (%s: %s)", fdpath, strerror(saved));
+		else
+			snprintf(why, sizeof(why), "%s", MMDB_strerror(rc));
+		goto fail;
 	}
 	type = g->db.metadata.database_type;
 	if (type == NULL || (strstr(type, "Country") == NULL &&
 	    strstr(type, "City") == NULL)) {
-		char why[256];
-
 		snprintf(why, sizeof(why), "database type is \"%s\"; moat "
 		    "needs a GeoIP2/GeoLite2 Country or City database",
 		    type ? type : "(none)");
@@ -176,16 +120,12 @@ geo_open(const char *path, char **errmsg)
 		geo_close(g);
 		return NULL;
 	}
-	if (!copied && geo_detach(g) == -1) {
-		char why[256];
-
-		snprintf(why, sizeof(why), "cannot copy the database into "
-		    "memory: %s", strerror(errno));
-		set_err(errmsg, path, why);
-		geo_close(g);
-		return NULL;
-	}
 	return g;
+fail:
+	set_err(errmsg, path, why);
+	free(g->path);
+	free(g);
+	return NULL;
 }
 
 void
