@@ -114,6 +114,29 @@ give(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether user name (primary group gid) is a member of group want. */
+static bool
+in_group(const char *name, gid_t gid, gid_t want)
+{
+	gid_t small[64], *groups = small;
+	int i, n = (int)(sizeof(small) / sizeof(small[0]));
+	bool found = false;
+
+	if (getgrouplist(name, gid, groups, &n) == -1) {
+		/* More groups than fit: n now says how many. */
+		if (n <= 0 || (groups = calloc((size_t)n,
+		    sizeof(*groups))) == NULL)
+			return false;
+		if (getgrouplist(name, gid, groups, &n) == -1)
+			n = 0;
+	}
+	for (i = 0; i < n && !found; i++)
+		found = groups[i] == want;
+	if (groups != small)
+		free(groups);
+	return found;
+}
+
 /*
  * Whether uid (gid and its groups) may write in and enter dir, judged by
  * owner and mode bits as the kernel will after the switch: a refusal
@@ -122,24 +145,9 @@ give(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
 static bool
 may_write(const struct stat *st, uid_t uid, gid_t gid, const char *name)
 {
-	gid_t small[64], *groups = small;
-	int i, n = (int)(sizeof(small) / sizeof(small[0]));
-	bool member = st->st_gid == gid;
-
 	if (st->st_uid == uid)
 		return (st->st_mode & 0300) == 0300;
-	/* A user in more groups than fit: getgrouplist() says how many. */
-	if (!member && getgrouplist(name, gid, groups, &n) == -1 && n > 0 &&
-	    (groups = calloc((size_t)n, sizeof(*groups))) != NULL &&
-	    getgrouplist(name, gid, groups, &n) == -1)
-		n = 0;
-	if (!member && groups != NULL)
-		for (i = 0; i < n; i++)
-			if (groups[i] == st->st_gid)
-				member = true;
-	if (groups != small)
-		free(groups);
-	if (member)
+	if (st->st_gid == gid || in_group(name, gid, st->st_gid))
 		return (st->st_mode & 0030) == 0030;
 	return (st->st_mode & 0003) == 0003;
 }
