@@ -521,8 +521,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "warning: firewall.backend = \"%s\" takes effect at the "
 		    "next restart: moat started with \"none\" and gave up "
 		    "CAP_NET_ADMIN when it became daemon.user",
-		    gen_config(g)->firewall.backend == CFG_FW_NFTABLES ?
-		    "nftables" : "ipset");
+		    cfg_firewall_str(gen_config(g)->firewall.backend));
 	/* Windows are kept per address or per prefix: under another prefix
 	 * length no count carries over. */
 	if (old->policy.rate.aggregate_ipv4 !=
