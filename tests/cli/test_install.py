@@ -42,6 +42,9 @@ def test_install_destdir(tmp_path):
     opts = {o["name"]: o["value"] for o in json.loads(bindir)}
     assert exec_start[0].split("=", 1)[1].startswith(
         os.path.join(opts["prefix"], opts["bindir"], "moat")), exec_start
+    reload = [l for l in unit.splitlines() if l.startswith("ExecReload=")]
+    assert reload == ["ExecReload=" + os.path.join(
+        opts["prefix"], opts["bindir"], "moatctl") + " reload"], reload
     one("share/doc/moat/nftables/moat.nft")
     one("share/doc/moat/ipset/README.md")
     one("share/doc/moat/grafana/moat-dashboard.json")

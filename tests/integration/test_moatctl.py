@@ -287,6 +287,19 @@ def test_tail_unban_lets_the_address_in_again(moat):
         t.close()
 
 
+def unit_reload_command(m: Moat) -> list:
+    """contrib/systemd/moat.service's ExecReload=, run from this build and
+    pointed at this moat's socket."""
+    root = Path(os.environ.get("MOAT_SOURCE_ROOT") or
+                Path(__file__).resolve().parents[2])
+    unit = (root / "contrib" / "systemd" / "moat.service").read_text()
+    lines = [l for l in unit.splitlines() if l.startswith("ExecReload=")]
+    assert len(lines) == 1, lines
+    argv = lines[0].split("=", 1)[1].split()
+    assert argv[0] == "/usr/bin/moatctl", argv
+    return [str(moatctl_binary()), "-s", str(m.control_socket), *argv[1:]]
+
+
 def test_reload_ok_and_broken(moat):
     port = moat.port("smtp")
     good = moat.config_path.read_text()
@@ -302,6 +315,12 @@ def test_reload_ok_and_broken(moat):
     assert r.returncode == 1
     assert "reload failed" in r.stderr
     assert "unknown key 'workerz'" in r.stderr and "moat.toml:" in r.stderr
+    # The systemd unit's ExecReload= is this command, so `systemctl reload`
+    # fails too (a bare SIGHUP would have reported success).
+    r = subprocess.run(unit_reload_command(moat), capture_output=True,
+                       text=True, timeout=150)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "workerz" in r.stderr
     r = moat.ctl("--json", "reload")
     assert r.returncode == 1
     rep = json.loads(r.stdout)
