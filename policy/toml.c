@@ -16,6 +16,13 @@
  * the tree, whatever the input.
  */
 #define TOML_MAX_DEPTH		100
+/*
+ * A document with more values than this (tables, arrays and their items
+ * included) is refused. Each value costs some 100 bytes of memory, so a
+ * file of 16 MiB written as "1," over and over would otherwise take 700 MB
+ * to load; long address lists belong in files of their own.
+ */
+#define TOML_MAX_VALUES		(1u << 19)
 /* A table with more keys than this gets a hash index, so that documents
  * with 100k keys in one table stay linear. */
 #define TABLE_LINEAR_MAX	8
@@ -108,6 +115,7 @@ struct parser {
 	struct key_part		 part[TOML_MAX_DEPTH];
 	size_t			 nparts;
 	locale_t		 cloc;	/* "C" locale for strtod_l */
+	size_t			 nvalues;
 };
 
 static struct toml_value *parse_value(struct parser *, int);
@@ -312,6 +320,11 @@ value_new(struct parser *p, enum toml_type type, struct toml_pos pos)
 {
 	struct toml_value *v;
 
+	if (++p->nvalues > TOML_MAX_VALUES) {
+		perr_pos(p, pos, "more than %u values in one document",
+		    TOML_MAX_VALUES);
+		return NULL;
+	}
 	if ((v = calloc(1, sizeof(*v))) == NULL) {
 		perr_pos(p, pos, "out of memory");
 		return NULL;

@@ -678,6 +678,38 @@ test_large(void)
 	free(doc);
 }
 
+/*
+ * The root table, one array and its items: 524,288 values load, one more
+ * does not, and the error points at the item that went over.
+ */
+static void
+test_value_cap(void)
+{
+	struct toml_error err;
+	struct toml_value *v;
+	char *doc;
+	size_t len;
+
+	doc = repeat("a = [", "1,", 524286, "]\n", &len);
+	v = parse(doc, len, &err);
+	CHECK(v != NULL);
+	if (v != NULL)
+		CHECK_INT_EQ(toml_array_len(toml_table_get(v, "a")), 524286);
+	toml_free(v);
+	free(doc);
+	doc = repeat("a = [", "1,", 524287, "]\n", &len);
+	CHECK(parse(doc, len, &err) == NULL);
+	CHECK_STR_EQ(err.msg, "more than 524288 values in one document");
+	CHECK_INT_EQ(err.pos.line, 1);
+	CHECK_INT_EQ(err.pos.col, 6 + 2 * 524286);
+	free(doc);
+	/* Inline tables and empty arrays count like any other value. */
+	doc = repeat("a = [", "{},", 600000, "]\n", &len);
+	CHECK(parse(doc, len, &err) == NULL);
+	CHECK_STR_EQ(err.msg, "more than 524288 values in one document");
+	free(doc);
+}
+
 int
 main(void)
 {
@@ -689,6 +721,7 @@ main(void)
 	test_order();
 	test_depth();
 	test_large();
+	test_value_cap();
 	test_oom();
 	return check_report("unit-toml");
 }
