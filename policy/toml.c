@@ -173,6 +173,25 @@ perr(struct parser *p, size_t off, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * Reports a key at kp that clashes with entry e, and where e was first
+ * defined: in a long file that is what the reader goes looking for.
+ */
+static void __attribute__((format(printf, 4, 5)))
+perr_clash(struct parser *p, const struct key_part *kp,
+    const struct toml_entry *e, const char *fmt, ...)
+{
+	char msg[sizeof(((struct toml_error *)0)->msg)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* A table a header promoted from implicit moved to that header. */
+	perr_pos(p, kp->pos, "%s (first at line %d)", msg,
+	    (e->val != NULL ? e->val->pos : e->pos).line);
+}
+
 /* Length of the valid UTF-8 sequence at s (n bytes readable), or 0. */
 static size_t
 utf8_len(const unsigned char *s, size_t n)
@@ -969,18 +988,18 @@ insert_key(struct parser *p, struct toml_value *t, int depth,
 		}
 		v = e->val;
 		if (v->type != TOML_TABLE) {
-			perr_pos(p, kp->pos, "key '%s' is already %s",
+			perr_clash(p, kp, e, "key '%s' is already %s",
 			    part_name(p, kp, name, sizeof(name)),
 			    type_article(v));
 			return -1;
 		}
 		if (v->kind == TAB_INLINE) {
-			perr_pos(p, kp->pos, "cannot extend inline table '%s'",
+			perr_clash(p, kp, e, "cannot extend inline table '%s'",
 			    part_name(p, kp, name, sizeof(name)));
 			return -1;
 		}
 		if (v->kind == TAB_HEADER) {
-			perr_pos(p, kp->pos, "cannot extend table '%s' with "
+			perr_clash(p, kp, e, "cannot extend table '%s' with "
 			    "dotted keys: it has its own [header]",
 			    part_name(p, kp, name, sizeof(name)));
 			return -1;
@@ -990,8 +1009,8 @@ insert_key(struct parser *p, struct toml_value *t, int depth,
 		t = v;
 	}
 	kp = &p->part[p->nparts - 1];
-	if (table_find(&t->u.tab, part_key(p, kp), kp->len) != NULL) {
-		perr_pos(p, kp->pos, "duplicate key '%s'",
+	if ((e = table_find(&t->u.tab, part_key(p, kp), kp->len)) != NULL) {
+		perr_clash(p, kp, e, "duplicate key '%s'",
 		    part_name(p, kp, name, sizeof(name)));
 		return -1;
 	}
@@ -1092,13 +1111,13 @@ parse_header(struct parser *p)
 			continue;
 		}
 		if (v->type == TOML_TABLE)
-			perr_pos(p, kp->pos, "cannot extend inline table '%s'",
+			perr_clash(p, kp, e, "cannot extend inline table '%s'",
 			    part_name(p, kp, name, sizeof(name)));
 		else if (v->type == TOML_ARRAY)
-			perr_pos(p, kp->pos, "cannot extend static array '%s'",
+			perr_clash(p, kp, e, "cannot extend static array '%s'",
 			    part_name(p, kp, name, sizeof(name)));
 		else
-			perr_pos(p, kp->pos, "key '%s' is already %s",
+			perr_clash(p, kp, e, "key '%s' is already %s",
 			    part_name(p, kp, name, sizeof(name)),
 			    type_article(v));
 		return -1;
@@ -1119,11 +1138,11 @@ parse_header(struct parser *p)
 			v->pos = hpos;
 		} else {
 			if (v->type == TOML_TABLE)
-				perr_pos(p, kp->pos, "table '%s' already "
+				perr_clash(p, kp, e, "table '%s' already "
 				    "defined", part_name(p, kp, name,
 				    sizeof(name)));
 			else
-				perr_pos(p, kp->pos, "key '%s' is already %s",
+				perr_clash(p, kp, e, "key '%s' is already %s",
 				    part_name(p, kp, name, sizeof(name)),
 				    type_article(v));
 			return -1;
@@ -1141,10 +1160,10 @@ parse_header(struct parser *p)
 			return -1;
 	} else if ((v = e->val)->type != TOML_ARRAY || v->kind != ARR_TABLES) {
 		if (v->type == TOML_ARRAY)
-			perr_pos(p, kp->pos, "cannot append to static array "
+			perr_clash(p, kp, e, "cannot append to static array "
 			    "'%s'", part_name(p, kp, name, sizeof(name)));
 		else
-			perr_pos(p, kp->pos, "key '%s' is already %s",
+			perr_clash(p, kp, e, "key '%s' is already %s",
 			    part_name(p, kp, name, sizeof(name)),
 			    type_article(v));
 		return -1;

@@ -237,9 +237,10 @@ test_positions(void)
 static void
 test_errors(void)
 {
-	CHECK_ERROR("a = 1\nb = 2\na = 3\n", 3, 1, "duplicate key 'a'");
+	CHECK_ERROR("a = 1\nb = 2\na = 3\n", 3, 1,
+	    "duplicate key 'a' (first at line 1)");
 	CHECK_ERROR("[srv]\nport = 1\nport = 2\n", 3, 1,
-	    "duplicate key 'port'");
+	    "duplicate key 'port' (first at line 2)");
 	CHECK_ERROR("s = \"x\\qy\"\n", 1, 7, "invalid escape '\\q' in string");
 	CHECK_ERROR("port 25\n", 1, 6, "expected '=' after key, found '2'");
 	CHECK_ERROR("a = 1\r\nb = \r\n", 2, 5,
@@ -266,14 +267,14 @@ test_errors(void)
 	CHECK_ERROR("d = 2023-02-29\n", 1, 13,
 	    "day 29 out of range for 2023-02");
 	CHECK_ERROR("d = 2023-01-01T24:00:00\n", 1, 16, "hour 24 out of range");
-	CHECK_ERROR("[a]\n[a]\n", 2, 2, "table 'a' already defined");
+	CHECK_ERROR("[a]\n[a]\n", 2, 2, "table 'a' already defined (first at line 1)");
 	CHECK_ERROR("a = {b = 1}\n[a.c]\n", 2, 2,
-	    "cannot extend inline table 'a'");
+	    "cannot extend inline table 'a' (first at line 1)");
 	CHECK_ERROR("a = [1]\n[[a]]\n", 2, 3,
-	    "cannot append to static array 'a'");
+	    "cannot append to static array 'a' (first at line 1)");
 	CHECK_ERROR("[a.b.c]\n[a]\nb.c.d = 1\n", 3, 3,
 	    "cannot extend table 'c' with dotted keys: it has its own "
-	    "[header]");
+	    "[header] (first at line 1)");
 	CHECK_ERROR("a = {b = 1,}\n", 1, 11,
 	    "trailing comma not allowed in inline table");
 	CHECK_ERROR("a = {b = 1, \t}\n", 1, 11,
@@ -286,11 +287,17 @@ test_errors(void)
 	CHECK_ERROR("a = 01\n", 1, 5, "leading zeros not allowed in '01'");
 	CHECK_ERROR("a = -0x1\n", 1, 5,
 	    "sign not allowed on a base-16 integer");
-	CHECK_ERROR("x = 1\n[[x]]\n", 2, 3, "key 'x' is already an integer");
+	CHECK_ERROR("x = 1\n[[x]]\n", 2, 3,
+	    "key 'x' is already an integer (first at line 1)");
+	/* A table named first by [a.b] is defined where its own [a] is. */
+	CHECK_ERROR("[a.b]\n\n[a]\n[a]\n", 4, 2,
+	    "table 'a' already defined (first at line 3)");
+	CHECK_ERROR("x = [\n1]\n\nx = 2\n", 4, 1,
+	    "duplicate key 'x' (first at line 1)");
 
 	/* Error messages quote long keys shortened and escape controls. */
 	CHECK_ERROR("\"a\\u0001b\" = 1\n\"a\\u0001b\" = 2\n", 2, 1,
-	    "duplicate key 'a\\x01b'");
+	    "duplicate key 'a\\x01b' (first at line 1)");
 
 	/* An empty document is a valid empty table; no NULL deref on NULL. */
 	CHECK_VALID("");
@@ -674,7 +681,7 @@ test_large(void)
 	n += (size_t)snprintf(doc + n, cap - n, "key77 = 2\n");
 	CHECK(parse(doc, n, &err) == NULL);
 	CHECK_INT_EQ(err.pos.line, 100001);
-	CHECK_STR_EQ(err.msg, "duplicate key 'key77'");
+	CHECK_STR_EQ(err.msg, "duplicate key 'key77' (first at line 78)");
 	free(doc);
 }
 
