@@ -22,9 +22,10 @@
  * enough to batch a burst of bans into one fsync, short enough that a
  * crash loses little. */
 #define STATE_SAVE_DELAY 2.0
-/* A save runs on the main loop, which serves worker 0's sessions too;
- * a big table (a flood of new addresses) takes a second or more to
- * render and write, so saves come at most this share of the time. */
+/* A save runs on the main loop, which answers moatctl, metrics scrapes
+ * and signals; a big table (a flood of new addresses) takes a second or
+ * more to render and write, so saves come at most this share of the
+ * time. */
 #define STATE_SAVE_SHARE 0.05
 
 static struct {

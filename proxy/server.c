@@ -42,7 +42,7 @@ struct server {
 	const char *config_path;	/* NULL: the built-in config */
 	struct lgroup *groups;
 	size_t ngroups;
-	struct worker **w;		/* w[0] runs on loop */
+	struct worker **w;		/* each on a thread of its own */
 	size_t nw;
 	struct slots *slots;		/* the global cap, shared */
 	ev_signal sighup, sigterm, sigint, sigusr1;
@@ -474,10 +474,10 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	if (rc == 0) {
 		bool park = guard_fw_changes(gen_config(g));
 
-		for (k = 1; park && k < srv->nw; k++)
+		for (k = 0; park && k < srv->nw; k++)
 			worker_park(srv->w[k]);
 		guard_reload_fw(gen_config(g));
-		for (k = 1; park && k < srv->nw; k++)
+		for (k = 0; park && k < srv->nw; k++)
 			worker_unpark(srv->w[k]);
 	}
 	if (rc == -1) {
@@ -901,8 +901,8 @@ server_workers_new(struct server *srv)
 	if ((srv->w = calloc(n, sizeof(*srv->w))) == NULL)
 		return -1;
 	for (k = 0; k < n; k++) {
-		if ((srv->w[k] = worker_new((unsigned)k, srv->loop, k > 0,
-		    srv->slots, server_worker_done, srv)) == NULL)
+		if ((srv->w[k] = worker_new((unsigned)k, srv->slots,
+		    server_worker_done, srv)) == NULL)
 			return -1;
 		srv->nw++;
 	}
@@ -914,7 +914,7 @@ server_workers_start(struct server *srv)
 {
 	size_t k;
 
-	for (k = 1; k < srv->nw; k++)
+	for (k = 0; k < srv->nw; k++)
 		if (worker_start(srv->w[k]) == -1) {
 			log_warn("worker %zu: cannot start its thread", k);
 			return -1;

@@ -16,7 +16,7 @@
 #include "log.h"
 #include "session.h"
 
-/* What the main thread asks of a threaded worker; under mu. */
+/* What the main thread asks of a worker; under mu. */
 struct job {
 	uint64_t seq;		/* nonzero: the main thread waits for it */
 	bool apply;
@@ -31,8 +31,6 @@ struct job {
 struct worker {
 	unsigned id;
 	struct ev_loop *loop;
-	struct ev_loop *main_loop;
-	bool threaded;
 	bool started;		/* the thread runs */
 	pthread_t thread;
 	struct session_list sessions;
@@ -83,10 +81,8 @@ static void
 worker_finish(struct worker *w)
 {
 	atomic_store(&w->finished, true);
-	if (w->threaded)
-		ev_break(w->loop, EVBREAK_ALL);
-	else
-		w->done(w->done_arg);
+	/* worker_main() tells the main thread once the loop has returned. */
+	ev_break(w->loop, EVBREAK_ALL);
 }
 
 static void
@@ -220,18 +216,15 @@ worker_publish_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 }
 
 struct worker *
-worker_new(unsigned id, struct ev_loop *main_loop, bool threaded,
-    struct slots *slots, worker_done_fn *done, void *arg)
+worker_new(unsigned id, struct slots *slots, worker_done_fn *done,
+    void *arg)
 {
 	struct worker *w;
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return NULL;
 	w->id = id;
-	w->threaded = threaded;
-	w->main_loop = main_loop;
-	w->loop = threaded ? ev_loop_new(EVFLAG_AUTO) : main_loop;
-	if (w->loop == NULL) {
+	if ((w->loop = ev_loop_new(EVFLAG_AUTO)) == NULL) {
 		free(w);
 		return NULL;
 	}
@@ -247,12 +240,10 @@ worker_new(unsigned id, struct ev_loop *main_loop, bool threaded,
 	atomic_init(&w->finished, false);
 	ev_async_init(&w->kick, worker_kick_cb);
 	ev_async_start(w->loop, &w->kick);
-	if (threaded) {
-		ev_async_init(&w->wake, worker_wake_cb);
-		ev_async_start(w->loop, &w->wake);
-		ev_prepare_init(&w->publish, worker_publish_cb);
-		ev_prepare_start(w->loop, &w->publish);
-	}
+	ev_async_init(&w->wake, worker_wake_cb);
+	ev_async_start(w->loop, &w->wake);
+	ev_prepare_init(&w->publish, worker_publish_cb);
+	ev_prepare_start(w->loop, &w->publish);
 	return w;
 }
 
@@ -278,8 +269,6 @@ worker_start(struct worker *w)
 	sigset_t all, old;
 	int rc;
 
-	if (!w->threaded)
-		return 0;
 	/* Signals belong to the main thread's loop alone. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -306,17 +295,15 @@ worker_free(struct worker *w)
 	gen_unref(w->gen);
 	ev_async_stop(w->loop, &w->kick);
 	free(w->kicks);
-	if (w->threaded) {
-		ev_async_stop(w->loop, &w->wake);
-		ev_prepare_stop(w->loop, &w->publish);
-		ev_loop_destroy(w->loop);
-	}
+	ev_async_stop(w->loop, &w->wake);
+	ev_prepare_stop(w->loop, &w->publish);
+	ev_loop_destroy(w->loop);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
 }
 
-/* Hands job to a running threaded worker; waits for it when wait. */
+/* Hands job to a running worker; waits for it when wait. */
 static void
 worker_post(struct worker *w, const struct job *job, bool wait)
 {

@@ -17,14 +17,14 @@ struct worker;
 /*
  * A worker accepts on its own sockets (one per configured address; with
  * several workers, members of a SO_REUSEPORT group, listener.h) and runs
- * the sessions it accepted on its own loop. Worker 0 runs on the main
- * thread's loop, beside signals, the control socket and metrics; the
- * others each run a loop of their own on a thread of their own.
+ * the sessions it accepted, on a loop and a thread of its own; the main
+ * thread's loop keeps signals, reloads, the control socket and metrics,
+ * so that none of them holds up a session.
  * Everything they share (policy, slots, events, metrics, generations) is
  * safe to use from any thread.
  *
  * Every function here is called by the main thread. Those that change a
- * threaded worker hand it a request through an ev_async; worker_apply
+ * running worker hand it a request through an ev_async; worker_apply
  * and worker_park wait until the worker has done it.
  */
 
@@ -42,13 +42,12 @@ struct worker_listen {
 typedef void worker_done_fn(void *arg);
 
 /*
- * Worker id; loop is the main loop for worker 0 (no thread), NULL for
- * the others (a loop of their own). slots is the shared session cap.
- * NULL when out of memory or when no loop can be made.
+ * Worker id; slots is the shared session cap. NULL when out of memory or
+ * when no loop can be made.
  */
-struct worker *worker_new(unsigned id, struct ev_loop *main_loop,
-    bool threaded, struct slots *slots, worker_done_fn *done, void *arg);
-/* Starts the thread of a threaded worker (after privileges are dropped:
+struct worker *worker_new(unsigned id, struct slots *slots,
+    worker_done_fn *done, void *arg);
+/* Starts the worker's thread (after privileges are dropped:
  * threads keep the credentials they start with). 0 or -1 with errno. */
 int worker_start(struct worker *w);
 /* Joins the thread (after worker_finished), closes whatever is left and
@@ -78,11 +77,11 @@ void worker_close_all(struct worker *w);
  * wherever a session trips a limit). */
 void worker_kick(struct worker *w, const uint8_t addr[16]);
 
-/* Drained and without sessions (a threaded worker: its loop returned). */
+/* Drained and without sessions (its loop returned). */
 bool worker_finished(struct worker *w);
 
-/* Sessions open now (a threaded worker's count as of its last loop
- * iteration) and connections accepted since start. */
+/* Sessions open now (as of the worker's last loop iteration, once it
+ * runs) and connections accepted since start. */
 size_t worker_sessions(struct worker *w);
 uint64_t worker_accepted(struct worker *w);
 
