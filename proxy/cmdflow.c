@@ -290,6 +290,17 @@ cmdflow_auth_response(const uint8_t *arg, size_t len)
 }
 
 bool
+cmdflow_auth_args_ok(const uint8_t *arg, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (arg[i] < 0x20 || arg[i] > 0x7e)
+			return false;
+	return true;
+}
+
+bool
 cmdflow_sasl_cancel(const uint8_t *p, size_t len)
 {
 	return (len == 2 && memcmp(p, "*\n", 2) == 0) ||

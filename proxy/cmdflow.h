@@ -127,6 +127,14 @@ enum cmdflow_rc cmdflow_sasl(struct filter_io *io, const uint8_t *p,
  */
 bool cmdflow_auth_response(const uint8_t *arg, size_t len);
 bool cmdflow_sasl_cancel(const uint8_t *p, size_t len);
+/*
+ * Whether an AUTH command's arguments hold only printable ASCII and
+ * spaces. Postfix also splits them on tabs, vertical tabs and form feeds:
+ * "AUTH PLAIN<TAB>response" checks a password there, while the split at
+ * spaces alone sees a mechanism without one, and the failure would go
+ * uncounted. No client needs such bytes (RFC 4954 4, RFC 5034 4).
+ */
+bool cmdflow_auth_args_ok(const uint8_t *arg, size_t len);
 
 /* Forwards one line and a CRLF; false when it does not fit. */
 bool cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len);

@@ -397,6 +397,12 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 			answer(s, io, R_NEEDTLS);
 			return true;
 		}
+		if (c.verb == POP3_VERB_AUTH &&
+		    !cmdflow_auth_args_ok(c.arg, c.arglen)) {
+			filter_signal(io, FILTER_SIG_GLITCH, "bad_command");
+			answer(s, io, R_BADCHAR);
+			return true;
+		}
 		break;
 	default:
 		break;

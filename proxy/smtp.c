@@ -470,6 +470,12 @@ command(struct smtp *s, struct filter_io *io, const struct smtp_line *l)
 			answer(s, io, R_NEEDTLS);
 			return true;
 		}
+		if (c.verb == SMTP_VERB_AUTH &&
+		    !cmdflow_auth_args_ok(c.arg, c.arglen)) {
+			filter_signal(io, FILTER_SIG_GLITCH, "bad_command");
+			answer(s, io, R_BADCHAR);
+			return true;
+		}
 		break;
 	default:
 		break;

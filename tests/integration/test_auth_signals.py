@@ -100,6 +100,11 @@ def test_rcpt_535_is_not_an_auth_failure(stack, moat, pki):
         c.send(f"AUTH PLAIN {bad}\r\nNOOP\r\n".encode())
         assert c.line().startswith(b"535")
         assert c.line().startswith(b"250")
+        # Postfix would take the response after a tab and check it (a
+        # guess moat could not count); moat answers such a line itself.
+        c.send(f"AUTH PLAIN\t{bad}\r\nNOOP\r\n".encode())
+        assert c.line() == b"500 5.5.2 Error: bad characters in command\r\n"
+        assert c.line().startswith(b"250")
     finally:
         c.close()
     evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=1)

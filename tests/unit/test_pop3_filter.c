@@ -202,6 +202,15 @@ test_auth_not_guesses(void)
 	fake_backend(io, "-ERR [AUTH] Unsupported authentication "
 	    "mechanism.\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
+	/* A blank other than a space in AUTH's arguments: where moat and the
+	 * server could split the line apart, moat answers it. */
+	(void)fake_take_backend(io);
+	(void)fake_take_client(io);
+	fake_client(io, "AUTH PLAIN\tAGFsaWNlAHdyb25n\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR bad characters in "
+	    "command\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 1);
 	/* A PASS uses its USER up: the next PASS has none. */
 	fake_take_backend(io);
 	fake_take_client(io);

@@ -407,6 +407,19 @@ test_auth_signals(void)
 	fake_backend(io, "535 5.7.8 Error: authentication failed: Invalid "
 	    "base64 data in continued response\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
+	/* Postfix splits AUTH's arguments on tabs, vertical tabs and form
+	 * feeds too and would check this password; moat answers it. */
+	(void)fake_take_backend(io);
+	(void)fake_take_client(io);
+	fake_client(io, "AUTH PLAIN\tAGFAAGI=\r\nAUTH PLAIN\x0b"
+	    "AGFAAGI=\r\nauth LOGIN \x0cYWxpY2U=\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io),
+	    "500 5.5.2 Error: bad characters in command\r\n"
+	    "500 5.5.2 Error: bad characters in command\r\n"
+	    "500 5.5.2 Error: bad characters in command\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 3);
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_FAIL], 3);
 	fake_client(io, "AUTH PLAIN AGFAAGI=\r\n");
 	fake_backend(io, "235 2.7.0 Authentication successful\r\n");
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 1);
