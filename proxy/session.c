@@ -112,6 +112,7 @@ struct conn {
 	bool shut_pending;	/* send our end of stream when out drains */
 	bool notified;		/* SSL_shutdown() took our close_notify */
 	bool wr_shut;		/* our end of stream was sent */
+	bool gone;		/* the client reset: its output is dropped */
 	uint64_t nin, nout;
 };
 
@@ -189,6 +190,7 @@ static void start_handshake(struct session *);
 static void start_connect(struct session *);
 static void relay_pump(struct session *);
 static void backend_write_gone(struct session *, struct conn *);
+static void client_gone(struct session *, struct conn *);
 
 static const char *
 session_state_str(enum session_state st)
@@ -535,7 +537,7 @@ conn_events(const struct conn *c)
 {
 	int ev = 0;
 
-	if (c->fd < 0)
+	if (c->fd < 0 || c->gone)
 		return 0;
 	if (!c->rd_eof && !buf_full(&c->in))
 		ev |= c->rd_ev;
@@ -1032,24 +1034,28 @@ do_connect(struct session *s)
 /* --- reading and writing one side ------------------------------------- */
 
 /*
- * A reset read from c that ends its stream rather than the session: one
- * that answers our close_notify or our last bytes once we finished
- * writing, or one from a backend that closed while the client still sent
- * and whose kernel refused what we passed on. Linux reports a reset only
- * after every byte that came before it was read, and (6.18 at least) in
- * place of an end of stream that came before it; nothing is lost, and
- * what moat holds goes on to the client (backend_write_gone()).
+ * A reset from c, read or met by a write, that ends its stream rather
+ * than the session: one that answers our close_notify or our last bytes
+ * once we finished writing; one from a backend that closed while the
+ * client still sent and whose kernel refused what we passed on; or one
+ * from a client while relaying. Linux reports a reset only after every
+ * byte that came before it was read, and (6.18 at least) in place of an
+ * end of stream that came before it; nothing is lost. What moat holds
+ * goes on to the client (backend_write_gone()), or the backend's answers
+ * to what the client sent are still read (client_gone()).
  */
 static bool
 reset_ends_stream(struct session *s, struct conn *c)
 {
 	if (c->wr_shut)
 		return true;
-	if (c == &s->backend && s->state == SESSION_RELAY) {
+	if (s->state != SESSION_RELAY)
+		return false;
+	if (c == &s->backend)
 		backend_write_gone(s, c);
-		return true;
-	}
-	return false;
+	else
+		client_gone(s, c);
+	return true;
 }
 
 static enum io_rc
@@ -1076,7 +1082,8 @@ ssl_result(struct session *s, struct conn *c, int ret, int *ev)
 		 * an ordinary close.
 		 */
 		if (ERR_peek_error() == 0 && (saved == 0 ||
-		    (saved == ECONNRESET && reset_ends_stream(s, c))))
+		    ((saved == ECONNRESET || saved == EPIPE) &&
+		    reset_ends_stream(s, c))))
 			return IO_EOF;
 		break;
 	default:
@@ -1183,10 +1190,10 @@ conn_write(struct session *s, struct conn *c)
 		if (r == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				return IO_AGAIN;
-			/* The backend closed, and its kernel refused this:
-			 * conn_flush() ends the writing only. */
+			/* The peer closed, and its kernel refused this:
+			 * the writing ends, not the session. */
 			if ((errno == EPIPE || errno == ECONNRESET) &&
-			    c == &s->backend && s->state == SESSION_RELAY)
+			    reset_ends_stream(s, c))
 				return IO_EOF;
 			session_why(s, strerror(errno));
 			return IO_ERR;
@@ -1292,6 +1299,29 @@ backend_write_gone(struct session *s, struct conn *b)
 }
 
 /*
+ * The client reset the connection while relaying, with a command in
+ * flight perhaps: a password the backend is still checking. A client
+ * that guesses, reads a success at once and resets while a failure is
+ * delayed (Dovecot waits 2 s) would otherwise never have its failures
+ * counted. So the client's side ends both ways and what the filter
+ * passes to it is dropped, but the backend gets our end of stream as
+ * after a client's close and is read to its end, through the filter,
+ * which sees its verdicts.
+ */
+static void
+client_gone(struct session *s, struct conn *c)
+{
+	log_info("%s client_reset discarded=%zu", s->id, buf_len(&c->out));
+	buf_clear(&c->out);
+	c->gone = true;
+	c->rd_eof = true;
+	c->shut_pending = false;
+	c->wr_shut = true;
+	if (s->end_reason == NULL)
+		s->end_reason = "client_error";
+}
+
+/*
  * Sends the records c's write BIO holds (tlsout.h). False while some
  * remain, because the socket is full (conn_events() then watches it) or
  * because c failed (conn_failed()).
@@ -1300,11 +1330,17 @@ static bool
 tls_drained(struct session *s, struct conn *c)
 {
 	BIO *w = SSL_get_wbio(c->ssl);
+	int e;
 
 	if (BIO_flush(w) == 1)
 		return true;
 	if (!BIO_should_retry(w)) {
-		session_why(s, strerror(errno));
+		e = errno;
+		/* A client that reset: client_gone() drops what remains. */
+		if ((e == EPIPE || e == ECONNRESET) &&
+		    reset_ends_stream(s, c))
+			return false;
+		session_why(s, strerror(e));
 		conn_failed(s, c);
 	}
 	return false;
@@ -1325,6 +1361,10 @@ conn_flush(struct session *s, struct conn *c, bool more)
 
 	if (c->fd < 0)
 		return false;
+	if (c->gone) {
+		buf_clear(&c->out);
+		return false;
+	}
 	if (buf_len(&c->out) > 0) {
 		switch (conn_write(s, c)) {
 		case IO_OK:
@@ -1334,13 +1374,8 @@ conn_flush(struct session *s, struct conn *c, bool more)
 		case IO_AGAIN:
 			return false;
 		case IO_EOF:
-			if (c == &s->backend) {
-				/* ssl_result() may have ended it already. */
-				if (!c->wr_shut)
-					backend_write_gone(s, c);
-				return true;
-			}
-			return false;
+			/* reset_ends_stream() ended this side's writing. */
+			return true;
 		case IO_ERR:
 			conn_failed(s, c);
 			return false;
@@ -1612,7 +1647,7 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 		return refused_listen(s);
 	if (len == 0)
 		return false;
-	if (to->fd < 0 || to->wr_shut || to->shut_pending) {
+	if (to->fd < 0 || (to->wr_shut && !to->gone) || to->shut_pending) {
 		buf_consume(&from->in, len);
 		return true;
 	}

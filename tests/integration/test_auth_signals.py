@@ -191,6 +191,38 @@ def test_pop3_exchanges_without_credentials_count_nothing(stack, moat, pki):
     assert sorted(e["reason"] for e in auth_fails(moat)) == ["pop3_auth", "pop3_pass"], evs
 
 
+def test_reset_before_the_verdict_still_counts(stack, moat, pki):
+    """A guesser that resets the connection while the server still checks
+    its password (Dovecot holds a failure back 2 s, a success comes at
+    once) learns the answer from the silence; moat reads the backend's
+    verdict anyway and counts it.  Implicit TLS and STARTTLS."""
+    import socket
+    import struct
+
+    bad = base64.b64encode(b"\0alice\0guess").decode()
+    steps = [("smtps", f"EHLO c.example\r\nAUTH PLAIN {bad}\r\n"),
+             ("pop3s", "USER alice\r\nPASS guess\r\n"),
+             ("pop3", f"AUTH PLAIN {bad}\r\n")]
+    for name, lines in steps:
+        c = Line(moat.port(name))
+        if name == "pop3":
+            assert c.line().startswith(b"+OK")
+            c.send(b"STLS\r\n")
+            assert c.line().startswith(b"+OK")
+        c.sock = client_ctx(pki).wrap_socket(c.sock, server_hostname="localhost")
+        if name != "pop3":
+            assert c.line().startswith(b"220" if name == "smtps" else b"+OK")
+        c.send(lines.encode())
+        time.sleep(0.3)
+        # An RST, without close_notify or FIN.
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        c.sock.close()
+    evs = wait_events(moat, lambda e: e.get("event") == "auth_fail", n=3)
+    assert sorted(e["listener"] for e in evs) == ["pop3", "pop3s", "smtps"]
+    assert "client_reset" in moat.log()
+
+
 def test_cross_protocol_and_early_talker_are_glitches(stack, moat, pki):
     import socket
     for port in (moat.port("sub"), moat.port("pop3")):
