@@ -694,10 +694,9 @@ cmd_reload(struct control *ctl, struct cclient *c, struct reply *r)
 			(void)sbuf_add(&r->body, rl.json.p, rl.json.len);
 		(void)sbuf_adds(&r->body, "]}\n");
 	} else {
+		/* A reload that took effect said "reload done: ..." last. */
 		if (rl.human.len > 0)
 			(void)sbuf_add(&r->body, rl.human.p, rl.human.len);
-		if (rc == 0)
-			(void)sbuf_adds(&r->body, "reload done\n");
 	}
 	sbuf_clear(&rl.human);
 	sbuf_clear(&rl.json);
@@ -1222,8 +1221,10 @@ control_close(struct control *ctl)
 		events_unsubscribe(control_event_cb, ctl);
 	}
 	while ((c = ctl->clients) != NULL) {
-		/* Tail readers learn that the stream ended on purpose. */
-		if (c->tail && c->out.len < CTL_TAIL_MAX)
+		/* Tail readers learn that the stream ended on purpose; the
+		 * mark goes even past a full queue, and with everything
+		 * before it if the socket takes it all. */
+		if (c->tail)
 			(void)sbuf_adds(&c->out, ".\n");
 		if (c->out.len > 0)
 			(void)!write(c->fd, c->out.p, c->out.len);

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "ban.h"
 #include "duration.h"
 #include "events.h"
@@ -123,6 +124,19 @@ fail(bool json, const char *fmt, ...)
 		fprintf(stderr, "moatctl: %s\n", msg);
 }
 
+/* Why reading a reply failed; SO_RCVTIMEO expiring reads as EAGAIN. */
+static const char *
+read_error(int e)
+{
+	static char msg[96];
+
+	if (e != EAGAIN && e != EWOULDBLOCK)
+		return strerror(e);
+	snprintf(msg, sizeof(msg), "no reply from moat within %d s (is it "
+	    "stuck? its log may say why)", REPLY_TIMEOUT);
+	return msg;
+}
+
 static bool
 valid_ip(const char *s)
 {
@@ -167,8 +181,13 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 		if (argc != 1)
 			bad_usage("%s takes no arguments", cmd);
 	} else if (strcmp(cmd, "bans") == 0) {
+		struct cidr c;
+
 		if (argc > 2)
 			bad_usage("usage: bans [IP or CIDR]");
+		if (argc == 2 && cidr_parse(argv[1], &c, &why) == -1)
+			bad_usage("bans: invalid address or prefix '%s': %s",
+			    argv[1], why);
 	} else if (strcmp(cmd, "ban") == 0) {
 		if (argc < 2 || argc > 3)
 			bad_usage("usage: ban IP [DURATION]");
@@ -217,8 +236,9 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 	for (i = 0; i < argc && off < len; i++)
 		off += (size_t)snprintf(req + off, len - off, "%s%s",
 		    off > 0 ? " " : "", argv[i]);
-	if (off + 2 > len)
-		bad_usage("request too long");
+	/* moat reads at most REQUEST_MAX bytes, the LF included. */
+	if (off + 1 > REQUEST_MAX)
+		bad_usage("request too long (at most %d bytes)", REQUEST_MAX);
 	req[off++] = '\n';
 	req[off] = '\0';
 	return true;
@@ -358,7 +378,7 @@ main(int argc, char *argv[])
 			    strerror(send_errno));
 		else
 			fail(json, "%s: %s", path, n == -1 && ferror(in) ?
-			    strerror(errno) : "moat closed the connection "
+			    read_error(errno) : "moat closed the connection "
 			    "without a reply");
 		fclose(in);
 		free(line);
@@ -399,16 +419,19 @@ main(int argc, char *argv[])
 		return EXIT_FAIL;
 	}
 	while ((n = getline(&line, &cap, in)) > 0) {
+		/* A last line without its LF was cut off: not printed, as
+		 * half a JSON object or event is worse than none. */
+		if (line[n - 1] != '\n')
+			break;
 		if (strcmp(line, ".\n") == 0) {
 			ended = true;
 			break;
 		}
-		if (fputs(line, out) == EOF) {
+		if (fputs(line, out) == EOF ||
+		    (tail && !hold && fflush(out) == EOF)) {
 			werr = true;
 			break;
 		}
-		if (tail && !hold)
-			fflush(out);
 	}
 	if (werr) {
 		fail(false, "cannot write the reply: %s", strerror(errno));
@@ -417,10 +440,11 @@ main(int argc, char *argv[])
 		/* moat ends a tail with "." too, when it stops; a tail cut
 		 * off without it did not end as the user meant. */
 		fail(json, "%s: %s", path, n == -1 && ferror(in) ?
-		    strerror(errno) : must_end ? "reply cut short" :
-		    "the stream ended without moat's end mark (moat was "
+		    read_error(errno) : must_end ? "reply cut short" :
+		    "the stream ended without moat's end mark: moat was "
 		    "killed, or it dropped this reader for reading nothing "
-		    "for 60 s while events waited)");
+		    "for 60 s while events waited, or it stopped while this "
+		    "reader was too far behind to be sent the rest");
 		ok = false;
 	}
 	fclose(in);

@@ -231,7 +231,7 @@ def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
         assert b["ip"] == "10.0.7.9" and b["reason"] == "rate"
         assert "no active bans in that prefix" in ok(m.ctl("bans", "192.0.2.0/24"))
         r = m.ctl("bans", "10.0.0.0/33")
-        assert r.returncode == 1 and "invalid address or prefix" in r.stderr
+        assert r.returncode == 2 and "invalid address or prefix" in r.stderr
     finally:
         assert m.stop() == 0
 
@@ -396,7 +396,7 @@ def test_reopen_failure_is_an_error(tmp_path, pki, stack):
     ["ban", "192.0.2.1", "ten minutes"], ["ban", "192.0.2.1", "10m", "x"],
     ["ban", "192.0.2.0/24"], ["unban"], ["tail", "--bogus"],
     ["tail", "--ip", "nope"], ["tail", "--event"], ["--wat", "status"],
-    ["-s"],
+    ["-s"], ["bans", "notanip"], ["bans", "192.0.2.0/33"], ["bans", "fe80::1%lo"],
 ])
 def test_usage_errors_exit_2(moat, args):
     r = subprocess.run([str(moatctl_binary()), "-s", str(moat.control_socket), *args],
@@ -628,6 +628,48 @@ def test_json_output_on_every_failure(tmp_path, reply, read_request, why):
     assert rep["ok"] is False and why in rep["error"], rep
 
 
+@pytest.mark.parametrize("json_out", [False, True])
+def test_tail_cut_mid_line_prints_no_half_line(tmp_path, json_out):
+    """A tail stream that breaks off inside an event: the whole events
+    before it are printed, the half one is not, and the exit is 1 with
+    the reason on its own line."""
+    sock = tmp_path / "fake.sock"
+    whole = '{"ts":"t","event":"reject","ip":"192.0.2.1"}\n'
+    t = fake_moat(sock, b"ok\n" + whole.encode() + b'{"ts":"t","event":"rej')
+    r = subprocess.run([str(moatctl_binary()), "-s", str(sock), "tail",
+                        *(["--json"] if json_out else [])],
+                       capture_output=True, text=True, timeout=10)
+    t.join(5)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines[0] == whole.strip()
+    assert "rej\"" not in r.stdout and '"event":"rej{' not in r.stdout
+    if json_out:
+        assert len(lines) == 2 and "end mark" in json.loads(lines[1])["error"]
+    else:
+        assert len(lines) == 1 and "end mark" in r.stderr
+
+
+def test_tail_into_a_full_disk_is_an_error(moat):
+    """Events that cannot be written (stdout on a full disk) end moatctl
+    with exit 1 instead of being dropped for ever."""
+    with open("/dev/full", "w") as full:
+        p = subprocess.Popen([str(moatctl_binary()), "-s",
+                              str(moat.control_socket), "tail"],
+                             stdout=full, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while js(moat.ctl("--json", "status"))["events"]["tail_clients"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert moat.ctl("ban", "192.0.2.77", "1h").returncode == 0
+            assert p.wait(timeout=10) == 1
+        finally:
+            p.kill()
+            p.wait()
+    assert "cannot write" in p.stderr.read()
+
+
 def test_socket_mode_stale_and_second_moat(moat, tmp_path, pki, stack):
     st = os.stat(moat.control_socket)
     assert st.st_mode & 0o777 == 0o600
@@ -716,6 +758,12 @@ def test_raw_protocol_many_clients_and_limits(moat):
     while chunk := s.recv(65536):
         data += chunk
     assert data.count(b"\n.\n") == 3 and data.count(b"ok\n") == 3, data
+    s.close()
+    # moat checks what moatctl checks: nc users get the same answer.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b"bans 10.0.0.0/33\n")
+    assert replies(s, 1, 10).startswith(b"error invalid address or prefix")
     s.close()
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -841,9 +889,9 @@ def test_stalled_tail_follower_is_closed(moat):
     out, err = t.p.communicate(timeout=30)
     assert t.p.returncode == 1, err
     assert b" ban 2001:db8::" in out
-    assert b"the stream ended without moat's end mark (moat was killed, " \
+    assert b"the stream ended without moat's end mark: moat was killed, " \
         b"or it dropped this reader for reading nothing for 60 s while " \
-        b"events waited)" in err, err
+        b"events waited" in err, err
 
 
 def test_tail_end_says_how_it_ended(tmp_path, pki, stack):
