@@ -1749,6 +1749,12 @@ relay_pump(struct session *s)
 				log_info("%s starttls_discard bytes=%zu",
 				    s->id, buf_len(&c->in));
 			buf_consume(&c->in, buf_len(&c->in));
+			/* A client that reset gets no handshake; the
+			 * backend, told the end, is read to its own. */
+			if (c->gone) {
+				progress = true;
+				continue;
+			}
 			start_handshake(s);
 			if (!s->dead)
 				do_handshake(s);

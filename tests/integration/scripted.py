@@ -12,6 +12,8 @@ Modes:
   smtp          greeting, 250 to everything, DATA until <CRLF>.<CRLF> then
                 "250 queued" (the message is committed), QUIT -> 221
   pop3          +OK greeting, +OK to everything, QUIT -> +OK and close
+  slow_pass     like pop3, but a PASS fails, after a second (as Dovecot
+                holds failures back)
   stall         accepts and never sends a byte
   hangup        accepts and closes at once, without a byte
   reset         accepts and resets at once (SO_LINGER 0), without a byte
@@ -129,19 +131,25 @@ class ScriptedBackend:
         await r.readline()          # EHLO
         self._reset(w)
 
-    async def _mode_pop3(self, r, w):
+    async def _mode_pop3(self, r, w, slow_pass: bool = False):
         await self._send(w, b"+OK scripted POP3 ready\r\n")
         while True:
             line = await r.readline()
             if not line:
                 return
-            if line.upper().startswith(b"QUIT"):
+            if slow_pass and line.upper().startswith(b"PASS"):
+                await asyncio.sleep(1.0)
+                await self._send(w, b"-ERR [AUTH] Authentication failed.\r\n")
+            elif line.upper().startswith(b"QUIT"):
                 await self._send(w, b"+OK bye\r\n")
                 return
-            if line.upper().startswith(b"STAT"):
+            elif line.upper().startswith(b"STAT"):
                 await self._send(w, b"+OK 0 0\r\n")
             else:
                 await self._send(w, b"+OK\r\n")
+
+    async def _mode_slow_pass(self, r, w):
+        await self._mode_pop3(r, w, slow_pass=True)
 
     async def _smtp(self, r, w, close_in_data: bool):
         await self._send(w, b"220 scripted ESMTP ready\r\n")

@@ -238,6 +238,38 @@ def test_early_talker_that_half_closes_gets_its_replies(pki, tmp_path):
         late.stop()
 
 
+def test_client_reset_before_a_slow_verdict(pki, tmp_path):
+    """A client resets while the backend holds a failed PASS back; a STLS
+    waits behind the PASS.  The failure is counted when it comes, and no
+    handshake is started for the client that is gone."""
+    slow = ScriptedBackend("slow_pass").start()
+    m = Moat(tmp_path, pki, [listener("p", slow.addr, protocol="pop3",
+                                      tls="starttls")]).start()
+    try:
+        with socket.create_connection(m.addr("p"), timeout=10) as s:
+            s.settimeout(10)
+            assert s.recv(512).startswith(b"+OK")
+            s.sendall(b"USER alice\r\nPASS guess\r\nSTLS\r\n")
+            assert s.recv(512).startswith(b"+OK")     # USER's
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 10
+        while "close reason=client_error" not in m.log():
+            assert time.monotonic() < deadline, m.log()
+            time.sleep(0.05)
+        log = m.log()
+        assert "client_reset" in log and "close reason=client_error" in log
+        evs = [json.loads(l) for l in
+               (m.workdir / "events.jsonl").read_text().splitlines()]
+        assert [e["reason"] for e in evs if e["event"] == "auth_fail"] == \
+            ["pop3_pass"], evs
+        assert not [e for e in evs if e["event"] == "tls_fail"], evs
+        assert "handshake" not in log.split("client_reset", 1)[1], log
+    finally:
+        assert m.stop() == 0
+        slow.stop()
+
+
 def test_backend_closes_mid_data(pki, good, tmp_path):
     """The backend drops the connection after 354 and the first bytes of
     the message: the client is told 421 (never a success), the backend
