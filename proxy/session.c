@@ -108,6 +108,7 @@ struct conn {
 	bool rd_ready;		/* the socket may hold bytes: read it */
 	enum io_rc rd_next;	/* what the next read returns (IO_OK: read) */
 	int wr_ev;		/* what the next write waits for */
+	bool wr_retry;		/* an SSL_write waits to be called again */
 	bool rd_eof;		/* this side sent all it will send */
 	bool shut_pending;	/* send our end of stream when out drains */
 	bool notified;		/* SSL_shutdown() took our close_notify */
@@ -525,6 +526,21 @@ session_free(struct session *s)
 		list->on_empty(list->arg);
 }
 
+/*
+ * Whether reading c must wait for the SSL_write that waits to be called
+ * again. A TLS 1.3 peer's KeyUpdate request read meanwhile has its answer
+ * held back behind that write; a second one, even within the same
+ * SSL_read, has OpenSSL write inside SSL_read and fail ("bad length"),
+ * which ended the session of a client that re-keys during a long
+ * download. A peer that does not read what we write has no reply to wait
+ * for from us either, so its input may wait too.
+ */
+static bool
+read_waits_for_write(const struct conn *c)
+{
+	return c->ssl != NULL && c->wr_retry;
+}
+
 /* Whether c's write BIO holds records for a flush (tlsout.h). */
 static bool
 tls_held(const struct conn *c)
@@ -539,7 +555,7 @@ conn_events(const struct conn *c)
 
 	if (c->fd < 0 || c->gone)
 		return 0;
-	if (!c->rd_eof && !buf_full(&c->in))
+	if (!c->rd_eof && !buf_full(&c->in) && !read_waits_for_write(c))
 		ev |= c->rd_ev;
 	if (buf_len(&c->out) > 0 || c->shut_pending)
 		ev |= c->wr_ev;
@@ -1182,8 +1198,13 @@ conn_write(struct session *s, struct conn *c)
 		 * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows.
 		 */
 		ERR_clear_error();
-		if (SSL_write_ex(c->ssl, buf_data(&c->out), len, &n) != 1)
-			return ssl_result(s, c, 0, &c->wr_ev);
+		if (SSL_write_ex(c->ssl, buf_data(&c->out), len, &n) != 1) {
+			enum io_rc rc = ssl_result(s, c, 0, &c->wr_ev);
+
+			c->wr_retry = rc == IO_AGAIN;
+			return rc;
+		}
+		c->wr_retry = false;
 		c->wr_ev = EV_WRITE;
 	} else {
 		r = send(c->fd, buf_data(&c->out), len, MSG_NOSIGNAL);
@@ -1240,7 +1261,8 @@ conn_fill(struct session *s, struct conn *c)
 {
 	enum io_rc rc;
 
-	if (c->fd < 0 || c->rd_eof || buf_full(&c->in))
+	if (c->fd < 0 || c->rd_eof || buf_full(&c->in) ||
+	    read_waits_for_write(c))
 		return false;
 	/*
 	 * Nothing to read until the socket says so, unless OpenSSL holds

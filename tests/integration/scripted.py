@@ -14,6 +14,7 @@ Modes:
   pop3          +OK greeting, +OK to everything, QUIT -> +OK and close
   slow_pass     like pop3, but a PASS fails, after a second (as Dovecot
                 holds failures back)
+  big_retr      like pop3, but RETR sends a message of BIG_RETR bytes
   stall         accepts and never sends a byte
   hangup        accepts and closes at once, without a byte
   reset         accepts and resets at once (SO_LINGER 0), without a byte
@@ -37,7 +38,10 @@ import struct
 import threading
 from typing import List, Optional, Tuple
 
-__all__ = ["ScriptedBackend"]
+__all__ = ["ScriptedBackend", "BIG_RETR"]
+
+# The message big_retr sends for RETR: lines of 100 bytes, CRLF included.
+BIG_RETR = 20 * 1000 * 1000
 
 
 class ScriptedBackend:
@@ -131,7 +135,8 @@ class ScriptedBackend:
         await r.readline()          # EHLO
         self._reset(w)
 
-    async def _mode_pop3(self, r, w, slow_pass: bool = False):
+    async def _mode_pop3(self, r, w, slow_pass: bool = False,
+                         big_retr: bool = False):
         await self._send(w, b"+OK scripted POP3 ready\r\n")
         while True:
             line = await r.readline()
@@ -143,6 +148,13 @@ class ScriptedBackend:
             elif line.upper().startswith(b"QUIT"):
                 await self._send(w, b"+OK bye\r\n")
                 return
+            elif big_retr and line.upper().startswith(b"RETR"):
+                await self._send(w, b"+OK message follows\r\n")
+                for i in range(0, BIG_RETR // 100, 1000):
+                    await self._send(w, b"".join(
+                        b"%08d " % j + b"x" * 89 + b"\r\n"
+                        for j in range(i, i + 1000)))
+                await self._send(w, b".\r\n")
             elif line.upper().startswith(b"STAT"):
                 await self._send(w, b"+OK 0 0\r\n")
             else:
@@ -150,6 +162,9 @@ class ScriptedBackend:
 
     async def _mode_slow_pass(self, r, w):
         await self._mode_pop3(r, w, slow_pass=True)
+
+    async def _mode_big_retr(self, r, w):
+        await self._mode_pop3(r, w, big_retr=True)
 
     async def _smtp(self, r, w, close_in_data: bool):
         await self._send(w, b"220 scripted ESMTP ready\r\n")
