@@ -154,7 +154,7 @@ struct report_item {
 
 struct fw {
 	const struct fw_backend *be;
-	struct config cfgcopy;		/* table/set names only */
+	struct config cfgcopy;		/* set names, create, max_entries */
 	char *table, *set4, *set6;
 	struct ev_loop *loop;
 	ev_async async;
@@ -178,7 +178,13 @@ struct fw {
 	struct amap work, known, retry;
 	uint64_t retry_at_ms, retry_delay_ms;
 	bool reported[FW_NPROBLEMS];
+	/* Writes failed and the loop was told. Writes work again once the
+	 * writer opens and every family that failed has been written since:
+	 * one set may fail while the other works, and "works again" must not
+	 * alternate with the error at every write of the good one. */
 	bool failing;
+	bool open_failing;		/* no element to blame */
+	bool fam_failing[2];		/* IPv4, IPv6 */
 	struct fw_elem *elems;
 	size_t elems_cap;
 	size_t prune_mark;
@@ -322,6 +328,10 @@ fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 	if (p <= FW_OK || p >= FW_NPROBLEMS)
 		p = FW_OTHER;
 	fw->failing = true;
+	if (addr == NULL)
+		fw->open_failing = true;
+	else
+		fw->fam_failing[fw_addr_is_v4(addr) ? 0 : 1] = true;
 	if (fw->reported[p])
 		return;
 	fw->reported[p] = true;
@@ -334,7 +344,8 @@ fw_recovered(struct fw *fw)
 {
 	char msg[128];
 
-	if (!fw->failing)
+	if (!fw->failing || fw->open_failing || fw->fam_failing[0] ||
+	    fw->fam_failing[1])
 		return;
 	fw->failing = false;
 	memset(fw->reported, 0, sizeof(fw->reported));
@@ -407,10 +418,12 @@ fw_ensure_open(struct fw *fw)
 		return false;
 	}
 	/* Open, but a set is unusable (its family fails per element), or
-	 * a note such as a created set. */
-	if (st.problem != FW_OK)
+	 * a note such as a created set. Which family is not said: both
+	 * must be written before writes "work again". */
+	if (st.problem != FW_OK) {
 		fw_problem(fw, &st, NULL);
-	else if (st.message[0] != '\0')
+		fw->fam_failing[0] = fw->fam_failing[1] = true;
+	} else if (st.message[0] != '\0')
 		fw_post(fw, FW_OK, NULL, st.message, false);
 	if (st.refill)
 		fw_refill(fw);
@@ -476,8 +489,8 @@ fw_write(struct fw *fw)
 	uint64_t now = mono_ms(), lat, merged = 0;
 	uint64_t written = 0, failed = 0, batches = 0, latsum = 0, latmax = 0;
 	size_t i, n, start, m;
-	bool ok = true;
-	int rc;
+	bool wrote[2] = { false, false }, bad[2] = { false, false };
+	int rc, fam;
 
 	if (fw->work.n == 0)
 		return;
@@ -538,7 +551,6 @@ fw_write(struct fw *fw)
 			fw_retry_later(fw, &fw->elems[i],
 			    fw_held_until(fw, fw->elems[i].addr), now);
 		failed += n;
-		ok = false;
 		n = 0;
 	}
 	for (start = 0; start < n; start += m) {
@@ -558,7 +570,9 @@ fw_write(struct fw *fw)
 		now = mono_ms();
 		for (i = start; i < start + m; i++) {
 			e = &fw->elems[i];
+			fam = fw_addr_is_v4(e->addr) ? 0 : 1;
 			if (e->err != 0) {
+				bad[fam] = true;
 				failed++;
 				fw_retry_later(fw, e, fw_held_until(fw,
 				    e->addr), now);
@@ -567,6 +581,7 @@ fw_write(struct fw *fw)
 					amap_remove(&fw->known, k);
 				continue;
 			}
+			wrote[fam] = true;
 			written++;
 			lat = (now - e->queued_ms) * 1000;
 			latsum += lat;
@@ -591,7 +606,6 @@ fw_write(struct fw *fw)
 		if (st.refill)
 			fw_refill(fw);
 		if (rc == -1) {
-			ok = false;
 			for (i = start; i < start + m; i++)
 				if (fw->elems[i].err != 0)
 					break;
@@ -599,8 +613,12 @@ fw_write(struct fw *fw)
 			    fw->elems[i].addr : NULL);
 		}
 	}
-	if (ok && n > 0)
-		fw_recovered(fw);
+	if (wrote[0] || wrote[1])
+		fw->open_failing = false;
+	for (fam = 0; fam < 2; fam++)
+		if (!bad[fam] && wrote[fam])
+			fw->fam_failing[fam] = false;
+	fw_recovered(fw);
 	if (fw->retry.n > 0 && fw->retry_at_ms == 0) {
 		fw->retry_delay_ms = fw->retry_delay_ms == 0 ?
 		    RETRY_FIRST_MS : fw->retry_delay_ms * 2;
@@ -608,7 +626,7 @@ fw_write(struct fw *fw)
 			fw->retry_delay_ms = RETRY_MAX_MS;
 		fw->retry_at_ms = mono_ms() + fw->retry_delay_ms;
 	}
-	if (ok && fw->retry.n == 0)
+	if (failed == 0 && fw->retry.n == 0)
 		fw->retry_delay_ms = 0;
 
 	pthread_mutex_lock(&fw->mu);
@@ -735,6 +753,7 @@ fw_open_backend(struct ev_loop *loop, const struct config *cfg,
 	fw->cfgcopy.firewall.set4 = fw->set4;
 	fw->cfgcopy.firewall.set6 = fw->set6;
 	fw->cfgcopy.firewall.create = cfg->firewall.create;
+	fw->cfgcopy.ban.max_entries = cfg->ban.max_entries;
 	siphash_key_init(fw->pending.key);
 	memcpy(fw->work.key, fw->pending.key, sizeof(fw->work.key));
 	memcpy(fw->known.key, fw->pending.key, sizeof(fw->known.key));

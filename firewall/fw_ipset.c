@@ -32,6 +32,7 @@ struct ips {
 	struct ipset_session *s;
 	const char *set[2];
 	bool create;
+	uint32_t maxelem;		/* for the sets moat creates */
 	int set_state[2];		/* 0 unchecked, 1 good, -1 bad */
 	struct fw_status set_status[2];
 	struct fw_elem **st;
@@ -132,9 +133,14 @@ classify(const char *msg)
 	if (strstr(msg, "does not exist") != NULL)
 		return ENOENT;
 	if (strstr(msg, "not supported") != NULL ||
-	    strstr(msg, "Cannot open session") != NULL ||
-	    strstr(msg, "protocol") != NULL)
+	    strstr(msg, "Cannot open session") != NULL)
 		return EOPNOTSUPP;
+	/* An element the set cannot take: a set of the other family, or
+	 * of another type, put in its place while moat runs. */
+	if (strstr(msg, "protocol") != NULL)
+		return EPROTO;
+	if (strstr(msg, "is full") != NULL)
+		return ENOSPC;
 	return EIO;
 }
 
@@ -169,6 +175,13 @@ status_from(struct ips *x, struct fw_status *st, int fam, const char *why)
 		    "ip_set_hash_ip) or use [firewall] backend = \"nftables\"; "
 		    "banned addresses are still rejected by moat itself", why);
 		break;
+	case ENOSPC:
+		status_set(st, FW_OTHER, "ipset: set %s is full (%s): "
+		    "create it with maxelem %u ([ban] max_entries) or more, "
+		    "or destroy it and let moat create it; banned addresses "
+		    "are still rejected by moat itself", x->set[fam], why,
+		    x->maxelem);
+		break;
 	case ENOENT:
 		status_set(st, FW_MISSING, "ipset: set %s does not exist: "
 		    "create it (ipset create %s hash:ip family %s timeout 0, "
@@ -187,6 +200,7 @@ set_create(struct ips *x, int fam, char *why, size_t whylen)
 {
 	uint8_t family = fam == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6;
 	uint32_t timeout = 0;	/* timeouts on; elements carry their own */
+	uint32_t maxelem = x->maxelem;
 
 	ipset_session_data_set(x->s, IPSET_SETNAME, x->set[fam]);
 	ipset_session_data_set(x->s, IPSET_OPT_TYPENAME, "hash:ip");
@@ -198,6 +212,9 @@ set_create(struct ips *x, int fam, char *why, size_t whylen)
 	}
 	ipset_session_data_set(x->s, IPSET_OPT_FAMILY, &family);
 	ipset_session_data_set(x->s, IPSET_OPT_TIMEOUT, &timeout);
+	/* libipset's default of 65536 would fill long before the ban
+	 * table does in a flood. */
+	ipset_session_data_set(x->s, IPSET_OPT_MAXELEM, &maxelem);
 	if (ipset_cmd(x->s, IPSET_CMD_CREATE, 0) < 0) {
 		report_msg(x, why, whylen);
 		return -1;
@@ -301,6 +318,8 @@ ips_open(const struct config *cfg, struct fw_status *st)
 	x->set[0] = cfg->firewall.set4;
 	x->set[1] = cfg->firewall.set6;
 	x->create = cfg->firewall.create;
+	x->maxelem = cfg->ban.max_entries > 65536 ? cfg->ban.max_entries :
+	    65536;
 	if ((x->s = ipset_session_init(capture_print, x)) == NULL) {
 		status_set(st, FW_OTHER, "ipset: cannot start a session");
 		free(x);
@@ -379,7 +398,7 @@ ips_commit(void *ctx, struct fw_status *st)
 	struct fw_elem *e;
 	char why[256];
 	size_t i;
-	int fam, err, ret = 0;
+	int fam, err, ret = 0, bad[2] = { 0, 0 };
 	bool refill = false;
 
 	st->problem = FW_OK;
@@ -387,12 +406,18 @@ ips_commit(void *ctx, struct fw_status *st)
 	for (i = 0; i < x->nst; i++) {
 		e = x->st[i];
 		fam = fw_addr_is_v4(e->addr) ? 0 : 1;
+		/* Its set failed in this commit: so would this element. */
+		if (bad[fam] != 0) {
+			e->err = bad[fam];
+			continue;
+		}
 		if (x->set_state[fam] != 1) {
 			struct fw_status fst = { FW_OK, "", false };
 
 			if (set_ensure(x, fam, &fst) == -1) {
-				e->err = x->set_status[fam].problem ==
+				bad[fam] = x->set_status[fam].problem ==
 				    FW_MISSING ? ENOENT : EINVAL;
+				e->err = bad[fam];
 				*st = fst;
 				ret = -1;
 				continue;
@@ -414,7 +439,18 @@ ips_commit(void *ctx, struct fw_status *st)
 			} else {
 				*st = fst;
 				ret = -1;
-				e->err = ENOENT;
+				e->err = bad[fam] = ENOENT;
+				continue;
+			}
+		}
+		if (err == EPROTO) {
+			/* Say what the set is now, and fail its family only. */
+			struct fw_status fst = { FW_OK, "", false };
+
+			if (set_ensure(x, fam, &fst) == -1) {
+				*st = fst;
+				ret = -1;
+				e->err = bad[fam] = EINVAL;
 				continue;
 			}
 		}

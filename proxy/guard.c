@@ -304,6 +304,9 @@ guard_fw_report(void *arg, const struct fw_report *r)
 static int
 guard_fw_start(const struct config *cfg, char *err, size_t errlen)
 {
+	/* A new writer reports its own problems; it never says "works
+	 * again" about the old one's. */
+	guard.fw_problem = FW_OK;
 	if ((guard.fw = fw_open(guard.loop, cfg, guard_fw_report,
 	    NULL)) == NULL) {
 		snprintf(err, errlen, "firewall: %s", strerror(errno));

@@ -344,6 +344,45 @@ def test_ipset_ban_element_with_timeout(tmp_path, pki, net, stack):
             _sh("ipset", "destroy", s, ns=net.srv, check=False)
 
 
+def test_ipset_sets_made_for_the_ban_table_and_swapped_type_named(
+        tmp_path, pki, net, stack):
+    """The sets moat creates hold as many addresses as [ban] max_entries
+    (libipset's default of 65536 filled long before the ban table in a
+    flood). A set re-created with the other family while moat runs is
+    named as such, not taken for a kernel without ipset, and the other
+    family's bans still land."""
+    net.reset_nft()
+    for s in ("blocked4", "blocked6"):
+        _sh("ipset", "destroy", s, ns=net.srv, check=False)
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "ipset", "create": True},
+                   extra=RATE.replace("[ban]\n", "[ban]\nmax_entries = 200000\n"))
+    try:
+        m.wait_log("created set blocked4", timeout=5)
+        assert "maxelem 200000" in net.ipset_list("blocked4")
+        assert "maxelem 200000" in net.ipset_list("blocked6")
+        _sh("ipset", "destroy", "blocked4", ns=net.srv)
+        _sh("ipset", "create", "blocked4", "hash:ip", "family", "inet6",
+            "timeout", "0", ns=net.srv)
+        assert m.ctl("ban", "10.66.2.9", "1h").returncode == 0
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0,
+                       "firewall_error")
+        assert err[0]["reason"] == "wrong_set_type", err
+        assert "blocked4" in err[0]["detail"] and "inet6" in err[0]["detail"]
+        assert "ip_set_hash_ip" not in m.log()      # not "load the module"
+        assert m.ctl("ban", "2001:db8:66::9", "1h").returncode == 0
+        wait_for(lambda: "2001:db8:66::9" in net.ipset_list("blocked6"), 5.0,
+                 "v6 element")
+        # The IPv6 write worked, the IPv4 set is still wrong: no "works
+        # again" in between.
+        time.sleep(0.5)
+        assert "writes work again" not in m.log()
+    finally:
+        assert m.stop() == 0
+        for s in ("blocked4", "blocked6"):
+            _sh("ipset", "destroy", s, ns=net.srv, check=False)
+
+
 def test_missing_sets_are_created(tmp_path, pki, net, stack):
     net.reset_nft(load=False)
     m = start_moat(tmp_path, pki, net, stack, "nftables")
@@ -462,6 +501,15 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
         # The IPv6 set is fine and still gets its elements.
         trigger_rate_ban(net.att, SRV6, m.pop3_port)
         wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 5.0, "v6 element")
+        status = lambda: json.loads(m.ctl("--json", "status").stdout)["firewall"]
+        assert status()["state"].startswith("failing"), status()
+        # Pointed at a good set: the new writer's status is its own.
+        net.nft("add", "set", "inet", "moat", "good4",
+                "{ type ipv4_addr; flags timeout; }")
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "[firewall]\n", '[firewall]\nset4 = "good4"\n'))
+        assert m.ctl("reload").returncode == 0
+        assert status()["state"].startswith("ok"), status()
     finally:
         assert m.stop() == 0
         net.reset_nft()

@@ -26,6 +26,7 @@ static struct {
 	bool gate_closed;
 	bool in_commit;
 	enum fw_problem fail;		/* commit fails with this */
+	bool fail_v4_only;		/* ... for IPv4 elements only */
 	bool refill;			/* commit says a set is new */
 	struct fw_elem *staged[MAXC];
 	int nstaged;
@@ -89,15 +90,17 @@ fake_commit(void *ctx, struct fw_status *st)
 		s->replace = e->replace;
 		s->timeout_ms = e->timeout_ms;
 		s->batch = fk.batches;
-		e->err = fk.fail != FW_OK ? 1 : 0;
+		e->err = fk.fail != FW_OK && (!fk.fail_v4_only ||
+		    fw_addr_is_v4(e->addr)) ? 1 : 0;
+		if (e->err != 0)
+			ret = -1;
 	}
 	st->refill = fk.refill;
 	fk.refill = false;
-	if (fk.fail != FW_OK) {
+	if (ret == -1) {
 		st->problem = fk.fail;
 		snprintf(st->message, sizeof(st->message), "fake failure %d",
 		    (int)fk.fail);
-		ret = -1;
 	}
 	fk.nstaged = 0;
 	fk.in_commit = false;
@@ -310,6 +313,45 @@ test_reports_once(void)
 	fw_close(fw);
 }
 
+/*
+ * One set fails while the other works: writes of the good one do not
+ * say "works again" (they did, and alternated with the error at every
+ * write); a write of the failing family that works does.
+ */
+/* Writes one change of a v4 address; checks the reports then made. */
+static void
+write_v4(struct fw *fw, uint8_t last, int nreports, enum fw_problem last_p)
+{
+	fw_add(fw, v4(last), 600000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.nreports, nreports);
+	if (fk.nreports == nreports && nreports > 0)
+		CHECK_INT_EQ(fk.reports[nreports - 1].problem, last_p);
+}
+
+static void
+test_one_family_fails(void)
+{
+	static const uint8_t six[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 7 };
+	struct fw *fw;
+	int i;
+
+	fk.nreports = 0;
+	fw = open_fake();
+	fk.fail = FW_TYPE;
+	fk.fail_v4_only = true;
+	write_v4(fw, 40, 1, FW_TYPE);
+	for (i = 0; i < 3; i++) {
+		fw_add(fw, six, 600000 + (uint64_t)i * 60000);
+		CHECK(fw_sync(fw, 5000));
+	}
+	CHECK_INT_EQ(fk.nreports, 1);
+	fk.fail = FW_OK;
+	fk.fail_v4_only = false;
+	write_v4(fw, 41, 2, FW_OK);
+	fw_close(fw);
+}
+
 /* An operator's ban replaces a longer one; a re-created set and a resync
  * make the writer forget what it believed the kernel held. */
 static void
@@ -484,6 +526,7 @@ main(void)
 {
 	test_merge();
 	test_reports_once();
+	test_one_family_fails();
 	test_set_and_refill();
 	test_none_and_helpers();
 	test_retries();
