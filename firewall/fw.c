@@ -177,7 +177,7 @@ struct fw {
 	void *ctx;
 	struct amap work, known, retry;
 	uint64_t retry_at_ms, retry_delay_ms;
-	bool reported[FW_NPROBLEMS];
+	bool reported[FW_NPROBLEMS][3];	/* by family: IPv4, IPv6, none */
 	/* Writes failed and the loop was told. Writes work again once the
 	 * writer opens and every family that failed has been written since:
 	 * one set may fail while the other works, and "works again" must not
@@ -200,7 +200,7 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 	st->problem = FW_OK;
 	st->message[0] = '\0';
 	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { FW_OK, "", false };
+		struct fw_status fst = { FW_OK, "", false, 0 };
 
 		if (ensure(ctx, fam, &fst) == 0) {
 			refill = refill || fst.refill;
@@ -319,22 +319,28 @@ fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
 		fw_deliver(fw);
 }
 
-/* A problem is reported once per kind until writes work again. */
+/*
+ * A problem is reported once per kind and set until writes work again,
+ * with addr, an element of that set, if any.
+ */
 static void
 fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 {
 	enum fw_problem p = st->problem;
+	int fam = st->fam == 1 || st->fam == 2 ? st->fam - 1 :
+	    addr != NULL ? (fw_addr_is_v4(addr) ? 0 : 1) : 2;
 
 	if (p <= FW_OK || p >= FW_NPROBLEMS)
 		p = FW_OTHER;
 	fw->failing = true;
-	if (addr == NULL)
+	if (fam == 2)
 		fw->open_failing = true;
 	else
-		fw->fam_failing[fw_addr_is_v4(addr) ? 0 : 1] = true;
-	if (fw->reported[p])
+		fw->fam_failing[fam] = true;
+	/* Two sets broken alike are two problems to fix. */
+	if (fw->reported[p][fam])
 		return;
-	fw->reported[p] = true;
+	fw->reported[p][fam] = true;
 	fw_post(fw, p, addr, st->message[0] != '\0' ? st->message :
 	    "firewall write failed", false);
 }
@@ -385,7 +391,7 @@ fw_seed_known(void *arg, const uint8_t addr[16], uint64_t remaining_ms)
 static void
 fw_relist(struct fw *fw)
 {
-	struct fw_status st = { FW_OK, "", false };
+	struct fw_status st = { FW_OK, "", false, 0 };
 
 	amap_clear(&fw->known);
 	if (fw->be->list != NULL &&
@@ -409,7 +415,7 @@ fw_refill(struct fw *fw)
 static bool
 fw_ensure_open(struct fw *fw)
 {
-	struct fw_status st = { FW_OK, "", false };
+	struct fw_status st = { FW_OK, "", false, 0 };
 
 	if (fw->ctx != NULL)
 		return true;
@@ -473,6 +479,27 @@ fw_held_until(struct fw *fw, const uint8_t addr[16])
 	const struct slot *k = amap_find(&fw->known, addr);
 
 	return k != NULL ? k->deadline_ms : 0;
+}
+
+/* The first failed element of elems[start..start+m), of family fam (1
+ * IPv4, 2 IPv6) if one is, else of any; NULL if none failed. */
+static const uint8_t *
+first_failed(const struct fw *fw, size_t start, size_t m, int fam)
+{
+	const uint8_t *any = NULL;
+	size_t i;
+
+	for (i = start; i < start + m; i++) {
+		const struct fw_elem *e = &fw->elems[i];
+
+		if (e->err == 0)
+			continue;
+		if (fam == 0 || (fw_addr_is_v4(e->addr) ? 1 : 2) == fam)
+			return e->addr;
+		if (any == NULL)
+			any = e->addr;
+	}
+	return any;
 }
 
 /*
@@ -565,6 +592,7 @@ fw_write(struct fw *fw)
 		st.problem = FW_OK;
 		st.message[0] = '\0';
 		st.refill = false;
+		st.fam = 0;
 		rc = fw->be->commit(fw->ctx, &st);
 		batches++;
 		now = mono_ms();
@@ -605,13 +633,9 @@ fw_write(struct fw *fw)
 			fw_post(fw, FW_OK, NULL, st.message, false);
 		if (st.refill)
 			fw_refill(fw);
-		if (rc == -1) {
-			for (i = start; i < start + m; i++)
-				if (fw->elems[i].err != 0)
-					break;
-			fw_problem(fw, &st, i < start + m ?
-			    fw->elems[i].addr : NULL);
-		}
+		if (rc == -1)
+			fw_problem(fw, &st, first_failed(fw, start, m,
+			    st.fam));
 	}
 	if (wrote[0] || wrote[1])
 		fw->open_failing = false;

@@ -138,6 +138,7 @@ struct fw_status {
 	enum fw_problem problem;
 	char message[320];
 	bool refill;		/* a set was created or is usable again */
+	int fam;		/* the set it is about: 1 IPv4, 2 IPv6, 0 none */
 };
 
 /* Called by list for each element the kernel holds; remaining_ms 0 is an

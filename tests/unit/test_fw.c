@@ -34,6 +34,7 @@ static struct {
 	int nseen, batches;
 	struct fw_report reports[16];
 	char messages[16][64];
+	uint8_t addrs[16][16];		/* reports[i].addr, copied */
 	int nreports;
 	int opens;
 } fk = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
@@ -92,8 +93,10 @@ fake_commit(void *ctx, struct fw_status *st)
 		s->batch = fk.batches;
 		e->err = fk.fail != FW_OK && (!fk.fail_v4_only ||
 		    fw_addr_is_v4(e->addr)) ? 1 : 0;
-		if (e->err != 0)
+		if (e->err != 0 && ret == 0) {
+			st->fam = fw_addr_is_v4(e->addr) ? 1 : 2;
 			ret = -1;
+		}
 	}
 	st->refill = fk.refill;
 	fk.refill = false;
@@ -131,6 +134,12 @@ on_report(void *arg, const struct fw_report *r)
 	if (fk.nreports < 16) {
 		fk.reports[fk.nreports] = *r;
 		snprintf(fk.messages[fk.nreports], 64, "%s", r->message);
+		/* r and what it points to live only for this call. */
+		if (r->addr != NULL) {
+			memcpy(fk.addrs[fk.nreports], r->addr, 16);
+			fk.reports[fk.nreports].addr = fk.addrs[fk.nreports];
+		}
+		fk.reports[fk.nreports].message = fk.messages[fk.nreports];
 		fk.nreports++;
 	}
 }
@@ -349,6 +358,15 @@ test_one_family_fails(void)
 	fk.fail = FW_OK;
 	fk.fail_v4_only = false;
 	write_v4(fw, 41, 2, FW_OK);
+	/* Both sets of the wrong type: each is named, not only the first. */
+	fk.fail = FW_TYPE;
+	write_v4(fw, 42, 3, FW_TYPE);
+	fw_add(fw, six, 900000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(fk.nreports, 4);
+	CHECK(fk.reports[3].addr != NULL && !fw_addr_is_v4(fk.reports[3].addr));
+	write_v4(fw, 43, 4, FW_TYPE);
+	fk.fail = FW_OK;
 	fw_close(fw);
 }
 
