@@ -74,15 +74,18 @@ capture_print(struct ipset_session *session, void *p, const char *fmt, ...)
 }
 
 /*
- * Whether the set was created with timeout support: only its listing
- * says so ("Header: family inet ... timeout 0 ..."); -1 on error.
+ * Reads set fam's header line ("ipset list -t"): whether it has timeouts
+ * (1, 0, or -1 when it cannot be read) and its netmask in *netmask (0 if
+ * none is shown). A hash:ip with a netmask stores networks: a ban of one
+ * address would drop its whole /N, and its unban lift the others' bans.
  */
 static int
-set_has_timeout(struct ips *x, int fam)
+set_header(struct ips *x, int fam, int *netmask)
 {
-	const char *h, *end;
+	const char *h, *end, *t, *m;
 	int ret;
 
+	*netmask = 0;
 	x->outlen = 0;
 	x->out[0] = '\0';
 	ipset_envopt_set(x->s, IPSET_ENV_LIST_HEADER);
@@ -99,8 +102,10 @@ set_has_timeout(struct ips *x, int fam)
 		return -1;
 	if ((end = strchr(h, '\n')) == NULL)
 		end = h + strlen(h);
-	h = strstr(h, " timeout ");
-	return h != NULL && h < end;
+	if ((m = strstr(h, " netmask ")) != NULL && m < end)
+		*netmask = atoi(m + 9);
+	t = strstr(h, " timeout ");
+	return t != NULL && t < end;
 }
 
 static void
@@ -237,8 +242,9 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 	const struct ipset_type *type;
 	uint8_t want = fam == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6, family;
 	const char *tn;
-	char why[256];
+	char why[256], mask[24] = "";
 	bool timeout, created = false, was_bad = x->set_state[fam] == -1;
+	int netmask = 0, full = fam == 0 ? 32 : 128;
 
 	x->set_state[fam] = -1;
 	(void)ipset_cache_del(x->set[fam]);
@@ -262,19 +268,21 @@ again:
 	timeout = true;
 	if (tn != NULL && strcmp(tn, "hash:ip") == 0 && family == want) {
 		ipset_data_reset(d);
-		timeout = set_has_timeout(x, fam) != 0;
+		timeout = set_header(x, fam, &netmask) != 0;
 		tn = "hash:ip";
 	}
+	if (netmask != 0 && netmask != full)
+		snprintf(mask, sizeof(mask), " netmask %d", netmask);
 	if (tn == NULL || strcmp(tn, "hash:ip") != 0 || family != want ||
-	    !timeout) {
+	    !timeout || mask[0] != '\0') {
 		status_set(&x->set_status[fam], FW_TYPE, "ipset: set %s is "
-		    "%s family %s%s; moat needs hash:ip family %s with "
-		    "timeout: destroy it (ipset destroy %s) and let moat "
-		    "create it, or name another set in [firewall] %s; banned "
-		    "addresses are still rejected by moat itself",
-		    x->set[fam], tn ? tn : "?",
+		    "%s family %s%s%s; moat needs hash:ip family %s with "
+		    "timeout, one address an element: destroy it (ipset "
+		    "destroy %s) and let moat create it, or name another set "
+		    "in [firewall] %s; banned addresses are still rejected by "
+		    "moat itself", x->set[fam], tn ? tn : "?",
 		    family == NFPROTO_IPV4 ? "inet" :
-		    family == NFPROTO_IPV6 ? "inet6" : "?",
+		    family == NFPROTO_IPV6 ? "inet6" : "?", mask,
 		    timeout ? "" : " without timeout",
 		    fam == 0 ? "inet" : "inet6", x->set[fam],
 		    fam == 0 ? "set4" : "set6");

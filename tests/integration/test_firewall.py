@@ -383,6 +383,28 @@ def test_ipset_sets_made_for_the_ban_table_and_swapped_type_named(
             _sh("ipset", "destroy", s, ns=net.srv, check=False)
 
 
+def test_ipset_with_a_netmask_is_refused(tmp_path, pki, net, stack):
+    """A hash:ip set with netmask 24 stores networks: a ban of one address
+    would drop its /24, and the unban of another lift it."""
+    net.reset_nft()
+    for s in ("blocked4", "blocked6"):
+        _sh("ipset", "destroy", s, ns=net.srv, check=False)
+    _sh("ipset", "create", "blocked4", "hash:ip", "family", "inet", "timeout",
+        "0", "netmask", "24", ns=net.srv)
+    m = start_moat(tmp_path, pki, net, stack, "ipset")
+    try:
+        assert m.ctl("ban", "10.66.3.9", "1h").returncode == 0
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0,
+                       "firewall_error")
+        assert err[0]["reason"] == "wrong_set_type", err
+        assert "netmask 24" in err[0]["detail"], err
+        assert "10.66.3.0" not in net.ipset_list("blocked4")
+    finally:
+        assert m.stop() == 0
+        for s in ("blocked4", "blocked6"):
+            _sh("ipset", "destroy", s, ns=net.srv, check=False)
+
+
 def test_missing_sets_are_created(tmp_path, pki, net, stack):
     net.reset_nft(load=False)
     m = start_moat(tmp_path, pki, net, stack, "nftables")
