@@ -36,6 +36,9 @@
 #define CTL_CLIENTS_MAX 64
 /* A reply (bans of a huge table) is cut at this size. */
 #define CTL_REPLY_MAX (8 * 1024 * 1024)
+/* What all clients' unread replies may hold together: 64 clients that
+ * ask for big lists and never read would hold half a gigabyte. */
+#define CTL_QUEUED_MAX (4 * CTL_REPLY_MAX)
 /* Events queued for one tail client; past it, events are dropped and
  * counted for that client, so a stalled reader never holds moat up. */
 #define CTL_TAIL_MAX (256 * 1024)
@@ -177,16 +180,35 @@ reply_fail(struct reply *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Bytes queued for all clients, not yet read by them. */
+static size_t
+ctl_queued(const struct control *ctl)
+{
+	const struct cclient *c;
+	size_t n = 0;
+
+	for (c = ctl->clients; c != NULL; c = c->next)
+		n += c->out.len;
+	return n;
+}
+
 /* Queues the reply to c: the status line, the data lines, the end. */
 static void
 cclient_send(struct cclient *c, struct reply *r)
 {
 	struct sbuf *out = &c->out;
+	size_t queued;
 	char *nl;
 
 	if (r->ok && sbuf_overflow(&r->body)) {
 		sbuf_clear(&r->body);
 		reply_fail(r, "reply larger than %d bytes", CTL_REPLY_MAX);
+	}
+	if (r->body.len > 0 && (queued = ctl_queued(c->ctl)) +
+	    r->body.len > CTL_QUEUED_MAX) {
+		sbuf_clear(&r->body);
+		reply_fail(r, "other clients have %zu MiB of replies unread; "
+		    "try again once they have read them", queued >> 20);
 	}
 	for (nl = r->err; (nl = strpbrk(nl, "\r\n")) != NULL; )
 		*nl = ' ';

@@ -206,17 +206,22 @@ def test_ban_bans_unban(moat):
     assert "no active bans" in ok(moat.ctl("bans"))
 
 
-def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
-    """A flood leaves more bans than one reply holds (8 MiB): the full
-    list is refused with the count and the way out, and a prefix or one
-    address still lists."""
-    n = 150_000
+def flood_state(path, n: int) -> None:
+    """A state file of n rate bans of 10.0.0.0 on, an hour left each."""
     expiry = int(time.time() * 1000) + 3_600_000
     lines = ["moat-state 1"]
     lines += [f"ban 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} {expiry} 1 rate"
               for i in range(n)]
     lines += [f"end {n}", ""]
-    (tmp_path / "moat.state").write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
+
+
+def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
+    """A flood leaves more bans than one reply holds (8 MiB): the full
+    list is refused with the count and the way out, and a prefix or one
+    address still lists."""
+    n = 150_000
+    flood_state(tmp_path / "moat.state", n)
     m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")]).start()
     try:
         m.wait_log(f"{n} bans restored")
@@ -233,6 +238,41 @@ def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
         r = m.ctl("bans", "10.0.0.0/33")
         assert r.returncode == 2 and "invalid address or prefix" in r.stderr
     finally:
+        assert m.stop() == 0
+
+
+def test_unread_replies_are_bounded_together(tmp_path, pki, stack):
+    """Clients that ask for big ban lists and never read them: together
+    they may hold 32 MiB (control.c, CTL_QUEUED_MAX); past that a request
+    for more is refused with the reason, and moat still answers."""
+    n = 150_000
+    flood_state(tmp_path / "moat.state", n)
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")]).start()
+    held = []
+    try:
+        m.wait_log(f"{n} bans restored")
+        req = b"bans 10.0.0.0/16\n"
+        size = len(ok(m.ctl("bans", "10.0.0.0/16")))
+        assert 2 << 20 < size < 8 << 20, size
+        fit = (32 << 20) // size
+        answers = []
+        for _ in range(fit + 3):
+            s = socket.socket(socket.AF_UNIX)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(str(m.control_socket))
+            s.sendall(req)
+            s.settimeout(10)
+            answers.append(s.recv(256))
+            held.append(s)
+        assert all(a.startswith(b"ok\n") for a in answers[:fit - 1]), answers
+        refused = [a for a in answers if a.startswith(b"error other clients "
+                                                       b"have ")]
+        assert refused and b"MiB of replies unread" in refused[0], answers
+        r = m.ctl("--json", "status")
+        assert r.returncode == 0, r.stderr
+    finally:
+        for s in held:
+            s.close()
         assert m.stop() == 0
 
 
