@@ -419,7 +419,8 @@ server_nworkers(const struct config *cfg)
  * configuration is in force, -1 when the old one stays.
  */
 static int
-server_reload(struct server *srv, config_report_fn *report, void *arg)
+server_reload_config(struct server *srv, config_report_fn *report,
+    void *arg)
 {
 	struct reload_report rr = { report, arg };
 	const struct config *old;
@@ -556,6 +557,25 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 		    "%zu sessions carry on", srv->ngroups,
 		    server_sessions(srv));
 	return 0;
+}
+
+/*
+ * A reload that fails still reopens the running events file: SIGHUP is
+ * logrotate's signal too, and one typo in the config must not leave the
+ * events going to the rotated file.
+ */
+static int
+server_reload(struct server *srv, config_report_fn *report, void *arg)
+{
+	struct reload_report rr = { report, arg };
+	int rc = server_reload_config(srv, report, arg);
+
+	if (rc == -1 && !srv->draining && srv->events != NULL) {
+		reload_say(&rr, CONFIG_INFO, "the events file was reopened all "
+		    "the same");
+		(void)event_log_reopen(srv->events);
+	}
+	return rc;
 }
 
 static void

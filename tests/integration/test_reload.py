@@ -114,15 +114,24 @@ def test_broken_reload_keeps_running_config(tmp_path, pki, stack):
         m.config_path.write_text(text.replace(
             'deny = ["192.0.2.0/24"]', 'deny = ["192.0.2.0/24", "10.0.0.300/8"]')
             .replace("[daemon]\n", "[daemon]\nworkers = \"many\"\n"))
+        # logrotate moved the events file just before: the failed reload
+        # reopens it all the same.
+        events = tmp_path / "events.jsonl"
+        events.rename(tmp_path / "events.jsonl.1")
         m.signal(signal.SIGHUP)
         log = m.wait_log("keeping the running configuration")
         assert 'invalid address or CIDR "10.0.0.300/8"' in log
         assert "daemon.workers must be an integer" in log
         assert "moat.toml:" in log
+        m.wait_log("events file was reopened all the same")
         # The old config is in force: the deny list of the last good load.
         c = Smtp(port, "192.0.2.9")
         assert c.reply().startswith(b"554 ")
         c.close()
+        deadline = time.monotonic() + 10
+        while not (events.exists() and "192.0.2.9" in events.read_text()):
+            assert time.monotonic() < deadline, "no reject in the new file"
+            time.sleep(0.05)
         c = Smtp(port, "10.1.2.3")
         assert c.reply().startswith(b"220 ")
         c.close()
