@@ -2120,7 +2120,7 @@ struct screen {
 static bool
 screen_at_accept(struct ev_loop *loop, struct session_list *list,
     const struct cfg_listener *lc, int fd, const uint8_t addr[16],
-    struct screen *sc)
+    const char *sid, struct screen *sc)
 {
 	bool flood;
 
@@ -2133,17 +2133,17 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 		if (sc->slot != SLOTS_OK) {
 			if (lc->tls != CFG_TLS_IMPLICIT)
 				return false;	/* the session replies */
-			capacity_report(loop, list, lc, addr, NULL, sc->slot);
+			capacity_report(loop, list, lc, addr, sid, sc->slot);
 			close_refused(fd, false);
 			return true;
 		}
 		sc->slotted = true;
 	}
-	sc->admitted = guard_admit(addr, lc, NULL, &sc->reason);
+	sc->admitted = guard_admit(addr, lc, sid, &sc->reason);
 	if (sc->admitted || sc->reason != POLICY_BANNED)
 		return false;
 	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
-	    lc->name, NULL, NULL);
+	    lc->name, sid, NULL);
 	if (sc->slotted)
 		slots_give(list->slots, addr);
 	close_refused(fd, flood);
@@ -2169,10 +2169,14 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	struct session *s;
 	struct screen sc;
 	uint8_t a[16];
+	char id[sizeof(s->id)];
 	bool screened = false;
 
+	/* Taken first, so that a refusal's event and log line name the
+	 * connection as the session's own lines do. */
+	session_new_id(id, sizeof(id));
 	if (!lc->accept_proxy && addr_to_v6(peer, a) == 0) {
-		if (screen_at_accept(loop, list, lc, fd, a, &sc))
+		if (screen_at_accept(loop, list, lc, fd, a, id, &sc))
 			return;
 		screened = true;
 	}
@@ -2184,7 +2188,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 		close(fd);
 		return;
 	}
-	session_new_id(s->id, sizeof(s->id));
+	memcpy(s->id, id, sizeof(s->id));
 	s->loop = loop;
 	s->list = list;
 	s->gen = gen_ref(gen);

@@ -19,6 +19,7 @@ import pytest
 from conftest import require_mailstack
 from mailstack import MailStack, proxy_v1_header
 from moatrun import Moat, listener, proxied_hello as hello
+from moatrun import first_line as moatrun_first_line
 
 SHARED = Path(os.environ.get("MOAT_SHARED", Path(__file__).resolve().parents[3]
                              / "shared"))
@@ -211,6 +212,30 @@ def test_refused_smtp_client_silent_is_closed_after_linger(tmp_path, pki,
         # The linger timer, not the client, ended it: a lower bound,
         # which a slow machine only makes longer.
         assert int(line.rsplit("duration_ms=", 1)[1]) >= 4500, line
+    finally:
+        assert m.stop() == 0
+
+
+def test_refusal_at_accept_names_its_session(tmp_path, pki, stack):
+    """Without accept_proxy the policy judges at accept, before the
+    session exists; the reject event still carries the id that moat's log
+    lines for that connection start with, and so does a ban made there."""
+    m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none")],
+             extra='[policy]\ndeny = ["127.0.0.2"]\n'
+                   '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n',
+             verbose=1).start()
+    try:
+        with socket.create_connection(m.addr("smtp"), timeout=10,
+                                      source_address=("127.0.0.2", 0)) as c:
+            assert moatrun_first_line(c) == DENIED
+        sid = wait_event(m, "reject", "127.0.0.2")["session"]
+        m.wait_log(f"{sid} ")
+        for _ in range(3):
+            with socket.create_connection(m.addr("smtp"), timeout=10,
+                                          source_address=("127.0.0.3", 0)) as c:
+                moatrun_first_line(c)
+        ban = wait_event(m, "ban", "127.0.0.3")
+        m.wait_log(f"{ban['session']} ")
     finally:
         assert m.stop() == 0
 
