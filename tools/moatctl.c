@@ -268,8 +268,8 @@ connect_socket(const char *path, bool json)
 		fail(json, "cannot connect to %s: %s%s", path, strerror(e),
 		    e == ENOENT || e == ECONNREFUSED ?
 		    " (is moat running? see -s and daemon.control_socket)" :
-		    e == EACCES ? " (the socket is for root and moat's "
-		    "user)" : "");
+		    e == EACCES ? " (the socket is for root, or the user "
+		    "moat started as)" : "");
 		close(fd);
 		return -1;
 	}
