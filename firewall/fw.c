@@ -199,6 +199,7 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 
 	st->problem = FW_OK;
 	st->message[0] = '\0';
+	st->fam = 0;
 	for (fam = 0; fam < 2; fam++) {
 		struct fw_status fst = { FW_OK, "", false, 0 };
 
@@ -208,7 +209,12 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 				*st = fst;	/* a note: created */
 			continue;
 		}
-		*st = fst;
+		/* The first problem is said; both sets failing, neither is
+		 * named (fam 0). */
+		if (st->problem == FW_OK)
+			*st = fst;
+		else
+			st->fam = 0;
 		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT)
 			return -1;
 	}
@@ -424,11 +430,12 @@ fw_ensure_open(struct fw *fw)
 		return false;
 	}
 	/* Open, but a set is unusable (its family fails per element), or
-	 * a note such as a created set. Which family is not said: both
-	 * must be written before writes "work again". */
+	 * a note such as a created set. A set that is not named means
+	 * both: each must be written before writes "work again". */
 	if (st.problem != FW_OK) {
 		fw_problem(fw, &st, NULL);
-		fw->fam_failing[0] = fw->fam_failing[1] = true;
+		if (st.fam != 1 && st.fam != 2)
+			fw->fam_failing[0] = fw->fam_failing[1] = true;
 	} else if (st.message[0] != '\0')
 		fw_post(fw, FW_OK, NULL, st.message, false);
 	if (st.refill)

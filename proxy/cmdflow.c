@@ -81,6 +81,18 @@ pendq_push(struct pendq *q, int kind, const char *local)
 	q->len++;
 }
 
+bool
+pendq_has(const struct pendq *q, int kind)
+{
+	size_t i;
+
+	for (i = 0; i < q->len; i++)
+		if ((q->big != NULL ? q->big :
+		    q->small)[pendq_index(q, i)].kind == kind)
+			return true;
+	return false;
+}
+
 /* Moves the entries, in order, to a full-size ring; false without memory. */
 static bool
 pendq_grow(struct pendq *q)

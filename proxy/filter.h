@@ -49,6 +49,9 @@ struct filter_ops {
 	/* True while client bytes wait for replies the backend still owes,
 	 * which will let them on; may be NULL (never). */
 	bool (*awaiting)(void *state);
+	/* True while the backend owes its verdict on credentials the client
+	 * sent (a password, a SASL response); may be NULL (never). */
+	bool (*verdict_owed)(void *state);
 	void (*free)(void *state);
 };
 

@@ -564,6 +564,16 @@ pop3_awaiting(void *state)
 	return s->q.len > 0;
 }
 
+/* A PASS, an APOP or an AUTH with a response awaits its verdict. */
+static bool
+pop3_verdict_owed(void *state)
+{
+	struct pop3 *s = state;
+
+	return (s->sasl_sent && !s->sasl_cancel) ||
+	    pendq_has(&s->q, PEND_PASS) || pendq_has(&s->q, PEND_APOP);
+}
+
 const struct filter_ops filter_pop3 = {
 	.name = "pop3",
 	.new = pop3_new,
@@ -571,5 +581,6 @@ const struct filter_ops filter_pop3 = {
 	.backend_data = pop3_backend,
 	.tls_started = pop3_tls_started,
 	.awaiting = pop3_awaiting,
+	.verdict_owed = pop3_verdict_owed,
 	.free = pop3_free,
 };

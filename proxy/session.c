@@ -1202,6 +1202,17 @@ conn_write(struct session *s, struct conn *c)
 			enum io_rc rc = ssl_result(s, c, 0, &c->wr_ev);
 
 			c->wr_retry = rc == IO_AGAIN;
+			/*
+			 * A peer that sent close_notify and then reset: OpenSSL
+			 * calls the failed write a ZERO_RETURN. The writing
+			 * has ended as for any reset, or the relay would try
+			 * the write again at every turn.
+			 */
+			if (rc == IO_EOF && !c->wr_shut &&
+			    !reset_ends_stream(s, c)) {
+				session_why(s, "peer closed");
+				return IO_ERR;
+			}
 			return rc;
 		}
 		c->wr_retry = false;
@@ -1326,9 +1337,11 @@ backend_write_gone(struct session *s, struct conn *b)
  * that guesses, reads a success at once and resets while a failure is
  * delayed (Dovecot waits 2 s) would otherwise never have its failures
  * counted. So the client's side ends both ways and what the filter
- * passes to it is dropped, but the backend gets our end of stream as
- * after a client's close and is read to its end, through the filter,
- * which sees its verdicts.
+ * passes to it is dropped, but while the backend owes a verdict on
+ * credentials (verdict_owed()) it gets our end of stream as after a
+ * client's close and is read, through the filter, which counts the
+ * verdict; then, or at once when none is owed, the session ends
+ * (relay_pump()), not after a mailbox streamed to no one.
  */
 static void
 client_gone(struct session *s, struct conn *c)
@@ -1698,6 +1711,15 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 	return n > 0;
 }
 
+/* Whether the backend owes a verdict on credentials the client sent. */
+static bool
+verdict_owed(const struct session *s)
+{
+	return s->filter.ops->verdict_owed != NULL &&
+	    s->filter.state != NULL &&
+	    s->filter.ops->verdict_owed(s->filter.state);
+}
+
 /* Passes an end of stream on once everything before it was written. */
 static bool
 relay_shutdowns(struct session *s)
@@ -1746,6 +1768,10 @@ relay_pump(struct session *s)
 			progress |= run_filter(s, b, c);
 		if (!s->dead)
 			progress |= conn_flush(s, c, true);
+		if (!s->dead && c->gone && !verdict_owed(s)) {
+			session_kill(s, s->end_reason);
+			return;
+		}
 		if (!s->dead)
 			progress |= relay_shutdowns(s);
 		if (s->dead)

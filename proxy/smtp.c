@@ -681,6 +681,15 @@ smtp_awaiting(void *state)
 	return s->q.len > 0;
 }
 
+/* An AUTH with a response (initial or after a 334) awaits its verdict. */
+static bool
+smtp_verdict_owed(void *state)
+{
+	struct smtp *s = state;
+
+	return s->sasl_sent;
+}
+
 const struct filter_ops filter_smtp = {
 	.name = "smtp",
 	.new = smtp_new,
@@ -688,5 +697,6 @@ const struct filter_ops filter_smtp = {
 	.backend_data = smtp_backend,
 	.tls_started = smtp_tls_started,
 	.awaiting = smtp_awaiting,
+	.verdict_owed = smtp_verdict_owed,
 	.free = smtp_free,
 };

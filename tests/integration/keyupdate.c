@@ -8,6 +8,11 @@
  * socket fills, then UPDATES times sends a KeyUpdate (update requested)
  * and a NOOP and reads a little; then reads until BYTES bytes of replies
  * have come and quits. Exit 0 when every byte came and QUIT was answered.
+ *
+ * usage: keyupdate PORT notify-reset
+ * Logs in, sends RETR 1 and its close_notify at once, reads nothing for a
+ * second, then resets the connection (SO_LINGER 0) while moat still has
+ * the message to write.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -57,12 +62,13 @@ main(int argc, char *argv[])
 	long long want, got = 0;
 	int fd, i, updates;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: keyupdate PORT BYTES UPDATES\n");
+	if (argc != 4 && (argc != 3 || strcmp(argv[2], "notify-reset") != 0)) {
+		fprintf(stderr, "usage: keyupdate PORT BYTES UPDATES\n"
+		    "       keyupdate PORT notify-reset\n");
 		return 2;
 	}
-	want = atoll(argv[2]);
-	updates = atoi(argv[3]);
+	want = argc == 4 ? atoll(argv[2]) : 0;
+	updates = argc == 4 ? atoi(argv[3]) : 0;
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons((unsigned short)atoi(argv[1]));
@@ -78,7 +84,16 @@ main(int argc, char *argv[])
 		die("handshake failed");
 	got += (long long)get(ssl, buf, sizeof(buf));	/* the greeting */
 	put(ssl, "USER alice\r\nPASS secret\r\nRETR 1\r\n");
-	sleep(1);
+	if (argc == 3) {
+		struct linger lg = { 1, 0 };
+
+		(void)SSL_shutdown(ssl);
+		sleep(1);
+		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1)
+			die("SO_LINGER failed");
+		close(fd);
+		return 0;
+	}
 	for (i = 0; i < updates; i++) {
 		if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
 			die("SSL_key_update failed");

@@ -276,6 +276,54 @@ def test_client_reset_before_a_slow_verdict(pki, tmp_path):
         slow.stop()
 
 
+def test_client_reset_in_a_download_ends_the_session(pki, tmp_path):
+    """A client that resets during a long RETR owes the backend no verdict:
+    the session ends at once, instead of reading the whole message from
+    the backend for no one."""
+    big = ScriptedBackend("big_retr").start()
+    m = Moat(tmp_path, pki, [listener("p", big.addr, protocol="pop3",
+                                      tls="none")]).start()
+    try:
+        with socket.create_connection(m.addr("p"), timeout=10) as s:
+            s.sendall(b"USER a\r\nPASS b\r\nRETR 1\r\n")
+            got = b""
+            while len(got) < 100_000:
+                got += s.recv(65536)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+        m.wait_log("close reason=client_error", timeout=10)
+        time.sleep(0.5)
+        assert big.sent < BIG_RETR // 2, big.sent
+    finally:
+        assert m.stop() == 0
+        big.stop()
+
+
+def test_tls_client_close_notify_then_reset_ends_the_session(pki, tmp_path):
+    """A TLS client sends close_notify and then resets while moat still
+    writes a long RETR to it: OpenSSL reports the failed write as a
+    close_notify, and moat used to try it again at every turn of the loop,
+    a core at 100 % until the idle timeout."""
+    big = ScriptedBackend("big_retr").start()
+    m = Moat(tmp_path, pki, [listener("p", big.addr, protocol="pop3",
+                                      tls="implicit", idle="60s")]).start()
+    try:
+        r = subprocess.run([str(keyupdate_tool()), str(m.port("p")),
+                            "notify-reset"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        log = m.wait_log("close reason=client_", timeout=10)
+        assert "client_reset" in log and "idle_timeout" not in log
+    finally:
+        assert m.stop() == 0
+        big.stop()
+
+
+def keyupdate_tool() -> Path:
+    return Path(os.environ.get("MOAT_BUILD_ROOT", "build")) / "tests" / \
+        "integration" / "keyupdate"
+
+
 @pytest.mark.parametrize("updates", [1, 3, 50])
 def test_key_updates_while_moat_waits_to_write(pki, tmp_path, updates):
     """A TLS 1.3 client that asks for new keys during a long RETR it is
@@ -289,9 +337,7 @@ def test_key_updates_while_moat_waits_to_write(pki, tmp_path, updates):
         want = (len(b"+OK scripted POP3 ready\r\n") + 2 * len(b"+OK\r\n") +
                 len(b"+OK message follows\r\n") + BIG_RETR + len(b".\r\n") +
                 updates * len(b"+OK\r\n"))
-        tool = Path(os.environ.get("MOAT_BUILD_ROOT", "build")) / "tests" / \
-            "integration" / "keyupdate"
-        r = subprocess.run([str(tool), str(m.port("p")), str(want),
+        r = subprocess.run([str(keyupdate_tool()), str(m.port("p")), str(want),
                             str(updates)], capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, (r.stderr, m.log()[-2000:])

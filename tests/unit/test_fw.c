@@ -27,6 +27,7 @@ static struct {
 	bool in_commit;
 	enum fw_problem fail;		/* commit fails with this */
 	bool fail_v4_only;		/* ... for IPv4 elements only */
+	int open_bad_fam;		/* open says this set is unusable */
 	bool refill;			/* commit says a set is new */
 	struct fw_elem *staged[MAXC];
 	int nstaged;
@@ -42,8 +43,14 @@ static struct {
 static void *
 fake_open(const struct config *cfg, struct fw_status *st)
 {
-	(void)cfg, (void)st;
+	(void)cfg;
 	fk.opens++;
+	if (fk.open_bad_fam != 0) {
+		st->problem = FW_TYPE;
+		st->fam = fk.open_bad_fam;
+		snprintf(st->message, sizeof(st->message), "set %d unusable",
+		    fk.open_bad_fam);
+	}
 	return &fk;
 }
 
@@ -367,6 +374,20 @@ test_one_family_fails(void)
 	CHECK(fk.reports[3].addr != NULL && !fw_addr_is_v4(fk.reports[3].addr));
 	write_v4(fw, 43, 4, FW_TYPE);
 	fk.fail = FW_OK;
+	fw_close(fw);
+
+	/* The IPv4 set was unusable at open and works now: an IPv4 write
+	 * says so, without waiting for an IPv6 ban that may never come. */
+	fk.nreports = 0;
+	fk.open_bad_fam = 1;
+	fk.fail = FW_TYPE;
+	fk.fail_v4_only = true;
+	fw = open_fake();
+	write_v4(fw, 44, 1, FW_TYPE);
+	fk.open_bad_fam = 0;
+	fk.fail = FW_OK;
+	fk.fail_v4_only = false;
+	write_v4(fw, 45, 2, FW_OK);
 	fw_close(fw);
 }
 
