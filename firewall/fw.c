@@ -147,6 +147,7 @@ amap_free(struct amap *m)
 struct report_item {
 	enum fw_problem problem;
 	bool refill;
+	bool note;
 	bool has_addr;
 	uint8_t addr[16];
 	char message[320];
@@ -184,6 +185,8 @@ struct fw {
 	 * alternate with the error at every write of the good one. */
 	bool failing;
 	bool open_failing;		/* no element to blame */
+	fw_lift_fn *lift;		/* under mu: a fw_lift() not yet done */
+	void *lift_arg;
 	bool fam_failing[2];		/* IPv4, IPv6 */
 	struct fw_elem *elems;
 	size_t elems_cap;
@@ -288,6 +291,7 @@ fw_deliver(struct fw *fw)
 		r.message = items[i].message;
 		r.addr = items[i].has_addr ? items[i].addr : NULL;
 		r.refill = items[i].refill;
+		r.note = items[i].note;
 		fw->report(fw->report_arg, &r);
 	}
 }
@@ -304,7 +308,7 @@ fw_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 
 static void
 fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
-    const char *message, bool refill)
+    const char *message, bool refill, bool note)
 {
 	struct report_item *it;
 
@@ -313,6 +317,7 @@ fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
 		it = &fw->reports[fw->nreports++];
 		it->problem = p;
 		it->refill = refill;
+		it->note = note;
 		it->has_addr = addr != NULL;
 		if (addr != NULL)
 			memcpy(it->addr, addr, 16);
@@ -348,7 +353,7 @@ fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 		return;
 	fw->reported[p][fam] = true;
 	fw_post(fw, p, addr, st->message[0] != '\0' ? st->message :
-	    "firewall write failed", false);
+	    "firewall write failed", false, false);
 }
 
 static void
@@ -363,7 +368,7 @@ fw_recovered(struct fw *fw)
 	memset(fw->reported, 0, sizeof(fw->reported));
 	snprintf(msg, sizeof(msg), "%s: kernel set writes work again",
 	    fw->be->name);
-	fw_post(fw, FW_OK, NULL, msg, false);
+	fw_post(fw, FW_OK, NULL, msg, false, false);
 }
 
 /* Forgets elements of known that the kernel has expired by now. */
@@ -415,7 +420,7 @@ fw_refill(struct fw *fw)
 	fw_relist(fw);
 	snprintf(msg, sizeof(msg), "%s: a set was created or is usable "
 	    "again", fw->be->name);
-	fw_post(fw, FW_OK, NULL, msg, true);
+	fw_post(fw, FW_OK, NULL, msg, true, true);
 }
 
 static bool
@@ -437,7 +442,7 @@ fw_ensure_open(struct fw *fw)
 		if (st.fam != 1 && st.fam != 2)
 			fw->fam_failing[0] = fw->fam_failing[1] = true;
 	} else if (st.message[0] != '\0')
-		fw_post(fw, FW_OK, NULL, st.message, false);
+		fw_post(fw, FW_OK, NULL, st.message, false, true);
 	if (st.refill)
 		fw_refill(fw);
 	else
@@ -637,7 +642,7 @@ fw_write(struct fw *fw)
 			}
 		}
 		if (rc == 0 && st.message[0] != '\0')
-			fw_post(fw, FW_OK, NULL, st.message, false);
+			fw_post(fw, FW_OK, NULL, st.message, false, true);
 		if (st.refill)
 			fw_refill(fw);
 		if (rc == -1)
@@ -671,6 +676,38 @@ fw_write(struct fw *fw)
 	pthread_mutex_unlock(&fw->mu);
 }
 
+/* Queues the deletion of each known element lift() says must go, unless
+ * a newer change for it is queued already. */
+static void
+fw_do_lift(struct fw *fw, fw_lift_fn *lift, void *arg)
+{
+	struct slot *sl, *w;
+	char msg[160];
+	size_t i, n = 0;
+	bool isnew;
+
+	for (i = 0; i < fw->known.cap; i++) {
+		sl = &fw->known.s[i];
+		if (!sl->used || !lift(arg, sl->addr))
+			continue;
+		if ((w = amap_get(&fw->work, sl->addr, &isnew)) == NULL)
+			break;
+		if (!isnew)
+			continue;
+		w->op = FW_OP_DEL;
+		w->reset = false;
+		w->deadline_ms = 0;
+		w->queued_ms = mono_ms();
+		n++;
+	}
+	if (n == 0)
+		return;
+	snprintf(msg, sizeof(msg), "%s: deleting %zu element%s the allow "
+	    "list covers, left from bans moat no longer holds", fw->be->name,
+	    n, n == 1 ? "" : "s");
+	fw_post(fw, FW_OK, NULL, msg, false, true);
+}
+
 /* Moves due retries into work (the lock is not needed: both are ours). */
 static void
 fw_take_retries(struct fw *fw, uint64_t now)
@@ -702,13 +739,16 @@ fw_thread(void *arg)
 	struct timespec ts;
 	uint64_t seq, now, wait;
 	bool stop, resync;
+	fw_lift_fn *lift;
+	void *lift_arg;
 
 	/* Open at once: a missing permission or a bad set is said at start,
 	 * not at the first ban. A failure is retried with the next write. */
 	(void)fw_ensure_open(fw);
 	pthread_mutex_lock(&fw->mu);
 	for (;;) {
-		while (fw->pending.n == 0 && !fw->stop && !fw->resync) {
+		while (fw->pending.n == 0 && !fw->stop && !fw->resync &&
+		    fw->lift == NULL) {
 			if (fw->retry.n == 0) {
 				pthread_cond_wait(&fw->wake, &fw->mu);
 				continue;
@@ -734,11 +774,16 @@ fw_thread(void *arg)
 		stop = fw->stop;
 		resync = fw->resync;
 		fw->resync = false;
+		lift = fw->lift;
+		lift_arg = fw->lift_arg;
+		fw->lift = NULL;
 		pthread_mutex_unlock(&fw->mu);
 
 		/* Before the adds queued after fw_resync() are weighed. */
 		if (resync && fw->ctx != NULL)
 			fw_relist(fw);
+		if (lift != NULL && fw_ensure_open(fw))
+			fw_do_lift(fw, lift, lift_arg);
 		if (!stop)
 			fw_take_retries(fw, mono_ms());
 		fw_write(fw);
@@ -914,6 +959,18 @@ void
 fw_del(struct fw *fw, const uint8_t addr[16])
 {
 	fw_queue(fw, addr, FW_OP_DEL, 0, false);
+}
+
+void
+fw_lift(struct fw *fw, fw_lift_fn *lift, void *arg)
+{
+	if (!fw_enabled(fw) || !fw->running)
+		return;
+	pthread_mutex_lock(&fw->mu);
+	fw->lift = lift;
+	fw->lift_arg = arg;
+	pthread_cond_signal(&fw->wake);
+	pthread_mutex_unlock(&fw->mu);
 }
 
 void

@@ -64,6 +64,8 @@ struct fw_report {
 	const char *message;		/* one line, with the fix */
 	const uint8_t *addr;		/* the element, or NULL */
 	bool refill;			/* queue every ban in force again */
+	bool note;			/* FW_OK news that leaves any
+					 * problem standing ("created") */
 };
 
 /* Called on the loop thread (or, without a loop, on the writer thread). */
@@ -108,6 +110,17 @@ void fw_set(struct fw *fw, const uint8_t addr[16], uint64_t timeout_ms);
 /* Forgets what the writer believes the kernel holds and reads it back
  * before the next write; the caller then queues every ban in force. */
 void fw_resync(struct fw *fw);
+
+/* Whether the kernel's element for addr must go; on the writer thread. */
+typedef bool fw_lift_fn(void *arg, const uint8_t addr[16]);
+/*
+ * Deletes from the sets every element for which lift(arg, addr) is true
+ * (an address on the allow list, banned in a past run whose state moat
+ * has lost), as the writer knows them: read back from nftables at open
+ * and after fw_resync; ipset cannot list, so only what this writer
+ * wrote. Done once, at the writer's next turn; the report says how many.
+ */
+void fw_lift(struct fw *fw, fw_lift_fn *lift, void *arg);
 
 /* Waits up to timeout_ms until everything queued so far was written (or
  * failed); returns true if the queue drained. For tools and shutdown. */

@@ -533,6 +533,17 @@ policy_unban_allowed(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,
 	return av.n;
 }
 
+bool
+policy_allowlisted(struct policy *p, const uint8_t addr[16])
+{
+	bool in;
+
+	pthread_mutex_lock(&p->lock);
+	in = cidr_set_lookup(p->r.allow, addr);
+	pthread_mutex_unlock(&p->lock);
+	return in;
+}
+
 void
 policy_ban_settle(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
     ban_visit_fn *fn, void *arg)

@@ -173,6 +173,8 @@ bool policy_unban(struct policy *p, const uint8_t addr[16], uint64_t now_ms);
  */
 size_t policy_unban_allowed(struct policy *p, uint64_t now_ms,
     ban_visit_fn *fn, void *arg);
+/* Whether addr is on the allow list in force. */
+bool policy_allowlisted(struct policy *p, const uint8_t addr[16]);
 
 /*
  * Calls fn once, under the lock, with the ban in force on addr at now or

@@ -285,7 +285,8 @@ guard_fw_report(void *arg, const struct fw_report *r)
 		guard_fw_refill(r->message);
 		return;
 	}
-	guard.fw_problem = r->problem;
+	if (!r->note)
+		guard.fw_problem = r->problem;
 	if (r->problem == FW_OK) {
 		log_info("firewall: %s", r->message);
 		return;
@@ -386,6 +387,16 @@ guard_lift(void *arg, const uint8_t addr[16], const struct ban_info *b)
 	note_unban(addr, "allowlist");
 }
 
+/* On the writer thread: a kernel element moat holds no ban for, whose
+ * address the allow list covers (fw_lift). The policy outlives the
+ * writer (guard_close). */
+static bool
+guard_kernel_allowed(void *arg, const uint8_t addr[16])
+{
+	(void)arg;
+	return policy_allowlisted(guard.policy, addr);
+}
+
 static bool
 guard_fw_changed(const struct config *cfg)
 {
@@ -430,9 +441,11 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		return -1;
 	}
 	/* Bans from before that the allow list now covers: the kernel may
-	 * still hold them from the last run. */
+	 * still hold them from the last run, some that moat has forgotten
+	 * (a state file set aside) too. */
 	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
 	    NULL);
+	fw_lift(guard.fw, guard_kernel_allowed, NULL);
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
 	guard_geo_report(guard.geo, NULL, NULL);
@@ -501,6 +514,7 @@ guard_reload_fw(const struct config *cfg)
 	}
 	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
 	    NULL);
+	fw_lift(guard.fw, guard_kernel_allowed, NULL);
 }
 
 void

@@ -92,6 +92,8 @@ main(int argc, char *argv[])
 		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1)
 			die("SO_LINGER failed");
 		close(fd);
+		SSL_free(ssl);
+		SSL_CTX_free(ctx);
 		return 0;
 	}
 	for (i = 0; i < updates; i++) {

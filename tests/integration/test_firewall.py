@@ -607,6 +607,35 @@ def test_allowlist_lifts_kernel_ban_on_reload_and_restart(tmp_path, pki, net, st
         assert m.stop() == 0
 
 
+def test_allowlist_lifts_kernel_elements_moat_forgot(tmp_path, pki, net, stack):
+    """The kernel drops an address moat holds no ban for (its state file
+    was lost or set aside): allow-listing it, at start or by a reload,
+    takes it out of the set too, and the log says so."""
+    net.reset_nft()
+    net.nft("add", "element", "inet", "moat", "blocked4",
+            f"{{ {ATT4} timeout 1h }}")
+    net.nft("add", "element", "inet", "moat", "blocked4",
+            "{ 10.66.9.9 timeout 1h }")
+    assert ATT4 in net.nft_elems("blocked4"), net.nft_elems("blocked4")
+    m = start_moat(tmp_path, pki, net, stack, "nftables",
+                   extra=f'[policy]\nallow = ["{ATT4}"]\n' + BAN_1H)
+    try:
+        wait_for(lambda: ATT4 not in net.nft_elems("blocked4"), 5.0,
+                 "allow-listed element removed at start")
+        assert "10.66.9.9" in net.nft_elems("blocked4")
+        m.wait_log("deleting 1 element the allow list covers")
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+        m.config_path.write_text(m.config_path.read_text().replace(
+            f'allow = ["{ATT4}"]', f'allow = ["{ATT4}", "10.66.9.0/24"]'))
+        _reload(m, net)
+        wait_for(lambda: "10.66.9.9" not in net.nft_elems("blocked4"), 5.0,
+                 "allow-listed element removed by a reload")
+        assert not events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_operator_ban_shortens_kernel_timeout(tmp_path, pki, net, stack):
     """moatctl ban IP DURATION replaces the ban in force, a shorter one too;
     the kernel element gets the same timeout, so the address is let in
