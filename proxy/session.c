@@ -1798,7 +1798,7 @@ relay_pump(struct session *s)
 				    s->id, buf_len(&c->in));
 			buf_consume(&c->in, buf_len(&c->in));
 			/* A client that reset gets no handshake; the
-			 * backend, told the end, is read to its own. */
+			 * check above ends its session next round. */
 			if (c->gone) {
 				progress = true;
 				continue;
