@@ -172,8 +172,10 @@ class Moat:
         says it runs."""
         offset = self._spawn()
         deadline = time.monotonic() + timeout
+        probes = 0
         for name in self.listeners:
             for i in range(len(self.listeners[name]["listen"])):
+                probes += 1
                 host, port = self.addr(name, i)
                 while True:
                     self._raise_if_exited()
@@ -188,7 +190,33 @@ class Moat:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"moat did not say it runs:\n{self.log()[-4000:]}")
             time.sleep(0.02)
+        if self.verbose > 0:
+            self._settle(probes)
         return self
+
+    def _settle(self, probes: int, timeout: float = 3.0) -> None:
+        """Waits until the workers, threads of their own, have accepted the
+        readiness probes above and ended their sessions, so that a test's
+        first status or metrics reading does not race with them. Best
+        effort: a moat that cannot be asked (its control socket moved) or
+        does not accept (a test of that) is left as it is."""
+        import json
+        deadline = time.monotonic() + timeout
+        settled = 0
+        while time.monotonic() < deadline and settled < 2:
+            try:
+                r = self.ctl("--json", "status", timeout=5)
+            except OSError:     # moat_binary() swapped for a wrapper
+                return
+            if r.returncode != 0:
+                return
+            st = json.loads(r.stdout)
+            done = sum(w["accepted"] for w in st.get("workers", [])) >= probes \
+                and st.get("sessions") == 0
+            # Counts are published once per loop turn of each worker:
+            # twice in a row, a little apart.
+            settled = settled + 1 if done else 0
+            time.sleep(0.02)
 
     def run_until_exit(self, timeout: float = 20.0) -> int:
         """Runs moat where it must refuse to start; returns its exit code
