@@ -82,13 +82,12 @@ pendq_push(struct pendq *q, int kind, const char *local)
 }
 
 bool
-pendq_has(const struct pendq *q, int kind)
+pendq_has(struct pendq *q, int kind)
 {
 	size_t i;
 
 	for (i = 0; i < q->len; i++)
-		if ((q->big != NULL ? q->big :
-		    q->small)[pendq_index(q, i)].kind == kind)
+		if (pendq_at(q, i)->kind == kind)
 			return true;
 	return false;
 }

@@ -51,7 +51,7 @@ void pendq_pop(struct pendq *q);
 /* Callers stop reading commands before the FIFO fills (aborts if not). */
 void pendq_push(struct pendq *q, int kind, const char *local);
 /* Whether an entry of kind is still owed its reply. */
-bool pendq_has(const struct pendq *q, int kind);
+bool pendq_has(struct pendq *q, int kind);
 /*
  * Whether one more command (and a local reply to it) fits now. False
  * also when the FIFO could not grow for lack of memory: the client waits

@@ -397,6 +397,16 @@ guard_kernel_allowed(void *arg, const uint8_t addr[16])
 	return policy_allowlisted(guard.policy, addr);
 }
 
+/* The allow list beats bans: those moat holds, and what the kernel still
+ * holds from before (a state file set aside), at start and each reload. */
+static void
+guard_lift_allowed(void)
+{
+	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
+	    NULL);
+	fw_lift(guard.fw, guard_kernel_allowed, NULL);
+}
+
 static bool
 guard_fw_changed(const struct config *cfg)
 {
@@ -441,11 +451,8 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		return -1;
 	}
 	/* Bans from before that the allow list now covers: the kernel may
-	 * still hold them from the last run, some that moat has forgotten
-	 * (a state file set aside) too. */
-	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
-	    NULL);
-	fw_lift(guard.fw, guard_kernel_allowed, NULL);
+	 * still hold them from the last run. */
+	guard_lift_allowed();
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
 	guard_geo_report(guard.geo, NULL, NULL);
@@ -512,9 +519,7 @@ guard_reload_fw(const struct config *cfg)
 		fw_resync(guard.fw);
 		guard_fw_refill(NULL);
 	}
-	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
-	    NULL);
-	fw_lift(guard.fw, guard_kernel_allowed, NULL);
+	guard_lift_allowed();
 }
 
 void

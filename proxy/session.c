@@ -1797,12 +1797,6 @@ relay_pump(struct session *s)
 				log_info("%s starttls_discard bytes=%zu",
 				    s->id, buf_len(&c->in));
 			buf_consume(&c->in, buf_len(&c->in));
-			/* A client that reset gets no handshake; the
-			 * check above ends its session next round. */
-			if (c->gone) {
-				progress = true;
-				continue;
-			}
 			start_handshake(s);
 			if (!s->dead)
 				do_handshake(s);
