@@ -688,6 +688,14 @@ advance(struct conn *c)
 				n = body_scan(c, scratch, (size_t)got, &end);
 				c->moved += n;
 				if (end && n < (size_t)got) {
+					/* Nothing follows the body in these
+					 * scripts; more than a line buffer's
+					 * worth is the server's error. */
+					if ((size_t)got - n > sizeof(c->in)) {
+						conn_end(c, false,
+						    "data after the body");
+						return false;
+					}
 					memcpy(c->in, scratch + n,
 					    (size_t)got - n);
 					c->inlen = (size_t)got - n;
@@ -843,7 +851,13 @@ advance(struct conn *c)
 
 				if (got == -1)
 					goto block;
-				if (got <= 0)
+				if (got == -2) {
+					/* A reset at accept reads as 0; this
+					 * is a failure after the work. */
+					conn_end(c, false, "closing");
+					return false;
+				}
+				if (got == 0)
 					break;
 			}
 			break;
