@@ -948,8 +948,14 @@ server_workers_free(struct server *srv)
 {
 	size_t k;
 
-	for (k = 0; k < srv->nw; k++)
+	/* After a normal drain no session is left to close; after a start
+	 * that failed at a later worker's thread, the workers already
+	 * running hold sessions that would keep them (and moat) alive
+	 * until their idle timeouts. */
+	for (k = 0; k < srv->nw; k++) {
 		worker_drain(srv->w[k]);
+		worker_close_all(srv->w[k]);
+	}
 	for (k = 0; k < srv->nw; k++)
 		worker_free(srv->w[k]);
 	free(srv->w);

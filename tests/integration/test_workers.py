@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from moatrun import Moat, free_port, listener, moat_binary
+from moatrun import Moat, free_port, listener, moat_binary, wait_port
 from scripted import ScriptedBackend
 from test_moatctl import Tail
 from test_policy import events, hello, lb
@@ -422,6 +424,52 @@ def test_drain_timeout_ends_sessions_a_worker_took_late(tmp_path, pki):
                     c.close()
                 m.stop()
     finally:
+        b.stop()
+
+
+def test_a_worker_that_cannot_start_stops_moat_at_once(tmp_path, pki):
+    """Worker 1's thread cannot be made (a full task limit; here a shim
+    makes pthread_create fail after 2 s) while worker 0 already serves
+    clients. moat must give up at once, closing those sessions, not live
+    on until their idle timeout (10 min) while its supervisor waits."""
+    shim = Path(os.environ.get("MOAT_BUILD_ROOT", "build")) / "tests" / \
+        "integration" / "libfailthread.so"
+    assert shim.exists(), f"{shim} missing: build the tree"
+    b = ScriptedBackend("smtp").start()
+    m = with_workers(Moat(tmp_path, pki, [
+        listener("smtp", b.addr, tls="none", idle="10m")]), 2)
+    # worker 0's thread is the first this config makes, worker 1's the
+    # second (the log line below checks which one failed).
+    m.wrap = ["env", f"LD_PRELOAD={shim}", "MOAT_TEST_FAIL_THREAD=2",
+              "MOAT_TEST_FAIL_DELAY_MS=2000",
+              "ASAN_OPTIONS=" + os.environ.get("ASAN_OPTIONS", "") +
+              ":verify_asan_link_order=0"]
+    clients = []
+    try:
+        m._spawn()
+        wait_port(*m.addr("smtp"))
+        # Both workers' sockets hold connections; worker 0 serves its own.
+        clients = [socket.create_connection(m.addr("smtp"), timeout=5)
+                   for _ in range(16)]
+        greeted = 0
+        deadline = time.monotonic() + 1.5
+        waiting = list(clients)
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], 0.1)
+            for c in ready:
+                waiting.remove(c)
+                greeted += c.recv(512).startswith(b"220 ")
+        assert greeted > 0, m.log()
+        try:
+            rc = m.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            rc = None
+        assert rc == 1, f"moat outlived its failed start:\n{m.log()[-1500:]}"
+        assert "worker 1: cannot start its thread" in m.log()
+    finally:
+        for c in clients:
+            c.close()
+        m.stop()
         b.stop()
 
 
