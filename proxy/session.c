@@ -653,15 +653,12 @@ session_reject(struct session *s, const char *msg, const char *reason)
 	relay_pump(s);
 }
 
+/* The client is told to come back later; reason ends the session. */
 static void
-backend_fail(struct session *s, const char *why)
+unavailable(struct session *s, const char *why, const char *reason)
 {
-	char msg[256], b1[200], b2[ADDR_PORT_STRLEN];
+	char msg[256];
 
-	log_info("%s backend_fail backend=%s reason=%s ip=%s", s->id,
-	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
-	    logval(why, b1, sizeof(b1)), s->ip);
-	metrics_backend_failure(s->lc->name);
 	session_why(s, why);
 	if (s->lc->protocol == CFG_PROTO_SMTP)
 		snprintf(msg, sizeof(msg), "421 4.3.0 %s service temporarily "
@@ -669,7 +666,37 @@ backend_fail(struct session *s, const char *why)
 	else
 		snprintf(msg, sizeof(msg), "-ERR [SYS/TEMP] %s service "
 		    "temporarily unavailable\r\n", s->lc->name);
-	session_reject(s, msg, "backend_unavailable");
+	session_reject(s, msg, reason);
+}
+
+static void
+backend_fail(struct session *s, const char *why)
+{
+	char b1[200], b2[ADDR_PORT_STRLEN];
+
+	log_info("%s backend_fail backend=%s reason=%s ip=%s", s->id,
+	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
+	    logval(why, b1, sizeof(b1)), s->ip);
+	metrics_backend_failure(s->lc->name);
+	unavailable(s, why, "backend_unavailable");
+}
+
+/* moat itself is out of descriptors or memory: the backend was not tried,
+ * so neither the log nor the metric may blame it. */
+static bool
+short_of_resources(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
+	    err == ENOMEM;
+}
+
+static void
+resources_fail(struct session *s, int err)
+{
+	log_warnx("%s cannot open a connection to the backend: %s (moat's "
+	    "own shortage; the backend was not tried) ip=%s", s->id,
+	    strerror(err), s->ip);
+	unavailable(s, strerror(err), "no_resources");
 }
 
 /* An SMTP refusal: the client will be heard out (refused_listen()). */
@@ -982,7 +1009,10 @@ start_connect(struct session *s)
 
 	enter_state(s, SESSION_CONNECT);
 	if ((fd = backend_connect(&s->lc->backend)) == -1) {
-		backend_fail(s, strerror(errno));
+		if (short_of_resources(errno))
+			resources_fail(s, errno);
+		else
+			backend_fail(s, strerror(errno));
 		return;
 	}
 	conn_init(&s->backend, fd, backend_io_cb, RELAY_BUF, RELAY_BUF_UP);

@@ -9,6 +9,7 @@ failures.  See issue 3.
 
 from __future__ import annotations
 
+import os
 import poplib
 import re
 import smtplib
@@ -298,3 +299,65 @@ def test_backend_reset_during_xclient_gives_421(failing, pki):
     failing.wait_log('close reason=backend_unavailable '
                      'error="Connection reset by peer during XCLIENT"')
     assert reply(failing, pki, "smtp-xclient-reset") == bye("smtp-xclient-reset")
+
+
+def moat_fds(m: Moat) -> int:
+    return len(os.listdir(f"/proc/{m.proc.pid}/fd"))
+
+
+def settled_fds(m: Moat) -> int:
+    """moat's descriptor count once it has closed what it was closing."""
+    last, since = moat_fds(m), time.monotonic()
+    while time.monotonic() - since < 0.3:
+        time.sleep(0.02)
+        n = moat_fds(m)
+        if n != last:
+            last, since = n, time.monotonic()
+    return last
+
+
+def test_out_of_descriptors_is_moat_s_shortage_not_the_backend_s(pki, tmp_path):
+    """moat has one descriptor left when a plaintext client arrives: the
+    accept takes it and the backend's socket cannot be made. The client
+    hears the usual temporary failure; the log says moat is short of
+    descriptors and the backend was not tried, and the backend-failure
+    metric stays put (the backend is fine; blaming it sends the on-call
+    person to the wrong server)."""
+    refused = ("127.0.0.1", free_port())
+    metrics = free_port()
+    m = Moat(tmp_path, pki, [listener("smtps", refused),
+                             listener("smtp-plain", refused, tls="none")],
+             metrics=f"127.0.0.1:{metrics}")
+    m.metrics_port = metrics
+    limit = 64
+    # moat raises its soft limit to the hard one: both are set here.
+    m.wrap = ["prlimit", f"--nofile={limit}:{limit}", "--"]
+    fillers = []
+    try:
+        m.start()
+        before = backend_failures(m, "smtp-plain")
+        # A TLS client that has not begun its handshake holds one
+        # descriptor in moat (the backend comes after the handshake).
+        settled_fds(m)
+        while moat_fds(m) < limit - 1:
+            n = moat_fds(m)
+            fillers.append(socket.create_connection(m.addr("smtps"), timeout=10))
+            deadline = time.monotonic() + 10
+            while moat_fds(m) == n:
+                assert time.monotonic() < deadline, "moat did not accept"
+                time.sleep(0.01)
+        assert moat_fds(m) == limit - 1
+        seen = len(m.log())
+        assert reply(m, pki, "smtp-plain") == bye("smtp-plain")
+        m.wait_log("cannot open a connection to the backend: Too many open files "
+                   "(moat's own shortage; the backend was not tried) ip=127.0.0.1")
+        m.wait_log('close reason=no_resources error="Too many open files"')
+        assert "backend_fail" not in m.log()[seen:]
+        # Descriptors for the scrape.
+        for c in fillers[:4]:
+            c.close()
+        assert backend_failures(m, "smtp-plain") == before
+    finally:
+        for c in fillers:
+            c.close()
+        m.stop()
