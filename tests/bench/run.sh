@@ -874,7 +874,8 @@ if sel("4"):
 if sel("5"):
     P("")
     P("Figure 5: SMTP NOOP round trip (us), through the proxy and straight to the backend in turns;")
-    P("          added = proxy - direct within each run")
+    P("          added = proxy - direct within each run (it includes loadgen's own TLS work on each")
+    P("          NOOP, a few us, the same for every proxy: the direct path is plaintext)")
     P(f"    {'path':<9} {'p50':>8} {'p90':>8} {'p99':>8} {'direct p50':>11} {'direct p99':>11} {'added p50':>10} {'added p99':>10} {'others %':>8}")
     for p in peers_of("5", "latency"):
         rs = sel("5", "latency", p)
