@@ -430,6 +430,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	struct gen *g;
 	char err[300] = "";
 	size_t k;
+	bool park;
 	int rc;
 
 	if (srv->draining) {
@@ -472,15 +473,6 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	 * while); they wait only while a changed [firewall] gets its new
 	 * writer, which they read without a lock. */
 	rc = guard_reload(gen_config(g), report_tee, &rr, err, sizeof(err));
-	if (rc == 0) {
-		bool park = guard_fw_changes(gen_config(g));
-
-		for (k = 0; park && k < srv->nw; k++)
-			worker_park(srv->w[k]);
-		guard_reload_fw(gen_config(g));
-		for (k = 0; park && k < srv->nw; k++)
-			worker_unpark(srv->w[k]);
-	}
 	if (rc == -1) {
 		reload_say(&rr, CONFIG_ERROR, "reload failed: %s; keeping the "
 		    "running configuration", err);
@@ -489,7 +481,15 @@ server_reload_config(struct server *srv, config_report_fn *report,
 		gen_unref(g);
 		return -1;
 	}
+	/* The new events sink first: the unban events of bans the new
+	 * allow list lifts belong in it. */
 	events_commit(srv, log, &rr);
+	park = guard_fw_changes(gen_config(g));
+	for (k = 0; park && k < srv->nw; k++)
+		worker_park(srv->w[k]);
+	guard_reload_fw(gen_config(g));
+	for (k = 0; park && k < srv->nw; k++)
+		worker_unpark(srv->w[k]);
 	lplan_commit(srv, g, &pl);
 	old = gen_config(srv->gen);
 	/* These two are bound once, before privileges are dropped. */

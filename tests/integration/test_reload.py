@@ -3,6 +3,7 @@ the config they started with, new ones get the new config; a broken
 config keeps the running one and says why."""
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -230,6 +231,32 @@ def test_reload_moves_state_file(tmp_path, pki, stack):
         while not moved.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "ban 192.0.2.77 " in moved.read_text()
+    finally:
+        assert m.stop() == 0
+
+
+def test_reload_writes_allow_list_unbans_to_its_new_events_file(tmp_path, pki, stack):
+    """One reload allow-lists a banned address and moves [events] file:
+    the unban is an event of the new configuration, in the new file (the
+    old one may be gone, or have been none at all)."""
+    m = start(tmp_path, pki, stack)
+    try:
+        assert m.ctl("ban", "192.0.2.78", "2h").returncode == 0
+        old, new = tmp_path / "events.jsonl", tmp_path / "events2.jsonl"
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "[policy.rate]", '[policy]\nallow = ["192.0.2.78/32"]\n\n[policy.rate]', 1)
+            .replace(str(old), str(new)))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "unban" not in old.read_text()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                new.exists() and "unban" in new.read_text()):
+            time.sleep(0.1)
+        lines = [json.loads(x) for x in new.read_text().splitlines()]
+        assert [(e["event"], e["ip"], e["reason"]) for e in lines] == \
+            [("unban", "192.0.2.78", "allowlist")], lines
+        assert "192.0.2.78" not in m.ctl("bans").stdout
     finally:
         assert m.stop() == 0
 
