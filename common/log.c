@@ -125,3 +125,30 @@ fatalx(const char *fmt, ...)
 	LOG_BODY(LOG_LEVEL_ERR, NULL);
 	exit(1);
 }
+
+/*
+ * Quoted when it holds spaces, so lines stay key=value. Bytes other than
+ * printable ASCII become '?': a client's SNI may hold a line break, and
+ * must not start a forged line of its own.
+ */
+const char *
+log_value(const char *v, char *buf, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)v;
+	size_t i, o = 0;
+
+	if (v == NULL)
+		return "-";
+	for (i = 0; u[i] != '\0'; i++)
+		if (u[i] <= ' ' || u[i] >= 0x7f || u[i] == '"' || u[i] == '=')
+			break;
+	if (u[i] == '\0')
+		return v;
+	buf[o++] = '"';
+	for (i = 0; u[i] != '\0' && o + 2 < len; i++)
+		buf[o++] = u[i] == '"' ? '\'' :
+		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}

@@ -3,6 +3,7 @@
 #define MOAT_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LEVEL_ERR = 3,
@@ -34,5 +35,12 @@ void fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * v as a value of a key=value line: as it is when it holds only printable
+ * ASCII other than space, '"' and '='; else quoted into buf (len >= 3),
+ * other bytes as '?', '"' as '\'', cut to fit. "-" for NULL.
+ */
+const char *log_value(const char *v, char *buf, size_t len);
 
 #endif

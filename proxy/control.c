@@ -965,7 +965,7 @@ cclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
 {
-	char ts[40], ip[64];
+	char ts[40], ip[64], v[256];
 	time_t secs = (time_t)(unix_ms / 1000);
 	struct tm tm;
 
@@ -976,8 +976,11 @@ tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
 	    ev->ip ? addr_v6_str(ev->ip, ip, sizeof(ip)) : "-");
 	if (ev->listener != NULL)
 		(void)sbuf_printf(o, " listener=%s", ev->listener);
+	/* Free text (an OpenSSL or firewall message) is quoted, so that
+	 * the line stays key=value for grep and awk. */
 	if (ev->reason != NULL)
-		(void)sbuf_printf(o, " reason=%s", ev->reason);
+		(void)sbuf_printf(o, " reason=%s",
+		    log_value(ev->reason, v, sizeof(v)));
 	if (ev->country != NULL)
 		(void)sbuf_printf(o, " country=%s", ev->country);
 	if (ev->count >= 0)
@@ -991,6 +994,9 @@ tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
 		(void)sbuf_printf(o, " firewall=%s", ev->firewall);
 	if (ev->session != NULL)
 		(void)sbuf_printf(o, " session=%s", ev->session);
+	if (ev->detail != NULL)
+		(void)sbuf_printf(o, " detail=%s",
+		    log_value(ev->detail, v, sizeof(v)));
 	(void)sbuf_adds(o, "\n");
 }
 

@@ -221,33 +221,6 @@ session_state_str(enum session_state st)
 	return "?";
 }
 
-/*
- * A log value: quoted when it holds spaces, so lines stay key=value.
- * Bytes other than printable ASCII become '?': a client's SNI may hold
- * a line break, and must not start a forged log line of its own.
- */
-static const char *
-logval(const char *v, char *buf, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)v;
-	size_t i, o = 0;
-
-	if (v == NULL)
-		return "-";
-	for (i = 0; u[i] != '\0'; i++)
-		if (u[i] <= ' ' || u[i] >= 0x7f || u[i] == '"' || u[i] == '=')
-			break;
-	if (u[i] == '\0')
-		return v;
-	buf[o++] = '"';
-	for (i = 0; u[i] != '\0' && o + 2 < len; i++)
-		buf[o++] = u[i] == '"' ? '\'' :
-		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
-	buf[o++] = '"';
-	buf[o] = '\0';
-	return buf;
-}
-
 static void
 set_timer_ms(struct session *s, uint64_t ms)
 {
@@ -497,7 +470,7 @@ session_free(struct session *s)
 	    PRIu64, s->id,
 	    s->close_reason ? s->close_reason : "closed",
 	    s->why != NULL ? " error=" : "",
-	    s->why != NULL ? logval(s->why, b1, sizeof(b1)) : "",
+	    s->why != NULL ? log_value(s->why, b1, sizeof(b1)) : "",
 	    s->client.nin, s->client.nout, ms);
 	why_free(s);
 	if (s->admitted)	/* metrics */
@@ -676,7 +649,7 @@ backend_fail(struct session *s, const char *why)
 
 	log_info("%s backend_fail backend=%s reason=%s ip=%s", s->id,
 	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
-	    logval(why, b1, sizeof(b1)), s->ip);
+	    log_value(why, b1, sizeof(b1)), s->ip);
 	metrics_backend_failure(s->lc->name);
 	unavailable(s, why, "backend_unavailable");
 }
@@ -839,7 +812,7 @@ proxy_fail(struct session *s, const char *why)
 	char b1[200];
 
 	log_info("%s proxy_fail reason=%s ip=%s", s->id,
-	    logval(why, b1, sizeof(b1)), s->ip);
+	    log_value(why, b1, sizeof(b1)), s->ip);
 	session_why(s, why);
 	session_kill(s, "proxy_fail");
 }
@@ -917,7 +890,7 @@ tls_failed(struct session *s, const char *reason)
 	char b1[200];
 
 	log_info("%s tls_fail reason=%s ip=%s", s->id,
-	    logval(reason, b1, sizeof(b1)), s->ip);
+	    log_value(reason, b1, sizeof(b1)), s->ip);
 	metrics_tls_failure(reason);
 	emit_plain("tls_fail", s->addr, s->lc->name, reason, s->id);
 }
@@ -964,7 +937,7 @@ do_handshake(struct session *s)
 		sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 		log_info("%s tls version=%s cipher=%s sni=%s", s->id,
 		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
-		    logval(sni, b1, sizeof(b1)));
+		    log_value(sni, b1, sizeof(b1)));
 		metrics_tls_handshake(SSL_get_version(c->ssl),
 		    SSL_get_cipher_name(c->ssl));
 		if (s->backend.fd >= 0) {

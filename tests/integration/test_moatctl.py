@@ -104,6 +104,29 @@ class Tail:
         self.p.wait()
 
 
+def test_tail_human_lines_keep_free_text_quoted_and_detail(moat):
+    """The human tail is key=value: free text (an OpenSSL reason) is
+    quoted, and detail (why a protocol event) is shown too."""
+    t = Tail(moat, "tail")
+    try:
+        t.wait_following()
+        with socket.create_connection(moat.addr("smtp"), timeout=10) as c:
+            c.sendall(b"PROXY TCP4 198.51.100.77 127.0.0.1 40000 25\r\n"
+                      b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.recv(4096)
+        line = t.line()
+        assert " protocol 198.51.100.77 " in line and " reason=http " in line, line
+        assert line.rstrip("\n").endswith(' detail="foreign protocol"'), line
+        with socket.create_connection(moat.addr("smtps"), timeout=10) as c:
+            c.sendall(b"EHLO plaintext.example\r\n" * 4)
+            c.recv(4096)
+        line = t.line()
+        assert " tls_fail 127.0.0.1 " in line, line
+        assert ' reason="wrong version number" ' in line, line
+    finally:
+        t.close()
+
+
 def test_status_human_and_json(moat, stack):
     out = ok(moat.ctl("status"))
     assert out.startswith("moat ")
