@@ -70,3 +70,51 @@ def test_moat_toml_documents_every_example_key():
                 words |= set(re.findall(r"[a-z_0-9]+", line.replace("\\", " ")))
     missing = sorted(keys - words)
     assert not missing, f"keys missing from moat.toml(5): {missing}"
+
+
+def _src(path):
+    with open(os.path.join(SOURCE, path)) as f:
+        return f.read()
+
+
+def _returns_of(text, func):
+    """The string literals function func returns."""
+    body = re.search(r"\n%s\([^)]*\)\n\{(.*?)\n\}" % re.escape(func), text, re.S)
+    assert body, f"{func} not found"
+    return set(re.findall(r'return "([a-z_]+)";', body.group(1)))
+
+
+def event_vocabulary():
+    """Every event name and reason word the code writes into events."""
+    words = set(re.findall(r"[a-z_]+", re.search(
+        r"#define EVENT_NAMES (.*?)\n\n", _src("proxy/events.h"), re.S).group(1)))
+    policy = _src("policy/policy.c")
+    words |= set(re.findall(r'\[POLICY_[A-Z]+\] = "([a-z_]+)"', policy.split(
+        "reason_categories")[0])) - {"ok"}
+    for f in ("proxy/cmdflow.c", "proxy/smtp.c", "proxy/pop3.c"):
+        words |= set(re.findall(r'filter_signal\(io, FILTER_SIG_(?!AUTH_OK|AUTH_TEMP)'
+                                r'[A-Z_]+, "([a-z0-9_]+)"\)', _src(f)))
+    words |= set(re.findall(r'"(pop3_[a-z]+)"', _src("proxy/pop3.c")))
+    words |= _returns_of(_src("proxy/smtp_parse.c"), "smtp_data_why_str") - {"ok"}
+    words |= set(re.findall(r'\*what = "([a-z_]+)";', _src("proxy/smtp_parse.c")))
+    words |= _returns_of(_src("proxy/slots.c"), "slots_verdict_str") - {"ok"}
+    words |= set(re.findall(r'case FW_[A-Z]+:\s*return "([a-z_]+)";',
+                            _src("firewall/fw.c"))) - {"ok"}
+    words |= set(re.findall(r'note_unban\(addr, "([a-z_]+)"\)', _src("proxy/guard.c")))
+    words |= {"proxy_untrusted", "eof", "timeout", "no_tls_context"}
+    return words
+
+
+def test_moat_8_lists_every_event_and_reason():
+    """moat(8), EVENTS, is what operators filter their tail with: every
+    event kind and reason word the code can write is listed there."""
+    page = _src("doc/moat.8")
+    section = page[page.index(".SH EVENTS"):page.index(".SH FILES")]
+    words = event_vocabulary()
+    # The extraction itself is checked, so that a rename cannot empty it.
+    assert {"reject", "firewall_error", "smtp_auth", "pop3_apop", "bare_lf",
+            "http", "early_talker", "capacity_reserve", "wrong_set_type",
+            "allowlist", "manual", "concurrency"} <= words, words
+    missing = sorted(w for w in words
+                     if not re.search(r"(?<![a-z_])%s(?![a-z_])" % w, section))
+    assert not missing, f"moat(8) EVENTS does not name: {missing}"
