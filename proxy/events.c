@@ -31,6 +31,7 @@ struct event_log {
 	bool failing;		/* the last write failed: said once */
 	bool syslog_failing;	/* the last send to syslog failed: said once */
 	bool torn;		/* a partial line lacks its newline */
+	bool lost;		/* the path names another file: said once */
 };
 
 /*
@@ -321,6 +322,18 @@ event_log_open(const char *path, bool use_syslog, char *errbuf,
 	return log;
 }
 
+/* Writes go to fd from now on. */
+static void
+use_file(struct event_log *log, int fd)
+{
+	pthread_mutex_lock(&mu);
+	close(log->fd);
+	log->fd = fd;
+	log->failing = false;
+	log->torn = false;	/* the old file's partial line stays there */
+	pthread_mutex_unlock(&mu);
+}
+
 int
 event_log_reopen(struct event_log *log)
 {
@@ -334,13 +347,42 @@ event_log_reopen(struct event_log *log)
 		    "file: %s", log->path, why);
 		return -1;
 	}
-	pthread_mutex_lock(&mu);
-	close(log->fd);
-	log->fd = fd;
-	log->failing = false;
-	log->torn = false;	/* the old file's partial line stays there */
-	pthread_mutex_unlock(&mu);
+	use_file(log, fd);
 	return 0;
+}
+
+void
+event_log_follow(struct event_log *log)
+{
+	struct stat open_st, path_st;
+	const char *why;
+	int fd;
+
+	if (log == NULL || log->path == NULL || strcmp(log->path, "-") == 0 ||
+	    log->fd == -1)
+		return;
+	/* A FIFO or a device is the operator's own arrangement. Only this
+	 * thread replaces log->fd, so it is read here without mu. */
+	if (fstat(log->fd, &open_st) == -1 || !S_ISREG(open_st.st_mode))
+		return;
+	if (stat(log->path, &path_st) == 0 &&
+	    path_st.st_dev == open_st.st_dev &&
+	    path_st.st_ino == open_st.st_ino) {
+		log->lost = false;
+		return;
+	}
+	if ((fd = events_file_open(log->path, &why)) == -1) {
+		if (!log->lost)
+			log_warnx("events: %s was moved or deleted, and a new "
+			    "one cannot be made (%s); events go to the old "
+			    "file until it can", log->path, why);
+		log->lost = true;
+		return;
+	}
+	log_info("events: %s was moved or deleted; writing to a new one",
+	    log->path);
+	use_file(log, fd);
+	log->lost = false;
 }
 
 void

@@ -68,6 +68,14 @@ struct event_log *event_log_open(const char *path, bool syslog,
     char *errbuf, size_t errlen);
 /* Reopens the file after logrotate moved it; 0 or -1 (old one kept). */
 int event_log_reopen(struct event_log *log);
+/*
+ * Opens the file again when its path no longer names the file written
+ * (deleted, or moved with no signal after it); a FIFO or device is left
+ * alone. For a timer of the thread that also reopens and closes log.
+ */
+void event_log_follow(struct event_log *log);
+/* How often the server calls event_log_follow(), in seconds. */
+#define EVENTS_FOLLOW_S 5.
 void event_log_close(struct event_log *log);
 
 /*

@@ -50,6 +50,7 @@ struct server {
 	struct event_log *events;
 	ev_timer drain;
 	ev_timer heap;		/* heap_tick() */
+	ev_timer follow;	/* event_log_follow() */
 	bool draining;
 	bool net_admin_gone;	/* CAP_NET_ADMIN given up at start */
 	struct control_server hooks;	/* for control and metrics */
@@ -858,6 +859,15 @@ server_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
+server_follow_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = container_of(w, struct server, follow);
+
+	(void)loop, (void)revents;
+	event_log_follow(srv->events);
+}
+
+static void
 server_heap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	size_t n;
@@ -1052,6 +1062,8 @@ server_run(struct config *cfg, const char *config_path)
 	srv.sigint.data = &srv;
 	ev_timer_init(&srv.drain, server_drain_cb, 0., 0.);
 	ev_timer_init(&srv.heap, server_heap_cb, HEAP_TICK, HEAP_TICK);
+	ev_timer_init(&srv.follow, server_follow_cb, EVENTS_FOLLOW_S,
+	    EVENTS_FOLLOW_S);
 	ev_signal_start(srv.loop, &srv.sighup);
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
@@ -1088,6 +1100,7 @@ server_run(struct config *cfg, const char *config_path)
 
 	heap_init();
 	ev_timer_start(srv.loop, &srv.heap);
+	ev_timer_start(srv.loop, &srv.follow);
 	ev_run(srv.loop, 0);
 
 	ev_signal_stop(srv.loop, &srv.sighup);
@@ -1096,6 +1109,7 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sigusr1);
 	ev_timer_stop(srv.loop, &srv.drain);
 	ev_timer_stop(srv.loop, &srv.heap);
+	ev_timer_stop(srv.loop, &srv.follow);
 	server_teardown(&srv);
 	ev_async_stop(srv.loop, &srv.done);
 	ev_loop_destroy(srv.loop);

@@ -261,6 +261,38 @@ def test_reload_writes_allow_list_unbans_to_its_new_events_file(tmp_path, pki, s
         assert m.stop() == 0
 
 
+def test_events_file_deleted_or_moved_without_a_signal_is_made_again(tmp_path, pki, stack):
+    """Someone deletes the events file, or moves it with no SIGUSR1 after:
+    within a few seconds moat writes to a new file at the path again,
+    instead of into a deleted inode until the next reopen."""
+    m = start(tmp_path, pki, stack)
+    path = tmp_path / "events.jsonl"
+    try:
+        for n, (ip, gone) in enumerate([("192.0.2.81", "rm"), ("192.0.2.82", "mv")]):
+            assert m.ctl("ban", ip, "1h").returncode == 0
+            if gone == "rm":
+                path.unlink()
+            else:
+                path.rename(tmp_path / "events.jsonl.1")
+            deadline = time.monotonic() + 20
+            while not path.exists():
+                assert time.monotonic() < deadline, m.log()[-2000:]
+                time.sleep(0.1)
+            assert m.log().count("events.jsonl was moved or deleted; "
+                                 "writing to a new one") == n + 1
+            assert m.ctl("unban", ip).returncode == 0
+            deadline = time.monotonic() + 10
+            while "unban" not in path.read_text():
+                assert time.monotonic() < deadline, path.read_text()
+                time.sleep(0.1)
+            e = json.loads(path.read_text().splitlines()[0])
+            assert (e["event"], e["ip"]) == ("unban", ip)
+        # What was written before the move stays in the moved file.
+        assert '"ip":"192.0.2.82"' in (tmp_path / "events.jsonl.1").read_text()
+    finally:
+        assert m.stop() == 0
+
+
 def test_reload_warns_aggregate_restarts_windows(tmp_path, pki, stack):
     m = start(tmp_path, pki, stack)
     try:
