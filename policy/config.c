@@ -651,6 +651,14 @@ get_countries(struct loader *l, const struct toml_value *v, const char *what,
 				    s, what);
 			continue;
 		}
+		if (strcmp(s, "EU") == 0 || strcmp(s, "AP") == 0)
+			warn_at(l, toml_value_pos(e), "\"%s\" in %s does not "
+			    "stand for %s: a database gives it, if at all, "
+			    "only to networks registered there with no "
+			    "country named, not to clients of the countries "
+			    "there; list the countries themselves", s, what,
+			    s[0] == 'E' ? "the European Union" :
+			    "Asia-Pacific");
 		strings_add(out, xstrdup(s));
 	}
 }
@@ -1189,11 +1197,29 @@ k_lis_accept_from(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	struct listener_ctx *lc = ctx;
+	const struct cfg_cidrs *from = &lc->lis->accept_proxy_from;
+	static const uint8_t v4any[16] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
+	};
 
-	(void)kp;
 	get_cidrs(l, v, "listener.accept_proxy_from",
 	    &lc->lis->accept_proxy_from);
+	/* Whoever may send the header may claim any address in it. */
+	for (size_t i = 0; i < from->n; i++)
+		if (from->v[i].plen <= 96 && cidr_contains(&from->v[i],
+		    v4any)) {
+			warn_at(l, kp, "listener.accept_proxy_from trusts "
+			    "every %saddress: any client can send a PROXY "
+			    "header naming an allow-listed address and pass "
+			    "the deny lists, geofencing, rates and bans; list "
+			    "only the load balancers", from->v[i].plen == 0 ?
+			    "" : "IPv4 ");
+			break;
+		}
 }
+
+/* Handshake and connect timeouts below this are warned about. */
+#define TIMEOUT_SHORT_MS 1000
 
 static void
 k_to_handshake(struct loader *l, const struct toml_value *v,
@@ -1248,6 +1274,18 @@ k_lis_timeouts(struct loader *l, const struct toml_value *v,
 	    lis->connect_ms == 0)
 		err_at(l, toml_value_pos(v), "listener.timeouts must all be "
 		    "longer than zero");
+	else {
+		if (lis->handshake_ms < TIMEOUT_SHORT_MS)
+			warn_at(l, toml_value_pos(v), "listener.timeouts."
+			    "handshake is under a second: clients on slow or "
+			    "distant links need several round trips for a "
+			    "handshake and will fail it (default 10s)");
+		if (lis->connect_ms < TIMEOUT_SHORT_MS)
+			warn_at(l, toml_value_pos(v), "listener.timeouts."
+			    "connect is under a second: it also bounds the "
+			    "wait for the backend's greeting, which a busy "
+			    "backend may take longer to send (default 5s)");
+	}
 }
 
 static void
@@ -1455,6 +1493,13 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		    "shorter than the 10 minutes RFC 1939 gives a POP3 "
 		    "client between commands; mail clients that poll slowly "
 		    "will be cut off", lis->name);
+	else if (lis->protocol == CFG_PROTO_SMTP &&
+	    lis->idle_ms < IDLE_SMTP_MS)
+		warn_at(l, lc->timeouts_pos, "listener '%s': timeouts.idle is "
+		    "shorter than the 5 minutes RFC 5321 4.5.3.2.7 gives an "
+		    "SMTP client between commands; senders that pause (a "
+		    "large message being prepared, a slow DNS lookup) will "
+		    "be cut off", lis->name);
 	if (lis->require_tls && lis->tls == CFG_TLS_NONE)
 		err_at(l, lc->tls_pos.line ? lc->tls_pos : pos, "listener "
 		    "'%s': require_tls = true needs tls = \"starttls\" or "
@@ -2082,6 +2127,15 @@ check_metrics(struct loader *l, const struct toml_value *root)
 		for (j = 0; j < lis->nlisten; j++)
 			check_clash(l, pos, "daemon.metrics", m,
 			    &lis->listen[j], owner, true);
+		if (backend_hits_listener(&lis->backend, m)) {
+			char bs[ADDR_PORT_STRLEN];
+
+			err_at(l, pos, "daemon.metrics: listener '%s' has its "
+			    "backend at %s, moat's own metrics endpoint "
+			    "(the backend is the mail server's port)",
+			    lis->name, addr_port_str(&lis->backend, bs,
+			    sizeof(bs)));
+		}
 	}
 }
 
@@ -2166,6 +2220,14 @@ config_check(struct loader *l, const struct toml_value *root)
 		    duration_str(cfg->ban.duration_ms, durs, sizeof(durs)));
 	}
 	check_metrics(l, root);
+	if (cfg->firewall.backend != CFG_FW_NONE &&
+	    strcmp(cfg->firewall.set4, cfg->firewall.set6) == 0 &&
+	    key_ok(l, root, "firewall", "set4") &&
+	    key_ok(l, root, "firewall", "set6"))
+		err_at(l, key_pos(root, "firewall", "set6"), "firewall.set4 "
+		    "and firewall.set6 are both \"%s\": one set holds IPv4 "
+		    "addresses, the other IPv6, so they need two names",
+		    cfg->firewall.set6);
 }
 
 void

@@ -148,7 +148,7 @@ test_values(void)
 	    "backend_proxy = \"v1\"\naccept_proxy = true\n"
 	    "accept_proxy_from = [\"10.0.0.0/8\", \"fd00::/8\"]\n"
 	    "timeouts = { handshake = \"3s\", idle = \"1h\", "
-	    "connect = \"250ms\" }\nmax_line = 4096\n"
+	    "connect = \"1500ms\" }\nmax_line = 4096\n"
 	    "[policy]\nallow = [\"192.0.2.10\"]\n"
 	    "deny = [\"198.51.100.0/24\", \"2001:db8:bad::/48\"]\n"
 	    "[policy.rate]\nconnections = { limit = 5, window = \"10s\" }\n"
@@ -184,7 +184,7 @@ test_values(void)
 	CHECK_INT_EQ(lis->accept_proxy_from.n, 2);
 	CHECK_INT_EQ(lis->handshake_ms, 3000);
 	CHECK_INT_EQ(lis->idle_ms, 3600000);
-	CHECK_INT_EQ(lis->connect_ms, 250);
+	CHECK_INT_EQ(lis->connect_ms, 1500);
 	CHECK_INT_EQ(lis->max_line, 4096);
 	CHECK_INT_EQ(cfg->policy.allow.n, 1);
 	CHECK_INT_EQ(cfg->policy.deny.n, 2);
@@ -626,6 +626,70 @@ test_pop3_idle(void)
 	config_free(cfg);
 }
 
+/* Values that load but hurt: each gets a warning, or is refused. */
+static void
+test_risky_values(void)
+{
+	static const struct {
+		const char *toml, *want;	/* want NULL: no warning */
+	} cases[] = {
+		{ "accept_proxy = true\naccept_proxy_from = [\"10.0.0.0/8\", "
+		    "\"0.0.0.0/0\"]\n", "t.toml:9:1: warning: listener."
+		    "accept_proxy_from trusts every IPv4 address: any client" },
+		{ "accept_proxy = true\naccept_proxy_from = [\"::/0\"]\n",
+		    "warning: listener.accept_proxy_from trusts every "
+		    "address" },
+		{ "accept_proxy = true\naccept_proxy_from = [\"10.0.0.0/8\"]"
+		    "\n", NULL },
+		{ "timeouts = { handshake = \"500ms\" }\n", "t.toml:8:12: "
+		    "warning: listener.timeouts.handshake is under a second" },
+		{ "timeouts = { connect = \"999ms\" }\n", "warning: listener."
+		    "timeouts.connect is under a second: it also bounds" },
+		{ "timeouts = { handshake = \"1s\", connect = \"1s\" }\n",
+		    NULL },
+		{ "timeouts = { idle = \"1m\" }\n", "warning: listener 'smtp':"
+		    " timeouts.idle is shorter than the 5 minutes RFC 5321" },
+		{ "[policy.geo]\ndatabase = \"/etc/passwd\"\nallow_countries = "
+		    "[\"DE\", \"EU\"]\n", "t.toml:10:26: warning: \"EU\" in "
+		    "policy.geo.allow_countries does not stand for the "
+		    "European Union" },
+		{ "[policy.geo]\ndatabase = \"/etc/passwd\"\ndeny_countries = "
+		    "[\"AP\"]\n", "does not stand for Asia-Pacific" },
+	};
+	struct diags d;
+	struct config *cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char toml[512];
+
+		snprintf(toml, sizeof(toml), "%s%s", LISTENER
+		    "backend_proxy = \"v2\"\n", cases[i].toml);
+		cfg = load(toml, &d);
+		CHECK(cfg != NULL);
+		CHECK_INT_EQ(d.errors, 0);
+		if (cases[i].want == NULL)
+			CHECK_INT_EQ(d.warnings, 0);
+		else if (strstr(d.text, cases[i].want) == NULL) {
+			check_failed++;
+			fprintf(stderr, "%s:%d: case %zu: no \"%s\" in:\n%s",
+			    __FILE__, __LINE__, i, cases[i].want, d.text);
+		}
+		config_free(cfg);
+	}
+	EXPECT_ERROR(LISTENER "[firewall]\nset4 = \"blocked\"\nset6 = "
+	    "\"blocked\"\n", "t.toml:9:1: firewall.set4 and firewall.set6 "
+	    "are both \"blocked\": one set holds IPv4 addresses");
+	cfg = EXPECT_OK(LISTENER "[firewall]\nbackend = \"none\"\nset4 = "
+	    "\"blocked\"\nset6 = \"blocked\"\n");
+	config_free(cfg);
+	EXPECT_ERROR(LISTENER "[daemon]\nmetrics = \"127.0.0.1:25\"\n",
+	    "t.toml:8:11: daemon.metrics: listener 'smtp' has its backend at "
+	    "127.0.0.1:25, moat's own metrics endpoint");
+	EXPECT_ERROR(LISTENER "[daemon]\nmetrics = \"0.0.0.0:25\"\n",
+	    "listener 'smtp' has its backend at 127.0.0.1:25, moat's own");
+}
+
 static void
 test_v4_cover_warning(void)
 {
@@ -696,6 +760,7 @@ main(void)
 	test_open_relay_warning();
 	test_pop3_idle();
 	test_v4_cover_warning();
+	test_risky_values();
 	test_list_file();
 	return check_report("test_config");
 }
