@@ -32,41 +32,39 @@ privdrop_dirname(const char *path, char *buf, size_t len)
 	return buf;
 }
 
-/* mkdir -p for dir; the directories it makes belong to uid:gid. */
+/*
+ * Makes dir, a file's own directory, when missing; it belongs to uid:gid.
+ * Only that last level: a typo in the path must not build a tree of
+ * directories (as root, from /) that nobody meant.
+ */
 static int
-make_dir_for(const char *dir, uid_t uid, gid_t gid, char *err, size_t errlen)
+make_dir_for(const char *dir, const char *file, uid_t uid, gid_t gid,
+    char *err, size_t errlen)
 {
-	char buf[4096];
-	char *p;
-	size_t n = strlen(dir);
+	char parent[4096];
 
-	if (n == 0 || n >= sizeof(buf)) {
-		snprintf(err, errlen, "privileges: bad directory '%s'", dir);
-		return -1;
-	}
-	memcpy(buf, dir, n + 1);
-	for (p = buf + 1;; p++) {
-		bool last = *p == '\0';
-
-		if (*p != '/' && !last)
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0750) == 0) {
-			if (chown(buf, uid, gid) == -1) {
-				snprintf(err, errlen, "privileges: chown %s: "
-				    "%s", buf, strerror(errno));
-				return -1;
-			}
-			log_info("created %s for the daemon user", buf);
-		} else if (errno != EEXIST) {
-			snprintf(err, errlen, "cannot create %s: %s", buf,
+	if (mkdir(dir, 0750) == 0) {
+		if (chown(dir, uid, gid) == -1) {
+			snprintf(err, errlen, "privileges: chown %s: %s", dir,
 			    strerror(errno));
 			return -1;
 		}
-		if (last)
-			return 0;
-		*p = '/';
+		if (uid != geteuid())
+			log_info("created %s for the daemon user", dir);
+		else
+			log_info("created %s", dir);
+		return 0;
 	}
+	if (errno == EEXIST)
+		return 0;
+	if (errno == ENOENT)
+		snprintf(err, errlen, "%s: neither %s nor %s exists (moat "
+		    "makes only a file's own directory; check the path)", file,
+		    dir, privdrop_dirname(dir, parent, sizeof(parent)));
+	else
+		snprintf(err, errlen, "cannot create %s: %s", dir,
+		    strerror(errno));
+	return -1;
 }
 
 /*
@@ -162,32 +160,38 @@ say_cannot_write(const char *user, const char *dir, const struct stat *st,
 	    (unsigned)(st->st_mode & 07777), file, user, dir);
 }
 
-/* The nearest existing directory at or above dir must be a directory
- * that mkdir -p can go on from. */
+/* dir, or else its parent (make_dir_for() makes one level), must be a
+ * directory. */
 static int
 can_make(const char *dir, const char *file, char *err, size_t errlen)
 {
-	char buf[4096], *slash;
+	char parent[4096];
 	struct stat st;
 
-	snprintf(buf, sizeof(buf), "%s", dir);
-	for (;;) {
-		if (stat(buf, &st) == 0) {
-			if (S_ISDIR(st.st_mode))
-				return 0;
-			snprintf(err, errlen, "%s: %s is not a directory",
-			    file, buf);
-			return -1;
-		}
-		if (errno != ENOENT) {
-			snprintf(err, errlen, "%s: %s: %s", file, buf,
-			    strerror(errno));
-			return -1;
-		}
-		if ((slash = strrchr(buf, '/')) == NULL || slash == buf)
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
 			return 0;
-		*slash = '\0';
+		snprintf(err, errlen, "%s: %s is not a directory", file, dir);
+		return -1;
 	}
+	if (errno != ENOENT) {
+		snprintf(err, errlen, "%s: %s: %s", file, dir, strerror(errno));
+		return -1;
+	}
+	privdrop_dirname(dir, parent, sizeof(parent));
+	if (stat(parent, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		snprintf(err, errlen, "%s: %s is not a directory", file,
+		    parent);
+	} else if (errno == ENOENT)
+		snprintf(err, errlen, "%s: neither %s nor %s exists (moat "
+		    "makes only a file's own directory; check the path)", file,
+		    dir, parent);
+	else
+		snprintf(err, errlen, "%s: %s: %s", file, parent,
+		    strerror(errno));
+	return -1;
 }
 
 int
@@ -223,9 +227,14 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 	for (i = 0; own != NULL && own[i] != NULL; i++) {
 		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
 			continue;
+		if (stat(own[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "%s is a directory; name a file "
+			    "(in it, for instance)", own[i]);
+			return -1;
+		}
 		privdrop_dirname(own[i], dir, sizeof(dir));
 		if (dry_run ? can_make(dir, own[i], err, errlen) == -1 :
-		    make_dir_for(dir, uid, gid, err, errlen) == -1)
+		    make_dir_for(dir, own[i], uid, gid, err, errlen) == -1)
 			return -1;
 		if (pw == NULL || geteuid() != 0)
 			continue;

@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -439,3 +440,35 @@ def test_start_without_root_says_why(confdir):
     assert "cannot listen on 127.0.0.1:1: Permission denied (a port below " \
         "1024 needs moat to start as root)" in r.stderr, r.stderr
     assert "restart" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("state_file", "{dir}/statedir", "{dir}/statedir is a directory; name a file"),
+    ("events", "{dir}/eventsdir", "{dir}/eventsdir is a directory; name a file"),
+    ("events", "{dir}/no/such/events.jsonl",
+     "{dir}/no/such/events.jsonl: neither {dir}/no/such nor {dir}/no exists "
+     "(moat makes only a file's own directory; check the path)"),
+])
+def test_state_and_events_paths_are_checked(confdir, key, value, want):
+    """A state or events file that is a directory, or sits under a
+    directory tree that does not exist (a typo): moat -t refuses it as
+    the start does, and the start makes no directories for it."""
+    (confdir / "statedir").mkdir()
+    (confdir / "eventsdir").mkdir()
+    value, want = value.format(dir=confdir), want.format(dir=confdir)
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    free = port.getsockname()[1]
+    port.close()
+    section = (f'[daemon]\nstate_file = "{value}"\ncontrol_socket = "{confdir}/s"\n'
+               if key == "state_file" else
+               f'[daemon]\nstate_file = "{confdir}/st"\ncontrol_socket = "{confdir}/s"\n'
+               f'[events]\nfile = "{value}"\n')
+    path, r = check(confdir, LISTENER.replace("10465", str(free)) +
+                    '[firewall]\nbackend = "none"\n' + section)
+    assert r.returncode == 1, r.stderr
+    assert want in r.stderr, r.stderr
+    r = run("-c", path)
+    assert r.returncode == 1, r.stderr
+    assert want in r.stderr, r.stderr
+    assert not (confdir / "no").exists()
