@@ -505,6 +505,25 @@ warn_v4_cover(struct loader *l, const char *file, struct toml_pos pos,
 	    what ? what : "", what ? ": " : "", s);
 }
 
+/* "" when a prefix of c covers every address, "IPv4 " when one covers
+ * all of IPv4, else NULL: for warnings about lists that take in all. */
+static const char *
+covers_all(const struct cfg_cidrs *c)
+{
+	static const uint8_t v4any[16] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
+	};
+	const char *all = NULL;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->v[i].plen == 0)
+			return "";
+		if (c->v[i].plen <= 96 && cidr_contains(&c->v[i], v4any))
+			all = "IPv4 ";
+	}
+	return all;
+}
+
 static void
 get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
     struct cfg_cidrs *out)
@@ -1197,25 +1216,17 @@ k_lis_accept_from(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	struct listener_ctx *lc = ctx;
-	const struct cfg_cidrs *from = &lc->lis->accept_proxy_from;
-	static const uint8_t v4any[16] = {
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
-	};
+	const char *all;
 
 	get_cidrs(l, v, "listener.accept_proxy_from",
 	    &lc->lis->accept_proxy_from);
 	/* Whoever may send the header may claim any address in it. */
-	for (size_t i = 0; i < from->n; i++)
-		if (from->v[i].plen <= 96 && cidr_contains(&from->v[i],
-		    v4any)) {
-			warn_at(l, kp, "listener.accept_proxy_from trusts "
-			    "every %saddress: any client can send a PROXY "
-			    "header naming an allow-listed address and pass "
-			    "the deny lists, geofencing, rates and bans; list "
-			    "only the load balancers", from->v[i].plen == 0 ?
-			    "" : "IPv4 ");
-			break;
-		}
+	if ((all = covers_all(&lc->lis->accept_proxy_from)) != NULL)
+		warn_at(l, kp, "listener.accept_proxy_from trusts every "
+		    "%saddress: any client can send a PROXY header naming an "
+		    "allow-listed address and pass the deny lists, "
+		    "geofencing, rates and bans; list only the load "
+		    "balancers", all);
 }
 
 /* Handshake and connect timeouts below this are warned about. */
@@ -1590,8 +1601,13 @@ static void
 k_pol_allow(struct loader *l, const struct toml_value *v, struct toml_pos kp,
     void *ctx)
 {
-	(void)kp, (void)ctx;
+	const char *all;
+
+	(void)ctx;
 	get_cidrs(l, v, "policy.allow", &l->cfg->policy.allow);
+	if ((all = covers_all(&l->cfg->policy.allow)) != NULL)
+		warn_at(l, kp, "policy.allow covers every %saddress: no such "
+		    "client is ever refused, rate-limited or banned", all);
 }
 
 static void

@@ -255,8 +255,8 @@ pem_has_block(const char *path, const char *what)
  * "PEM lib": an encrypted key, or a file with no key in it.
  */
 static bool
-ctx_use_key(SSL_CTX *ctx, const char *key, config_report_fn *report,
-    void *arg)
+ctx_use_key(SSL_CTX *ctx, const char *key, const char *cert,
+    config_report_fn *report, void *arg)
 {
 	char line[1024];
 	bool asked = false;
@@ -272,6 +272,14 @@ ctx_use_key(SSL_CTX *ctx, const char *key, config_report_fn *report,
 		snprintf(line, sizeof(line), "%s: the private key is "
 		    "encrypted; moat needs an unencrypted key (openssl pkey "
 		    "-in %s -out NEW.pem)", key, key);
+		report(arg, CONFIG_ERROR, line);
+	} else if (ERR_GET_LIB(ERR_peek_last_error()) == ERR_LIB_X509 &&
+	    ERR_GET_REASON(ERR_peek_last_error()) ==
+	    X509_R_KEY_VALUES_MISMATCH) {
+		ERR_clear_error();
+		snprintf(line, sizeof(line), "%s: this private key does not "
+		    "belong to the first certificate in %s, which must be "
+		    "the server's own (its chain follows it)", key, cert);
 		report(arg, CONFIG_ERROR, line);
 	} else if (ERR_GET_REASON(ERR_peek_last_error()) != ERR_R_PEM_LIB)
 		report_ssl(report, arg, key, "cannot load private key");
@@ -298,6 +306,23 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert))
 		return true;
+	if (ERR_GET_LIB(ERR_peek_last_error()) == ERR_LIB_SSL &&
+	    (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_EE_KEY_TOO_SMALL ||
+	    ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_CA_KEY_TOO_SMALL ||
+	    ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_CA_MD_TOO_WEAK)) {
+		snprintf(line, sizeof(line), "%s: %s, below what OpenSSL "
+		    "accepts here (RSA keys need 2048 bits or more, signatures "
+		    "SHA-256 or better); issue a new certificate", cert,
+		    ERR_GET_REASON(ERR_peek_last_error()) ==
+		    SSL_R_EE_KEY_TOO_SMALL ? "the certificate's key is too "
+		    "small" : ERR_GET_REASON(ERR_peek_last_error()) ==
+		    SSL_R_CA_KEY_TOO_SMALL ? "a CA certificate's key in the "
+		    "chain is too small" : "a certificate in the chain is "
+		    "signed with a weak digest");
+		ERR_clear_error();
+		report(arg, CONFIG_ERROR, line);
+		return false;
+	}
 	if (ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_PEM_LIB &&
 	    !pem_has_block(cert, "CERTIFICATE")) {
 		ERR_clear_error();
@@ -420,7 +445,7 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 	/* Before any PEM is read: no file may ever prompt. */
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase_cb);
 	if (!ctx_use_chain(ctx, cert, report, arg) ||
-	    !ctx_use_key(ctx, key, report, arg))
+	    !ctx_use_key(ctx, key, cert, report, arg))
 		goto fail;
 	if (!SSL_CTX_check_private_key(ctx)) {
 		snprintf(line, sizeof(line), "private key does not match "

@@ -208,6 +208,42 @@ def test_key_file_without_key(confdir):
     assert "it holds a certificate" in r.stderr
 
 
+def test_key_of_another_certificate_or_chain_in_the_wrong_order(confdir):
+    """OpenSSL says "key values mismatch"; the operator needs to hear
+    which files disagree and that the server's certificate comes first."""
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             str(confdir / "other.key"), "-out", str(confdir / "other.pem"),
+             "-days", "3", "-subj", "/CN=other")
+    want = (f"{confdir}/other.key: this private key does not belong to the "
+            f"first certificate in {confdir}/cert.pem, which must be the "
+            "server's own (its chain follows it)")
+    path, r = run_with_key(confdir, "other.key")
+    assert r.returncode == 1 and want in r.stderr, r.stderr
+    assert "key values mismatch" not in r.stderr
+    # The right key, behind a file whose leaf came second.
+    (confdir / "cert.pem").write_text((confdir / "other.pem").read_text() +
+                                      (confdir / "cert.pem").read_text())
+    path, r = run_with_key(confdir, "key.pem")
+    assert r.returncode == 1, r.stderr
+    assert f"{confdir}/key.pem: this private key does not belong to the first " \
+        f"certificate in {confdir}/cert.pem" in r.stderr, r.stderr
+
+
+def test_weak_rsa_certificate_said_in_words(confdir):
+    _openssl("req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout",
+             str(confdir / "weak.key"), "-out", str(confdir / "weak.pem"),
+             "-days", "3", "-subj", "/CN=weak")
+    path = confdir / "moat.toml"
+    path.write_text('[tls]\ncertificate = "weak.pem"\nkey = "weak.key"\n'
+                    + LISTENER)
+    r = run("-t", "-c", str(path))
+    assert r.returncode == 1, r.stderr
+    assert f"{confdir}/weak.pem: the certificate's key is too small, below " \
+        "what OpenSSL accepts here (RSA keys need 2048 bits or more" \
+        in r.stderr, r.stderr
+
+
 def test_certificate_out_of_its_dates_warned(confdir):
     """A certificate that expired (a stale file put back during renewal)
     or is about to: moat -t passes it, as a start or reload would, but

@@ -677,6 +677,12 @@ test_risky_values(void)
 		}
 		config_free(cfg);
 	}
+	cfg = load(LISTENER "backend_proxy = \"v2\"\n[policy]\nallow = "
+	    "[\"0.0.0.0/0\"]\n", &d);
+	CHECK(cfg != NULL);
+	CHECK(strstr(d.text, "t.toml:9:1: warning: policy.allow covers every "
+	    "IPv4 address: no such client is ever refused") != NULL);
+	config_free(cfg);
 	EXPECT_ERROR(LISTENER "[firewall]\nset4 = \"blocked\"\nset6 = "
 	    "\"blocked\"\n", "t.toml:9:1: firewall.set4 and firewall.set6 "
 	    "are both \"blocked\": one set holds IPv4 addresses");
