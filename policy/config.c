@@ -1015,10 +1015,14 @@ k_tls_sni(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 
 		if (!want_type(l, t, TOML_TABLE, "each tls.sni entry"))
 			continue;
+		int before = l->nerrors;
+
 		cfg->tls.nsni++;
 		walk_table(l, t, "[[tls.sni]]", sni_keys,
 		    sizeof(sni_keys) / sizeof(sni_keys[0]), sni);
-		if (sni->names.n == 0)
+		/* Not after a bad name was reported: that said it. */
+		if (sni->names.n == 0 && (toml_table_get(t, "names") == NULL ||
+		    l->nerrors == before))
 			err_at(l, toml_value_pos(t), "[[tls.sni]] needs "
 			    "names = [\"host.example\", ...]");
 		if (sni->certificate == NULL || sni->key == NULL)
@@ -1064,7 +1068,8 @@ static const struct key_spec tls_keys[] = {
 
 struct listener_ctx {
 	struct cfg_listener *lis;
-	bool has_listen, has_protocol, has_tls, has_backend;
+	bool has_name, has_listen, has_protocol, has_tls, has_backend;
+	bool tls_bad, from_bad;	/* said already: no follow-on errors */
 	struct toml_pos accept_proxy_pos, tls_pos, bproxy_pos, timeouts_pos;
 	struct toml_pos backend_pos;	/* line 0 unless backend parsed */
 	struct toml_pos *listen_pos;	/* of each lis->listen entry */
@@ -1078,6 +1083,7 @@ k_lis_name(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	const char *s = get_string(l, v, "listener.name");
 
 	(void)kp;
+	lc->has_name = true;
 	if (s == NULL)
 		return;
 	if (!name_valid(s, NAME_MAX_LEN)) {
@@ -1155,6 +1161,8 @@ k_lis_tls(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	lc->tls_pos = toml_value_pos(v);
 	if (get_enum(l, v, "listener.tls", names, &i))
 		lc->lis->tls = (enum cfg_tls_mode)i;
+	else
+		lc->tls_bad = true;
 }
 
 static void
@@ -1217,9 +1225,11 @@ k_lis_accept_from(struct loader *l, const struct toml_value *v,
 {
 	struct listener_ctx *lc = ctx;
 	const char *all;
+	int before = l->nerrors;
 
 	get_cidrs(l, v, "listener.accept_proxy_from",
 	    &lc->lis->accept_proxy_from);
+	lc->from_bad = l->nerrors != before;
 	/* Whoever may send the header may claim any address in it. */
 	if ((all = covers_all(&lc->lis->accept_proxy_from)) != NULL)
 		warn_at(l, kp, "listener.accept_proxy_from trusts every "
@@ -1474,8 +1484,9 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 	size_t i, j, k;
 
 	if (lis->name == NULL) {
-		err_at(l, pos, "[[listener]] needs a name = \"...\" "
-		    "(used in logs, events and metrics)");
+		if (!lc->has_name)
+			err_at(l, pos, "[[listener]] needs a name = \"...\" "
+			    "(used in logs, events and metrics)");
 		return;
 	}
 	if (!lc->has_listen)
@@ -1511,11 +1522,12 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		    "SMTP client between commands; senders that pause (a "
 		    "large message being prepared, a slow DNS lookup) will "
 		    "be cut off", lis->name);
-	if (lis->require_tls && lis->tls == CFG_TLS_NONE)
+	if (lis->require_tls && lis->tls == CFG_TLS_NONE && !lc->tls_bad)
 		err_at(l, lc->tls_pos.line ? lc->tls_pos : pos, "listener "
 		    "'%s': require_tls = true needs tls = \"starttls\" or "
 		    "\"implicit\"", lis->name);
-	if (lis->accept_proxy && lis->accept_proxy_from.n == 0)
+	if (lis->accept_proxy && lis->accept_proxy_from.n == 0 &&
+	    !lc->from_bad)
 		err_at(l, lc->accept_proxy_pos, "listener '%s': accept_proxy "
 		    "= true needs accept_proxy_from = [\"CIDR\", ...] naming "
 		    "the load balancers allowed to send the header",

@@ -626,6 +626,49 @@ test_pop3_idle(void)
 	config_free(cfg);
 }
 
+/* One mistake, one error: no second one that follows from the first. */
+static void
+test_no_follow_on_errors(void)
+{
+	static const char *const cases[] = {
+		"[[listener]]\nname = \"bad name\"\nlisten = "
+		    "[\"127.0.0.1:2525\"]\nprotocol = \"smtp\"\ntls = "
+		    "\"none\"\nbackend = \"127.0.0.1:25\"\n",
+		"[[listener]]\nname = \"smtp\"\nlisten = "
+		    "[\"127.0.0.1:2525\"]\nprotocol = \"smtp\"\ntls = "
+		    "\"STARTTLS\"\nrequire_tls = true\nbackend = "
+		    "\"127.0.0.1:25\"\n",
+		LISTENER "accept_proxy = true\naccept_proxy_from = "
+		    "[\"10.0.0.300/8\"]\n",
+		"[tls]\ncertificate = \"/etc/passwd\"\nkey = \"/etc/passwd\""
+		    "\n[[tls.sni]]\nnames = [\"bad name\"]\ncertificate = "
+		    "\"/etc/passwd\"\nkey = \"/etc/passwd\"\n" LISTENER,
+	};
+	struct diags d;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *cfg = load(cases[i], &d);
+
+		CHECK(cfg == NULL);
+		if (d.errors != 1) {
+			check_failed++;
+			fprintf(stderr, "%s:%d: case %zu: %d errors:\n%s",
+			    __FILE__, __LINE__, i, d.errors, d.text);
+		} else
+			check_passed++;
+	}
+	/* Absent or empty is still said. */
+	EXPECT_ERROR("[tls]\ncertificate = \"/etc/passwd\"\nkey = "
+	    "\"/etc/passwd\"\n[[tls.sni]]\nnames = []\ncertificate = "
+	    "\"/etc/passwd\"\nkey = \"/etc/passwd\"\n" LISTENER,
+	    "[[tls.sni]] needs names");
+	EXPECT_ERROR(LISTENER "accept_proxy = true\naccept_proxy_from = []\n",
+	    "accept_proxy = true needs accept_proxy_from");
+	EXPECT_ERROR("[[listener]]\nlisten = [\"127.0.0.1:2525\"]\n",
+	    "[[listener]] needs a name");
+}
+
 /* Values that load but hurt: each gets a warning, or is refused. */
 static void
 test_risky_values(void)
@@ -767,6 +810,7 @@ main(void)
 	test_pop3_idle();
 	test_v4_cover_warning();
 	test_risky_values();
+	test_no_follow_on_errors();
 	test_list_file();
 	return check_report("test_config");
 }
