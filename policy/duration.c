@@ -62,7 +62,7 @@ unit_ms(const char *p, size_t len, bool any_case)
 int
 duration_parse(const char *s, uint64_t *ms, const char **why)
 {
-	uint64_t total = 0;
+	uint64_t total = 0, last = 0;
 	const char *p = s;
 
 	if (*p == '\0') {
@@ -108,6 +108,13 @@ duration_parse(const char *s, uint64_t *ms, const char **why)
 				    "between them, as in \"5m\" or \"1h30m\"";
 			return -1;
 		}
+		/* "1m1m" or "30m1h" is more likely a slip than a sum. */
+		if (last != 0 && mult >= last) {
+			*why = "units go from the largest to the smallest, "
+			    "each once, as in \"1h30m\"";
+			return -1;
+		}
+		last = mult;
 		p += ulen;
 		if (n > DURATION_MAX_MS / mult ||
 		    total > DURATION_MAX_MS - n * mult) {

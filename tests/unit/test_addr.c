@@ -130,6 +130,14 @@ test_duration(void)
 	CHECK_INT_EQ(duration_parse("1 h", &ms, &why), -1);
 	CHECK_INT_EQ(duration_parse("99999999999999999999d", &ms, &why), -1);
 	CHECK_STR_EQ(why, "duration is too long");
+	CHECK_INT_EQ(duration_parse("1d2h3m4s5ms", &ms, &why), 0);
+	CHECK_INT_EQ(ms, 93784005);
+	CHECK_INT_EQ(duration_parse("1m1m", &ms, &why), -1);
+	CHECK_STR_EQ(why, "units go from the largest to the smallest, each "
+	    "once, as in \"1h30m\"");
+	CHECK_INT_EQ(duration_parse("30m1h", &ms, &why), -1);
+	CHECK_INT_EQ(duration_parse("1s500ms", &ms, &why), 0);
+	CHECK_INT_EQ(ms, 1500);
 
 	CHECK_STR_EQ(duration_str(5400000, buf, sizeof(buf)), "1h30m");
 	CHECK_STR_EQ(duration_str(0, buf, sizeof(buf)), "0s");
