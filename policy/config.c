@@ -1012,11 +1012,10 @@ k_tls_sni(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 	for (i = 0; i < n; i++) {
 		const struct toml_value *t = toml_array_at(v, i);
 		struct cfg_sni *sni = &cfg->tls.sni[cfg->tls.nsni];
+		int before = l->nerrors;
 
 		if (!want_type(l, t, TOML_TABLE, "each tls.sni entry"))
 			continue;
-		int before = l->nerrors;
-
 		cfg->tls.nsni++;
 		walk_table(l, t, "[[tls.sni]]", sni_keys,
 		    sizeof(sni_keys) / sizeof(sni_keys[0]), sni);
