@@ -375,7 +375,8 @@ event_log_follow(struct event_log *log)
 		if (!log->lost)
 			log_warnx("events: %s was moved or deleted, and a new "
 			    "one cannot be made (%s); events go to the old "
-			    "file until it can", log->path, why);
+			    "file (nowhere, if it was deleted) until it can",
+			    log->path, why);
 		log->lost = true;
 		return;
 	}
