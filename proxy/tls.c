@@ -296,30 +296,41 @@ ctx_use_key(SSL_CTX *ctx, const char *key, const char *cert,
 	return false;
 }
 
+/* What an OpenSSL security-level refusal of a chain means; NULL for
+ * other reasons. */
+static const char *
+weak_cert_what(int reason)
+{
+	switch (reason) {
+	case SSL_R_EE_KEY_TOO_SMALL:
+		return "the certificate's key is too small";
+	case SSL_R_CA_KEY_TOO_SMALL:
+		return "a CA certificate's key in the chain is too small";
+	case SSL_R_CA_MD_TOO_WEAK:
+		return "a certificate in the chain is signed with a weak "
+		    "digest";
+	}
+	return NULL;
+}
+
 /* Loads the certificate chain; "PEM lib" with no certificate in the
- * file is said in words. */
+ * file and a chain too weak for OpenSSL are said in words. */
 static bool
 ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
     void *arg)
 {
 	char line[1024];
+	const char *weak;
 
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert))
 		return true;
-	if (ERR_GET_LIB(ERR_peek_last_error()) == ERR_LIB_SSL &&
-	    (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_EE_KEY_TOO_SMALL ||
-	    ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_CA_KEY_TOO_SMALL ||
-	    ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_CA_MD_TOO_WEAK)) {
+	weak = ERR_GET_LIB(ERR_peek_last_error()) != ERR_LIB_SSL ? NULL :
+	    weak_cert_what(ERR_GET_REASON(ERR_peek_last_error()));
+	if (weak != NULL) {
+		ERR_clear_error();
 		snprintf(line, sizeof(line), "%s: %s, below what OpenSSL "
 		    "accepts here (RSA keys need 2048 bits or more, signatures "
-		    "SHA-256 or better); issue a new certificate", cert,
-		    ERR_GET_REASON(ERR_peek_last_error()) ==
-		    SSL_R_EE_KEY_TOO_SMALL ? "the certificate's key is too "
-		    "small" : ERR_GET_REASON(ERR_peek_last_error()) ==
-		    SSL_R_CA_KEY_TOO_SMALL ? "a CA certificate's key in the "
-		    "chain is too small" : "a certificate in the chain is "
-		    "signed with a weak digest");
-		ERR_clear_error();
+		    "SHA-256 or better); issue a new certificate", cert, weak);
 		report(arg, CONFIG_ERROR, line);
 		return false;
 	}
