@@ -684,6 +684,7 @@ fw_do_lift(struct fw *fw, fw_lift_fn *lift, void *arg)
 	struct slot *sl, *w;
 	char msg[160];
 	size_t i, n = 0;
+	uint64_t now = mono_ms();
 	bool isnew;
 
 	for (i = 0; i < fw->known.cap; i++) {
@@ -697,7 +698,7 @@ fw_do_lift(struct fw *fw, fw_lift_fn *lift, void *arg)
 		w->op = FW_OP_DEL;
 		w->reset = false;
 		w->deadline_ms = 0;
-		w->queued_ms = mono_ms();
+		w->queued_ms = now;
 		n++;
 	}
 	if (n == 0)

@@ -571,11 +571,11 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	struct reload_report rr = { report, arg };
 	int rc = server_reload_config(srv, report, arg);
 
-	if (rc == -1 && !srv->draining && srv->events != NULL) {
+	/* A reopen that fails says so in the log (event_log_reopen). */
+	if (rc == -1 && !srv->draining && srv->events != NULL &&
+	    event_log_reopen(srv->events) == 0)
 		reload_say(&rr, CONFIG_INFO, "the events file was reopened all "
 		    "the same");
-		(void)event_log_reopen(srv->events);
-	}
 	return rc;
 }
 
@@ -958,14 +958,13 @@ server_workers_free(struct server *srv)
 {
 	size_t k;
 
+	for (k = 0; k < srv->nw; k++)
+		worker_drain(srv->w[k]);
 	/* After a normal drain no session is left to close; after a start
 	 * that failed at a later worker's thread, the workers already
 	 * running hold sessions that would keep them (and moat) alive
 	 * until their idle timeouts. */
-	for (k = 0; k < srv->nw; k++) {
-		worker_drain(srv->w[k]);
-		worker_close_all(srv->w[k]);
-	}
+	server_close_all(srv);
 	for (k = 0; k < srv->nw; k++)
 		worker_free(srv->w[k]);
 	free(srv->w);

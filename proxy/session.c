@@ -1211,8 +1211,7 @@ conn_write(struct session *s, struct conn *c)
 			 * has ended as for any reset, or the relay would try
 			 * the write again at every turn.
 			 */
-			if (rc == IO_EOF && !c->wr_shut &&
-			    !reset_ends_stream(s, c)) {
+			if (rc == IO_EOF && !reset_ends_stream(s, c)) {
 				session_why(s, "peer closed");
 				return IO_ERR;
 			}
