@@ -156,11 +156,12 @@ series_get(struct family *f, const char *a, const char *b)
 		    (b == NULL || strcmp(s->l[1], b) == 0))
 			return s;
 	}
-	if (f->n >= SERIES_MAX) {
-		if (strcmp(a, "other") != 0 || (b && strcmp(b, "other") != 0))
-			return series_get(f, "other", b ? "other" : NULL);
+	/* The last slot is kept for "other", so that it always exists. */
+	if (f->n >= SERIES_MAX - 1 && (strcmp(a, "other") != 0 ||
+	    (b != NULL && strcmp(b, "other") != 0)))
+		return series_get(f, "other", b ? "other" : NULL);
+	if (f->n >= SERIES_MAX)
 		return NULL;
-	}
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? f->cap * 2 : 8;
 
