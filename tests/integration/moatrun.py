@@ -194,12 +194,13 @@ class Moat:
             self._settle(probes)
         return self
 
-    def _settle(self, probes: int, timeout: float = 3.0) -> None:
+    def _settle(self, probes: int, timeout: float = 3.0, strict: bool = False) -> None:
         """Waits until the workers, threads of their own, have accepted the
         readiness probes above and ended their sessions, so that a test's
         first status or metrics reading does not race with them. Best
         effort: a moat that cannot be asked (its control socket moved) or
-        does not accept (a test of that) is left as it is."""
+        does not accept (a test of that) is left as it is; strict raises
+        instead, for tests that count exactly."""
         import json
         deadline = time.monotonic() + timeout
         settled = 0
@@ -207,8 +208,12 @@ class Moat:
             try:
                 r = self.ctl("--json", "status", timeout=5)
             except OSError:     # moat_binary() swapped for a wrapper
+                if strict:
+                    raise
                 return
             if r.returncode != 0:
+                if strict:
+                    raise RuntimeError(f"moatctl status failed: {r.stderr}")
                 return
             st = json.loads(r.stdout)
             done = sum(w["accepted"] for w in st.get("workers", [])) >= probes \
@@ -217,6 +222,9 @@ class Moat:
             # twice in a row, a little apart.
             settled = settled + 1 if done else 0
             time.sleep(0.02)
+        if strict and settled < 2:
+            raise TimeoutError(f"the workers did not serve {probes} readiness "
+                               f"probes within {timeout} s:\n{self.log()[-2000:]}")
 
     def run_until_exit(self, timeout: float = 20.0) -> int:
         """Runs moat where it must refuse to start; returns its exit code

@@ -92,7 +92,9 @@ def test_metrics_match_what_happened(tmp_path, pki, stack):
              extra=RATE, metrics=f"127.0.0.1:{mport}").start()
     try:
         # Moat.start() waited until the workers served its readiness
-        # probes: they are in this first reading.
+        # probes: they are in this first reading. Exact counts follow,
+        # so a slow machine waits longer here rather than miscount.
+        m._settle(2, timeout=15, strict=True)
         before = scrape(mport)
         assert val(before, "moat_sessions") == 0
         assert val(before, "moat_bans_active") == 0
