@@ -286,50 +286,98 @@ cidr_set_free(struct cidr_set *s)
 	free(s);
 }
 
+/* The number of ranges starting at or below key: the one that may hold
+ * key is the last of them, index one less. */
+static size_t
+find4(const struct cidr_set *s, uint32_t key)
+{
+	size_t lo = 0, hi = s->n4;
+
+	if (s->idx4 != NULL) {
+		lo = s->idx4[key >> 16];
+		hi = s->idx4[(key >> 16) + 1];
+	}
+	/* First range starting above key, in [lo, hi). */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->first4[mid] <= key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static size_t
+find6(const struct cidr_set *s, const struct u128 *key)
+{
+	size_t lo = 0, hi = s->n6;
+
+	if (s->idx6 != NULL) {
+		lo = s->idx6[key->hi >> 48];
+		hi = s->idx6[(key->hi >> 48) + 1];
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (u128_cmp(&s->first6[mid], key) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 bool
 cidr_set_lookup(const struct cidr_set *s, const uint8_t addr[16])
 {
-	size_t lo, hi;
+	size_t i;
 
 	if (s == NULL)
 		return false;
 	if (memcmp(addr, v4mapped_prefix, 12) == 0) {
 		uint32_t key = load_be32(addr + 12);
 
-		lo = 0;
-		hi = s->n4;
-		if (s->idx4 != NULL) {
-			lo = s->idx4[key >> 16];
-			hi = s->idx4[(key >> 16) + 1];
-		}
-		/* First range starting above key, in [lo, hi). */
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (s->first4[mid] <= key)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		return lo > 0 && key <= s->last4[lo - 1];
+		i = find4(s, key);
+		return i > 0 && key <= s->last4[i - 1];
 	} else {
 		struct u128 key = { load_be64(addr), load_be64(addr + 8) };
 
-		lo = 0;
-		hi = s->n6;
-		if (s->idx6 != NULL) {
-			lo = s->idx6[key.hi >> 48];
-			hi = s->idx6[(key.hi >> 48) + 1];
-		}
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
+		i = find6(s, &key);
+		return i > 0 && u128_cmp(&key, &s->last6[i - 1]) <= 0;
+	}
+}
 
-			if (u128_cmp(&s->first6[mid], &key) <= 0)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		return lo > 0 && u128_cmp(&key, &s->last6[lo - 1]) <= 0;
+/*
+ * Ranges are merged, so c is covered whole exactly when the range holding
+ * its first address reaches its last. An IPv6 prefix is looked up among
+ * the IPv6 ranges only, which miss IPv4 entries: a prefix shorter than
+ * /96 that is covered only with their help reads as not covered.
+ */
+bool
+cidr_set_covers(const struct cidr_set *s, const struct cidr *c)
+{
+	unsigned plen = c->plen > 128 ? 128 : c->plen;
+	size_t i;
+
+	if (s == NULL)
+		return false;
+	if (plen >= 96 && memcmp(c->addr, v4mapped_prefix, 12) == 0) {
+		uint32_t m = plen == 96 ? 0 : ~0U << (32 - (plen - 96));
+		uint32_t first = load_be32(c->addr + 12) & m;
+
+		i = find4(s, first);
+		return i > 0 && (first | ~m) <= s->last4[i - 1];
+	} else {
+		uint64_t mh = mask64(plen > 64 ? 64 : plen);
+		uint64_t ml = mask64(plen > 64 ? plen - 64 : 0);
+		struct u128 first = { load_be64(c->addr) & mh,
+		    load_be64(c->addr + 8) & ml };
+		struct u128 last = { first.hi | ~mh, first.lo | ~ml };
+
+		i = find6(s, &first);
+		return i > 0 && u128_cmp(&last, &s->last6[i - 1]) <= 0;
 	}
 }
 

@@ -47,6 +47,10 @@ void cidr_set_free(struct cidr_set *s);
 /* True if addr (16-byte form, IPv4 mapped) is inside any prefix of s.
  * s may be NULL, meaning the empty set. */
 bool cidr_set_lookup(const struct cidr_set *s, const uint8_t addr[16]);
+/* True if every address of c is inside s (s NULL: the empty set). For
+ * warnings, not verdicts: an IPv6 prefix that only IPv4 entries help to
+ * cover reads as not covered. */
+bool cidr_set_covers(const struct cidr_set *s, const struct cidr *c);
 
 /* Ranges kept after merging, and heap bytes held; for logs and benchmarks. */
 size_t cidr_set_ranges(const struct cidr_set *s);

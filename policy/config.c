@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "ban.h"
+#include "cidr.h"
 #include "country.h"
 #include "duration.h"
 #include "toml.h"
@@ -1391,6 +1392,32 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
 }
 
 /*
+ * One port on IPv4 and on IPv6 with another protocol or TLS mode: legal,
+ * since the two bind apart, but a client then gets one service or the
+ * other by its address family, which nobody means.
+ */
+static void
+check_split_port(struct loader *l, struct toml_pos pos,
+    const struct cfg_listener *a, const struct addr_port *aa,
+    const struct cfg_listener *b, const struct addr_port *ba)
+{
+	char as[ADDR_PORT_STRLEN], bs[ADDR_PORT_STRLEN];
+
+	if (addr_port_port(aa) != addr_port_port(ba) ||
+	    aa->ss.ss_family == ba->ss.ss_family ||
+	    (a->protocol == b->protocol && a->tls == b->tls))
+		return;
+	warn_at(l, pos, "listener '%s': %s is %s with tls = \"%s\", but %s "
+	    "of listener '%s' is %s with tls = \"%s\": which one a client "
+	    "reaches on port %u depends on whether it comes over IPv4 or "
+	    "IPv6", a->name, addr_port_str(aa, as, sizeof(as)),
+	    cfg_protocol_str(a->protocol), cfg_tls_mode_str(a->tls),
+	    addr_port_str(ba, bs, sizeof(bs)), b->name ? b->name : "?",
+	    cfg_protocol_str(b->protocol), cfg_tls_mode_str(b->tls),
+	    addr_port_port(aa));
+}
+
+/*
  * Whether a connection to backend be would reach moat's own socket on
  * listen address ln. connect() to a wildcard address goes to loopback
  * (Linux), and a wildcard listener takes loopback too; IPv6 listeners
@@ -1557,10 +1584,13 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		snprintf(owner, sizeof(owner), "listener '%s'",
 		    o->name ? o->name : "?");
 		for (j = 0; j < lis->nlisten; j++)
-			for (k = 0; k < o->nlisten; k++)
+			for (k = 0; k < o->nlisten; k++) {
 				check_clash(l, lc->listen_pos[j], who,
 				    &lis->listen[j], &o->listen[k], owner,
 				    false);
+				check_split_port(l, lc->listen_pos[j], lis,
+				    &lis->listen[j], o, &o->listen[k]);
+			}
 	}
 	for (j = 0; j < lis->nlisten; j++)
 		for (k = 0; k < j; k++)
@@ -2192,6 +2222,41 @@ key_ok(const struct loader *l, const struct toml_value *root,
 }
 
 /*
+ * Allow wins over deny, so a deny entry inside the allow list refuses
+ * nobody: most likely the two lists were meant the other way round, or an
+ * allow entry is wider than meant. Said once, with a count, since a deny
+ * file may hold thousands.
+ */
+static void
+check_deny_in_allow(struct loader *l, const struct toml_value *root)
+{
+	const struct cfg_cidrs *allow = &l->cfg->policy.allow;
+	const struct cfg_cidrs *deny = &l->cfg->policy.deny;
+	struct cidr_set *set;
+	size_t i, n = 0, first = 0;
+	char cs[CIDR_STRLEN];
+
+	if (allow->n == 0 || deny->n == 0 ||
+	    (set = cidr_set_new(allow->v, allow->n)) == NULL)
+		return;
+	for (i = 0; i < deny->n; i++)
+		if (cidr_set_covers(set, &deny->v[i]) && n++ == 0)
+			first = i;
+	cidr_set_free(set);
+	if (n == 0)
+		return;
+	cidr_str(&deny->v[first], cs, sizeof(cs));
+	if (n == 1)
+		warn_at(l, key_pos(root, "policy", "deny"), "deny entry "
+		    "\"%s\" lies wholly inside policy.allow, which wins, so "
+		    "it refuses nobody", cs);
+	else
+		warn_at(l, key_pos(root, "policy", "deny"), "%zu deny "
+		    "entries (the first: \"%s\") lie wholly inside "
+		    "policy.allow, which wins, so they refuse nobody", n, cs);
+}
+
+/*
  * Checks that span sections, after every key has been read: also when
  * some key gave an error, so that moat -t says every problem at once,
  * but never about a value that failed (it holds its default).
@@ -2223,6 +2288,13 @@ config_check(struct loader *l, const struct toml_value *root)
 		err_at(l, tpos, "[tls] needs both certificate and key");
 	if (cfg->daemon.reserved_sessions == RESERVED_UNSET)
 		cfg->daemon.reserved_sessions = cfg->daemon.max_sessions / 10;
+	else if (cfg->daemon.max_sessions == 0 &&
+	    cfg->daemon.reserved_sessions > 0 &&
+	    key_ok(l, root, "daemon", "max_sessions"))
+		warn_at(l, key_pos(root, "daemon", "reserved_sessions"),
+		    "daemon.reserved_sessions does nothing while "
+		    "daemon.max_sessions = 0 sets no cap to keep slots "
+		    "below");
 	else if (key_ok(l, root, "daemon", "max_sessions") &&
 	    key_ok(l, root, "daemon", "reserved_sessions") &&
 	    cfg->daemon.max_sessions > 0 &&
@@ -2247,6 +2319,7 @@ config_check(struct loader *l, const struct toml_value *root)
 		    duration_str(cfg->ban.duration_ms, durs, sizeof(durs)));
 	}
 	check_metrics(l, root);
+	check_deny_in_allow(l, root);
 	if (cfg->firewall.backend != CFG_FW_NONE &&
 	    strcmp(cfg->firewall.set4, cfg->firewall.set6) == 0 &&
 	    key_ok(l, root, "firewall", "set4") &&

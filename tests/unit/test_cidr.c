@@ -249,6 +249,55 @@ test_random(void)
 	free(v);
 }
 
+static bool
+covers(const struct cidr_set *s, const char *prefix)
+{
+	struct cidr c;
+	const char *why;
+
+	if (cidr_parse(prefix, &c, &why) == -1) {
+		fprintf(stderr, "bad test cidr %s: %s\n", prefix, why);
+		abort();
+	}
+	return cidr_set_covers(s, &c);
+}
+
+/* Whole prefixes inside a set, as the deny-inside-allow warning asks. */
+static void
+test_covers(void)
+{
+	static const char *const l[] = { "10.0.0.0/9", "10.128.0.0/9",
+	    "192.0.2.0/25", "2001:db8::/33", "2001:db8:8000::/33",
+	    "fe80::/10", NULL };
+	static const char *const all[] = { "::/0", NULL };
+	struct cidr_set *s = set_of(l), *a = set_of(all);
+
+	/* Two touching halves merge, so the whole /8 is covered. */
+	CHECK(covers(s, "10.0.0.0/8"));
+	CHECK(covers(s, "10.200.1.0/24"));
+	CHECK(covers(s, "10.255.255.255"));
+	CHECK(!covers(s, "10.0.0.0/7"));
+	CHECK(!covers(s, "11.0.0.0/8"));
+	CHECK(covers(s, "192.0.2.0/25"));
+	CHECK(covers(s, "192.0.2.127"));
+	CHECK(!covers(s, "192.0.2.0/24"));
+	CHECK(!covers(s, "192.0.2.128"));
+	CHECK(!covers(s, "0.0.0.0/0"));
+	CHECK(covers(s, "2001:db8::/32"));
+	CHECK(covers(s, "2001:db8:ffff::/48"));
+	CHECK(!covers(s, "2001:db8::/31"));
+	CHECK(covers(s, "fe80::1"));
+	CHECK(!covers(s, "fec0::/10"));
+	CHECK(!covers(s, "::/0"));
+	/* ::/0 is entered for IPv4 too. */
+	CHECK(covers(a, "0.0.0.0/0"));
+	CHECK(covers(a, "::/0"));
+	CHECK(covers(a, "203.0.113.9"));
+	CHECK(!covers(NULL, "203.0.113.9"));
+	cidr_set_free(s);
+	cidr_set_free(a);
+}
+
 int
 main(void)
 {
@@ -260,5 +309,6 @@ main(void)
 	test_edges();
 	test_host_bits();
 	test_random();
+	test_covers();
 	return check_report("cidr");
 }

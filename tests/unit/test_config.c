@@ -698,19 +698,46 @@ test_risky_values(void)
 		    "European Union" },
 		{ "[policy.geo]\ndatabase = \"/etc/passwd\"\ndeny_countries = "
 		    "[\"AP\"]\n", "does not stand for Asia-Pacific" },
+		{ "[policy]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.2.0/24\","
+		    " \"192.0.2.0/24\"]\n", "t.toml:10:1: warning: deny entry "
+		    "\"10.1.2.0/24\" lies wholly inside policy.allow, which "
+		    "wins, so it refuses nobody" },
+		{ "[policy]\ndeny = [\"2001:db8::/48\", \"10.0.0.0/8\", "
+		    "\"2001:db8:1::/48\"]\nallow = [\"2001:db8::/32\"]\n",
+		    "t.toml:9:1: warning: 2 deny entries (the first: "
+		    "\"2001:db8::/48\") lie wholly inside policy.allow" },
+		/* Overlapping only: the rest of the deny entry still works. */
+		{ "[policy]\nallow = [\"10.1.2.0/24\"]\ndeny = "
+		    "[\"10.0.0.0/8\"]\n", NULL },
+		{ "[daemon]\nmax_sessions = 0\nreserved_sessions = 10\n",
+		    "t.toml:10:1: warning: daemon.reserved_sessions does "
+		    "nothing while daemon.max_sessions = 0" },
+		{ "[daemon]\nmax_sessions = 0\n", NULL },
+		{ "[[listener]]\nname = \"pop3\"\nlisten = [\"[::]:2525\"]\n"
+		    "protocol = \"pop3\"\ntls = \"none\"\nbackend = "
+		    "\"127.0.0.1:110\"\nbackend_proxy = \"v2\"\n", "t.toml:10:11: "
+		    "warning: listener 'pop3': [::]:2525 is pop3 with tls = "
+		    "\"none\", but 127.0.0.1:2525 of listener 'smtp' is "
+		    "smtp with tls = \"none\": which one a client reaches on "
+		    "port 2525 depends on whether it comes over IPv4 or IPv6" },
+		{ "[[listener]]\nname = \"smtp6\"\nlisten = [\"[::1]:2525\"]\n"
+		    "protocol = \"smtp\"\ntls = \"none\"\nbackend = "
+		    "\"[::1]:25\"\nbackend_proxy = \"v2\"\n", NULL },
 	};
 	struct diags d;
 	struct config *cfg;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char toml[512];
+		char toml[1024];
 
 		snprintf(toml, sizeof(toml), "%s%s", LISTENER
 		    "backend_proxy = \"v2\"\n", cases[i].toml);
 		cfg = load(toml, &d);
 		CHECK(cfg != NULL);
 		CHECK_INT_EQ(d.errors, 0);
+		if (d.errors > 0)
+			fprintf(stderr, "case %zu: %s", i, d.text);
 		if (cases[i].want == NULL)
 			CHECK_INT_EQ(d.warnings, 0);
 		else if (strstr(d.text, cases[i].want) == NULL) {
