@@ -409,6 +409,22 @@ get_path(struct loader *l, const struct toml_value *v, const char *what,
 	return true;
 }
 
+static void
+origin_add(struct config *cfg, const char *value, const char *key,
+    struct toml_pos pos)
+{
+	struct cfg_origin *v = realloc(cfg->origins,
+	    (cfg->norigins + 1) * sizeof(*v));
+
+	if (v == NULL) {
+		perror("moat: realloc");
+		abort();
+	}
+	cfg->origins = v;
+	v[cfg->norigins++] = (struct cfg_origin){ value, key, pos.line,
+	    pos.col };
+}
+
 /* A path that the daemon will read at start: say now if it cannot. */
 static bool
 get_readable_path(struct loader *l, const struct toml_value *v,
@@ -428,6 +444,7 @@ get_readable_path(struct loader *l, const struct toml_value *v,
 		    what, *out);
 		return false;
 	}
+	origin_add(l->cfg, *out, what, toml_value_pos(v));
 	return true;
 }
 
@@ -2366,7 +2383,31 @@ config_free(struct config *cfg)
 	free(cfg->firewall.set4);
 	free(cfg->firewall.set6);
 	free(cfg->events.file);
+	free(cfg->origins);
 	free(cfg);
+}
+
+const char *
+config_locate(const struct config *cfg, const char *file, const char *msg,
+    char *out, size_t len)
+{
+	size_t i, flen = file ? strlen(file) : 0;
+	const char *rest = msg + flen + 2, *warn = "";
+
+	for (i = 0; i < cfg->norigins; i++)
+		if (cfg->origins[i].value == file)
+			break;
+	if (i == cfg->norigins || strncmp(msg, file, flen) != 0 ||
+	    strncmp(msg + flen, ": ", 2) != 0) {
+		snprintf(out, len, "%s", msg);
+		return out;
+	}
+	if (strncmp(rest, "warning: ", 9) == 0)
+		rest += 9, warn = "warning: ";
+	snprintf(out, len, "%s:%d:%d: %s%s: %s: %s", cfg->path,
+	    cfg->origins[i].line, cfg->origins[i].col, warn,
+	    cfg->origins[i].key, file, rest);
+	return out;
 }
 
 struct config *

@@ -158,6 +158,16 @@ struct config {
 		char *file;		/* "-" for stdout, NULL for none */
 		bool syslog;
 	} events;
+
+	/* Where each path checked at load was written (config_where). */
+	struct cfg_origin *origins;
+	size_t norigins;
+};
+
+struct cfg_origin {
+	const char *value;	/* the config's own string, compared by address */
+	const char *key;	/* "tls.certificate", ... */
+	int line, col;
 };
 
 /* How much a report line matters; moat logs each at its level. */
@@ -187,6 +197,17 @@ struct config *config_load(const char *path, config_report_fn *report,
 struct config *config_load_buf(const char *name, const char *basedir,
     const char *buf, size_t len, config_report_fn *report, void *arg);
 void config_free(struct config *cfg);
+
+/*
+ * For a problem found in a file the config names, once moat opens it (a
+ * key that does not fit its certificate, a database libmaxminddb cannot
+ * read): msg "FILE: text" (or "FILE: warning: text"), with FILE one of
+ * cfg's own path strings, becomes "CONFIG:LINE:COL: [warning: ]KEY: FILE:
+ * text", where cfg wrote it. Any other msg is copied as it is. Returns
+ * out.
+ */
+const char *config_locate(const struct config *cfg, const char *file,
+    const char *msg, char *out, size_t len);
 
 /* Prints a report line to stderr; a ready-made config_report_fn. */
 void config_report_stderr(void *arg, enum config_severity sev,

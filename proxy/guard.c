@@ -149,17 +149,18 @@ guard_geo(const struct config *cfg, struct geo **out, char *err,
     size_t errlen)
 {
 	const char *path = cfg->policy.geo.database;
-	char *msg = NULL;
+	char *msg = NULL, line[1024];
 
 	*out = NULL;
 	if (path == NULL)
 		return 0;
 	if ((*out = geo_open(path, &msg)) == NULL) {
+		config_locate(cfg, path, msg ? msg : path, line, sizeof(line));
 		if (cfg->daemon.user != NULL && geteuid() != 0)
 			snprintf(err, errlen, "%s (opened as daemon.user "
-			    "'%s')", msg ? msg : path, cfg->daemon.user);
+			    "'%s')", line, cfg->daemon.user);
 		else
-			snprintf(err, errlen, "%s", msg ? msg : path);
+			snprintf(err, errlen, "%s", line);
 		free(msg);
 		return -1;
 	}
@@ -211,7 +212,7 @@ guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
     size_t len)
 {
 	const char *verdict;
-	char why[ADDR_PORT_STRLEN + 16];
+	char why[ADDR_PORT_STRLEN + 16], line[1024];
 	size_t i;
 
 	msg[0] = '\0';
@@ -230,11 +231,12 @@ guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
 		    "allow_countries and deny_countries say";
 	else
 		verdict = "\"allow\" admits them all";
-	snprintf(msg, len, "%s: warning: an IPv4-only database (ip_version "
-	    "4), but listener '%s' %s: IPv6 clients are never found in it and "
-	    "get the policy for unknown countries: [policy.geo] unknown = %s",
-	    geo_path(g), cfg->listeners[i].name, why, verdict);
-	return msg;
+	snprintf(line, sizeof(line), "%s: warning: an IPv4-only database "
+	    "(ip_version 4), but listener '%s' %s: IPv6 clients are never "
+	    "found in it and get the policy for unknown countries: "
+	    "[policy.geo] unknown = %s", cfg->policy.geo.database,
+	    cfg->listeners[i].name, why, verdict);
+	return config_locate(cfg, cfg->policy.geo.database, line, msg, len);
 }
 
 struct fw_assert {

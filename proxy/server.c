@@ -1148,8 +1148,9 @@ server_check(const struct config *cfg)
 	 * a country database libmaxminddb can use, and for which clients. */
 	if (cfg->policy.geo.database != NULL) {
 		if ((geo = geo_open(cfg->policy.geo.database, &msg)) == NULL) {
-			fprintf(stderr, "%s\n", msg ? msg :
-			    cfg->policy.geo.database);
+			fprintf(stderr, "%s\n", config_locate(cfg,
+			    cfg->policy.geo.database, msg ? msg :
+			    cfg->policy.geo.database, err, sizeof(err)));
 			free(msg);
 			rc = 1;
 		} else {

@@ -401,11 +401,34 @@ cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	report(arg, CONFIG_WARNING, line);
 }
 
+/* Puts where the config names a file in front of a message about it. */
+struct located {
+	config_report_fn *report;
+	void *arg;
+	const struct config *cfg;
+	const char *cert, *key;
+};
+
+static void
+report_located(void *arg, enum config_severity sev, const char *line)
+{
+	const struct located *r = arg;
+	size_t klen = strlen(r->key);
+	char out[2048];
+
+	config_locate(r->cfg, strncmp(line, r->key, klen) == 0 &&
+	    line[klen] == ':' ? r->key : r->cert, line, out, sizeof(out));
+	r->report(r->arg, sev, out);
+}
+
 static SSL_CTX *
 ctx_new(const char *cert, const char *key, const struct config *cfg,
-    config_report_fn *report, void *arg)
+    config_report_fn *report_to, void *arg_to)
 {
 	int min_version = cfg->tls.min_version;
+	struct located loc = { report_to, arg_to, cfg, cert, key };
+	config_report_fn *report = report_located;
+	void *arg = &loc;
 	SSL_CTX *ctx;
 	char line[1024];
 

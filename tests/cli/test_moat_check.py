@@ -215,10 +215,11 @@ def test_key_of_another_certificate_or_chain_in_the_wrong_order(confdir):
              "ec_paramgen_curve:P-256", "-nodes", "-keyout",
              str(confdir / "other.key"), "-out", str(confdir / "other.pem"),
              "-days", "3", "-subj", "/CN=other")
-    want = (f"{confdir}/other.key: this private key does not belong to the "
-            f"first certificate in {confdir}/cert.pem, which must be the "
-            "server's own (its chain follows it)")
     path, r = run_with_key(confdir, "other.key")
+    # Where the config names the key, then the files and the problem.
+    want = (f"{path}:3:7: tls.key: {confdir}/other.key: this private key "
+            f"does not belong to the first certificate in {confdir}/cert.pem, "
+            "which must be the server's own (its chain follows it)")
     assert r.returncode == 1 and want in r.stderr, r.stderr
     assert "key values mismatch" not in r.stderr
     # The right key, behind a file whose leaf came second.
@@ -265,11 +266,12 @@ def test_certificate_out_of_its_dates_warned(confdir):
                    cwd=confdir, check=True, capture_output=True, timeout=30)
     _openssl("req", "-x509", "-key", key, "-subj", "/CN=localhost",
              "-days", "3", "-out", str(confdir / "soon.pem"))
+    at = r"^.*/moat\.toml:2:15: warning: tls\.certificate: .*/"
     for cert, want in (
-            ("old.pem", r"old\.pem: warning: the certificate expired on "
-             r"2020-02-01 00:00 UTC; clients will refuse it"),
-            ("soon.pem", r"soon\.pem: warning: the certificate expires on "
-             r"\d{4}-\d\d-\d\d \d\d:\d\d UTC, in [23] days"),
+            ("old.pem", at + r"old\.pem: the certificate expired on "
+             r"2020-02-01 00:00 UTC; clients will refuse it$"),
+            ("soon.pem", at + r"soon\.pem: the certificate expires on "
+             r"\d{4}-\d\d-\d\d \d\d:\d\d UTC, in [23] days$"),
             ("cert.pem", None)):
         path = confdir / "moat.toml"
         path.write_text(f'[tls]\ncertificate = "{cert}"\nkey = "key.pem"\n'
@@ -279,7 +281,7 @@ def test_certificate_out_of_its_dates_warned(confdir):
         if want is None:
             assert "warning" not in r.stderr, r.stderr
         else:
-            assert re.search(want, r.stderr), r.stderr
+            assert re.search(want, r.stderr, re.M), r.stderr
 
 
 def run_with_key(confdir, key):
@@ -343,8 +345,8 @@ def test_ipv4_only_geo_database_warning(confdir):
                           'accept_proxy_from = ["127.0.0.1"]\n')
     geo = '[policy.geo]\ndatabase = "{}"\n'
     lists = 'deny_countries = ["BR"]\n'
-    head = (f"{confdir}/v4.mmdb: warning: an IPv4-only database "
-            "(ip_version 4), but listener 'smtps' ")
+    head = (f"warning: policy.geo.database: {confdir}/v4.mmdb: an "
+            "IPv4-only database (ip_version 4), but listener 'smtps' ")
     tail = (": IPv6 clients are never found in it and get the policy for "
             "unknown countries: [policy.geo] unknown = ")
     for body, want in [
@@ -359,7 +361,9 @@ def test_ipv4_only_geo_database_warning(confdir):
     ]:
         path, r = check(confdir, body)
         assert r.returncode == 0, r.stderr
-        assert head + want + "\n" in r.stderr, r.stderr
+        line = body.splitlines().index(geo.format("v4.mmdb").splitlines()[1])
+        assert f"{path}:{line + 4}:12: " + head + want + "\n" in r.stderr, \
+            r.stderr
         assert r.stderr.count("IPv4-only") == 1, r.stderr
         assert f"{path}: configuration OK" in r.stderr
         # Which database, and how old: the test one is built 2026-01-01
@@ -376,6 +380,18 @@ def test_ipv4_only_geo_database_warning(confdir):
         assert r.returncode == 0, r.stderr
         assert "IPv4-only" not in r.stderr and "warning" not in r.stderr, \
             r.stderr
+
+
+def test_unreadable_geo_database_located(confdir):
+    """A file that is no MaxMind database passes the loader (it is
+    readable) and fails when libmaxminddb opens it: the message names the
+    config line as well as the file."""
+    (confdir / "bad.mmdb").write_text("not a database\n" * 100)
+    path, r = check(confdir, LISTENER + '[policy.geo]\n'
+                    'database = "bad.mmdb"\n')
+    assert r.returncode == 1, r.stderr
+    assert f"{path}:11:12: policy.geo.database: {confdir}/bad.mmdb: " \
+        in r.stderr, r.stderr
 
 
 def test_missing_file():

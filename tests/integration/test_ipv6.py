@@ -7,6 +7,7 @@ loopback through accept_proxy), so one test host can be a whole /64.
 """
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -155,8 +156,8 @@ def test_ipv4_only_geo_database_is_warned_about(tmp_path, pki):
     clients can come (here through PROXY headers)."""
     v4 = make_test_mmdb(tmp_path / "v4.mmdb", "--ip-version", "4")
     v6 = make_test_mmdb(tmp_path / "v6.mmdb")
-    warning = (f"{v4}: warning: an IPv4-only database (ip_version 4), but "
-               "listener 'pop3' takes client addresses from PROXY headers: "
+    warning = (f"warning: policy.geo.database: {v4}: an IPv4-only "
+               "database (ip_version 4), but listener 'pop3' takes client addresses from PROXY headers: "
                "IPv6 clients are never found in it and get the policy for "
                "unknown countries: [policy.geo] unknown = \"deny\" refuses "
                "them all")
@@ -171,6 +172,9 @@ def test_ipv4_only_geo_database_is_warned_about(tmp_path, pki):
         with started(m):
             port = m.port("pop3")
             m.wait_log(warning)
+            # The log line also names where the config set the database.
+            assert re.search(rf"{re.escape(str(m.config_path))}:\d+:\d+: "
+                             + re.escape(warning), m.log()), m.log()
             # What it warns of: 2001:db8:a::/48 is Canadian in the IPv6
             # database, unknown in this one.
             assert pop3_greeting(port, "192.0.2.1").startswith(b"+OK")
