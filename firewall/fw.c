@@ -178,16 +178,16 @@ struct fw {
 	void *ctx;
 	struct amap work, known, retry;
 	uint64_t retry_at_ms, retry_delay_ms;
-	bool reported[FW_NPROBLEMS][3];	/* by family: IPv4, IPv6, none */
+	bool reported[FW_NPROBLEMS][FW_NFAMILIES];
 	/* Writes failed and the loop was told. Writes work again once the
 	 * writer opens and every family that failed has been written since:
 	 * one set may fail while the other works, and "works again" must not
 	 * alternate with the error at every write of the good one. */
 	bool failing;
-	bool open_failing;		/* no element to blame */
+	/* By family; FW_FAM_NONE: the open failed, no element to blame. */
+	bool fam_failing[FW_NFAMILIES];
 	fw_lift_fn *lift;		/* under mu: a fw_lift() not yet done */
 	void *lift_arg;
-	bool fam_failing[2];		/* IPv4, IPv6 */
 	struct fw_elem *elems;
 	size_t elems_cap;
 	size_t prune_mark;
@@ -202,9 +202,9 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 
 	st->problem = FW_OK;
 	st->message[0] = '\0';
-	st->fam = 0;
+	st->fam = FW_FAM_NONE;
 	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { FW_OK, "", false, 0 };
+		struct fw_status fst = { 0 };
 
 		if (ensure(ctx, fam, &fst) == 0) {
 			refill = refill || fst.refill;
@@ -217,7 +217,7 @@ fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
 		if (st->problem == FW_OK)
 			*st = fst;
 		else
-			st->fam = 0;
+			st->fam = FW_FAM_NONE;
 		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT)
 			return -1;
 	}
@@ -232,6 +232,12 @@ fw_addr_is_v4(const uint8_t addr[16])
 	    0xff, 0xff };
 
 	return memcmp(addr, mapped, 12) == 0;
+}
+
+enum fw_family
+fw_addr_family(const uint8_t addr[16])
+{
+	return fw_addr_is_v4(addr) ? FW_FAM_V4 : FW_FAM_V6;
 }
 
 const char *
@@ -338,16 +344,13 @@ static void
 fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 {
 	enum fw_problem p = st->problem;
-	int fam = st->fam == 1 || st->fam == 2 ? st->fam - 1 :
-	    addr != NULL ? (fw_addr_is_v4(addr) ? 0 : 1) : 2;
+	enum fw_family fam = st->fam != FW_FAM_NONE ? st->fam :
+	    addr != NULL ? fw_addr_family(addr) : FW_FAM_NONE;
 
 	if (p <= FW_OK || p >= FW_NPROBLEMS)
 		p = FW_OTHER;
 	fw->failing = true;
-	if (fam == 2)
-		fw->open_failing = true;
-	else
-		fw->fam_failing[fam] = true;
+	fw->fam_failing[fam] = true;
 	/* Two sets broken alike are two problems to fix. */
 	if (fw->reported[p][fam])
 		return;
@@ -361,8 +364,8 @@ fw_recovered(struct fw *fw)
 {
 	char msg[128];
 
-	if (!fw->failing || fw->open_failing || fw->fam_failing[0] ||
-	    fw->fam_failing[1])
+	if (!fw->failing || fw->fam_failing[FW_FAM_NONE] ||
+	    fw->fam_failing[FW_FAM_V4] || fw->fam_failing[FW_FAM_V6])
 		return;
 	fw->failing = false;
 	memset(fw->reported, 0, sizeof(fw->reported));
@@ -439,8 +442,9 @@ fw_ensure_open(struct fw *fw)
 	 * both: each must be written before writes "work again". */
 	if (st.problem != FW_OK) {
 		fw_problem(fw, &st, NULL);
-		if (st.fam != 1 && st.fam != 2)
-			fw->fam_failing[0] = fw->fam_failing[1] = true;
+		if (st.fam == FW_FAM_NONE)
+			fw->fam_failing[FW_FAM_V4] =
+			    fw->fam_failing[FW_FAM_V6] = true;
 	} else if (st.message[0] != '\0')
 		fw_post(fw, FW_OK, NULL, st.message, false, true);
 	if (st.refill)
@@ -496,7 +500,8 @@ fw_held_until(struct fw *fw, const uint8_t addr[16])
 /* The first failed element of elems[start..start+m), of family fam (1
  * IPv4, 2 IPv6) if one is, else of any; NULL if none failed. */
 static const uint8_t *
-first_failed(const struct fw *fw, size_t start, size_t m, int fam)
+first_failed(const struct fw *fw, size_t start, size_t m,
+    enum fw_family fam)
 {
 	const uint8_t *any = NULL;
 	size_t i;
@@ -506,7 +511,7 @@ first_failed(const struct fw *fw, size_t start, size_t m, int fam)
 
 		if (e->err == 0)
 			continue;
-		if (fam == 0 || (fw_addr_is_v4(e->addr) ? 1 : 2) == fam)
+		if (fam == FW_FAM_NONE || fw_addr_family(e->addr) == fam)
 			return e->addr;
 		if (any == NULL)
 			any = e->addr;
@@ -528,8 +533,9 @@ fw_write(struct fw *fw)
 	uint64_t now = mono_ms(), lat, merged = 0;
 	uint64_t written = 0, failed = 0, batches = 0, latsum = 0, latmax = 0;
 	size_t i, n, start, m;
-	bool wrote[2] = { false, false }, bad[2] = { false, false };
-	int rc, fam;
+	bool wrote[FW_NFAMILIES] = { false }, bad[FW_NFAMILIES] = { false };
+	enum fw_family fam;
+	int rc;
 
 	if (fw->work.n == 0)
 		return;
@@ -604,13 +610,13 @@ fw_write(struct fw *fw)
 		st.problem = FW_OK;
 		st.message[0] = '\0';
 		st.refill = false;
-		st.fam = 0;
+		st.fam = FW_FAM_NONE;
 		rc = fw->be->commit(fw->ctx, &st);
 		batches++;
 		now = mono_ms();
 		for (i = start; i < start + m; i++) {
 			e = &fw->elems[i];
-			fam = fw_addr_is_v4(e->addr) ? 0 : 1;
+			fam = fw_addr_family(e->addr);
 			if (e->err != 0) {
 				bad[fam] = true;
 				failed++;
@@ -649,9 +655,9 @@ fw_write(struct fw *fw)
 			fw_problem(fw, &st, first_failed(fw, start, m,
 			    st.fam));
 	}
-	if (wrote[0] || wrote[1])
-		fw->open_failing = false;
-	for (fam = 0; fam < 2; fam++)
+	if (wrote[FW_FAM_V4] || wrote[FW_FAM_V6])
+		fw->fam_failing[FW_FAM_NONE] = false;
+	for (fam = FW_FAM_V4; fam <= FW_FAM_V6; fam++)
 		if (!bad[fam] && wrote[fam])
 			fw->fam_failing[fam] = false;
 	fw_recovered(fw);

@@ -146,12 +146,21 @@ struct fw_elem {
 	int err;
 };
 
+/* Which set something is about; none (0) is what a zeroed status says.
+ * Backends index their per-set arrays with fam - FW_FAM_V4. */
+enum fw_family {
+	FW_FAM_NONE = 0,
+	FW_FAM_V4,
+	FW_FAM_V6,
+	FW_NFAMILIES
+};
+
 /* The outcome of open/commit beyond single elements. */
 struct fw_status {
 	enum fw_problem problem;
 	char message[320];
 	bool refill;		/* a set was created or is usable again */
-	int fam;		/* the set it is about: 1 IPv4, 2 IPv6, 0 none */
+	enum fw_family fam;
 };
 
 /* Called by list for each element the kernel holds; remaining_ms 0 is an
@@ -198,6 +207,7 @@ struct fw *fw_open_backend(struct ev_loop *loop, const struct config *cfg,
 int fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
     struct fw_status *st), struct fw_status *st);
 bool fw_addr_is_v4(const uint8_t addr[16]);
+enum fw_family fw_addr_family(const uint8_t addr[16]);
 const char *fw_addr_str(const uint8_t addr[16], char *buf, size_t len);
 const char *fw_problem_str(enum fw_problem p);
 

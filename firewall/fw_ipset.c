@@ -167,7 +167,7 @@ report_msg(struct ips *x, char *buf, size_t len)
 static void
 status_from(struct ips *x, struct fw_status *st, int fam, const char *why)
 {
-	st->fam = fam + 1;
+	st->fam = FW_FAM_V4 + fam;
 	switch (classify(why)) {
 	case EPERM:
 		status_set(st, FW_PERM, "ipset: cannot change set %s (%s): "
@@ -286,7 +286,7 @@ again:
 		    timeout ? "" : " without timeout",
 		    fam == 0 ? "inet" : "inet6", x->set[fam],
 		    fam == 0 ? "set4" : "set6");
-		x->set_status[fam].fam = fam + 1;
+		x->set_status[fam].fam = FW_FAM_V4 + fam;
 		ipset_data_reset(d);
 		*st = x->set_status[fam];
 		return -1;
@@ -422,7 +422,7 @@ ips_commit(void *ctx, struct fw_status *st)
 			continue;
 		}
 		if (x->set_state[fam] != 1) {
-			struct fw_status fst = { FW_OK, "", false, 0 };
+			struct fw_status fst = { 0 };
 
 			if (set_ensure(x, fam, &fst) == -1) {
 				bad[fam] = x->set_status[fam].problem ==
@@ -439,7 +439,7 @@ ips_commit(void *ctx, struct fw_status *st)
 		err = ips_one(x, e, why, sizeof(why));
 		if (err == ENOENT) {
 			/* The set vanished under us: check (re-create). */
-			struct fw_status fst = { FW_OK, "", false, 0 };
+			struct fw_status fst = { 0 };
 
 			if (set_ensure(x, fam, &fst) == 0) {
 				refill = true;	/* the bans before are gone */
@@ -455,7 +455,7 @@ ips_commit(void *ctx, struct fw_status *st)
 		}
 		if (err == EPROTO) {
 			/* Say what the set is now, and fail its family only. */
-			struct fw_status fst = { FW_OK, "", false, 0 };
+			struct fw_status fst = { 0 };
 
 			if (set_ensure(x, fam, &fst) == -1) {
 				*st = fst;

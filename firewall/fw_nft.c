@@ -375,7 +375,7 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 		st->refill = was == -1;
 		return 0;
 	}
-	ss->fam = fam + 1;
+	ss->fam = FW_FAM_V4 + fam;
 	*st = *ss;
 	return -1;
 }
@@ -556,7 +556,7 @@ nft_commit(void *ctx, struct fw_status *st)
 		for (i = 0; i < n->nst && !want; i++)
 			want = fam_of(n->st[i].e) == fam;
 		if (want && n->set_state[fam] != 1) {
-			struct fw_status fst = { FW_OK, "", false, 0 };
+			struct fw_status fst = { 0 };
 
 			if (set_ensure(n, fam, &fst) == 0 && fst.refill)
 				refill = true;
@@ -623,7 +623,7 @@ nft_commit(void *ctx, struct fw_status *st)
 		}
 		/* Aborted: drop what failed for good, fix sets, send again. */
 		for (fam = 0; fam < 2; fam++) {
-			struct fw_status fst = { FW_OK, "", false, 0 };
+			struct fw_status fst = { 0 };
 
 			if (!r.missing[fam] && r.other[fam] == 0)
 				continue;
@@ -637,7 +637,7 @@ nft_commit(void *ctx, struct fw_status *st)
 					snprintf(what, sizeof(what), "add an "
 					    "element to set %s", n->set[fam]);
 					status_errno(n, st, r.other[fam], what);
-					st->fam = fam + 1;
+					st->fam = FW_FAM_V4 + fam;
 					ret = -1;
 				} else if (fst.message[0] != '\0' && ret == 0)
 					*st = fst;	/* re-created */

@@ -27,7 +27,7 @@ static struct {
 	bool in_commit;
 	enum fw_problem fail;		/* commit fails with this */
 	bool fail_v4_only;		/* ... for IPv4 elements only */
-	int open_bad_fam;		/* open says this set is unusable */
+	enum fw_family open_bad_fam;	/* open says this set is unusable */
 	bool refill;			/* commit says a set is new */
 	struct fw_elem *staged[MAXC];
 	int nstaged;
@@ -45,7 +45,7 @@ fake_open(const struct config *cfg, struct fw_status *st)
 {
 	(void)cfg;
 	fk.opens++;
-	if (fk.open_bad_fam != 0) {
+	if (fk.open_bad_fam != FW_FAM_NONE) {
 		st->problem = FW_TYPE;
 		st->fam = fk.open_bad_fam;
 		snprintf(st->message, sizeof(st->message), "set %d unusable",
@@ -101,7 +101,7 @@ fake_commit(void *ctx, struct fw_status *st)
 		e->err = fk.fail != FW_OK && (!fk.fail_v4_only ||
 		    fw_addr_is_v4(e->addr)) ? 1 : 0;
 		if (e->err != 0 && ret == 0) {
-			st->fam = fw_addr_is_v4(e->addr) ? 1 : 2;
+			st->fam = fw_addr_family(e->addr);
 			ret = -1;
 		}
 	}
@@ -379,12 +379,12 @@ test_one_family_fails(void)
 	/* The IPv4 set was unusable at open and works now: an IPv4 write
 	 * says so, without waiting for an IPv6 ban that may never come. */
 	fk.nreports = 0;
-	fk.open_bad_fam = 1;
+	fk.open_bad_fam = FW_FAM_V4;
 	fk.fail = FW_TYPE;
 	fk.fail_v4_only = true;
 	fw = open_fake();
 	write_v4(fw, 44, 1, FW_TYPE);
-	fk.open_bad_fam = 0;
+	fk.open_bad_fam = FW_FAM_NONE;
 	fk.fail = FW_OK;
 	fk.fail_v4_only = false;
 	write_v4(fw, 45, 2, FW_OK);
