@@ -31,7 +31,7 @@ struct event {
  * --event accepts these only, as any other would follow nothing.
  */
 #define EVENT_NAMES "reject, ban, unban, auth_fail, tls_fail, smuggling, " \
-    "protocol, firewall_error"
+    "protocol, firewall_error, firewall_recovered"
 
 /* Whether name is one of EVENT_NAMES (moat and moatctl both ask). */
 static inline bool

@@ -274,13 +274,16 @@ guard_fw_refill(const char *why)
 /*
  * The firewall writer's reports, on the loop thread: each problem arrives
  * once (fw.h), with the fix in its message; it is logged and raised as a
- * firewall_error event. Bans stay enforced at accept either way. A set
- * that lost its elements (refill) gets every ban in force again.
+ * firewall_error event. Bans stay enforced at accept either way. Whoever
+ * follows the events learns there too when writes work again, and which
+ * problem (the last reported) ended. A set that lost its elements
+ * (refill) gets every ban in force again.
  */
 static void
 guard_fw_report(void *arg, const struct fw_report *r)
 {
 	struct event ev = EVENT_INIT;
+	enum fw_problem was = guard.fw_problem;
 
 	(void)arg;
 	if (r->refill) {
@@ -291,6 +294,13 @@ guard_fw_report(void *arg, const struct fw_report *r)
 		guard.fw_problem = r->problem;
 	if (r->problem == FW_OK) {
 		log_info("firewall: %s", r->message);
+		if (r->note || was == FW_OK)
+			return;
+		ev.event = "firewall_recovered";
+		ev.reason = fw_problem_str(was);
+		ev.firewall = r->backend;
+		ev.detail = r->message;
+		events_emit(&ev);
 		return;
 	}
 	log_warnx("firewall: %s", r->message);

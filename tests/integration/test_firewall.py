@@ -436,6 +436,33 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
         net.reset_nft()
 
 
+def test_recovery_is_an_event(tmp_path, pki, net, stack):
+    """Whoever saw firewall_error in the events at night learns there too
+    that writes work again, and which problem ended."""
+    net.reset_nft(load=False)
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "nftables", "create": False},
+                   extra=RATE.replace('duration = "3s"', 'duration = "1m"'))
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
+        assert not events(m, "firewall_recovered")
+        net.nft("-f", MOAT_NFT)
+        # Both sets were missing, so both must take a write first: the
+        # failed IPv4 add is retried 2 s after it failed, IPv6 is new.
+        assert m.ctl("ban", "2001:db8:66::9", "1h").returncode == 0
+        ok = wait_for(lambda: events(m, "firewall_recovered"), 10.0,
+                      "firewall_recovered")
+        assert len(ok) == 1, ok
+        assert ok[0]["reason"] == "missing_set", ok
+        assert ok[0]["firewall"] == "nftables" and ok[0]["ip"] is None, ok
+        assert "writes work again" in ok[0]["detail"], ok
+        assert ATT4 in net.nft_elems("blocked4")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_unban_while_set_missing_stays_unbanned(tmp_path, pki, net, stack):
     """A ban whose write failed (the ruleset is not loaded yet) waits to
     be tried again; an unban in the meantime must cancel it, so loading

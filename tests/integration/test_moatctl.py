@@ -522,7 +522,7 @@ def test_bans_of_an_ipv6_prefix_list_no_ipv4(moat):
 
 
 EVENTS = ["reject", "ban", "unban", "auth_fail", "tls_fail", "smuggling",
-          "protocol", "firewall_error"]
+          "protocol", "firewall_error", "firewall_recovered"]
 
 
 def test_tail_unknown_event_is_refused(moat):
