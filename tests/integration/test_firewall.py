@@ -436,9 +436,9 @@ def test_missing_sets_not_created_when_told(tmp_path, pki, net, stack):
         net.reset_nft()
 
 
-def test_recovery_is_an_event(tmp_path, pki, net, stack):
-    """Whoever saw firewall_error in the events at night learns there too
-    that writes work again, and which problem ended."""
+def _ban_while_sets_missing(tmp_path, pki, net, stack):
+    """moat with no ruleset loaded and create = false, after a one-minute
+    ban that the kernel did not take."""
     net.reset_nft(load=False)
     m = start_moat(tmp_path, pki, net, stack,
                    {"backend": "nftables", "create": False},
@@ -446,6 +446,18 @@ def test_recovery_is_an_event(tmp_path, pki, net, stack):
     try:
         trigger_rate_ban(net.att, SRV4, m.pop3_port)
         wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
+    except BaseException:
+        m.stop()
+        net.reset_nft()
+        raise
+    return m
+
+
+def test_recovery_is_an_event(tmp_path, pki, net, stack):
+    """Whoever saw firewall_error in the events at night learns there too
+    that writes work again, and which problem ended."""
+    m = _ban_while_sets_missing(tmp_path, pki, net, stack)
+    try:
         assert not events(m, "firewall_recovered")
         net.nft("-f", MOAT_NFT)
         # Both sets were missing, so both must take a write first: the
@@ -467,13 +479,8 @@ def test_unban_while_set_missing_stays_unbanned(tmp_path, pki, net, stack):
     """A ban whose write failed (the ruleset is not loaded yet) waits to
     be tried again; an unban in the meantime must cancel it, so loading
     the ruleset afterwards does not put the address back in the set."""
-    net.reset_nft(load=False)
-    m = start_moat(tmp_path, pki, net, stack,
-                   {"backend": "nftables", "create": False},
-                   extra=RATE.replace('duration = "3s"', 'duration = "1m"'))
+    m = _ban_while_sets_missing(tmp_path, pki, net, stack)
     try:
-        trigger_rate_ban(net.att, SRV4, m.pop3_port)
-        wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
         p = m.ctl("unban", ATT4)
         assert p.returncode == 0, p.stdout + p.stderr
         net.nft("-f", MOAT_NFT)
