@@ -497,8 +497,8 @@ fw_held_until(struct fw *fw, const uint8_t addr[16])
 	return k != NULL ? k->deadline_ms : 0;
 }
 
-/* The first failed element of elems[start..start+m), of family fam (1
- * IPv4, 2 IPv6) if one is, else of any; NULL if none failed. */
+/* The first failed element of elems[start..start+m), of family fam if
+ * one is (any for FW_FAM_NONE), else of any; NULL if none failed. */
 static const uint8_t *
 first_failed(const struct fw *fw, size_t start, size_t m,
     enum fw_family fam)

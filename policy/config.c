@@ -2392,7 +2392,7 @@ config_locate(const struct config *cfg, const char *file, const char *msg,
     char *out, size_t len)
 {
 	size_t i, flen = file ? strlen(file) : 0;
-	const char *rest = msg + flen + 2, *warn = "";
+	const char *rest, *warn = "";
 
 	for (i = 0; i < cfg->norigins; i++)
 		if (cfg->origins[i].value == file)
@@ -2402,6 +2402,7 @@ config_locate(const struct config *cfg, const char *file, const char *msg,
 		snprintf(out, len, "%s", msg);
 		return out;
 	}
+	rest = msg + flen + 2;
 	if (strncmp(rest, "warning: ", 9) == 0)
 		rest += 9, warn = "warning: ";
 	snprintf(out, len, "%s:%d:%d: %s%s: %s: %s", cfg->path,

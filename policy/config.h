@@ -159,7 +159,7 @@ struct config {
 		bool syslog;
 	} events;
 
-	/* Where each path checked at load was written (config_where). */
+	/* Where each path checked at load was written (config_locate). */
 	struct cfg_origin *origins;
 	size_t norigins;
 };
