@@ -170,6 +170,7 @@ struct fw {
 	uint64_t seq_queued, seq_done;	/* under mu */
 	bool stop;
 	bool resync;			/* under mu: read the kernel back */
+	bool inherit_failing;		/* under mu: fw_inherit_failing() */
 	struct fw_stats stats;		/* under mu */
 	struct report_item reports[REPORTS_MAX]; /* under mu */
 	size_t nreports;
@@ -784,6 +785,13 @@ fw_thread(void *arg)
 		lift = fw->lift;
 		lift_arg = fw->lift_arg;
 		fw->lift = NULL;
+		if (fw->inherit_failing) {
+			/* Failing with no element to blame, as after an
+			 * open that failed: any write ends it. */
+			fw->inherit_failing = false;
+			fw->failing = true;
+			fw->fam_failing[FW_FAM_NONE] = true;
+		}
 		pthread_mutex_unlock(&fw->mu);
 
 		/* Before the adds queued after fw_resync() are weighed. */
@@ -977,6 +985,16 @@ fw_lift(struct fw *fw, fw_lift_fn *lift, void *arg)
 	fw->lift = lift;
 	fw->lift_arg = arg;
 	pthread_cond_signal(&fw->wake);
+	pthread_mutex_unlock(&fw->mu);
+}
+
+void
+fw_inherit_failing(struct fw *fw)
+{
+	if (!fw_enabled(fw) || !fw->running)
+		return;
+	pthread_mutex_lock(&fw->mu);
+	fw->inherit_failing = true;
 	pthread_mutex_unlock(&fw->mu);
 }
 

@@ -95,6 +95,13 @@ struct fw *fw_open(struct ev_loop *loop, const struct config *cfg,
  * frees everything. Elements stay in the kernel and expire there.
  */
 void fw_close(struct fw *fw);
+/*
+ * The writer fw replaces was failing: fw takes that state over, so that it
+ * reports writes working (a FW_OK report that is no note) once it has
+ * written to a set, as it would after a problem of its own. Call before
+ * any ban is queued; one queued before is written without it.
+ */
+void fw_inherit_failing(struct fw *fw);
 
 /* "nftables", "ipset" or "none". */
 const char *fw_name(const struct fw *fw);

@@ -38,6 +38,9 @@ static struct {
 	uint64_t save_err_ms;	/* when it was last logged */
 	struct fw *fw;		/* kernel set writer; never NULL once open */
 	enum fw_problem fw_problem;	/* the writer's last report */
+	enum fw_problem fw_replaced;	/* of a writer a reload replaced
+					 * while failing, until the new one
+					 * writes or fails */
 	struct {		/* the [firewall] it was started with */
 		enum cfg_firewall backend;
 		bool create;
@@ -283,15 +286,18 @@ static void
 guard_fw_report(void *arg, const struct fw_report *r)
 {
 	struct event ev = EVENT_INIT;
-	enum fw_problem was = guard.fw_problem;
+	enum fw_problem was = guard.fw_problem != FW_OK ? guard.fw_problem :
+	    guard.fw_replaced;
 
 	(void)arg;
 	if (r->refill) {
 		guard_fw_refill(r->message);
 		return;
 	}
-	if (!r->note)
+	if (!r->note) {
 		guard.fw_problem = r->problem;
+		guard.fw_replaced = FW_OK;
+	}
 	if (r->problem == FW_OK) {
 		log_info("firewall: %s", r->message);
 		if (r->note || was == FW_OK)
@@ -312,18 +318,27 @@ guard_fw_report(void *arg, const struct fw_report *r)
 	events_emit(&ev);
 }
 
-/* Starts the writer for cfg and gives it every ban in force, so that
- * timeouts are right again after a restart or a changed [firewall]. */
+/*
+ * Starts the writer for cfg and gives it every ban in force, so that
+ * timeouts are right again after a restart or a changed [firewall].
+ * replaced: the problem of the writer it replaces (FW_OK: none). The new
+ * writer reports its own problems, and its first write that works says
+ * "works again" for the old one (status shows "ok" until a problem).
+ */
 static int
-guard_fw_start(const struct config *cfg, char *err, size_t errlen)
+guard_fw_start(const struct config *cfg, enum fw_problem replaced,
+    char *err, size_t errlen)
 {
-	/* A new writer reports its own problems; it never says "works
-	 * again" about the old one's. */
 	guard.fw_problem = FW_OK;
+	guard.fw_replaced = FW_OK;
 	if ((guard.fw = fw_open(guard.loop, cfg, guard_fw_report,
 	    NULL)) == NULL) {
 		snprintf(err, errlen, "firewall: %s", strerror(errno));
 		return -1;
+	}
+	if (replaced != FW_OK && cfg->firewall.backend != CFG_FW_NONE) {
+		guard.fw_replaced = replaced;
+		fw_inherit_failing(guard.fw);
 	}
 	guard_fw_refill(NULL);
 	guard.fwc.backend = cfg->firewall.backend;
@@ -456,7 +471,7 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	if (n > 0)
 		log_info("state: %ld bans restored from %s", n,
 		    cfg->daemon.state_file);
-	if (guard_fw_start(cfg, err, errlen) == -1) {
+	if (guard_fw_start(cfg, FW_OK, err, errlen) == -1) {
 		policy_free(guard.policy);
 		geo_close(guard.geo);
 		memset(&guard, 0, sizeof(guard));
@@ -518,7 +533,8 @@ guard_reload_fw(const struct config *cfg)
 		log_info("firewall: [firewall] changed, restarting the %s "
 		    "writer", cfg_firewall_str(cfg->firewall.backend));
 		fw_close(guard.fw);
-		if (guard_fw_start(cfg, err, sizeof(err)) == -1) {
+		if (guard_fw_start(cfg, guard.fw_problem, err,
+		    sizeof(err)) == -1) {
 			log_warnx("%s; banned addresses are still rejected by "
 			    "moat itself", err);
 			guard.fw = fw_open_backend(NULL, cfg, &fw_backend_none,

@@ -566,6 +566,14 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
             "[firewall]\n", '[firewall]\nset4 = "good4"\n'))
         assert m.ctl("reload").returncode == 0
         assert status()["state"].startswith("ok"), status()
+        # The event stream that had the error learns of the fix at the
+        # new writer's first write.
+        assert m.ctl("ban", "10.66.1.7", "1h").returncode == 0
+        wait_for(lambda: "10.66.1.7" in net.nft_elems("good4"), 5.0,
+                 "element in the new set")
+        ok = wait_for(lambda: events(m, "firewall_recovered"), 5.0,
+                      "firewall_recovered")
+        assert len(ok) == 1 and ok[0]["reason"] == "wrong_set_type", ok
     finally:
         assert m.stop() == 0
         net.reset_nft()

@@ -389,6 +389,25 @@ test_one_family_fails(void)
 	fk.fail_v4_only = false;
 	write_v4(fw, 45, 2, FW_OK);
 	fw_close(fw);
+
+	/* A writer that replaces a failing one says "works again" at its
+	 * first write that works, once; not at the next. */
+	fk.nreports = 0;
+	fw = open_fake();
+	fw_inherit_failing(fw);
+	write_v4(fw, 46, 1, FW_OK);
+	CHECK(fk.nreports == 1 && !fk.reports[0].note);
+	write_v4(fw, 47, 1, FW_OK);
+	fw_close(fw);
+	/* Its own problem first: the error, then "works again". */
+	fk.nreports = 0;
+	fw = open_fake();
+	fw_inherit_failing(fw);
+	fk.fail = FW_TYPE;
+	write_v4(fw, 48, 1, FW_TYPE);
+	fk.fail = FW_OK;
+	write_v4(fw, 49, 2, FW_OK);
+	fw_close(fw);
 }
 
 /* An operator's ban replaces a longer one; a re-created set and a resync
