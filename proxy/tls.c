@@ -401,24 +401,26 @@ cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	report(arg, CONFIG_WARNING, line);
 }
 
-/* Puts where the config names a file in front of a message about it. */
+/*
+ * Puts where the config names file in front of a message about it. The
+ * caller says which file each step is about: certificate and key may be
+ * one file under two keys.
+ */
 struct located {
 	config_report_fn *report;
 	void *arg;
 	const struct config *cfg;
-	const char *cert, *key;
+	const char *file;
 };
 
 static void
 report_located(void *arg, enum config_severity sev, const char *line)
 {
 	const struct located *r = arg;
-	size_t klen = strlen(r->key);
 	char out[2048];
 
-	config_locate(r->cfg, strncmp(line, r->key, klen) == 0 &&
-	    line[klen] == ':' ? r->key : r->cert, line, out, sizeof(out));
-	r->report(r->arg, sev, out);
+	r->report(r->arg, sev, config_locate(r->cfg, r->file, line, out,
+	    sizeof(out)));
 }
 
 static SSL_CTX *
@@ -426,7 +428,7 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
     config_report_fn *report_to, void *arg_to)
 {
 	int min_version = cfg->tls.min_version;
-	struct located loc = { report_to, arg_to, cfg, cert, key };
+	struct located loc = { report_to, arg_to, cfg, cert };
 	config_report_fn *report = report_located;
 	void *arg = &loc;
 	SSL_CTX *ctx;
@@ -478,8 +480,10 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 	}
 	/* Before any PEM is read: no file may ever prompt. */
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase_cb);
-	if (!ctx_use_chain(ctx, cert, report, arg) ||
-	    !ctx_use_key(ctx, key, cert, report, arg))
+	if (!ctx_use_chain(ctx, cert, report, arg))
+		goto fail;
+	loc.file = key;
+	if (!ctx_use_key(ctx, key, cert, report, arg))
 		goto fail;
 	if (!SSL_CTX_check_private_key(ctx)) {
 		snprintf(line, sizeof(line), "private key does not match "
@@ -487,6 +491,7 @@ ctx_new(const char *cert, const char *key, const struct config *cfg,
 		report_ssl(report, arg, key, line);
 		goto fail;
 	}
+	loc.file = cert;
 	cert_dates(ctx, cert, report, arg);
 	return ctx;
 fail:

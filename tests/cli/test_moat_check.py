@@ -282,6 +282,17 @@ def test_certificate_out_of_its_dates_warned(confdir):
             assert "warning" not in r.stderr, r.stderr
         else:
             assert re.search(want, r.stderr, re.M), r.stderr
+    # Certificate and key in one file, named by both keys: a problem of
+    # the certificate is located at the certificate's key.
+    (confdir / "both.pem").write_text((confdir / "soon.pem").read_text() +
+                                      (confdir / "key.pem").read_text())
+    path = confdir / "moat.toml"
+    path.write_text('[tls]\ncertificate = "both.pem"\nkey = "both.pem"\n'
+                    + LISTENER)
+    r = run("-t", "-c", str(path))
+    assert r.returncode == 0, r.stderr
+    assert re.search(at + r"both\.pem: the certificate expires on ",
+                     r.stderr, re.M), r.stderr
 
 
 def run_with_key(confdir, key):
