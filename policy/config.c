@@ -1410,10 +1410,13 @@ check_clash(struct loader *l, struct toml_pos pos, const char *who,
 
 /*
  * One port on IPv4 and on IPv6 with another protocol or TLS mode: legal,
- * since the two bind apart, but a client then gets one service or the
- * other by its address family, which nobody means.
+ * since the two bind apart, but a client of a name with both kinds of
+ * address then gets one service or the other by its address family,
+ * which nobody means. Two specific addresses may well serve two names,
+ * so a wildcard on either side is what makes it sure. Returns whether it
+ * warned.
  */
-static void
+static bool
 check_split_port(struct loader *l, struct toml_pos pos,
     const struct cfg_listener *a, const struct addr_port *aa,
     const struct cfg_listener *b, const struct addr_port *ba)
@@ -1422,8 +1425,9 @@ check_split_port(struct loader *l, struct toml_pos pos,
 
 	if (addr_port_port(aa) != addr_port_port(ba) ||
 	    aa->ss.ss_family == ba->ss.ss_family ||
-	    (a->protocol == b->protocol && a->tls == b->tls))
-		return;
+	    (a->protocol == b->protocol && a->tls == b->tls) ||
+	    (!addr_port_wildcard(aa) && !addr_port_wildcard(ba)))
+		return false;
 	warn_at(l, pos, "listener '%s': %s is %s with tls = \"%s\", but %s "
 	    "of listener '%s' is %s with tls = \"%s\": which one a client "
 	    "reaches on port %u depends on whether it comes over IPv4 or "
@@ -1432,6 +1436,7 @@ check_split_port(struct loader *l, struct toml_pos pos,
 	    addr_port_str(ba, bs, sizeof(bs)), b->name ? b->name : "?",
 	    cfg_protocol_str(b->protocol), cfg_tls_mode_str(b->tls),
 	    addr_port_port(aa));
+	return true;
 }
 
 /*
@@ -1525,6 +1530,7 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 	struct cfg_listener *lis = lc->lis;
 	char who[NAME_MAX_LEN + 16], owner[NAME_MAX_LEN + 16];
 	size_t i, j, k;
+	bool split;
 
 	if (lis->name == NULL) {
 		if (!lc->has_name)
@@ -1600,13 +1606,16 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 			    "used at line %d)", lis->name, o->line);
 		snprintf(owner, sizeof(owner), "listener '%s'",
 		    o->name ? o->name : "?");
+		split = false;
 		for (j = 0; j < lis->nlisten; j++)
 			for (k = 0; k < o->nlisten; k++) {
 				check_clash(l, lc->listen_pos[j], who,
 				    &lis->listen[j], &o->listen[k], owner,
 				    false);
-				check_split_port(l, lc->listen_pos[j], lis,
-				    &lis->listen[j], o, &o->listen[k]);
+				/* Once per pair of listeners. */
+				split = split || check_split_port(l,
+				    lc->listen_pos[j], lis, &lis->listen[j], o,
+				    &o->listen[k]);
 			}
 	}
 	for (j = 0; j < lis->nlisten; j++)

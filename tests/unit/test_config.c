@@ -723,6 +723,10 @@ test_risky_values(void)
 		{ "[[listener]]\nname = \"smtp6\"\nlisten = [\"[::1]:2525\"]\n"
 		    "protocol = \"smtp\"\ntls = \"none\"\nbackend = "
 		    "\"[::1]:25\"\nbackend_proxy = \"v2\"\n", NULL },
+		/* Two specific addresses may serve two names. */
+		{ "[[listener]]\nname = \"pop3\"\nlisten = [\"[::1]:2525\"]\n"
+		    "protocol = \"pop3\"\ntls = \"none\"\nbackend = "
+		    "\"127.0.0.1:110\"\nbackend_proxy = \"v2\"\n", NULL },
 	};
 	struct diags d;
 	struct config *cfg;
@@ -747,6 +751,20 @@ test_risky_values(void)
 		}
 		config_free(cfg);
 	}
+	/* Said once per pair of listeners, however many addresses meet. */
+	cfg = load(LISTENER "backend_proxy = \"v2\"\n[[listener]]\nname = "
+	    "\"p\"\nlisten = [\"0.0.0.0:2600\", \"0.0.0.0:2601\"]\nprotocol = "
+	    "\"pop3\"\ntls = \"none\"\nbackend = \"127.0.0.1:110\"\n"
+	    "backend_proxy = \"v2\"\n[[listener]]\nname = \"s\"\nlisten = "
+	    "[\"[::]:2600\", \"[::]:2601\"]\nprotocol = \"smtp\"\ntls = "
+	    "\"none\"\nbackend = \"127.0.0.1:25\"\nbackend_proxy = \"v2\"\n",
+	    &d);
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.warnings, 1);
+	CHECK(strstr(d.text, "warning: listener 's': [::]:2600 is smtp with "
+	    "tls = \"none\", but 0.0.0.0:2600 of listener 'p' is pop3") !=
+	    NULL);
+	config_free(cfg);
 	cfg = load(LISTENER "backend_proxy = \"v2\"\n[policy]\nallow = "
 	    "[\"0.0.0.0/0\"]\n", &d);
 	CHECK(cfg != NULL);
