@@ -43,6 +43,16 @@ struct loader {
 	 * span sections leave them out, rather than judge a default. */
 	const struct toml_value *bad[32];
 	size_t nbad;
+	/* Where each policy.deny entry was written, so that a warning
+	 * about one names its own line: runs of entries from one source
+	 * (file NULL: the config itself). */
+	struct toml_pos *deny_pos;
+	size_t deny_cap;
+	struct list_src {
+		const char *file;
+		size_t start;
+	} *deny_src;
+	size_t ndeny_src;
 };
 
 struct key_spec;
@@ -150,6 +160,17 @@ xcalloc(size_t n, size_t size)
 
 	if (p == NULL) {
 		perror("moat: calloc");
+		abort();
+	}
+	return p;
+}
+
+static void *
+xreallocarray(void *p, size_t n, size_t size)
+{
+	/* n * size overflows only past any memory a config could fill. */
+	if ((p = realloc(p, n * size)) == NULL) {
+		perror("moat: realloc");
 		abort();
 	}
 	return p;
@@ -413,16 +434,10 @@ static void
 origin_add(struct config *cfg, const char *value, const char *key,
     struct toml_pos pos)
 {
-	struct cfg_origin *v = realloc(cfg->origins,
-	    (cfg->norigins + 1) * sizeof(*v));
-
-	if (v == NULL) {
-		perror("moat: realloc");
-		abort();
-	}
-	cfg->origins = v;
-	v[cfg->norigins++] = (struct cfg_origin){ value, key, pos.line,
-	    pos.col };
+	cfg->origins = xreallocarray(cfg->origins, cfg->norigins + 1,
+	    sizeof(*cfg->origins));
+	cfg->origins[cfg->norigins++] = (struct cfg_origin){ value, key,
+	    pos.line, pos.col };
 }
 
 /* A path that the daemon will read at start: say now if it cannot. */
@@ -463,13 +478,7 @@ strings_clear(struct cfg_strings *s)
 static void
 strings_add(struct cfg_strings *s, char *owned)
 {
-	char **v = realloc(s->v, (s->n + 1) * sizeof(*v));
-
-	if (v == NULL) {
-		perror("moat: realloc");
-		abort();
-	}
-	s->v = v;
+	s->v = xreallocarray(s->v, s->n + 1, sizeof(*s->v));
 	s->v[s->n++] = owned;
 }
 
@@ -477,16 +486,9 @@ static void
 cidrs_add(struct cfg_cidrs *c, const struct cidr *p)
 {
 	/* Grow geometrically: list files can hold a million prefixes. */
-	if ((c->n & (c->n - 1)) == 0 || c->n < 16) {
-		size_t cap = c->n < 16 ? 16 : c->n * 2;
-		struct cidr *v = realloc(c->v, cap * sizeof(*v));
-
-		if (v == NULL) {
-			perror("moat: realloc");
-			abort();
-		}
-		c->v = v;
-	}
+	if ((c->n & (c->n - 1)) == 0 || c->n < 16)
+		c->v = xreallocarray(c->v, c->n < 16 ? 16 : c->n * 2,
+		    sizeof(*c->v));
 	c->v[c->n++] = *p;
 }
 
@@ -542,6 +544,29 @@ covers_all(const struct cfg_cidrs *c)
 	return all;
 }
 
+/* Remembers where the entry just added to out was written, if out is
+ * policy.deny (file NULL: in the config itself). */
+static void
+note_entry(struct loader *l, const struct cfg_cidrs *out, const char *file,
+    struct toml_pos pos)
+{
+	size_t n = out->n;
+
+	if (out != &l->cfg->policy.deny)
+		return;
+	if (n > l->deny_cap) {
+		l->deny_cap = l->deny_cap < 16 ? 16 : l->deny_cap * 2;
+		l->deny_pos = xreallocarray(l->deny_pos, l->deny_cap,
+		    sizeof(*l->deny_pos));
+	}
+	l->deny_pos[n - 1] = pos;
+	if (l->ndeny_src == 0 || l->deny_src[l->ndeny_src - 1].file != file) {
+		l->deny_src = xreallocarray(l->deny_src, l->ndeny_src + 1,
+		    sizeof(*l->deny_src));
+		l->deny_src[l->ndeny_src++] = (struct list_src){ file, n - 1 };
+	}
+}
+
 static void
 get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
     struct cfg_cidrs *out)
@@ -564,6 +589,7 @@ get_cidrs(struct loader *l, const struct toml_value *v, const char *what,
 		}
 		warn_v4_cover(l, l->name, toml_value_pos(e), what, s, &c);
 		cidrs_add(out, &c);
+		note_entry(l, out, NULL, toml_value_pos(e));
 	}
 }
 
@@ -625,6 +651,8 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 		warn_v4_cover(l, path, (struct toml_pos){ lineno,
 		    (int)(p - line) + 1 }, NULL, p, &c);
 		cidrs_add(out, &c);
+		note_entry(l, out, path, (struct toml_pos){ lineno,
+		    (int)(p - line) + 1 });
 	}
 	if (ferror(f))
 		err_at(l, where, "error reading list file %s: %s", path,
@@ -2254,15 +2282,16 @@ key_ok(const struct loader *l, const struct toml_value *root,
  * file may hold thousands.
  */
 static void
-check_deny_in_allow(struct loader *l, const struct toml_value *root)
+check_deny_in_allow(struct loader *l)
 {
 	const struct cfg_cidrs *allow = &l->cfg->policy.allow;
 	const struct cfg_cidrs *deny = &l->cfg->policy.deny;
+	const struct list_src *src = NULL;
 	struct cidr_set *set;
 	size_t i, n = 0, first = 0;
-	char cs[CIDR_STRLEN];
+	char cs[CIDR_STRLEN], more[64] = "";
 
-	if (allow->n == 0 || deny->n == 0 ||
+	if (allow->n == 0 || deny->n == 0 || l->ndeny_src == 0 ||
 	    (set = cidr_set_new(allow->v, allow->n)) == NULL)
 		return;
 	for (i = 0; i < deny->n; i++)
@@ -2271,15 +2300,15 @@ check_deny_in_allow(struct loader *l, const struct toml_value *root)
 	cidr_set_free(set);
 	if (n == 0)
 		return;
+	for (i = 0; i < l->ndeny_src && l->deny_src[i].start <= first; i++)
+		src = &l->deny_src[i];
 	cidr_str(&deny->v[first], cs, sizeof(cs));
-	if (n == 1)
-		warn_at(l, key_pos(root, "policy", "deny"), "deny entry "
-		    "\"%s\" lies wholly inside policy.allow, which wins, so "
-		    "it refuses nobody", cs);
-	else
-		warn_at(l, key_pos(root, "policy", "deny"), "%zu deny "
-		    "entries (the first: \"%s\") lie wholly inside "
-		    "policy.allow, which wins, so they refuse nobody", n, cs);
+	if (n > 1)
+		snprintf(more, sizeof(more), "; so do%s %zu more deny entr%s",
+		    n == 2 ? "es" : "", n - 1, n == 2 ? "y" : "ies");
+	warn_file(l, src->file ? src->file : l->name, l->deny_pos[first],
+	    "deny entry \"%s\" lies wholly inside policy.allow, which wins, "
+	    "so it refuses nobody%s", cs, more);
 }
 
 /*
@@ -2345,7 +2374,7 @@ config_check(struct loader *l, const struct toml_value *root)
 		    duration_str(cfg->ban.duration_ms, durs, sizeof(durs)));
 	}
 	check_metrics(l, root);
-	check_deny_in_allow(l, root);
+	check_deny_in_allow(l);
 	if (cfg->firewall.backend != CFG_FW_NONE &&
 	    strcmp(cfg->firewall.set4, cfg->firewall.set6) == 0 &&
 	    key_ok(l, root, "firewall", "set4") &&
@@ -2442,6 +2471,8 @@ config_load_buf(const char *name, const char *basedir, const char *buf,
 	    sizeof(top_keys) / sizeof(top_keys[0]), NULL);
 	config_check(&l, root);
 	toml_free(root);
+	free(l.deny_pos);
+	free(l.deny_src);
 	if (l.nerrors > 0) {
 		config_free(l.cfg);
 		return NULL;

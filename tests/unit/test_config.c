@@ -699,13 +699,14 @@ test_risky_values(void)
 		{ "[policy.geo]\ndatabase = \"/etc/passwd\"\ndeny_countries = "
 		    "[\"AP\"]\n", "does not stand for Asia-Pacific" },
 		{ "[policy]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.2.0/24\","
-		    " \"192.0.2.0/24\"]\n", "t.toml:10:1: warning: deny entry "
+		    " \"192.0.2.0/24\"]\n", "t.toml:10:9: warning: deny entry "
 		    "\"10.1.2.0/24\" lies wholly inside policy.allow, which "
-		    "wins, so it refuses nobody" },
+		    "wins, so it refuses nobody\n" },
 		{ "[policy]\ndeny = [\"2001:db8::/48\", \"10.0.0.0/8\", "
 		    "\"2001:db8:1::/48\"]\nallow = [\"2001:db8::/32\"]\n",
-		    "t.toml:9:1: warning: 2 deny entries (the first: "
-		    "\"2001:db8::/48\") lie wholly inside policy.allow" },
+		    "t.toml:9:9: warning: deny entry \"2001:db8::/48\" lies "
+		    "wholly inside policy.allow, which wins, so it refuses "
+		    "nobody; so does 1 more deny entry\n" },
 		/* Overlapping only: the rest of the deny entry still works. */
 		{ "[policy]\nallow = [\"10.1.2.0/24\"]\ndeny = "
 		    "[\"10.0.0.0/8\"]\n", NULL },
@@ -838,6 +839,30 @@ test_list_file(void)
 		    "\"10.1.2.3/8\": address has bits set", path);
 		CHECK(strstr(d.text, want) != NULL);
 	}
+
+	/* A deny entry that the allow list covers is named where the list
+	 * file has it, among thousands that may not be. */
+	f = fopen(path, "w");
+	fputs("192.0.2.0/24\n\n  10.9.0.0/16\n10.8.0.0/16\n", f);
+	fclose(f);
+	snprintf(toml, sizeof(toml), LISTENER "[policy]\ndeny = "
+	    "[\"203.0.113.0/24\"]\ndeny_files = [\"%s\"]\nallow = "
+	    "[\"10.0.0.0/8\"]\n", path);
+	cfg = load(toml, &d);
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.warnings, 1);
+	{
+		char want[256];
+
+		snprintf(want, sizeof(want), "%s:3:3: warning: deny entry "
+		    "\"10.9.0.0/16\" lies wholly inside policy.allow, which "
+		    "wins, so it refuses nobody; so does 1 more deny entry\n",
+		    path);
+		CHECK(strstr(d.text, want) != NULL);
+		if (strstr(d.text, want) == NULL)
+			fprintf(stderr, "%s", d.text);
+	}
+	config_free(cfg);
 	unlink(path);
 }
 
