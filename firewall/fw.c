@@ -350,6 +350,8 @@ fw_problem(struct fw *fw, const struct fw_status *st, const uint8_t *addr)
 
 	if (p <= FW_OK || p >= FW_NPROBLEMS)
 		p = FW_OTHER;
+	if ((unsigned)fam >= FW_NFAMILIES)
+		fam = FW_FAM_NONE;	/* a backend's slip indexes nothing */
 	fw->failing = true;
 	fw->fam_failing[fam] = true;
 	/* Two sets broken alike are two problems to fix. */

@@ -154,7 +154,7 @@ struct fw_elem {
 };
 
 /* Which set something is about; none (0) is what a zeroed status says.
- * Backends index their per-set arrays with fam - FW_FAM_V4. */
+ * A backend's per-set index i (0 IPv4, 1 IPv6) is FW_FAM_V4 + i here. */
 enum fw_family {
 	FW_FAM_NONE = 0,
 	FW_FAM_V4,
