@@ -21,3 +21,71 @@ def test_grafana_dashboard_uses_only_real_metrics():
     missing = {m for m in used
                if m not in exported and m.removesuffix("_bucket") not in exported}
     assert not missing, f"dashboard queries unknown metrics: {missing}"
+
+
+def _need(tool):
+    """Postfix and Dovecot come with the suite's dependencies; without
+    them these checks cannot run, which CI must not take for a pass."""
+    import shutil
+    import pytest
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}"
+                                  if os.path.exists(f"/usr/sbin/{tool}")
+                                  else None)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} not installed")
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+def _contrib(*parts):
+    with open(os.path.join(SOURCE, "contrib", *parts)) as f:
+        return f.read()
+
+
+def test_postfix_snippets_are_settings_postfix_knows(tmp_path):
+    """Debian's Postfix reads main.cf.moat (with its commented options
+    turned on) and master.cf.moat without a warning: a misspelt or
+    retired parameter would be ignored with no more than that warning,
+    leaving the backend open or shut without anyone noticing."""
+    import subprocess
+    postconf = _need("postconf")
+    main = _contrib("postfix", "main.cf.moat")
+    options = re.findall(r"^#([a-z_]+ = .+)$", main, re.M)
+    assert {o.split()[0] for o in options} >= {
+        "proxy_interfaces", "smtpd_authorized_xclient_hosts"}, options
+    (tmp_path / "main.cf").write_text(
+        "compatibility_level = 3.6\n" + main + "\n".join(options) + "\n")
+    dist = "/usr/share/postfix/master.cf.dist"
+    master = open(dist).read() if os.path.exists(dist) else ""
+    (tmp_path / "master.cf").write_text(
+        master + _contrib("postfix", "master.cf.moat"))
+    for flag in ("-n", "-P", "-M"):
+        r = subprocess.run([postconf, "-c", str(tmp_path), flag],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "warning" not in r.stderr, \
+            (flag, r.stderr)
+        if flag == "-P":
+            assert "127.0.0.1:10587/inet/smtpd_tls_auth_only = no" \
+                in r.stdout, r.stdout
+
+
+def test_dovecot_snippet_and_its_pop3_advice_parse(tmp_path):
+    """moat.conf, and the protocol pop3 block its comment offers for port
+    110, are settings Debian's Dovecot accepts where they are put."""
+    import subprocess
+    doveconf = _need("doveconf")
+    snippet = _contrib("dovecot", "moat.conf")
+    advice = re.search(r"^#   (protocol pop3 \{\n(?:#   .*\n)*?#   \})",
+                       snippet, re.M)
+    assert advice, "the pop3 advice is gone from moat.conf"
+    block = re.sub(r"^#   ", "", advice.group(1), flags=re.M)
+    (tmp_path / "moat.conf").write_text(snippet)
+    conf = tmp_path / "dovecot.conf"
+    conf.write_text(f"protocols = pop3\nssl = no\n"
+                    f"!include {tmp_path / 'moat.conf'}\n{block}\n")
+    r = subprocess.run([doveconf, "-c", str(conf), "-n"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "disable_plaintext_auth = no" in r.stdout, r.stdout
+    assert "haproxy = yes" in r.stdout, r.stdout

@@ -48,7 +48,8 @@ def test_install_destdir(tmp_path):
     one("share/doc/moat/nftables/moat.nft")
     one("share/doc/moat/ipset/README.md")
     one("share/doc/moat/grafana/moat-dashboard.json")
-    one("etc/logrotate.d/moat")
+    # logrotate reads /etc/logrotate.d only, not PREFIX/etc.
+    assert "etc/logrotate.d/moat" in files, sorted(files)
     one("share/doc/moat/postfix/main.cf.moat")
     one("share/doc/moat/postfix/master.cf.moat")
     one("share/doc/moat/dovecot/moat.conf")

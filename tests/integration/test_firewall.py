@@ -405,6 +405,22 @@ def test_ipset_with_a_netmask_is_refused(tmp_path, pki, net, stack):
             _sh("ipset", "destroy", s, ns=net.srv, check=False)
 
 
+def test_ruleset_loads_again_without_doubling(net):
+    """contrib/nftables/moat.nft loaded a second time (by hand, or an
+    include without "flush ruleset" before it) keeps the sets' elements
+    and leaves one drop rule per family, not two."""
+    net.reset_nft()
+    net.nft("add", "element", "inet", "moat", "blocked4",
+            "{ 192.0.2.77 timeout 1h }")
+    net.nft("-f", MOAT_NFT)
+    net.nft("-f", MOAT_NFT)
+    chain = net.nft("-j", "list", "chain", "inet", "moat", "input").stdout
+    rules = [o for o in json.loads(chain)["nftables"] if "rule" in o]
+    assert len(rules) == 2, chain
+    assert "192.0.2.77" in net.nft_elems("blocked4")
+    net.reset_nft()
+
+
 def test_missing_sets_are_created(tmp_path, pki, net, stack):
     net.reset_nft(load=False)
     m = start_moat(tmp_path, pki, net, stack, "nftables")
