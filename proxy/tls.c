@@ -58,7 +58,8 @@ static void
 report_ssl(config_report_fn *report, void *arg, const char *file,
     const char *what)
 {
-	char line[1024], reason[256];
+	/* what may be a whole line of its own (ctx_new). */
+	char line[2048], reason[256];
 	const char *r = tls_error_reason(reason, sizeof(reason));
 
 	snprintf(line, sizeof(line), "%s: %s%s%s", file, what, r ? ": " : "",
