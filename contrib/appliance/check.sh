@@ -5,27 +5,32 @@
 # mount and PID namespace, then sends a mail through moat (submission on
 # 587 with STARTTLS and AUTH), reads it back over POP3S (995), checks that
 # 25, 465 and 110 answer through moat and that a ban reaches the kernel
-# set. Everything stops with the namespaces; the root keeps a test user
-# and its first-boot certificate, so check a copy.
+# set, and that a client not on loopback cannot relay. Everything stops
+# with the namespaces, and its test user (with a password written here)
+# is removed again; the root keeps the first-boot certificate. Check a
+# copy, not an appliance in service.
 #
-# Usage: contrib/appliance/check.sh ROOT     (as root)
+# Usage: contrib/appliance/check.sh ROOT     (as root, with python3)
 set -eu
 
 [ $# -eq 1 ] && [ -d "$1/etc/moat" ] || {
-	sed -n '2,11s/^# \{0,1\}//p' "$0" >&2
+	sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 }
 root=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${MOAT_CHECK_INSIDE:-}" ]; then
-	MOAT_CHECK_INSIDE=1 exec unshare --net --mount --pid --fork \
+	MOAT_CHECK_INSIDE=1 exec unshare --net --mount --pid --uts --fork \
 	    --mount-proc sh "$0" "$root"
 fi
 
 in_root() { chroot "$root" "$@"; }
 
+hostname mail.appliance.test
 ip link set lo up
+# A client address that is not loopback, so not in Postfix's mynetworks.
+ip addr add 192.0.2.10/32 dev lo
 mount --make-rprivate /
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
@@ -41,9 +46,10 @@ done
 in_root nft -f /etc/nftables.conf
 in_root sh -c 'id moatcheck >/dev/null 2>&1 ||
 	{ useradd -m moatcheck && echo moatcheck:moat-check-pw | chpasswd; }'
+trap 'in_root userdel -r moatcheck 2>/dev/null || true' EXIT
 in_root install -d -m 0755 /run/dovecot
 in_root dovecot
-in_root postfix start 2>/dev/null
+in_root postfix start
 in_root /usr/bin/moat -t -c /etc/moat/moat.toml
 in_root /usr/bin/moat -c /etc/moat/moat.toml >"$root/tmp/moat.log" 2>&1 &
 i=0
@@ -82,7 +88,16 @@ print("995: read back over POP3S")
 with smtplib.SMTP("127.0.0.1", 25, timeout=20) as s:
     s.starttls(context=ctx)
     assert s.ehlo()[0] == 250
-print("25: STARTTLS")
+# From an address Postfix does not trust, through moat's PROXY header:
+# mail for elsewhere is refused, not relayed.
+with smtplib.SMTP("192.0.2.10", 25, timeout=20,
+                  source_address=("192.0.2.10", 0)) as s:
+    s.starttls(context=ctx)
+    s.ehlo()
+    s.mail("someone@example.org")
+    code, _ = s.rcpt("victim@example.net")
+    assert code in (454, 554), code
+print("25: STARTTLS; no relay for 192.0.2.10")
 with smtplib.SMTP_SSL("127.0.0.1", 465, context=ctx, timeout=20) as s:
     assert s.noop()[0] == 250
 print("465: implicit TLS")
@@ -104,7 +119,7 @@ else:
 print("ban: in the kernel set blocked4")
 PY
 [ $rc -eq 0 ] || { echo "--- moat's log"; cat "$root/tmp/moat.log"; }
-in_root postfix stop 2>/dev/null || true
+in_root postfix stop || true
 in_root doveadm stop 2>/dev/null || true
 echo "check.sh: $([ $rc -eq 0 ] && echo passed || echo FAILED)"
 exit $rc
