@@ -53,4 +53,7 @@ rm -f /etc/hostname
 : >/etc/resolv.conf
 systemctl enable systemd-networkd.service nftables.service \
 	moat-selfsigned.service moat.service
+# moat, Postfix and Dovecot bind wildcard and loopback addresses and need
+# not wait for an address, which without DHCP would take two minutes.
+systemctl disable systemd-networkd-wait-online.service
 rm -rf "$a"
