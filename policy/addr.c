@@ -213,6 +213,14 @@ cidr_contains(const struct cidr *c, const uint8_t addr[16])
 }
 
 bool
+cidr_covers_v4(const struct cidr *c)
+{
+	static const uint8_t v4_any[16] = { [10] = 0xff, [11] = 0xff };
+
+	return c->plen <= 96 && cidr_contains(c, v4_any);
+}
+
+bool
 addr_port_equal(const struct addr_port *a, const struct addr_port *b)
 {
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;

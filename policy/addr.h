@@ -46,6 +46,9 @@ int cidr_parse(const char *s, struct cidr *out, const char **why);
  * returns -1 for families other than AF_INET and AF_INET6. */
 int addr_to_v6(const struct sockaddr *sa, uint8_t out[16]);
 bool cidr_contains(const struct cidr *c, const uint8_t addr[16]);
+/* Whether c holds every IPv4 address (all of ::ffff:0:0/96): 0.0.0.0/0,
+ * but also IPv6 prefixes such as ::/0 or ::/8. */
+bool cidr_covers_v4(const struct cidr *c);
 bool addr_is_v4mapped(const uint8_t addr[16]);
 
 /* Endpoints compared, and taken apart, as listeners need them. */

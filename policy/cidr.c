@@ -92,16 +92,31 @@ range6_cmp(const void *a, const void *b)
 	return u128_cmp(&x->first, &y->first);
 }
 
-/* Does the prefix (first plen bits of addr) cover ::ffff:0:0/96 whole? */
+/*
+ * The addresses c covers, as a range of IPv4 keys in *r4 when c lies inside
+ * ::ffff:0:0/96 (returns true), else of 128-bit keys in *r6. Bits below
+ * the prefix length are ignored; plen above 128 counts as 128.
+ */
 static bool
-prefix_covers_v4(const uint8_t addr[16], unsigned plen)
+prefix_range(const struct cidr *c, struct range4 *r4, struct range6 *r6)
 {
-	struct cidr c;
+	unsigned plen = c->plen > 128 ? 128 : c->plen;
+	uint64_t mh, ml;
 
-	memcpy(c.addr, addr, 16);
-	c.plen = (uint8_t)plen;
-	return plen <= 96 && cidr_contains(&c, (const uint8_t[16]){
-	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0 });
+	if (plen >= 96 && memcmp(c->addr, v4mapped_prefix, 12) == 0) {
+		uint32_t m = plen == 96 ? 0 : ~0U << (32 - (plen - 96));
+
+		r4->first = load_be32(c->addr + 12) & m;
+		r4->last = r4->first | ~m;
+		return true;
+	}
+	mh = mask64(plen > 64 ? 64 : plen);
+	ml = mask64(plen > 64 ? plen - 64 : 0);
+	r6->first.hi = load_be64(c->addr) & mh;
+	r6->first.lo = load_be64(c->addr + 8) & ml;
+	r6->last.hi = r6->first.hi | ~mh;
+	r6->last.lo = r6->first.lo | ~ml;
+	return false;
 }
 
 /* Sorts and merges in place; returns the number of ranges kept. */
@@ -203,32 +218,15 @@ cidr_set_new(const struct cidr *v, size_t n)
 			goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
-		unsigned plen = v[i].plen > 128 ? 128 : v[i].plen;
-		const uint8_t *a = v[i].addr;
-
-		if (plen >= 96 && memcmp(a, v4mapped_prefix, 12) == 0) {
-			uint32_t m = plen == 96 ? 0 :
-			    ~0U << (32 - (plen - 96));
-
-			r4[n4].first = load_be32(a + 12) & m;
-			r4[n4].last = r4[n4].first | ~m;
+		if (prefix_range(&v[i], &r4[n4], &r6[n6])) {
 			n4++;
 			continue;
 		}
-		if (prefix_covers_v4(a, plen)) {
+		n6++;
+		if (cidr_covers_v4(&v[i])) {
 			r4[n4].first = 0;
 			r4[n4].last = UINT32_MAX;
 			n4++;
-		}
-		{
-			uint64_t mh = mask64(plen > 64 ? 64 : plen);
-			uint64_t ml = mask64(plen > 64 ? plen - 64 : 0);
-
-			r6[n6].first.hi = load_be64(a) & mh;
-			r6[n6].first.lo = load_be64(a + 8) & ml;
-			r6[n6].last.hi = r6[n6].first.hi | ~mh;
-			r6[n6].last.lo = r6[n6].first.lo | ~ml;
-			n6++;
 		}
 	}
 	n4 = merge4(r4, n4);
@@ -358,27 +356,18 @@ cidr_set_lookup(const struct cidr_set *s, const uint8_t addr[16])
 bool
 cidr_set_covers(const struct cidr_set *s, const struct cidr *c)
 {
-	unsigned plen = c->plen > 128 ? 128 : c->plen;
+	struct range4 r4;
+	struct range6 r6;
 	size_t i;
 
 	if (s == NULL)
 		return false;
-	if (plen >= 96 && memcmp(c->addr, v4mapped_prefix, 12) == 0) {
-		uint32_t m = plen == 96 ? 0 : ~0U << (32 - (plen - 96));
-		uint32_t first = load_be32(c->addr + 12) & m;
-
-		i = find4(s, first);
-		return i > 0 && (first | ~m) <= s->last4[i - 1];
-	} else {
-		uint64_t mh = mask64(plen > 64 ? 64 : plen);
-		uint64_t ml = mask64(plen > 64 ? plen - 64 : 0);
-		struct u128 first = { load_be64(c->addr) & mh,
-		    load_be64(c->addr + 8) & ml };
-		struct u128 last = { first.hi | ~mh, first.lo | ~ml };
-
-		i = find6(s, &first);
-		return i > 0 && u128_cmp(&last, &s->last6[i - 1]) <= 0;
+	if (prefix_range(c, &r4, &r6)) {
+		i = find4(s, r4.first);
+		return i > 0 && r4.last <= s->last4[i - 1];
 	}
+	i = find6(s, &r6.first);
+	return i > 0 && u128_cmp(&r6.last, &s->last6[i - 1]) <= 0;
 }
 
 size_t

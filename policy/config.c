@@ -503,12 +503,6 @@ get_array(struct loader *l, const struct toml_value *v, const char *what)
 	return false;
 }
 
-/* ::ffff:0.0.0.0, where IPv4 begins (addr.h): a prefix of 96 bits or
- * less that holds it holds every IPv4 address. */
-static const uint8_t v4_any[16] = {
-	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0
-};
-
 /*
  * IPv4 lives under ::ffff:0:0/96 (addr.h), so an IPv6 prefix that covers
  * it, such as "::/8" or "::ffff:0:0/96" from a list of IPv6 martians,
@@ -520,7 +514,7 @@ warn_v4_cover(struct loader *l, const char *file, struct toml_pos pos,
     const char *what, const char *s, const struct cidr *c)
 {
 
-	if (strchr(s, ':') == NULL || c->plen > 96 || !cidr_contains(c, v4_any))
+	if (strchr(s, ':') == NULL || !cidr_covers_v4(c))
 		return;
 	warn_file(l, file, pos, "%s%s\"%.64s\" matches every IPv4 client as "
 	    "well: it covers ::ffff:0:0/96, where moat keeps IPv4 addresses "
@@ -538,7 +532,7 @@ covers_all(const struct cfg_cidrs *c)
 	for (size_t i = 0; i < c->n; i++) {
 		if (c->v[i].plen == 0)
 			return "";
-		if (c->v[i].plen <= 96 && cidr_contains(&c->v[i], v4_any))
+		if (cidr_covers_v4(&c->v[i]))
 			all = "IPv4 ";
 	}
 	return all;

@@ -32,6 +32,15 @@ privdrop_dirname(const char *path, char *buf, size_t len)
 	return buf;
 }
 
+/* A file whose directory is missing, and the directory above it too. */
+static void
+say_no_parent(char *err, size_t errlen, const char *file, const char *dir,
+    const char *parent)
+{
+	snprintf(err, errlen, "%s: neither %s nor %s exists (moat makes only "
+	    "a file's own directory; check the path)", file, dir, parent);
+}
+
 /*
  * Makes dir, a file's own directory, when missing; it belongs to uid:gid.
  * Only that last level: a typo in the path must not build a tree of
@@ -58,9 +67,8 @@ make_dir_for(const char *dir, const char *file, uid_t uid, gid_t gid,
 	if (errno == EEXIST)
 		return 0;
 	if (errno == ENOENT)
-		snprintf(err, errlen, "%s: neither %s nor %s exists (moat "
-		    "makes only a file's own directory; check the path)", file,
-		    dir, privdrop_dirname(dir, parent, sizeof(parent)));
+		say_no_parent(err, errlen, file, dir,
+		    privdrop_dirname(dir, parent, sizeof(parent)));
 	else
 		snprintf(err, errlen, "cannot create %s: %s", dir,
 		    strerror(errno));
@@ -185,9 +193,7 @@ can_make(const char *dir, const char *file, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s is not a directory", file,
 		    parent);
 	} else if (errno == ENOENT)
-		snprintf(err, errlen, "%s: neither %s nor %s exists (moat "
-		    "makes only a file's own directory; check the path)", file,
-		    dir, parent);
+		say_no_parent(err, errlen, file, dir, parent);
 	else
 		snprintf(err, errlen, "%s: %s: %s", file, parent,
 		    strerror(errno));
