@@ -332,7 +332,8 @@ policy_admit(struct policy *p, const uint8_t addr[16], uint64_t now_ms,
 		res->reason = POLICY_GEO;
 		goto reject;
 	}
-	switch (window_admit(p->win, addr, now_ms, &count, &open)) {
+	switch (window_admit(p->win, addr, now_ms, &count, &open,
+	    &res->tag)) {
 	case WINDOW_OK:
 		res->reason = POLICY_OK;
 		res->count = count;
@@ -427,10 +428,12 @@ reject:
 }
 
 void
-policy_release(struct policy *p, const uint8_t addr[16])
+policy_release(struct policy *p, const uint8_t addr[16], uint32_t tag)
 {
+	if (tag == 0)
+		return;
 	pthread_mutex_lock(&p->lock);
-	window_close(p->win, addr);
+	window_close(p->win, addr, tag);
 	pthread_mutex_unlock(&p->lock);
 }
 

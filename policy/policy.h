@@ -30,7 +30,8 @@ struct geo;
  *   7. concurrent sessions -> REJECT "concurrency" (no ban: a busy
  *                     legitimate relay trips this too)
  *   8. ALLOW: the connection is counted and a session opened; the caller
- *      must call policy_release exactly once when that session ends.
+ *      must call policy_release with the result's tag exactly once when
+ *      that session ends.
  *
  * Feedback (policy_note): an auth failure and a protocol glitch both count
  * in the auth_failures window, and reaching its limit bans ("auth"); an
@@ -95,6 +96,8 @@ struct policy_result {
 	uint32_t ban_count;	/* bans of this address so far */
 	uint32_t open;		/* new ban: sessions counted open for the
 				 * address (its prefix, when aggregated) */
+	uint32_t tag;		/* ALLOW, counted: for policy_release;
+				 * else 0 */
 };
 
 /* Names for events and logs: "ok", "allowlist", "banned", "denylist",
@@ -145,11 +148,13 @@ enum policy_verdict policy_admit(struct policy *p, const uint8_t addr[16],
 enum policy_verdict policy_note(struct policy *p, const uint8_t addr[16],
     enum policy_event ev, uint64_t now_ms, struct policy_result *res);
 
-/* A session that policy_admit counted (reason POLICY_OK) has ended. Not
- * for allow-listed sessions: they were never counted, and once a reload
- * takes the address off the list a release would free a place that a
- * counted session of the address holds. */
-void policy_release(struct policy *p, const uint8_t addr[16]);
+/*
+ * A session that policy_admit counted has ended; tag is the one its
+ * result gave. A session that was not counted (the allow list; tag 0)
+ * releases nothing, nor does one whose count a reload or a full table
+ * dropped: a release then would free a place another session holds.
+ */
+void policy_release(struct policy *p, const uint8_t addr[16], uint32_t tag);
 
 /*
  * Operator bans (moatctl). duration_ms 0 means the escalated length.

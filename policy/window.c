@@ -12,13 +12,17 @@
 /* How many of the oldest keys eviction looks at for one without sessions. */
 #define EVICT_SCAN 8
 
-/* 72 bytes; the layout is what the "bytes per key" figure promises. */
+/* 80 bytes; the layout is what the "bytes per key" figure promises. */
 struct window_entry {
 	uint8_t key[16];
 	uint64_t last_ms;		/* both rings are current as of this */
 	uint32_t next;			/* hash chain */
 	uint32_t older, newer;		/* recency list */
 	uint32_t sessions;
+	/* Which life of key this is: a session releases only the entry it
+	 * was counted in, not one made for its key after this was dropped
+	 * (eviction, a smaller max_entries, a new aggregation). */
+	uint32_t tag;
 	uint16_t conn[WINDOW_SLOTS];
 	uint16_t fail[WINDOW_SLOTS];
 };
@@ -30,9 +34,10 @@ struct window_table {
 	uint32_t n, cap;		/* used, allocated */
 	struct addrindex ix;		/* over e, by key */
 	uint32_t newest, oldest;
+	uint32_t last_tag;
 };
 
-_Static_assert(sizeof(struct window_entry) == 72,
+_Static_assert(sizeof(struct window_entry) == 80,
     "window_entry grew: update the bytes-per-key figure in window.h");
 
 static uint64_t
@@ -259,6 +264,11 @@ lookup_insert(struct window_table *t, const uint8_t addr[16], uint64_t now)
 	memset(e, 0, sizeof(*e));
 	memcpy(e->key, key, 16);
 	e->last_ms = now;
+	/* 0 names no entry; a wrap after 2^32 - 1 entries could only
+	 * matter to a session older than all of them, of the same key. */
+	if (++t->last_tag == 0)
+		t->last_tag = 1;
+	e->tag = t->last_tag;
 	addrindex_push(&t->ix, t->e, i);
 	lru_push(t, i);
 	return i;
@@ -314,31 +324,42 @@ window_table_free(struct window_table *t)
 	free(t);
 }
 
-/* Keeps the keep newest entries, compacted to the front of the array. */
+/*
+ * Keeps at most keep entries, compacted to the front of the array in
+ * their recency order: first those with open sessions, newest first,
+ * since a count dropped there lets the address past concurrent_per_ip
+ * until its sessions end; then the newest of the rest.
+ */
 static void
 compact(struct window_table *t, uint32_t keep)
 {
 	struct window_entry *ne;
-	uint32_t i, k = 0, n = t->n < keep ? t->n : keep;
+	bool *kept;
+	uint32_t i, k = 0, n = t->n < keep ? t->n : keep, c = 0;
 
 	ne = malloc((size_t)(n > 0 ? n : 1) * sizeof(*ne));
-	if (ne == NULL) {
+	kept = calloc(t->n > 0 ? t->n : 1, sizeof(*kept));
+	if (ne == NULL || kept == NULL) {
 		/* Cannot copy: forget everything rather than break the cap. */
 		n = 0;
 	} else {
+		for (i = t->newest; i != NIL && c < n; i = t->e[i].older)
+			if (t->e[i].sessions > 0)
+				kept[i] = true, c++;
+		for (i = t->newest; i != NIL && c < n; i = t->e[i].older)
+			if (!kept[i])
+				kept[i] = true, c++;
 		/* Oldest first, so the list can be rebuilt by pushing. */
-		i = t->newest;
-		for (uint32_t c = 1; c < n; c++)
-			i = t->e[i].older;
-		for (; k < n; k++, i = t->e[i].newer)
-			ne[k] = t->e[i];
+		for (i = t->oldest; i != NIL; i = t->e[i].newer)
+			if (kept[i])
+				ne[k++] = t->e[i];
 	}
 	t->newest = t->oldest = NIL;
 	t->n = n;
-	if (ne != NULL) {
+	if (ne != NULL && kept != NULL)
 		memcpy(t->e, ne, (size_t)n * sizeof(*ne));
-		free(ne);
-	}
+	free(ne);
+	free(kept);
 	for (i = 0; i < n; i++)
 		lru_push(t, i);
 	(void)addrindex_rebuild(&t->ix, t->e, n, 0);
@@ -365,12 +386,12 @@ window_table_reconfigure(struct window_table *t,
 	uint64_t old_cs = t->conn_slot_ms, old_fs = t->fail_slot_ms;
 
 	set_params(t, wp);
+	/* Old keys no longer name the same clients; their sessions'
+	 * releases find no entry of their tag and change nothing. */
 	if (old.aggregate_v4 != t->p.aggregate_v4 ||
-	    old.aggregate_v6 != t->p.aggregate_v6) {
+	    old.aggregate_v6 != t->p.aggregate_v6)
 		compact(t, 0);
-		return;
-	}
-	if (old_cs != t->conn_slot_ms || old_fs != t->fail_slot_ms) {
+	else if (old_cs != t->conn_slot_ms || old_fs != t->fail_slot_ms) {
 		for (uint32_t i = 0; i < t->n; i++) {
 			struct window_entry *e = &t->e[i];
 			uint64_t now = now_ms > e->last_ms ? now_ms : e->last_ms;
@@ -400,12 +421,12 @@ window_table_reconfigure(struct window_table *t,
 
 enum window_verdict
 window_admit(struct window_table *t, const uint8_t addr[16],
-    uint64_t now_ms, uint32_t *count, uint32_t *open)
+    uint64_t now_ms, uint32_t *count, uint32_t *open, uint32_t *tag)
 {
 	struct window_entry *e;
 	uint32_t i, c, f;
 
-	*count = *open = 0;
+	*count = *open = *tag = 0;
 	i = lookup_insert(t, addr, now_ms);
 	if (i == NIL)
 		return WINDOW_OK;	/* no memory at all: fail open */
@@ -430,6 +451,7 @@ window_admit(struct window_table *t, const uint8_t addr[16],
 	if (e->sessions < UINT32_MAX)
 		e->sessions++;
 	*open = e->sessions;
+	*tag = e->tag;
 	return WINDOW_OK;
 }
 
@@ -448,11 +470,13 @@ window_fail(struct window_table *t, const uint8_t addr[16], uint64_t now_ms)
 }
 
 void
-window_close(struct window_table *t, const uint8_t addr[16])
+window_close(struct window_table *t, const uint8_t addr[16], uint32_t tag)
 {
-	uint32_t i = lookup(t, addr);
+	uint32_t i;
 
-	if (i != NIL && t->e[i].sessions > 0)
+	if (tag == 0 || (i = lookup(t, addr)) == NIL || t->e[i].tag != tag)
+		return;
+	if (t->e[i].sessions > 0)
 		t->e[i].sessions--;
 }
 

@@ -44,8 +44,8 @@
  *
  * Memory. Entries live in one array grown by doubling up to `max_entries`,
  * chained from a power-of-two bucket array of 32-bit indices, and linked in
- * least-recently-seen order. struct window_entry is 72 bytes and the bucket
- * array adds 4 to 8 per entry: at most 80 bytes per tracked key
+ * least-recently-seen order. struct window_entry is 80 bytes and the bucket
+ * array adds 4 to 8 per entry: at most 88 bytes per tracked key
  * (window_entry_bytes() tells; the benchmark measures it). When the table is
  * full the least recently seen key is dropped; keys with open sessions are
  * skipped among the 8 oldest, so eviction rarely forgets a concurrency
@@ -87,7 +87,9 @@ void window_table_free(struct window_table *t);
  * key's past events are folded into its current slot: they are then
  * forgotten one new window later, never earlier than before. When an
  * aggregation length changes the table is cleared, since old keys no longer
- * name the same clients. A smaller max_entries evicts the oldest keys.
+ * name the same clients, and the sessions open then no longer count. A
+ * smaller max_entries evicts the oldest keys, those with open sessions
+ * last.
  */
 /* now_ms 0 folds each key at its own last-seen time. */
 void window_table_reconfigure(struct window_table *t,
@@ -107,23 +109,30 @@ enum window_verdict {
  * another address of the prefix may have made them: it is one client);
  * else if conc_limit sessions are open returns WINDOW_CONCURRENCY; in
  * these cases nothing is counted. Otherwise counts the connection, opens a
- * session (the caller must window_close it later) and returns WINDOW_OK.
+ * session (the caller must window_close it later with *tag) and returns
+ * WINDOW_OK.
  * *count gets the connection window's count (after counting, or the full
  * count; for WINDOW_AUTH the failure count), *open the sessions open
  * (after opening, or the count at the limit).
  */
 enum window_verdict window_admit(struct window_table *t,
     const uint8_t addr[16], uint64_t now_ms, uint32_t *count,
-    uint32_t *open);
+    uint32_t *open, uint32_t *tag);
 
 /* Counts a failure and returns the failure window's count including it;
  * the caller compares it with auth_limit. */
 uint32_t window_fail(struct window_table *t, const uint8_t addr[16],
     uint64_t now_ms);
 
-/* A session ends: one fewer open (never below 0). Unknown keys (evicted,
- * or allow-listed and never opened) are ignored. */
-void window_close(struct window_table *t, const uint8_t addr[16]);
+/*
+ * A session ends: one fewer open (never below 0) in the entry that
+ * counted it, which tag (from window_admit) names. When that entry was
+ * dropped (evicted, a smaller max_entries, a new aggregation) nothing
+ * changes, even if its key has a new entry, whose sessions are others';
+ * tag 0 (nothing was counted) changes nothing either.
+ */
+void window_close(struct window_table *t, const uint8_t addr[16],
+    uint32_t tag);
 /* Clears the connection and failure counts of addr's key (its open
  * sessions stay counted): an operator's unban starts the client afresh,
  * rather than banning it again on its next connection. */

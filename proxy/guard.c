@@ -623,17 +623,19 @@ guard_on_ban(guard_ban_fn *fn, void *arg)
 
 bool
 guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, enum policy_reason *reason)
+    const char *sid, enum policy_reason *reason, uint32_t *tag)
 {
 	struct policy_result res;
 
 	*reason = POLICY_OK;
+	*tag = 0;
 	if (guard.policy == NULL)
 		return true;
 	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
 	    POLICY_ALLOW) {
 		metrics_admit(lc->name, NULL);
 		*reason = res.reason;
+		*tag = res.tag;
 		return true;
 	}
 	metrics_admit(lc->name, policy_reason_str(res.reason));
@@ -663,10 +665,10 @@ guard_refusal(const struct cfg_listener *lc, enum policy_reason reason,
 }
 
 void
-guard_release(const uint8_t addr[16])
+guard_release(const uint8_t addr[16], uint32_t tag)
 {
 	if (guard.policy != NULL)
-		policy_release(guard.policy, addr);
+		policy_release(guard.policy, addr, tag);
 }
 
 bool

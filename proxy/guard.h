@@ -68,13 +68,13 @@ void guard_geo_report(const struct geo *g, config_report_fn *report,
  * why; guard_refusal() gives the line to send, except to an
  * already-banned address (POLICY_BANNED), which gets no reply at all, so
  * it costs no session and no handshake. sid may be NULL (no session yet).
- * An admitted session must call guard_release() once when it ends,
- * unless *reason says POLICY_ALLOWLIST: the allow list admits without
- * counting the session towards concurrent_per_ip. Cheap when nothing
+ * An admitted session that was counted towards concurrent_per_ip gets a
+ * nonzero *tag and must call guard_release() with it once when it ends;
+ * the allow list admits without counting (tag 0). Cheap when nothing
  * listens for events: no formatting, no I/O.
  */
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
-    const char *sid, enum policy_reason *reason);
+    const char *sid, enum policy_reason *reason, uint32_t *tag);
 
 /* Counts a connection admitted outside policy (a trusted load balancer's
  * own, such as a health check): no window, no ban, nothing to release. */
@@ -88,7 +88,7 @@ void guard_admit_trusted(const struct cfg_listener *lc);
  */
 void guard_refusal(const struct cfg_listener *lc, enum policy_reason reason,
     char *buf, size_t len);
-void guard_release(const uint8_t addr[16]);
+void guard_release(const uint8_t addr[16], uint32_t tag);
 
 /*
  * Feedback from the protocol filters. Returns true if the address is now

@@ -155,7 +155,7 @@ struct session {
 	unsigned port;
 	int xc_step;
 	bool admitted;		/* policy let it in */
-	bool counted;		/* holds a policy_release() */
+	uint32_t tag;		/* nonzero: holds a guard_release() */
 	bool lb_own;		/* a trusted load balancer's own connection
 				 * (PROXY LOCAL): outside policy */
 	bool slotted;		/* holds a slot of list->slots for slot */
@@ -480,8 +480,8 @@ session_free(struct session *s)
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
 	ev_timer_stop(s->loop, &s->timer);
-	if (s->counted)
-		guard_release(s->addr);
+	if (s->tag != 0)
+		guard_release(s->addr, s->tag);
 	if (s->slotted)
 		slots_give(list->slots, s->slot);
 	if (s->filter.ops != NULL && s->filter.ops->free != NULL &&
@@ -699,7 +699,8 @@ session_refuse(struct session *s, enum policy_reason reason)
  * until its QUIT (RFC 5321 3.1).
  */
 static void
-session_verdict(struct session *s, bool admitted, enum policy_reason reason)
+session_verdict(struct session *s, bool admitted, enum policy_reason reason,
+    uint32_t tag)
 {
 	if (!admitted) {
 		refusals_log(s->loop, s->addr, policy_reason_str(reason),
@@ -719,9 +720,9 @@ session_verdict(struct session *s, bool admitted, enum policy_reason reason)
 		return;
 	}
 	s->admitted = true;
-	/* The allow list admits without counting: nothing to release,
-	 * even once a reload has taken the address off the list. */
-	s->counted = reason != POLICY_ALLOWLIST;
+	/* The allow list admits without counting (tag 0): nothing to
+	 * release, even once a reload has taken the address off the list. */
+	s->tag = tag;
 	log_info("%s connect listener=%s ip=%s port=%u", s->id, s->lc->name,
 	    s->ip, s->port);
 	/* TCP_NODELAY comes from the listening socket (listener.c). */
@@ -740,6 +741,7 @@ static void
 session_admit(struct session *s)
 {
 	enum policy_reason reason;
+	uint32_t tag;
 	bool ok;
 
 	enter_state(s, SESSION_ADMIT);
@@ -749,11 +751,11 @@ session_admit(struct session *s)
 		 * and everyone behind it, banned. It is trusted already
 		 * (accept_proxy_from), like the allow list. */
 		guard_admit_trusted(s->lc);
-		session_verdict(s, true, POLICY_ALLOWLIST);
+		session_verdict(s, true, POLICY_ALLOWLIST, 0);
 		return;
 	}
-	ok = guard_admit(s->addr, s->lc, s->id, &reason);
-	session_verdict(s, ok, reason);
+	ok = guard_admit(s->addr, s->lc, s->id, &reason, &tag);
+	session_verdict(s, ok, reason, tag);
 }
 
 /* --- PROXY header from a trusted load balancer ------------------------ */
@@ -2125,8 +2127,8 @@ close_refused(int fd, bool flood)
 struct screen {
 	bool slotted;		/* a slot of list->slots was taken */
 	enum slots_verdict slot;	/* SLOTS_OK unless the cap refused */
-	bool admitted;		/* holds a policy_release() unless
-				 * reason is POLICY_ALLOWLIST */
+	bool admitted;
+	uint32_t tag;		/* nonzero: holds a guard_release() */
 	enum policy_reason reason;
 };
 
@@ -2149,6 +2151,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 	sc->slotted = false;
 	sc->slot = SLOTS_OK;
 	sc->admitted = false;
+	sc->tag = 0;
 	sc->reason = POLICY_OK;
 	if (list->slots != NULL) {
 		sc->slot = slots_take(list->slots, addr, false);
@@ -2161,7 +2164,7 @@ screen_at_accept(struct ev_loop *loop, struct session_list *list,
 		}
 		sc->slotted = true;
 	}
-	sc->admitted = guard_admit(addr, lc, sid, &sc->reason);
+	sc->admitted = guard_admit(addr, lc, sid, &sc->reason, &sc->tag);
 	if (sc->admitted || sc->reason != POLICY_BANNED)
 		return false;
 	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
@@ -2177,8 +2180,8 @@ static void
 screen_undo(struct session_list *list, const uint8_t addr[16],
     const struct screen *sc)
 {
-	if (sc->admitted && sc->reason != POLICY_ALLOWLIST)
-		guard_release(addr);
+	if (sc->tag != 0)
+		guard_release(addr, sc->tag);
 	if (sc->slotted)
 		slots_give(list->slots, addr);
 }
@@ -2241,7 +2244,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 				s->slotted = true;
 			}
 			enter_state(s, SESSION_ADMIT);
-			session_verdict(s, sc.admitted, sc.reason);
+			session_verdict(s, sc.admitted, sc.reason, sc.tag);
 		}
 	} else if (list->slots == NULL || session_take_slot(s)) {
 		if (!lc->accept_proxy)

@@ -159,7 +159,7 @@ bench_window(void)
 	uint8_t (*a)[16] = malloc(ADDRS * sizeof(*a));
 	size_t h0, h1;
 	double t0, t1;
-	uint32_t c, o;
+	uint32_t c, o, g;
 	uint64_t now = 1;
 
 	for (size_t i = 0; i < ADDRS; i++)
@@ -167,8 +167,8 @@ bench_window(void)
 	h0 = heap_used();
 	t = window_table_new(&wp);
 	for (size_t i = 0; i < ADDRS; i++) {
-		window_admit(t, a[i], now, &c, &o);
-		window_close(t, a[i]);
+		window_admit(t, a[i], now, &c, &o, &g);
+		window_close(t, a[i], g);
 	}
 	h1 = heap_used();
 	printf("window: %zu addresses tracked: %.1f bytes each by malloc, "
@@ -184,8 +184,8 @@ bench_window(void)
 
 		if (i % 1000 == 0)
 			now++;
-		if (window_admit(t, a[k], now, &c, &o) == WINDOW_OK)
-			window_close(t, a[k]);
+		if (window_admit(t, a[k], now, &c, &o, &g) == WINDOW_OK)
+			window_close(t, a[k], g);
 	}
 	t1 = now_s();
 	printf("window: %.1f M connection updates/s (admit + close; %.0f ns "
@@ -202,8 +202,8 @@ bench_window(void)
 		uint8_t x[16];
 
 		random_v6(x);
-		window_admit(t, x, now, &c, &o);
-		window_close(t, x);
+		window_admit(t, x, now, &c, &o, &g);
+		window_close(t, x, g);
 	}
 	t1 = now_s();
 	printf("window: %.1f M new addresses/s with eviction at the cap "
@@ -256,7 +256,7 @@ bench_policy(void)
 		size_t k = rng() % ADDRS;
 
 		if (policy_admit(p, a[k], 2 + i / 1000, &r) == POLICY_ALLOW)
-			policy_release(p, a[k]);
+			policy_release(p, a[k], r.tag);
 		else
 			rejects++;
 	}

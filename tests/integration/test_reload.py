@@ -312,6 +312,42 @@ def test_reload_warns_aggregate_restarts_windows(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+def test_sessions_from_before_a_new_aggregation_free_no_places(tmp_path, pki, stack):
+    """After a reload that changes aggregate_ipv4, the sessions open
+    before it no longer count, and their ends must not free the places
+    that sessions admitted since hold: the address stays held to
+    concurrent_per_ip."""
+    m = start(tmp_path, pki, stack)
+    held = []
+    try:
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "concurrent_per_ip = 0", "concurrent_per_ip = 2"))
+        assert m.ctl("reload").returncode == 0
+        old = [Smtp(m.port("smtp"), "192.0.2.30") for _ in range(2)]
+        held += old
+        for c in old:
+            assert c.reply().startswith(b"220")
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "concurrent_per_ip = 2", "concurrent_per_ip = 2\naggregate_ipv4 = 31"))
+        assert m.ctl("reload").returncode == 0
+        new = [Smtp(m.port("smtp"), ip) for ip in ("192.0.2.30", "192.0.2.31")]
+        held += new
+        for c in new:
+            assert c.reply().startswith(b"220")
+        for c in old:
+            assert c.cmd(b"QUIT").startswith(b"221")
+            c.close()
+        time.sleep(1)
+        third = Smtp(m.port("smtp"), "192.0.2.31")
+        held.append(third)
+        line = third.reply()
+        assert line.startswith(b"554") and b"too many connections" in line, line
+    finally:
+        for c in held:
+            c.close()
+        assert m.stop() == 0
+
+
 def session(m, ip: str) -> None:
     c = Smtp(m.port("smtp"), ip)
     try:

@@ -82,7 +82,7 @@ hit(struct policy *p, const char *a, uint64_t now, struct policy_result *r)
 	enum policy_verdict v = policy_admit(p, ip(a), now, r);
 
 	if (v == POLICY_ALLOW)
-		policy_release(p, ip(a));
+		policy_release(p, ip(a), r->tag);
 	return v;
 }
 
@@ -219,19 +219,23 @@ test_concurrency(void)
 	struct test_cfg tc;
 	struct policy_result r;
 	struct policy *p;
+	uint32_t tag;
 
 	cfg_make(&tc, NULL, NULL);
 	tc.cfg.policy.rate.concurrent_per_ip = 2;
 	tc.cfg.policy.rate.connections.limit = 0;	/* off */
 	p = policy_new(&tc.cfg, NULL, NULL);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.1"), 0, &r), POLICY_ALLOW);
+	tag = r.tag;
+	CHECK(tag != 0);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.1"), 0, &r), POLICY_ALLOW);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.1"), 0, &r), POLICY_REJECT);
 	CHECK_INT_EQ(r.reason, POLICY_CONCURRENCY);
 	CHECK_INT_EQ(r.count, 2);
+	CHECK_INT_EQ(r.tag, 0);
 	CHECK(!r.ban_new);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.2"), 0, &r), POLICY_ALLOW);
-	policy_release(p, ip("192.0.2.1"));
+	policy_release(p, ip("192.0.2.1"), tag);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.1"), 0, &r), POLICY_ALLOW);
 	/* Connections are unlimited with limit 0. */
 	for (int i = 0; i < 1000; i++)
@@ -322,7 +326,7 @@ test_notes(void)
 	CHECK_INT_EQ(r.reason, POLICY_BANNED);
 	CHECK_INT_EQ(policy_admit(p, ip("2001:db8:6::3"), 7 * S, &r),
 	    POLICY_ALLOW);
-	policy_release(p, ip("2001:db8:6::3"));
+	policy_release(p, ip("2001:db8:6::3"), r.tag);
 	policy_free(p);
 }
 
@@ -339,11 +343,13 @@ test_reload(void)
 	struct test_cfg tc, tc2;
 	struct policy_result r;
 	struct policy *p = policy_new(cfg_make(&tc, NULL, NULL), NULL, NULL);
+	uint32_t tag50;
 	int n = 0;
 
 	for (int i = 0; i < 3; i++)
 		CHECK_INT_EQ(hit(p, "192.0.2.1", 0, &r), POLICY_ALLOW);
 	CHECK_INT_EQ(policy_admit(p, ip("192.0.2.50"), 0, &r), POLICY_ALLOW);
+	tag50 = r.tag;
 	for (int i = 0; i < 5; i++)
 		policy_note(p, ip("192.0.2.2"), POLICY_EV_AUTH_FAIL, 0, &r);
 	CHECK(r.ban_new);
@@ -379,7 +385,7 @@ test_reload(void)
 	CHECK_INT_EQ(policy_unban_allowed(p, 2, count_ban, &n), 0);
 
 	/* Open sessions survive a reload: this one ends after it. */
-	policy_release(p, ip("192.0.2.50"));
+	policy_release(p, ip("192.0.2.50"), tag50);
 	policy_free(p);
 }
 

@@ -37,11 +37,12 @@ table(uint32_t limit, uint64_t window_ms)
 static enum window_verdict
 conn(struct window_table *t, const char *a, uint64_t now)
 {
-	uint32_t count, open;
-	enum window_verdict v = window_admit(t, ip(a), now, &count, &open);
+	uint32_t count, open, tag;
+	enum window_verdict v = window_admit(t, ip(a), now, &count, &open,
+	    &tag);
 
 	if (v == WINDOW_OK)
-		window_close(t, ip(a));
+		window_close(t, ip(a), tag);
 	return v;
 }
 
@@ -49,12 +50,12 @@ static void
 test_exact_limit(void)
 {
 	struct window_table *t = table(5, 10000);
-	uint32_t count, open;
+	uint32_t count, open, g;
 
 	for (int i = 0; i < 5; i++)
 		CHECK_INT_EQ(conn(t, "192.0.2.1", 1000 + (uint64_t)i), WINDOW_OK);
 	/* The 6th within the window: just past the limit. */
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1005, &count, &open),
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1005, &count, &open, &g),
 	    WINDOW_RATE);
 	CHECK_INT_EQ(count, 5);
 	/* Rejected attempts do not count. */
@@ -156,22 +157,110 @@ test_concurrency(void)
 	struct window_params wp = { .conc_limit = 2, .aggregate_v4 = 32,
 	    .aggregate_v6 = 128 };
 	struct window_table *t = window_table_new(&wp);
-	uint32_t c, o;
+	uint32_t c, o, g1, g2, g3, g;
 
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o), WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &g1),
+	    WINDOW_OK);
 	CHECK_INT_EQ(o, 1);
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o), WINDOW_OK);
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 2, &c, &o),
+	CHECK(g1 != 0);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o, &g2),
+	    WINDOW_OK);
+	CHECK_INT_EQ(g2, g1);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 2, &c, &o, &g),
 	    WINDOW_CONCURRENCY);
 	CHECK_INT_EQ(o, 2);
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.2"), 2, &c, &o), WINDOW_OK);
-	window_close(t, ip("192.0.2.1"));
+	CHECK_INT_EQ(g, 0);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.2"), 2, &c, &o, &g),
+	    WINDOW_OK);
+	CHECK(g != g1);
+	window_close(t, ip("192.0.2.1"), g1);
 	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 1);
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 3, &c, &o), WINDOW_OK);
-	window_close(t, ip("192.0.2.1"));
-	window_close(t, ip("192.0.2.1"));
-	window_close(t, ip("192.0.2.1"));	/* one too many: stays 0 */
-	window_close(t, ip("192.0.2.77"));	/* unknown: ignored */
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 3, &c, &o, &g3),
+	    WINDOW_OK);
+	window_close(t, ip("192.0.2.1"), g);	/* another key's tag */
+	window_close(t, ip("192.0.2.1"), 0);	/* nothing was counted */
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 2);
+	window_close(t, ip("192.0.2.1"), g2);
+	window_close(t, ip("192.0.2.1"), g3);
+	window_close(t, ip("192.0.2.1"), g3);	/* one too many: stays 0 */
+	window_close(t, ip("192.0.2.77"), g1);	/* unknown: ignored */
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 0);
+	window_table_free(t);
+}
+
+/*
+ * A session whose entry was dropped releases nothing, not even once its
+ * key has a new entry: the new entry's sessions are others', and taking
+ * one of them off would let the address past concurrent_per_ip.
+ */
+static void
+test_release_after_drop(void)
+{
+	struct window_params wp = { .conc_limit = 2, .aggregate_v4 = 32,
+	    .aggregate_v6 = 128, .max_entries = 1000 };
+	struct window_table *t = window_table_new(&wp);
+	uint32_t c, o, old1, old2, g;
+	char a[32];
+
+	/* The address of the held sessions is the oldest of 1,101. */
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &old1),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &old2),
+	    WINDOW_OK);
+	for (int i = 0; i < 999; i++) {
+		snprintf(a, sizeof(a), "198.51.%d.%d", i / 250, i % 250);
+		CHECK_INT_EQ(conn(t, a, 1), WINDOW_OK);
+	}
+	/* A smaller table keeps the address with sessions, though it is
+	 * the least recently seen. */
+	wp.max_entries = 10;
+	window_table_reconfigure(t, &wp, 2);
+	CHECK_INT_EQ(window_entries(t), 10);
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 2);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 2, &c, &o, &g),
+	    WINDOW_CONCURRENCY);
+	window_table_free(t);
+
+	/* A new aggregation drops every entry; sessions counted before it
+	 * no longer count and their ends change nothing after it. */
+	wp.max_entries = 1000;
+	t = window_table_new(&wp);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &old1),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &old2),
+	    WINDOW_OK);
+	wp.aggregate_v4 = 31;
+	window_table_reconfigure(t, &wp, 1);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o, &g),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.0"), 1, &c, &o, &g),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o, &g),
+	    WINDOW_CONCURRENCY);
+	window_close(t, ip("192.0.2.1"), old1);
+	window_close(t, ip("192.0.2.1"), old2);
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 2);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o, &g),
+	    WINDOW_CONCURRENCY);
+	window_table_free(t);
+
+	/* Evicted with its sessions (all of the oldest hold one), then
+	 * seen again: the old sessions' ends leave the new count alone. */
+	wp.aggregate_v4 = 32;
+	wp.max_entries = 2;
+	t = window_table_new(&wp);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &old1),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.2"), 0, &c, &o, &g),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.3"), 0, &c, &o, &g),
+	    WINDOW_OK);	/* .1 goes */
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &g),
+	    WINDOW_OK);	/* .2 goes; .1 anew */
+	CHECK(g != old1);
+	window_close(t, ip("192.0.2.1"), old1);
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 1);
+	window_close(t, ip("192.0.2.1"), g);
 	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 0);
 	window_table_free(t);
 }
@@ -183,7 +272,7 @@ test_eviction(void)
 	    .conn_window_ms = 60000, .aggregate_v4 = 32, .aggregate_v6 = 128,
 	    .max_entries = 4 };
 	struct window_table *t = window_table_new(&wp);
-	uint32_t c, o;
+	uint32_t c, o, g;
 	char a[32];
 
 	for (int i = 1; i <= 4; i++) {
@@ -202,7 +291,7 @@ test_eviction(void)
 
 	/* A key with an open session is passed over: .3 is oldest but
 	 * holds a session, so .4 goes. */
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.3"), 8, &c, &o), WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.3"), 8, &c, &o, &g), WINDOW_OK);
 	CHECK_INT_EQ(conn(t, "192.0.2.4", 8), WINDOW_OK);	/* .4 newest */
 	CHECK_INT_EQ(conn(t, "192.0.2.1", 9), WINDOW_OK);
 	CHECK_INT_EQ(conn(t, "192.0.2.5", 9), WINDOW_OK);
@@ -225,11 +314,11 @@ test_eviction(void)
 		uint8_t x[16] = { 0x20, 0x01, 0x0d, 0xb8 };
 
 		memcpy(x + 8, &i, sizeof(i));
-		window_admit(t, x, 100, &c, &o);
-		window_close(t, x);
+		window_admit(t, x, 100, &c, &o, &g);
+		window_close(t, x, g);
 	}
 	CHECK_INT_EQ(window_entries(t), 1000);
-	CHECK(window_bytes(t) <= 1000 * 80 + 1024);
+	CHECK(window_bytes(t) <= 1000 * 88 + 1024);
 	window_table_free(t);
 }
 
@@ -286,12 +375,12 @@ test_reconfigure(void)
 	    .auth_limit = 5, .auth_window_ms = 10000, .conc_limit = 10,
 	    .aggregate_v4 = 32, .aggregate_v6 = 128 };
 	struct window_table *t = window_table_new(&wp);
-	uint32_t c, o;
+	uint32_t c, o, g;
 
 	for (int i = 0; i < 4; i++)
 		CHECK_INT_EQ(conn(t, "192.0.2.1", 100), WINDOW_OK);
 	window_fail(t, ip("192.0.2.1"), 100);
-	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 100, &c, &o), WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 100, &c, &o, &g), WINDOW_OK);
 
 	/* A lower limit: the counts stay and apply at once. */
 	wp.conn_limit = 3;
@@ -325,7 +414,7 @@ test_clock_back(void)
 	CHECK_INT_EQ(conn(t, "192.0.2.1", 5000), WINDOW_OK);
 	CHECK_INT_EQ(conn(t, "192.0.2.1", 10), WINDOW_OK);
 	CHECK_INT_EQ(conn(t, "192.0.2.1", 0), WINDOW_RATE);
-	CHECK_INT_EQ(window_entry_bytes(), 72);
+	CHECK_INT_EQ(window_entry_bytes(), 80);
 	window_table_free(t);
 }
 
@@ -337,6 +426,7 @@ main(void)
 	test_random_stream();
 	test_fail_window();
 	test_concurrency();
+	test_release_after_drop();
 	test_eviction();
 	test_aggregation();
 	test_reconfigure();
