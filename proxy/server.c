@@ -53,6 +53,12 @@ struct server {
 	ev_timer follow;	/* event_log_follow() */
 	bool draining;
 	bool net_admin_gone;	/* CAP_NET_ADMIN given up at start */
+	/* Set up once, at start: a reload that names others warns until
+	 * the restart, and not when it names these again. */
+	char *start_control;		/* "" for none */
+	char *start_user;		/* "" for none */
+	bool start_metrics;
+	struct addr_port start_metrics_at;
 	struct control_server hooks;	/* for control and metrics */
 	struct control *control;
 	struct metrics_http *metrics;
@@ -302,15 +308,34 @@ server_sessions(struct server *srv)
 }
 
 /*
- * Each session holds two descriptors (client, backend): raise the soft
- * RLIMIT_NOFILE to the hard limit so that max_sessions can be reached,
- * and say so when even that is too low. Once, at start.
+ * Each session holds two descriptors (client, backend): whether the open
+ * files limit lets max_sessions be reached. The text of the warning in
+ * buf when it does not, else "".
  */
+static const char *
+nofile_short(const struct config *cfg, char *buf, size_t len)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->daemon.max_sessions * 2;
+
+	buf[0] = '\0';
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    cfg->daemon.max_sessions > 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < want)
+		snprintf(buf, len, "open files limit %llu is below what daemon."
+		    "max_sessions = %u needs (%llu); raise LimitNOFILE or "
+		    "ulimit -n", (unsigned long long)rl.rlim_cur,
+		    cfg->daemon.max_sessions, (unsigned long long)want);
+	return buf;
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit, once, at start, and
+ * says so when even that is too low for max_sessions. */
 static void
 server_nofile(const struct config *cfg)
 {
 	struct rlimit rl;
-	rlim_t want = (rlim_t)cfg->daemon.max_sessions * 2;
+	char msg[256];
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
 		log_warn("getrlimit");
@@ -325,13 +350,8 @@ server_nofile(const struct config *cfg)
 			log_debug("open files limit raised to %llu",
 			    (unsigned long long)rl.rlim_max);
 	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-	    cfg->daemon.max_sessions > 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < want)
-		log_warnx("open files limit %llu is below what daemon."
-		    "max_sessions = %u needs (%llu); raise LimitNOFILE or "
-		    "ulimit -n", (unsigned long long)rl.rlim_cur,
-		    cfg->daemon.max_sessions, (unsigned long long)want);
+	if (*nofile_short(cfg, msg, sizeof(msg)) != '\0')
+		log_warnx("%s", msg);
 }
 
 /* The global session cap of cfg; sessions already counted stay. */
@@ -413,6 +433,35 @@ server_nworkers(const struct config *cfg)
 	return (size_t)n;
 }
 
+static bool
+differs(const char *running, const char *cfg)
+{
+	return running != NULL && strcmp(running, cfg ? cfg : "") != 0;
+}
+
+/* Keys only a restart applies, against what the start set up: said at
+ * every reload until then, and not when the file names that again. */
+static void
+warn_restart_only(const struct server *srv, const struct config *cfg,
+    struct reload_report *rr)
+{
+	const struct addr_port *m = &srv->start_metrics_at;
+
+	if (differs(srv->start_control, cfg->daemon.control_socket))
+		reload_say(rr, CONFIG_WARNING, "warning: daemon.control_socket "
+		    "changes at the next restart");
+	if (srv->start_metrics != cfg->daemon.metrics_enabled ||
+	    (srv->start_metrics && !addr_port_equal(m, &cfg->daemon.metrics)))
+		reload_say(rr, CONFIG_WARNING,
+		    "warning: daemon.metrics changes at the next restart");
+	if (server_nworkers(cfg) != srv->nw)
+		reload_say(rr, CONFIG_WARNING,
+		    "warning: daemon.workers changes at the next restart");
+	if (differs(srv->start_user, cfg->daemon.user))
+		reload_say(rr, CONFIG_WARNING,
+		    "warning: daemon.user changes at the next restart");
+}
+
 /*
  * The reload of SIGHUP and moatctl: a new config, TLS contexts, lists and
  * events sink, or, on any error, the running ones kept. Every diagnostic
@@ -429,7 +478,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	struct event_log *log = NULL;
 	struct lplan pl;
 	struct gen *g;
-	char err[300] = "";
+	char err[300] = "", msg[256];
 	size_t k;
 	bool park;
 	int rc;
@@ -493,28 +542,9 @@ server_reload_config(struct server *srv, config_report_fn *report,
 		worker_unpark(srv->w[k]);
 	lplan_commit(srv, g, &pl);
 	old = gen_config(srv->gen);
-	/* These two are bound once, before privileges are dropped. */
-	if (strcmp(old->daemon.control_socket ? old->daemon.control_socket :
-	    "", gen_config(g)->daemon.control_socket ?
-	    gen_config(g)->daemon.control_socket : "") != 0)
-		reload_say(&rr, CONFIG_WARNING,
-		    "warning: daemon.control_socket changes at the next "
-		    "restart");
-	if (old->daemon.metrics_enabled !=
-	    gen_config(g)->daemon.metrics_enabled ||
-	    (old->daemon.metrics_enabled &&
-	    (old->daemon.metrics.len != gen_config(g)->daemon.metrics.len ||
-	    memcmp(&old->daemon.metrics.ss, &gen_config(g)->daemon.metrics.ss,
-	    old->daemon.metrics.len) != 0)))
-		reload_say(&rr, CONFIG_WARNING,
-		    "warning: daemon.metrics changes at the next restart");
-	if (server_nworkers(gen_config(g)) != srv->nw)
-		reload_say(&rr, CONFIG_WARNING,
-		    "warning: daemon.workers changes at the next restart");
-	if (strcmp(old->daemon.user ? old->daemon.user : "",
-	    gen_config(g)->daemon.user ? gen_config(g)->daemon.user : "") != 0)
-		reload_say(&rr, CONFIG_WARNING,
-		    "warning: daemon.user changes at the next restart");
+	warn_restart_only(srv, gen_config(g), &rr);
+	if (*nofile_short(gen_config(g), msg, sizeof(msg)) != '\0')
+		reload_say(&rr, CONFIG_WARNING, "warning: %s", msg);
 	/* privdrop() kept the capability only for a writer named at start;
 	 * the new writer's EPERM advice would send the operator astray. */
 	if (srv->net_admin_gone &&
@@ -810,6 +840,12 @@ server_ops_open(struct server *srv)
 		srv->control = NULL;
 		return -1;
 	}
+	/* NULL (no memory) only loses the warnings. */
+	srv->start_control = strdup(cfg->daemon.control_socket ?
+	    cfg->daemon.control_socket : "");
+	srv->start_user = strdup(cfg->daemon.user ? cfg->daemon.user : "");
+	srv->start_metrics = cfg->daemon.metrics_enabled;
+	srv->start_metrics_at = cfg->daemon.metrics;
 	return 0;
 }
 
@@ -983,6 +1019,8 @@ server_teardown(struct server *srv)
 	srv->groups = NULL;
 	metrics_http_close(srv->metrics);
 	control_close(srv->control);
+	free(srv->start_control);
+	free(srv->start_user);
 	guard_close();
 	event_log_close(srv->events);
 	gen_unref(srv->gen);

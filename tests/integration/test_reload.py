@@ -348,6 +348,49 @@ def test_sessions_from_before_a_new_aggregation_free_no_places(tmp_path, pki, st
         assert m.stop() == 0
 
 
+def test_restart_only_keys_warn_until_the_restart(tmp_path, pki, stack):
+    """daemon.control_socket is bound once: each reload that names
+    another says it waits for a restart, not only the first, and one
+    that names the running socket again says nothing of it."""
+    m = start(tmp_path, pki, stack)
+    try:
+        text = m.config_path.read_text()
+        sock = str(m.control_socket)
+        assert sock in text
+        m.config_path.write_text(text.replace(sock, str(tmp_path / "other.sock")))
+        for _ in range(2):
+            r = m.ctl("reload")
+            assert r.returncode == 0, r.stderr
+            assert "warning: daemon.control_socket changes at the next " \
+                "restart" in r.stdout + r.stderr, r.stdout + r.stderr
+        m.config_path.write_text(text)
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "control_socket" not in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        assert m.stop() == 0
+
+
+def test_reload_raising_max_sessions_past_open_files_limit_warns(tmp_path, pki, stack):
+    """The start says when the open files limit is below what
+    daemon.max_sessions needs; a reload that raises max_sessions says
+    so as well (no hard limit reaches 2,000,000 descriptors)."""
+    m = start(tmp_path, pki, stack)
+    try:
+        text = m.config_path.read_text()
+        m.config_path.write_text(text.replace(
+            "control_socket = ", "max_sessions = 1000000\ncontrol_socket = ", 1))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "warning: open files limit" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert "daemon.max_sessions = 1000000 needs (2000000)" in r.stdout + r.stderr
+        m.config_path.write_text(text)
+        r = m.ctl("reload")
+        assert "open files limit" not in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        assert m.stop() == 0
+
+
 def session(m, ip: str) -> None:
     c = Smtp(m.port("smtp"), ip)
     try:
