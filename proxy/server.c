@@ -433,6 +433,62 @@ server_nworkers(const struct config *cfg)
 	return (size_t)n;
 }
 
+/* The files whose directories moat must be able to write: own[3]. */
+static void
+server_own_files(const struct config *cfg, const char *own[3])
+{
+	size_t n = 0;
+
+	if (cfg->daemon.state_file != NULL)
+		own[n++] = cfg->daemon.state_file;
+	if (cfg->events.file != NULL)
+		own[n++] = cfg->events.file;
+	own[n] = NULL;
+}
+
+/*
+ * Before anything opens there (the control socket may share the state
+ * file's directory): the directories of the state and events files.
+ */
+static int
+server_dirs(const struct config *cfg)
+{
+	const char *own[3];
+	char err[512];
+
+	server_own_files(cfg, own);
+	if (privdrop_dirs(cfg->daemon.user, own, false, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The same at a reload, for a state or events file moved to a directory
+ * not made yet, as the user moat runs as by now. A directory made for a
+ * reload that fails later stays, as one the start made would.
+ */
+static int
+reload_dirs(const struct config *cfg, struct reload_report *rr)
+{
+	const char *own[3];
+	char err[512];
+
+	server_own_files(cfg, own);
+	if (privdrop_dirs(cfg->daemon.user, own, false, err,
+	    sizeof(err)) == 0)
+		return 0;
+	if (cfg->daemon.user != NULL && geteuid() != 0)
+		reload_say(rr, CONFIG_ERROR, "%s (moat runs as '%s' now; a "
+		    "restart makes the directory as root)", err,
+		    cfg->daemon.user);
+	else
+		reload_say(rr, CONFIG_ERROR, "%s", err);
+	return -1;
+}
+
 static bool
 differs(const char *running, const char *cfg)
 {
@@ -511,7 +567,8 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	}
 	/* What can fail comes first and changes nothing that runs: a
 	 * configuration is applied whole or not at all. */
-	if (events_prepare(srv, gen_config(g), &log, &rr) == -1 ||
+	if (reload_dirs(gen_config(g), &rr) == -1 ||
+	    events_prepare(srv, gen_config(g), &log, &rr) == -1 ||
 	    lplan_bind(srv, g, &pl, &rr) == -1) {
 		reload_say(&rr, CONFIG_ERROR,
 		    "reload failed: keeping the running configuration");
@@ -673,39 +730,6 @@ hook_reopen(void *arg)
 
 	log_info("reopening the events file");
 	return event_log_reopen(srv->events);
-}
-
-/* The files whose directories moat must be able to write: own[3]. */
-static void
-server_own_files(const struct config *cfg, const char *own[3])
-{
-	size_t n = 0;
-
-	if (cfg->daemon.state_file != NULL)
-		own[n++] = cfg->daemon.state_file;
-	if (cfg->events.file != NULL)
-		own[n++] = cfg->events.file;
-	own[n] = NULL;
-}
-
-/*
- * Before anything opens there (the control socket may share the state
- * file's directory): the directories of the state and events files.
- */
-static int
-server_dirs(struct server *srv)
-{
-	const struct config *cfg = gen_config(srv->gen);
-	const char *own[3];
-	char err[512];
-
-	server_own_files(cfg, own);
-	if (privdrop_dirs(cfg->daemon.user, own, false, err,
-	    sizeof(err)) == -1) {
-		log_warnx("%s", err);
-		return -1;
-	}
-	return 0;
 }
 
 /*
@@ -1115,7 +1139,7 @@ server_run(struct config *cfg, const char *config_path)
 	 * the ports: a moat that finds another one answering there exits
 	 * before its ports ever accept a connection it would then drop.
 	 */
-	if (server_dirs(&srv) == -1 || server_ops_open(&srv) == -1 ||
+	if (server_dirs(gen_config(srv.gen)) == -1 || server_ops_open(&srv) == -1 ||
 	    lplan_bind(&srv, srv.gen, &pl, NULL) == -1)
 		goto fail;
 	lplan_commit(&srv, srv.gen, &pl);

@@ -251,6 +251,43 @@ def test_firewall_turned_on_by_reload_says_it_needs_a_restart(ns, base):
         assert stop(p) == 0
 
 
+def test_reload_makes_a_new_state_directory_as_the_daemon_user(ns, base):
+    """After the drop, a reload that moves daemon.state_file to a
+    directory not made yet makes it as the daemon user where that user
+    may, and the bans go there; where only root may, the reload is
+    refused and says why, instead of "reload done" and bans that would
+    not survive a restart."""
+    nobody = pwd.getpwnam(USER)
+    p, sock = start(ns, base, "none")
+    try:
+        assert ctl(sock, "ban", "192.0.2.80", "2h").returncode == 0
+        (base / "mine").mkdir()
+        os.chown(base / "mine", nobody.pw_uid, nobody.pw_gid)
+        cfg = base / "moat.toml"
+        text = cfg.read_text()
+        cfg.write_text(text.replace(f"{base}/state/moat.state",
+                                    f"{base}/mine/state/moat.state"))
+        r = ctl(sock, "reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        made = base / "mine" / "state"
+        assert made.stat().st_uid == nobody.pw_uid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (made / "moat.state").exists():
+            time.sleep(0.1)
+        assert "ban 192.0.2.80 " in (made / "moat.state").read_text()
+
+        cfg.write_text(text.replace(f"{base}/state/moat.state",
+                                    f"{base}/rootonly/moat.state"))
+        r = ctl(sock, "reload")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert f"cannot create {base}/rootonly: Permission denied" in out, out
+        assert f"moat runs as '{USER}' now" in out, out
+        assert not (base / "rootonly").exists()
+    finally:
+        assert stop(p) == 0
+
+
 def root_dirs(base: Path, *names: str) -> None:
     """Directories as systemd's StateDirectory= and LogsDirectory= leave
     them for a unit without User=: root's, mode 0750, with a root-owned

@@ -235,6 +235,47 @@ def test_reload_moves_state_file(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+def test_reload_makes_the_directory_of_a_moved_state_or_events_file(tmp_path, pki, stack):
+    """As the start does, a reload makes the one missing directory of a
+    new daemon.state_file or [events] file, and the bans and events go
+    there; a path whose parent is missing too is refused, naming both."""
+    m = start(tmp_path, pki, stack)
+    try:
+        assert m.ctl("ban", "192.0.2.78", "2h").returncode == 0
+        text = m.config_path.read_text()
+        state = tmp_path / "newstate" / "moat.state"
+        events = tmp_path / "newlog" / "events.jsonl"
+        assert str(tmp_path / "moat.state") in text
+        assert str(tmp_path / "events.jsonl") in text
+        m.config_path.write_text(text.replace(
+            str(tmp_path / "moat.state"), str(state)).replace(
+            str(tmp_path / "events.jsonl"), str(events)))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline = time.monotonic() + 10
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ban 192.0.2.78 " in state.read_text()
+        assert m.ctl("ban", "192.0.2.79", "1h").returncode == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                events.exists() and "192.0.2.79" in events.read_text()):
+            time.sleep(0.2)
+        assert '"ip":"192.0.2.79"' in events.read_text()
+
+        deep = tmp_path / "no" / "such" / "moat.state"
+        m.config_path.write_text(m.config_path.read_text().replace(
+            str(state), str(deep)))
+        r = m.ctl("reload")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert f"neither {deep.parent} nor {deep.parent.parent} exists" in out, out
+        assert "keeping the running configuration" in out, out
+        assert not deep.parent.parent.exists()
+    finally:
+        assert m.stop() == 0
+
+
 def test_reload_writes_allow_list_unbans_to_its_new_events_file(tmp_path, pki, stack):
     """One reload allow-lists a banned address and moves [events] file:
     the unban is an event of the new configuration, in the new file (the
