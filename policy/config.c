@@ -440,6 +440,28 @@ origin_add(struct config *cfg, const char *value, const char *key,
 	    pos.line, pos.col };
 }
 
+/*
+ * After a refusal e: who read, when not root. A reload after the switch
+ * to daemon.user, or moat -t run by someone, where ls as root would show
+ * a readable file.
+ */
+static const char *
+read_as(int e, char *buf, size_t len)
+{
+	struct passwd *pw;
+
+	buf[0] = '\0';
+	if ((e == EACCES || e == EPERM) && geteuid() != 0) {
+		pw = getpwuid(geteuid());
+		if (pw != NULL)
+			snprintf(buf, len, " (read as user '%s')", pw->pw_name);
+		else
+			snprintf(buf, len, " (read as uid %u)",
+			    (unsigned)geteuid());
+	}
+	return buf;
+}
+
 /* A path that the daemon will read at start: say now if it cannot. */
 static bool
 get_readable_path(struct loader *l, const struct toml_value *v,
@@ -450,8 +472,11 @@ get_readable_path(struct loader *l, const struct toml_value *v,
 	if (!get_path(l, v, what, out))
 		return false;
 	if (access(*out, R_OK) == -1 || stat(*out, &st) == -1) {
-		err_at(l, toml_value_pos(v), "%s: cannot read %s: %s", what,
-		    *out, strerror(errno));
+		char as[96];
+		int e = errno;
+
+		err_at(l, toml_value_pos(v), "%s: cannot read %s: %s%s", what,
+		    *out, strerror(e), read_as(e, as, sizeof(as)));
 		return false;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -603,8 +628,11 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 	struct stat st;
 
 	if ((f = fopen(path, "re")) == NULL) {
-		err_at(l, where, "cannot read list file %s: %s", path,
-		    strerror(errno));
+		char as[96];
+		int e = errno;
+
+		err_at(l, where, "cannot read list file %s: %s%s", path,
+		    strerror(e), read_as(e, as, sizeof(as)));
 		return;
 	}
 	if (fstat(fileno(f), &st) == 0 && st.st_size > LISTFILE_MAX_BYTES) {
@@ -2486,8 +2514,11 @@ config_load(const char *path, config_report_fn *report, void *arg)
 	int fd;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		err_at(&l, (struct toml_pos){ 0, 0 }, "cannot open: %s",
-		    strerror(errno));
+		char as[96];
+		int e = errno;
+
+		err_at(&l, (struct toml_pos){ 0, 0 }, "cannot open: %s%s",
+		    strerror(e), read_as(e, as, sizeof(as)));
 		return NULL;
 	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {

@@ -443,6 +443,17 @@ deny_countries = ["CN"]
         log = (base / "moat.log").read_text()
         assert f"{USER} cannot read {cfg}: Permission denied" in log, log
         assert f"{USER} cannot read {deny}: Permission denied" in log, log
+        # The reload that then fails says as whom it read, since ls as
+        # root shows a readable file.
+        cfg.chmod(0o644)
+        r = ctl(sock, "reload")
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert (f"cannot read list file {deny}: Permission denied (read as user "
+                f"'{USER}')") in r.stdout + r.stderr, r.stdout + r.stderr
+        cfg.chmod(0o600)
+        r = ctl(sock, "reload")
+        assert (f"cannot open: Permission denied (read as user '{USER}')"
+                in r.stdout + r.stderr), r.stdout + r.stderr
     finally:
         assert stop(p) == 0
 
