@@ -699,6 +699,7 @@ get_list_files(struct loader *l, const struct toml_value *v, const char *what,
 			continue;
 		read_list_file(l, path, toml_value_pos(e), out);
 		strings_add(files, path);
+		origin_add(l->cfg, path, what, toml_value_pos(e));
 	}
 }
 
@@ -841,7 +842,9 @@ k_daemon_state(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	(void)kp, (void)ctx;
-	get_path(l, v, "daemon.state_file", &l->cfg->daemon.state_file);
+	if (get_path(l, v, "daemon.state_file", &l->cfg->daemon.state_file))
+		origin_add(l->cfg, l->cfg->daemon.state_file,
+		    "daemon.state_file", toml_value_pos(v));
 }
 
 static void
@@ -2126,6 +2129,8 @@ k_ev_file(struct loader *l, const struct toml_value *v, struct toml_pos kp,
 		l->cfg->events.file = xstrdup("-");
 	else
 		l->cfg->events.file = resolve_path(l, s);
+	origin_add(l->cfg, l->cfg->events.file, "events.file",
+	    toml_value_pos(v));
 }
 
 static void
@@ -2445,6 +2450,28 @@ config_free(struct config *cfg)
 	free(cfg->events.file);
 	free(cfg->origins);
 	free(cfg);
+}
+
+const char *
+config_at(const struct config *cfg, const char *value, const char *msg,
+    char *out, size_t len)
+{
+	const char *warn = "";
+	size_t i;
+
+	for (i = 0; value != NULL && i < cfg->norigins; i++)
+		if (cfg->origins[i].value == value)
+			break;
+	if (value == NULL || i == cfg->norigins) {
+		snprintf(out, len, "%s: %s", cfg->path, msg);
+		return out;
+	}
+	if (strncmp(msg, "warning: ", 9) == 0)
+		msg += 9, warn = "warning: ";
+	snprintf(out, len, "%s:%d:%d: %s%s: %s", cfg->path,
+	    cfg->origins[i].line, cfg->origins[i].col, warn,
+	    cfg->origins[i].key, msg);
+	return out;
 }
 
 const char *

@@ -209,6 +209,15 @@ void config_free(struct config *cfg);
 const char *config_locate(const struct config *cfg, const char *file,
     const char *msg, char *out, size_t len);
 
+/*
+ * msg about value, one of cfg's own path strings, as "CONFIG:LINE:COL:
+ * [warning: ]KEY: text" where cfg wrote it (msg "[warning: ]text"), or
+ * "CONFIG: msg" for a value it did not write (a default, or the config
+ * file itself). Returns out.
+ */
+const char *config_at(const struct config *cfg, const char *value,
+    const char *msg, char *out, size_t len);
+
 /* Prints a report line to stderr; a ready-made config_report_fn. */
 void config_report_stderr(void *arg, enum config_severity sev,
     const char *line);

@@ -202,7 +202,7 @@ can_make(const char *dir, const char *file, char *err, size_t errlen)
 
 int
 privdrop_dirs(const char *user, const char *const *own, bool dry_run,
-    char *err, size_t errlen)
+    size_t *which, char *err, size_t errlen)
 {
 	struct stat st;
 	struct passwd *pw = NULL;
@@ -227,10 +227,13 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 			continue;
 		privdrop_dirname(own[i], dir, sizeof(dir));
 		if (systemd_dir(dir) && give(own[i], uid, gid, err,
-		    errlen) == -1)
+		    errlen) == -1) {
+			*which = i;
 			return -1;
+		}
 	}
 	for (i = 0; own != NULL && own[i] != NULL; i++) {
+		*which = i;
 		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
 			continue;
 		if (stat(own[i], &st) == 0 && S_ISDIR(st.st_mode)) {

@@ -15,10 +15,11 @@
  * gives them to root. Other existing directories are left alone, and
  * one that user could not write is an error. With dry_run (moat -t)
  * nothing is made or changed: only whether the start would get through
- * this. Returns 0, or -1 with a message in err.
+ * this. Returns 0, or -1 with a message in err and, in *which, the index
+ * in own of the file it is about.
  */
 int privdrop_dirs(const char *user, const char *const *own, bool dry_run,
-    char *err, size_t errlen);
+    size_t *which, char *err, size_t errlen);
 
 /*
  * Switches the process from root to user: supplementary groups, gid and

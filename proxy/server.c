@@ -451,14 +451,26 @@ server_own_files(const struct config *cfg, const char *own[3])
  * file's directory): the directories of the state and events files.
  */
 static int
-server_dirs(const struct config *cfg)
+own_dirs(const struct config *cfg, bool dry_run, char *out, size_t len)
 {
 	const char *own[3];
 	char err[512];
+	size_t which = 0;
 
 	server_own_files(cfg, own);
-	if (privdrop_dirs(cfg->daemon.user, own, false, err,
-	    sizeof(err)) == -1) {
+	if (privdrop_dirs(cfg->daemon.user, own, dry_run, &which, err,
+	    sizeof(err)) == 0)
+		return 0;
+	config_at(cfg, own[which], err, out, len);
+	return -1;
+}
+
+static int
+server_dirs(const struct config *cfg)
+{
+	char err[1024];
+
+	if (own_dirs(cfg, false, err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		return -1;
 	}
@@ -473,12 +485,9 @@ server_dirs(const struct config *cfg)
 static int
 reload_dirs(const struct config *cfg, struct reload_report *rr)
 {
-	const char *own[3];
-	char err[512];
+	char err[1024];
 
-	server_own_files(cfg, own);
-	if (privdrop_dirs(cfg->daemon.user, own, false, err,
-	    sizeof(err)) == 0)
+	if (own_dirs(cfg, false, err, sizeof(err)) == 0)
 		return 0;
 	if (cfg->daemon.user != NULL && geteuid() != 0)
 		reload_say(rr, CONFIG_ERROR, "%s (moat runs as '%s' now; a "
@@ -770,26 +779,26 @@ server_check_reread(const struct config *cfg, const char *config_path,
 	if (privdrop_readable(cfg->daemon.user, files, n, errs) == -1)
 		goto out;	/* cannot tell: the start says it */
 	for (i = 0; i < n; i++) {
-		char line[1024];
+		char line[1024], at[1200];
 
 		if (errs[i] == 0)
 			continue;
 		if (i == 1) {
-			snprintf(line, sizeof(line), "policy.geo.database: "
-			    "%s cannot read %s: %s; moat opens it after "
-			    "becoming that user, so it would not start",
-			    cfg->daemon.user, files[i], strerror(errs[i]));
+			snprintf(line, sizeof(line), "%s cannot read %s: %s; "
+			    "moat opens it after becoming that user, so it "
+			    "would not start", cfg->daemon.user, files[i],
+			    strerror(errs[i]));
 			rc = -1;
 		} else
-			snprintf(line, sizeof(line), "%s cannot read %s: %s; "
-			    "moat reads it again as that user at each reload "
-			    "(SIGHUP), which will fail until it can",
+			snprintf(line, sizeof(line), "warning: %s cannot read "
+			    "%s: %s; moat reads it again as that user at each "
+			    "reload (SIGHUP), which will fail until it can",
 			    cfg->daemon.user, files[i], strerror(errs[i]));
+		config_at(cfg, files[i], line, at, sizeof(at));
 		if (check)
-			fprintf(stderr, "%s: %s%s\n", cfg->path, i == 1 ? "" :
-			    "warning: ", line);
+			fprintf(stderr, "%s\n", at);
 		else
-			log_warnx("%s", line);
+			log_warnx("%s", at);
 	}
 out:
 	free(files);
@@ -1188,15 +1197,12 @@ server_check(const struct config *cfg)
 {
 	struct tls_set *t;
 	struct geo *geo;
-	const char *own[3];
 	char *msg = NULL, err[1024], warn[1024];
 	int rc = 0;
 
 	/* The start would stop here: a directory it cannot make or that
 	 * daemon.user cannot write. */
-	server_own_files(cfg, own);
-	if (privdrop_dirs(cfg->daemon.user, own, true, err,
-	    sizeof(err)) == -1) {
+	if (own_dirs(cfg, true, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s\n", err);
 		rc = 1;
 	}

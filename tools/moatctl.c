@@ -176,6 +176,9 @@ build_request(char *req, size_t len, bool json, int argc, char **argv,
 		if (!one_word(argv[i]))
 			bad_usage("%s: an argument holds a space or a control "
 			    "character", cmd);
+	/* What moat's "try help" leads a moatctl user to type. */
+	if (strcmp(cmd, "help") == 0 && argc == 1)
+		usage(0);
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 ||
 	    strcmp(cmd, "reopen") == 0) {
 		if (argc != 1)

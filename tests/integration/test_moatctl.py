@@ -547,6 +547,10 @@ def test_help_and_connection_failure(tmp_path):
     r = subprocess.run([str(moatctl_binary()), "--help"], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 0 and "usage: moatctl" in r.stdout
+    # moat's own "unknown command ...; try help" leads here too.
+    r = subprocess.run([str(moatctl_binary()), "help"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0 and "usage: moatctl" in r.stdout, r.stderr
     missing = tmp_path / "nope.sock"
     r = subprocess.run([str(moatctl_binary()), "-s", str(missing), "status"],
                        capture_output=True, text=True, timeout=10)

@@ -378,6 +378,11 @@ def test_root_owned_directory_named_in_error(ns, base):
                        capture_output=True, text=True, timeout=20)
     assert t.returncode == 1
     assert f"{USER} cannot write in {base}/state" in t.stderr, t.stderr
+    # ...at the line that names the file.
+    at = 1 + cfg.read_text().splitlines().index(
+        f'state_file = "{base}/state/moat.state"')
+    assert f"{cfg}:{at}:14: daemon.state_file: privileges: {USER} cannot " \
+        "write in" in t.stderr, t.stderr
     # Under systemd, which names the directories as the unit's own, the
     # same check passes: the start gives them to the user.
     t = subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
@@ -396,7 +401,10 @@ def test_check_finds_unmakeable_directory(base):
     t = subprocess.run([str(moat_binary()), "-t", "-c", str(cfg)],
                        capture_output=True, text=True, timeout=20)
     assert t.returncode == 1
-    assert f"{base}/log/events.jsonl: {base}/log is not a directory" in t.stderr
+    at = 1 + cfg.read_text().splitlines().index(
+        f'file = "{base}/log/events.jsonl"')
+    assert (f"{cfg}:{at}:8: events.file: {base}/log/events.jsonl: {base}/log "
+            "is not a directory") in t.stderr, t.stderr
 
 
 def test_files_only_root_can_read_are_said(ns, base):
@@ -426,12 +434,18 @@ deny_countries = ["CN"]
 
     t = check()
     assert t.returncode == 1, t.stderr
-    assert (f"policy.geo.database: {USER} cannot read {geo}: Permission "
-            "denied; moat opens it after becoming that user, so it would "
-            "not start") in t.stderr
-    for f in (cfg, deny):
-        assert (f"warning: {USER} cannot read {f}: Permission denied; moat "
-                "reads it again as that user at each reload") in t.stderr
+    # Each said where the config names it; the config file as a whole.
+    lines = cfg.read_text().splitlines()
+    at_geo = 1 + next(i for i, x in enumerate(lines) if x.startswith("database"))
+    at_deny = 1 + next(i for i, x in enumerate(lines) if x.startswith("deny_files"))
+    assert (f"{cfg}:{at_geo}:12: policy.geo.database: {USER} cannot read {geo}: "
+            "Permission denied; moat opens it after becoming that user, so "
+            "it would not start") in t.stderr, t.stderr
+    assert (f"{cfg}:{at_deny}:15: warning: policy.deny_files: {USER} cannot read "
+            f"{deny}: Permission denied; moat reads it again as that user "
+            "at each reload") in t.stderr, t.stderr
+    assert (f"{cfg}: warning: {USER} cannot read {cfg}: Permission denied; "
+            "moat reads it again as that user at each reload") in t.stderr
     geo.chmod(0o644)
     t = check()
     assert t.returncode == 0 and "configuration OK" in t.stderr, t.stderr
