@@ -1811,6 +1811,18 @@ relay_pump(struct session *s)
 		session_kill(s, s->end_reason);
 		return;
 	}
+	/*
+	 * The backend has said all it will and the client has it, with our
+	 * end of stream: what the client sends now goes nowhere, and each
+	 * byte would re-arm the idle timer, holding the session, its slot
+	 * and its count for as long as the client trickles. A client of
+	 * the backend itself would have been cut off: the linger is all
+	 * this one gets to hang up.
+	 */
+	if (s->state == SESSION_RELAY && b->rd_eof && c->wr_shut) {
+		session_reject(s, NULL, s->end_reason);
+		return;
+	}
 	if (progress)
 		s->kick = true;
 }

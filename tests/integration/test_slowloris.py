@@ -473,3 +473,53 @@ def test_memory_given_back_after_a_flood(pki, backend, tmp_path):
             time.sleep(0.5)
     finally:
         assert m.stop() == 0
+
+
+def test_trickle_after_the_backend_hung_up_ends_with_the_linger(pki, tmp_path):
+    """Postfix times a client out (smtpd_timeout) and closes; moat relays
+    its 421 and end of stream. A client that goes on trickling a byte a
+    second used to keep the session (each byte re-armed the idle timer),
+    with its slot and per-address count, for as long as it liked; it now
+    gets the 5 s linger to hang up, as a client of Postfix itself would
+    have been cut off."""
+    from conftest import require_mailstack
+    from mailstack import MailStack
+    require_mailstack()
+    stack = MailStack(postconf={"smtpd_timeout": "2s"}).start()
+    try:
+        m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none",
+                                          idle="30s")]).start()
+        try:
+            s = socket.create_connection(m.addr("smtp"), timeout=10)
+            s.settimeout(0.2)
+            got = b""
+            start = time.monotonic()
+            eof_at = closed_at = None
+            while time.monotonic() - start < 20 and closed_at is None:
+                try:
+                    s.send(b"X")
+                except OSError:
+                    closed_at = time.monotonic()
+                    break
+                try:
+                    d = s.recv(4096)
+                    if d:
+                        got += d
+                    elif eof_at is None:
+                        eof_at = time.monotonic()
+                except socket.timeout:
+                    pass
+                st = json.loads(m.ctl("--json", "status").stdout)
+                if eof_at is not None and st["sessions"] == 0:
+                    closed_at = time.monotonic()
+                time.sleep(0.8)
+            s.close()
+            assert b"421" in got, got
+            assert eof_at is not None, got
+            assert closed_at is not None, m.log()[-1500:]
+            assert closed_at - eof_at < 10, (closed_at - eof_at, m.log()[-1500:])
+            assert "close reason=backend_closed" in m.log()
+        finally:
+            assert m.stop() == 0
+    finally:
+        stack.stop()
