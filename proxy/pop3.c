@@ -257,6 +257,28 @@ bad_backend(struct pop3 *s, struct filter_io *io)
 	s->cmode = CM_DEAD;
 }
 
+/*
+ * A status line no command asked for. The backend may say -ERR as it
+ * hangs up (Dovecot's inactivity or shutdown line), which goes on to
+ * the client; anything else would be read as the answer to the client's
+ * next command, and the two would stay out of step, with auth verdicts
+ * counted against the wrong commands. After STLS was accepted even the
+ * -ERR must not follow the plaintext "+OK Begin TLS negotiation".
+ * True when the session ends for it.
+ */
+static bool
+unsolicited(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
+{
+	if (pendq_head(&s->q) != NULL ||
+	    (st->kind == POP3_STATUS_ERR && s->cmode != CM_DISCARD))
+		return false;
+	if (s->cmode != CM_DISCARD)
+		(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
+	filter_close(io, "backend_unsolicited");
+	s->cmode = CM_DEAD;
+	return true;
+}
+
 /* One CAPA body line; 0 when it must wait, else bytes consumed. */
 static size_t
 capa_line(struct pop3 *s, struct filter_io *io, const uint8_t *p, size_t len,
@@ -338,6 +360,8 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			bad_backend(s, io);
 			return len;
 		}
+		if (unsolicited(s, io, &st))
+			return len;
 		if (filter_room_client(io) < st.consumed +
 		    pendq_locals_len(&s->q, 1))
 			break;

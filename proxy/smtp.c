@@ -366,6 +366,29 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 	return true;
 }
 
+/*
+ * A reply no command asked for. RFC 5321 3.8 lets a server say 421 as
+ * it closes (Postfix on its timeout), which goes on to the client;
+ * anything else would be read as the reply to the client's next
+ * command, and the two would stay out of step, with AUTH verdicts
+ * counted against the wrong commands. After STARTTLS was accepted even
+ * the 421 must not follow the plaintext "220 Ready to start TLS". True
+ * when the session ends for it.
+ */
+static bool
+unsolicited(struct smtp *s, struct filter_io *io,
+    const struct smtp_reply_line *r)
+{
+	if (pendq_head(&s->q) != NULL || s->mid_reply ||
+	    (r->code == 421 && s->cmode != CM_DISCARD))
+		return false;
+	if (s->cmode != CM_DISCARD)
+		(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
+	filter_close(io, "backend_unsolicited");
+	s->cmode = CM_DEAD;
+	return true;
+}
+
 static size_t
 smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
     size_t len, bool eof)
@@ -393,6 +416,8 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 			s->cmode = CM_DEAD;
 			return len;
 		}
+		if (unsolicited(s, io, &r))
+			return len;
 		if (!reply_line(s, io, p + off, &r))
 			break;
 		off += r.consumed;

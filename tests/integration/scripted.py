@@ -22,6 +22,8 @@ Modes:
   late_smtp     like smtp, but greets only after half a second
   close_in_data like smtp, but closes after 354 and the first DATA bytes,
                 never committing the message
+  extra_smtp    like smtp, but NOOP gets a second, unsolicited reply
+  extra_pop3    like pop3, but NOOP gets a second, unsolicited +OK
   garbage       greeting, then random bytes (no CR/LF structure) forever
   endless       greeting, then one line that never ends
   oversized     greeting, then lines of 1 MiB each with CRLF, forever
@@ -136,7 +138,7 @@ class ScriptedBackend:
         self._reset(w)
 
     async def _mode_pop3(self, r, w, slow_pass: bool = False,
-                         big_retr: bool = False):
+                         big_retr: bool = False, extra: bool = False):
         await self._send(w, b"+OK scripted POP3 ready\r\n")
         while True:
             line = await r.readline()
@@ -157,6 +159,8 @@ class ScriptedBackend:
                 await self._send(w, b".\r\n")
             elif line.upper().startswith(b"STAT"):
                 await self._send(w, b"+OK 0 0\r\n")
+            elif extra and line.upper().startswith(b"NOOP"):
+                await self._send(w, b"+OK\r\n+OK unsolicited\r\n")
             else:
                 await self._send(w, b"+OK\r\n")
 
@@ -166,7 +170,10 @@ class ScriptedBackend:
     async def _mode_big_retr(self, r, w):
         await self._mode_pop3(r, w, big_retr=True)
 
-    async def _smtp(self, r, w, close_in_data: bool):
+    async def _mode_extra_pop3(self, r, w):
+        await self._mode_pop3(r, w, extra=True)
+
+    async def _smtp(self, r, w, close_in_data: bool, extra: bool = False):
         await self._send(w, b"220 scripted ESMTP ready\r\n")
         while True:
             line = await r.readline()
@@ -198,11 +205,16 @@ class ScriptedBackend:
                 with self._lock:
                     self.committed.append(b"".join(body))
                 await self._send(w, b"250 2.0.0 queued\r\n")
+            elif extra and cmd.startswith(b"NOOP"):
+                await self._send(w, b"250 ok\r\n250 unsolicited\r\n")
             else:
                 await self._send(w, b"250 ok\r\n")
 
     async def _mode_smtp(self, r, w):
         await self._smtp(r, w, False)
+
+    async def _mode_extra_smtp(self, r, w):
+        await self._smtp(r, w, False, extra=True)
 
     async def _mode_late_smtp(self, r, w):
         await asyncio.sleep(0.5)

@@ -751,3 +751,49 @@ def test_huge_client_hello(pki, good, tmp_path):
         assert m.vmhwm_kb() < rss_bound_kb(m)
     finally:
         assert m.stop() == 0
+
+
+@pytest.mark.parametrize("proto", ["smtp", "pop3"])
+def test_unsolicited_backend_reply_ends_the_session(pki, tmp_path, proto):
+    """A backend reply no command asked for would be read as the reply to
+    the client's next command, and after STARTTLS/STLS it would follow the
+    plaintext "ready" line (the injection pattern, from the backend's
+    side). Sent with the reply to a command pipelined before STARTTLS, it
+    ends the session without a byte after the ready line; at any other
+    time with moat's own protocol error line. The backend's 421 or -ERR as
+    it hangs up still goes on (test_backend_last_words...)."""
+    b = ScriptedBackend("extra_" + proto).start()
+    smtp = proto == "smtp"
+    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=proto,
+                                      tls="starttls")]).start()
+    try:
+        c = socket.create_connection(m.addr("x"), timeout=10)
+        got = b""
+        while b"\r\n" not in got:
+            got += c.recv(4096)
+        if smtp:
+            c.sendall(b"EHLO client\r\n")
+            while b"250 " not in got:
+                got += c.recv(4096)
+        c.sendall(b"NOOP\r\nSTARTTLS\r\n" if smtp else b"NOOP\r\nSTLS\r\n")
+        after = read_until_close(c, 10)
+        c.close()
+        ready = b"220 2.0.0 Ready to start TLS\r\n" if smtp else \
+            b"+OK Begin TLS negotiation\r\n"
+        assert after.endswith(ready), after
+        assert b"unsolicited" not in after
+        m.wait_log("close reason=backend_unsolicited")
+
+        # Outside STARTTLS: moat's protocol error line, not the stray.
+        c = socket.create_connection(m.addr("x"), timeout=10)
+        got = b""
+        while b"\r\n" not in got:
+            got += c.recv(4096)
+        c.sendall(b"NOOP\r\n")
+        after = read_until_close(c, 10)
+        c.close()
+        assert b"unsolicited" not in after, after
+        assert b"backend protocol error" in after, after
+    finally:
+        assert m.stop() == 0
+        b.stop()
