@@ -260,6 +260,15 @@ cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len)
 	return true;
 }
 
+void
+cmdflow_backend_broke(struct filter_io *io, const char *bad, bool quiet,
+    const char *reason)
+{
+	if (!quiet)
+		(void)filter_to_client(io, bad, strlen(bad));
+	filter_close(io, reason);
+}
+
 enum cmdflow_rc
 cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
     size_t *off, const char *bad)

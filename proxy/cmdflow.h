@@ -141,4 +141,13 @@ bool cmdflow_auth_args_ok(const uint8_t *arg, size_t len);
 /* Forwards one line and a CRLF; false when it does not fit. */
 bool cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len);
 
+/*
+ * The backend broke the protocol (a reply that is none, or one that no
+ * command asked for): the session ends with reason, after bad (the
+ * protocol's closing line) unless quiet, for a client whose last word
+ * must stay the plaintext ready line of STARTTLS/STLS.
+ */
+void cmdflow_backend_broke(struct filter_io *io, const char *bad, bool quiet,
+    const char *reason);
+
 #endif

@@ -252,8 +252,7 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 static void
 bad_backend(struct pop3 *s, struct filter_io *io)
 {
-	(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
-	filter_close(io, "backend_bad_reply");
+	cmdflow_backend_broke(io, R_BADREPLY, false, "backend_bad_reply");
 	s->cmode = CM_DEAD;
 }
 
@@ -272,9 +271,8 @@ unsolicited(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 	if (pendq_head(&s->q) != NULL ||
 	    (st->kind == POP3_STATUS_ERR && s->cmode != CM_DISCARD))
 		return false;
-	if (s->cmode != CM_DISCARD)
-		(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
-	filter_close(io, "backend_unsolicited");
+	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
+	    "backend_unsolicited");
 	s->cmode = CM_DEAD;
 	return true;
 }

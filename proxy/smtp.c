@@ -382,9 +382,8 @@ unsolicited(struct smtp *s, struct filter_io *io,
 	if (pendq_head(&s->q) != NULL || s->mid_reply ||
 	    (r->code == 421 && s->cmode != CM_DISCARD))
 		return false;
-	if (s->cmode != CM_DISCARD)
-		(void)filter_to_client(io, R_BADREPLY, sizeof(R_BADREPLY) - 1);
-	filter_close(io, "backend_unsolicited");
+	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
+	    "backend_unsolicited");
 	s->cmode = CM_DEAD;
 	return true;
 }
@@ -410,9 +409,8 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 			break;
 		}
 		if (rc == SMTP_PARSE_ERROR) {
-			(void)filter_to_client(io, R_BADREPLY,
-			    sizeof(R_BADREPLY) - 1);
-			filter_close(io, "backend_bad_reply");
+			cmdflow_backend_broke(io, R_BADREPLY, false,
+			    "backend_bad_reply");
 			s->cmode = CM_DEAD;
 			return len;
 		}
