@@ -12,6 +12,8 @@
 #define SWEEP_STEP 2
 #define EVICT_SWEEP 256
 #define EVICT_SCAN 8
+/* How long ban_active() may answer without counting again. */
+#define LIVE_MS 1000
 
 struct ban_entry {
 	uint8_t addr[16];
@@ -27,6 +29,11 @@ struct ban_table {
 	uint32_t n, cap;
 	struct addrindex ix;		/* over e, by addr */
 	uint32_t cursor;		/* where the lazy sweep goes on */
+	/* While live_valid: live records expire after live_at, kept
+	 * exact by every change (set_expiry, remove_at). */
+	bool live_valid;
+	uint64_t live_at;
+	size_t live;
 };
 
 static const char *const reason_names[BAN_REASON_COUNT] = {
@@ -92,11 +99,23 @@ find(const struct ban_table *t, const uint8_t addr[16])
 	return t->n == 0 ? NIL : addrindex_find(&t->ix, t->e, addr);
 }
 
+static void
+set_expiry(struct ban_table *t, struct ban_entry *e, uint64_t expiry_ms)
+{
+	if (t->live_valid)
+		t->live = t->live + (expiry_ms > t->live_at) -
+		    (e->expiry_ms > t->live_at);
+	e->expiry_ms = expiry_ms;
+}
+
 /* Removes record i, moving the last record into its place. */
 static void
 remove_at(struct ban_table *t, uint32_t i)
 {
 	uint32_t last = t->n - 1;
+
+	if (t->live_valid && t->e[i].expiry_ms > t->live_at)
+		t->live--;
 
 	addrindex_unlink(&t->ix, t->e, i);
 	if (i != last) {
@@ -260,7 +279,7 @@ record(struct ban_table *t, const uint8_t addr[16], uint64_t now)
 
 	if (i != NIL && forgotten(t, &t->e[i], now)) {
 		t->e[i].count = 0;
-		t->e[i].expiry_ms = 0;
+		set_expiry(t, &t->e[i], 0);
 	}
 	if (i != NIL)
 		return i;
@@ -294,7 +313,7 @@ ban_add(struct ban_table *t, const uint8_t addr[16], enum ban_reason reason,
 		e->count++;
 	if (duration_ms == 0)
 		duration_ms = ban_duration(&t->p, e->count);
-	e->expiry_ms = now + duration_ms;
+	set_expiry(t, e, now + duration_ms);
 	e->reason = (uint8_t)reason;
 	info_of(e, out);
 	out->duration_ms = duration_ms;
@@ -309,7 +328,7 @@ ban_restore(struct ban_table *t, const uint8_t addr[16],
 
 	if (i == NIL)
 		return -1;
-	t->e[i].expiry_ms = expiry_ms;
+	set_expiry(t, &t->e[i], expiry_ms);
 	t->e[i].count = count;
 	t->e[i].reason = (uint8_t)reason;
 	if (forgotten(t, &t->e[i], now)) {
@@ -364,14 +383,25 @@ ban_entries(const struct ban_table *t)
 	return t->n;
 }
 
+/*
+ * A count of a million records takes milliseconds under the lock every
+ * accept takes, and a metrics scrape asks for it: counted at most once a
+ * second, and kept by each change in between, so that only bans that ran
+ * out since are still counted.
+ */
 size_t
-ban_active(const struct ban_table *t, uint64_t now)
+ban_active(struct ban_table *t, uint64_t now)
 {
 	size_t k = 0;
 
+	if (t->live_valid && now >= t->live_at && now - t->live_at < LIVE_MS)
+		return t->live;
 	for (uint32_t i = 0; i < t->n; i++)
 		if (now < t->e[i].expiry_ms)
 			k++;
+	t->live = k;
+	t->live_at = now;
+	t->live_valid = true;
 	return k;
 }
 

@@ -118,9 +118,11 @@ typedef void ban_visit_fn(void *arg, const uint8_t addr[16],
 void ban_foreach(const struct ban_table *t, uint64_t now, ban_visit_fn *fn,
     void *arg);
 
-/* Records held, of which in force at now; heap bytes. */
+/* Records held, of which in force at now (counted at most once a
+ * second: bans that ran out within the last second may be in it); heap
+ * bytes. */
 size_t ban_entries(const struct ban_table *t);
-size_t ban_active(const struct ban_table *t, uint64_t now);
+size_t ban_active(struct ban_table *t, uint64_t now);
 size_t ban_bytes(const struct ban_table *t);
 
 #endif

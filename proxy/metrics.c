@@ -28,12 +28,16 @@
 
 /* Label sets per family before new ones fold into "other". */
 #define SERIES_MAX 256
-/* An HTTP request may not be longer, nor take longer. */
+/* An HTTP request may not be longer. A scraper sends its request at
+ * once: a head that takes longer only holds a place; the response may
+ * take longer to read. */
 #define HTTP_REQ_MAX 4096
+#define HTTP_HEAD_TIMEOUT 3.
 #define HTTP_TIMEOUT 10.
 #define HTTP_CLIENTS_MAX 32
 /* A scraper asks one request at a time (moat answers each on its own
- * connection): more from one address would only crowd out the others. */
+ * connection): more from one address (an IPv6 /64) would only crowd out
+ * the others. */
 #define HTTP_PER_SOURCE_MAX 4
 /* A scrape larger than this is cut (it would take ~40 000 series). */
 #define SCRAPE_MAX (4 * 1024 * 1024)
@@ -579,24 +583,32 @@ mclient_free(struct mclient *c)
 	free(c);
 }
 
+/* head: the headers of the response alone (HEAD); extra: more header
+ * lines, each ending in CRLF. */
 static void
-mclient_respond(struct mclient *c, const char *status, struct sbuf *body)
+mclient_respond(struct mclient *c, const char *status, struct sbuf *body,
+    bool head, const char *extra)
 {
+	struct ev_loop *loop = c->mh->loop;
+
 	(void)sbuf_printf(&c->out, "HTTP/1.0 %s\r\n"
 	    "Content-Type: %s\r\n"
-	    "Content-Length: %zu\r\n"
+	    "Content-Length: %zu\r\n%s"
 	    "Connection: close\r\n\r\n", status, body != NULL ?
 	    "text/plain; version=0.0.4; charset=utf-8" :
 	    "text/plain; charset=utf-8",
-	    body != NULL ? body->len : strlen(status) + 1);
-	if (body != NULL)
+	    body != NULL ? body->len : strlen(status) + 1, extra);
+	if (body != NULL && !head)
 		(void)sbuf_add(&c->out, body->p ? body->p : "", body->len);
-	else
+	else if (body == NULL)
 		(void)sbuf_printf(&c->out, "%s\n", status);
 	c->responding = true;
-	ev_io_stop(c->mh->loop, &c->io);
+	ev_io_stop(loop, &c->io);
 	ev_io_set(&c->io, c->fd, EV_WRITE);
-	ev_io_start(c->mh->loop, &c->io);
+	ev_io_start(loop, &c->io);
+	ev_timer_stop(loop, &c->timer);
+	ev_timer_set(&c->timer, HTTP_TIMEOUT, 0.);
+	ev_timer_start(loop, &c->timer);
 }
 
 /* Looks at a complete request head; answers it. */
@@ -605,24 +617,32 @@ mclient_request(struct mclient *c)
 {
 	struct sbuf body;
 	char *sp1, *sp2, *eol;
-	size_t plen;
+	size_t mlen, plen;
+	bool head, nul;
 
 	c->req[c->reqlen] = '\0';
+	nul = memchr(c->req, '\0', c->reqlen) != NULL;
 	eol = strpbrk(c->req, "\r\n");
 	if (eol != NULL)
 		*eol = '\0';
 	sp1 = strchr(c->req, ' ');
 	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (sp1 == NULL || sp2 == NULL ||
+	if (nul || sp1 == NULL || sp2 == NULL ||
 	    strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
-		mclient_respond(c, "400 Bad Request", NULL);
+		mclient_respond(c, "400 Bad Request", NULL, false, "");
 		return;
 	}
+	mlen = (size_t)(sp1 - c->req);
 	plen = (size_t)(sp2 - (sp1 + 1));
-	if ((size_t)(sp1 - c->req) != 3 || memcmp(c->req, "GET", 3) != 0 ||
-	    !((plen == 8 && memcmp(sp1 + 1, "/metrics", 8) == 0) ||
+	if (!((plen == 8 && memcmp(sp1 + 1, "/metrics", 8) == 0) ||
 	    (plen > 8 && memcmp(sp1 + 1, "/metrics?", 9) == 0))) {
-		mclient_respond(c, "404 Not Found", NULL);
+		mclient_respond(c, "404 Not Found", NULL, false, "");
+		return;
+	}
+	head = mlen == 4 && memcmp(c->req, "HEAD", 4) == 0;
+	if (!head && (mlen != 3 || memcmp(c->req, "GET", 3) != 0)) {
+		mclient_respond(c, "405 Method Not Allowed", NULL, false,
+		    "Allow: GET, HEAD\r\n");
 		return;
 	}
 	sbuf_init(&body, SCRAPE_MAX);
@@ -631,7 +651,7 @@ mclient_request(struct mclient *c)
 		log_warnx("metrics: scrape larger than %d bytes, cut",
 		    SCRAPE_MAX);
 	sbuf_init(&c->out, SCRAPE_MAX + 512);
-	mclient_respond(c, "200 OK", &body);
+	mclient_respond(c, "200 OK", &body, head, "");
 	sbuf_clear(&body);
 }
 
@@ -680,15 +700,18 @@ mclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	c->reqlen += (size_t)n;
 	c->req[c->reqlen] = '\0';
-	if (strstr(c->req, "\r\n\r\n") != NULL ||
-	    strstr(c->req, "\n\n") != NULL) {
+	/* A NUL is no part of a request, and would hide its end from
+	 * string functions: answered at once, by mclient_request(). */
+	if (memmem(c->req, c->reqlen, "\r\n\r\n", 4) != NULL ||
+	    memmem(c->req, c->reqlen, "\n\n", 2) != NULL ||
+	    memchr(c->req, '\0', c->reqlen) != NULL) {
 		mclient_request(c);
 		return;
 	}
 	if (c->reqlen == sizeof(c->req) - 1) {
 		sbuf_init(&c->out, 1024);
 		mclient_respond(c, "431 Request Header Fields Too Large",
-		    NULL);
+		    NULL, false, "");
 	}
 }
 
@@ -702,18 +725,43 @@ mclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	mclient_free(c);
 }
 
-/* Whether the address already holds its share of the connections. */
+/* Whether the address (an IPv6 one's /64) already holds its share of
+ * the connections. */
 static bool
 metrics_source_full(const struct metrics_http *mh, const uint8_t peer[16])
 {
+	static const uint8_t v4mapped[12] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+	};
 	const struct mclient *c;
+	size_t len = memcmp(peer, v4mapped, 12) == 0 ? 16 : 8;
 	int n = 0;
 
 	for (c = mh->clients; c != NULL; c = c->next)
-		if (memcmp(c->peer, peer, 16) == 0 &&
+		if (memcmp(c->peer, peer, len) == 0 &&
 		    ++n >= HTTP_PER_SOURCE_MAX)
 			return true;
 	return false;
+}
+
+/*
+ * All places are taken: the one held longest by a client that has not
+ * finished its request goes to the newcomer, so that connections that
+ * send nothing cannot keep a scraper out for as long as they reconnect.
+ * False when every place is answering a request.
+ */
+static bool
+metrics_make_room(struct metrics_http *mh)
+{
+	struct mclient *c, *oldest = NULL;
+
+	for (c = mh->clients; c != NULL; c = c->next)	/* newest first */
+		if (!c->responding && !c->lingering)
+			oldest = c;
+	if (oldest == NULL)
+		return false;
+	mclient_free(oldest);
+	return true;
 }
 
 static void
@@ -738,8 +786,9 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if (addr_to_v6((struct sockaddr *)&ss, peer) == -1)
 			memset(peer, 0, sizeof(peer));
-		if (mh->nclients >= HTTP_CLIENTS_MAX ||
-		    metrics_source_full(mh, peer) ||
+		if (metrics_source_full(mh, peer) ||
+		    (mh->nclients >= HTTP_CLIENTS_MAX &&
+		    !metrics_make_room(mh)) ||
 		    (c = calloc(1, sizeof(*c))) == NULL) {
 			close(fd);
 			continue;
@@ -749,7 +798,8 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		memcpy(c->peer, peer, sizeof(peer));
 		sbuf_init(&c->out, 1024);
 		ev_io_init(&c->io, mclient_io_cb, fd, EV_READ);
-		ev_timer_init(&c->timer, mclient_timer_cb, HTTP_TIMEOUT, 0.);
+		ev_timer_init(&c->timer, mclient_timer_cb, HTTP_HEAD_TIMEOUT,
+		    0.);
 		ev_io_start(loop, &c->io);
 		ev_timer_start(loop, &c->timer);
 		c->next = mh->clients;

@@ -173,8 +173,20 @@ def test_metrics_http_edges(tmp_path, pki, stack):
              metrics=f"127.0.0.1:{mport}").start()
     try:
         assert http(mport, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404 ")
-        assert http(mport, b"POST /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404 ")
+        # A known path with another method: 405 and what is allowed;
+        # HEAD (health checks) gets the headers of a scrape.
+        r = http(mport, b"POST /metrics HTTP/1.0\r\n\r\n")
+        assert r.startswith(b"HTTP/1.0 405 ") and b"\r\nAllow: GET, HEAD\r\n" in r, r
+        r = http(mport, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        head, _, rest = r.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200 ") and rest == b"", r
+        assert int(re.search(rb"Content-Length: (\d+)", head).group(1)) > 1000
         assert http(mport, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        # A NUL hides nothing: answered at once, not at the timeout.
+        t0 = time.monotonic()
+        assert http(mport, b"GET /metrics HTTP/1.0\0\r\n\r\n").startswith(
+            b"HTTP/1.0 400 ")
+        assert time.monotonic() - t0 < 2
         assert http(mport, b"GET /metrics HTTP/1.0\r\nX: " + b"a" * 8000 +
                     b"\r\n\r\n").startswith(b"HTTP/1.0 431 ")
         # A client that says nothing does not hold up a scrape.
@@ -194,7 +206,7 @@ def test_metrics_http_edges(tmp_path, pki, stack):
             hog.append(h)
         open_ = 0
         for h in hog:
-            h.settimeout(1.0)
+            h.settimeout(0.2)
             try:
                 if h.recv(1) == b"":
                     continue        # closed at once
@@ -207,5 +219,115 @@ def test_metrics_http_edges(tmp_path, pki, stack):
             b"HTTP/1.0 200 ")
         for h in hog:
             h.close()
+        # Eight addresses holding four places each fill all 32: the
+        # newcomer takes the place held longest by a client still
+        # sending nothing, and the scraper is answered every time.
+        hog = []
+        for i in range(8):
+            for _ in range(4):
+                h = socket.socket()
+                h.bind((f"127.0.1.{i + 1}", 0))
+                h.connect(("127.0.0.1", mport))
+                h.sendall(b"GET /met")
+                hog.append(h)
+        time.sleep(0.3)
+        for _ in range(5):
+            assert http(mport, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(
+                b"HTTP/1.0 200 ")
+        # A head that takes longer than a scraper's is cut off.
+        slow = socket.create_connection(("127.0.0.1", mport))
+        slow.sendall(b"GET /met")
+        slow.settimeout(10)
+        t0 = time.monotonic()
+        assert slow.recv(100) == b""
+        assert time.monotonic() - t0 < 5
+        slow.close()
+        for h in hog:
+            h.close()
     finally:
         assert m.stop() == 0
+
+
+NS_CLIENT = r"""
+import socket, sys, time
+port = int(sys.argv[1])
+def hold(src):
+    s = socket.socket(socket.AF_INET6)
+    s.bind((src, 0))
+    s.connect(("2001:db8:1::1", port))
+    return s
+def kept(socks):
+    n = 0
+    for s in socks:
+        s.settimeout(0.2)
+        try:
+            if s.recv(1) != b"":
+                n += 1
+        except socket.timeout:
+            n += 1
+        except ConnectionError:
+            pass
+    return n
+# Eight addresses of one /64 hold what one address would.
+one = [hold(f"2001:db8:1::{10 + i % 8:x}") for i in range(12)]
+other = [hold(f"2001:db8:2::{10 + i:x}") for i in range(2)]
+print(kept(one), kept(other))
+"""
+
+
+def test_metrics_ipv6_sources_count_per_64(tmp_path):
+    """An IPv6 client has a /64 to pick addresses from: its connections
+    count together, so it gets four places, not four per address."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    from moatrun import moat_binary
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) for a network namespace")
+    ns = f"moat-m6-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    p = None
+    try:
+        def ip(*args):
+            subprocess.run(["ip", "-n", ns, *args], check=True)
+        ip("link", "set", "lo", "up")
+        for a in ["2001:db8:1::1"] + [f"2001:db8:1::{10 + i:x}" for i in range(8)] + \
+                [f"2001:db8:2::{10 + i:x}" for i in range(2)]:
+            ip("addr", "add", f"{a}/64", "dev", "lo", "nodad")
+        cfg = tmp_path / "moat.toml"
+        cfg.write_text(f"""
+[daemon]
+control_socket = "{tmp_path}/c.sock"
+state_file = "{tmp_path}/state"
+metrics = "[2001:db8:1::1]:9109"
+[[listener]]
+name = "smtp"
+listen = ["127.0.0.1:2525"]
+protocol = "smtp"
+tls = "none"
+backend = "127.0.0.1:9"
+backend_proxy = "v1"
+[events]
+file = "{tmp_path}/events.jsonl"
+""")
+        log = open(tmp_path / "moat.log", "wb")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()),
+                              "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "c.sock").exists():
+            assert p.poll() is None, (tmp_path / "moat.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            NS_CLIENT, "9109"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        one, other = map(int, r.stdout.split())
+        assert (one, other) == (4, 2), (one, other)
+    finally:
+        if p is not None:
+            p.terminate()
+            p.wait(15)
+        subprocess.run(["ip", "netns", "del", ns], check=False)

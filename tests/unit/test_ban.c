@@ -283,6 +283,91 @@ test_reason_names(void)
 	CHECK_INT_EQ(ban_reason_parse("auths", 5, &r), -1);
 }
 
+struct after {
+	uint64_t at;
+	size_t n;
+};
+
+static void
+count_after(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	struct after *c = arg;
+
+	(void)addr;
+	c->n += b->expiry_ms > c->at;
+}
+
+/* Records whose ban lasts past at: now 0 visits every record. */
+static size_t
+brute(const struct ban_table *t, uint64_t at)
+{
+	struct after c = { at, 0 };
+
+	ban_foreach(t, 0, count_after, &c);
+	return c.n;
+}
+
+/*
+ * ban_active() counts at most once a second and keeps the count through
+ * adds, unbans, restores, evictions and sweeps in between: between the
+ * bans in force now and those in force a second ago, and exact once the
+ * second is over.
+ */
+static void
+test_active_count(void)
+{
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct ban_info b;
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	uint64_t now = 5 * S, lo_at;
+	size_t got;
+	int bad = 0;
+
+	p.duration_ms = 2 * S;
+	p.max_duration_ms = 8 * S;
+	p.forget_ms = 3 * S;
+	p.max_entries = 1000;
+	t = ban_table_new(&p);
+	srand(7);
+	for (int step = 0; step < 50000; step++) {
+		uint32_t k = (uint32_t)rand() % 1500;
+
+		memcpy(a + 12, &k, sizeof(k));
+		now += (uint64_t)(rand() % 20);
+		switch (rand() % 4) {
+		case 0:
+			(void)ban_add(t, a, BAN_RATE,
+			    (uint64_t)(rand() % 2) * (uint64_t)(rand() % 4000),
+			    now, &b);
+			break;
+		case 1:
+			(void)ban_del(t, a, now);
+			break;
+		case 2:
+			(void)ban_restore(t, a, BAN_AUTH,
+			    now + (uint64_t)(rand() % 4000) - 1000, 1, now);
+			break;
+		default:
+			(void)ban_lookup(t, a, now, NULL);
+			break;
+		}
+		if (step % 7 == 0) {
+			got = ban_active(t, now);
+			lo_at = now >= 999 ? now - 999 : 0;
+			if (got < brute(t, now) || got > brute(t, lo_at))
+				bad++;
+		}
+		if (step % 5000 == 4999) {
+			now += S;
+			CHECK_INT_EQ(ban_active(t, now), brute(t, now));
+		}
+	}
+	CHECK_INT_EQ(bad, 0);
+	CHECK(ban_entries(t) <= 1000);
+	ban_table_free(t);
+}
+
 int
 main(void)
 {
@@ -292,6 +377,7 @@ main(void)
 	test_many();
 	test_restore();
 	test_copy();
+	test_active_count();
 	test_reason_names();
 	return check_report("ban");
 }
