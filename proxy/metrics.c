@@ -746,21 +746,26 @@ metrics_source_full(const struct metrics_http *mh, const uint8_t peer[16])
 
 /*
  * All places are taken: the one held longest by a client that has not
- * finished its request goes to the newcomer, so that connections that
- * send nothing cannot keep a scraper out for as long as they reconnect.
- * False when every place is answering a request.
+ * finished its request, or else by one that has all of its answer and
+ * is only waiting to hang up, goes to the newcomer, so that connections
+ * that send nothing, or do not read, cannot keep a scraper out for as
+ * long as they reconnect. False when every place is still being
+ * answered (a scrape too large for the socket buffers, not read).
  */
 static bool
 metrics_make_room(struct metrics_http *mh)
 {
-	struct mclient *c, *oldest = NULL;
+	struct mclient *c, *head = NULL, *done = NULL;
 
-	for (c = mh->clients; c != NULL; c = c->next)	/* newest first */
+	for (c = mh->clients; c != NULL; c = c->next) {	/* newest first */
 		if (!c->responding && !c->lingering)
-			oldest = c;
-	if (oldest == NULL)
+			head = c;
+		else if (c->lingering)
+			done = c;
+	}
+	if (head == NULL && (head = done) == NULL)
 		return false;
-	mclient_free(oldest);
+	mclient_free(head);
 	return true;
 }
 

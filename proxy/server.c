@@ -450,16 +450,17 @@ server_own_files(const struct config *cfg, const char *own[3])
  * Before anything opens there (the control socket may share the state
  * file's directory): the directories of the state and events files.
  */
+/* user: whose the directories are to be (NULL: the current user). */
 static int
-own_dirs(const struct config *cfg, bool dry_run, char *out, size_t len)
+own_dirs(const struct config *cfg, const char *user, bool dry_run,
+    char *out, size_t len)
 {
 	const char *own[3];
 	char err[512];
 	size_t which = 0;
 
 	server_own_files(cfg, own);
-	if (privdrop_dirs(cfg->daemon.user, own, dry_run, &which, err,
-	    sizeof(err)) == 0)
+	if (privdrop_dirs(user, own, dry_run, &which, err, sizeof(err)) == 0)
 		return 0;
 	config_at(cfg, own[which], err, out, len);
 	return -1;
@@ -470,7 +471,7 @@ server_dirs(const struct config *cfg)
 {
 	char err[1024];
 
-	if (own_dirs(cfg, false, err, sizeof(err)) == -1) {
+	if (own_dirs(cfg, cfg->daemon.user, false, err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		return -1;
 	}
@@ -479,20 +480,24 @@ server_dirs(const struct config *cfg)
 
 /*
  * The same at a reload, for a state or events file moved to a directory
- * not made yet, as the user moat runs as by now. A directory made for a
- * reload that fails later stays, as one the start made would.
+ * not made yet, for the user moat runs as since the start: a daemon.user
+ * the reload names takes effect at the restart only, and nothing may be
+ * given to it before (root's saves would then fail). A directory made
+ * for a reload that fails later stays, as one the start made would.
  */
 static int
-reload_dirs(const struct config *cfg, struct reload_report *rr)
+reload_dirs(const struct server *srv, const struct config *cfg,
+    struct reload_report *rr)
 {
+	const char *user = srv->start_user != NULL &&
+	    srv->start_user[0] != '\0' ? srv->start_user : NULL;
 	char err[1024];
 
-	if (own_dirs(cfg, false, err, sizeof(err)) == 0)
+	if (own_dirs(cfg, user, false, err, sizeof(err)) == 0)
 		return 0;
-	if (cfg->daemon.user != NULL && geteuid() != 0)
+	if (user != NULL && geteuid() != 0)
 		reload_say(rr, CONFIG_ERROR, "%s (moat runs as '%s' now; a "
-		    "restart makes the directory as root)", err,
-		    cfg->daemon.user);
+		    "restart makes the directory as root)", err, user);
 	else
 		reload_say(rr, CONFIG_ERROR, "%s", err);
 	return -1;
@@ -576,7 +581,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	}
 	/* What can fail comes first and changes nothing that runs: a
 	 * configuration is applied whole or not at all. */
-	if (reload_dirs(gen_config(g), &rr) == -1 ||
+	if (reload_dirs(srv, gen_config(g), &rr) == -1 ||
 	    events_prepare(srv, gen_config(g), &log, &rr) == -1 ||
 	    lplan_bind(srv, g, &pl, &rr) == -1) {
 		reload_say(&rr, CONFIG_ERROR,
@@ -1202,7 +1207,7 @@ server_check(const struct config *cfg)
 
 	/* The start would stop here: a directory it cannot make or that
 	 * daemon.user cannot write. */
-	if (own_dirs(cfg, true, err, sizeof(err)) == -1) {
+	if (own_dirs(cfg, cfg->daemon.user, true, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s\n", err);
 		rc = 1;
 	}

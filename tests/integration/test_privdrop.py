@@ -318,7 +318,59 @@ def test_takes_over_systemd_directories(ns, base):
         assert stop(p) == 0
 
 
+def test_reload_naming_a_user_gives_nothing_away_before_the_restart(ns, base):
+    """Running as root under systemd's directories, a reload that adds
+    daemon.user says it takes effect at the restart, and until then
+    gives no directory or file to that user: the root process must go on
+    saving bans there, so that they survive the restart it asks for."""
+    root_dirs(base, "state", "log", "run")
+    cfg = write_config(base, "none", user=None)
+    p, sock = start_as_unit(ns, base, cfg)
+    try:
+        cfg.write_text(f'[daemon]\nuser = "{USER}"\n' +
+                       cfg.read_text().replace("[daemon]\n", "", 1))
+        r = ctl(sock, "reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "daemon.user changes at the next restart" in r.stdout + r.stderr
+        for d in ("state", "log", "log/events.jsonl"):
+            assert (base / d).stat().st_uid == 0, d
+        assert ctl(sock, "ban", "192.0.2.12", "1h").returncode == 0
+        state = base / "state" / "moat.state"
+        deadline = time.monotonic() + 10
+        while not state.exists() or "192.0.2.12" not in state.read_text():
+            assert time.monotonic() < deadline, (base / "moat.log").read_text()
+            time.sleep(0.1)
+        assert "192.0.2.12" in (base / "log" / "events.jsonl").read_text()
+    finally:
+        assert stop(p) == 0
+
+
 SOURCE = Path(os.environ.get("MOAT_SOURCE_ROOT", "."))
+
+
+def start_as_unit(ns: str, base: Path, cfg: Path):
+    """moat as the shipped unit starts it: root within the unit's
+    capability bounding set (no CAP_DAC_OVERRIDE), umask 027, with
+    systemd's state, logs and runtime directories base/state, log, run."""
+    log = open(base / "moat.log", "wb")
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", ns, *as_unit(), str(moat_binary()), "-c",
+         str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.umask(0o027),
+        env={**os.environ, "STATE_DIRECTORY": f"{base}/state",
+             "LOGS_DIRECTORY": f"{base}/log",
+             "RUNTIME_DIRECTORY": f"{base}/run"})
+    sock = base / "run" / "control.sock"
+    try:
+        deadline = time.monotonic() + 15
+        while not (sock.exists() and ctl(sock, "status").returncode == 0):
+            assert p.poll() is None, (base / "moat.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    except BaseException:
+        stop(p)
+        raise
+    return p, sock
 
 
 def unit_bounding_set() -> str:
@@ -503,22 +555,9 @@ def test_shipped_logrotate_under_unit_capabilities(ns, base, user):
     group = grp.getgrgid(pwd.getpwnam(USER).pw_gid).gr_name
     root_dirs(base, "state", "log", "run")
     cfg = write_config(base, "none", user=user)
-    log = open(base / "moat.log", "wb")
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", ns, *as_unit(), str(moat_binary()), "-c",
-         str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.umask(0o027),
-        env={**os.environ, "STATE_DIRECTORY": f"{base}/state",
-             "LOGS_DIRECTORY": f"{base}/log",
-             "RUNTIME_DIRECTORY": f"{base}/run"})
-    sock = base / "run" / "control.sock"
+    p, sock = start_as_unit(ns, base, cfg)
     events = base / "log" / "events.jsonl"
     try:
-        deadline = time.monotonic() + 15
-        while not (sock.exists() and ctl(sock, "status").returncode == 0):
-            assert p.poll() is None, (base / "moat.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         assert ctl(sock, "ban", "192.0.2.21", "1h").returncode == 0
         assert "192.0.2.21" in events.read_text()
 

@@ -159,12 +159,14 @@ def test_reload_failing_late_changes_nothing(tmp_path, pki, stack):
     busy.listen(1)
     try:
         good = m.config_path.read_text()
-        # The events file's directory does not exist.
+        # The events file's directory cannot be made: its parent is
+        # missing too (moat makes one level, as at start).
         m.config_path.write_text(deny_text(good, "192.0.2.0/24").replace(
-            str(tmp_path / "events.jsonl"), str(tmp_path / "gone" / "ev.jsonl")))
+            str(tmp_path / "events.jsonl"),
+            str(tmp_path / "gone" / "deeper" / "ev.jsonl")))
         r = m.ctl("reload")
         assert r.returncode == 1, r.stdout
-        assert "gone/ev.jsonl" in r.stderr
+        assert "gone/deeper/ev.jsonl" in r.stderr
         assert "keeping the running configuration" in r.stderr
         c = Smtp(port, "192.0.2.9")
         assert c.reply().startswith(b"220 ")
