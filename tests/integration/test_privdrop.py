@@ -103,13 +103,17 @@ def start(ns: str, base: Path, firewall: str, run: str = "run",
                          env={**os.environ, **(env or {})})
     sock = base / run / "control.sock"
     deadline = time.monotonic() + 15
-    while True:
-        assert p.poll() is None, (base / "moat.log").read_text()
-        if sock.exists() and ctl(sock, "status").returncode == 0 and \
-                "running as" in (base / "moat.log").read_text():
-            return p, sock
-        assert time.monotonic() < deadline, (base / "moat.log").read_text()
-        time.sleep(0.05)
+    try:
+        while True:
+            assert p.poll() is None, (base / "moat.log").read_text()
+            if sock.exists() and ctl(sock, "status").returncode == 0 and \
+                    "running as" in (base / "moat.log").read_text():
+                return p, sock
+            assert time.monotonic() < deadline, (base / "moat.log").read_text()
+            time.sleep(0.05)
+    except BaseException:
+        stop(p)     # a start that failed leaves no moat behind
+        raise
 
 
 def ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
