@@ -156,6 +156,8 @@ struct session {
 	int xc_step;
 	bool admitted;		/* policy let it in */
 	uint32_t tag;		/* nonzero: holds a guard_release() */
+	bool backend_first;	/* STARTTLS done: relay_pump() reads the
+				 * backend before the client, once */
 	bool lb_own;		/* a trusted load balancer's own connection
 				 * (PROXY LOCAL): outside policy */
 	bool slotted;		/* holds a slot of list->slots for slot */
@@ -948,6 +950,7 @@ do_handshake(struct session *s)
 				s->filter.ops->tls_started(s->filter.state,
 				    &s->filter);
 			enter_state(s, SESSION_RELAY);
+			s->backend_first = true;
 			relay_pump(s);
 		} else if (s->refusal != POLICY_OK) {
 			session_refuse(s, s->refusal);
@@ -1760,6 +1763,20 @@ relay_pump(struct session *s)
 	bool progress = true;
 	int round;
 
+	/*
+	 * Whatever the backend sent while the handshake ran (nobody read
+	 * it then) answers no command: read before the client's first
+	 * one, the filter sees it for what it is, not as that command's
+	 * reply.
+	 */
+	if (s->backend_first) {
+		s->backend_first = false;
+		b->rd_ready = true;
+		if (conn_fill(s, b) && !s->dead)
+			(void)run_filter(s, b, c);
+		if (s->dead)
+			return;
+	}
 	for (round = 0; progress && round < PUMP_ROUNDS; round++) {
 		progress = conn_fill(s, c);
 		if (!s->dead)

@@ -24,6 +24,8 @@ Modes:
                 never committing the message
   extra_smtp    like smtp, but NOOP gets a second, unsolicited reply
   extra_pop3    like pop3, but NOOP gets a second, unsolicited +OK
+  late_extra_smtp, late_extra_pop3  the same, the second a tenth of a
+                second after the first
   garbage       greeting, then random bytes (no CR/LF structure) forever
   endless       greeting, then one line that never ends
   oversized     greeting, then lines of 1 MiB each with CRLF, forever
@@ -114,6 +116,15 @@ class ScriptedBackend:
         self.sent += len(data)
         await w.drain()
 
+    async def _extra(self, w, reply: bytes, stray: bytes, late: float) -> None:
+        """reply, then stray: in one write, or late seconds after."""
+        if late == 0:
+            await self._send(w, reply + stray)
+            return
+        await self._send(w, reply)
+        await asyncio.sleep(late)
+        await self._send(w, stray)
+
     async def _mode_stall(self, r, w):
         while await r.read(65536):
             pass
@@ -138,7 +149,8 @@ class ScriptedBackend:
         self._reset(w)
 
     async def _mode_pop3(self, r, w, slow_pass: bool = False,
-                         big_retr: bool = False, extra: bool = False):
+                         big_retr: bool = False, extra: bool = False,
+                         late: float = 0.0):
         await self._send(w, b"+OK scripted POP3 ready\r\n")
         while True:
             line = await r.readline()
@@ -160,7 +172,7 @@ class ScriptedBackend:
             elif line.upper().startswith(b"STAT"):
                 await self._send(w, b"+OK 0 0\r\n")
             elif extra and line.upper().startswith(b"NOOP"):
-                await self._send(w, b"+OK\r\n+OK unsolicited\r\n")
+                await self._extra(w, b"+OK\r\n", b"+OK unsolicited\r\n", late)
             else:
                 await self._send(w, b"+OK\r\n")
 
@@ -173,7 +185,11 @@ class ScriptedBackend:
     async def _mode_extra_pop3(self, r, w):
         await self._mode_pop3(r, w, extra=True)
 
-    async def _smtp(self, r, w, close_in_data: bool, extra: bool = False):
+    async def _mode_late_extra_pop3(self, r, w):
+        await self._mode_pop3(r, w, extra=True, late=0.1)
+
+    async def _smtp(self, r, w, close_in_data: bool, extra: bool = False,
+                    late: float = 0.0):
         await self._send(w, b"220 scripted ESMTP ready\r\n")
         while True:
             line = await r.readline()
@@ -206,7 +222,7 @@ class ScriptedBackend:
                     self.committed.append(b"".join(body))
                 await self._send(w, b"250 2.0.0 queued\r\n")
             elif extra and cmd.startswith(b"NOOP"):
-                await self._send(w, b"250 ok\r\n250 unsolicited\r\n")
+                await self._extra(w, b"250 ok\r\n", b"250 unsolicited\r\n", late)
             else:
                 await self._send(w, b"250 ok\r\n")
 
@@ -215,6 +231,9 @@ class ScriptedBackend:
 
     async def _mode_extra_smtp(self, r, w):
         await self._smtp(r, w, False, extra=True)
+
+    async def _mode_late_extra_smtp(self, r, w):
+        await self._smtp(r, w, False, extra=True, late=0.1)
 
     async def _mode_late_smtp(self, r, w):
         await asyncio.sleep(0.5)

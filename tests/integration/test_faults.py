@@ -753,6 +753,21 @@ def test_huge_client_hello(pki, good, tmp_path):
         assert m.stop() == 0
 
 
+def noop_then_starttls(m, smtp: bool):
+    """A plaintext client that sends NOOP and STARTTLS (STLS) in one
+    write, after the greeting (and EHLO); returns it and what it read."""
+    c = socket.create_connection(m.addr("x"), timeout=10)
+    got = b""
+    while b"\r\n" not in got:
+        got += c.recv(4096)
+    if smtp:
+        c.sendall(b"EHLO client\r\n")
+        while b"250 " not in got:
+            got += c.recv(4096)
+    c.sendall(b"NOOP\r\nSTARTTLS\r\n" if smtp else b"NOOP\r\nSTLS\r\n")
+    return c, got
+
+
 @pytest.mark.parametrize("proto", ["smtp", "pop3"])
 def test_unsolicited_backend_reply_ends_the_session(pki, tmp_path, proto):
     """A backend reply no command asked for would be read as the reply to
@@ -767,15 +782,7 @@ def test_unsolicited_backend_reply_ends_the_session(pki, tmp_path, proto):
     m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=proto,
                                       tls="starttls")]).start()
     try:
-        c = socket.create_connection(m.addr("x"), timeout=10)
-        got = b""
-        while b"\r\n" not in got:
-            got += c.recv(4096)
-        if smtp:
-            c.sendall(b"EHLO client\r\n")
-            while b"250 " not in got:
-                got += c.recv(4096)
-        c.sendall(b"NOOP\r\nSTARTTLS\r\n" if smtp else b"NOOP\r\nSTLS\r\n")
+        c, got = noop_then_starttls(m, smtp)
         after = read_until_close(c, 10)
         c.close()
         ready = b"220 2.0.0 Ready to start TLS\r\n" if smtp else \
@@ -794,6 +801,62 @@ def test_unsolicited_backend_reply_ends_the_session(pki, tmp_path, proto):
         c.close()
         assert b"unsolicited" not in after, after
         assert b"backend protocol error" in after, after
+    finally:
+        assert m.stop() == 0
+        b.stop()
+
+
+@pytest.mark.parametrize("proto", ["smtp", "pop3"])
+def test_unsolicited_reply_during_the_handshake_is_not_an_answer(pki, tmp_path,
+                                                                 proto):
+    """The stray reply comes while the STARTTLS/STLS handshake runs, when
+    moat reads nothing from the backend. Read only after the client's
+    first command over TLS, it was taken for that command's reply (for
+    SMTP, moat's own RSET swallowed it, and the client's EHLO got the
+    RSET's "250 ok"). moat reads the backend first once the handshake is
+    done, and the session ends instead."""
+    b = ScriptedBackend("late_extra_" + proto).start()
+    smtp = proto == "smtp"
+    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=proto,
+                                      tls="starttls")]).start()
+    try:
+        c, got = noop_then_starttls(m, smtp)
+        ready = b"Ready to start TLS\r\n" if smtp else b"Begin TLS negotiation\r\n"
+        while ready not in got:
+            got += c.recv(4096)
+        time.sleep(0.4)     # the stray reaches moat during the handshake
+        # The client's first command goes in one write with its last
+        # handshake message, so that moat has both when the handshake
+        # ends: the race a real client may win.
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        t = ctx_for(pki).wrap_bio(inc, out, server_hostname="localhost")
+        while True:
+            try:
+                t.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    c.sendall(out.read())
+                inc.write(c.recv(65536))
+        t.write(b"EHLO client\r\n" if smtp else b"CAPA\r\n")
+        c.sendall(out.read())
+        after = b""
+        c.settimeout(10)
+        while True:
+            data = c.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            try:
+                while (chunk := t.read(65536)):
+                    after += chunk
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                pass
+        c.close()
+        assert b"unsolicited" not in after, after
+        assert b"250 ok" not in after and b"scripted" not in after, after
+        assert b"backend protocol error" in after, after
+        m.wait_log("close reason=backend_unsolicited")
     finally:
         assert m.stop() == 0
         b.stop()
