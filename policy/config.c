@@ -2452,25 +2452,31 @@ config_free(struct config *cfg)
 	free(cfg);
 }
 
+/* Where cfg wrote value, one of its own strings, or NULL. */
+static const struct cfg_origin *
+origin_of(const struct config *cfg, const char *value)
+{
+	for (size_t i = 0; value != NULL && i < cfg->norigins; i++)
+		if (cfg->origins[i].value == value)
+			return &cfg->origins[i];
+	return NULL;
+}
+
 const char *
 config_at(const struct config *cfg, const char *value, const char *msg,
     char *out, size_t len)
 {
+	const struct cfg_origin *o = origin_of(cfg, value);
 	const char *warn = "";
-	size_t i;
 
-	for (i = 0; value != NULL && i < cfg->norigins; i++)
-		if (cfg->origins[i].value == value)
-			break;
-	if (value == NULL || i == cfg->norigins) {
+	if (o == NULL) {
 		snprintf(out, len, "%s: %s", cfg->path, msg);
 		return out;
 	}
 	if (strncmp(msg, "warning: ", 9) == 0)
 		msg += 9, warn = "warning: ";
-	snprintf(out, len, "%s:%d:%d: %s%s: %s", cfg->path,
-	    cfg->origins[i].line, cfg->origins[i].col, warn,
-	    cfg->origins[i].key, msg);
+	snprintf(out, len, "%s:%d:%d: %s%s: %s", cfg->path, o->line, o->col,
+	    warn, o->key, msg);
 	return out;
 }
 
@@ -2478,24 +2484,22 @@ const char *
 config_locate(const struct config *cfg, const char *file, const char *msg,
     char *out, size_t len)
 {
-	size_t i, flen = file ? strlen(file) : 0;
+	size_t flen = file ? strlen(file) : 0;
 	const char *rest, *warn = "";
+	char tmp[2048];
 
-	for (i = 0; i < cfg->norigins; i++)
-		if (cfg->origins[i].value == file)
-			break;
-	if (i == cfg->norigins || strncmp(msg, file, flen) != 0 ||
+	if (origin_of(cfg, file) == NULL || strncmp(msg, file, flen) != 0 ||
 	    strncmp(msg + flen, ": ", 2) != 0) {
 		snprintf(out, len, "%s", msg);
 		return out;
 	}
+	/* "FILE: [warning: ]text" said at the key as "[warning: ]FILE:
+	 * text". */
 	rest = msg + flen + 2;
 	if (strncmp(rest, "warning: ", 9) == 0)
 		rest += 9, warn = "warning: ";
-	snprintf(out, len, "%s:%d:%d: %s%s: %s: %s", cfg->path,
-	    cfg->origins[i].line, cfg->origins[i].col, warn,
-	    cfg->origins[i].key, file, rest);
-	return out;
+	snprintf(tmp, sizeof(tmp), "%s%s: %s", warn, file, rest);
+	return config_at(cfg, file, tmp, out, len);
 }
 
 struct config *

@@ -156,8 +156,6 @@ struct session {
 	int xc_step;
 	bool admitted;		/* policy let it in */
 	uint32_t tag;		/* nonzero: holds a guard_release() */
-	bool backend_first;	/* STARTTLS done: relay_pump() reads the
-				 * backend before the client, once */
 	bool lb_own;		/* a trusted load balancer's own connection
 				 * (PROXY LOCAL): outside policy */
 	bool slotted;		/* holds a slot of list->slots for slot */
@@ -192,6 +190,8 @@ static void session_timer_cb(struct ev_loop *, ev_timer *, int);
 static void start_handshake(struct session *);
 static void start_connect(struct session *);
 static void relay_pump(struct session *);
+static bool conn_fill(struct session *, struct conn *);
+static bool run_filter(struct session *, struct conn *, struct conn *);
 static void backend_write_gone(struct session *, struct conn *);
 static void client_gone(struct session *, struct conn *);
 
@@ -950,8 +950,17 @@ do_handshake(struct session *s)
 				s->filter.ops->tls_started(s->filter.state,
 				    &s->filter);
 			enter_state(s, SESSION_RELAY);
-			s->backend_first = true;
-			relay_pump(s);
+			/*
+			 * Whatever the backend sent while the handshake ran
+			 * (nobody read it then) answers no command: read
+			 * before the client's first one, the filter sees it
+			 * for what it is, not as that command's reply.
+			 */
+			s->backend.rd_ready = true;
+			if (conn_fill(s, &s->backend) && !s->dead)
+				(void)run_filter(s, &s->backend, &s->client);
+			if (!s->dead)
+				relay_pump(s);
 		} else if (s->refusal != POLICY_OK) {
 			session_refuse(s, s->refusal);
 		} else {
@@ -1763,20 +1772,6 @@ relay_pump(struct session *s)
 	bool progress = true;
 	int round;
 
-	/*
-	 * Whatever the backend sent while the handshake ran (nobody read
-	 * it then) answers no command: read before the client's first
-	 * one, the filter sees it for what it is, not as that command's
-	 * reply.
-	 */
-	if (s->backend_first) {
-		s->backend_first = false;
-		b->rd_ready = true;
-		if (conn_fill(s, b) && !s->dead)
-			(void)run_filter(s, b, c);
-		if (s->dead)
-			return;
-	}
 	for (round = 0; progress && round < PUMP_ROUNDS; round++) {
 		progress = conn_fill(s, c);
 		if (!s->dead)

@@ -753,6 +753,15 @@ def test_huge_client_hello(pki, good, tmp_path):
         assert m.stop() == 0
 
 
+def starttls_before(pki, tmp_path, mode: str):
+    """A scripted backend in mode, and a moat with a STARTTLS listener
+    "x" in front of it, for the protocol the mode ends with."""
+    b = ScriptedBackend(mode).start()
+    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=mode.split("_")[-1],
+                                      tls="starttls")]).start()
+    return b, m
+
+
 def noop_then_starttls(m, smtp: bool):
     """A plaintext client that sends NOOP and STARTTLS (STLS) in one
     write, after the greeting (and EHLO); returns it and what it read."""
@@ -777,10 +786,8 @@ def test_unsolicited_backend_reply_ends_the_session(pki, tmp_path, proto):
     ends the session without a byte after the ready line; at any other
     time with moat's own protocol error line. The backend's 421 or -ERR as
     it hangs up still goes on (test_backend_last_words...)."""
-    b = ScriptedBackend("extra_" + proto).start()
+    b, m = starttls_before(pki, tmp_path, "extra_" + proto)
     smtp = proto == "smtp"
-    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=proto,
-                                      tls="starttls")]).start()
     try:
         c, got = noop_then_starttls(m, smtp)
         after = read_until_close(c, 10)
@@ -815,10 +822,8 @@ def test_unsolicited_reply_during_the_handshake_is_not_an_answer(pki, tmp_path,
     SMTP, moat's own RSET swallowed it, and the client's EHLO got the
     RSET's "250 ok"). moat reads the backend first once the handshake is
     done, and the session ends instead."""
-    b = ScriptedBackend("late_extra_" + proto).start()
+    b, m = starttls_before(pki, tmp_path, "late_extra_" + proto)
     smtp = proto == "smtp"
-    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=proto,
-                                      tls="starttls")]).start()
     try:
         c, got = noop_then_starttls(m, smtp)
         ready = b"Ready to start TLS\r\n" if smtp else b"Begin TLS negotiation\r\n"
