@@ -633,7 +633,6 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 		return true;
 	if (policy_admit(guard.policy, addr, guard_now_ms(), &res) ==
 	    POLICY_ALLOW) {
-		metrics_admit(lc->name, NULL);
 		*reason = res.reason;
 		*tag = res.tag;
 		return true;
@@ -647,7 +646,7 @@ guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
 }
 
 void
-guard_admit_trusted(const struct cfg_listener *lc)
+guard_admitted(const struct cfg_listener *lc)
 {
 	metrics_admit(lc->name, NULL);
 }

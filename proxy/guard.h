@@ -70,15 +70,17 @@ void guard_geo_report(const struct geo *g, config_report_fn *report,
  * it costs no session and no handshake. sid may be NULL (no session yet).
  * An admitted session that was counted towards concurrent_per_ip gets a
  * nonzero *tag and must call guard_release() with it once when it ends;
- * the allow list admits without counting (tag 0). Cheap when nothing
- * listens for events: no formatting, no I/O.
+ * the allow list admits without counting (tag 0). An admission is not
+ * in the metrics until guard_admitted(): the cap may still refuse it.
+ * Cheap when nothing listens for events: no formatting, no I/O.
  */
 bool guard_admit(const uint8_t addr[16], const struct cfg_listener *lc,
     const char *sid, enum policy_reason *reason, uint32_t *tag);
 
-/* Counts a connection admitted outside policy (a trusted load balancer's
- * own, such as a health check): no window, no ban, nothing to release. */
-void guard_admit_trusted(const struct cfg_listener *lc);
+/* Counts an admitted connection in the metrics: one guard_admit() let in
+ * and the cap took, or one admitted outside policy (a trusted load
+ * balancer's own, such as a health check). */
+void guard_admitted(const struct cfg_listener *lc);
 
 /*
  * The protocol-correct refusal for reason on lc (SMTP 554 5.7.1, POP3

@@ -656,21 +656,24 @@ backend_fail(struct session *s, const char *why)
 	unavailable(s, why, "backend_unavailable");
 }
 
-/* moat itself is out of descriptors or memory: the backend was not tried,
- * so neither the log nor the metric may blame it. */
+/* moat itself is out of descriptors, memory or local ports (EADDRNOTAVAIL
+ * from connect: every port of ip_local_port_range to the backend is in
+ * use): the backend was not tried, so neither the log nor the metric may
+ * blame it. */
 static bool
 short_of_resources(int err)
 {
 	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
-	    err == ENOMEM;
+	    err == ENOMEM || err == EADDRNOTAVAIL;
 }
 
 static void
 resources_fail(struct session *s, int err)
 {
 	log_warnx("%s cannot open a connection to the backend: %s (moat's "
-	    "own shortage; the backend was not tried) ip=%s", s->id,
-	    strerror(err), s->ip);
+	    "own shortage%s; the backend was not tried) ip=%s", s->id,
+	    strerror(err), err == EADDRNOTAVAIL ? ", no local port free: "
+	    "see net.ipv4.ip_local_port_range" : "", s->ip);
 	unavailable(s, strerror(err), "no_resources");
 }
 
@@ -752,11 +755,12 @@ session_admit(struct session *s)
 		 * as a client's connections, they would get the balancer,
 		 * and everyone behind it, banned. It is trusted already
 		 * (accept_proxy_from), like the allow list. */
-		guard_admit_trusted(s->lc);
+		guard_admitted(s->lc);
 		session_verdict(s, true, POLICY_ALLOWLIST, 0);
 		return;
 	}
-	ok = guard_admit(s->addr, s->lc, s->id, &reason, &tag);
+	if ((ok = guard_admit(s->addr, s->lc, s->id, &reason, &tag)))
+		guard_admitted(s->lc);
 	session_verdict(s, ok, reason, tag);
 }
 
@@ -2076,6 +2080,18 @@ capacity_report(struct ev_loop *loop, const struct session_list *list,
 	emit_plain("reject", addr, lc->name, slots_verdict_str(v), sid);
 }
 
+/* The cap's refusal line on plaintext and STARTTLS listeners. */
+static void
+capacity_text(const struct cfg_listener *lc, char *buf, size_t len)
+{
+	if (lc->protocol == CFG_PROTO_SMTP)
+		snprintf(buf, len, "421 4.7.0 %s too many connections, "
+		    "try again later\r\n", lc->name);
+	else
+		snprintf(buf, len, "-ERR [SYS/TEMP] %s too many "
+		    "connections, try again later\r\n", lc->name);
+}
+
 /* Refuses s for the cap: 421 / -ERR on plaintext and STARTTLS listeners,
  * a bare close on implicit TLS, where a reply would cost a handshake. */
 static void
@@ -2088,12 +2104,7 @@ session_refuse_capacity(struct session *s, enum slots_verdict v)
 		session_kill(s, "capacity");
 		return;
 	}
-	if (s->lc->protocol == CFG_PROTO_SMTP)
-		snprintf(msg, sizeof(msg), "421 4.7.0 %s too many connections, "
-		    "try again later\r\n", s->lc->name);
-	else
-		snprintf(msg, sizeof(msg), "-ERR [SYS/TEMP] %s too many "
-		    "connections, try again later\r\n", s->lc->name);
+	capacity_text(s->lc, msg, sizeof(msg));
 	session_reject(s, msg, "capacity");
 }
 
@@ -2150,53 +2161,83 @@ close_refused(int fd, bool flood)
 /* What the accept4 address decided before a session existed. */
 struct screen {
 	bool slotted;		/* a slot of list->slots was taken */
-	enum slots_verdict slot;	/* SLOTS_OK unless the cap refused */
 	bool admitted;
 	uint32_t tag;		/* nonzero: holds a guard_release() */
 	enum policy_reason reason;
 };
 
 /*
- * Without accept_proxy the TCP peer is the client, so the cap and policy
+ * A connection the cap leaves no slot for, policy having judged it: the
+ * one line it is due (the cap's 421 / -ERR, or the policy's refusal) is
+ * written at once on plaintext and STARTTLS listeners, and the socket is
+ * closed. No session is made, so while the cap is full a flood costs no
+ * memory and no descriptor beyond accept4 and close.
+ */
+static void
+refuse_unslotted(struct ev_loop *loop, struct session_list *list,
+    const struct cfg_listener *lc, int fd, const uint8_t addr[16],
+    const char *sid, const struct screen *sc, enum slots_verdict v)
+{
+	char msg[160];
+
+	if (sc->admitted) {
+		if (sc->tag != 0)
+			guard_release(addr, sc->tag);
+		capacity_report(loop, list, lc, addr, sid, v);
+		capacity_text(lc, msg, sizeof(msg));
+	} else {
+		/* policy's own event is out already (guard_admit) */
+		refusals_log(loop, addr, policy_reason_str(sc->reason),
+		    lc->name, sid, NULL);
+		guard_refusal(lc, sc->reason, msg, sizeof(msg));
+	}
+	/* A fresh socket's buffer takes one line; a short write loses
+	 * only the courtesy. */
+	if (lc->tls != CFG_TLS_IMPLICIT)
+		(void)send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+	close_refused(fd, false);
+}
+
+/*
+ * Without accept_proxy the TCP peer is the client, so policy and the cap
  * decide from the accept4 address before anything is allocated: a flood
  * from a banned address (one the kernel set has not stopped yet) costs
  * accept4, a hash lookup, an event when events are wanted, and close.
- * Returns true when fd was refused and closed here (a banned address, or
- * the cap on implicit TLS, where a reply would cost a handshake);
- * otherwise *sc says what the session must do.
+ * Policy comes first, so that a full cap neither turns a ban into a 421
+ * nor keeps a flood out of its connection-rate window (and its ban), and
+ * an allowed address is spared the reserve rule; the cap itself holds for
+ * everyone. Returns true when fd was refused and closed here (a banned
+ * address, or no slot left); otherwise *sc says what the session must do.
  */
 static bool
 screen_at_accept(struct ev_loop *loop, struct session_list *list,
     const struct cfg_listener *lc, int fd, const uint8_t addr[16],
     const char *sid, struct screen *sc)
 {
+	enum slots_verdict v;
 	bool flood;
 
 	sc->slotted = false;
-	sc->slot = SLOTS_OK;
-	sc->admitted = false;
 	sc->tag = 0;
-	sc->reason = POLICY_OK;
+	sc->admitted = guard_admit(addr, lc, sid, &sc->reason, &sc->tag);
+	if (!sc->admitted && sc->reason == POLICY_BANNED) {
+		flood = !refusals_log(loop, addr,
+		    policy_reason_str(sc->reason), lc->name, sid, NULL);
+		close_refused(fd, flood);
+		return true;
+	}
 	if (list->slots != NULL) {
-		sc->slot = slots_take(list->slots, addr, false);
-		if (sc->slot != SLOTS_OK) {
-			if (lc->tls != CFG_TLS_IMPLICIT)
-				return false;	/* the session replies */
-			capacity_report(loop, list, lc, addr, sid, sc->slot);
-			close_refused(fd, false);
+		v = slots_take(list->slots, addr,
+		    sc->admitted && sc->reason == POLICY_ALLOWLIST);
+		if (v != SLOTS_OK) {
+			refuse_unslotted(loop, list, lc, fd, addr, sid, sc, v);
 			return true;
 		}
 		sc->slotted = true;
 	}
-	sc->admitted = guard_admit(addr, lc, sid, &sc->reason, &sc->tag);
-	if (sc->admitted || sc->reason != POLICY_BANNED)
-		return false;
-	flood = !refusals_log(loop, addr, policy_reason_str(sc->reason),
-	    lc->name, sid, NULL);
-	if (sc->slotted)
-		slots_give(list->slots, addr);
-	close_refused(fd, flood);
-	return true;
+	if (sc->admitted)
+		guard_admitted(lc);
+	return false;
 }
 
 /* Undoes what screen_at_accept() took, when no session can carry it. */
@@ -2260,16 +2301,12 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	list->n++;
 
 	if (screened) {
-		if (sc.slot != SLOTS_OK) {
-			session_refuse_capacity(s, sc.slot);
-		} else {
-			if (sc.slotted) {
-				memcpy(s->slot, a, sizeof(s->slot));
-				s->slotted = true;
-			}
-			enter_state(s, SESSION_ADMIT);
-			session_verdict(s, sc.admitted, sc.reason, sc.tag);
+		if (sc.slotted) {
+			memcpy(s->slot, a, sizeof(s->slot));
+			s->slotted = true;
 		}
+		enter_state(s, SESSION_ADMIT);
+		session_verdict(s, sc.admitted, sc.reason, sc.tag);
 	} else if (list->slots == NULL || session_take_slot(s)) {
 		if (!lc->accept_proxy)
 			session_admit(s);

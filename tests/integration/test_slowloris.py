@@ -523,3 +523,76 @@ def test_trickle_after_the_backend_hung_up_ends_with_the_linger(pki, tmp_path):
             assert m.stop() == 0
     finally:
         stack.stop()
+
+
+def attempt(addr, source: str) -> bytes:
+    """One connection from source: what moat sent before it closed (b""
+    for a bare close, also one whose reset beat the connect's return)."""
+    got = b""
+    with socket.socket() as s:
+        s.bind((source, 0))
+        s.settimeout(5)
+        try:
+            s.connect(addr)
+            while d := s.recv(512):
+                got += d
+        except OSError:
+            pass
+    return got
+
+
+def test_policy_comes_before_a_full_cap(pki, backend, tmp_path):
+    """max_sessions = 10 (reserve 2). An allowed address that holds two
+    sessions still gets one of the reserved slots; once the cap is full a
+    banned address is closed without a word (a `banned` event, not
+    `capacity`), and a flood is still counted in its connection-rate
+    window and banned. Capacity refusals are closed at once: they leave
+    no session behind."""
+    m = with_daemon(Moat(tmp_path, pki, [
+        listener("smtp", backend.addr, tls="none", idle="30s")], verbose=0,
+        extra='[policy]\nallow = ["127.0.0.4"]\n\n[policy.rate]\n'
+              'connections = { limit = 5, window = "1m" }\n'
+              'concurrent_per_ip = 0\n'
+              'auth_failures = { limit = 0, window = "1m" }'),
+        "max_sessions = 10\nreserved_sessions = 2").start()
+    held = []
+    try:
+        addr = m.addr("smtp")
+        time.sleep(1)       # start()'s own probes have ended
+        for src in [f"127.0.1.{i + 1}" for i in range(6)] + ["127.0.0.4"] * 2:
+            held += open_many(addr, 1, source=src)
+            assert reply_of_line(held[-1]).startswith(b"220"), f"{src} below the mark"
+        # 8 of 10: the reserve. The allowed address holds 2 already.
+        third = open_many(addr, 1, source="127.0.0.4")[0]
+        assert reply_of_line(third).startswith(b"220"), "allowed address refused in the reserve"
+        held.append(third)
+        held += open_many(addr, 1, source="127.0.1.7")
+        assert reply_of_line(held[-1]).startswith(b"220")
+
+        # The cap is full.
+        assert m.ctl("ban", "127.0.0.66").returncode == 0
+        assert [attempt(addr, "127.0.0.66") for _ in range(3)] == [b"", b"", b""]
+        replies = [attempt(addr, "127.0.0.77") for _ in range(8)]
+        assert all(r.startswith(b"421 4.7.0 smtp too many connections") for r in replies[:5]), replies
+        assert replies[5].startswith(b"554 5.7.1 Access denied"), replies
+        assert replies[6:] == [b"", b""], replies
+        bans = m.ctl("bans").stdout
+        assert "127.0.0.77" in bans, bans
+        # Allowed or not, the cap itself holds.
+        assert attempt(addr, "127.0.0.4").startswith(b"421 ")
+
+        events = [json.loads(x) for x in
+                  (m.workdir / "events.jsonl").read_text().splitlines()]
+        of66 = [e["reason"] for e in events if e.get("ip") == "127.0.0.66" and e["event"] == "reject"]
+        assert of66 == ["banned"] * 3, of66
+        # Nothing lingers: 10 sessions, 2 descriptors each, and moat's own.
+        assert vm_fds(m.proc.pid) < 40, vm_fds(m.proc.pid)
+    finally:
+        close_all(held)
+        assert m.stop() == 0
+
+
+def reply_of_line(s) -> bytes:
+    s.setblocking(True)
+    s.settimeout(5)
+    return s.recv(512)
