@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -422,14 +423,23 @@ server_sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)event_log_reopen(srv->events);
 }
 
-/* daemon.workers, with 0 as one per online core. */
+/* daemon.workers, with 0 as one per core moat may run on: its CPU
+ * affinity (taskset, systemd's CPUAffinity=, a cpuset), not every core
+ * online, or the extra workers would only take turns on the same ones. */
 static size_t
 server_nworkers(const struct config *cfg)
 {
 	long n = cfg->daemon.workers;
+	cpu_set_t set;
 
-	if (n == 0 && (n = sysconf(_SC_NPROCESSORS_ONLN)) < 1)
-		n = 1;
+	if (n == 0) {
+		if (sched_getaffinity(0, sizeof(set), &set) == 0)
+			n = CPU_COUNT(&set);
+		else
+			n = sysconf(_SC_NPROCESSORS_ONLN);
+		if (n < 1)
+			n = 1;
+	}
 	return (size_t)n;
 }
 

@@ -500,7 +500,7 @@ def test_second_moat_cannot_join_the_port(tmp_path, pki, stack):
 def test_workers_zero_is_one_per_core(tmp_path, pki, stack):
     m = start(tmp_path, pki, stack, workers=0)
     try:
-        n = os.sysconf("SC_NPROCESSORS_ONLN")
+        n = len(os.sched_getaffinity(0))
         assert len(status(m)["workers"]) == n
         assert greeting(m.port("smtp"), "198.51.100.1").startswith(b"220 ")
         # The thread count is fixed at start; a reload says so.
@@ -511,6 +511,23 @@ def test_workers_zero_is_one_per_core(tmp_path, pki, stack):
         assert "warning: daemon.workers changes at the next restart" \
             in r.stdout + r.stderr
         assert len(status(m)["workers"]) == n
+    finally:
+        assert m.stop() == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to restrict")
+def test_workers_zero_follows_the_cpu_affinity(tmp_path, pki, stack):
+    """Under taskset or systemd's CPUAffinity= moat may run on fewer cores
+    than are online: workers = 0 makes one per core it may use."""
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(mine)})
+    try:
+        m = start(tmp_path, pki, stack, workers=0)
+    finally:
+        os.sched_setaffinity(0, mine)
+    try:
+        assert len(status(m)["workers"]) == 1
+        assert greeting(m.port("smtp"), "198.51.100.1").startswith(b"220 ")
     finally:
         assert m.stop() == 0
 
