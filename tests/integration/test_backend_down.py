@@ -361,3 +361,86 @@ def test_out_of_descriptors_is_moat_s_shortage_not_the_backend_s(pki, tmp_path):
         for c in fillers:
             c.close()
         m.stop()
+
+
+PORTS_CLIENT = r"""
+import socket, sys, threading
+backend = socket.socket()
+backend.bind(("127.0.0.1", 2600))
+backend.listen(16)
+held = []
+def serve():
+    while True:
+        c, _ = backend.accept()
+        held.append(c)
+        c.sendall(b"220 held ESMTP\r\n")
+threading.Thread(target=serve, daemon=True).start()
+got = []
+clients = []
+for i in range(3):
+    c = socket.socket()
+    c.bind(("127.0.0.1", 50000 + i))    # not from the tiny port range
+    c.settimeout(10)
+    c.connect(("127.0.0.1", 2525))
+    clients.append(c)
+    got.append(c.recv(200).decode().strip())
+print("\n".join(got))
+"""
+
+
+def test_no_local_port_is_moat_s_shortage_not_the_backend_s(tmp_path):
+    """In a network namespace whose ip_local_port_range holds two ports,
+    the third session cannot get a local port for its backend connection
+    (EADDRNOTAVAIL): the client hears the usual temporary failure, and
+    the log says moat is short and the backend was not tried."""
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    from moatrun import moat_binary
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) for a network namespace")
+    ns = f"moat-pr-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    p = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                        "net.ipv4.ip_local_port_range=40000 40001"], check=True)
+        cfg = tmp_path / "moat.toml"
+        cfg.write_text(f"""
+[daemon]
+control_socket = "{tmp_path}/c.sock"
+state_file = "{tmp_path}/state"
+[[listener]]
+name = "smtp"
+listen = ["127.0.0.1:2525"]
+protocol = "smtp"
+tls = "none"
+backend = "127.0.0.1:2600"
+""")
+        log = tmp_path / "moat.log"
+        with open(log, "wb") as f:
+            p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()),
+                                  "-c", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "c.sock").exists():
+            assert p.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            PORTS_CLIENT], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:3] == [
+            "220 held ESMTP", "220 held ESMTP",
+            "421 4.3.0 smtp service temporarily unavailable"], r.stdout
+        text = log.read_text()
+        assert ("cannot open a connection to the backend: Cannot assign requested "
+                "address (moat's own shortage, no local port free: see "
+                "net.ipv4.ip_local_port_range; the backend was not tried)") in text, text
+        assert "backend_fail" not in text, text
+    finally:
+        if p is not None:
+            p.terminate()
+            p.wait(15)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
