@@ -673,8 +673,8 @@ server_reload_config(struct server *srv, config_report_fn *report,
 
 /*
  * A reload that fails still reopens the running events file: SIGHUP is
- * logrotate's signal too, and one typo in the config must not leave the
- * events going to the rotated file.
+ * logrotate's signal too, and neither one typo in the config nor a drain
+ * (which refuses reloads) may leave the events going to the rotated file.
  */
 static int
 server_reload(struct server *srv, config_report_fn *report, void *arg)
@@ -683,7 +683,7 @@ server_reload(struct server *srv, config_report_fn *report, void *arg)
 	int rc = server_reload_config(srv, report, arg);
 
 	/* A reopen that fails says so in the log (event_log_reopen). */
-	if (rc == -1 && !srv->draining && srv->events != NULL &&
+	if (rc == -1 && srv->events != NULL &&
 	    event_log_reopen(srv->events) == 0)
 		reload_say(&rr, CONFIG_INFO, "the events file was reopened all "
 		    "the same");

@@ -273,6 +273,14 @@ def test_sigterm_drains_open_sessions(stack, pki, tmp_path):
     # No new connections, but the open session completes its mail.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", m.port("smtps")), timeout=5).close()
+    # logrotate's SIGHUP meanwhile: no reload, but the events file is
+    # reopened, so what the drain still writes goes to the new file.
+    events = m.workdir / "events.jsonl"
+    events.rename(m.workdir / "events.jsonl.1")
+    m.signal(signal.SIGHUP)
+    m.wait_log("reload refused: moat is shutting down")
+    m.wait_log("the events file was reopened all the same")
+    assert events.exists()
     before = len(stack.maildir_messages("alice"))
     s.sendmail(SENDER, ["alice@example.test"], make_message("during drain"))
     s.quit()
