@@ -41,6 +41,7 @@ static struct {
 	enum fw_problem fw_replaced;	/* of a writer a reload replaced
 					 * while failing, until the new one
 					 * writes or fails */
+	bool fw_closing;	/* the writer's last reports: no refill */
 	struct {		/* the [firewall] it was started with */
 		enum cfg_firewall backend;
 		bool create;
@@ -291,7 +292,10 @@ guard_fw_report(void *arg, const struct fw_report *r)
 
 	(void)arg;
 	if (r->refill) {
-		guard_fw_refill(r->message);
+		/* A closing writer writes nothing more: its successor
+		 * gets the bans in force. */
+		if (!guard.fw_closing)
+			guard_fw_refill(r->message);
 		return;
 	}
 	if (!r->note) {
@@ -434,6 +438,86 @@ guard_lift_allowed(void)
 	fw_lift(guard.fw, guard_kernel_allowed, NULL);
 }
 
+/*
+ * Whether the running writer's set for the family fam (0 IPv4, 1 IPv6)
+ * is the one cfg names: same backend and set name, and for nftables the
+ * same table (ipset sets have no table).
+ */
+static bool
+guard_fw_same_set(const struct config *cfg, int fam)
+{
+	if (guard.fwc.backend != cfg->firewall.backend ||
+	    cfg->firewall.backend == CFG_FW_NONE)
+		return false;
+	if (strcmp(fam == 0 ? guard.fwc.set4 : guard.fwc.set6,
+	    fam == 0 ? cfg->firewall.set4 : cfg->firewall.set6) != 0)
+		return false;
+	return cfg->firewall.backend == CFG_FW_IPSET ||
+	    strcmp(guard.fwc.table, cfg->firewall.table) == 0;
+}
+
+struct fw_unwrite {
+	uint64_t now;
+	bool keep[2];		/* IPv4, IPv6: the new writer's set too */
+	size_t n;
+};
+
+static void
+guard_fw_unassert(void *arg, const uint8_t addr[16], const struct ban_info *b)
+{
+	struct fw_unwrite *fu = arg;
+
+	if (b->expiry_ms > fu->now && !fu->keep[fw_addr_is_v4(addr) ? 0 : 1]) {
+		fw_del(guard.fw, addr);
+		fu->n++;
+	}
+}
+
+/*
+ * A reload changed [firewall]: the writer about to close takes the bans
+ * in force out of its sets, or the drop rules that name them would keep
+ * dropping those clients, an unbanned one too, until the timeouts end.
+ * A set the new writer writes too keeps its elements: the new writer
+ * finds them there. Waits for the deletes (the workers are parked), so
+ * that they are done before the new writer adds anything.
+ */
+static void
+guard_fw_unwrite(const struct config *cfg)
+{
+	struct fw_unwrite fu = { guard_now_ms(), { false, false }, 0 };
+	struct fw_stats before, after;
+	unsigned long long removed, failed;
+
+	if (!fw_enabled(guard.fw))
+		return;
+	fu.keep[0] = guard_fw_same_set(cfg, 0);
+	fu.keep[1] = guard_fw_same_set(cfg, 1);
+	if (fu.keep[0] && fu.keep[1])
+		return;
+	(void)fw_sync(guard.fw, 1000);	/* what was queued before */
+	fw_stats(guard.fw, &before);
+	policy_bans(guard.policy, fu.now, guard_fw_unassert, &fu);
+	if (fu.n == 0)
+		return;
+	(void)fw_sync(guard.fw, 60000);
+	fw_stats(guard.fw, &after);
+	removed = (unsigned long long)(after.written - before.written);
+	failed = (unsigned long long)(after.failed - before.failed);
+	if (removed + failed < fu.n)
+		log_info("firewall: removing %zu element%s of the bans in "
+		    "force from the old %s sets", fu.n, fu.n == 1 ? "" : "s",
+		    fw_name(guard.fw));
+	else if (failed > 0)
+		log_warnx("firewall: removed %llu of the %zu elements of the "
+		    "bans in force from the old %s sets; %llu could not be "
+		    "removed and stay there until their timeout", removed,
+		    fu.n, fw_name(guard.fw), failed);
+	else
+		log_info("firewall: removed %zu element%s of the bans in force "
+		    "from the old %s sets", fu.n, fu.n == 1 ? "" : "s",
+		    fw_name(guard.fw));
+}
+
 static bool
 guard_fw_changed(const struct config *cfg)
 {
@@ -528,11 +612,14 @@ guard_reload_fw(const struct config *cfg)
 	if (!guard.open)
 		return;
 	if (guard_fw_changed(cfg)) {
-		/* Elements written so far stay in the old sets and expire
-		 * there; the new writer gets every ban in force. */
+		/* The old sets lose the bans in force (those the new
+		 * writer shares keep them); the new writer gets them all. */
 		log_info("firewall: [firewall] changed, restarting the %s "
 		    "writer", cfg_firewall_str(cfg->firewall.backend));
+		guard_fw_unwrite(cfg);
+		guard.fw_closing = true;
 		fw_close(guard.fw);
+		guard.fw_closing = false;
 		if (guard_fw_start(cfg, guard.fw_problem, err,
 		    sizeof(err)) == -1) {
 			log_warnx("%s; banned addresses are still rejected by "

@@ -751,6 +751,100 @@ def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, s
         net.reset_nft()
 
 
+def test_reload_changing_firewall_takes_bans_out_of_the_old_sets(tmp_path, pki,
+                                                                net, stack):
+    """A reload that changes [firewall] (here to backend "none") takes the
+    bans in force out of the old sets: the drop rule names them, so an
+    address unbanned afterwards would stay dropped for its whole ban."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    try:
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        assert m.ctl("ban", ATT6, "1h").returncode == 0
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4")
+                 and ATT6 in net.nft_elems("blocked6"), 5.0, "elements")
+        text = m.config_path.read_text()
+        assert 'backend = "nftables"' in text, text
+        m.config_path.write_text(text.replace('backend = "nftables"',
+                                              'backend = "none"'))
+        _reload(m, net)
+        assert ATT4 not in net.nft_elems("blocked4"), net.nft_elems("blocked4")
+        assert ATT6 not in net.nft_elems("blocked6"), net.nft_elems("blocked6")
+        m.wait_log("removed 2 elements of the bans in force from the old "
+                   "nftables sets", timeout=5)
+        # The kernel lets it through; moat still turns it away itself
+        # until the unban, and serves it after.
+        assert not first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+        p = m.ctl("unban", ATT4)
+        assert p.returncode == 0 and "unbanned" in p.stdout, p.stdout + p.stderr
+        time.sleep(2.5)		# past the rate window
+        assert first_line(net.att, SRV4, m.pop3_port).startswith(b"+OK")
+        assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_reload_keeps_elements_of_a_set_the_new_writer_shares(tmp_path, pki,
+                                                              net, stack):
+    """A reload that changes [firewall] but keeps a set (here: set6 renamed,
+    set4 and the table kept) leaves that set's elements where they are and
+    moves the others: nothing is deleted that the new writer would have
+    to write again, and nothing stays behind in the set it no longer
+    writes."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    try:
+        assert m.ctl("ban", ATT4, "1h").returncode == 0
+        assert m.ctl("ban", ATT6, "1h").returncode == 0
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4")
+                 and ATT6 in net.nft_elems("blocked6"), 5.0, "elements")
+        text = m.config_path.read_text()
+        m.config_path.write_text(text.replace(
+            'backend = "nftables"',
+            'backend = "nftables"\nset6 = "moved6"\ncreate = true'))
+        _reload(m, net)
+        wait_for(lambda: ATT6 in net.nft_elems("moved6"), 5.0,
+                 "element in the new set6")
+        assert ATT6 not in net.nft_elems("blocked6"), net.nft_elems("blocked6")
+        m.wait_log("removed 1 element of the bans in force from the old "
+                   "nftables sets", timeout=5)
+        el = net.nft_elems("blocked4").get(ATT4)
+        assert el is not None and el["timeout"] > 3000, net.nft_elems("blocked4")
+        assert syn_dropped(net.att, SRV4, m.pop3_port)
+        assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_reload_from_ipset_to_nftables_moves_the_bans(tmp_path, pki, net, stack):
+    """ipset and nftables sets of the same names are different sets: a
+    reload from one backend to the other moves the bans in force."""
+    net.reset_nft()
+    for s in ("blocked4", "blocked6"):
+        _sh("ipset", "destroy", s, ns=net.srv, check=False)
+    m = start_moat(tmp_path, pki, net, stack, "ipset", extra=BAN_1H)
+    try:
+        assert m.ctl("ban", ATT4, "1h").returncode == 0
+        wait_for(lambda: ATT4 + " timeout" in net.ipset_list("blocked4"), 5.0,
+                 "ipset element")
+        text = m.config_path.read_text()
+        m.config_path.write_text(text.replace('backend = "ipset"',
+                                              'backend = "nftables"'))
+        _reload(m, net)
+        assert ATT4 not in net.ipset_list("blocked4"), net.ipset_list("blocked4")
+        wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0, "nft element")
+        m.wait_log("removed 1 element of the bans in force from the old "
+                   "ipset sets", timeout=5)
+        assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+        for s in ("blocked4", "blocked6"):
+            _sh("ipset", "destroy", s, ns=net.srv, check=False)
+
+
 def test_aggregated_ipv6_failures_ban_each_address_of_the_prefix(tmp_path, pki,
                                                                  net, stack):
     """aggregate_ipv6 = 64: the failures of fd00:66:1::2 count for its /64,
