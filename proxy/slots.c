@@ -5,10 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr.h"
 #include "siphash.h"
 
 /*
- * An open-addressing table of (address, count) with linear probing and
+ * A source is an IPv4 address or an IPv6 /64: one host gets a /64 to
+ * pick addresses from, and counted per address it would be a newcomer at
+ * every connection and take the reserve meant for others.
+ */
+static void
+source_of(const uint8_t addr[16], uint8_t out[16])
+{
+	memcpy(out, addr, 16);
+	if (!addr_is_v4mapped(addr))
+		memset(out + 8, 0, 8);
+}
+
+/*
+ * An open-addressing table of (source, count) with linear probing and
  * backward-shift deletion (no tombstones), keyed with SipHash under a
  * random key since clients choose their addresses. It holds one entry per
  * address with at least one session, so at most max_sessions entries; it
@@ -144,9 +158,11 @@ enum slots_verdict
 slots_take(struct slots *sl, const uint8_t addr[16], bool exempt)
 {
 	enum slots_verdict v;
+	uint8_t src[16];
 
+	source_of(addr, src);
 	pthread_mutex_lock(&sl->mu);
-	v = slots_take_locked(sl, addr, exempt);
+	v = slots_take_locked(sl, src, exempt);
 	pthread_mutex_unlock(&sl->mu);
 	return v;
 }
@@ -182,8 +198,11 @@ slots_give_locked(struct slots *sl, const uint8_t addr[16])
 void
 slots_give(struct slots *sl, const uint8_t addr[16])
 {
+	uint8_t src[16];
+
+	source_of(addr, src);
 	pthread_mutex_lock(&sl->mu);
-	slots_give_locked(sl, addr);
+	slots_give_locked(sl, src);
 	pthread_mutex_unlock(&sl->mu);
 }
 
@@ -202,9 +221,11 @@ uint32_t
 slots_held(struct slots *sl, const uint8_t addr[16])
 {
 	uint32_t n;
+	uint8_t src[16];
 
+	source_of(addr, src);
 	pthread_mutex_lock(&sl->mu);
-	n = sl->tab[slots_find(sl, addr)].n;
+	n = sl->tab[slots_find(sl, src)].n;
 	pthread_mutex_unlock(&sl->mu);
 	return n;
 }

@@ -7,13 +7,14 @@
 #include <stdint.h>
 
 /*
- * Counts the sessions each client address holds, across all listeners, and
- * decides whether one more may start ([daemon] max_sessions and
- * reserved_sessions). With max sessions in all and a reserve of r:
+ * Counts the sessions each client source (an IPv4 address, an IPv6 /64)
+ * holds, across all listeners, and decides whether one more may start
+ * ([daemon] max_sessions and reserved_sessions). With max sessions in all
+ * and a reserve of r:
  *
  *   - below max - r (the high-water mark) every connection gets a slot;
- *   - from the mark up to max only an address that holds fewer than
- *     SLOTS_FEW sessions and fewer than the average per active address
+ *   - from the mark up to max only a source that holds fewer than
+ *     SLOTS_FEW sessions and fewer than the average per active source
  *     gets one: the last slots go to newcomers, never to the source that
  *     filled the others;
  *   - at max nobody does.
@@ -41,12 +42,13 @@ struct slots *slots_new(void);
 void slots_free(struct slots *sl);
 /* New limits (reload); sessions already counted stay counted. */
 void slots_set_limits(struct slots *sl, uint32_t max, uint32_t reserved);
-/* Takes a slot for addr (16-byte form) or says why not. */
+/* Takes a slot for addr (16-byte form; counted for its source) or says
+ * why not. */
 enum slots_verdict slots_take(struct slots *sl, const uint8_t addr[16],
     bool exempt);
 /* Gives back a slot slots_take() gave; addr must be the same bytes. */
 void slots_give(struct slots *sl, const uint8_t addr[16]);
-/* Sessions in all, sessions of addr, addresses holding any. */
+/* Sessions in all, sessions of addr's source, sources holding any. */
 size_t slots_used(struct slots *sl);
 uint32_t slots_held(struct slots *sl, const uint8_t addr[16]);
 size_t slots_addresses(struct slots *sl);

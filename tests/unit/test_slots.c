@@ -100,10 +100,48 @@ test_counts(void)
 	slots_free(sl);
 }
 
+/* An IPv6 host picks addresses from its /64: they count as one source,
+ * so they do not pass for newcomers in the reserve. Other /64s do. */
+static void
+test_ipv6_per_64(void)
+{
+	struct slots *sl = slots_new();
+	uint8_t a[16];
+	uint32_t i;
+
+	CHECK(sl != NULL);
+	slots_set_limits(sl, 10, 5);
+	memset(a, 0, 16);
+	a[0] = 0x20;
+	a[1] = 0x01;
+	a[2] = 0x0d;
+	a[3] = 0xb8;
+	for (i = 0; i < 5; i++) {
+		a[15] = (uint8_t)(i + 1);
+		CHECK_INT_EQ(slots_take(sl, a, false), SLOTS_OK);
+	}
+	a[15] = 0x77;
+	CHECK_INT_EQ(slots_take(sl, a, false), SLOTS_RESERVE);
+	CHECK_INT_EQ(slots_held(sl, a), 5);
+	CHECK_INT_EQ(slots_addresses(sl), 1);
+	a[7] = 1;	/* the next /64 */
+	CHECK_INT_EQ(slots_take(sl, a, false), SLOTS_OK);
+	slots_give(sl, a);
+	a[7] = 0;
+	for (i = 0; i < 5; i++) {
+		a[15] = (uint8_t)(0x90 + i);	/* any address of the /64 */
+		slots_give(sl, a);
+	}
+	CHECK_INT_EQ(slots_used(sl), 0);
+	CHECK_INT_EQ(slots_addresses(sl), 0);
+	slots_free(sl);
+}
+
 int
 main(void)
 {
 	test_reserve();
 	test_counts();
+	test_ipv6_per_64();
 	return check_report("test_slots");
 }
