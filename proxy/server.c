@@ -25,6 +25,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "mono.h"
 #include "privdrop.h"
 #include "session.h"
 #include "slots.h"
@@ -957,6 +958,9 @@ server_heap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	size_t n;
 
 	(void)loop, (void)w, (void)revents;
+	/* Here too, so that a quiet spell keeps no ticket key longer
+	 * than ticketkeys.h says. */
+	ticketkeys_expire(mono_ms());
 	if ((n = heap_tick()) > 0)
 		log_debug("heap: %zu KiB that closed sessions freed given back",
 		    n >> 10);

@@ -54,15 +54,35 @@ ticketkeys_wipe(void)
 	pthread_mutex_unlock(&store.mu);
 }
 
-/* Drops keys past their two periods; called with the lock held. */
+/* Drops keys past their two periods; called with the lock held. A key
+ * made after now was read (by another thread) is not past them. */
 static void
 expire(uint64_t now)
 {
-	while (store.n > 0 &&
+	while (store.n > 0 && now >= store.k[store.n - 1].born_ms &&
 	    now - store.k[store.n - 1].born_ms >= 2 * store.period_ms) {
 		store.n--;
 		OPENSSL_cleanse(&store.k[store.n], sizeof(store.k[0]));
 	}
+}
+
+void
+ticketkeys_expire(uint64_t now_ms)
+{
+	pthread_mutex_lock(&store.mu);
+	expire(now_ms);
+	pthread_mutex_unlock(&store.mu);
+}
+
+int
+ticketkeys_count(void)
+{
+	int n;
+
+	pthread_mutex_lock(&store.mu);
+	n = store.n;
+	pthread_mutex_unlock(&store.mu);
+	return n;
 }
 
 /* The key for a new ticket, made or rotated as due; lock held. */
