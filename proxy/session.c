@@ -983,7 +983,10 @@ do_handshake(struct session *s)
 		return;
 	}
 	c->ssl_broken = true;
-	if ((r = tls_error_reason(reason, sizeof(reason))) == NULL)
+	if (tlsout_hello_too_large(SSL_get_rbio(c->ssl))) {
+		ERR_clear_error();
+		r = "client hello too large";
+	} else if ((r = tls_error_reason(reason, sizeof(reason))) == NULL)
 		r = err == SSL_ERROR_SYSCALL && saved != 0 ? strerror(saved) :
 		    "eof";
 	tls_failed(s, r);

@@ -38,13 +38,44 @@ struct held {
 _Static_assert(sizeof(struct held) <= HEAD, "header fits its lines");
 _Static_assert(HEAD % BUFPOOL_ALIGN == 0, "the room starts on a line");
 
+/*
+ * The client's stream up to the header of its last ClientHello
+ * (tlsout.h). A first record that is not a handshake record (an SSLv2
+ * hello, garbage) ends the watch: OpenSSL judges it. After it, record
+ * headers are followed through every record type (they are never
+ * encrypted), and handshake headers through the handshake records. A header may come split over several records,
+ * however small: it is gathered across them rather than a first record
+ * of fewer than 4 bytes being refused, which the TLS spec allows.
+ *
+ * The first handshake message is the ClientHello. The second is one only
+ * when the server answered the first with a HelloRetryRequest, and its
+ * header may be read (read-ahead) before the server's first record is
+ * written: its length is then kept until that record says which.
+ */
+struct watch {
+	uint8_t rec[5];		/* the record header being read */
+	uint8_t hs[4];		/* the handshake header being read */
+	uint8_t nrec, nhs;
+	uint8_t nmsg;		/* handshake headers read */
+	uint8_t retry;		/* RETRY_*: what the server's first record is */
+	uint8_t state;		/* WATCH_* */
+	uint8_t begun;		/* a record header was read */
+	uint16_t left;		/* body bytes left in the current record */
+	uint32_t hsleft;	/* body bytes left in the handshake message */
+	uint32_t second;	/* the second message's length, once read */
+};
+enum { RETRY_UNKNOWN, RETRY_NO, RETRY_YES };
+enum { WATCH_ON, WATCH_DONE, WATCH_REFUSED };
+
 struct out {
 	int fd;
 	struct held *h;		/* NULL while nothing is held */
+	struct watch w;
 };
 
 static _Thread_local struct bufpool pool;
 static BIO_METHOD *method;
+static int method_type;		/* BIO_method_type() of our BIOs */
 static pthread_once_t method_once = PTHREAD_ONCE_INIT;
 
 static uint8_t *
@@ -156,6 +187,101 @@ give_back(struct out *o)
 	o->h = NULL;
 }
 
+/* Judges the second handshake message once both its length and the
+ * server's first record are known. */
+static void
+judge_second(struct watch *w)
+{
+	if (w->nmsg < 2 || w->retry == RETRY_UNKNOWN)
+		return;
+	w->state = w->retry == RETRY_YES && w->second > TLSOUT_HELLO_MAX ?
+	    WATCH_REFUSED : WATCH_DONE;
+}
+
+/* A handshake header: the first message's is judged at once. */
+static void
+watch_header(struct watch *w)
+{
+	uint32_t len = (uint32_t)w->hs[1] << 16 | (uint32_t)w->hs[2] << 8 |
+	    w->hs[3];
+
+	w->nhs = 0;
+	w->hsleft = len;
+	if (++w->nmsg == 1) {
+		if (len > TLSOUT_HELLO_MAX)
+			w->state = WATCH_REFUSED;
+		else if (w->retry == RETRY_NO)
+			w->state = WATCH_DONE;
+	} else {
+		w->second = len;
+		judge_second(w);
+	}
+}
+
+/* Follows n bytes read from the client (struct watch). */
+static int
+watch(struct watch *w, const uint8_t *p, size_t n)
+{
+	size_t take;
+
+	while (n > 0 && w->state == WATCH_ON) {
+		if (w->nrec < sizeof(w->rec)) {
+			w->rec[w->nrec++] = *p++;
+			n--;
+			if (w->nrec == 1 && !w->begun && w->rec[0] != 22)
+				w->state = WATCH_DONE; /* no handshake: OpenSSL's */
+			else if (w->nrec == sizeof(w->rec)) {
+				w->begun = 1;
+				w->left = (uint16_t)(w->rec[3] << 8 | w->rec[4]);
+				if (w->left == 0)
+					w->nrec = 0;
+			}
+			continue;
+		}
+		take = n < w->left ? n : w->left;
+		if (w->rec[0] != 22) {
+			;		/* not handshake: skipped */
+		} else if (w->hsleft > 0) {
+			if (take > w->hsleft)
+				take = w->hsleft;
+			w->hsleft -= (uint32_t)take;
+		} else {
+			if (take > sizeof(w->hs) - w->nhs)
+				take = sizeof(w->hs) - w->nhs;
+			memcpy(w->hs + w->nhs, p, take);
+			w->nhs += (uint8_t)take;
+		}
+		p += take;
+		n -= take;
+		w->left -= (uint16_t)take;
+		if (w->left == 0)
+			w->nrec = 0;
+		if (w->nhs == sizeof(w->hs))
+			watch_header(w);
+	}
+	return w->state;
+}
+
+/* The server's first record, before it goes out: whether it is a
+ * HelloRetryRequest (a ServerHello with this random, RFC 8446 4.1.3). */
+static void
+watch_server(struct watch *w, const uint8_t *p, size_t n)
+{
+	static const uint8_t hrr[32] = {
+		0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11,
+		0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+		0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e,
+		0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+	};
+
+	w->retry = n >= 43 && p[0] == 22 && p[5] == 2 &&
+	    memcmp(p + 11, hrr, sizeof(hrr)) == 0 ? RETRY_YES : RETRY_NO;
+	if (w->nmsg >= 2)
+		judge_second(w);
+	else if (w->nmsg == 1 && w->retry == RETRY_NO)
+		w->state = WATCH_DONE;
+}
+
 static int
 out_write(BIO *b, const char *in, int inl)
 {
@@ -167,6 +293,8 @@ out_write(BIO *b, const char *in, int inl)
 	BIO_clear_retry_flags(b);
 	if (inl <= 0)
 		return 0;
+	if (o->w.state == WATCH_ON && o->w.retry == RETRY_UNKNOWN)
+		watch_server(&o->w, (const uint8_t *)in, len);
 	if (o->h == NULL && len <= ROOM - (BUFPOOL_ALIGN - 1))
 		o->h = take();
 	if (o->h != NULL) {
@@ -195,7 +323,8 @@ out_write(BIO *b, const char *in, int inl)
 	return (int)r;
 }
 
-/* What a socket BIO does, so that the connection needs no second BIO. */
+/* What a socket BIO does, so that the connection needs no second BIO;
+ * and the watch on the ClientHello's size. */
 static int
 out_read(BIO *b, char *buf, int len)
 {
@@ -205,8 +334,19 @@ out_read(BIO *b, char *buf, int len)
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
-	if ((r = recv(o->fd, buf, (size_t)len, 0)) > 0)
+	if (o->w.state == WATCH_REFUSED) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if ((r = recv(o->fd, buf, (size_t)len, 0)) > 0) {
+		if (o->w.state == WATCH_ON &&
+		    watch(&o->w, (const uint8_t *)buf, (size_t)r) ==
+		    WATCH_REFUSED) {
+			errno = EMSGSIZE;
+			return -1;
+		}
 		return (int)r;
+	}
 	if (r == 0) {
 		/* OpenSSL asks BIO_eof() to tell an end of stream from an
 		 * error (SSL_OP_IGNORE_UNEXPECTED_EOF). */
@@ -272,8 +412,8 @@ method_make(void)
 
 	if (type == -1)
 		return;
-	m = BIO_meth_new(type | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
-	    "moat tlsout");
+	type |= BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+	m = BIO_meth_new(type, "moat tlsout");
 	if (m == NULL)
 		return;
 	if (!BIO_meth_set_write(m, out_write) ||
@@ -283,6 +423,7 @@ method_make(void)
 		BIO_meth_free(m);
 		return;
 	}
+	method_type = type;
 	method = m;
 }
 
@@ -298,6 +439,8 @@ tlsout_new(int fd)
 		return NULL;
 	o->fd = fd;
 	o->h = NULL;
+	memset(&o->w, 0, sizeof(o->w));
+	o->w.state = WATCH_ON;
 	if ((b = BIO_new(method)) == NULL) {
 		free(o);
 		return NULL;
@@ -305,6 +448,18 @@ tlsout_new(int fd)
 	BIO_set_data(b, o);
 	BIO_set_init(b, 1);
 	return b;
+}
+
+int
+tlsout_hello_too_large(BIO *b)
+{
+	struct out *o;
+
+	if (b == NULL || method == NULL ||
+	    BIO_method_type(b) != method_type ||
+	    (o = BIO_get_data(b)) == NULL)
+		return 0;
+	return o->w.state == WATCH_REFUSED;
 }
 
 size_t

@@ -36,10 +36,31 @@
  * one BIO serves both directions: a second BIO per connection would cost
  * about 260 bytes (figure 3 of the benchmarks).
  *
+ * Reading, it also watches the client's ClientHello go by (and the
+ * second one, when moat's first record is a HelloRetryRequest): OpenSSL
+ * 3.0 takes the length its header declares, up to 128 KiB, allocates and
+ * zeroes that much at once and then waits for the rest until the
+ * handshake timeout, so 35 bytes could pin 170 KB. A declared length
+ * over TLSOUT_HELLO_MAX fails the read (errno EMSGSIZE, no retry) that
+ * would give OpenSSL the bytes holding the header, and every read after
+ * it; tlsout_hello_too_large() then says so. (A second ClientHello sent
+ * ahead of the HelloRetryRequest may already sit in OpenSSL's read-ahead
+ * buffer; it is judged when that request is written, and the next read
+ * fails at once.) The watch ends there, or at a first record that is not
+ * a handshake record (OpenSSL refuses those itself).
+ *
  * The BIO does not own fd. Free it with the SSL (SSL_set_bio() hands it
  * over), on the thread that used it.
  */
 BIO *tlsout_new(int fd);
+
+/* The largest ClientHello moat takes. Real ones, post-quantum key shares
+ * included, stay under about 4 KiB. */
+#define TLSOUT_HELLO_MAX (16 * 1024)
+
+/* Whether b (a BIO of any kind) refused a ClientHello over
+ * TLSOUT_HELLO_MAX. */
+int tlsout_hello_too_large(BIO *b);
 
 /* Blocks the calling thread's BIOs hold now: records waiting for a
  * flush (zero once every BIO of the thread has been flushed empty). */

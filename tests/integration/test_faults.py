@@ -753,6 +753,141 @@ def test_huge_client_hello(pki, good, tmp_path):
         assert m.stop() == 0
 
 
+def hello_records(declared: int, split: bool) -> bytes:
+    """The start of a ClientHello declaring declared bytes, in one
+    record, or with its 4-byte header spread over three records."""
+    head = bytes([1]) + declared.to_bytes(3, "big")
+    body = b"\x03\x03" + b"\0" * 20
+    parts = [head[:1], head[1:3], head[3:] + body] if split else [head + body]
+    return b"".join(bytes([22, 3, 1]) + len(p).to_bytes(2, "big") + p
+                    for p in parts)
+
+
+def tls_fail_events(m: Moat) -> list:
+    return [e for e in (json.loads(l) for l in
+                        (m.workdir / "events.jsonl").read_text().splitlines())
+            if e["event"] == "tls_fail"]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one_record", "split"])
+def test_client_hello_over_16k_refused_at_once(pki, good, tmp_path, split):
+    """A ClientHello header declaring 128 KiB made OpenSSL allocate and
+    zero that much at once, then wait for the rest until the handshake
+    timeout: 35 bytes held about 170 KB for 10 s. moat refuses a declared
+    length over 16 KiB before OpenSSL sees it, however the header is cut
+    into records, on implicit-TLS and STARTTLS listeners alike, and ends
+    the session as a TLS failure saying why. A partial hello of an
+    ordinary size still waits for its rest, and full handshakes work."""
+    m = Moat(tmp_path, pki, [listener("smtps", good.addr),
+                             listener("mx", good.addr, tls="starttls")]).start()
+    try:
+        for name in ("smtps", "mx"):
+            s = socket.create_connection(m.addr(name), timeout=10)
+            if name == "mx":
+                for cmd, reply in ((None, b"\r\n"), (b"EHLO client", b"250 "),
+                                   (b"STARTTLS", b"220 2.0.0")):
+                    if cmd:
+                        s.sendall(cmd + b"\r\n")
+                    got = b""
+                    while reply not in got:
+                        d = s.recv(4096)
+                        assert d, got
+                        got += d
+            t0 = time.monotonic()
+            s.sendall(hello_records(131000, split))
+            read_until_close(s, 9)
+            took = time.monotonic() - t0
+            s.close()
+            assert took < 2, f"{name}: closed after {took:.1f}s"
+        m.wait_log('tls_fail reason="client hello too large"')
+        fails = tls_fail_events(m)     # (start() probes smtps: an eof)
+        assert [e["listener"] for e in fails
+                if e["reason"] == "client hello too large"] == ["smtps", "mx"], fails
+
+        # 8 KiB declared: under the bound, so moat waits for the rest.
+        with socket.create_connection(m.addr("smtps"), timeout=10) as s:
+            s.sendall(hello_records(8192, split))
+            s.settimeout(1.5)
+            with pytest.raises(socket.timeout):
+                s.recv(100)
+        # TLS 1.2 (whose Finished travels in a handshake record) and 1.3.
+        for top in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = ctx_for(pki)
+            ctx.maximum_version = top
+            with socket.create_connection(m.addr("smtps"), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    assert s.version() == top.name.replace("v1_", "v1.")
+                    assert s.recv(100).startswith(b"220 ")
+    finally:
+        assert m.stop() == 0
+
+
+HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891"
+                           "c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def hello_asking_for_retry() -> bytes:
+    """A TLS 1.3 ClientHello record with no key share, which a server
+    answers with a HelloRetryRequest for X25519."""
+    def ext(kind: int, data: bytes) -> bytes:
+        return kind.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+    sigalgs = bytes.fromhex("0403080408050806050306010401")
+    exts = (ext(0x2b, b"\x02\x03\x04") + ext(0x0a, b"\x00\x02\x00\x1d") +
+            ext(0x33, b"\x00\x00") +
+            ext(0x0d, len(sigalgs).to_bytes(2, "big") + sigalgs))
+    body = (b"\x03\x03" + os.urandom(32) + b"\x20" + os.urandom(32) +
+            b"\x00\x02\x13\x01" + b"\x01\x00" +
+            len(exts).to_bytes(2, "big") + exts)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
+
+
+def test_second_client_hello_over_16k_refused_at_once(pki, good, tmp_path):
+    """After a HelloRetryRequest the client sends a second ClientHello,
+    which OpenSSL would take up to 128 KiB as well: the same bound holds
+    for it, whether or not a ChangeCipherSpec comes first, and when the
+    client sends it before the HelloRetryRequest has gone out."""
+    m = Moat(tmp_path, pki, [listener("smtps", good.addr)]).start()
+    ccs = b"\x14\x03\x03\x00\x01\x01"
+    try:
+        for ahead, with_ccs in ((False, False), (False, True), (True, True)):
+            second = (ccs if with_ccs else b"") + hello_records(131000, False)
+            s = socket.create_connection(m.addr("smtps"), timeout=10)
+            s.sendall(hello_asking_for_retry() + (second if ahead else b""))
+            got = b""
+            while len(got) < 43:
+                d = s.recv(4096)
+                assert d, got
+                got += d
+            assert got[0] == 22 and got[5] == 2 and got[11:43] == HRR_RANDOM, got
+            t0 = time.monotonic()
+            if not ahead:
+                s.sendall(second)
+            read_until_close(s, 9)
+            took = time.monotonic() - t0
+            s.close()
+            assert took < 2, f"closed after {took:.1f}s"
+        m.wait_log('tls_fail reason="client hello too large"')
+        fails = tls_fail_events(m)
+        assert [e["listener"] for e in fails
+                if e["reason"] == "client hello too large"] == ["smtps"] * 3, fails
+        # A real client asked to retry (its first key share is for a
+        # group moat does not take) still gets through.
+        r = subprocess.run(["openssl", "s_client", "-connect",
+                            "127.0.0.1:%d" % m.port("smtps"), "-tls1_3",
+                            "-groups", "ffdhe2048:X25519", "-CAfile",
+                            str(pki.ca_cert), "-verify_return_error",
+                            "-servername", "localhost", "-msg", "-ign_eof",
+                            "-crlf"],
+                           input="QUIT\n", capture_output=True, text=True,
+                           timeout=20)
+        assert r.stdout.count(", ClientHello") == 2, r.stdout[:3000]
+        assert "220 " in r.stdout and "Verify return code: 0" in r.stdout, \
+            r.stdout[-2000:] + r.stderr[-1000:]
+    finally:
+        assert m.stop() == 0
+
+
 def starttls_before(pki, tmp_path, mode: str):
     """A scripted backend in mode, and a moat with a STARTTLS listener
     "x" in front of it, for the protocol the mode ends with."""

@@ -307,6 +307,56 @@ test_read_reset(void)
 	close(t[0]);
 }
 
+/* Feeds the BIO s, one read per byte when trickle (the header then
+ * comes however thinly the records are cut); returns whether it refused
+ * a ClientHello as too large. */
+static bool
+hello_refused(const uint8_t *s, size_t n, bool trickle)
+{
+	char buf[64];
+	size_t i, step;
+	int fds[2];
+	bool refused;
+	BIO *b = open_pair(fds, 0);
+
+	for (i = 0; i < n; i += step) {
+		step = trickle ? 1 : n - i;
+		if (write(fds[1], s + i, step) != (ssize_t)step)
+			abort();
+		while (BIO_read(b, buf, trickle ? 1 : (int)sizeof(buf)) > 0)
+			;
+	}
+	refused = tlsout_hello_too_large(b);
+	BIO_free(b);
+	close(fds[0]);
+	close(fds[1]);
+	return refused;
+}
+
+static void
+test_hello_size(void)
+{
+	/* Declaring 16 KiB + 1 in one record, then the same header cut
+	 * into records of one byte after an empty one; then a CCS record
+	 * first, which OpenSSL judges. */
+	static const uint8_t big[] = { 22, 3, 1, 0, 6, 1, 0, 0x40, 1, 3, 3 };
+	static const uint8_t cut[] = { 22, 3, 1, 0, 0, 22, 3, 1, 0, 1, 1,
+	    20, 3, 3, 0, 1, 1, 22, 3, 1, 0, 1, 0, 22, 3, 1, 0, 1, 0x40,
+	    22, 3, 1, 0, 1, 1 };
+	static const uint8_t ok[] = { 22, 3, 1, 0, 6, 1, 0, 0x40, 0, 3, 3 };
+	static const uint8_t ccs[] = { 20, 3, 3, 0, 1, 1, 22, 3, 1, 0, 6, 1,
+	    0, 0x40, 1, 3, 3 };
+
+	CHECK(hello_refused(big, sizeof(big), false));
+	CHECK(hello_refused(big, sizeof(big), true));
+	CHECK(hello_refused(cut, sizeof(cut), false));
+	CHECK(hello_refused(cut, sizeof(cut), true));
+	CHECK(!hello_refused(ok, sizeof(ok), false));
+	CHECK(!hello_refused(ok, sizeof(ok), true));
+	CHECK(!hello_refused(ccs, sizeof(ccs), false));
+	CHECK(!tlsout_hello_too_large(NULL));
+}
+
 int
 main(void)
 {
@@ -324,6 +374,7 @@ main(void)
 	test_peer_gone();
 	test_reads();
 	test_read_reset();
+	test_hello_size();
 	tlsout_thread_end();	/* the leak check sees any block kept */
 	free(sent);
 	free(got);
