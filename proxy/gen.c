@@ -69,7 +69,7 @@ gen_unref(struct gen *g)
 	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1,
 	    memory_order_acq_rel) > 1)
 		return;
-	tls_set_unref(g->tls);
+	tls_set_free(g->tls);
 	if (g->cfg_owner != NULL)
 		gen_unref(g->cfg_owner);
 	else

@@ -1228,7 +1228,7 @@ server_check(const struct config *cfg)
 	if ((t = tls_set_new(cfg, config_report_stderr, NULL)) == NULL)
 		rc = 1;
 	else
-		tls_set_unref(t);
+		tls_set_free(t);
 	if (server_check_reread(cfg, cfg->path, true) == -1)
 		rc = 1;
 	/* The loader only knows the database is readable; this knows it is

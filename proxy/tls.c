@@ -31,7 +31,6 @@ struct tls_name {
 };
 
 struct tls_set {
-	int refs;
 	SSL_CTX *def;
 	struct tls_name *names;
 	size_t nnames;
@@ -511,7 +510,6 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 		report(arg, CONFIG_ERROR, "out of memory");
 		return NULL;
 	}
-	t->refs = 1;
 	if (cfg->tls.certificate == NULL)
 		return t;	/* no listener speaks TLS */
 	t->def = ctx_new(cfg->tls.certificate, cfg->tls.key, cfg, report, arg);
@@ -521,7 +519,7 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 		n += cfg->tls.sni[i].names.n;
 	if (n > 0 && (t->names = calloc(n, sizeof(*t->names))) == NULL) {
 		report(arg, CONFIG_ERROR, "out of memory");
-		tls_set_unref(t);
+		tls_set_free(t);
 		return NULL;
 	}
 	for (i = 0; i < cfg->tls.nsni; i++) {
@@ -547,7 +545,7 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 		SSL_CTX_free(ctx);	/* the names hold it now */
 	}
 	if (errors > 0) {
-		tls_set_unref(t);
+		tls_set_free(t);
 		return NULL;
 	}
 	SSL_CTX_set_tlsext_servername_callback(t->def, sni_cb);
@@ -559,25 +557,18 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 	    !SSL_CTX_set_session_ticket_cb(t->def, ticket_gen_cb,
 	    ticket_dec_cb, NULL)) {
 		report(arg, CONFIG_ERROR, "cannot set the ticket callbacks");
-		tls_set_unref(t);
+		tls_set_free(t);
 		return NULL;
 	}
 	return t;
 }
 
-struct tls_set *
-tls_set_ref(struct tls_set *t)
-{
-	t->refs++;
-	return t;
-}
-
 void
-tls_set_unref(struct tls_set *t)
+tls_set_free(struct tls_set *t)
 {
 	size_t i;
 
-	if (t == NULL || --t->refs > 0)
+	if (t == NULL)
 		return;
 	for (i = 0; i < t->nnames; i++) {
 		free(t->names[i].name);

@@ -10,8 +10,9 @@
 #include "config.h"
 
 /*
- * The default context from [tls] and one per [[tls.sni]] entry, shared by
- * reference count: every session holds a reference for as long as it
+ * The default context from [tls] and one per [[tls.sni]] entry. A
+ * generation (gen.h) owns its set and frees it with its last reference;
+ * every session holds a reference to its generation for as long as it
  * lives, so a reload that builds a new set never pulls contexts from under
  * a handshake in progress.
  */
@@ -20,12 +21,11 @@ struct tls_set;
 /*
  * Builds the contexts of cfg. Every problem goes to report as
  * "FILE: message" with OpenSSL's reason; returns NULL after reporting.
- * The result has one reference.
+ * The caller owns the result.
  */
 struct tls_set *tls_set_new(const struct config *cfg,
     config_report_fn *report, void *arg);
-struct tls_set *tls_set_ref(struct tls_set *t);
-void tls_set_unref(struct tls_set *t);
+void tls_set_free(struct tls_set *t);
 
 /*
  * A server-side SSL on fd in accept state, ready for SSL_do_handshake().
