@@ -314,7 +314,8 @@ weak_cert_what(int reason)
 }
 
 /* Loads the certificate chain; "PEM lib" with no certificate in the
- * file and a chain too weak for OpenSSL are said in words. */
+ * file, a damaged intermediate ("ASN1 lib" and the like) and a chain too
+ * weak for OpenSSL are said in words. */
 static bool
 ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
     void *arg)
@@ -342,6 +343,12 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 		    cert, pem_has_block(cert, "PRIVATE KEY") ? "; it holds a "
 		    "private key" : "");
 		report(arg, CONFIG_ERROR, line);
+	} else if (SSL_CTX_get0_certificate(ctx) != NULL) {
+		/* The leaf went in; what broke is behind it. */
+		report_ssl(report, arg, cert, "cannot load certificate chain: "
+		    "the first certificate (the server's) is fine, a "
+		    "certificate after it in the chain is damaged or cut "
+		    "short");
 	} else
 		report_ssl(report, arg, cert, "cannot load certificate chain");
 	return false;

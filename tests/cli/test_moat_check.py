@@ -231,6 +231,23 @@ def test_key_of_another_certificate_or_chain_in_the_wrong_order(confdir):
         f"certificate in {confdir}/cert.pem" in r.stderr, r.stderr
 
 
+def test_damaged_intermediate_said_in_words(confdir):
+    """A chain whose second certificate was mangled (a bad copy and paste
+    of the intermediate): OpenSSL says only "ASN1 lib"; the operator
+    hears that the server's certificate is fine and what follows it is
+    not."""
+    leaf = (confdir / "cert.pem").read_text()
+    body = leaf.split("-----BEGIN CERTIFICATE-----\n", 1)[1].split("\n")
+    body[3] = body[3][:10] + "AAAA" + body[3][14:]
+    bad = "-----BEGIN CERTIFICATE-----\n" + "\n".join(body)
+    (confdir / "cert.pem").write_text(leaf + bad)
+    path, r = run_with_key(confdir, "key.pem")
+    assert r.returncode == 1, r.stderr
+    assert f"{confdir}/cert.pem: cannot load certificate chain: the first " \
+        "certificate (the server's) is fine, a certificate after it in the " \
+        "chain is damaged or cut short" in r.stderr, r.stderr
+
+
 def test_weak_rsa_certificate_said_in_words(confdir):
     _openssl("req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout",
              str(confdir / "weak.key"), "-out", str(confdir / "weak.pem"),
