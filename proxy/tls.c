@@ -12,6 +12,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "log.h"
 #include "sni.h"
@@ -409,6 +410,38 @@ cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 }
 
 /*
+ * Warns when the certificate of a [[tls.sni]] entry does not cover one of
+ * its names: clients that ask for that name would get it and refuse it.
+ * A wildcard name ("*.example.org") is tried as one of the names it
+ * stands for.
+ */
+static void
+cert_names(SSL_CTX *ctx, const char *cert, const struct cfg_strings *names,
+    config_report_fn *report, void *arg)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	char host[300], line[1024];
+	size_t i;
+
+	if (x == NULL)
+		return;
+	for (i = 0; i < names->n; i++) {
+		const char *name = names->v[i];
+
+		if (name[0] == '*')
+			snprintf(host, sizeof(host), "moat-check%s", name + 1);
+		else
+			snprintf(host, sizeof(host), "%s", name);
+		if (X509_check_host(x, host, 0, 0, NULL) == 1)
+			continue;
+		snprintf(line, sizeof(line), "%s: warning: the certificate "
+		    "does not cover the name \"%s\" it is listed for; "
+		    "clients asking for it will refuse it", cert, name);
+		report(arg, CONFIG_WARNING, line);
+	}
+}
+
+/*
  * Puts where the config names file in front of a message about it. The
  * caller says which file each step is about: certificate and key may be
  * one file under two keys.
@@ -538,6 +571,7 @@ tls_set_new(const struct config *cfg, config_report_fn *report, void *arg)
 			errors++;
 			continue;
 		}
+		cert_names(ctx, sni->certificate, &sni->names, report, arg);
 		for (j = 0; j < sni->names.n; j++) {
 			struct tls_name *tn = &t->names[t->nnames];
 

@@ -231,6 +231,22 @@ def test_key_of_another_certificate_or_chain_in_the_wrong_order(confdir):
         f"certificate in {confdir}/cert.pem" in r.stderr, r.stderr
 
 
+def test_sni_certificate_not_covering_its_names_warned(confdir):
+    """An SNI entry whose certificate does not cover one of its names
+    (the wrong file, a renewal that dropped a name): moat -t passes it, as
+    a start would, but warns, naming the file and the name."""
+    path, r = check(confdir, SNI % 'mail.example.org", "pop.example.org",'
+                    ' "*.example.org' + LISTENER)
+    assert r.returncode == 0, r.stderr
+    assert f"{confdir}/cert.pem: warning: the certificate does not cover the " \
+        'name "pop.example.org" it is listed for; clients asking for it will ' \
+        "refuse it" in r.stderr, r.stderr
+    assert '"*.example.org"' in r.stderr, r.stderr
+    assert '"mail.example.org"' not in r.stderr, r.stderr
+    path, r = check(confdir, SNI % "mail.example.org" + LISTENER)
+    assert r.returncode == 0 and "does not cover" not in r.stderr, r.stderr
+
+
 def test_damaged_intermediate_said_in_words(confdir):
     """A chain whose second certificate was mangled (a bad copy and paste
     of the intermediate): OpenSSL says only "ASN1 lib"; the operator
