@@ -34,6 +34,9 @@ struct ban_table {
 	bool live_valid;
 	uint64_t live_at;
 	size_t live;
+	ban_evict_fn *evict;		/* a ban in force dropped for room */
+	void *evict_arg;
+	uint64_t evicted;
 };
 
 static const char *const reason_names[BAN_REASON_COUNT] = {
@@ -169,6 +172,8 @@ ban_table_copy(const struct ban_table *t)
 	if (c == NULL)
 		return NULL;
 	*c = *t;
+	c->evict = NULL;
+	c->evict_arg = NULL;
 	c->cap = t->n > 0 ? t->n : 1;
 	c->e = malloc((size_t)c->cap * sizeof(*c->e));
 	c->ix.bucket = malloc((size_t)t->ix.nbucket * sizeof(*c->ix.bucket));
@@ -188,6 +193,13 @@ ban_table_reconfigure(struct ban_table *t, const struct ban_params *p)
 	t->p = *p;
 	params_fix(&t->p);
 	/* A smaller cap is enforced as records are added (see make_room). */
+}
+
+void
+ban_table_on_evict(struct ban_table *t, ban_evict_fn *fn, void *arg)
+{
+	t->evict = fn;
+	t->evict_arg = arg;
 }
 
 /* Drops up to k forgotten records from the cursor on. */
@@ -210,7 +222,9 @@ sweep(struct ban_table *t, uint64_t now, uint32_t k)
  * record per connection, under the lock every worker takes, so sweeping
  * all of it each time (milliseconds at a million records) would stall
  * every accept. A part is swept; if nothing there is forgotten yet, a
- * live record goes even if a forgotten one waits further on.
+ * live record goes even if a forgotten one waits further on. A ban in
+ * force that goes is handed to the evict callback, so that its kernel
+ * element goes too.
  */
 static int
 make_room(struct ban_table *t, uint64_t now)
@@ -231,6 +245,11 @@ make_room(struct ban_table *t, uint64_t now)
 				victim = i;
 		}
 		t->cursor++;
+		if (now < t->e[victim].expiry_ms) {
+			t->evicted++;
+			if (t->evict != NULL)
+				t->evict(t->evict_arg, t->e[victim].addr);
+		}
 		remove_at(t, victim);
 	}
 	if (t->n == t->cap) {
@@ -410,4 +429,10 @@ ban_bytes(const struct ban_table *t)
 {
 	return sizeof(*t) + (size_t)t->cap * sizeof(struct ban_entry) +
 	    (size_t)t->ix.nbucket * sizeof(uint32_t);
+}
+
+uint64_t
+ban_evicted(const struct ban_table *t)
+{
+	return t->evicted;
 }

@@ -24,7 +24,9 @@
  * 32-bit indices (40 bytes per record plus 4 to 8 for the buckets). The
  * table is capped at max_entries records; when full, expired records are
  * swept first, then the record that would be forgotten soonest among a
- * few is dropped (the kernel set still holds its ban until its timeout).
+ * few is dropped. A ban still in force that goes so is handed to the
+ * evict callback (ban_table_on_evict), which takes it out of the kernel
+ * set too: the set never holds more bans than the table.
  *
  * Not thread-safe: policy.c serialises access.
  */
@@ -80,6 +82,15 @@ struct ban_table *ban_table_copy(const struct ban_table *t);
 /* New durations apply to future bans; bans in force keep their expiry. */
 void ban_table_reconfigure(struct ban_table *t, const struct ban_params *p);
 
+/*
+ * fn(arg, addr) is called when a full table drops the record of a ban
+ * still in force to make room (in ban_add or ban_restore, so under the
+ * owner's lock), before the record goes. fn must not change the table.
+ * NULL stops it. A copy (ban_table_copy) calls nothing.
+ */
+typedef void ban_evict_fn(void *arg, const uint8_t addr[16]);
+void ban_table_on_evict(struct ban_table *t, ban_evict_fn *fn, void *arg);
+
 /* True if addr is banned at now; fills *out (may be NULL) when it is. */
 bool ban_lookup(struct ban_table *t, const uint8_t addr[16], uint64_t now,
     struct ban_info *out);
@@ -124,5 +135,7 @@ void ban_foreach(const struct ban_table *t, uint64_t now, ban_visit_fn *fn,
 size_t ban_entries(const struct ban_table *t);
 size_t ban_active(struct ban_table *t, uint64_t now);
 size_t ban_bytes(const struct ban_table *t);
+/* Bans in force dropped to make room, since t was made. */
+uint64_t ban_evicted(const struct ban_table *t);
 
 #endif

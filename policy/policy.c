@@ -641,6 +641,14 @@ policy_state_save(struct policy *p, uint64_t now_ms, uint64_t wall_ms,
 	return rc;
 }
 
+void
+policy_on_evict(struct policy *p, ban_evict_fn *fn, void *arg)
+{
+	pthread_mutex_lock(&p->lock);
+	ban_table_on_evict(p->bans, fn, arg);
+	pthread_mutex_unlock(&p->lock);
+}
+
 bool
 policy_state_dirty(struct policy *p)
 {
@@ -661,6 +669,7 @@ policy_stats(struct policy *p, uint64_t now_ms, struct policy_stats *st)
 	st->tracked = window_entries(p->win);
 	st->ban_records = ban_entries(p->bans);
 	st->bans_active = ban_active(p->bans, now_ms);
+	st->bans_evicted = ban_evicted(p->bans);
 	st->bytes = cidr_set_bytes(p->r.allow) + cidr_set_bytes(p->r.deny) +
 	    window_bytes(p->win) + ban_bytes(p->bans);
 	pthread_mutex_unlock(&p->lock);

@@ -198,6 +198,16 @@ void policy_bans(struct policy *p, uint64_t now_ms, ban_visit_fn *fn,
     void *arg);
 
 /*
+ * fn is called, under the lock, with the address of each ban in force
+ * that the ban table drops to stay within ban.max_entries (ban.h), so
+ * that the caller deletes its firewall element too: a flood from many
+ * addresses then never holds more bans in the kernel than in the table.
+ * Queue, do not block, in fn; it must not call back into p. NULL stops
+ * it.
+ */
+void policy_on_evict(struct policy *p, ban_evict_fn *fn, void *arg);
+
+/*
  * The state file named by daemon.state_file (no-op returning 0 when unset).
  * _load restores bans at start (see state.h: bad lines are reported through
  * report and skipped, a bad header ignores the file); returns the number
@@ -215,6 +225,8 @@ struct policy_stats {
 	size_t allow_ranges, deny_ranges;	/* after merging */
 	size_t tracked;				/* client keys in windows */
 	size_t ban_records, bans_active;
+	uint64_t bans_evicted;			/* bans in force dropped for
+						 * room (ban.max_entries) */
 	size_t bytes;				/* heap held by the tables */
 };
 void policy_stats(struct policy *p, uint64_t now_ms, struct policy_stats *st);

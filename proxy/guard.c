@@ -391,6 +391,22 @@ guard_fw_sync(const uint8_t addr[16], bool replace)
 		policy_ban_settle(guard.policy, addr, st.now, sync_visit, &st);
 }
 
+/*
+ * A ban in force that the full ban table dropped (ban.max_entries): out
+ * of the kernel set too, so that a flood of new addresses never holds
+ * more bans there, nor in the writer's own tables, than the table does.
+ * Called under the policy's lock, like sync_visit; fw_del only queues.
+ * Nothing is logged per address (a flood would fill the log): the
+ * metrics count them.
+ */
+static void
+guard_fw_evict(void *arg, const uint8_t addr[16])
+{
+	(void)arg;
+	if (fw_enabled(guard.fw))
+		fw_del(guard.fw, addr);
+}
+
 /* A ban lifted: out of the kernel set, logged and written as an event. */
 static void
 note_unban(const uint8_t addr[16], const char *reason)
@@ -545,6 +561,7 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		return -1;
 	}
 	guard.loop = loop;
+	policy_on_evict(guard.policy, guard_fw_evict, NULL);
 	/* Bans are made on worker threads too, which may not arm a timer of
 	 * this loop: it ticks instead and saves what policy_state_dirty()
 	 * reports (read under the policy's own lock). */
@@ -645,6 +662,7 @@ guard_close(void)
 	if (guard.loop != NULL)
 		ev_timer_stop(guard.loop, &guard.save);
 	guard_save_now();
+	policy_on_evict(guard.policy, NULL, NULL);
 	fw_close(guard.fw);
 	policy_free(guard.policy);
 	geo_close(guard.geo);

@@ -494,6 +494,11 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 		    "Addresses banned now.");
 		(void)sbuf_printf(out, "moat_bans_active %zu\n",
 		    st.bans_active);
+		header(out, "moat_bans_evicted_total", "counter",
+		    "Bans in force dropped from the full ban table "
+		    "(ban.max_entries), and from the firewall sets with them.");
+		(void)sbuf_printf(out, "moat_bans_evicted_total %llu\n",
+		    (unsigned long long)st.bans_evicted);
 		header(out, "moat_tracked_clients", "gauge",
 		    "Client keys held in the rate windows.");
 		(void)sbuf_printf(out, "moat_tracked_clients %zu\n",

@@ -19,6 +19,7 @@ only once moat's POP3 filter reports auth_fail events.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import signal
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -893,4 +895,57 @@ def test_aggregated_ipv6_failures_ban_each_address_of_the_prefix(tmp_path, pki,
         assert m.stop() == 0
         _sh("ip", "-n", net.att, "addr", "del", f"{att6b}/64", "dev", "v1p",
             check=False)
+        net.reset_nft()
+
+
+def _ban_many(m, addrs, duration="1h"):
+    """moatctl ban for each address, pipelined on one control connection."""
+    req = b"".join(b"ban %s %s\n" % (a.encode(), duration.encode())
+                   for a in addrs)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(m.control_socket))
+    with s:
+        # moat reads a request once the last reply has been read: send
+        # from another thread while this one reads.
+        sender = threading.Thread(target=s.sendall, args=(req,))
+        sender.start()
+        s.settimeout(60)
+        data, seen = b"", 0
+        while seen < len(addrs):
+            chunk = s.recv(1 << 20)
+            assert chunk, (seen, data[-200:])
+            start = max(len(data) - 2, 0)
+            data += chunk
+            seen += data.count(b"\n.\n", start)
+        sender.join()
+    assert data.count(b"ok\nbanned ") == len(addrs), data[-300:]
+
+
+def test_bans_dropped_for_room_leave_the_kernel_set(tmp_path, pki, net, stack):
+    """A full ban table (ban.max_entries) drops bans in force to make room
+    for new ones; their kernel elements go with them, so that a flood from
+    many addresses (IPv6 /128s) holds no more bans in the kernel, nor in
+    the writer's tables, than moat does."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables",
+                   extra=BAN_1H.replace("[ban]\n", "[ban]\nmax_entries = 1000\n"))
+    addrs = [str(ipaddress.IPv6Address("2001:db8:77::") + i)
+             for i in range(1, 3001)]
+    try:
+        _ban_many(m, addrs)
+        held = {b["ip"] for b in json.loads(m.ctl("--json", "bans").stdout)["bans"]}
+        assert len(held) == 1000, len(held)
+        # The last ban made is in force; the first ones were dropped.
+        assert addrs[-1] in held and addrs[0] not in held
+        want = {str(ipaddress.ip_address(a)) for a in held}
+        try:
+            wait_for(lambda: set(net.nft_elems("blocked6")) == want, 15.0,
+                     "blocked6 to hold the bans moat holds")
+        except AssertionError:
+            elems = set(net.nft_elems("blocked6"))
+            raise AssertionError(f"blocked6 holds {len(elems)} elements, "
+                                 f"{len(elems - want)} of them no ban in moat")
+        assert not events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
         net.reset_nft()

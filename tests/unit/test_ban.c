@@ -368,6 +368,106 @@ test_active_count(void)
 	ban_table_free(t);
 }
 
+struct evicted {
+	struct ban_table *t;	/* the table calling, to look into */
+	uint8_t addr[4000][16];
+	size_t n;
+	int bad;		/* called for a record not held, or not live */
+	uint64_t now;
+};
+
+static void
+on_evict(void *arg, const uint8_t addr[16])
+{
+	struct evicted *ev = arg;
+
+	/* Before the record goes, with its ban still in force. */
+	if (!ban_lookup(ev->t, addr, ev->now, NULL))
+		ev->bad++;
+	if (ev->n < sizeof(ev->addr) / sizeof(ev->addr[0]))
+		memcpy(ev->addr[ev->n], addr, 16);
+	ev->n++;
+}
+
+/*
+ * A full table that drops a ban still in force says so through the
+ * evict callback (the guard deletes the kernel element with it), so that
+ * the firewall set never holds more bans than the table: 3000 bans into
+ * a table of 1000 name exactly the 2000 that went. A record whose ban
+ * has ended (kept only for escalation) goes without a call: the kernel's
+ * timeout has taken its element already.
+ */
+static void
+test_evict(void)
+{
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct ban_info b;
+	static struct evicted ev;
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	int bad = 0, held = 0;
+
+	p.max_entries = 1000;
+	t = ban_table_new(&p);
+	ev.t = t;
+	ev.now = 1;
+	ban_table_on_evict(t, on_evict, &ev);
+	for (int i = 0; i < 3000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		if (!ban_add(t, a, BAN_MANUAL, H, 1, &b))
+			bad++;
+	}
+	CHECK_INT_EQ(bad, 0);
+	CHECK_INT_EQ(ev.bad, 0);
+	CHECK_INT_EQ(ban_entries(t), 1000);
+	CHECK_INT_EQ(ev.n, 2000);
+	CHECK_INT_EQ(ban_evicted(t), 2000);
+	/* Each address is either banned in the table or was evicted. */
+	for (size_t k = 0; k < ev.n && k < 2000; k++)
+		if (ban_lookup(t, ev.addr[k], 1, NULL))
+			bad++;
+	CHECK_INT_EQ(bad, 0);
+	for (int i = 0; i < 3000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		held += ban_lookup(t, a, 1, NULL);
+	}
+	CHECK_INT_EQ(held + (int)ev.n, 3000);
+
+	/* A copy is read, not written through: it calls nothing. */
+	{
+		struct ban_table *c = ban_table_copy(t);
+
+		CHECK(c != NULL);
+		for (int i = 3000; c != NULL && i < 3100; i++) {
+			memcpy(a + 12, &i, sizeof(i));
+			ban_add(c, a, BAN_MANUAL, H, 1, &b);
+		}
+		CHECK_INT_EQ(ev.n, 2000);
+		ban_table_free(c);
+	}
+
+	/* Bans over (but remembered for escalation) go without a call. */
+	ev.n = 0;
+	ev.now = H + 2;
+	for (int i = 5000; i < 5500; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_RATE, 0, H + 2, &b);
+	}
+	CHECK_INT_EQ(ban_entries(t), 1000);
+	CHECK_INT_EQ(ev.n, 0);
+	CHECK_INT_EQ(ban_evicted(t), 2000);
+
+	/* Nor after the callback is taken away, though it still counts. */
+	ban_table_on_evict(t, NULL, NULL);
+	for (int i = 6000; i < 7000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_RATE, 0, H + 3, &b);
+	}
+	CHECK_INT_EQ(ev.n, 0);
+	CHECK_INT_EQ(ban_evicted(t), 2500);
+	ban_table_free(t);
+}
+
 int
 main(void)
 {
@@ -378,6 +478,7 @@ main(void)
 	test_restore();
 	test_copy();
 	test_active_count();
+	test_evict();
 	test_reason_names();
 	return check_report("ban");
 }
