@@ -76,10 +76,17 @@ uint64_t
 ban_duration(const struct ban_params *p, uint32_t n)
 {
 	double d = (double)p->duration_ms, cap = (double)cap_ms(p);
+	double f = p->escalation;
 
-	/* A loop rather than pow(): no libm, and it stops at the cap. */
-	for (uint32_t i = 1; i < n && d < cap; i++)
-		d *= p->escalation;
+	/* escalation^(n-1) by squaring rather than pow() (no libm): at most
+	 * 32 steps for any count, none without escalation, and it stops at
+	 * the cap. A factor grown to infinity still compares above it. */
+	if (n > 1 && f > 1.0 && d > 0)
+		for (uint32_t k = n - 1; k != 0 && d < cap; k >>= 1) {
+			if (k & 1)
+				d *= f;
+			f *= f;
+		}
 	return d >= cap ? cap_ms(p) : (uint64_t)d;
 }
 
@@ -328,7 +335,7 @@ ban_add(struct ban_table *t, const uint8_t addr[16], enum ban_reason reason,
 		info_of(e, out);
 		return false;
 	}
-	if (e->count < UINT32_MAX)
+	if (e->count < BAN_COUNT_MAX)
 		e->count++;
 	if (duration_ms == 0)
 		duration_ms = ban_duration(&t->p, e->count);
@@ -348,7 +355,7 @@ ban_restore(struct ban_table *t, const uint8_t addr[16],
 	if (i == NIL)
 		return -1;
 	set_expiry(t, &t->e[i], expiry_ms);
-	t->e[i].count = count;
+	t->e[i].count = count < BAN_COUNT_MAX ? count : BAN_COUNT_MAX;
 	t->e[i].reason = (uint8_t)reason;
 	if (forgotten(t, &t->e[i], now)) {
 		remove_at(t, i);

@@ -49,6 +49,10 @@ enum ban_reason {
 #define BAN_MAX_MS (3650ULL * 86400 * 1000)
 #define BAN_MAX_TEXT "3650d (ten years); for good, list it in policy.deny"
 
+/* Bans counted per address at most: far past any escalation's cap, and
+ * what a larger count restored from the state file is taken for. */
+#define BAN_COUNT_MAX 1000000u
+
 struct ban_params {
 	uint64_t duration_ms;		/* first ban */
 	double escalation;		/* >= 1.0 */

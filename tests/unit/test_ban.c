@@ -1,6 +1,7 @@
 /* test_ban.c - unit tests for the ban table of policy/ban.c. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "addr.h"
 #include "ban.h"
@@ -49,6 +50,52 @@ test_duration(void)
 	p.max_duration_ms = H / 2;
 	CHECK_INT_EQ(ban_duration(&p, 1), H);
 	CHECK_INT_EQ(ban_duration(&p, 5), H);
+}
+
+static double
+elapsed_ms(const struct timespec *a)
+{
+	struct timespec b;
+
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (double)(b.tv_sec - a->tv_sec) * 1e3 +
+	    (double)(b.tv_nsec - a->tv_nsec) / 1e6;
+}
+
+/*
+ * A count restored from the state file may be anything up to 2^32 - 1:
+ * without escalation, or with one that creeps, the length of the next ban
+ * is still found at once (ban_add asks for it under the policy lock).
+ */
+static void
+test_duration_bounded(void)
+{
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct ban_info b;
+	struct timespec t0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	p.escalation = 1.0;
+	p.max_duration_ms = 7 * 24 * H;
+	CHECK_INT_EQ(ban_duration(&p, UINT32_MAX), H);
+	p.escalation = 1.0000001;
+	CHECK_INT_EQ(ban_duration(&p, UINT32_MAX), 7 * 24 * H);
+	CHECK_INT_EQ(ban_duration(&p, 2), H + H / 10000000);
+	CHECK(elapsed_ms(&t0) < 50);
+
+	/* A restored count past any sense is taken as BAN_COUNT_MAX, and
+	 * a ban on top of it stays there. */
+	t = ban_table_new(&params);
+	CHECK(t != NULL);
+	CHECK_INT_EQ(ban_restore(t, ip("192.0.2.1"), BAN_AUTH, 5000,
+	    UINT32_MAX, 1000), 1);
+	CHECK(ban_lookup(t, ip("192.0.2.1"), 1000, &b));
+	CHECK_INT_EQ(b.count, BAN_COUNT_MAX);
+	CHECK(ban_add(t, ip("192.0.2.1"), BAN_AUTH, 0, 6000, &b));
+	CHECK_INT_EQ(b.count, BAN_COUNT_MAX);
+	CHECK_INT_EQ(b.duration_ms, 7 * H);
+	ban_table_free(t);
 }
 
 static void
@@ -472,6 +519,7 @@ int
 main(void)
 {
 	test_duration();
+	test_duration_bounded();
 	test_escalation();
 	test_manual();
 	test_many();
