@@ -435,6 +435,7 @@ struct restore {
 	struct ban_table *t;
 	uint64_t now, wall;
 	long n;
+	long cut;		/* bans with more than BAN_MAX_MS left */
 	bool oom;
 };
 
@@ -447,6 +448,13 @@ restore_ban(void *arg, const struct state_ban *b)
 	if (b->expiry_unix_ms >= r->wall) {
 		uint64_t left = b->expiry_unix_ms - r->wall;
 
+		/* No ban is made longer (config, moatctl) and kernel sets
+		 * refuse much longer ones: more left means a clock behind
+		 * (no RTC, before NTP) or an edited file. */
+		if (left > BAN_MAX_MS) {
+			left = BAN_MAX_MS;
+			r->cut++;
+		}
 		expiry = r->now > UINT64_MAX - left ? UINT64_MAX :
 		    r->now + left;
 	} else {
@@ -576,7 +584,7 @@ long
 state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report_fn, void *arg)
 {
-	struct read_ctx c = { { t, now_ms, wall_ms, 0, false }, report_fn,
+	struct read_ctx c = { { t, now_ms, wall_ms, 0, 0, false }, report_fn,
 	    arg };
 	struct stat st;
 	char *buf = NULL, msg[512];
@@ -645,6 +653,13 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	if (rc == -1) {
 		keep_aside(path, wall_ms, report_fn, arg);
 		return -1;
+	}
+	if (c.r.cut > 0 && report_fn != NULL) {
+		snprintf(msg, sizeof(msg), "%s: %ld bans had more than %llud "
+		    "left (the clock looks behind, or the file was edited): "
+		    "cut to that", path, c.r.cut,
+		    (unsigned long long)(BAN_MAX_MS / 86400000));
+		report_fn(arg, msg);
 	}
 	if (c.r.oom && report_fn != NULL) {
 		snprintf(msg, sizeof(msg), "%s: out of memory; some bans were "

@@ -97,8 +97,8 @@ int state_write_buf(const char *path, const char *buf, size_t len,
  * and reported. Returns the number of bans restored, or -1
  * when the file could not be read or was rejected; diagnostics go to report
  * either way. The monotonic expiry is now_ms + (expiry - wall_ms); one that
- * lies further back than the monotonic clock's start is clamped to 0.
- * Records whose ban ended longer ago than they are remembered are skipped
+ * lies further back than the monotonic clock's start is clamped to 0, and
+ * more than BAN_MAX_MS left is cut to that (and reported). Records whose ban ended longer ago than they are remembered are skipped
  * and not counted.
  */
 long state_read(const char *path, struct ban_table *t, uint64_t now_ms,

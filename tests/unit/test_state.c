@@ -78,6 +78,18 @@ logged(const struct log *l, const char *needle)
 	return false;
 }
 
+/* Makes dir (a mkdtemp template) and writes text to dir/state. */
+static void
+scratch_state(char *dir, char *path, size_t pathlen, const char *text)
+{
+	FILE *f;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, pathlen, "%s/state", dir);
+	f = fopen(path, "w");
+	CHECK(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0);
+}
+
 static void
 test_round_trip(void)
 {
@@ -195,6 +207,44 @@ test_round_trip(void)
 	rmdir(dir);
 }
 
+/* A wall clock behind at start (no RTC, before NTP), or an edited file,
+ * never restores a ban longer than any moat makes: the kernel sets would
+ * refuse it. */
+static void
+test_read_far_expiry(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], text[512];
+	struct ban_table *t = ban_table_new(&params);
+	struct ban_info b;
+	struct log l;
+
+	snprintf(text, sizeof(text), "moat-state 1\n"
+	    "ban 192.0.2.1 %llu 1 manual\n"
+	    "ban 192.0.2.2 %llu 1 manual\n"
+	    "ban 192.0.2.3 %llu 1 manual\n"
+	    "end 3\n",
+	    (unsigned long long)(WALL + BAN_MAX_MS + 1),
+	    (unsigned long long)(WALL + 20 * BAN_MAX_MS),
+	    (unsigned long long)(WALL + BAN_MAX_MS));
+	scratch_state(dir, path, sizeof(path), text);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 5000, WALL, log_report, &l), 3);
+	CHECK(ban_lookup(t, ip("192.0.2.1"), 5000, &b));
+	CHECK_INT_EQ(b.expiry_ms, 5000 + BAN_MAX_MS);
+	CHECK(ban_lookup(t, ip("192.0.2.2"), 5000, &b));
+	CHECK_INT_EQ(b.expiry_ms, 5000 + BAN_MAX_MS);
+	CHECK(ban_lookup(t, ip("192.0.2.3"), 5000, &b));
+	CHECK_INT_EQ(b.expiry_ms, 5000 + BAN_MAX_MS);
+	snprintf(text, sizeof(text), "%s: 2 bans had more than 3650d left "
+	    "(the clock looks behind, or the file was edited): cut to that",
+	    path);
+	CHECK(logged(&l, text));
+	CHECK_INT_EQ(l.n, 1);
+	ban_table_free(t);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* A file moat cannot read is kept aside, never overwritten by the next
  * save: what an operator may still recover survives. */
 static void
@@ -207,11 +257,8 @@ test_read_rejected(void)
 	struct log l;
 	FILE *f;
 
-	CHECK(mkdtemp(dir) != NULL);
-	snprintf(path, sizeof(path), "%s/state", dir);
-	CHECK((f = fopen(path, "w")) != NULL);
-	fputs("moat-stat 1\nban 192.0.2.1 1767225600000 3 auth\nend 1\n", f);
-	fclose(f);
+	scratch_state(dir, path, sizeof(path),
+	    "moat-stat 1\nban 192.0.2.1 1767225600000 3 auth\nend 1\n");
 	memset(&l, 0, sizeof(l));
 	/* WALL is 2026-01-01T00:00:00Z. */
 	CHECK_INT_EQ(state_read(path, t, 0, WALL, log_report, &l), -1);
@@ -435,6 +482,7 @@ int
 main(void)
 {
 	test_round_trip();
+	test_read_far_expiry();
 	test_read_rejected();
 	test_size_limit();
 	test_parse_good();
