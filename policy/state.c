@@ -589,7 +589,7 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	struct stat st;
 	char *buf = NULL, msg[512];
 	uint64_t limit;
-	size_t len = 0;
+	size_t len = 0, held;
 	long rc;
 	int fd;
 
@@ -654,6 +654,16 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		keep_aside(path, wall_ms, report_fn, arg);
 		return -1;
 	}
+	/* The table drops records to stay within max_entries: count what
+	 * it holds, and say what it dropped. */
+	held = ban_entries(t);
+	if (c.r.n > (long)held && held >= ban_max_entries(t) &&
+	    report_fn != NULL) {
+		snprintf(msg, sizeof(msg), "%s: %ld records, more than "
+		    "ban.max_entries = %zu: kept %zu, dropped %ld", path,
+		    c.r.n, ban_max_entries(t), held, c.r.n - (long)held);
+		report_fn(arg, msg);
+	}
 	if (c.r.cut > 0 && report_fn != NULL) {
 		snprintf(msg, sizeof(msg), "%s: %ld bans had more than %llud "
 		    "left (the clock looks behind, or the file was edited): "
@@ -666,7 +676,7 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		    "not restored", path);
 		report_fn(arg, msg);
 	}
-	return c.r.n;
+	return (long)held;
 fail:
 	/* Unread, the bans in it would be lost to the next save: keep it. */
 	free(buf);

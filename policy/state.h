@@ -94,12 +94,14 @@ int state_write_buf(const char *path, const char *buf, size_t len,
  * Reads path into t (records are restored with ban_restore). A missing file
  * is no error (the first start). Temporary files that saves left beside
  * path (PATH.tmpXXXXXX, moat killed before the rename) are removed first
- * and reported. Returns the number of bans restored, or -1
+ * and reported. Returns the number of records t holds afterwards, or -1
  * when the file could not be read or was rejected; diagnostics go to report
  * either way. The monotonic expiry is now_ms + (expiry - wall_ms); one that
  * lies further back than the monotonic clock's start is clamped to 0, and
- * more than BAN_MAX_MS left is cut to that (and reported). Records whose ban ended longer ago than they are remembered are skipped
- * and not counted.
+ * more than BAN_MAX_MS left is cut to that (and reported). Records whose
+ * ban ended longer ago than they are remembered are skipped; past
+ * ban.max_entries the table drops records as it does for new bans, and
+ * how many is reported.
  */
 long state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report, void *arg);

@@ -245,6 +245,38 @@ test_read_far_expiry(void)
 	rmdir(dir);
 }
 
+/* A file of more records than ban.max_entries: the count is what the
+ * table holds, and the report says how many were dropped. */
+static void
+test_read_over_max_entries(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], text[2048];
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct log l;
+	size_t off;
+
+	p.max_entries = 10;
+	t = ban_table_new(&p);
+	off = (size_t)snprintf(text, sizeof(text), "moat-state 1\n");
+	for (int i = 0; i < 25; i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off,
+		    "ban 192.0.2.%d %llu 1 rate\n", i + 1,
+		    (unsigned long long)(WALL + H));
+	snprintf(text + off, sizeof(text) - off, "end 25\n");
+	scratch_state(dir, path, sizeof(path), text);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 5000, WALL, log_report, &l), 10);
+	CHECK_INT_EQ(ban_entries(t), 10);
+	snprintf(text, sizeof(text), "%s: 25 records, more than "
+	    "ban.max_entries = 10: kept 10, dropped 15", path);
+	CHECK(logged(&l, text));
+	CHECK_INT_EQ(l.n, 1);
+	ban_table_free(t);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* A file moat cannot read is kept aside, never overwritten by the next
  * save: what an operator may still recover survives. */
 static void
@@ -483,6 +515,7 @@ main(void)
 {
 	test_round_trip();
 	test_read_far_expiry();
+	test_read_over_max_entries();
 	test_read_rejected();
 	test_size_limit();
 	test_parse_good();
