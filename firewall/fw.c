@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -820,6 +821,7 @@ fw_open_backend(struct ev_loop *loop, const struct config *cfg,
     const struct fw_backend *be, fw_report_fn *report, void *arg)
 {
 	struct fw *fw;
+	sigset_t all, old;
 	int err;
 
 	if ((fw = calloc(1, sizeof(*fw))) == NULL)
@@ -857,7 +859,12 @@ fw_open_backend(struct ev_loop *loop, const struct config *cfg,
 		ev_async_init(&fw->async, fw_async_cb);
 		ev_async_start(loop, &fw->async);
 	}
-	if ((err = pthread_create(&fw->thread, NULL, fw_thread, fw)) != 0) {
+	/* Signals belong to the main thread's loop alone (worker.c). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&fw->thread, NULL, fw_thread, fw);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err != 0) {
 		fw_close(fw);
 		errno = err;
 		return NULL;

@@ -1107,6 +1107,19 @@ server_release_signals(void)
 	sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
+static void
+server_ignore_signals(void)
+{
+	struct sigaction sa;
+	int sigs[] = { SIGHUP, SIGUSR1, SIGTERM, SIGINT };
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
 int
 server_run(struct config *cfg, const char *config_path)
 {
@@ -1192,10 +1205,16 @@ server_run(struct config *cfg, const char *config_path)
 	ev_timer_start(srv.loop, &srv.follow);
 	ev_run(srv.loop, 0);
 
+	/* Stopping the watchers gives the signals their default action
+	 * back, which would end moat in the final save below and lose the
+	 * last bans: they are held first, then ignored until exit (the
+	 * other threads hold them all). SIGKILL still ends it. */
+	server_hold_signals();
 	ev_signal_stop(srv.loop, &srv.sighup);
 	ev_signal_stop(srv.loop, &srv.sigterm);
 	ev_signal_stop(srv.loop, &srv.sigint);
 	ev_signal_stop(srv.loop, &srv.sigusr1);
+	server_ignore_signals();
 	ev_timer_stop(srv.loop, &srv.drain);
 	ev_timer_stop(srv.loop, &srv.heap);
 	ev_timer_stop(srv.loop, &srv.follow);

@@ -264,6 +264,30 @@ def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+def test_signals_during_the_final_save_are_ignored(tmp_path, pki, stack):
+    """SIGTERM again and again while moat drains and then saves a large
+    table at exit: once the loop has ended the signals are ignored (they
+    used to find their default action and end moat mid-save), so the ban
+    made just before is saved and moat exits 0."""
+    n = 300_000
+    flood_state(tmp_path / "moat.state", n)
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")]).start()
+    try:
+        m.wait_log(f"{n} bans restored")
+        ok(m.ctl("ban", "192.0.2.99", "1h"))
+        m.signal(signal.SIGTERM)
+        m.wait_log("shutting down")
+        deadline = time.monotonic() + 30
+        while m.proc.poll() is None and time.monotonic() < deadline:
+            m.signal(signal.SIGTERM)
+            time.sleep(0.005)
+    finally:
+        rc = m.stop()
+    assert rc == 0, m.log()[-2000:]
+    assert "stopped" in m.log()
+    assert "\nban 192.0.2.99 " in (tmp_path / "moat.state").read_text()
+
+
 def test_unread_replies_are_bounded_together(tmp_path, pki, stack):
     """Clients that ask for big ban lists and never read them: together
     they may hold 32 MiB (control.c, CTL_QUEUED_MAX); past that a request
