@@ -2339,6 +2339,42 @@ check_deny_in_allow(struct loader *l)
 }
 
 /*
+ * Saves replace daemon.state_file by a rename, and the start renames a
+ * file it cannot read aside: the events file or the control socket there
+ * would be lost. Said at the state file's key when it was written.
+ */
+static void
+check_state_file(struct loader *l, const struct toml_value *root)
+{
+	const struct config *cfg = l->cfg;
+	const struct {
+		const char *section, *key, *what, *path;
+	} other[] = {
+		{ "daemon", "control_socket", "control socket",
+		    cfg->daemon.control_socket },
+		{ "events", "file", "events file", cfg->events.file },
+	};
+	const struct toml_value *d = toml_table_get(root, "daemon");
+	bool written = d != NULL && toml_type(d) == TOML_TABLE &&
+	    toml_table_get(d, "state_file") != NULL;
+
+	if (cfg->daemon.state_file == NULL ||
+	    !key_ok(l, root, "daemon", "state_file"))
+		return;
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+		if (other[i].path == NULL ||
+		    strcmp(other[i].path, cfg->daemon.state_file) != 0 ||
+		    !key_ok(l, root, other[i].section, other[i].key))
+			continue;
+		err_at(l, written ? key_pos(root, "daemon", "state_file") :
+		    key_pos(root, other[i].section, other[i].key),
+		    "daemon.state_file and %s.%s are both %s: saving the bans "
+		    "would replace the %s", other[i].section, other[i].key,
+		    cfg->daemon.state_file, other[i].what);
+	}
+}
+
+/*
  * Checks that span sections, after every key has been read: also when
  * some key gave an error, so that moat -t says every problem at once,
  * but never about a value that failed (it holds its default).
@@ -2401,6 +2437,7 @@ config_check(struct loader *l, const struct toml_value *root)
 		    duration_str(cfg->ban.duration_ms, durs, sizeof(durs)));
 	}
 	check_metrics(l, root);
+	check_state_file(l, root);
 	check_deny_in_allow(l);
 	if (cfg->firewall.backend != CFG_FW_NONE &&
 	    strcmp(cfg->firewall.set4, cfg->firewall.set6) == 0 &&

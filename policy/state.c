@@ -379,7 +379,15 @@ state_write_buf(const char *path, const char *buf, size_t len, char *err,
 {
 	char *tmp = NULL, *dir, *slash;
 	int fd = -1, dfd, saved;
+	struct stat st;
 
+	/* The rename would replace what is there: a FIFO, socket or device
+	 * is something else's (state_read() leaves it alone too). */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: cannot write state file: not a "
+		    "regular file, left as it is", path);
+		return -1;
+	}
 	if (asprintf(&tmp, "%s.tmpXXXXXX", path) == -1) {
 		tmp = NULL;
 		errno = ENOMEM;
@@ -594,12 +602,18 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 	int fd;
 
 	remove_temps(path, report_fn, arg);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Not blocking: a FIFO there would wait for a writer forever. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd == -1) {
-		if (errno == ENOENT)
+		int e = errno;
+
+		if (e == ENOENT)
 			return 0;
+		/* A socket cannot be opened (ENXIO): said as what it is. */
+		if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+			goto not_regular;
 		snprintf(msg, sizeof(msg), "%s: cannot open state file: %s",
-		    path, strerror(errno));
+		    path, strerror(e));
 		goto fail;
 	}
 	if (fstat(fd, &st) == -1) {
@@ -609,12 +623,8 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		snprintf(msg, sizeof(msg), "%s: not a regular file; ignored",
-		    path);
 		close(fd);
-		if (report_fn != NULL)
-			report_fn(arg, msg);
-		return -1;
+		goto not_regular;
 	}
 	limit = (uint64_t)ban_max_entries(t) * STATE_LINE_MAX + 4096;
 	if (limit < STATE_MAX_BYTES)
@@ -677,6 +687,15 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		report_fn(arg, msg);
 	}
 	return (long)held;
+not_regular:
+	/* Never renamed aside: it is something else's. */
+	snprintf(msg, sizeof(msg), "%s: not a regular file (%s); no bans "
+	    "restored", path, S_ISFIFO(st.st_mode) ? "a FIFO" :
+	    S_ISSOCK(st.st_mode) ? "a socket" : S_ISDIR(st.st_mode) ?
+	    "a directory" : "a device");
+	if (report_fn != NULL)
+		report_fn(arg, msg);
+	return -1;
 fail:
 	/* Unread, the bans in it would be lost to the next save: keep it. */
 	free(buf);

@@ -79,8 +79,9 @@ char *state_format(const struct ban_table *t, uint64_t now_ms,
  * directory, fsync, rename over path, fsync of the directory; a crash leaves
  * the old file or the new one, never a mix. Blocking I/O: call it from a
  * place that may stall for a disk flush (after bans change, debounced, and
- * at shutdown), not per connection. Returns 0, or -1 with a message
- * naming the file in err.
+ * at shutdown), not per connection. Something other than a regular file
+ * at path (a FIFO, a socket) is never replaced. Returns 0, or -1 with a
+ * message naming the file in err.
  */
 int state_write(const char *path, const struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, char *err, size_t errlen);
@@ -92,7 +93,8 @@ int state_write_buf(const char *path, const char *buf, size_t len,
 
 /*
  * Reads path into t (records are restored with ban_restore). A missing file
- * is no error (the first start). Temporary files that saves left beside
+ * is no error (the first start); one that is not a regular file is
+ * reported and left alone, never waited on. Temporary files that saves left beside
  * path (PATH.tmpXXXXXX, moat killed before the rename) are removed first
  * and reported. Returns the number of records t holds afterwards, or -1
  * when the file could not be read or was rejected; diagnostics go to report

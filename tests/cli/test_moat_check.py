@@ -568,3 +568,26 @@ def test_state_and_events_paths_are_checked(confdir, key, value, want):
     assert r.returncode == 1, r.stderr
     assert want in r.stderr, r.stderr
     assert not (confdir / "no").exists()
+
+
+@pytest.mark.parametrize("body,want", [
+    ('[daemon]\ncontrol_socket = "x.sock"\nstate_file = "x.sock"\n',
+     "12:1: daemon.state_file and daemon.control_socket are both "
+     "{dir}/x.sock: saving the bans would replace the control socket"),
+    ('[events]\nfile = "x.jsonl"\n[daemon]\nstate_file = "x.jsonl"\n',
+     "13:1: daemon.state_file and events.file are both {dir}/x.jsonl: "
+     "saving the bans would replace the events file"),
+    # Only the other key written: said there.
+    ('[events]\nfile = "/var/lib/moat/state"\n',
+     "11:1: daemon.state_file and events.file are both /var/lib/moat/state: "
+     "saving the bans would replace the events file"),
+])
+def test_state_file_of_another_use_refused(confdir, body, want):
+    """Saves rename a new file over daemon.state_file, and a start that
+    cannot read it renames it aside: the control socket or the events
+    file there would be lost. moat -t says so at the line."""
+    path, r = check(confdir, LISTENER + body)
+    assert r.returncode == 1, r.stderr
+    want = f"{path}:{want.format(dir=confdir)}"
+    assert any(line.startswith(want) for line in r.stderr.splitlines()), \
+        r.stderr

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -277,6 +279,61 @@ test_read_over_max_entries(void)
 	rmdir(dir);
 }
 
+/* state_read() and state_write() at path, a file of type fmt: both
+ * refuse it at once, say so, and leave it as it is. */
+static void
+check_left_alone(const char *path, struct ban_table *t, const char *kind,
+    mode_t fmt)
+{
+	char want[160], err[256];
+	struct stat st;
+	struct log l;
+
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 0, WALL, log_report, &l), -1);
+	snprintf(want, sizeof(want), "%s: not a regular file (%s); no bans "
+	    "restored", path, kind);
+	CHECK(logged(&l, want));
+	CHECK_INT_EQ(l.n, 1);
+	CHECK_INT_EQ(state_write(path, t, 0, WALL, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: cannot write state file: not a "
+	    "regular file, left as it is", path);
+	CHECK_STR_EQ(err, want);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & S_IFMT) == fmt);
+}
+
+/* A FIFO or socket at state_file (a daemon.control_socket named there)
+ * is never waited on (a FIFO used to block the start for good), never
+ * renamed aside and never saved over. */
+static void
+test_read_not_regular(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64];
+	struct ban_table *t = ban_table_new(&params);
+	struct sockaddr_un sun;
+	int s;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	CHECK(mkfifo(path, 0600) == 0);
+	alarm(10);
+	check_left_alone(path, t, "a FIFO", S_IFIFO);
+	alarm(0);
+	unlink(path);
+
+	s = socket(AF_UNIX, SOCK_STREAM, 0);
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	CHECK(bind(s, (struct sockaddr *)&sun, sizeof(sun)) == 0);
+	check_left_alone(path, t, "a socket", S_IFSOCK);
+	close(s);
+	unlink(path);
+	CHECK_INT_EQ(ban_entries(t), 0);
+	ban_table_free(t);
+	rmdir(dir);
+}
+
 /* A file moat cannot read is kept aside, never overwritten by the next
  * save: what an operator may still recover survives. */
 static void
@@ -516,6 +573,7 @@ main(void)
 	test_round_trip();
 	test_read_far_expiry();
 	test_read_over_max_entries();
+	test_read_not_regular();
 	test_read_rejected();
 	test_size_limit();
 	test_parse_good();
