@@ -439,6 +439,10 @@ fail:
 
 /* ---- reading ----------------------------------------------------------- */
 
+/* How far in the future a file's mtime may lie before the clock is said
+ * to look wrong (a clock stepped back a little by NTP is no news). */
+#define STATE_CLOCK_SLACK_MS (5 * 60 * 1000ULL)
+
 struct restore {
 	struct ban_table *t;
 	uint64_t now, wall;
@@ -588,6 +592,45 @@ remove_temps(const char *path, state_report_fn *report_fn, void *arg)
 	closedir(d);
 }
 
+/* "2026-01-01T00:00:00Z" */
+static const char *
+utc_str(uint64_t unix_ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(unix_ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%llu", (unsigned long long)t);
+	return buf;
+}
+
+/*
+ * The time bans have left is measured by the wall clock: a file last
+ * written later than the clock says it is now (no RTC, before NTP) means
+ * the clock is wrong, and so is every ban's time left. Not fatal: said.
+ */
+static void
+clock_check(const char *path, const struct stat *st, uint64_t wall_ms,
+    state_report_fn *report_fn, void *arg)
+{
+	char msg[4400], then[32], now[32];
+	uint64_t file_ms;
+
+	if (st->st_mtim.tv_sec < 0 || report_fn == NULL)
+		return;
+	file_ms = (uint64_t)st->st_mtim.tv_sec * 1000 +
+	    (uint64_t)st->st_mtim.tv_nsec / 1000000;
+	if (file_ms <= wall_ms + STATE_CLOCK_SLACK_MS)
+		return;
+	snprintf(msg, sizeof(msg), "%s: last written %s, later than the "
+	    "clock says it is now (%s): the clock looks wrong, and with it "
+	    "the time the bans have left", path,
+	    utc_str(file_ms, then, sizeof(then)),
+	    utc_str(wall_ms, now, sizeof(now)));
+	report_fn(arg, msg);
+}
+
 long
 state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report_fn, void *arg)
@@ -664,6 +707,7 @@ state_read(const char *path, struct ban_table *t, uint64_t now_ms,
 		keep_aside(path, wall_ms, report_fn, arg);
 		return -1;
 	}
+	clock_check(path, &st, wall_ms, report_fn, arg);
 	/* The table drops records to stay within max_entries: count what
 	 * it holds, and say what it dropped. */
 	held = ban_entries(t);

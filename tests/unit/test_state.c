@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -80,7 +81,19 @@ logged(const struct log *l, const char *needle)
 	return false;
 }
 
-/* Makes dir (a mkdtemp template) and writes text to dir/state. */
+/* Dates path at unix_ms, when the tests' clock says it was written. */
+static void
+stamp(const char *path, uint64_t unix_ms)
+{
+	struct timespec ts[2];
+
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)(unix_ms / 1000);
+	ts[0].tv_nsec = ts[1].tv_nsec = (long)(unix_ms % 1000) * 1000000;
+	CHECK(utimensat(AT_FDCWD, path, ts, 0) == 0);
+}
+
+/* Makes dir (a mkdtemp template) and writes text to dir/state, dated
+ * WALL. */
 static void
 scratch_state(char *dir, char *path, size_t pathlen, const char *text)
 {
@@ -90,6 +103,7 @@ scratch_state(char *dir, char *path, size_t pathlen, const char *text)
 	snprintf(path, pathlen, "%s/state", dir);
 	f = fopen(path, "w");
 	CHECK(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0);
+	stamp(path, WALL);
 }
 
 static void
@@ -117,6 +131,7 @@ test_round_trip(void)
 
 	CHECK_INT_EQ(state_write(path, t, now, WALL, err, sizeof(err)), 0);
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	stamp(path, WALL);
 
 	/* Restart ten minutes later: the monotonic clock started afresh. */
 	u = ban_table_new(&params);
@@ -241,6 +256,24 @@ test_read_far_expiry(void)
 	    "(the clock looks behind, or the file was edited): cut to that",
 	    path);
 	CHECK(logged(&l, text));
+	CHECK_INT_EQ(l.n, 1);
+	ban_table_free(t);
+
+	/* Written a day later than the clock now says: said too. */
+	t = ban_table_new(&params);
+	stamp(path, WALL + 24 * H);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 5000, WALL, log_report, &l), 3);
+	snprintf(text, sizeof(text), "%s: last written 2026-01-02T00:00:00Z, "
+	    "later than the clock says it is now (2026-01-01T00:00:00Z): the "
+	    "clock looks wrong, and with it the time the bans have left",
+	    path);
+	CHECK(logged(&l, text));
+	CHECK_INT_EQ(l.n, 2);
+	/* A few minutes' difference is no news. */
+	stamp(path, WALL + 60000);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, 5000, WALL, log_report, &l), 3);
 	CHECK_INT_EQ(l.n, 1);
 	ban_table_free(t);
 	unlink(path);
