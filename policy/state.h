@@ -108,4 +108,14 @@ int state_write_buf(const char *path, const char *buf, size_t len,
 long state_read(const char *path, struct ban_table *t, uint64_t now_ms,
     uint64_t wall_ms, state_report_fn *report, void *arg);
 
+/*
+ * Where the monotonic clock of the ban table's caller should start, at
+ * least: 2^42 ms, some 139 years. Right after a boot CLOCK_MONOTONIC is
+ * small, and a ban that ended before it could only be restored as ended
+ * at 0, the boot; saved again, its end moved to the boot, so on a host
+ * that reboots more often than ban.forget_after an offender was never
+ * forgotten. From this base any past within 139 years fits.
+ */
+#define STATE_CLOCK_BASE_MS (1ULL << 42)
+
 #endif

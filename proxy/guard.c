@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mono.h"
+#include "state.h"
 
 /* How long a changed ban table may wait before it is written out: long
  * enough to batch a burst of bans into one fsync, short enough that a
@@ -58,7 +59,8 @@ static void *on_ban_arg;
 uint64_t
 guard_now_ms(void)
 {
-	return mono_ms();
+	/* Ahead by the base, so that a restored ban's past fits (state.h). */
+	return mono_ms() + STATE_CLOCK_BASE_MS;
 }
 
 static uint64_t

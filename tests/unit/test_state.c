@@ -312,6 +312,42 @@ test_read_over_max_entries(void)
 	rmdir(dir);
 }
 
+/*
+ * A host that reboots every day, moat starting 20 s after the boot: a
+ * record whose ban ended 29 days ago, remembered for 30, is restored on
+ * the first boot and forgotten on the next, rather than dated to each
+ * boot by every save.
+ */
+static void
+test_reboots_forget(void)
+{
+	char dir[] = "/tmp/moat-test-state.XXXXXX", path[64], text[256],
+	    err[256];
+	struct ban_params p = params;
+	struct ban_table *t;
+	struct log l;
+	uint64_t now = STATE_CLOCK_BASE_MS + 20000;
+
+	p.forget_ms = 30 * 24 * H;
+	snprintf(text, sizeof(text), "moat-state 1\nban 192.0.2.7 %llu 3 "
+	    "auth\nend 1\n", (unsigned long long)(WALL - 29 * 24 * H));
+	scratch_state(dir, path, sizeof(path), text);
+	t = ban_table_new(&p);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, now, WALL, log_report, &l), 1);
+	CHECK_INT_EQ(state_write(path, t, now, WALL, err, sizeof(err)), 0);
+	ban_table_free(t);
+	stamp(path, WALL + 24 * H);
+	t = ban_table_new(&p);
+	memset(&l, 0, sizeof(l));
+	CHECK_INT_EQ(state_read(path, t, now, WALL + 24 * H, log_report, &l),
+	    0);
+	CHECK_INT_EQ(ban_entries(t), 0);
+	ban_table_free(t);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* state_read() and state_write() at path, a file of type fmt: both
  * refuse it at once, say so, and leave it as it is. */
 static void
@@ -606,6 +642,7 @@ main(void)
 	test_round_trip();
 	test_read_far_expiry();
 	test_read_over_max_entries();
+	test_reboots_forget();
 	test_read_not_regular();
 	test_read_rejected();
 	test_size_limit();
