@@ -199,31 +199,25 @@ int
 fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
     struct fw_status *st), struct fw_status *st)
 {
-	bool refill = false;
 	int fam;
 
-	st->problem = FW_OK;
-	st->message[0] = '\0';
-	st->fam = FW_FAM_NONE;
 	for (fam = 0; fam < 2; fam++) {
-		struct fw_status fst = { 0 };
+		struct fw_status *fst = &st[FW_FAM_V4 + fam];
 
-		if (ensure(ctx, fam, &fst) == 0) {
-			refill = refill || fst.refill;
-			if (fst.message[0] != '\0' && st->message[0] == '\0')
-				*st = fst;	/* a note: created */
+		memset(fst, 0, sizeof(*fst));
+		if (ensure(ctx, fam, fst) == 0) {
+			fst->problem = FW_OK;
+			fst->fam = FW_FAM_V4 + fam;
 			continue;
 		}
-		/* The first problem is said; both sets failing, neither is
-		 * named (fam 0). */
-		if (st->problem == FW_OK)
-			*st = fst;
-		else
-			st->fam = FW_FAM_NONE;
-		if (fst.problem == FW_PERM || fst.problem == FW_NOSUPPORT)
+		/* Each set's problem is its own: both broken, both said. */
+		fst->fam = FW_FAM_V4 + fam;
+		if (fst->problem == FW_PERM || fst->problem == FW_NOSUPPORT) {
+			st[FW_FAM_NONE] = *fst;
+			st[FW_FAM_NONE].fam = FW_FAM_NONE;
 			return -1;
+		}
 	}
-	st->refill = refill;
 	return 0;
 }
 
@@ -433,25 +427,29 @@ fw_refill(struct fw *fw)
 static bool
 fw_ensure_open(struct fw *fw)
 {
-	struct fw_status st = { FW_OK, "", false, 0 };
+	struct fw_status st[FW_NFAMILIES];
+	enum fw_family fam;
+	bool refill = false;
 
 	if (fw->ctx != NULL)
 		return true;
-	if ((fw->ctx = fw->be->open(&fw->cfgcopy, &st)) == NULL) {
-		fw_problem(fw, &st, NULL);
+	memset(st, 0, sizeof(st));
+	if ((fw->ctx = fw->be->open(&fw->cfgcopy, st)) == NULL) {
+		st[FW_FAM_NONE].fam = FW_FAM_NONE;
+		fw_problem(fw, &st[FW_FAM_NONE], NULL);
 		return false;
 	}
-	/* Open, but a set is unusable (its family fails per element), or
-	 * a note such as a created set. A set that is not named means
-	 * both: each must be written before writes "work again". */
-	if (st.problem != FW_OK) {
-		fw_problem(fw, &st, NULL);
-		if (st.fam == FW_FAM_NONE)
-			fw->fam_failing[FW_FAM_V4] =
-			    fw->fam_failing[FW_FAM_V6] = true;
-	} else if (st.message[0] != '\0')
-		fw_post(fw, FW_OK, NULL, st.message, false, true);
-	if (st.refill)
+	/* Open, but a set may be unusable (its family fails per element),
+	 * or new ("created"): each set is said on its own. */
+	for (fam = FW_FAM_V4; fam <= FW_FAM_V6; fam++) {
+		st[fam].fam = fam;
+		if (st[fam].problem != FW_OK)
+			fw_problem(fw, &st[fam], NULL);
+		else if (st[fam].message[0] != '\0')
+			fw_post(fw, FW_OK, NULL, st[fam].message, false, true);
+		refill = refill || st[fam].refill;
+	}
+	if (refill)
 		fw_refill(fw);
 	else
 		fw_relist(fw);
@@ -501,13 +499,12 @@ fw_held_until(struct fw *fw, const uint8_t addr[16])
 	return k != NULL ? k->deadline_ms : 0;
 }
 
-/* The first failed element of elems[start..start+m), of family fam if
- * one is (any for FW_FAM_NONE), else of any; NULL if none failed. */
+/* The first failed element of elems[start..start+m) of family fam (any
+ * for FW_FAM_NONE); NULL if none failed. */
 static const uint8_t *
 first_failed(const struct fw *fw, size_t start, size_t m,
     enum fw_family fam)
 {
-	const uint8_t *any = NULL;
 	size_t i;
 
 	for (i = start; i < start + m; i++) {
@@ -517,10 +514,39 @@ first_failed(const struct fw *fw, size_t start, size_t m,
 			continue;
 		if (fam == FW_FAM_NONE || fw_addr_family(e->addr) == fam)
 			return e->addr;
-		if (any == NULL)
-			any = e->addr;
 	}
-	return any;
+	return NULL;
+}
+
+/*
+ * Says what a commit of elems[start..start+m) found: each set's problem
+ * on its own (two broken sets are two reports, each once), one that
+ * concerns neither set with the first failed element, and notes.
+ */
+static void
+fw_commit_said(struct fw *fw, struct fw_status *st, int rc, size_t start,
+    size_t m)
+{
+	enum fw_family fam;
+	bool refill = false;
+
+	for (fam = FW_FAM_NONE; fam < FW_NFAMILIES; fam++) {
+		st[fam].fam = fam;
+		refill = refill || st[fam].refill;
+		if (st[fam].problem == FW_OK && st[fam].message[0] != '\0')
+			fw_post(fw, FW_OK, NULL, st[fam].message, false, true);
+	}
+	if (refill)
+		fw_refill(fw);
+	for (fam = FW_FAM_NONE; fam < FW_NFAMILIES; fam++)
+		if (st[fam].problem != FW_OK)
+			fw_problem(fw, &st[fam], first_failed(fw, start, m,
+			    fam));
+	/* A failure no status explains is still a failure. */
+	if (rc == -1 && st[FW_FAM_NONE].problem == FW_OK &&
+	    st[FW_FAM_V4].problem == FW_OK && st[FW_FAM_V6].problem == FW_OK)
+		fw_problem(fw, &st[FW_FAM_NONE], first_failed(fw, start, m,
+		    FW_FAM_NONE));
 }
 
 /*
@@ -531,7 +557,7 @@ first_failed(const struct fw *fw, size_t start, size_t m,
 static void
 fw_write(struct fw *fw)
 {
-	struct fw_status st;
+	struct fw_status st[FW_NFAMILIES];
 	struct fw_elem *e;
 	struct slot *sl, *k;
 	uint64_t now = mono_ms(), lat, merged = 0;
@@ -611,11 +637,8 @@ fw_write(struct fw *fw)
 			else
 				(void)fw->be->del(fw->ctx, e);
 		}
-		st.problem = FW_OK;
-		st.message[0] = '\0';
-		st.refill = false;
-		st.fam = FW_FAM_NONE;
-		rc = fw->be->commit(fw->ctx, &st);
+		memset(st, 0, sizeof(st));
+		rc = fw->be->commit(fw->ctx, st);
 		batches++;
 		now = mono_ms();
 		for (i = start; i < start + m; i++) {
@@ -651,13 +674,7 @@ fw_write(struct fw *fw)
 					k->deadline_ms = e->deadline_ms;
 			}
 		}
-		if (rc == 0 && st.message[0] != '\0')
-			fw_post(fw, FW_OK, NULL, st.message, false, true);
-		if (st.refill)
-			fw_refill(fw);
-		if (rc == -1)
-			fw_problem(fw, &st, first_failed(fw, start, m,
-			    st.fam));
+		fw_commit_said(fw, st, rc, start, m);
 	}
 	if (wrote[FW_FAM_V4] || wrote[FW_FAM_V6])
 		fw->fam_failing[FW_FAM_NONE] = false;

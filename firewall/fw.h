@@ -181,12 +181,18 @@ typedef void fw_list_fn(void *arg, const uint8_t addr[16],
     uint64_t remaining_ms);
 
 /*
- * A writer. Everything runs on the writer thread. open returns a context
- * or NULL with st filled (the queue retries later). add and del stage one
- * element (e stays valid until commit returns); commit writes everything
- * staged, sets e->err for each element and returns 0, or -1 with st
- * filled when the whole commit failed (then every element carries an
- * err). list visits the elements of both sets (0, or -1 with st).
+ * A writer. Everything runs on the writer thread. open and commit fill
+ * st[FW_NFAMILIES], zeroed by the caller, a status per set: st[FW_FAM_V4]
+ * and st[FW_FAM_V6] say what is wrong with (or new about) that set, so
+ * that two broken sets are two problems; st[FW_FAM_NONE] (that is, *st)
+ * is for what concerns neither set alone (no socket, no permission, a
+ * batch the kernel refused as a whole). open returns a context, or NULL
+ * with st[FW_FAM_NONE] filled (the queue retries later). add and del
+ * stage one element (e stays valid until commit returns); commit writes
+ * everything staged, sets e->err for each element and returns 0, or -1
+ * when something failed (every failed element carries an err, and a
+ * status says why). list visits the elements of both sets (0, or -1 with
+ * st, a single status).
  */
 struct fw_backend {
 	const char *name;
@@ -210,11 +216,12 @@ struct fw *fw_open_backend(struct ev_loop *loop, const struct config *cfg,
 /* Helpers for backends. */
 /*
  * Checks (or creates) the IPv4 and the IPv6 set with ensure(ctx, fam, st),
- * fam 0 and 1. A bad or missing set only disables its family, so IPv6
- * bans still work when set4 is wrong; a permission or kernel problem
- * (FW_PERM, FW_NOSUPPORT) fails the open: -1, and the caller closes.
- * st ends with the first problem, or else the first note ("created");
- * st->refill if ensure set it for either family.
+ * fam 0 and 1, and puts each set's outcome (problem, or note such as
+ * "created", and refill) in st[FW_FAM_V4 + fam] of st[FW_NFAMILIES]. A
+ * bad or missing set only disables its family, so IPv6 bans still work
+ * when set4 is wrong; a permission or kernel problem (FW_PERM,
+ * FW_NOSUPPORT) fails the open: -1 with it in st[FW_FAM_NONE], and the
+ * caller closes.
  */
 int fw_ensure_sets(void *ctx, int (*ensure)(void *ctx, int fam,
     struct fw_status *st), struct fw_status *st);

@@ -411,8 +411,6 @@ ips_commit(void *ctx, struct fw_status *st)
 	int fam, err, ret = 0, bad[2] = { 0, 0 };
 	bool refill = false;
 
-	st->problem = FW_OK;
-	st->message[0] = '\0';
 	for (i = 0; i < x->nst; i++) {
 		e = x->st[i];
 		fam = fw_addr_is_v4(e->addr) ? 0 : 1;
@@ -428,13 +426,14 @@ ips_commit(void *ctx, struct fw_status *st)
 				bad[fam] = x->set_status[fam].problem ==
 				    FW_MISSING ? ENOENT : EINVAL;
 				e->err = bad[fam];
-				*st = fst;
+				st[FW_FAM_V4 + fam] = fst;
 				ret = -1;
 				continue;
 			}
 			refill = refill || fst.refill;
-			if (fst.message[0] != '\0' && ret == 0)
-				*st = fst;
+			if (fst.message[0] != '\0' &&
+			    st[FW_FAM_V4 + fam].problem == FW_OK)
+				st[FW_FAM_V4 + fam] = fst;	/* created */
 		}
 		err = ips_one(x, e, why, sizeof(why));
 		if (err == ENOENT) {
@@ -443,11 +442,12 @@ ips_commit(void *ctx, struct fw_status *st)
 
 			if (set_ensure(x, fam, &fst) == 0) {
 				refill = true;	/* the bans before are gone */
-				if (fst.message[0] != '\0' && ret == 0)
-					*st = fst;
+				if (fst.message[0] != '\0' &&
+				    st[FW_FAM_V4 + fam].problem == FW_OK)
+					st[FW_FAM_V4 + fam] = fst;
 				err = ips_one(x, e, why, sizeof(why));
 			} else {
-				*st = fst;
+				st[FW_FAM_V4 + fam] = fst;
 				ret = -1;
 				e->err = bad[fam] = ENOENT;
 				continue;
@@ -458,7 +458,7 @@ ips_commit(void *ctx, struct fw_status *st)
 			struct fw_status fst = { 0 };
 
 			if (set_ensure(x, fam, &fst) == -1) {
-				*st = fst;
+				st[FW_FAM_V4 + fam] = fst;
 				ret = -1;
 				e->err = bad[fam] = EINVAL;
 				continue;
@@ -466,18 +466,21 @@ ips_commit(void *ctx, struct fw_status *st)
 		}
 		if (err != 0) {
 			e->err = err;
-			status_from(x, st, fam, why);
 			ret = -1;
 			if (err == EPERM || err == EOPNOTSUPP) {
-				/* Every other element would fail alike. */
+				/* Every other element would fail alike: a
+				 * problem of neither set alone. */
+				status_from(x, st, fam, why);
+				st->fam = FW_FAM_NONE;
 				for (i++; i < x->nst; i++)
 					x->st[i]->err = err;
 				break;
 			}
+			status_from(x, &st[FW_FAM_V4 + fam], fam, why);
 		}
 	}
 	x->nst = 0;
-	st->refill = refill;
+	st[FW_FAM_NONE].refill = refill;
 	return ret;
 }
 

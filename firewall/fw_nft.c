@@ -552,8 +552,6 @@ nft_commit(void *ctx, struct fw_status *st)
 	int round, fam, err, ret = 0;
 	bool sent, refill = false;
 
-	st->problem = FW_OK;
-	st->message[0] = '\0';
 	/* Sets found bad earlier are checked again: the operator may have
 	 * fixed them. Elements of a bad set fail with its reason. */
 	for (fam = 0; fam < 2; fam++) {
@@ -575,7 +573,7 @@ nft_commit(void *ctx, struct fw_status *st)
 			s->done = true;
 			s->e->err = n->set_status[fam].problem == FW_MISSING ?
 			    ENOENT : EINVAL;
-			*st = n->set_status[fam];
+			st[FW_FAM_V4 + fam] = n->set_status[fam];
 			ret = -1;
 		}
 	}
@@ -642,14 +640,15 @@ nft_commit(void *ctx, struct fw_status *st)
 
 					snprintf(what, sizeof(what), "add an "
 					    "element to set %s", n->set[fam]);
-					status_errno(n, st, r.other[fam], what);
-					st->fam = FW_FAM_V4 + fam;
+					status_errno(n, &st[FW_FAM_V4 + fam],
+					    r.other[fam], what);
 					ret = -1;
-				} else if (fst.message[0] != '\0' && ret == 0)
-					*st = fst;	/* re-created */
+				} else if (fst.message[0] != '\0' &&
+				    st[FW_FAM_V4 + fam].problem == FW_OK)
+					st[FW_FAM_V4 + fam] = fst; /* re-created */
 				continue;
 			}
-			*st = fst;
+			st[FW_FAM_V4 + fam] = fst;
 			ret = -1;
 			for (i = 0; i < n->nst; i++)
 				if (!n->st[i].done && fam_of(n->st[i].e) == fam) {
@@ -667,7 +666,7 @@ nft_commit(void *ctx, struct fw_status *st)
 			ret = -1;
 		}
 	n->nst = 0;
-	st->refill = refill;
+	st[FW_FAM_NONE].refill = refill;
 	return ret;
 }
 

@@ -605,6 +605,34 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
         net.reset_nft()
 
 
+def test_both_sets_broken_each_reported_once(tmp_path, pki, net, stack):
+    """blocked4 of the wrong type and blocked6 missing (create = false):
+    two problems to fix, each reported once, at start and not again at
+    the writes of an IPv4 and an IPv6 ban (whichever is staged last)."""
+    net.reset_nft(load=False)
+    net.nft("add", "table", "inet", "moat")
+    net.nft("add", "set", "inet", "moat", "blocked4",
+            "{ type ipv6_addr; flags timeout; }")
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "nftables", "create": False})
+    try:
+        reasons = lambda: sorted(e["reason"]
+                                 for e in events(m, "firewall_error"))
+        wait_for(lambda: len(reasons()) >= 2, 5.0, "two firewall_errors")
+        assert m.ctl("ban", "10.66.1.9", "1h").returncode == 0
+        assert m.ctl("ban", "2001:db8:66::9", "1h").returncode == 0
+        # The first retry of both adds is due 2 s after they failed.
+        time.sleep(4.0)
+        err = events(m, "firewall_error")
+        assert reasons() == ["missing_set", "wrong_set_type"], err
+        by = {e["reason"]: e["detail"] for e in err}
+        assert "blocked4" in by["wrong_set_type"], err
+        assert "blocked6" in by["missing_set"], err
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_no_cap_net_admin_reported_still_serving(tmp_path, pki, net, stack):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv not found (util-linux)")
@@ -756,6 +784,37 @@ def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, s
         assert "10.66.1.9" in net.nft_elems("blocked4")
         assert syn_dropped(net.att, SRV4, m.pop3_port)
         assert not events(m, "firewall_error"), events(m, "firewall_error")
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
+def test_table_deleted_under_both_sets_names_each(tmp_path, pki, net, stack):
+    """The operator deletes the table (create = false) and a reload writes
+    the IPv4 and the IPv6 ban in force in one commit: both sets are
+    missing, and each is named, once, at that commit (not one of them,
+    nor one at a retry that hash order may never bring)."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack,
+                   {"backend": "nftables", "create": False}, extra=BAN_1H)
+    try:
+        assert m.ctl("ban", "10.66.1.9", "1h").returncode == 0
+        assert m.ctl("ban", "2001:db8:66::9", "1h").returncode == 0
+        wait_for(lambda: "10.66.1.9" in net.nft_elems("blocked4") and
+                 "2001:db8:66::9" in net.nft_elems("blocked6"), 5.0,
+                 "elements")
+        net.reset_nft(load=False)
+        _reload(m, net)
+        # Failed adds are retried 2 s later: both must be said before.
+        err = wait_for(lambda: (lambda e: e if len(e) >= 2 else None)(
+            events(m, "firewall_error")), 1.5, "two firewall_errors")
+        time.sleep(3.0)
+        err = events(m, "firewall_error")
+        assert sorted(e["reason"] for e in err) == ["missing_set"] * 2, err
+        assert sorted("blocked4" in e["detail"] for e in err) == \
+            [False, True], err
+        assert sorted("blocked6" in e["detail"] for e in err) == \
+            [False, True], err
     finally:
         assert m.stop() == 0
         net.reset_nft()

@@ -27,7 +27,10 @@ static struct {
 	bool in_commit;
 	enum fw_problem fail;		/* commit fails with this */
 	bool fail_v4_only;		/* ... for IPv4 elements only */
+	enum fw_problem fail6;		/* IPv6 elements fail with this */
+	int fail_from;			/* ... from this batch on (0: all) */
 	enum fw_family open_bad_fam;	/* open says this set is unusable */
+	bool open_both_bad;		/* open: set4 FW_TYPE, set6 FW_MISSING */
 	bool refill;			/* commit says a set is new */
 	struct fw_elem *staged[MAXC];
 	int nstaged;
@@ -46,10 +49,19 @@ fake_open(const struct config *cfg, struct fw_status *st)
 	(void)cfg;
 	fk.opens++;
 	if (fk.open_bad_fam != FW_FAM_NONE) {
-		st->problem = FW_TYPE;
-		st->fam = fk.open_bad_fam;
-		snprintf(st->message, sizeof(st->message), "set %d unusable",
+		struct fw_status *fst = &st[fk.open_bad_fam];
+
+		fst->problem = FW_TYPE;
+		snprintf(fst->message, sizeof(fst->message), "set %d unusable",
 		    fk.open_bad_fam);
+	}
+	if (fk.open_both_bad) {
+		st[FW_FAM_V4].problem = FW_TYPE;
+		snprintf(st[FW_FAM_V4].message, sizeof(st->message), "set4 "
+		    "of the wrong type");
+		st[FW_FAM_V6].problem = FW_MISSING;
+		snprintf(st[FW_FAM_V6].message, sizeof(st->message), "set6 "
+		    "missing");
 	}
 	return &fk;
 }
@@ -98,20 +110,24 @@ fake_commit(void *ctx, struct fw_status *st)
 		s->replace = e->replace;
 		s->timeout_ms = e->timeout_ms;
 		s->batch = fk.batches;
-		e->err = fk.fail != FW_OK && (!fk.fail_v4_only ||
+		enum fw_problem p = fk.fail6 != FW_OK &&
+		    !fw_addr_is_v4(e->addr) ? fk.fail6 : fk.fail;
+
+		if (fk.batches < fk.fail_from)
+			p = FW_OK;
+		e->err = p != FW_OK && (!fk.fail_v4_only ||
 		    fw_addr_is_v4(e->addr)) ? 1 : 0;
-		if (e->err != 0 && ret == 0) {
-			st->fam = fw_addr_family(e->addr);
+		if (e->err != 0) {
+			struct fw_status *fst = &st[fw_addr_family(e->addr)];
+
+			fst->problem = p;
+			snprintf(fst->message, sizeof(fst->message),
+			    "fake failure %d", (int)p);
 			ret = -1;
 		}
 	}
 	st->refill = fk.refill;
 	fk.refill = false;
-	if (ret == -1) {
-		st->problem = fk.fail;
-		snprintf(st->message, sizeof(st->message), "fake failure %d",
-		    (int)fk.fail);
-	}
 	fk.nstaged = 0;
 	fk.in_commit = false;
 	pthread_mutex_unlock(&fk.mu);
@@ -410,6 +426,80 @@ test_one_family_fails(void)
 	fw_close(fw);
 }
 
+/* Counts the problem reports of kind p, and those with an address of
+ * family fam among them. */
+static int
+count_reports(enum fw_problem p, enum fw_family fam, int *with_fam)
+{
+	int i, n = 0;
+
+	*with_fam = 0;
+	for (i = 0; i < fk.nreports; i++) {
+		if (fk.reports[i].note || fk.reports[i].problem != p)
+			continue;
+		n++;
+		if (fk.reports[i].addr != NULL &&
+		    fw_addr_family(fk.reports[i].addr) == fam)
+			(*with_fam)++;
+	}
+	return n;
+}
+
+/*
+ * Both sets broken, each its own way: each problem is reported, once,
+ * whether found at open or in one commit of an IPv4 and an IPv6 element
+ * (a single status per commit said one of them, twice, and never the
+ * other).
+ */
+static void
+test_both_families_fail(void)
+{
+	static const uint8_t six[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 9 };
+	struct fw *fw;
+	int i, with;
+
+	/* At open, before any ban. */
+	fk.nreports = 0;
+	fk.open_both_bad = true;
+	fw = open_fake();
+	for (i = 0; i < 500 && fk.nreports < 2; i++)
+		usleep(10000);	/* the writer opens on its own thread */
+	fw_close(fw);
+	fk.open_both_bad = false;
+	CHECK_INT_EQ(fk.nreports, 2);
+	CHECK_INT_EQ(count_reports(FW_TYPE, FW_FAM_V4, &with), 1);
+	CHECK_INT_EQ(count_reports(FW_MISSING, FW_FAM_V6, &with), 1);
+
+	/* In one commit, after an open that found both sets good. */
+	fk.nreports = 0;
+	fw = open_fake();
+	gate(true);
+	fw_add(fw, v4(60), 600000);
+	wait_in_commit();
+	pthread_mutex_lock(&fk.mu);
+	fk.fail_from = fk.batches + 2;	/* not the held one: the next */
+	pthread_mutex_unlock(&fk.mu);
+	fk.fail = FW_TYPE;
+	fk.fail6 = FW_MISSING;
+	fw_add(fw, v4(61), 600000);
+	fw_add(fw, six, 600000);
+	gate(false);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(count_reports(FW_TYPE, FW_FAM_V4, &with), 1);
+	CHECK_INT_EQ(with, 1);
+	CHECK_INT_EQ(count_reports(FW_MISSING, FW_FAM_V6, &with), 1);
+	CHECK_INT_EQ(with, 1);
+	/* Written again, together: nothing new to say. */
+	fw_add(fw, v4(62), 600000);
+	fw_add(fw, six, 900000);
+	CHECK(fw_sync(fw, 5000));
+	CHECK_INT_EQ(count_reports(FW_TYPE, FW_FAM_V4, &with), 1);
+	CHECK_INT_EQ(count_reports(FW_MISSING, FW_FAM_V6, &with), 1);
+	fk.fail = fk.fail6 = FW_OK;
+	fk.fail_from = 0;
+	fw_close(fw);
+}
+
 /* An operator's ban replaces a longer one; a re-created set and a resync
  * make the writer forget what it believed the kernel held. */
 static void
@@ -585,6 +675,7 @@ main(void)
 	test_merge();
 	test_reports_once();
 	test_one_family_fails();
+	test_both_families_fail();
 	test_set_and_refill();
 	test_none_and_helpers();
 	test_retries();
