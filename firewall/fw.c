@@ -18,6 +18,9 @@
 #define RETRY_FIRST_MS	2000
 #define RETRY_MAX_MS	60000
 #define REPORTS_MAX	64
+/* An emptied map keeps its slots up to this many (48 KiB); a bigger one
+ * (a burst of bans, a refill) gives them back. */
+#define AMAP_KEEP	1024
 
 /* ---- an address map (open addressing, linear probing) ----------------- */
 
@@ -128,19 +131,23 @@ done:
 }
 
 static void
-amap_clear(struct amap *m)
-{
-	if (m->n > 0)
-		memset(m->s, 0, m->cap * sizeof(*m->s));
-	m->n = 0;
-}
-
-static void
 amap_free(struct amap *m)
 {
 	free(m->s);
 	m->s = NULL;
 	m->cap = m->n = 0;
+}
+
+/* Empties m; the slots of a big one are freed (it grows again when
+ * needed), so that the memory of a burst is not held for good. */
+static void
+amap_clear(struct amap *m)
+{
+	if (m->cap > AMAP_KEEP)
+		amap_free(m);
+	else if (m->n > 0)
+		memset(m->s, 0, m->cap * sizeof(*m->s));
+	m->n = 0;
 }
 
 /* ---- the writer -------------------------------------------------------- */
@@ -691,6 +698,12 @@ fw_write(struct fw *fw)
 	}
 	if (failed == 0 && fw->retry.n == 0)
 		fw->retry_delay_ms = 0;
+	/* Room for more than a batch was for a burst: given back. */
+	if (fw->elems_cap > FW_BATCH_MAX) {
+		free(fw->elems);
+		fw->elems = NULL;
+		fw->elems_cap = 0;
+	}
 
 	pthread_mutex_lock(&fw->mu);
 	fw->stats.merged += merged;
@@ -1060,6 +1073,20 @@ fw_sync(struct fw *fw, uint64_t timeout_ms)
 	ok = fw->seq_done >= target;
 	pthread_mutex_unlock(&fw->mu);
 	return ok;
+}
+
+size_t
+fw_queue_bytes(struct fw *fw)
+{
+	size_t n;
+
+	if (fw == NULL)
+		return 0;
+	pthread_mutex_lock(&fw->mu);
+	n = (fw->pending.cap + fw->work.cap) * sizeof(struct slot) +
+	    fw->elems_cap * sizeof(struct fw_elem);
+	pthread_mutex_unlock(&fw->mu);
+	return n;
 }
 
 void

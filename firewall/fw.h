@@ -138,6 +138,10 @@ void fw_lift(struct fw *fw, fw_lift_fn *lift, void *arg);
  * failed); returns true if the queue drained. For tools and shutdown. */
 bool fw_sync(struct fw *fw, uint64_t timeout_ms);
 void fw_stats(struct fw *fw, struct fw_stats *st);
+/* Bytes the queue holds (pending and taken changes, the elements of a
+ * write), kept or not between writes: a burst's are given back. Read it
+ * when the writer is idle (after fw_sync); for tests. */
+size_t fw_queue_bytes(struct fw *fw);
 
 /* ---- the backend interface ------------------------------------------- */
 
