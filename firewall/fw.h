@@ -48,11 +48,6 @@ struct fw;
 /* Largest number of element changes in one kernel batch. */
 #define FW_BATCH_MAX 512
 
-/* The sets moat creates hold max(ban.max_entries, this) elements: the
- * ban table's bans (a full table deletes the elements of those it drops)
- * and never fewer than libipset's default maxelem. */
-#define FW_SET_SIZE_MIN 65536
-
 enum fw_problem {
 	FW_OK = 0,
 	FW_PERM,	/* no CAP_NET_ADMIN */

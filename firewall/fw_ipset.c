@@ -328,8 +328,8 @@ ips_open(const struct config *cfg, struct fw_status *st)
 	x->set[0] = cfg->firewall.set4;
 	x->set[1] = cfg->firewall.set6;
 	x->create = cfg->firewall.create;
-	x->maxelem = cfg->ban.max_entries > FW_SET_SIZE_MIN ?
-	    cfg->ban.max_entries : FW_SET_SIZE_MIN;
+	x->maxelem = cfg->ban.max_entries > 65536 ? cfg->ban.max_entries :
+	    65536;
 	if ((x->s = ipset_session_init(capture_print, x)) == NULL) {
 		status_set(st, FW_OTHER, "ipset: cannot start a session");
 		free(x);

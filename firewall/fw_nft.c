@@ -54,7 +54,6 @@ struct nft {
 	uint32_t seq;
 	const char *table, *set[2];	/* [0] IPv4, [1] IPv6; borrowed */
 	bool create;
-	uint32_t size;			/* of the sets moat creates */
 	int set_state[2];		/* 0 unchecked, 1 good, -1 bad */
 	struct fw_status set_status[2];	/* why a set is bad */
 	char *buf;			/* batch being built */
@@ -276,7 +275,6 @@ set_create(struct nft *n, int fam)
 	    fam == 0 ? NFT_TYPE_IPADDR : NFT_TYPE_IP6ADDR);
 	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, fam == 0 ? 4 : 16);
 	nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
-	nftnl_set_set_u32(s, NFTNL_SET_DESC_SIZE, n->size);
 	nftnl_set_set_u32(s, NFTNL_SET_ID, 1);
 
 	nlh = nftnl_batch_begin(n->buf + off, begin);
@@ -346,10 +344,10 @@ set_ensure(void *ctx, int fam, struct fw_status *st)
 			err = set_get(n, fam, &si);
 		if (err == 0) {
 			status_set(st, FW_OK, "nftables: created set inet %s "
-			    "%s (type %s; flags timeout; size %u); the drop "
-			    "rule is yours to load (contrib/nftables/moat.nft)",
+			    "%s (type %s; flags timeout); the drop rule is "
+			    "yours to load (contrib/nftables/moat.nft)",
 			    n->table, n->set[fam],
-			    fam == 0 ? "ipv4_addr" : "ipv6_addr", n->size);
+			    fam == 0 ? "ipv4_addr" : "ipv6_addr");
 			was = -1;	/* new and empty */
 		}
 	}
@@ -401,10 +399,6 @@ nft_open(const struct config *cfg, struct fw_status *st)
 	n->set[0] = cfg->firewall.set4;
 	n->set[1] = cfg->firewall.set6;
 	n->create = cfg->firewall.create;
-	/* As many as the ban table holds (a flood fills neither first),
-	 * and no fewer than the ipsets moat makes. */
-	n->size = cfg->ban.max_entries > FW_SET_SIZE_MIN ?
-	    cfg->ban.max_entries : FW_SET_SIZE_MIN;
 	n->seq = (uint32_t)time(NULL);
 	n->buflen = (size_t)(2 * FW_BATCH_MAX + 8) * MSG_MAX;
 	n->rbuflen = 64 * 1024;
