@@ -59,6 +59,7 @@ struct server {
 	 * the restart, and not when it names these again. */
 	char *start_control;		/* "" for none */
 	char *start_user;		/* "" for none */
+	uint32_t start_workers;		/* as configured: 0 is per core */
 	bool start_metrics;
 	struct addr_port start_metrics_at;
 	struct control_server hooks;	/* for control and metrics */
@@ -535,7 +536,9 @@ warn_restart_only(const struct server *srv, const struct config *cfg,
 	    (srv->start_metrics && !addr_port_equal(m, &cfg->daemon.metrics)))
 		reload_say(rr, CONFIG_WARNING,
 		    "warning: daemon.metrics changes at the next restart");
-	if (server_nworkers(cfg) != srv->nw)
+	/* The key as written, not the count it makes: under workers = 0 a
+	 * changed CPU affinity is no change of the configuration. */
+	if (cfg->daemon.workers != srv->start_workers)
 		reload_say(rr, CONFIG_WARNING,
 		    "warning: daemon.workers changes at the next restart");
 	if (differs(srv->start_user, cfg->daemon.user))
@@ -894,6 +897,7 @@ server_ops_open(struct server *srv)
 	    cfg->daemon.control_socket : "");
 	srv->start_user = strdup(cfg->daemon.user ? cfg->daemon.user : "");
 	srv->start_metrics = cfg->daemon.metrics_enabled;
+	srv->start_workers = cfg->daemon.workers;
 	srv->start_metrics_at = cfg->daemon.metrics;
 	return 0;
 }

@@ -528,6 +528,13 @@ def test_workers_zero_follows_the_cpu_affinity(tmp_path, pki, stack):
     try:
         assert len(status(m)["workers"]) == 1
         assert greeting(m.port("smtp"), "198.51.100.1").startswith(b"220 ")
+        # The affinity widened later (taskset -p): the configuration did
+        # not change, and a reload does not say it did.
+        os.sched_setaffinity(m.proc.pid, mine)
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "daemon.workers" not in r.stdout + r.stderr
+        assert len(status(m)["workers"]) == 1
     finally:
         assert m.stop() == 0
 
