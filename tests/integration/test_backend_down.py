@@ -364,7 +364,7 @@ def test_out_of_descriptors_is_moat_s_shortage_not_the_backend_s(pki, tmp_path):
 
 
 PORTS_CLIENT = r"""
-import socket, sys, threading
+import socket, sys, threading, time
 backend = socket.socket()
 backend.bind(("127.0.0.1", 2600))
 backend.listen(16)
@@ -377,11 +377,24 @@ def serve():
 threading.Thread(target=serve, daemon=True).start()
 got = []
 clients = []
+def connect(port):
+    # moat makes its control socket before it binds: retry a refusal.
+    deadline = time.monotonic() + 10
+    while True:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        c.bind(("127.0.0.1", port))    # not from the tiny port range
+        c.settimeout(10)
+        try:
+            c.connect(("127.0.0.1", 2525))
+            return c
+        except ConnectionRefusedError:
+            c.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 for i in range(3):
-    c = socket.socket()
-    c.bind(("127.0.0.1", 50000 + i))    # not from the tiny port range
-    c.settimeout(10)
-    c.connect(("127.0.0.1", 2525))
+    c = connect(50000 + i)
     clients.append(c)
     got.append(c.recv(200).decode().strip())
 print("\n".join(got))
