@@ -252,10 +252,12 @@ make_room(struct ban_table *t, uint64_t now)
 				victim = i;
 		}
 		t->cursor++;
-		if (now < t->e[victim].expiry_ms) {
+		/* Counted only with a callback: the drops while the
+		 * state file is read, before there is one, are in the
+		 * start's log line instead. */
+		if (now < t->e[victim].expiry_ms && t->evict != NULL) {
 			t->evicted++;
-			if (t->evict != NULL)
-				t->evict(t->evict_arg, t->e[victim].addr);
+			t->evict(t->evict_arg, t->e[victim].addr);
 		}
 		remove_at(t, victim);
 	}

@@ -139,7 +139,8 @@ void ban_foreach(const struct ban_table *t, uint64_t now, ban_visit_fn *fn,
 size_t ban_entries(const struct ban_table *t);
 size_t ban_active(struct ban_table *t, uint64_t now);
 size_t ban_bytes(const struct ban_table *t);
-/* Bans in force dropped to make room, since t was made. */
+/* Bans in force dropped to make room, since t was made, while an evict
+ * callback was set. */
 uint64_t ban_evicted(const struct ban_table *t);
 
 #endif

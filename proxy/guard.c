@@ -665,7 +665,9 @@ guard_close(void)
 		ev_timer_stop(guard.loop, &guard.save);
 	guard_save_now();
 	policy_on_evict(guard.policy, NULL, NULL);
+	guard.fw_closing = true;	/* its last refill report: nothing */
 	fw_close(guard.fw);
+	guard.fw_closing = false;
 	policy_free(guard.policy);
 	geo_close(guard.geo);
 	memset(&guard, 0, sizeof(guard));

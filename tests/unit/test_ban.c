@@ -492,14 +492,16 @@ test_evict(void)
 	CHECK_INT_EQ(ev.n, 0);
 	CHECK_INT_EQ(ban_evicted(t), 2000);
 
-	/* Nor after the callback is taken away, though it still counts. */
+	/* Nor after the callback is taken away, and uncounted: the drops
+	 * while the state file is read, before the guard sets it, are in
+	 * the start's log line, not in the metric. */
 	ban_table_on_evict(t, NULL, NULL);
 	for (int i = 6000; i < 7000; i++) {
 		memcpy(a + 12, &i, sizeof(i));
 		ban_add(t, a, BAN_RATE, 0, H + 3, &b);
 	}
 	CHECK_INT_EQ(ev.n, 0);
-	CHECK_INT_EQ(ban_evicted(t), 2500);
+	CHECK_INT_EQ(ban_evicted(t), 2000);
 	ban_table_free(t);
 }
 
