@@ -330,7 +330,9 @@ fw_post(struct fw *fw, enum fw_problem p, const uint8_t *addr,
 		it->has_addr = addr != NULL;
 		if (addr != NULL)
 			memcpy(it->addr, addr, 16);
-		snprintf(it->message, sizeof(it->message), "%s", message);
+		/* Cut to fit: a long one (a list of sets) loses its end. */
+		snprintf(it->message, sizeof(it->message), "%.*s",
+		    (int)(sizeof(it->message) - 1), message);
 	}
 	pthread_mutex_unlock(&fw->mu);
 	if (fw->loop != NULL)
