@@ -17,6 +17,12 @@ addr_is_v4mapped(const uint8_t addr[16])
 	return memcmp(addr, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0;
 }
 
+size_t
+addr_source_len(const uint8_t addr[16])
+{
+	return addr_is_v4mapped(addr) ? 16 : 8;
+}
+
 int
 addr_to_v6(const struct sockaddr *sa, uint8_t out[16])
 {

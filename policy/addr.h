@@ -50,6 +50,10 @@ bool cidr_contains(const struct cidr *c, const uint8_t addr[16]);
  * but also IPv6 prefixes such as ::/0 or ::/8. */
 bool cidr_covers_v4(const struct cidr *c);
 bool addr_is_v4mapped(const uint8_t addr[16]);
+/* The leading bytes of addr that name one client source for the session
+ * cap and the metrics endpoint: the whole IPv4 address (16), an IPv6
+ * address's /64 (8), since one host may pick any address of its /64. */
+size_t addr_source_len(const uint8_t addr[16]);
 
 /* Endpoints compared, and taken apart, as listeners need them. */
 bool addr_port_equal(const struct addr_port *a, const struct addr_port *b);

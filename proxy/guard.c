@@ -536,6 +536,16 @@ guard_fw_unwrite(const struct config *cfg)
 		    fw_name(guard.fw));
 }
 
+/* Closes the writer; its last reports, delivered while it closes, are
+ * heard but ask for no refill (guard_fw_report). */
+static void
+guard_fw_close(void)
+{
+	guard.fw_closing = true;
+	fw_close(guard.fw);
+	guard.fw_closing = false;
+}
+
 static bool
 guard_fw_changed(const struct config *cfg)
 {
@@ -636,9 +646,7 @@ guard_reload_fw(const struct config *cfg)
 		log_info("firewall: [firewall] changed, restarting the %s "
 		    "writer", cfg_firewall_str(cfg->firewall.backend));
 		guard_fw_unwrite(cfg);
-		guard.fw_closing = true;
-		fw_close(guard.fw);
-		guard.fw_closing = false;
+		guard_fw_close();
 		if (guard_fw_start(cfg, guard.fw_problem, err,
 		    sizeof(err)) == -1) {
 			log_warnx("%s; banned addresses are still rejected by "
@@ -665,9 +673,7 @@ guard_close(void)
 		ev_timer_stop(guard.loop, &guard.save);
 	guard_save_now();
 	policy_on_evict(guard.policy, NULL, NULL);
-	guard.fw_closing = true;	/* its last refill report: nothing */
-	fw_close(guard.fw);
-	guard.fw_closing = false;
+	guard_fw_close();
 	policy_free(guard.policy);
 	geo_close(guard.geo);
 	memset(&guard, 0, sizeof(guard));

@@ -16,6 +16,7 @@
 #include <ev.h>
 
 #include "acceptpause.h"
+#include "addr.h"
 #include "control.h"
 #include "events.h"
 #include "gen.h"
@@ -735,11 +736,8 @@ mclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static bool
 metrics_source_full(const struct metrics_http *mh, const uint8_t peer[16])
 {
-	static const uint8_t v4mapped[12] = {
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
-	};
 	const struct mclient *c;
-	size_t len = memcmp(peer, v4mapped, 12) == 0 ? 16 : 8;
+	size_t len = addr_source_len(peer);
 	int n = 0;
 
 	for (c = mh->clients; c != NULL; c = c->next)

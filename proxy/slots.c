@@ -9,16 +9,17 @@
 #include "siphash.h"
 
 /*
- * A source is an IPv4 address or an IPv6 /64: one host gets a /64 to
- * pick addresses from, and counted per address it would be a newcomer at
- * every connection and take the reserve meant for others.
+ * A source (addr_source_len): counted per IPv6 address, one host would
+ * be a newcomer at every connection and take the reserve meant for
+ * others.
  */
 static void
 source_of(const uint8_t addr[16], uint8_t out[16])
 {
-	memcpy(out, addr, 16);
-	if (!addr_is_v4mapped(addr))
-		memset(out + 8, 0, 8);
+	size_t len = addr_source_len(addr);
+
+	memcpy(out, addr, len);
+	memset(out + len, 0, 16 - len);
 }
 
 /*

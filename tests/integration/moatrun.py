@@ -356,3 +356,45 @@ def proxied_hello(port: int, ip: str, tls_ctx=None) -> bytes:
             return b""
         with s:
             return first_line(s)
+
+
+@contextlib.contextmanager
+def netns_moat(workdir: Path, config: str, setup: List[List[str]] = ()):
+    """A moat alone in a network namespace of its own (loopback up), for
+    tests that change what only a namespace may: addresses, sysctls.
+    Each command of setup runs in the namespace first; config is the whole
+    TOML text and must name workdir/c.sock as its control socket. Yields
+    (run, log): run(argv, **kw) runs argv in the namespace, log is moat's
+    output file. Skips without root or ip(8)."""
+    import secrets
+    import shutil
+    import pytest
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) for a network namespace")
+    ns = f"moat-t-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+
+    def run(argv, **kw):
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], **kw)
+    p = None
+    try:
+        run(["ip", "link", "set", "lo", "up"], check=True)
+        for argv in setup:
+            run(argv, check=True)
+        cfg = workdir / "moat.toml"
+        cfg.write_text(config)
+        log = workdir / "moat.log"
+        with open(log, "wb") as f:
+            p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()),
+                                  "-c", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not (workdir / "c.sock").exists():
+            assert p.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "moat did not start"
+            time.sleep(0.05)
+        yield run, log
+    finally:
+        if p is not None:
+            p.terminate()
+            p.wait(15)
+        subprocess.run(["ip", "netns", "del", ns], check=False)

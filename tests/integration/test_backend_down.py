@@ -406,22 +406,9 @@ def test_no_local_port_is_moat_s_shortage_not_the_backend_s(tmp_path):
     the third session cannot get a local port for its backend connection
     (EADDRNOTAVAIL): the client hears the usual temporary failure, and
     the log says moat is short and the backend was not tried."""
-    import secrets
-    import shutil
-    import subprocess
     import sys
-    from moatrun import moat_binary
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and ip(8) for a network namespace")
-    ns = f"moat-pr-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    p = None
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
-                        "net.ipv4.ip_local_port_range=40000 40001"], check=True)
-        cfg = tmp_path / "moat.toml"
-        cfg.write_text(f"""
+    from moatrun import netns_moat
+    with netns_moat(tmp_path, f"""
 [daemon]
 control_socket = "{tmp_path}/c.sock"
 state_file = "{tmp_path}/state"
@@ -431,18 +418,9 @@ listen = ["127.0.0.1:2525"]
 protocol = "smtp"
 tls = "none"
 backend = "127.0.0.1:2600"
-""")
-        log = tmp_path / "moat.log"
-        with open(log, "wb") as f:
-            p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()),
-                                  "-c", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while not (tmp_path / "c.sock").exists():
-            assert p.poll() is None, log.read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
-                            PORTS_CLIENT], capture_output=True, text=True, timeout=60)
+""", [["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=40000 40001"]]) as (run, log):
+        r = run([sys.executable, "-c", PORTS_CLIENT], capture_output=True,
+                text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.split("\n")[:3] == [
             "220 held ESMTP", "220 held ESMTP",
@@ -452,8 +430,3 @@ backend = "127.0.0.1:2600"
                 "address (moat's own shortage, no local port free: see "
                 "net.ipv4.ip_local_port_range; the backend was not tried)") in text, text
         assert "backend_fail" not in text, text
-    finally:
-        if p is not None:
-            p.terminate()
-            p.wait(15)
-        subprocess.run(["ip", "netns", "del", ns], check=False)

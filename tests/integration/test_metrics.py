@@ -290,26 +290,11 @@ print(kept(one), kept(other))
 def test_metrics_ipv6_sources_count_per_64(tmp_path):
     """An IPv6 client has a /64 to pick addresses from: its connections
     count together, so it gets four places, not four per address."""
-    import os
-    import secrets
-    import shutil
-    import subprocess
     import sys
-    from moatrun import moat_binary
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and ip(8) for a network namespace")
-    ns = f"moat-m6-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    p = None
-    try:
-        def ip(*args):
-            subprocess.run(["ip", "-n", ns, *args], check=True)
-        ip("link", "set", "lo", "up")
-        for a in ["2001:db8:1::1"] + [f"2001:db8:1::{10 + i:x}" for i in range(8)] + \
-                [f"2001:db8:2::{10 + i:x}" for i in range(2)]:
-            ip("addr", "add", f"{a}/64", "dev", "lo", "nodad")
-        cfg = tmp_path / "moat.toml"
-        cfg.write_text(f"""
+    from moatrun import netns_moat
+    addrs = ["2001:db8:1::1"] + [f"2001:db8:1::{10 + i:x}" for i in range(8)] + \
+        [f"2001:db8:2::{10 + i:x}" for i in range(2)]
+    with netns_moat(tmp_path, f"""
 [daemon]
 control_socket = "{tmp_path}/c.sock"
 state_file = "{tmp_path}/state"
@@ -323,23 +308,9 @@ backend = "127.0.0.1:9"
 backend_proxy = "v1"
 [events]
 file = "{tmp_path}/events.jsonl"
-""")
-        log = open(tmp_path / "moat.log", "wb")
-        p = subprocess.Popen(["ip", "netns", "exec", ns, str(moat_binary()),
-                              "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while not (tmp_path / "c.sock").exists():
-            assert p.poll() is None, (tmp_path / "moat.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
-                            NS_CLIENT, "9109"], capture_output=True, text=True,
-                           timeout=60)
+""", [["ip", "addr", "add", f"{a}/64", "dev", "lo", "nodad"] for a in addrs]) as (run, _):
+        r = run([sys.executable, "-c", NS_CLIENT, "9109"], capture_output=True,
+                text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         one, other = map(int, r.stdout.split())
         assert (one, other) == (4, 2), (one, other)
-    finally:
-        if p is not None:
-            p.terminate()
-            p.wait(15)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
