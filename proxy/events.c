@@ -18,18 +18,34 @@
 
 #include "addr.h"
 #include "log.h"
+#include "mono.h"
 #include "syslogsink.h"
 
 /* Long enough for every field at its longest; a longer line is dropped. */
 #define EVENT_LINE_MAX 2048
+
+/*
+ * What the log has said about a sink's trouble: a warning when writes
+ * start failing and a line when they work again, but at most one warning
+ * in EVENTS_SAY_MS. A reader that keeps falling behind and catching up
+ * (journald in a flood) would otherwise cost two log lines for every few
+ * events; the counters hold every loss meanwhile.
+ */
+#define EVENTS_SAY_MS 10000
+
+struct said {
+	bool failing;		/* a warning said, and no recovery since */
+	bool ever;		/* ms holds the last warning's time */
+	uint64_t ms;
+};
 
 struct event_log {
 	char *path;		/* NULL: no file; "-": stdout */
 	int fd;			/* -1 when there is no file */
 	bool sock;		/* fd is a socket: sent with MSG_DONTWAIT */
 	struct syslog_sink *syslog;	/* NULL: events not sent to syslog */
-	bool failing;		/* the last write failed: said once */
-	bool syslog_failing;	/* the last send to syslog failed: said once */
+	struct said failing;	/* writes to the file fail */
+	struct said syslog_failing;	/* sends to syslog fail */
 	bool torn;		/* a partial line lacks its newline */
 	bool lost;		/* the path names another file: said once */
 };
@@ -329,7 +345,7 @@ use_file(struct event_log *log, int fd)
 	pthread_mutex_lock(&mu);
 	close(log->fd);
 	log->fd = fd;
-	log->failing = false;
+	memset(&log->failing, 0, sizeof(log->failing));
 	log->torn = false;	/* the old file's partial line stays there */
 	pthread_mutex_unlock(&mu);
 }
@@ -573,14 +589,37 @@ now_unix_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Whether to warn of a failure now; then the next success is said. */
+static bool
+say_fail(struct said *sd)
+{
+	uint64_t now = mono_ms();
+
+	if (sd->failing || (sd->ever && now - sd->ms < EVENTS_SAY_MS))
+		return false;
+	sd->failing = true;
+	sd->ever = true;
+	sd->ms = now;
+	return true;
+}
+
+/* Whether to say that a sink works again (its failure was said). */
+static bool
+say_ok(struct said *sd)
+{
+	bool was = sd->failing;
+
+	sd->failing = false;
+	return was;
+}
+
 static void
 event_drop(struct event_log *log, const char *why)
 {
 	dropped++;
-	if (!log->failing)
+	if (say_fail(&log->failing))
 		log_warnx("events: cannot write to %s: %s; moat keeps serving "
 		    "and counts dropped events", log->path, why);
-	log->failing = true;
 }
 
 /*
@@ -655,21 +694,19 @@ syslog_write(struct event_log *log, const char *line, int n)
 	int err;
 
 	if (syslog_sink_send(log->syslog, line, (size_t)n - 1) == 0) {
-		if (log->syslog_failing)
+		if (say_ok(&log->syslog_failing))
 			log_info("events: syslog (%s) takes events again "
 			    "(%llu not sent to it so far)", SYSLOG_SINK_DEVLOG,
 			    (unsigned long long)syslog_dropped);
-		log->syslog_failing = false;
 		return true;
 	}
 	err = errno;
 	syslog_dropped++;
-	if (!log->syslog_failing)
+	if (say_fail(&log->syslog_failing))
 		log_warnx("events: syslog (%s) %s (%s): events not sent to it "
 		    "are counted", SYSLOG_SINK_DEVLOG, err == EAGAIN ||
 		    err == EWOULDBLOCK || err == ENOBUFS ?
 		    "is not keeping up" : "cannot be reached", strerror(err));
-	log->syslog_failing = true;
 	return false;
 }
 
@@ -704,11 +741,10 @@ sink_write(struct event_log *log, const char *line, int n)
 	 * and a reader never sees half an event. */
 	w = sink_put(log, line, (size_t)n);
 	if (w == n) {
-		if (log->failing)
+		if (say_ok(&log->failing))
 			log_info("events: writing to %s again (%llu events "
 			    "dropped so far)", log->path,
 			    (unsigned long long)dropped);
-		log->failing = false;
 		written++;
 		return;
 	}

@@ -86,7 +86,8 @@ void event_log_close(struct event_log *log);
  * unwritable file) is counted as dropped, and the first drop is logged
  * once. An event that syslog does not take (its reader lags, or it
  * cannot be reached) is counted apart, by events_syslog_dropped(), and
- * said once in the log too.
+ * said once in the log too. Either sink's trouble is warned of at most
+ * once in 10 s, however often a lagging reader catches up meanwhile.
  *
  * events_written() counts lines written to the file, or with syslog and
  * no file, events sent to syslog; events_dropped() the file's lines lost.

@@ -541,6 +541,63 @@ def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
         assert m.stop() == 0
 
 
+def test_events_fifo_reader_that_keeps_catching_up(pki, good, tmp_path):
+    """An events FIFO whose reader reads, but slower than refusals come:
+    writes fail, work, fail again every few events. Each turn was a log
+    line, so the log grew with the flood the events file could not keep
+    up with; it says at most one warning in 10 s, and every line the
+    reader got is one whole event."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(reader, 1031, 4096)          # F_SETPIPE_SZ: one page
+    m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")],
+             extra='[policy]\ndeny = ["127.0.0.5"]')
+    cfg = m.config_path.read_text()
+    m.config_path.write_text(cfg.replace(
+        str(tmp_path / "m" / "events.jsonl"), str(fifo)))
+    got = bytearray()
+    stop = threading.Event()
+
+    def slow():
+        while not stop.is_set():
+            try:
+                got.extend(os.read(reader, 300))
+            except BlockingIOError:
+                pass
+            time.sleep(0.002)
+
+    t = threading.Thread(target=slow)
+    m.start()
+    t.start()
+    t0 = time.monotonic()
+    try:
+        try:
+            for _ in range(1500):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.5", 0))
+                    s.settimeout(10)
+                    s.connect(m.addr("smtp"))
+                    assert s.recv(200).startswith(b"554 ")
+        finally:
+            stop.set()
+            t.join()
+        held = 1 + int((time.monotonic() - t0) // 10)
+        st = m.ctl("--json", "status")
+        assert st.returncode == 0, st.stderr
+        dropped = json.loads(st.stdout)["events"]["dropped"]
+        lines = bytes(got).splitlines()
+        # The reader fell behind and caught up again, many times.
+        assert dropped > 0 and len(lines) > 50, (dropped, len(lines))
+        assert all(json.loads(l)["event"] == "reject" for l in lines[:-1])
+        log = m.log()
+        assert 1 <= log.count("events: cannot write to") <= held, log[-3000:]
+        assert log.count("events: writing to") <= held, log[-3000:]
+    finally:
+        assert m.stop() == 0
+        os.close(reader)
+
+
 # --- SIGHUP storm under load ------------------------------------------------
 
 def test_sighup_storm_during_load(pki, tmp_path):

@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -212,6 +213,52 @@ def test_lagging_syslog_never_holds_up_sessions(tmp_path, pki, dev):
         m.wait_log(f"{AGAIN} ({lost} not sent to it so far)")
         assert m.log().count(WARNING) == 1
         assert status(m)["events"]["syslog_dropped"] == lost
+    finally:
+        assert m.stop() == 0
+        reader.close()
+
+
+def test_syslog_that_keeps_catching_up_is_not_a_log_flood(tmp_path, pki,
+                                                         dev):
+    """A daemon that reads, but slower than refusals come (journald in a
+    flood): each datagram it takes makes room for one more, so sending
+    fails, works, fails again every few events. Each of those turns was
+    a log line, one for every few refusals, into the journal that was
+    already behind; the log says at most one warning in 10 s."""
+    reader = Reader(dev / "log")
+    m = start(tmp_path, pki, dev)
+    got = 0
+    stop = threading.Event()
+
+    def slow():
+        nonlocal got
+        reader.sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                reader.sock.recv(65536)
+                got += 1
+            except OSError:
+                pass
+            time.sleep(0.001)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        for i in range(1500):
+            assert refused(m) == DENIED, i
+    finally:
+        stop.set()
+        t.join()
+    try:
+        held = 1 + int((time.monotonic() - t0) // 10)
+        lost = status(m)["events"]["syslog_dropped"]
+        # The reader fell behind and caught up again, many times.
+        assert lost > 0 and got > 50, (lost, got)
+        log = m.log()
+        assert 1 <= log.count(WARNING) <= held, log[-3000:]
+        assert log.count(AGAIN) <= held, log[-3000:]
+        assert lost + got + reader.drain() == 1501
     finally:
         assert m.stop() == 0
         reader.close()
