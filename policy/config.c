@@ -2237,6 +2237,25 @@ key_pos(const struct toml_value *root, const char *section, const char *key)
 	return toml_value_pos(t);
 }
 
+/* Whether backend be reaches the metrics endpoint on m: on [::] it is
+ * the one socket that is not IPv6-only (metrics.c), so it takes the port
+ * on IPv4 addresses too, as 0.0.0.0 would. */
+static bool
+backend_hits_metrics(const struct addr_port *be, const struct addr_port *m)
+{
+	struct addr_port m4;
+	const char *why;
+	char s[16];
+
+	if (backend_hits_listener(be, m))
+		return true;
+	if (m->ss.ss_family != AF_INET6 || !addr_port_wildcard(m))
+		return false;
+	snprintf(s, sizeof(s), "0.0.0.0:%u", (unsigned)addr_port_port(m));
+	return addr_port_parse(s, &m4, &why) == 0 &&
+	    backend_hits_listener(be, &m4);
+}
+
 /*
  * The metrics endpoint binds beside the listeners; an address the
  * listeners hold already would make the start fail.
@@ -2265,7 +2284,7 @@ check_metrics(struct loader *l, const struct toml_value *root)
 		for (j = 0; j < lis->nlisten; j++)
 			check_clash(l, pos, "daemon.metrics", m,
 			    &lis->listen[j], owner, true);
-		if (backend_hits_listener(&lis->backend, m)) {
+		if (backend_hits_metrics(&lis->backend, m)) {
 			char bs[ADDR_PORT_STRLEN];
 
 			err_at(l, pos, "daemon.metrics: listener '%s' has its "

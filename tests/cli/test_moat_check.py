@@ -101,6 +101,10 @@ AUDIT = [
      LISTENER.replace("\"127.0.0.1:10465\"", "\"[::]:10465\", \"[::1]:10465\""),
      "6:25: listener 'smtps': [::1]:10465 overlaps [::]:10465 listed before "
      "it"),
+    ("metrics on [::] at a listener's IPv4 backend",
+     LISTENER + "[daemon]\nmetrics = \"[::]:10025\"\n",
+     "11:11: daemon.metrics: listener 'smtps' has its backend at "
+     "127.0.0.1:10025, moat's own metrics endpoint"),
     ("IPv4-mapped listen",
      LISTENER.replace("127.0.0.1:10465", "[::ffff:127.0.0.1]:10465"),
      "6:11: listener.listen: \"[::ffff:127.0.0.1]:10465\" is an IPv4 "
