@@ -830,11 +830,15 @@ k_daemon_control(struct loader *l, const struct toml_value *v,
     struct toml_pos kp, void *ctx)
 {
 	(void)kp, (void)ctx;
-	if (get_path(l, v, "daemon.control_socket",
-	    &l->cfg->daemon.control_socket) &&
-	    strlen(l->cfg->daemon.control_socket) >= 108)
+	if (!get_path(l, v, "daemon.control_socket",
+	    &l->cfg->daemon.control_socket))
+		return;
+	if (strlen(l->cfg->daemon.control_socket) >= 108)
 		err_at(l, toml_value_pos(v), "daemon.control_socket: path is "
 		    "longer than a unix socket address allows (107 bytes)");
+	else
+		origin_add(l->cfg, l->cfg->daemon.control_socket,
+		    "daemon.control_socket", toml_value_pos(v));
 }
 
 static void

@@ -1178,6 +1178,31 @@ clear_stale(const char *path, const struct sockaddr_un *sun, char *err,
 	return 0;
 }
 
+int
+control_check(const char *path, char *err, size_t errlen)
+{
+	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+	char *p;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (p = buf + 1; (p = strchr(p, '/')) != NULL; p++) {
+		*p = '\0';
+		if (stat(buf, &st) == 0 && !S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "%s is not a directory, so the "
+			    "control socket %s cannot be made", buf, path);
+			return -1;
+		}
+		*p = '/';
+	}
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket, where "
+		    "moat makes its control socket", path);
+		return -1;
+	}
+	return 0;
+}
+
 struct control *
 control_open(struct ev_loop *loop, const char *path,
     const struct control_server *srv, char *err, size_t errlen)

@@ -55,6 +55,14 @@ struct control_server {
  */
 struct control *control_open(struct ev_loop *loop, const char *path,
     const struct control_server *srv, char *err, size_t errlen);
+
+/*
+ * What control_open() would refuse before it binds, for moat -t: a
+ * directory in path that is a file, or a file at path that is not a
+ * socket. A socket there passes, live or stale: -t is run beside the
+ * moat it checks a reload for. Returns 0, or -1 with a message in err.
+ */
+int control_check(const char *path, char *err, size_t errlen);
 /* Closes every client and removes the socket file. NULL is fine. */
 void control_close(struct control *c);
 

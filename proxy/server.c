@@ -1239,13 +1239,21 @@ server_check(const struct config *cfg)
 {
 	struct tls_set *t;
 	struct geo *geo;
-	char *msg = NULL, err[1024], warn[1024];
+	char *msg = NULL, msg2[512], err[1024], warn[1024];
 	int rc = 0;
 
 	/* The start would stop here: a directory it cannot make or that
 	 * daemon.user cannot write. */
 	if (own_dirs(cfg, cfg->daemon.user, true, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s\n", err);
+		rc = 1;
+	}
+	if (cfg->daemon.control_socket != NULL &&
+	    cfg->daemon.control_socket[0] != '\0' &&
+	    control_check(cfg->daemon.control_socket, msg2,
+	    sizeof(msg2)) == -1) {
+		fprintf(stderr, "%s\n", config_at(cfg,
+		    cfg->daemon.control_socket, msg2, err, sizeof(err)));
 		rc = 1;
 	}
 	if ((t = tls_set_new(cfg, config_report_stderr, NULL)) == NULL)

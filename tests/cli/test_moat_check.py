@@ -165,6 +165,31 @@ def test_broken_config(confdir, what, body, want):
 
 
 
+def test_control_socket_path_the_start_refuses(confdir):
+    """A control_socket that names a regular file, or lies under one,
+    passed moat -t and then stopped the start ("exists and is not a
+    socket"). A socket there, as beside a running moat, passes."""
+    (confdir / "afile").write_text("")
+    for sock, want in [
+            ("afile", f"{confdir}/afile exists and is not a socket"),
+            ("afile/ctl.sock", f"{confdir}/afile is not a directory, so "
+             f"the control socket {confdir}/afile/ctl.sock cannot be made")]:
+        path, r = check(confdir, LISTENER + "[daemon]\ncontrol_socket = "
+                        f"\"{sock}\"\n")
+        assert r.returncode == 1, r.stderr
+        assert f"{path}:11:18: daemon.control_socket: {want}" in r.stderr, \
+            r.stderr
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(confdir / "ctl.sock"))
+    s.listen()
+    try:
+        path, r = check(confdir, LISTENER + "[daemon]\ncontrol_socket = "
+                        "\"ctl.sock\"\n")
+    finally:
+        s.close()
+    assert r.returncode == 0, r.stderr
+
+
 def test_rate_limit_zero_needs_no_window(confdir):
     path, r = check(confdir, LISTENER + "[policy.rate]\n"
                     "connections = { limit = 0 }\n"
