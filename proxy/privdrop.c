@@ -421,18 +421,28 @@ fail:
 	return -1;
 }
 
+/* access(2) for each of files; with W_OK a file that is not there yet
+ * (moat makes it) and one in a systemd directory (privdrop_dirs() gives
+ * it to user) pass. */
 static void
-try_read(const char *const *files, size_t n, int *errs)
+try_access(const char *const *files, size_t n, int mode, int *errs)
 {
+	char dir[4096];
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		errs[i] = files[i] == NULL || access(files[i], R_OK) == 0 ?
-		    0 : errno;
+	for (i = 0; i < n; i++) {
+		errs[i] = 0;
+		if (files[i] == NULL || access(files[i], mode) == 0)
+			continue;
+		errs[i] = errno;
+		if ((mode & W_OK) && (errs[i] == ENOENT ||
+		    systemd_dir(privdrop_dirname(files[i], dir, sizeof(dir)))))
+			errs[i] = 0;
+	}
 }
 
-int
-privdrop_readable(const char *user, const char *const *files, size_t n,
+static int
+as_user(const char *user, const char *const *files, size_t n, int mode,
     int *errs)
 {
 	struct passwd *pw;
@@ -444,7 +454,7 @@ privdrop_readable(const char *user, const char *const *files, size_t n,
 	if ((pw = getpwnam(user)) == NULL)
 		return -1;
 	if (geteuid() == pw->pw_uid) {
-		try_read(files, n, errs);
+		try_access(files, n, mode, errs);
 		return 0;
 	}
 	if (geteuid() != 0 || pipe(fd) == -1)
@@ -461,7 +471,7 @@ privdrop_readable(const char *user, const char *const *files, size_t n,
 		    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
 		    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
 			_exit(1);
-		try_read(files, n, errs);
+		try_access(files, n, mode, errs);
 		_exit(write(fd[1], errs, n * sizeof(*errs)) ==
 		    (ssize_t)(n * sizeof(*errs)) ? 0 : 1);
 	}
@@ -474,4 +484,18 @@ privdrop_readable(const char *user, const char *const *files, size_t n,
 		;
 	return got == n * sizeof(*errs) && WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+int
+privdrop_readable(const char *user, const char *const *files, size_t n,
+    int *errs)
+{
+	return as_user(user, files, n, R_OK, errs);
+}
+
+int
+privdrop_writable(const char *user, const char *const *files, size_t n,
+    int *errs)
+{
+	return as_user(user, files, n, R_OK | W_OK, errs);
 }

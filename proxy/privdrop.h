@@ -51,6 +51,14 @@ int privdrop(const char *user, bool keep_net_admin, const char *workdir,
 int privdrop_readable(const char *user, const char *const *files, size_t n,
     int *errs);
 
+/*
+ * The same for files user must read and write once privdrop() is done
+ * (its own files): one that is not there yet, or that lies in a systemd
+ * directory privdrop_dirs() gives to user, passes.
+ */
+int privdrop_writable(const char *user, const char *const *files, size_t n,
+    int *errs);
+
 /* The directory part of path into buf ("." for a bare name). */
 const char *privdrop_dirname(const char *path, char *buf, size_t len);
 

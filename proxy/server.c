@@ -826,6 +826,44 @@ out:
 }
 
 /*
+ * For moat -t: the state and events files, where they exist, as
+ * daemon.user, which must read and write them once it runs (privdrop()
+ * refuses the start otherwise). One that a run as root left behind, or
+ * that logrotate made with create, passes everything else.
+ */
+static int
+server_check_own(const struct config *cfg)
+{
+	const char *own[3];
+	char line[1024], at[1200];
+	int errs[2], rc = 0;
+	size_t n, i;
+
+	if (cfg->daemon.user == NULL)
+		return 0;
+	server_own_files(cfg, own);
+	for (n = 0; own[n] != NULL; n++)
+		;
+	for (i = 0; i < n; i++)
+		if (own[i][0] == '\0' || strcmp(own[i], "-") == 0)
+			own[i] = NULL;	/* standard output */
+	if (privdrop_writable(cfg->daemon.user, own, n, errs) == -1)
+		return 0;	/* cannot tell: the start says it */
+	for (i = 0; i < n; i++) {
+		if (errs[i] == 0)
+			continue;
+		snprintf(line, sizeof(line), "%s cannot read and write %s: "
+		    "%s; moat would not start: give the file to that user "
+		    "(chown %s %s)", cfg->daemon.user, own[i],
+		    strerror(errs[i]), cfg->daemon.user, own[i]);
+		fprintf(stderr, "%s\n", config_at(cfg, own[i], line, at,
+		    sizeof(at)));
+		rc = -1;
+	}
+	return rc;
+}
+
+/*
  * Becomes daemon.user (privdrop.h) when set: CAP_NET_ADMIN stays only if
  * a firewall writer needs it, and the working directory is the state
  * file's. A relative config path is made absolute first so that SIGHUP
@@ -1261,6 +1299,8 @@ server_check(const struct config *cfg)
 	else
 		tls_set_free(t);
 	if (server_check_reread(cfg, cfg->path, true) == -1)
+		rc = 1;
+	if (server_check_own(cfg) == -1)
 		rc = 1;
 	/* The loader only knows the database is readable; this knows it is
 	 * a country database libmaxminddb can use, and for which clients. */

@@ -498,6 +498,72 @@ def test_usage():
     assert "usage: moat" in r.stderr
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_own_file_daemon_user_cannot_write_fails_the_check(confdir):
+    """An events file (or state file) left by a run as root, or made by
+    logrotate's create: daemon.user cannot write it, so the start stops
+    in privdrop(), but moat -t said "configuration OK". Both now agree;
+    in a systemd directory the start gives the file to the user, and
+    the check passes it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to check files as daemon.user")
+    d = tempfile.mkdtemp(prefix="moat-own-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        for name in ("cert.pem", "key.pem"):
+            shutil.copy(confdir / name, d)
+            os.chmod(os.path.join(d, name), 0o644)
+        var = os.path.join(d, "var")
+        os.mkdir(var)
+        shutil.chown(var, "nobody")
+        with open(os.path.join(var, "events.jsonl"), "w"):
+            pass
+        os.chmod(os.path.join(var, "events.jsonl"), 0o600)
+        cfg = os.path.join(d, "moat.toml")
+        with open(cfg, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                [daemon]
+                user = "nobody"
+                control_socket = "{d}/moat.sock"
+                state_file = "{var}/state"
+                [tls]
+                certificate = "cert.pem"
+                key = "key.pem"
+                [[listener]]
+                name = "smtps"
+                listen = ["127.0.0.1:{free_port()}"]
+                protocol = "smtp"
+                tls = "implicit"
+                backend = "127.0.0.1:10025"
+                [firewall]
+                backend = "none"
+                [events]
+                file = "{var}/events.jsonl"
+                """))
+        r = run("-t", "-c", cfg)
+        start = run("-c", cfg)
+        env = dict(os.environ, LOGS_DIRECTORY=var)
+        sd = subprocess.run([MOAT, "-t", "-c", cfg], capture_output=True,
+                            text=True, timeout=30, env=env,
+                            stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert start.returncode == 1, start.stderr
+    assert "nobody cannot read and write" in start.stderr, start.stderr
+    assert r.returncode == 1, r.stderr
+    assert f"{cfg}:17:8: events.file: nobody cannot read and write " \
+        f"{var}/events.jsonl: Permission denied; moat would not start: " \
+        f"give the file to that user (chown nobody {var}/events.jsonl)" \
+        in r.stderr, r.stderr
+    assert "configuration OK" not in r.stderr, r.stderr
+    assert sd.returncode == 0, sd.stderr
+
+
 def test_start_without_root_says_why(confdir):
     """Started as an ordinary user: the control socket, opened first,
     cannot be made in a directory only root may write, nor looked for in
