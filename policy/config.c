@@ -624,10 +624,12 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	int lineno = 0;
+	int fd, lineno = 0;
 	struct stat st;
 
-	if ((f = fopen(path, "re")) == NULL) {
+	/* O_NONBLOCK: a FIFO with no writer would hold the start, or the
+	 * main loop of a reload (signals, moatctl) for good. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1) {
 		char as[96];
 		int e = errno;
 
@@ -635,10 +637,22 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 		    strerror(e), read_as(e, as, sizeof(as)));
 		return;
 	}
-	if (fstat(fileno(f), &st) == 0 && st.st_size > LISTFILE_MAX_BYTES) {
+	/* A FIFO or a device (/dev/zero) has no size to bound it. */
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		err_at(l, where, "list file %s is not a regular file", path);
+		close(fd);
+		return;
+	}
+	if (st.st_size > LISTFILE_MAX_BYTES) {
 		err_at(l, where, "list file %s is larger than %u MiB", path,
 		    LISTFILE_MAX_BYTES >> 20);
-		fclose(f);
+		close(fd);
+		return;
+	}
+	if ((f = fdopen(fd, "r")) == NULL) {
+		err_at(l, where, "cannot read list file %s: %s", path,
+		    strerror(errno));
+		close(fd);
 		return;
 	}
 	while ((n = getline(&line, &cap, f)) != -1) {
@@ -2604,7 +2618,8 @@ config_load(const char *path, config_report_fn *report, void *arg)
 	ssize_t n;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+	/* O_NONBLOCK: not held up by a FIFO, which fstat() then refuses. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1) {
 		char as[96];
 		int e = errno;
 

@@ -190,6 +190,31 @@ def test_control_socket_path_the_start_refuses(confdir):
     assert r.returncode == 0, r.stderr
 
 
+def test_fifo_or_device_as_config_or_list_file_is_refused_at_once(confdir):
+    """A FIFO with no writer held open() for good: moat -t hung, and a
+    reload hung the main loop (no moatctl, no SIGTERM). /dev/zero as a
+    list file grew one line without end (or, under a memory limit,
+    passed as an empty list)."""
+    os.mkfifo(confdir / "fifo")
+    for body, want in [
+            (LISTENER + '[policy]\ndeny_files = ["fifo"]\n',
+             f"11:15: list file {confdir}/fifo is not a regular file"),
+            (LISTENER + '[policy]\nallow_files = ["/dev/zero"]\n',
+             "11:16: list file /dev/zero is not a regular file")]:
+        path = confdir / "moat.toml"
+        path.write_text('[tls]\ncertificate = "cert.pem"\n'
+                        'key = "key.pem"\n' + body)
+        r = subprocess.run([MOAT, "-t", "-c", str(path)],
+                           capture_output=True, text=True, timeout=5,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 1, r.stderr
+        assert f"{path}:{want}" in r.stderr, r.stderr
+    r = subprocess.run([MOAT, "-t", "-c", str(confdir / "fifo")],
+                       capture_output=True, text=True, timeout=5,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "not a regular file" in r.stderr, r.stderr
+
+
 def test_rate_limit_zero_needs_no_window(confdir):
     path, r = check(confdir, LISTENER + "[policy.rate]\n"
                     "connections = { limit = 0 }\n"

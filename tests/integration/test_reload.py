@@ -4,6 +4,7 @@ config keeps the running one and says why."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import require_mailstack
 from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, listener
+from moatrun import Moat, free_port, listener
 
 N = 20
 
@@ -518,5 +519,26 @@ def test_signals_while_loading_are_held_not_fatal(tmp_path, pki, stack):
         assert m.proc.poll() is None, m.log()
         with socket.create_connection(m.addr("smtp"), timeout=20) as c:
             assert c.recv(512).startswith(b"220 ")
+    finally:
+        assert m.stop() == 0
+
+
+def test_reload_with_a_list_file_turned_fifo_fails_at_once(tmp_path, pki):
+    """A deny_files entry that became a FIFO (a feed tool writing into a
+    named pipe) held the reload's open() for good on the main loop:
+    moatctl got no answer and SIGTERM was never handled. Now the reload
+    fails at once, naming the file, and moat goes on."""
+    feed = tmp_path / "feed.txt"
+    feed.write_text("198.51.100.7\n")
+    m = Moat(tmp_path, pki, [listener("smtp", ("127.0.0.1", free_port()),
+                                      tls="none")],
+             extra=f'[policy]\ndeny_files = ["{feed}"]\n').start()
+    try:
+        feed.unlink()
+        os.mkfifo(feed)
+        r = m.ctl("reload", timeout=10)
+        assert r.returncode == 1, r.stderr
+        assert f"list file {feed} is not a regular file" in r.stderr, r.stderr
+        assert m.ctl("status", timeout=10).returncode == 0
     finally:
         assert m.stop() == 0
