@@ -668,6 +668,10 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 			    "NUL byte in list file");
 			continue;
 		}
+		/* A UTF-8 byte order mark, as Windows editors write it; the
+		 * config itself may start with one too (toml.c). */
+		if (lineno == 1 && strncmp(p, "\xef\xbb\xbf", 3) == 0)
+			p += 3;
 		while (*p == ' ' || *p == '\t')
 			p++;
 		end = p + strlen(p);

@@ -840,6 +840,17 @@ test_list_file(void)
 		CHECK(strstr(d.text, want) != NULL);
 	}
 
+	/* A byte order mark (a list saved by a Windows editor) opens the
+	 * file; it is no part of the first address. */
+	f = fopen(path, "w");
+	fputs("\xef\xbb\xbf" "192.0.2.0/24\n198.51.100.7\n", f);
+	fclose(f);
+	cfg = load(toml, &d);
+	CHECK(cfg != NULL);
+	if (cfg != NULL)
+		CHECK_INT_EQ(cfg->policy.deny.n, 3);
+	config_free(cfg);
+
 	/* A deny entry that the allow list covers is named where the list
 	 * file has it, among thousands that may not be. */
 	f = fopen(path, "w");
