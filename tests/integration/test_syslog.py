@@ -240,7 +240,7 @@ def test_syslog_that_keeps_catching_up_is_not_a_log_flood(tmp_path, pki,
             except OSError:
                 pass
             # Slower than moat sends, even under ASan.
-            time.sleep(0.005)
+            time.sleep(0.002)
 
     t = threading.Thread(target=slow)
     t.start()
@@ -255,7 +255,7 @@ def test_syslog_that_keeps_catching_up_is_not_a_log_flood(tmp_path, pki,
         held = 1 + int((time.monotonic() - t0) // 10)
         lost = status(m)["events"]["syslog_dropped"]
         # The reader fell behind and caught up again, many times.
-        assert lost > 0 and got > 50, (lost, got)
+        assert lost > 0 and got > 10, (lost, got)
         log = m.log()
         assert 1 <= log.count(WARNING) <= held, log[-3000:]
         assert log.count(AGAIN) <= held, log[-3000:]
