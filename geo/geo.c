@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <maxminddb.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 struct geo {
 	MMDB_s db;
 	char *path;
+	_Atomic uint64_t errors;	/* lookups that failed (geo_errors) */
 };
 
 static const uint8_t v4mapped[12] = {
@@ -187,15 +189,27 @@ geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
 	if (mmdb_err == MMDB_IPV6_LOOKUP_IN_IPV4_DATABASE_ERROR)
 		return 0;	/* an IPv4-only database knows no IPv6 */
 	if (mmdb_err != MMDB_SUCCESS)
-		return -1;
+		goto fail;
 	if (!res.found_entry)
 		return 0;
 	if (get_code(&res.entry, country, "country", "iso_code") == -1 ||
 	    get_code(&res.entry, continent, "continent", "code") == -1) {
 		country[0] = continent[0] = '\0';
-		return -1;
+		goto fail;
 	}
 	return 1;
+fail:
+	/* Only the counter changes: lookups stay safe to share. */
+	atomic_fetch_add_explicit(&((struct geo *)(uintptr_t)g)->errors, 1,
+	    memory_order_relaxed);
+	return -1;
+}
+
+uint64_t
+geo_errors(const struct geo *g)
+{
+	return atomic_load_explicit(&((struct geo *)(uintptr_t)g)->errors,
+	    memory_order_relaxed);
 }
 
 const char *

@@ -43,6 +43,14 @@ void geo_close(struct geo *g);
 int geo_lookup(const struct geo *g, const uint8_t addr[16], char country[3],
     char continent[3]);
 
+/*
+ * Lookups of g that returned -1 so far. geo_open() checks the metadata
+ * and the search tree's size, not every record: a file damaged in its
+ * data section opens, and then fails lookups, whose clients count as
+ * unknown. This is how anyone learns of it.
+ */
+uint64_t geo_errors(const struct geo *g);
+
 /* The database's metadata, for the log and `moatctl status`. */
 const char *geo_database_type(const struct geo *g);
 uint64_t geo_build_epoch(const struct geo *g);

@@ -376,10 +376,14 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	if (have_policy)
 		(void)sbuf_printf(&h, "%-12s allow %zu ranges, deny %zu "
 		    "ranges\n", "policy", st.allow_ranges, st.deny_ranges);
-	if ((geo = guard_geo_db()) != NULL)
+	if ((geo = guard_geo_db()) != NULL) {
 		(void)sbuf_printf(&h, "%-12s %s\n", "geo", geo_summary(geo,
 		    (int64_t)now.tv_sec, geosum, sizeof(geosum)));
-	else
+		if (geo_errors(geo) > 0)
+			(void)sbuf_printf(&h, "%-12s %llu lookups failed "
+			    "(damaged?)\n", "",
+			    (unsigned long long)geo_errors(geo));
+	} else
 		(void)sbuf_printf(&h, "%-12s none\n", "geo");
 	(void)sbuf_printf(&h, "%-12s %s, %s\n", "firewall",
 	    cfg_firewall_str(cfg->firewall.backend), fw_state);
@@ -438,9 +442,10 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_adds(&j, ",\"type\":");
 		(void)sbuf_json_str(&j, geo_database_type(geo));
 		(void)sbuf_printf(&j, ",\"build_epoch\":%llu,"
-		    "\"ip_version\":%u}",
+		    "\"ip_version\":%u,\"lookup_errors\":%llu}",
 		    (unsigned long long)geo_build_epoch(geo),
-		    geo_ip_version(geo));
+		    geo_ip_version(geo),
+		    (unsigned long long)geo_errors(geo));
 	} else
 		(void)sbuf_adds(&j, ",\"geo\":null");
 	(void)sbuf_adds(&j, "}\n");

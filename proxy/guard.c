@@ -34,6 +34,9 @@ static struct {
 	struct policy *policy;
 	struct geo *geo;
 	char *geo_path;
+	uint64_t geo_errors_past;	/* failed lookups of replaced databases */
+	uint64_t geo_errors_said;	/* of guard.geo, in the last warning */
+	uint64_t geo_errors_ms;		/* when that was logged, 0: never */
 	ev_timer save;
 	char save_err[256];	/* the failing save's reason, "" if none */
 	uint64_t save_err_ms;	/* when it was last logged */
@@ -82,6 +85,42 @@ const struct geo *
 guard_geo_db(void)
 {
 	return guard.geo;
+}
+
+uint64_t
+guard_geo_errors(void)
+{
+	return guard.geo_errors_past +
+	    (guard.geo != NULL ? geo_errors(guard.geo) : 0);
+}
+
+/*
+ * A database damaged in its data section opens and then fails lookups
+ * (geo.h), whose clients count as unknown: with deny_countries and
+ * unknown = "allow", everyone gets in. Said at once, then at most every
+ * GEO_WARN_EVERY while more fail.
+ */
+#define GEO_WARN_EVERY (10 * 60 * 1000)
+
+static void
+guard_geo_watch(void)
+{
+	uint64_t n, now = mono_ms();
+
+	if (guard.geo == NULL || (n = geo_errors(guard.geo)) <=
+	    guard.geo_errors_said)
+		return;
+	if (guard.geo_errors_ms != 0 &&
+	    now - guard.geo_errors_ms < GEO_WARN_EVERY)
+		return;
+	log_warnx("geo: %llu lookup%s in %s failed%s: the database looks "
+	    "damaged, and those clients count as unknown ([policy.geo] "
+	    "unknown); put a good copy in its place and reload",
+	    (unsigned long long)(n - guard.geo_errors_said),
+	    n - guard.geo_errors_said == 1 ? "" : "s", geo_path(guard.geo),
+	    guard.geo_errors_said == 0 ? "" : " since the last warning");
+	guard.geo_errors_said = n;
+	guard.geo_errors_ms = now;
 }
 
 /*
@@ -139,6 +178,7 @@ guard_save_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
 	guard_save_now();
+	guard_geo_watch();
 }
 
 static void
@@ -619,6 +659,10 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 		geo_close(geo);
 		return -1;
 	}
+	if (old != NULL)
+		guard.geo_errors_past += geo_errors(old);
+	guard.geo_errors_said = 0;
+	guard.geo_errors_ms = 0;
 	guard.geo = geo;
 	geo_close(old);
 	guard_geo_report(geo, report, arg);

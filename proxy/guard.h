@@ -134,6 +134,9 @@ struct policy *guard_policy(void);
 /* The country database in use, for moatctl status; NULL when there is
  * none. Replaced only by a reload, on the main loop's thread. */
 const struct geo *guard_geo_db(void);
+/* Lookups that failed (a damaged database) since the start, across
+ * reloads: for moat_geo_lookup_errors_total. */
+uint64_t guard_geo_errors(void);
 uint64_t guard_now_ms(void);
 
 #endif

@@ -504,6 +504,11 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 		    "Client keys held in the rate windows.");
 		(void)sbuf_printf(out, "moat_tracked_clients %zu\n",
 		    st.tracked);
+		header(out, "moat_geo_lookup_errors_total", "counter",
+		    "Country lookups that failed (a damaged database); "
+		    "those clients count as unknown.");
+		(void)sbuf_printf(out, "moat_geo_lookup_errors_total %llu\n",
+		    (unsigned long long)guard_geo_errors());
 	}
 	/* Its date, not its age: an alert on a stale database is
 	 * time() - this, in PromQL. */

@@ -185,7 +185,8 @@ def test_status_names_the_geo_database_and_its_age(tmp_path, pki, stack,
         assert "\npolicy       allow 0 ranges, deny 2 ranges\n" in out, out
         st = js(m.ctl("--json", "status"))
         assert st["geo"] == {"path": str(db), "type": "Moat-Test-Country",
-                             "build_epoch": built, "ip_version": 6}
+                             "build_epoch": built, "ip_version": 6,
+                             "lookup_errors": 0}
         assert st["policy"] == {"allow_ranges": 0, "deny_ranges": 2}
         # A reload onto another database: its output and status say so.
         text = m.config_path.read_text()

@@ -12,13 +12,14 @@ import signal
 import socket
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import require_mailstack
 from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, listener, proxied_hello as hello
+from moatrun import Moat, free_port, listener, proxied_hello as hello
 from moatrun import first_line as moatrun_first_line
 
 SHARED = Path(os.environ.get("MOAT_SHARED", Path(__file__).resolve().parents[3]
@@ -427,6 +428,80 @@ def test_geo_database_rewritten_in_place_keeps_serving(tmp_path, pki, stack):
         m.wait_log("reload done")
         assert hello(port, "198.51.100.11").startswith(b"554 ")
         assert hello(port, "192.0.2.2").startswith(b"220 ")
+    finally:
+        assert m.stop() == 0
+
+
+def damaged_copy(src: Path, dst: Path) -> Path:
+    """src with its data section overwritten, metadata and search tree
+    intact: libmaxminddb opens it, and every lookup that finds a record
+    fails to decode it. The tree's size comes from the metadata's
+    node_count (uint32) and record_size (uint16)."""
+    d = bytearray(src.read_bytes())
+    meta_at = d.rfind(b"\xab\xcd\xefMaxMind.com")
+    meta = bytes(d[meta_at:])
+
+    def number(key: bytes, kind: int) -> int:
+        i = meta.index(key) + len(key)
+        assert meta[i] >> 5 == kind, (key, meta[i])
+        return int.from_bytes(meta[i + 1:i + 1 + (meta[i] & 0x1f)], "big")
+
+    tree = number(b"node_count", 6) * number(b"record_size", 5) * 2 // 8
+    data_at = tree + 16
+    assert 0 < data_at < meta_at
+    d[data_at:meta_at] = b"\xff" * (meta_at - data_at)
+    dst.write_bytes(bytes(d))
+    return dst
+
+
+def test_damaged_geo_database_is_warned_of_and_counted(tmp_path, pki, stack):
+    """A database damaged past its header opens (moat -t and the start
+    pass), and then every lookup fails: those clients count as unknown,
+    so with deny_countries and unknown = "allow" everyone gets in. The
+    log says so, moatctl status and the metrics count it, and a good copy
+    and a reload end it."""
+    need_country_db()
+    db = damaged_copy(TEST_COUNTRY_DB, tmp_path / "country.mmdb")
+    mport = free_port()
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")],
+             extra=f'[policy.geo]\ndatabase = "{db}"\n'
+             'deny_countries = ["CN"]\n',
+             metrics=f"127.0.0.1:{mport}").start()
+    port = m.port("smtp")
+
+    def failed() -> float:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("moat_geo_lookup_errors_total "):
+                    return float(line.split()[1])
+        raise AssertionError("no moat_geo_lookup_errors_total")
+
+    try:
+        assert failed() == 0
+        assert hello(port, "198.51.100.9").startswith(b"220 ")   # CN
+        assert hello(port, "192.0.2.1").startswith(b"220 ")      # DE
+        assert failed() == 2
+        m.wait_log("2 lookups in")
+        line = [l for l in m.log().splitlines() if "lookups in" in l][0]
+        assert str(db) in line and "damaged" in line, line
+        st = m.ctl("--json", "status")
+        assert json.loads(st.stdout)["geo"]["lookup_errors"] == 2
+        assert "2 lookups failed" in m.ctl("status").stdout
+        # More failures within 10 minutes are counted, not logged again.
+        assert hello(port, "198.51.100.10").startswith(b"220 ")
+        time.sleep(2.5)
+        assert m.log().count("the database looks damaged") == 1
+        damaged_log = m.log()
+        db.write_bytes(TEST_COUNTRY_DB.read_bytes())
+        m.signal(signal.SIGHUP)
+        m.wait_log("reload done")
+        assert hello(port, "198.51.100.11").startswith(b"554 ")  # CN
+        assert failed() == 3             # a counter: the past stays
+        st = m.ctl("--json", "status")
+        assert json.loads(st.stdout)["geo"]["lookup_errors"] == 0
+        assert m.log().count("the database looks damaged") == \
+            damaged_log.count("the database looks damaged")
     finally:
         assert m.stop() == 0
 
