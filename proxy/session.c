@@ -860,6 +860,13 @@ do_proxy_header(struct session *s)
 	rc = proxyproto_parse(buf_data(&c->in), have + (size_t)n, &h, &hlen,
 	    &why);
 	if (rc == PROXYPROTO_ERROR) {
+		/*
+		 * Read what was looked at: bytes left unread would make the
+		 * close a reset, and the sender (a misconfigured balancer,
+		 * or someone testing by hand from its address) should read
+		 * the same orderly end as after a late header.
+		 */
+		(void)recv(c->fd, p, (size_t)n, 0);
 		proxy_fail(s, why);
 		return;
 	}

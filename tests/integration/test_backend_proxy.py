@@ -302,6 +302,22 @@ def test_malformed_proxy_header_closes(moat, data):
     assert closed_without_reply(moat.port("lb-smtps-v2"), data)
 
 
+@pytest.mark.parametrize("parts", [
+    [b"PROXY TCP4 192.0.2.1 127.0.0.1 99999 465\r\n"],
+    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40],
+    [b"PROXY TCP4 ", b"192.0.2.1 nonsense\r\n"],          # an error after a prefix
+])
+def test_malformed_proxy_header_ends_in_order(moat, parts):
+    """A bad header is read before the close, so the sender (a balancer
+    set up without the header, someone testing from its address) reads an
+    orderly end of stream, as after a late header, not a reset."""
+    with socket.create_connection(("127.0.0.1", moat.port("lb-smtps-v2")), timeout=20) as s:
+        for p in parts:
+            s.sendall(p)
+            time.sleep(0.2)
+        assert s.recv(100) == b""       # a reset raises ConnectionResetError
+
+
 def test_xclient_with_postfix(make_mailstack, pki, tmp_path):
     ms = make_mailstack(xclient_hosts="127.0.0.0/8", ipv6=True)
     m = Moat(tmp_path, pki, [lb_listener("xclient", ms.smtp_addr, "xclient")]).start()
