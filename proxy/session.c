@@ -814,13 +814,21 @@ proxy_untrusted(struct session *s)
 	session_kill(s, reason);
 }
 
+/*
+ * The header is bad, late or missing: a refusal for the counts (status,
+ * moat_rejects_total), or the balancer's sessions would vanish from them
+ * when it is set up wrong. A connection that ends without sending a
+ * byte (a balancer's TCP health check) is not counted (counted false).
+ */
 static void
-proxy_fail(struct session *s, const char *why)
+proxy_fail(struct session *s, const char *why, bool counted)
 {
 	char b1[200];
 
 	log_info("%s proxy_fail reason=%s ip=%s", s->id,
 	    log_value(why, b1, sizeof(b1)), s->ip);
+	if (counted)
+		metrics_admit(s->lc->name, "proxy_fail");
 	session_why(s, why);
 	session_kill(s, "proxy_fail");
 }
@@ -843,17 +851,17 @@ do_proxy_header(struct session *s)
 	ssize_t n;
 
 	if ((p = buf_tail(&c->in)) == NULL) {
-		proxy_fail(s, "out of memory");
+		proxy_fail(s, "out of memory", true);
 		return;
 	}
 	n = recv(c->fd, p, PROXYPROTO_MAX - have, MSG_PEEK);
 	if (n == 0) {
-		proxy_fail(s, "eof");
+		proxy_fail(s, "eof", have > 0);
 		return;
 	}
 	if (n == -1) {
 		if (errno != EAGAIN && errno != EINTR)
-			proxy_fail(s, strerror(errno));
+			proxy_fail(s, strerror(errno), have > 0);
 		buf_trim(&c->in);
 		return;
 	}
@@ -867,19 +875,19 @@ do_proxy_header(struct session *s)
 		 * the same orderly end as after a late header.
 		 */
 		(void)recv(c->fd, p, (size_t)n, 0);
-		proxy_fail(s, why);
+		proxy_fail(s, why, true);
 		return;
 	}
 	if (rc == PROXYPROTO_AGAIN) {
 		if (recv(c->fd, p, (size_t)n, 0) != n) {
-			proxy_fail(s, "short read");
+			proxy_fail(s, "short read", true);
 			return;
 		}
 		buf_commit(&c->in, (size_t)n);
 		return;
 	}
 	if (recv(c->fd, p, hlen - have, 0) != (ssize_t)(hlen - have)) {
-		proxy_fail(s, "short read");
+		proxy_fail(s, "short read", true);
 		return;
 	}
 	buf_clear(&c->in);
@@ -2038,7 +2046,7 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	switch (s->state) {
 	case SESSION_PROXY_HEADER:
-		proxy_fail(s, "timeout");
+		proxy_fail(s, "timeout", true);
 		break;
 	case SESSION_HANDSHAKE:
 		tls_failed(s, "timeout");

@@ -314,3 +314,37 @@ file = "{tmp_path}/events.jsonl"
         assert r.returncode == 0, r.stderr
         one, other = map(int, r.stdout.split())
         assert (one, other) == (4, 2), (one, other)
+
+
+def test_proxy_header_failures_are_counted(tmp_path, pki):
+    """A bad or late PROXY header is a refusal in the counts (status and
+    moat_rejects_total), or a balancer set up without the header would
+    leave them showing no traffic at all; a connection that ends without
+    a byte (a TCP health check) is not counted."""
+    mport = free_port()
+    m = Moat(tmp_path, pki, [lb("lb", ("127.0.0.1", free_port()), tls="none",
+                                handshake="1s")],
+             metrics=f"127.0.0.1:{mport}").start()
+    try:
+        port = m.port("lb")
+        before = val(scrape(mport), "moat_rejects_total", listener="lb", reason="proxy_fail")
+        for data in (b"EHLO x\r\n", b"PROXY TCP4 1.2.3.4\r\n", b"PROXY ", b"", None):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                if data is not None:
+                    s.sendall(data)
+                if data != b"PROXY " and data is not None:
+                    assert s.recv(100) == b""
+        m.wait_log("proxy_fail reason=timeout")
+        deadline = time.monotonic() + 10
+        while True:
+            n = val(scrape(mport), "moat_rejects_total", listener="lb",
+                    reason="proxy_fail") - before
+            if n >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        # The two malformed, the one cut short, the silent one that timed
+        # out; not the one closed at once without a byte.
+        assert n == 4, m.log()[-2000:]
+        assert "4 rejected" in m.ctl("status").stdout
+    finally:
+        assert m.stop() == 0
