@@ -265,18 +265,31 @@ connect_socket(const char *path, bool json)
 		fail(json, "socket: %s", strerror(errno));
 		return -1;
 	}
+	/*
+	 * Before connect(), which it bounds too: on a unix socket connect()
+	 * waits while moat's queue of connections not yet accepted is full,
+	 * as when moat is stuck and earlier moatctl runs gave up on it; they
+	 * stay queued, and without the timeout every later run would wait
+	 * for ever.
+	 */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		int e = errno;
 
-		fail(json, "cannot connect to %s: %s%s", path, strerror(e),
-		    e == ENOENT || e == ECONNREFUSED ?
-		    " (is moat running? see -s and daemon.control_socket)" :
-		    e == EACCES ? " (the socket is for root, or the user "
-		    "moat started as)" : "");
+		if (e == EAGAIN || e == EWOULDBLOCK)
+			fail(json, "cannot connect to %s: moat accepted no "
+			    "connection within %d s (is it stuck? its log may "
+			    "say why)", path, REPLY_TIMEOUT);
+		else
+			fail(json, "cannot connect to %s: %s%s", path,
+			    strerror(e), e == ENOENT || e == ECONNREFUSED ?
+			    " (is moat running? see -s and "
+			    "daemon.control_socket)" : e == EACCES ? " (the "
+			    "socket is for root, or the user moat started "
+			    "as)" : "");
 		close(fd);
 		return -1;
 	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return fd;
 }
 

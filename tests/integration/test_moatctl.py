@@ -720,6 +720,44 @@ def test_json_output_on_every_failure(tmp_path, reply, read_request, why):
     assert rep["ok"] is False and why in rep["error"], rep
 
 
+def test_connect_to_a_stuck_moat_is_bounded(tmp_path):
+    """moat stuck, its queue of connections not yet accepted full (earlier
+    moatctl runs that gave up stay in it): connect() on a unix socket
+    waits for room, and only a send timeout set before it bounds the
+    wait; set after, every later moatctl hung for ever. The 120 s are
+    too long to wait for here: strace shows the timeout is in place when
+    connect() starts waiting."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace not found")
+    sock = tmp_path / "stuck.sock"
+    trace = tmp_path / "trace"
+    with socket.socket(socket.AF_UNIX) as srv, \
+            socket.socket(socket.AF_UNIX) as queued:
+        srv.bind(str(sock))
+        srv.listen(0)               # room for one, never accepted
+        queued.connect(str(sock))
+        p = subprocess.Popen([strace, "-f", "-o", str(trace), "-e",
+                              "trace=setsockopt,connect",
+                              str(moatctl_binary()), "-s", str(sock),
+                              "status"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            while f'connect(3, {{sa_family=AF_UNIX, sun_path="{sock}"}}' \
+                    not in (trace.read_text() if trace.exists() else ""):
+                assert p.poll() is None, p.communicate()
+                assert time.monotonic() < deadline, "moatctl never connected"
+                time.sleep(0.05)
+        finally:
+            p.kill()
+            p.wait()
+    calls = [l for l in trace.read_text().splitlines()
+             if "setsockopt(" in l or "connect(" in l]
+    first = next(i for i, l in enumerate(calls) if "connect(" in l)
+    assert any("SO_SNDTIMEO" in l for l in calls[:first]), calls
+
+
 @pytest.mark.parametrize("json_out", [False, True])
 def test_tail_cut_mid_line_prints_no_half_line(tmp_path, json_out):
     """A tail stream that breaks off inside an event: the whole events
