@@ -1005,9 +1005,20 @@ tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
 	(void)sbuf_adds(o, "\n");
 }
 
+/* Whether c follows events like ev (--event, --ip). */
+static bool
+tail_wants(const struct cclient *c, const struct event *ev)
+{
+	if (c->tail_event[0] != '\0' && (ev->event == NULL ||
+	    strcmp(c->tail_event, ev->event) != 0))
+		return false;
+	return !c->tail_has_ip || (ev->ip != NULL &&
+	    memcmp(ev->ip, c->tail_ip, 16) == 0);
+}
+
 static void
-control_event_cb(void *arg, const struct event *ev, uint64_t unix_ms,
-    const char *line, size_t len)
+control_event_cb(void *arg, uint64_t lost, const struct event *ev,
+    uint64_t unix_ms, const char *line, size_t len)
 {
 	struct control *ctl = arg;
 	struct cclient *c;
@@ -1018,18 +1029,18 @@ control_event_cb(void *arg, const struct event *ev, uint64_t unix_ms,
 	for (c = ctl->clients; c != NULL; c = c->next) {
 		if (!c->tail || c->closing)
 			continue;
-		if (c->tail_event[0] != '\0' && (ev->event == NULL ||
-		    strcmp(c->tail_event, ev->event) != 0))
+		/* Events that never reached this thread (it was busy) are
+		 * unknown: counted for every follower, whatever it follows. */
+		if (!tail_wants(c, ev)) {
+			c->tail_dropped += lost;
 			continue;
-		if (c->tail_has_ip && (ev->ip == NULL ||
-		    memcmp(ev->ip, c->tail_ip, 16) != 0))
-			continue;
+		}
 		nn = 0;
 		if (c->tail_dropped > 0)
 			nn = snprintf(note, sizeof(note), c->json ?
 			    "{\"event\":\"tail_dropped\",\"count\":%llu}\n" :
-			    "# %llu events dropped: this reader is too "
-			    "slow\n", (unsigned long long)c->tail_dropped);
+			    "# %llu events dropped: this reader or moat fell "
+			    "behind\n", (unsigned long long)c->tail_dropped);
 		sbuf_init(&tmp, 4096);
 		if (c->json)
 			(void)sbuf_add(&tmp, line, len);
@@ -1045,6 +1056,7 @@ control_event_cb(void *arg, const struct event *ev, uint64_t unix_ms,
 			c->tail_dropped = 0;
 			cclient_update(c);
 		}
+		c->tail_dropped += lost;
 		sbuf_clear(&tmp);
 	}
 }

@@ -123,9 +123,12 @@ sub_deliver(events_sub_fn *fn, void *arg, struct queued *q, uint64_t lost)
 	if (lost > 0)
 		log_warnx("events: %llu events were not shown to moatctl tail "
 		    "(its queue was full)", (unsigned long long)lost);
+	/* The queue was full when events were lost: they came after the
+	 * last one queued. */
 	for (; q != NULL; q = next) {
 		next = q->next;
-		fn(arg, &q->ev, q->ms, q->text, q->len);
+		fn(arg, next == NULL ? lost : 0, &q->ev, q->ms, q->text,
+		    q->len);
 		free(q);
 	}
 }
@@ -796,5 +799,5 @@ events_emit(const struct event *ev)
 	/* Followers on this thread get it at once, as before there were
 	 * workers; fn may touch its own loop, so not under mu. */
 	for (i = 0; i < nd; i++)
-		direct[i].fn(direct[i].arg, ev, ms, line, (size_t)n);
+		direct[i].fn(direct[i].arg, 0, ev, ms, line, (size_t)n);
 }

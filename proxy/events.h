@@ -105,15 +105,17 @@ uint64_t events_syslog_dropped(void);
  * and its time, whether or not a sink is open. fn always runs on the
  * thread that subscribed, on loop: at once when the event comes from that
  * thread, otherwise from a copy queued for it (ev_async) and handed over
- * in order when loop runs next. fn must not block and must not emit
+ * in order when loop runs next; lost counts the events just after this
+ * one that the queue had no room for (its loop was busy), whatever they
+ * were, and is 0 otherwise. fn must not block and must not emit
  * events. At most EVENTS_SUBSCRIBERS at once; events_subscribe returns 0
  * or -1 (full). events_unsubscribe (on the same thread) first hands over
  * what is still queued.
  */
 #define EVENTS_SUBSCRIBERS 4
 struct ev_loop;
-typedef void events_sub_fn(void *arg, const struct event *ev, uint64_t unix_ms,
-    const char *line, size_t len);
+typedef void events_sub_fn(void *arg, uint64_t lost, const struct event *ev,
+    uint64_t unix_ms, const char *line, size_t len);
 int events_subscribe(struct ev_loop *loop, events_sub_fn *fn, void *arg);
 void events_unsubscribe(events_sub_fn *fn, void *arg);
 
