@@ -829,7 +829,7 @@ metrics_http_open(struct ev_loop *loop, const struct addr_port *ap,
 {
 	struct metrics_http *mh;
 	char name[ADDR_PORT_STRLEN];
-	int on = 1;
+	int on = 1, off = 0;
 
 	if ((mh = calloc(1, sizeof(*mh))) == NULL) {
 		snprintf(err, errlen, "metrics: out of memory");
@@ -842,6 +842,10 @@ metrics_http_open(struct ev_loop *loop, const struct addr_port *ap,
 	if (mh->fd == -1 ||
 	    setsockopt(mh->fd, SOL_SOCKET, SO_REUSEADDR, &on,
 	    sizeof(on)) == -1 ||
+	    /* [::] takes IPv4 too, as moat.toml(5) says and the config
+	     * check assumes, whatever net.ipv6.bindv6only says. */
+	    (ap->ss.ss_family == AF_INET6 && setsockopt(mh->fd,
+	    IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1) ||
 	    bind(mh->fd, (const struct sockaddr *)&ap->ss, ap->len) == -1 ||
 	    listen(mh->fd, 16) == -1) {
 		snprintf(err, errlen, "metrics: cannot listen on %s: %s",

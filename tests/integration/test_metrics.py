@@ -287,18 +287,14 @@ print(kept(one), kept(other))
 """
 
 
-def test_metrics_ipv6_sources_count_per_64(tmp_path):
-    """An IPv6 client has a /64 to pick addresses from: its connections
-    count together, so it gets four places, not four per address."""
-    import sys
-    from moatrun import netns_moat
-    addrs = ["2001:db8:1::1"] + [f"2001:db8:1::{10 + i:x}" for i in range(8)] + \
-        [f"2001:db8:2::{10 + i:x}" for i in range(2)]
-    with netns_moat(tmp_path, f"""
+def ns_config(tmp_path, metrics: str) -> str:
+    """A moat for netns_moat(): metrics on the given address, one plain
+    SMTP listener to a backend that is not there."""
+    return f"""
 [daemon]
 control_socket = "{tmp_path}/c.sock"
 state_file = "{tmp_path}/state"
-metrics = "[2001:db8:1::1]:9109"
+metrics = "{metrics}"
 [[listener]]
 name = "smtp"
 listen = ["127.0.0.1:2525"]
@@ -308,12 +304,37 @@ backend = "127.0.0.1:9"
 backend_proxy = "v1"
 [events]
 file = "{tmp_path}/events.jsonl"
-""", [["ip", "addr", "add", f"{a}/64", "dev", "lo", "nodad"] for a in addrs]) as (run, _):
+"""
+
+
+def test_metrics_ipv6_sources_count_per_64(tmp_path):
+    """An IPv6 client has a /64 to pick addresses from: its connections
+    count together, so it gets four places, not four per address."""
+    import sys
+    from moatrun import netns_moat
+    addrs = ["2001:db8:1::1"] + [f"2001:db8:1::{10 + i:x}" for i in range(8)] + \
+        [f"2001:db8:2::{10 + i:x}" for i in range(2)]
+    with netns_moat(tmp_path, ns_config(tmp_path, "[2001:db8:1::1]:9109"), [["ip", "addr", "add", f"{a}/64", "dev", "lo", "nodad"] for a in addrs]) as (run, _):
         r = run([sys.executable, "-c", NS_CLIENT, "9109"], capture_output=True,
                 text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         one, other = map(int, r.stdout.split())
         assert (one, other) == (4, 2), (one, other)
+
+
+def test_metrics_on_any_ipv6_takes_ipv4_with_bindv6only(tmp_path):
+    """moat.toml(5) says metrics on [::] takes the port on IPv4 too, and
+    the config check refuses a backend there for that reason: it must
+    hold where net.ipv6.bindv6only = 1 (some hardened hosts) as well."""
+    import sys
+    from moatrun import netns_moat
+    get = ("import sys, urllib.request; print(urllib.request.urlopen("
+           "'http://127.0.0.1:9109/metrics', timeout=10).read().decode())")
+    with netns_moat(tmp_path, ns_config(tmp_path, "[::]:9109"), [["sysctl", "-qw", "net.ipv6.bindv6only=1"]]) as (run, log):
+        r = run([sys.executable, "-c", get], capture_output=True, text=True,
+                timeout=60)
+        assert r.returncode == 0, (r.stderr, log.read_text())
+        assert "\nmoat_info{version=" in r.stdout
 
 
 def test_proxy_header_failures_are_counted(tmp_path, pki):
