@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -274,9 +275,16 @@ connect_socket(const char *path, bool json)
 	 */
 	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		struct stat st;
 		int e = errno;
 
-		if (e == EAGAIN || e == EWOULDBLOCK)
+		/* "refused" reads as "moat is down"; a wrong -s is likelier. */
+		if (e == ECONNREFUSED && stat(path, &st) == 0 &&
+		    !S_ISSOCK(st.st_mode))
+			fail(json, "cannot connect to %s: it is a %s, not a "
+			    "socket (see -s and daemon.control_socket)", path,
+			    S_ISDIR(st.st_mode) ? "directory" : "file");
+		else if (e == EAGAIN || e == EWOULDBLOCK)
 			fail(json, "cannot connect to %s: moat accepted no "
 			    "connection within %d s (is it stuck? its log may "
 			    "say why)", path, REPLY_TIMEOUT);

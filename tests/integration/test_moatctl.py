@@ -588,6 +588,15 @@ def test_help_and_connection_failure(tmp_path):
     rep = json.loads(r.stdout)
     assert rep["ok"] is False and list(rep) == ["ok", "error"]
     assert str(missing) in rep["error"] and "No such file" in rep["error"]
+    # A -s that names a file or a directory: not "is moat running?".
+    plain = tmp_path / "moat.toml"
+    plain.write_text("")
+    for path, kind in ((plain, "file"), (tmp_path, "directory")):
+        r = subprocess.run([str(moatctl_binary()), "-s", str(path), "status"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1
+        assert f"{path}: it is a {kind}, not a socket" in r.stderr, r.stderr
+        assert "running" not in r.stderr
 
 
 def as_nobody() -> list:
