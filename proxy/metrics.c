@@ -433,7 +433,8 @@ render_workers(struct sbuf *out, const struct control_server *srv)
 	    "workers).");
 	(void)sbuf_printf(out, "moat_workers %zu\n", n);
 	header(out, "moat_worker_connections_total", "counter",
-	    "Connections accepted, by worker.");
+	    "Connections taken at accept, admitted or refused, by "
+	    "worker.");
 	for (i = 0; srv->worker(srv->arg, i, &sessions, &accepted); i++)
 		(void)sbuf_printf(out, "moat_worker_connections_total{worker="
 		    "\"%zu\"} %llu\n", i, (unsigned long long)accepted);
