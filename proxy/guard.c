@@ -285,21 +285,63 @@ guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
 	return config_locate(cfg, cfg->policy.geo.database, line, msg, len);
 }
 
-struct fw_assert {
-	uint64_t now;
-	size_t n;
+/*
+ * The bans to write again, copied under the policy lock and queued to the
+ * writer after it: queueing costs a lookup in the writer's large maps for
+ * each ban (cache misses, about 0.3 s per million), which every accept
+ * on every worker would otherwise wait for at each reload. A ban the
+ * table drops for room in between is written all the same and stays in
+ * the kernel until its timeout; one made or extended in between was
+ * queued by its own thread, and the writer keeps the later timeout.
+ */
+struct fw_left {
+	uint8_t addr[16];
+	uint64_t left_ms;
 };
 
-/* Pushes one ban in force to the kernel with the time it has left. */
+struct fw_assert {
+	uint64_t now;
+	size_t total;		/* bans in force seen */
+	size_t n, cap;		/* in v */
+	struct fw_left *v;	/* NULL (no memory): queued under the lock */
+};
+
+/* Queues v's bans to the writer and empties it. */
+static void
+guard_fw_queue(struct fw_assert *fa)
+{
+	size_t i;
+
+	for (i = 0; i < fa->n; i++)
+		fw_add(guard.fw, fa->v[i].addr, fa->v[i].left_ms);
+	fa->n = 0;
+}
+
 static void
 guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 {
 	struct fw_assert *fa = arg;
+	struct fw_left *v;
 
-	if (b->expiry_ms > fa->now) {
-		fw_add(guard.fw, addr, b->expiry_ms - fa->now);
-		fa->n++;
+	if (b->expiry_ms <= fa->now)
+		return;
+	fa->total++;
+	if (fa->v != NULL && fa->n == fa->cap) {
+		if ((v = realloc(fa->v, 2 * fa->cap * sizeof(*v))) != NULL) {
+			fa->v = v;
+			fa->cap *= 2;
+		} else {
+			guard_fw_queue(fa);	/* under the lock, then */
+			free(fa->v);
+			fa->v = NULL;
+		}
 	}
+	if (fa->v == NULL) {
+		fw_add(guard.fw, addr, b->expiry_ms - fa->now);
+		return;
+	}
+	memcpy(fa->v[fa->n].addr, addr, 16);
+	fa->v[fa->n++].left_ms = b->expiry_ms - fa->now;
 }
 
 /* Queues every ban in force again: the writer found the sets without
@@ -307,14 +349,18 @@ guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 static void
 guard_fw_refill(const char *why)
 {
-	struct fw_assert fa = { guard_now_ms(), 0 };
+	struct fw_assert fa = { guard_now_ms(), 0, 0, 1024, NULL };
 
 	if (!fw_enabled(guard.fw))
 		return;
+	fa.v = malloc(fa.cap * sizeof(*fa.v));
 	policy_bans(guard.policy, fa.now, guard_fw_assert, &fa);
-	if (why != NULL && fa.n > 0)
+	if (fa.v != NULL)
+		guard_fw_queue(&fa);
+	free(fa.v);
+	if (why != NULL && fa.total > 0)
 		log_info("firewall: %s; writing the %zu bans in force again",
-		    why, fa.n);
+		    why, fa.total);
 }
 
 /*
