@@ -126,12 +126,13 @@ guard_geo_watch(void)
 /*
  * A save that fails is retried at every tick; the log says so when the
  * reason changes and every STATE_WARN_EVERY while it lasts, not at each
- * try, and says when a save works again.
+ * try, and says when a save works again. The last save, at stop, has no
+ * retry: its failure is always said, as the loss it is.
  */
 #define STATE_WARN_EVERY (10 * 60 * 1000)
 
 static void
-guard_save_now(void)
+guard_save_now(bool last)
 {
 	char err[sizeof(guard.save_err)];
 	uint64_t now;
@@ -164,6 +165,11 @@ guard_save_now(void)
 		guard.save_err[0] = '\0';
 		return;
 	}
+	if (last) {
+		log_warnx("%s: the bans since the last good save are lost to "
+		    "the next start", err);
+		return;
+	}
 	if (strcmp(err, guard.save_err) == 0 &&
 	    now - guard.save_err_ms < STATE_WARN_EVERY)
 		return;
@@ -177,7 +183,7 @@ static void
 guard_save_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
-	guard_save_now();
+	guard_save_now(false);
 	guard_geo_watch();
 }
 
@@ -761,7 +767,7 @@ guard_close(void)
 		return;
 	if (guard.loop != NULL)
 		ev_timer_stop(guard.loop, &guard.save);
-	guard_save_now();
+	guard_save_now(true);
 	policy_on_evict(guard.policy, NULL, NULL);
 	guard_fw_close();
 	policy_free(guard.policy);

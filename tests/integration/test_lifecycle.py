@@ -1,0 +1,66 @@
+"""The daemon's life as an operator and the OS see it: how it starts with
+odd descriptors and limits, and how it stops.  A scripted backend
+(scripted.py) stands behind moat; no mail stack is needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from moatrun import Moat, listener
+from scripted import ScriptedBackend
+from test_faults import tiny_fs  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(scope="module")
+def good():
+    b = ScriptedBackend("smtp").start()
+    yield b
+    b.stop()
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_final_save_on_a_full_disk_says_what_is_lost(pki, good, tmp_path,
+                                                      tiny_fs):  # noqa: F811
+    """The state file's filesystem fills up while moat runs: the periodic
+    save says so once, and the last save at stop, which has no retry,
+    says again that it failed and what that costs, not that moat will
+    retry. It used to be silent when the error had not changed."""
+    m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")])
+    state = tiny_fs / "moat.state"
+    cfg = m.config_path.read_text()
+    m.config_path.write_text(cfg.replace(str(tmp_path / "m" / "moat.state"),
+                                         str(state)))
+    m.start()
+    try:
+        ok(m.ctl("ban", "192.0.2.1", "1h"))
+        deadline = time.monotonic() + 10
+        while "192.0.2.1" not in (state.read_text() if state.exists() else ""):
+            assert time.monotonic() < deadline, m.log()[-2000:]
+            time.sleep(0.05)
+        with open(tiny_fs / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        ok(m.ctl("ban", "192.0.2.2", "1h"))
+        m.wait_log("cannot write state file")
+        ok(m.ctl("ban", "192.0.2.3", "1h"))
+    finally:
+        rc = m.stop()
+    assert rc == 0, m.log()[-2000:]
+    tail = m.log().split("shutting down", 1)[1]
+    assert "cannot write state file" in tail, tail
+    assert "lost to the next start" in tail, tail
+    assert "retrying" not in tail, tail
+    # The file of the last good save is still whole.
+    text = state.read_text()
+    assert "\nban 192.0.2.1 " in text and "192.0.2.3" not in text, text
