@@ -1,5 +1,7 @@
 /* main.c - moat's command line: run, check a config, print versions. */
+#include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <maxminddb.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
@@ -47,6 +49,24 @@ print_versions(void)
 	printf("libmaxminddb %s\n", MMDB_lib_version());
 }
 
+/*
+ * Standard input, output and error that were closed (a daemon started
+ * with >&- 2>&-) become /dev/null: else the next open() takes 0, 1 or 2,
+ * and the log or the events of file = "-" go into an event loop's
+ * descriptor, or a client's socket.
+ */
+static int
+stdio_open(void)
+{
+	int fd;
+
+	for (fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF &&
+		    open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			return -1;
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -57,6 +77,8 @@ main(int argc, char *argv[])
 	bool check = false;
 	int ch, verbose = 0;
 
+	if (stdio_open() == -1)
+		return 1;
 	while ((ch = getopt(argc, argv, "c:htpvV")) != -1) {
 		switch (ch) {
 		case 'c':

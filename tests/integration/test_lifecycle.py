@@ -64,3 +64,30 @@ def test_final_save_on_a_full_disk_says_what_is_lost(pki, good, tmp_path,
     # The file of the last good save is still whole.
     text = state.read_text()
     assert "\nban 192.0.2.1 " in text and "192.0.2.3" not in text, text
+
+
+def test_closed_stdio_becomes_dev_null(pki, good, tmp_path):
+    """Started with standard input, output and error closed (>&- 2>&-),
+    moat puts /dev/null there before it opens anything: the event loops'
+    descriptors used to take 0, 1 and 2, and every log line was written
+    into the main loop's eventfd."""
+    from moatrun import moat_binary, wait_port
+    m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none")])
+
+    def close_stdio():
+        for fd in (0, 1, 2):
+            os.close(fd)
+    p = subprocess.Popen([str(moat_binary()), "-c", str(m.config_path), "-v"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=close_stdio)
+    try:
+        wait_port(*m.addr("smtp"))
+        deadline = time.monotonic() + 10
+        while m.ctl("status").returncode != 0:
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        fds = {fd: os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in (0, 1, 2)}
+        assert fds == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}, fds
+    finally:
+        p.terminate()
+        assert p.wait(15) == 0
