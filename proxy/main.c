@@ -18,6 +18,19 @@
 #include "server.h"
 #include "tlsalloc.h"
 
+/* What -V, -p and -h printed: a full disk or a closed pipe is an error,
+ * or `moat -p > moat.toml` leaves a cut file and says nothing. */
+static int
+stdout_done(void)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "moat: standard output: %s\n",
+		    strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
 static void __attribute__((noreturn))
 usage(int code)
 {
@@ -32,7 +45,7 @@ usage(int code)
 	    "  -V       print the versions of moat and its libraries\n"
 	    "  -p       print the built-in configuration\n"
 	    "  -h       this help\n");
-	exit(code);
+	exit(code ? code : stdout_done());
 }
 
 static void
@@ -92,10 +105,10 @@ main(int argc, char *argv[])
 			break;
 		case 'V':
 			print_versions();
-			return 0;
+			return stdout_done();
 		case 'p':
 			fputs(default_config, stdout);
-			return 0;
+			return stdout_done();
 		case 'h':
 			usage(0);
 		default:

@@ -517,6 +517,17 @@ def test_builtin_config(tmp_path):
     assert "expects cert.pem and key.pem" in r.stderr
 
 
+@pytest.mark.parametrize("opt", ["-V", "-p", "-h"])
+def test_output_to_a_full_disk_fails(opt):
+    """`moat -p > moat.toml` on a full disk used to exit 0 with nothing
+    written; now the write error is said and the status is 1."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([MOAT, opt], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr
+    assert "moat: standard output: No space left on device" in r.stderr
+
+
 def test_usage():
     r = run("-x")
     assert r.returncode == 2
