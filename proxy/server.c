@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "mono.h"
 #include "privdrop.h"
+#include "sdnotify.h"
 #include "session.h"
 #include "slots.h"
 #include "ticketkeys.h"
@@ -1023,6 +1024,7 @@ server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	srv->draining = true;
+	sdnotify("STOPPING=1");
 	n = server_sessions(srv);
 	server_close_listeners(srv);
 	/*
@@ -1241,6 +1243,9 @@ server_run(struct config *cfg, const char *config_path)
 		    srv.ngroups, srv.nw);
 	else
 		log_info("moat running: %zu listening sockets", srv.ngroups);
+	/* systemd's start succeeds only now, or fails with what stopped
+	 * moat (a port in use) instead of a restart loop behind it. */
+	sdnotify("READY=1");
 
 	heap_init();
 	ev_timer_start(srv.loop, &srv.heap);

@@ -91,3 +91,37 @@ def test_closed_stdio_becomes_dev_null(pki, good, tmp_path):
     finally:
         p.terminate()
         assert p.wait(15) == 0
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
+                                         abstract):
+    """Under systemd's Type=notify (contrib/systemd/moat.service) moat
+    says READY=1 once its ports and control socket answer, so that
+    `systemctl start` waits for them and fails with a start that fails,
+    and STOPPING=1 when SIGTERM starts the drain. $NOTIFY_SOCKET may name
+    a path or an abstract socket (@)."""
+    import socket as so
+    n = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    if abstract:
+        name = f"@moat-test-{os.getpid()}-{time.monotonic_ns()}"
+        n.bind("\0" + name[1:])
+    else:
+        name = str(tmp_path / "notify")
+        n.bind(name)
+    n.settimeout(15)
+    monkeypatch.setenv("NOTIFY_SOCKET", name)
+    m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")])
+    m._spawn()
+    try:
+        assert n.recv(4096) == b"READY=1", m.log()
+        # Ready means serving: the port and the control socket answer.
+        with so.create_connection(m.addr("smtp"), timeout=10) as c:
+            c.settimeout(10)
+            assert c.recv(100).startswith(b"220 ")
+        ok(m.ctl("status"))
+        m.signal(15)
+        assert n.recv(4096) == b"STOPPING=1", m.log()
+    finally:
+        assert m.stop() == 0, m.log()
+        n.close()
