@@ -115,8 +115,12 @@ main(int argc, char *argv[])
 			usage(2);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc) {
+		fprintf(stderr, "moat: unexpected argument '%s'%s\n",
+		    argv[optind], path == NULL ? " (a configuration file "
+		    "goes after -c)" : "");
 		usage(2);
+	}
 	if (!check)
 		server_hold_signals();
 	log_init(verbose);

@@ -534,6 +534,16 @@ def test_usage():
     assert "usage: moat" in r.stderr
 
 
+def test_config_without_c_is_named():
+    """`moat /etc/moat/moat.toml`, the -c forgotten, used to print only
+    the usage: now it names the argument and where it belongs."""
+    r = run("/etc/moat/moat.toml")
+    assert r.returncode == 2
+    assert "moat: unexpected argument '/etc/moat/moat.toml' (a " \
+        "configuration file goes after -c)" in r.stderr, r.stderr
+    assert "usage: moat" in r.stderr
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
