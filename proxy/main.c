@@ -80,12 +80,28 @@ stdio_open(void)
 	return 0;
 }
 
+/*
+ * A start's configuration problems go to the log, with the priority
+ * prefix journald reads, as a reload's do; moat -t prints them bare
+ * (config_report_stderr).
+ */
+static void
+report_start(void *arg, enum config_severity sev, const char *line)
+{
+	(void)arg;
+	if (sev != CONFIG_INFO)
+		log_warnx("%s", line);
+	else
+		log_info("%s", line);
+}
+
 int
 main(int argc, char *argv[])
 {
 	/* Before anything can make OpenSSL allocate (tlsalloc.h). */
 	bool aligned = tlsalloc_init();
 	const char *path = NULL;
+	config_report_fn *report;
 	struct config *cfg;
 	bool check = false;
 	int ch, verbose = 0;
@@ -128,17 +144,21 @@ main(int argc, char *argv[])
 		log_debug("OpenSSL allocated before main(): its record "
 		    "buffers keep the default alignment");
 
+	report = check ? config_report_stderr : report_start;
 	if (path != NULL)
-		cfg = config_load(path, config_report_stderr, NULL);
+		cfg = config_load(path, report, NULL);
 	else
 		cfg = config_load_buf("<built-in configuration>", ".",
-		    default_config, strlen(default_config),
-		    config_report_stderr, NULL);
+		    default_config, strlen(default_config), report, NULL);
 	if (cfg == NULL) {
-		if (path == NULL)
+		if (path == NULL && check)
 			fprintf(stderr, "moat: the built-in configuration "
 			    "expects cert.pem and key.pem in the current "
 			    "directory; or give one with -c FILE\n");
+		else if (path == NULL)
+			log_warnx("the built-in configuration expects cert.pem "
+			    "and key.pem in the current directory; or give one "
+			    "with -c FILE");
 		return 1;
 	}
 	if (check) {

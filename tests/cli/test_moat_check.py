@@ -610,6 +610,32 @@ def test_own_file_daemon_user_cannot_write_fails_the_check(confdir):
     assert sd.returncode == 0, sd.stderr
 
 
+def test_start_logs_config_problems_with_a_priority(confdir):
+    """moat(8): with standard error not a terminal every line starts with
+    a syslog priority prefix, so journald files the reason a start failed
+    as a warning, as a reload's, not as info; moat -t prints the same
+    lines bare, FILE:LINE:COL: message."""
+    path = confdir / "moat.toml"
+    path.write_text('[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n'
+                    + LISTENER + '[policy]\nallow = ["0.0.0.0/0"]\n'
+                    'workerz = 1\n')
+    warning = (f"{path}:11:1: warning: policy.allow covers every IPv4 "
+               "address")
+    error = f"{path}:12:1: unknown key 'workerz' in [policy]"
+    start = run("-c", str(path))
+    assert start.returncode == 1, start.stderr
+    lines = start.stderr.splitlines()
+    assert lines, start.stderr
+    assert all(re.match(r"<[0-7]>", line) for line in lines), start.stderr
+    assert any(line.startswith("<4>moat: " + warning) for line in lines), \
+        start.stderr
+    assert f"<4>moat: {error}" in lines, start.stderr
+    check = run("-t", "-c", str(path))
+    assert check.returncode == 1, check.stderr
+    assert check.stderr.startswith(warning), check.stderr
+    assert error in check.stderr.splitlines(), check.stderr
+
+
 def test_start_without_root_says_why(confdir):
     """Started as an ordinary user: the control socket, opened first,
     cannot be made in a directory only root may write, nor looked for in
