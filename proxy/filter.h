@@ -71,6 +71,14 @@ void filter_starttls(struct filter_io *io);
 /* Ends the session after the client's queue is flushed; reason goes to
  * the close log line (a static string). */
 void filter_close(struct filter_io *io, const char *reason);
+/*
+ * True once the session is to end: filter_close(), or a signal that got
+ * the client banned (an auth failure or glitch at the limit). The filter
+ * then stops where it is and consumes the rest unread, so that neither a
+ * reply the backend sent behind the one that banned (a pipelined
+ * password's verdict) nor a command pipelined behind it gets through.
+ */
+bool filter_closing(const struct filter_io *io);
 /* True once the client side runs TLS (implicit or after STARTTLS). */
 bool filter_client_tls(const struct filter_io *io);
 

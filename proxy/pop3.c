@@ -320,6 +320,11 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 	if (s->cmode == CM_DEAD)
 		return len;
 	while (off < len) {
+		if (filter_closing(io)) {
+			/* Banned by what came before (filter.h). */
+			s->cmode = CM_DEAD;
+			return len;
+		}
 		if (!q_drain(s, io))
 			break;
 		if (s->body == BODY_CAPA) {
@@ -513,6 +518,11 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		return len;
 	}
 	while (off < len) {
+		if (filter_closing(io)) {
+			/* Banned by what came before (filter.h). */
+			s->cmode = CM_DEAD;
+			return len;
+		}
 		if (!q_drain(s, io))
 			break;
 		if (s->cmode != CM_CMD && s->cmode != CM_SASL)

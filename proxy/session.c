@@ -1573,6 +1573,15 @@ filter_close(struct filter_io *io, const char *reason)
 	s->filter_close = reason;
 }
 
+bool
+filter_closing(const struct filter_io *io)
+{
+	const struct session *s = container_of_const(io, struct session,
+	    filter);
+
+	return s->filter_close != NULL;
+}
+
 void
 filter_abort_backend(struct filter_io *io)
 {

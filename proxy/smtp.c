@@ -400,6 +400,11 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 	if (s->cmode == CM_DEAD)
 		return len;
 	while (off < len) {
+		if (filter_closing(io)) {
+			/* Banned by what came before (filter.h). */
+			s->cmode = CM_DEAD;
+			return len;
+		}
 		if (!q_drain(s, io))
 			break;
 		rc = smtp_reply_parse(p + off, len - off, SMTP_REPLY_MAX, &r);
@@ -618,6 +623,11 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 		s->rset_due = false;
 	}
 	while (off < len) {
+		if (filter_closing(io)) {
+			/* Banned by what came before (filter.h). */
+			s->cmode = CM_DEAD;
+			return len;
+		}
 		if (!q_drain(s, io))
 			break;
 		if (s->cmode == CM_BODY) {

@@ -14,6 +14,9 @@ Modes:
   pop3          +OK greeting, +OK to everything, QUIT -> +OK and close
   slow_pass     like pop3, but a PASS fails, after a second (as Dovecot
                 holds failures back)
+  batch_pass    like pop3, but a PASS fails unless its password is
+                "right", and the replies to pipelined commands go out in
+                one write (as a server that checks passwords at once may)
   big_retr      like pop3, but RETR sends a message of BIG_RETR bytes
   stall         accepts and never sends a byte
   hangup        accepts and closes at once, without a byte
@@ -175,6 +178,25 @@ class ScriptedBackend:
                 await self._extra(w, b"+OK\r\n", b"+OK unsolicited\r\n", late)
             else:
                 await self._send(w, b"+OK\r\n")
+
+    async def _mode_batch_pass(self, r, w):
+        await self._send(w, b"+OK scripted POP3 ready\r\n")
+        buf = b""
+        while True:
+            data = await r.read(65536)
+            if not data:
+                return
+            buf += data
+            out = b""
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.upper().startswith(b"PASS"):
+                    out += b"+OK\r\n"
+                elif line.rstrip() == b"PASS right":
+                    out += b"+OK Logged in.\r\n"
+                else:
+                    out += b"-ERR [AUTH] Authentication failed.\r\n"
+            await self._send(w, out)
 
     async def _mode_slow_pass(self, r, w):
         await self._mode_pop3(r, w, slow_pass=True)

@@ -223,6 +223,40 @@ def test_reset_before_the_verdict_still_counts(stack, moat, pki):
     assert "client_reset" in moat.log()
 
 
+def test_ban_hides_verdicts_pipelined_behind_it(tmp_path, pki):
+    """A guesser pipelines more passwords than auth_failures allows; a
+    backend that answers them all in one write must not let the verdict
+    on a guess past the limit (here the right one) reach him."""
+    import socket
+
+    from mailstack import proxy_v1_header
+    from moatrun import Moat, started
+    from scripted import ScriptedBackend
+
+    b = ScriptedBackend("batch_pass").start()
+    m = Moat(tmp_path, pki, [listener(
+        "pop3", b.addr, protocol="pop3", tls="none", accept_proxy=True,
+        accept_proxy_from=["127.0.0.0/8"])],
+        extra='[policy.rate]\nconnections = { limit = 0, window = "1m" }\n'
+              'auth_failures = { limit = 2, window = "10m" }\n')
+    try:
+        with started(m), socket.create_connection(
+                ("127.0.0.1", m.port("pop3")), timeout=10) as s:
+            s.sendall(proxy_v1_header("203.0.113.9", "127.0.0.1", 40000, 110))
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"+OK")
+            s.sendall(b"USER alice\r\nPASS a\r\nUSER alice\r\nPASS b\r\n"
+                      b"USER alice\r\nPASS right\r\n")
+            got = f.read()
+            assert got == (b"+OK\r\n-ERR [AUTH] Authentication failed.\r\n"
+                           b"+OK\r\n-ERR [AUTH] Authentication failed.\r\n"), got
+            assert "auth_ok" not in m.log()
+            assert [e["reason"] for e in events(m)
+                    if e["event"] == "ban"] == ["auth"]
+    finally:
+        b.stop()
+
+
 def test_cross_protocol_and_early_talker_are_glitches(stack, moat, pki):
     import socket
     for port in (moat.port("sub"), moat.port("pop3")):

@@ -45,6 +45,10 @@ struct filter_io {
 	bool aborted;
 	const char *closed;
 	int nsig[8];
+	/* As session_signal() when a client reaches its auth_failures
+	 * limit: the ban_at-th failure or glitch ends the session (0: no
+	 * limit). */
+	int ban_at;
 	const char *sigreason[8];
 	char sigs[4096];	/* "auth_fail:smtp_auth;" ... */
 	size_t discarded;	/* client bytes dropped at STARTTLS */
@@ -102,6 +106,12 @@ filter_close(struct filter_io *io, const char *reason)
 }
 
 bool
+filter_closing(const struct filter_io *io)
+{
+	return io->closed != NULL;
+}
+
+bool
 filter_client_tls(const struct filter_io *io)
 {
 	return io->tls;
@@ -122,6 +132,10 @@ filter_signal(struct filter_io *io, enum filter_signal sig, const char *reason)
 
 	io->nsig[sig]++;
 	io->sigreason[sig] = reason;
+	if (io->ban_at > 0 && io->closed == NULL &&
+	    io->nsig[FILTER_SIG_AUTH_FAIL] + io->nsig[FILTER_SIG_GLITCH] +
+	    io->nsig[FILTER_SIG_FOREIGN] >= io->ban_at)
+		io->closed = "banned";
 	if (n + strlen(reason) + 32 < sizeof(io->sigs)) {
 		strcat(io->sigs, filter_signal_str(sig));
 		strcat(io->sigs, ":");

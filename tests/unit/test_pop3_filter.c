@@ -151,6 +151,41 @@ test_auth_signals(void)
 	fake_free(io);
 }
 
+/*
+ * Regression: the failure that reaches the limit bans, and the verdicts
+ * the backend sent behind it on pipelined passwords never reach the
+ * client: a "+OK" there told a guesser past the limit that he was right.
+ */
+static void
+test_ban_stops_pipelined_verdicts(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	io->ban_at = 2;
+	fake_client(io, "USER alice\r\nPASS a\r\nUSER alice\r\nPASS b\r\n"
+	    "USER alice\r\nPASS alicepw\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "USER alice\r\nPASS a\r\n"
+	    "USER alice\r\nPASS b\r\nUSER alice\r\nPASS alicepw\r\n");
+	fake_backend(io, "+OK\r\n-ERR [AUTH] Authentication failed.\r\n"
+	    "+OK\r\n-ERR [AUTH] Authentication failed.\r\n"
+	    "+OK\r\n+OK Logged in.\r\n");
+	CHECK_STR_EQ(io->closed, "banned");
+	CHECK_STR_EQ(fake_take_client(io), "+OK\r\n"
+	    "-ERR [AUTH] Authentication failed.\r\n+OK\r\n"
+	    "-ERR [AUTH] Authentication failed.\r\n");
+	CHECK_INT_EQ(io->nsig[FILTER_SIG_AUTH_OK], 0);
+	fake_free(io);
+
+	/* A glitch at the limit: what the client pipelined behind it
+	 * never reaches the backend. */
+	io = greeted(CFG_TLS_NONE, false);
+	io->ban_at = 1;
+	fake_client(io, "XCLIENT ADDR=1.2.3.4\r\nUSER alice\r\nPASS x\r\n");
+	CHECK_STR_EQ(io->closed, "banned");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	fake_free(io);
+}
+
 /* Regression: replies to exchanges that tried no credentials are not
  * counted as failed logins. */
 static void
@@ -340,6 +375,7 @@ main(void)
 	test_multiline();
 	test_auth_signals();
 	test_auth_not_guesses();
+	test_ban_stops_pipelined_verdicts();
 	test_xclient();
 	test_abuse();
 	return check_report("pop3_filter");

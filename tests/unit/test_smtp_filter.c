@@ -586,6 +586,30 @@ test_pipelining_burst(void)
 	fake_free(io);
 }
 
+/*
+ * Regression: a glitch that reaches the limit bans, and a password the
+ * client pipelined behind it never reaches the backend.
+ */
+static void
+test_ban_stops_pipelined_commands(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	fake_client(io, "EHLO c.example\r\n");
+	fake_backend(io, "250 mail.example\r\n");
+	(void)fake_take_backend(io);
+	(void)fake_take_client(io);
+	io->ban_at = 2;
+	fake_client(io, "AUTH PLAIN\tAGFAAGI=\r\nAUTH PLAIN\tAGFAAGI=\r\n"
+	    "AUTH PLAIN AGFAAGI=\r\n");
+	CHECK_STR_EQ(io->closed, "banned");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io),
+	    "500 5.5.2 Error: bad characters in command\r\n"
+	    "500 5.5.2 Error: bad characters in command\r\n");
+	fake_free(io);
+}
+
 int
 main(void)
 {
@@ -597,6 +621,7 @@ main(void)
 	test_pipelining_order();
 	test_smuggling();
 	test_auth_signals();
+	test_ban_stops_pipelined_commands();
 	test_abuse();
 	return check_report("smtp_filter");
 }
