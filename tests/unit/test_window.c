@@ -360,6 +360,27 @@ test_aggregation(void)
 	    WINDOW_OK);
 	window_table_free(t);
 
+	/* concurrent_per_ip holds a prefix's sessions together too, as
+	 * moat.toml(5) says. */
+	wp.auth_limit = 0;
+	wp.conc_limit = 2;
+	t = window_table_new(&wp);
+	{
+		uint32_t count, open, tag;
+
+		CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &count,
+		    &open, &tag), WINDOW_OK);
+		CHECK_INT_EQ(window_admit(t, ip("192.0.2.2"), 0, &count,
+		    &open, &tag), WINDOW_OK);
+		CHECK_INT_EQ(window_admit(t, ip("192.0.2.3"), 0, &count,
+		    &open, &tag), WINDOW_CONCURRENCY);
+		CHECK_INT_EQ(open, 2);
+		CHECK_INT_EQ(window_admit(t, ip("192.0.3.1"), 0, &count,
+		    &open, &tag), WINDOW_OK);
+	}
+	window_table_free(t);
+	wp.conc_limit = 0;
+
 	/* Odd lengths mask inside a byte. */
 	wp.aggregate_v4 = 20;
 	t = window_table_new(&wp);
