@@ -667,6 +667,7 @@ policy_stats(struct policy *p, uint64_t now_ms, struct policy_stats *st)
 	st->allow_ranges = cidr_set_ranges(p->r.allow);
 	st->deny_ranges = cidr_set_ranges(p->r.deny);
 	st->tracked = window_entries(p->win);
+	st->tracked_evicted = window_evicted(p->win);
 	st->ban_records = ban_entries(p->bans);
 	st->bans_active = ban_active(p->bans, now_ms);
 	st->bans_evicted = ban_evicted(p->bans);

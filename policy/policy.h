@@ -224,6 +224,8 @@ bool policy_state_dirty(struct policy *p);
 struct policy_stats {
 	size_t allow_ranges, deny_ranges;	/* after merging */
 	size_t tracked;				/* client keys in windows */
+	uint64_t tracked_evicted;		/* live ones dropped for room
+						 * (rate.max_tracked) */
 	size_t ban_records, bans_active;
 	uint64_t bans_evicted;			/* bans in force dropped for
 						 * room (ban.max_entries) */

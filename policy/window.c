@@ -35,6 +35,7 @@ struct window_table {
 	struct addrindex ix;		/* over e, by key */
 	uint32_t newest, oldest;
 	uint32_t last_tag;
+	uint64_t evicted;		/* live keys dropped for room */
 };
 
 _Static_assert(sizeof(struct window_entry) == 80,
@@ -256,9 +257,11 @@ lookup_insert(struct window_table *t, const uint8_t addr[16], uint64_t now)
 		lru_unlink(t, i);
 	} else if (t->n < t->cap || grow(t) == 0)
 		i = t->n++;
-	else if (t->oldest != NIL)
+	else if (t->oldest != NIL) {
 		i = evict(t);
-	else
+		if (!entry_idle(t, &t->e[i], now))
+			t->evicted++;
+	} else
 		return NIL;
 	e = &t->e[i];
 	memset(e, 0, sizeof(*e));
@@ -523,6 +526,12 @@ size_t
 window_entries(const struct window_table *t)
 {
 	return t->n;
+}
+
+uint64_t
+window_evicted(const struct window_table *t)
+{
+	return t->evicted;
 }
 
 size_t

@@ -147,6 +147,10 @@ uint32_t window_open_count(struct window_table *t, const uint8_t addr[16]);
 
 /* Keys tracked, heap bytes held, and the constant cost per key. */
 size_t window_entries(const struct window_table *t);
+/* Keys dropped from the full table to make room for a new one while
+ * their windows still counted something or sessions were open: counts
+ * forgotten (a flood of addresses, or max_entries too small). */
+uint64_t window_evicted(const struct window_table *t);
 size_t window_bytes(const struct window_table *t);
 size_t window_entry_bytes(void);
 

@@ -505,6 +505,12 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 		    "Client keys held in the rate windows.");
 		(void)sbuf_printf(out, "moat_tracked_clients %zu\n",
 		    st.tracked);
+		header(out, "moat_tracked_evicted_total", "counter",
+		    "Client keys dropped from the full rate windows "
+		    "(policy.rate.max_tracked) while they still counted "
+		    "something: their counts were forgotten.");
+		(void)sbuf_printf(out, "moat_tracked_evicted_total %llu\n",
+		    (unsigned long long)st.tracked_evicted);
 		header(out, "moat_geo_lookup_errors_total", "counter",
 		    "Country lookups that failed (a damaged database); "
 		    "those clients count as unknown.");

@@ -319,6 +319,17 @@ test_eviction(void)
 	}
 	CHECK_INT_EQ(window_entries(t), 1000);
 	CHECK(window_bytes(t) <= 1000 * 88 + 1024);
+	/* Each key past the cap pushed out one that still counted. */
+	CHECK_INT_EQ(window_evicted(t), 4000);
+	/* Keys whose windows ran out go without a count. */
+	for (int i = 0; i < 2000; i++) {
+		uint8_t x[16] = { 0x20, 0x01, 0x0d, 0xb9 };
+
+		memcpy(x + 8, &i, sizeof(i));
+		window_admit(t, x, 10000000, &c, &o, &g);
+		window_close(t, x, g);
+	}
+	CHECK_INT_EQ(window_evicted(t), 4000 + 1000);
 	window_table_free(t);
 }
 
