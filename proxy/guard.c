@@ -2,6 +2,7 @@
 #include "guard.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,11 +296,17 @@ guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
  * The bans to write again, copied under the policy lock and queued to the
  * writer after it: queueing costs a lookup in the writer's large maps for
  * each ban (cache misses, about 0.3 s per million), which every accept
- * on every worker would otherwise wait for at each reload. A ban the
- * table drops for room in between is written all the same and stays in
- * the kernel until its timeout; one made or extended in between was
- * queued by its own thread, and the writer keeps the later timeout.
+ * on every worker would otherwise wait for at each reload. A ban made or
+ * extended in between was queued by its own thread, and the writer keeps
+ * the later timeout. A ban the full table drops for room in between
+ * (guard_fw_evict, on a worker) would be written again after its delete:
+ * those are noted meanwhile and settled after the queueing. The copy is
+ * bounded: past REFILL_COPY_MAX bans, the rest are queued under the lock
+ * as before.
  */
+#define REFILL_COPY_MAX (1u << 20)
+#define REFILL_EVICTED_MAX 4096
+
 struct fw_left {
 	uint8_t addr[16];
 	uint64_t left_ms;
@@ -309,8 +316,17 @@ struct fw_assert {
 	uint64_t now;
 	size_t total;		/* bans in force seen */
 	size_t n, cap;		/* in v */
-	struct fw_left *v;	/* NULL (no memory): queued under the lock */
+	struct fw_left *v;	/* NULL (no memory, or full): queued at once */
 };
+
+/* What the table drops for room while a refill's copy waits. */
+static struct {
+	pthread_mutex_t mu;
+	bool on;		/* a refill is between copy and queue */
+	size_t n;
+	bool over;		/* more than REFILL_EVICTED_MAX */
+	uint8_t addr[REFILL_EVICTED_MAX][16];
+} refill_ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 /* Queues v's bans to the writer and empties it. */
 static void
@@ -333,7 +349,8 @@ guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 		return;
 	fa->total++;
 	if (fa->v != NULL && fa->n == fa->cap) {
-		if ((v = realloc(fa->v, 2 * fa->cap * sizeof(*v))) != NULL) {
+		if (fa->cap < REFILL_COPY_MAX && (v = realloc(fa->v,
+		    2 * fa->cap * sizeof(*v))) != NULL) {
 			fa->v = v;
 			fa->cap *= 2;
 		} else {
@@ -350,6 +367,32 @@ guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 	fa->v[fa->n++].left_ms = b->expiry_ms - fa->now;
 }
 
+static void guard_fw_sync(const uint8_t addr[16], bool replace);
+
+/* Bans dropped for room while the refill queued: written out again. */
+static void
+guard_fw_settle_evicted(void)
+{
+	uint8_t (*a)[16] = NULL;
+	size_t i, n;
+	bool over;
+
+	pthread_mutex_lock(&refill_ev.mu);
+	refill_ev.on = false;
+	n = refill_ev.n;
+	over = refill_ev.over;
+	if (n > 0 && (a = malloc(n * sizeof(*a))) != NULL)
+		memcpy(a, refill_ev.addr, n * sizeof(*a));
+	pthread_mutex_unlock(&refill_ev.mu);
+	for (i = 0; a != NULL && i < n; i++)
+		guard_fw_sync(a[i], false);
+	free(a);
+	if (over || (n > 0 && a == NULL))
+		log_warnx("firewall: bans dropped for room while the bans in "
+		    "force were written again may stay in the kernel sets "
+		    "until their timeout");
+}
+
 /* Queues every ban in force again: the writer found the sets without
  * them (created anew, emptied) or was started afresh. */
 static void
@@ -360,10 +403,16 @@ guard_fw_refill(const char *why)
 	if (!fw_enabled(guard.fw))
 		return;
 	fa.v = malloc(fa.cap * sizeof(*fa.v));
+	pthread_mutex_lock(&refill_ev.mu);
+	refill_ev.on = true;
+	refill_ev.n = 0;
+	refill_ev.over = false;
+	pthread_mutex_unlock(&refill_ev.mu);
 	policy_bans(guard.policy, fa.now, guard_fw_assert, &fa);
 	if (fa.v != NULL)
 		guard_fw_queue(&fa);
 	free(fa.v);
+	guard_fw_settle_evicted();
 	if (why != NULL && fa.total > 0)
 		log_info("firewall: %s; writing the %zu bans in force again",
 		    why, fa.total);
@@ -497,8 +546,17 @@ static void
 guard_fw_evict(void *arg, const uint8_t addr[16])
 {
 	(void)arg;
-	if (fw_enabled(guard.fw))
-		fw_del(guard.fw, addr);
+	if (!fw_enabled(guard.fw))
+		return;
+	fw_del(guard.fw, addr);
+	pthread_mutex_lock(&refill_ev.mu);
+	if (refill_ev.on) {
+		if (refill_ev.n < REFILL_EVICTED_MAX)
+			memcpy(refill_ev.addr[refill_ev.n++], addr, 16);
+		else
+			refill_ev.over = true;
+	}
+	pthread_mutex_unlock(&refill_ev.mu);
 }
 
 /* A ban lifted: out of the kernel set, logged and written as an event. */
