@@ -820,6 +820,20 @@ proxy_untrusted(struct session *s)
  * when it is set up wrong. A connection that ends without sending a
  * byte (a balancer's TCP health check) is not counted (counted false).
  */
+#define PROXY_DISCARD_MAX (64 * 1024)
+
+/* Drops what the client sent so far; MSG_TRUNC: not even copied. */
+static void
+proxy_discard(int fd)
+{
+	size_t left = PROXY_DISCARD_MAX;
+	ssize_t r;
+
+	while (left > 0 && (r = recv(fd, NULL, left,
+	    MSG_TRUNC | MSG_DONTWAIT)) > 0)
+		left -= (size_t)r < left ? (size_t)r : left;
+}
+
 static void
 proxy_fail(struct session *s, const char *why, bool counted)
 {
@@ -869,12 +883,13 @@ do_proxy_header(struct session *s)
 	    &why);
 	if (rc == PROXYPROTO_ERROR) {
 		/*
-		 * Read what was looked at: bytes left unread would make the
-		 * close a reset, and the sender (a misconfigured balancer,
-		 * or someone testing by hand from its address) should read
-		 * the same orderly end as after a late header.
+		 * Read what came, up to PROXY_DISCARD_MAX: bytes left unread
+		 * would make the close a reset, and the sender (a balancer
+		 * set up without the header, whose client's ClientHello may
+		 * be 2 KB, or someone testing by hand from its address)
+		 * should read the same orderly end as after a late header.
 		 */
-		(void)recv(c->fd, p, (size_t)n, 0);
+		proxy_discard(c->fd);
 		proxy_fail(s, why, true);
 		return;
 	}

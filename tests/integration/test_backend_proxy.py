@@ -306,6 +306,10 @@ def test_malformed_proxy_header_closes(moat, data):
     [b"PROXY TCP4 192.0.2.1 127.0.0.1 99999 465\r\n"],
     [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40],
     [b"PROXY TCP4 ", b"192.0.2.1 nonsense\r\n"],          # an error after a prefix
+    # A ClientHello with a post-quantum key share: past PROXYPROTO_MAX.
+    [b"\x16\x03\x01\x07\x00\x01\x00\x06\xfc\x03\x03" + b"\x00" * 1900],
+    # A v2 header declaring 1100 bytes, more than moat takes.
+    [b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x04\x4c" + b"\x00" * 1100],
 ])
 def test_malformed_proxy_header_ends_in_order(moat, parts):
     """A bad header is read before the close, so the sender (a balancer
