@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -637,8 +638,10 @@ read_list_file(struct loader *l, const char *path, struct toml_pos where,
 		    strerror(e), read_as(e, as, sizeof(as)));
 		return;
 	}
-	/* A FIFO or a device (/dev/zero) has no size to bound it. */
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+	/* A FIFO or a device (/dev/zero) has no size to bound it; /dev/null,
+	 * a placeholder for an empty list, is read as one. */
+	if (fstat(fd, &st) == -1 || (!S_ISREG(st.st_mode) &&
+	    !(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))) {
 		err_at(l, where, "list file %s is not a regular file", path);
 		close(fd);
 		return;

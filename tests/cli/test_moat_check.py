@@ -213,6 +213,12 @@ def test_fifo_or_device_as_config_or_list_file_is_refused_at_once(confdir):
                        capture_output=True, text=True, timeout=5,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 1 and "not a regular file" in r.stderr, r.stderr
+    # /dev/null stays what it was before: a placeholder for an empty list.
+    path.write_text('[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n' +
+                    LISTENER + '[policy]\ndeny_files = ["/dev/null"]\n')
+    r = subprocess.run([MOAT, "-t", "-c", str(path)], capture_output=True,
+                       text=True, timeout=5, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
 
 
 def test_rate_limit_zero_needs_no_window(confdir):
