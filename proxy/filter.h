@@ -52,6 +52,11 @@ struct filter_ops {
 	/* True while the backend owes its verdict on credentials the client
 	 * sent (a password, a SASL response); may be NULL (never). */
 	bool (*verdict_owed)(void *state);
+	/* True when every reply that reached the client is whole (none of
+	 * its lines, nor a multi-line body, is yet to come), so that a
+	 * line of moat's read now would be one of its own; may be NULL
+	 * (never). */
+	bool (*between_replies)(void *state);
 	void (*free)(void *state);
 };
 

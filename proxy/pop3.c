@@ -606,6 +606,17 @@ pop3_verdict_owed(void *state)
 	    pendq_has(&s->q, PEND_PASS) || pendq_has(&s->q, PEND_APOP);
 }
 
+/* Status lines are relayed whole; a multi-line body (RETR, LIST, CAPA)
+ * is relayed as it comes, up to its dot. */
+static bool
+pop3_between_replies(void *state)
+{
+	struct pop3 *s = state;
+
+	return s->body == BODY_NONE && s->cmode != CM_DISCARD &&
+	    s->cmode != CM_DEAD;
+}
+
 const struct filter_ops filter_pop3 = {
 	.name = "pop3",
 	.new = pop3_new,
@@ -614,5 +625,6 @@ const struct filter_ops filter_pop3 = {
 	.tls_started = pop3_tls_started,
 	.awaiting = pop3_awaiting,
 	.verdict_owed = pop3_verdict_owed,
+	.between_replies = pop3_between_replies,
 	.free = pop3_free,
 };

@@ -2360,12 +2360,82 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	session_done(s);
 }
 
+/*
+ * Whether the client reads whole replies only, so that a line of moat's
+ * written now would reach it as one: its side is open and not ending,
+ * no STARTTLS handshake is due, and the filter relays no reply in part
+ * (filter_ops.between_replies). Before the backend's first words
+ * (connect, XCLIENT, greeting) the client has read nothing at all, and
+ * the line stands in for the greeting, as after a backend failure
+ * (unavailable()); during a handshake it could not be written.
+ */
+static bool
+goodbye_fits(const struct session *s)
+{
+	const struct conn *c = &s->client;
+
+	if (s->dead || c->fd < 0 || c->gone || c->ssl_broken || c->wr_shut ||
+	    c->shut_pending || s->starttls)
+		return false;
+	switch (s->state) {
+	case SESSION_CONNECT:
+	case SESSION_XCLIENT:
+	case SESSION_GREETING:
+		return true;
+	case SESSION_RELAY:
+		return s->filter.ops->between_replies != NULL &&
+		    s->filter.state != NULL &&
+		    s->filter.ops->between_replies(s->filter.state);
+	case SESSION_NEW:
+	case SESSION_PROXY_HEADER:
+	case SESSION_ADMIT:
+	case SESSION_HANDSHAKE:
+	case SESSION_REJECT:
+	case SESSION_DEAD:
+		break;
+	}
+	return false;
+}
+
+/*
+ * moat stops (drain_timeout is over, or a second signal came) and s is
+ * closed now. RFC 5321 3.8: a server that shuts down should say 421
+ * first; a POP3 client reads -ERR likewise, and on TLS a close_notify,
+ * so that it reads an orderly end and not a truncation. Where a line
+ * would land inside a reply (goodbye_fits()) the client gets none, as
+ * before. A session lingering after its last reply gets what it still
+ * had coming (linger_over()). One try and no waiting, as there: a
+ * client whose socket is full reads what fitted.
+ */
+static void
+session_goodbye(struct session *s)
+{
+	struct conn *c = &s->client;
+	const char *msg;
+
+	if (s->state == SESSION_REJECT) {
+		c->shut_pending = !c->wr_shut;
+		(void)conn_flush(s, c, false);
+		return;
+	}
+	if (!goodbye_fits(s))
+		return;
+	msg = s->lc->protocol == CFG_PROTO_SMTP ?
+	    "421 4.3.2 Service shutting down, closing connection\r\n" :
+	    "-ERR Service shutting down\r\n";
+	if (buf_append(&c->out, msg, strlen(msg)) == -1)
+		return;
+	c->shut_pending = true;
+	(void)conn_flush(s, c, false);
+}
+
 void
 session_list_close_all(struct session_list *list, const char *reason)
 {
 	struct session *s;
 
 	while ((s = list->head) != NULL) {
+		session_goodbye(s);
 		session_kill(s, reason);
 		session_free(s);
 	}

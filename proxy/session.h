@@ -51,10 +51,12 @@ void session_start(struct ev_loop *loop, struct session_list *list,
     struct gen *gen, const struct cfg_listener *lc, int fd,
     const struct sockaddr *peer, socklen_t peerlen);
 
-/* Ends every session of list now (drain deadline, shutdown), and writes
- * the calling thread's pending refusal summaries (refusals.h) and frees
- * the relay buffers its pool keeps (buf.h). Must not
- * be called from a session's own callback; call it on list's thread. */
+/* Ends every session of list now (drain deadline, shutdown), a client
+ * between replies after a last 421 / -ERR line (and close_notify on
+ * TLS) written once, without waiting; then writes the calling thread's
+ * pending refusal summaries (refusals.h) and frees the relay buffers its
+ * pool keeps (buf.h). Must not be called from a session's own callback;
+ * call it on list's thread. */
 void session_list_close_all(struct session_list *list, const char *reason);
 
 /* Ends now the admitted sessions of list whose client is addr (a new

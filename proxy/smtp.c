@@ -723,6 +723,16 @@ smtp_verdict_owed(void *state)
 	return s->sasl_sent;
 }
 
+/* No reply is relayed in part (mid_reply, an EHLO reply held for its
+ * rewriting), and the client waits for no TLS handshake instead. */
+static bool
+smtp_between_replies(void *state)
+{
+	struct smtp *s = state;
+
+	return !s->mid_reply && s->cmode != CM_DISCARD && s->cmode != CM_DEAD;
+}
+
 const struct filter_ops filter_smtp = {
 	.name = "smtp",
 	.new = smtp_new,
@@ -731,5 +741,6 @@ const struct filter_ops filter_smtp = {
 	.tls_started = smtp_tls_started,
 	.awaiting = smtp_awaiting,
 	.verdict_owed = smtp_verdict_owed,
+	.between_replies = smtp_between_replies,
 	.free = smtp_free,
 };

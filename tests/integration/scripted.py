@@ -18,6 +18,10 @@ Modes:
                 "right", and the replies to pipelined commands go out in
                 one write (as a server that checks passwords at once may)
   big_retr      like pop3, but RETR sends a message of BIG_RETR bytes
+  half_pop3     like pop3, but RETR sends +OK and HALF_LINES lines of the
+                message, then nothing more
+  half_smtp     like smtp, but EHLO gets the first HALF_LINES lines of a
+                multi-line reply, then nothing more
   stall         accepts and never sends a byte
   hangup        accepts and closes at once, without a byte
   reset         accepts and resets at once (SO_LINGER 0), without a byte
@@ -45,10 +49,12 @@ import struct
 import threading
 from typing import List, Optional, Tuple
 
-__all__ = ["ScriptedBackend", "BIG_RETR"]
+__all__ = ["ScriptedBackend", "BIG_RETR", "HALF_LINES"]
 
 # The message big_retr sends for RETR: lines of 100 bytes, CRLF included.
 BIG_RETR = 20 * 1000 * 1000
+# What half_pop3 and half_smtp send of a reply before they stall.
+HALF_LINES = 3
 
 
 class ScriptedBackend:
@@ -151,9 +157,15 @@ class ScriptedBackend:
         await r.readline()          # EHLO
         self._reset(w)
 
+    async def _stall(self, r, w, data: bytes) -> None:
+        """Sends data, then nothing more while the peer stays."""
+        await self._send(w, data)
+        while await r.read(65536):
+            pass
+
     async def _mode_pop3(self, r, w, slow_pass: bool = False,
                          big_retr: bool = False, extra: bool = False,
-                         late: float = 0.0):
+                         late: float = 0.0, half: bool = False):
         await self._send(w, b"+OK scripted POP3 ready\r\n")
         while True:
             line = await r.readline()
@@ -164,6 +176,10 @@ class ScriptedBackend:
                 await self._send(w, b"-ERR [AUTH] Authentication failed.\r\n")
             elif line.upper().startswith(b"QUIT"):
                 await self._send(w, b"+OK bye\r\n")
+                return
+            elif half and line.upper().startswith(b"RETR"):
+                await self._stall(r, w, b"+OK message follows\r\n" + b"".join(
+                    b"line %d\r\n" % j for j in range(HALF_LINES)))
                 return
             elif big_retr and line.upper().startswith(b"RETR"):
                 await self._send(w, b"+OK message follows\r\n")
@@ -204,6 +220,9 @@ class ScriptedBackend:
     async def _mode_big_retr(self, r, w):
         await self._mode_pop3(r, w, big_retr=True)
 
+    async def _mode_half_pop3(self, r, w):
+        await self._mode_pop3(r, w, half=True)
+
     async def _mode_extra_pop3(self, r, w):
         await self._mode_pop3(r, w, extra=True)
 
@@ -211,7 +230,7 @@ class ScriptedBackend:
         await self._mode_pop3(r, w, extra=True, late=0.1)
 
     async def _smtp(self, r, w, close_in_data: bool, extra: bool = False,
-                    late: float = 0.0):
+                    late: float = 0.0, half: bool = False):
         await self._send(w, b"220 scripted ESMTP ready\r\n")
         while True:
             line = await r.readline()
@@ -220,6 +239,10 @@ class ScriptedBackend:
             cmd = line.upper()
             if cmd.startswith(b"QUIT"):
                 await self._send(w, b"221 bye\r\n")
+                return
+            if half and cmd.startswith(b"EHLO"):
+                await self._stall(r, w, b"".join(
+                    b"250-line %d\r\n" % j for j in range(HALF_LINES)))
                 return
             if cmd.startswith(b"EHLO"):
                 await self._send(w, b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
@@ -250,6 +273,9 @@ class ScriptedBackend:
 
     async def _mode_smtp(self, r, w):
         await self._smtp(r, w, False)
+
+    async def _mode_half_smtp(self, r, w):
+        await self._smtp(r, w, False, half=True)
 
     async def _mode_extra_smtp(self, r, w):
         await self._smtp(r, w, False, extra=True)

@@ -125,3 +125,195 @@ def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
     finally:
         assert m.stop() == 0, m.log()
         n.close()
+
+
+def _read_to_end(sock) -> bytes:
+    """Everything sock gives until its end of stream; a TLS socket made
+    with suppress_ragged_eofs=False raises on an end without close_notify."""
+    sock.settimeout(20)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _stopped_by_drain(m: Moat, second: bool = False) -> None:
+    """SIGTERM; moat exits once drain_timeout (1 s) is over, or at once
+    on a second SIGTERM (second)."""
+    m.signal(15)
+    if second:
+        m.wait_log("draining ")
+        m.signal(15)
+        m.wait_log("second signal: closing")
+    else:
+        m.wait_log("drain: grace period over, closing")
+    assert m.proc.wait(timeout=20) == 0, m.log()[-3000:]
+
+
+@pytest.mark.parametrize("workers,second", [(1, False), (2, False), (2, True)])
+def test_drain_end_tells_idle_smtp_clients_421(pki, good, tmp_path, workers,
+                                               second):
+    """RFC 5321 3.8: a server that shuts down should say 421 first. An
+    SMTP client between commands when drain_timeout runs out (or a second
+    SIGTERM comes) reads the 421 and then an orderly end, on TLS with
+    close_notify (it used to read nothing: "unexpected eof"). Each worker
+    says it to its own sessions."""
+    import socket
+    import ssl
+    from test_workers import with_workers
+    m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none"),
+                             listener("smtps", good.addr, tls="implicit")],
+             drain="1m" if second else "1s")
+    if workers > 1:
+        with_workers(m, workers)
+    m.start()
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    clients = []
+    try:
+        for i in range(4):
+            clients.append(socket.create_connection(m.addr("smtp"), timeout=10))
+            t = socket.create_connection(m.addr("smtps"), timeout=10)
+            clients.append(ctx.wrap_socket(t, server_hostname="localhost",
+                                           suppress_ragged_eofs=False))
+        for c in clients:
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"220 "), m.log()[-2000:]
+            c.sendall(b"EHLO drain.example.org\r\n")
+            while True:
+                line = f.readline()
+                assert line.startswith(b"250"), line
+                if line[3:4] == b" ":
+                    break
+            f.close()
+        _stopped_by_drain(m, second)
+        for c in clients:
+            assert _read_to_end(c) == \
+                b"421 4.3.2 Service shutting down, closing connection\r\n"
+    finally:
+        for c in clients:
+            c.close()
+        m.stop()
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
+    """A POP3 client between commands reads -ERR before the end."""
+    import socket
+    import ssl
+    b = ScriptedBackend("pop3").start()
+    m = Moat(tmp_path, pki, [listener("pop3", b.addr, protocol="pop3",
+                                      tls=tls)], drain="1s").start()
+    try:
+        c = socket.create_connection(m.addr("pop3"), timeout=10)
+        if tls == "implicit":
+            c = ssl.create_default_context(cafile=str(pki.ca_cert)).wrap_socket(
+                c, server_hostname="localhost", suppress_ragged_eofs=False)
+        with c:
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"+OK")
+            c.sendall(b"NOOP\r\n")
+            assert f.readline() == b"+OK\r\n"
+            f.close()
+            _stopped_by_drain(m)
+            assert _read_to_end(c) == b"-ERR Service shutting down\r\n"
+    finally:
+        m.stop()
+        b.stop()
+
+
+def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
+    """A client that asked for a large message and does not read it holds
+    part of the reply in moat's buffers when drain_timeout runs out: a
+    line added now would read as message text, so none is. What the
+    client reads is a prefix of the backend's reply."""
+    import socket
+    from scripted import BIG_RETR
+    b = ScriptedBackend("big_retr").start()
+    m = Moat(tmp_path, pki, [listener("pop3", b.addr, protocol="pop3",
+                                      tls="none")], drain="1s").start()
+    try:
+        with socket.create_connection(m.addr("pop3"), timeout=10) as c:
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"+OK")
+            f.close()
+            c.sendall(b"RETR 1\r\n")
+            time.sleep(1)           # moat's buffer and the sockets fill up
+            _stopped_by_drain(m)
+            got = _read_to_end(c)
+        want = b"+OK message follows\r\n"
+        n = 0
+        while len(want) < len(got):
+            want += b"".join(b"%08d " % j + b"x" * 89 + b"\r\n"
+                             for j in range(n, n + 1000))
+            n += 1000
+        assert 0 < len(got) < BIG_RETR
+        assert got == want[:len(got)], \
+            f"not a prefix of the reply; its end: {got[-120:]!r}"
+    finally:
+        m.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_drain_end_says_421_before_the_backend_greets(pki, tmp_path, tls):
+    """A client still waiting for the backend's greeting has read nothing:
+    the 421 stands in for the greeting, as when the backend fails."""
+    import socket
+    import ssl
+    b = ScriptedBackend("stall").start()
+    m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls=tls,
+                                      connect="1m")], drain="1s").start()
+    try:
+        c = socket.create_connection(m.addr("smtp"), timeout=10)
+        if tls == "implicit":
+            c = ssl.create_default_context(cafile=str(pki.ca_cert)).wrap_socket(
+                c, server_hostname="localhost", suppress_ragged_eofs=False)
+        with c:
+            m.wait_log("connect listener=smtp")
+            _stopped_by_drain(m)
+            assert _read_to_end(c) == \
+                b"421 4.3.2 Service shutting down, closing connection\r\n"
+    finally:
+        m.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
+        pki, tmp_path, protocol):
+    """The backend sent part of a reply (lines of a multi-line EHLO reply,
+    the status line and a few lines of a RETR) and then nothing: the
+    client has read them all when drain_timeout runs out, and a line of
+    moat's would read as the rest of that reply. It gets none, only the
+    end of stream."""
+    import socket
+    from scripted import HALF_LINES
+    b = ScriptedBackend("half_" + protocol).start()
+    m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=protocol,
+                                      tls="none")], drain="1s").start()
+    try:
+        with socket.create_connection(m.addr("x"), timeout=10) as c:
+            f = c.makefile("rb")
+            f.readline()            # the greeting
+            if protocol == "smtp":
+                c.sendall(b"EHLO drain.example.org\r\n")
+                # moat holds an EHLO reply's last line back while it
+                # rewrites the reply.
+                want = b"".join(b"250-line %d\r\n" % j
+                                for j in range(HALF_LINES - 1))
+            else:
+                c.sendall(b"RETR 1\r\n")
+                want = b"+OK message follows\r\n" + b"".join(
+                    b"line %d\r\n" % j for j in range(HALF_LINES))
+            got = b""
+            while len(got) < len(want):
+                got += f.read1(65536)
+            assert got == want
+            f.close()
+            _stopped_by_drain(m)
+            assert _read_to_end(c) == b""
+    finally:
+        m.stop()
+        b.stop()

@@ -365,9 +365,40 @@ test_pipelining_burst(void)
 	fake_free(io);
 }
 
+/* Whether a shutdown's -ERR may go to the client now (session.c). */
+static void
+test_between_replies(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_STARTTLS, false);
+	bool (*between)(void *) = io->ops->between_replies;
+
+	CHECK(between(io->state));
+	fake_client(io, "RETR 1\r\nNOOP\r\n");
+	CHECK(between(io->state));
+	fake_backend(io, "+OK 20 octets\r\n");
+	CHECK(!between(io->state));	/* the body is to come */
+	fake_backend(io, "line\r\n");
+	CHECK(!between(io->state));
+	fake_backend(io, ".\r\n+OK\r\n");
+	CHECK(between(io->state));
+	fake_client(io, "CAPA\r\n");
+	fake_backend(io, "+OK\r\nUSER\r\n");
+	CHECK(!between(io->state));
+	fake_backend(io, ".\r\n");
+	CHECK(between(io->state));
+	fake_take_client(io);
+	fake_client(io, "STLS\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "+OK Begin TLS negotiation\r\n");
+	CHECK(!between(io->state));
+	fake_handshake(io);
+	CHECK(between(io->state));
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_between_replies();
 	test_pipelining_burst();
 	test_endless_line_closes();
 	test_capa();

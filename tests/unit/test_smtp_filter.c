@@ -610,9 +610,50 @@ test_ban_stops_pipelined_commands(void)
 	fake_free(io);
 }
 
+/* Whether a shutdown's 421 may go to the client now (session.c). */
+static bool
+between(struct filter_io *io)
+{
+	return io->ops->between_replies(io->state);
+}
+
+static void
+test_between_replies(void)
+{
+	struct filter_io *io = fake_new(&filter_smtp, CFG_PROTO_SMTP,
+	    CFG_TLS_STARTTLS, false, 2048);
+
+	CHECK(between(io));	/* nothing relayed yet */
+	fake_backend(io, "220-first line of a greeting\r\n");
+	CHECK(!between(io));
+	fake_backend(io, "220 ready\r\n");
+	CHECK(between(io));
+	fake_client(io, "EHLO a\r\nNOOP\r\n");
+	CHECK(between(io));	/* replies owed, none begun */
+	fake_backend(io, "250-mx\r\n250-PIPELINING\r\n");
+	CHECK(!between(io));
+	fake_backend(io, "250 8BITMIME\r\n250 ok\r\n");
+	CHECK(between(io));
+	fake_client(io, "DATA\r\n");
+	fake_backend(io, "354 go\r\n");
+	fake_client(io, "Subject: x\r\n");
+	CHECK(between(io));	/* the client talks, the server may too */
+	fake_client(io, ".\r\n");
+	fake_backend(io, "250 queued\r\n");
+	fake_take_client(io);
+	/* "220 Ready to start TLS": the handshake comes next, no line. */
+	fake_client(io, "STARTTLS\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "220 2.0.0 Ready to start TLS\r\n");
+	CHECK(!between(io));
+	fake_handshake(io);
+	CHECK(between(io));
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_between_replies();
 	test_pipelining_burst();
 	test_endless_line_closes();
 	test_ehlo_rewrite();
