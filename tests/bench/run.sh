@@ -42,9 +42,10 @@
 # proxies by hand.)
 #
 # Needs: a build of the tree (meson setup BUILD && ninja -C BUILD; it
-# makes BUILD/proxy/moat, BUILD/tools/moatctl and tests/bench/{loadgen,
+# makes BUILD/proxy/moat, BUILD/proxy/moatctl and tests/bench/{loadgen,
 # backend,hs_ceiling}), root (RLIMIT_NOFILE is raised for 10,000
-# connections), python3, openssl, and from Debian:
+# connections), python3, openssl, meson, ss (iproute2), pgrep (procps),
+# and from Debian:
 #   apt-get install haproxy nginx-light libnginx-mod-stream \
 #                   libnginx-mod-mail stunnel4
 # A missing peer is skipped with a note. The peers are started by hand
@@ -106,6 +107,12 @@ while [ $# -gt 0 ]; do
 	shift
 done
 BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "run.sh: no build directory (--build DIR)" >&2; exit 2; }
+# pgrep finds nginx's worker under its master: without it the worker's
+# CPU would silently go uncounted. ss tells which ports listen.
+for t in python3 openssl meson ss pgrep; do
+	command -v "$t" >/dev/null ||
+		{ echo "run.sh: $t needed (ss: iproute2, pgrep: procps)" >&2; exit 2; }
+done
 
 # Counts. Full runs cost each proxy about a second of CPU or more, so
 # that the 10 ms ticks of /proc/PID/stat stay near 1% of what is measured.
@@ -150,7 +157,6 @@ case $BUILD_OPTS in
 optimization=[23]\ b_sanitize=none\ fuzz=False) ;;
 *) echo "run.sh: $BUILD is not an optimised plain build ($BUILD_OPTS): measure a build without sanitizers or fuzzing at -O2 or -O3, e.g. meson setup --buildtype=debugoptimized DIR" >&2; exit 2 ;;
 esac
-command -v python3 >/dev/null || { echo "run.sh: python3 needed" >&2; exit 2; }
 
 HAPROXY=$(command -v haproxy || true)
 NGINX=$(command -v nginx || true)
@@ -865,7 +871,8 @@ if sel("4"):
     P("Figure 4: SMTP STARTTLS sessions (EHLO, STARTTLS, EHLO, MAIL, RCPT, 10 KiB DATA, QUIT)")
     rate_table("4", "starttls", "sessions through the proxy to the SMTP sink", "sess")
     P("    (per wall-s is no measure of work here: stunnel's protocol = smtp idles about 200 ms in each")
-    P("    session (it waits to see whether the client speaks first); compare per CPU-s)")
+    P("    session (it waits to see whether the client speaks first), and nginx mail about 40 ms (no")
+    P("    TCP_NODELAY on its backend connection: the end of DATA waits for a delayed ACK); compare per CPU-s)")
     r = ratio_vs("4", "starttls", "nginx", per_cpu)
     if r:
         targets.append(("SMTP STARTTLS sessions/CPU-s vs nginx mail", f"{r:.2f}x", ">= 1.0x", r >= 1.0))
