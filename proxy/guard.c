@@ -302,7 +302,7 @@ guard_geo_warning(const struct config *cfg, const struct geo *g, char *msg,
  * (guard_fw_evict, on a worker) would be written again after its delete:
  * those are noted meanwhile and settled after the queueing. The copy is
  * bounded: past REFILL_COPY_MAX bans, the rest are queued under the lock
- * as before.
+ * as before, the copied ones still after it.
  */
 #define REFILL_COPY_MAX (1u << 20)
 #define REFILL_EVICTED_MAX 4096
@@ -316,7 +316,7 @@ struct fw_assert {
 	uint64_t now;
 	size_t total;		/* bans in force seen */
 	size_t n, cap;		/* in v */
-	struct fw_left *v;	/* NULL (no memory, or full): queued at once */
+	struct fw_left *v;	/* NULL (no memory): queued at once */
 };
 
 /* What the table drops for room while a refill's copy waits. */
@@ -348,18 +348,14 @@ guard_fw_assert(void *arg, const uint8_t addr[16], const struct ban_info *b)
 	if (b->expiry_ms <= fa->now)
 		return;
 	fa->total++;
-	if (fa->v != NULL && fa->n == fa->cap) {
-		if (fa->cap < REFILL_COPY_MAX && (v = realloc(fa->v,
-		    2 * fa->cap * sizeof(*v))) != NULL) {
-			fa->v = v;
-			fa->cap *= 2;
-		} else {
-			guard_fw_queue(fa);	/* under the lock, then */
-			free(fa->v);
-			fa->v = NULL;
-		}
+	if (fa->v != NULL && fa->n == fa->cap && fa->cap < REFILL_COPY_MAX &&
+	    (v = realloc(fa->v, 2 * fa->cap * sizeof(*v))) != NULL) {
+		fa->v = v;
+		fa->cap *= 2;
 	}
-	if (fa->v == NULL) {
+	if (fa->v == NULL || fa->n == fa->cap) {
+		/* No room to copy (the bound, or no memory): queued under
+		 * the lock; what was copied still goes after it. */
 		fw_add(guard.fw, addr, b->expiry_ms - fa->now);
 		return;
 	}
@@ -548,8 +544,10 @@ guard_fw_evict(void *arg, const uint8_t addr[16])
 	(void)arg;
 	if (!fw_enabled(guard.fw))
 		return;
-	fw_del(guard.fw, addr);
+	/* The delete and its note together: a refill that settles between
+	 * them would miss a delete its own add then undoes. */
 	pthread_mutex_lock(&refill_ev.mu);
+	fw_del(guard.fw, addr);
 	if (refill_ev.on) {
 		if (refill_ev.n < REFILL_EVICTED_MAX)
 			memcpy(refill_ev.addr[refill_ev.n++], addr, 16);
