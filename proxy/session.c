@@ -2016,10 +2016,23 @@ backend_io_cb(struct ev_loop *loop, ev_io *w, int revents)
  * that just drops as broken ("unexpected eof", "non-properly
  * terminated"). A client side already closed gets nothing more.
  */
+/* Whether the filter has relayed every reply whole, so that a line of
+ * moat's written now reaches the client as a reply of its own. */
+static bool
+replies_whole(const struct session *s)
+{
+	return s->filter.ops != NULL && s->filter.ops->between_replies != NULL &&
+	    s->filter.state != NULL &&
+	    s->filter.ops->between_replies(s->filter.state);
+}
+
 static void
 idle_timeout(struct session *s)
 {
-	if (s->client.wr_shut || s->client.ssl_broken) {
+	/* A backend that stalled inside a reply: a line now would land in
+	 * it (a RETR body, a multi-line 250), so the client gets none. */
+	if (s->client.wr_shut || s->client.ssl_broken ||
+	    (s->state == SESSION_RELAY && !replies_whole(s))) {
 		session_kill(s, "idle_timeout");
 		return;
 	}
@@ -2383,9 +2396,7 @@ goodbye_fits(const struct session *s)
 	case SESSION_GREETING:
 		return true;
 	case SESSION_RELAY:
-		return s->filter.ops->between_replies != NULL &&
-		    s->filter.state != NULL &&
-		    s->filter.ops->between_replies(s->filter.state);
+		return replies_whole(s);
 	case SESSION_NEW:
 	case SESSION_PROXY_HEADER:
 	case SESSION_ADMIT:

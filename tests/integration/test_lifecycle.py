@@ -281,18 +281,21 @@ def test_drain_end_says_421_before_the_backend_greets(pki, tmp_path, tls):
 
 
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+@pytest.mark.parametrize("end", ["drain", "idle"])
 def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
-        pki, tmp_path, protocol):
+        pki, tmp_path, protocol, end):
     """The backend sent part of a reply (lines of a multi-line EHLO reply,
     the status line and a few lines of a RETR) and then nothing: the
-    client has read them all when drain_timeout runs out, and a line of
-    moat's would read as the rest of that reply. It gets none, only the
-    end of stream."""
+    client has read them all when drain_timeout (or the idle timeout)
+    runs out, and a line of moat's would read as the rest of that reply.
+    It gets none, only the end of stream."""
     import socket
     from scripted import HALF_LINES
     b = ScriptedBackend("half_" + protocol).start()
     m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=protocol,
-                                      tls="none")], drain="1s").start()
+                                      tls="none",
+                                      idle="2s" if end == "idle" else "60s")],
+             drain="1s").start()
     try:
         with socket.create_connection(m.addr("x"), timeout=10) as c:
             f = c.makefile("rb")
@@ -312,8 +315,11 @@ def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
                 got += f.read1(65536)
             assert got == want
             f.close()
-            _stopped_by_drain(m)
+            if end == "drain":
+                _stopped_by_drain(m)
             assert _read_to_end(c) == b""
+            if end == "idle":
+                m.wait_log("reason=idle_timeout")
     finally:
         m.stop()
         b.stop()
