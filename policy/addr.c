@@ -84,6 +84,9 @@ port_parse(const char *s, uint16_t *port)
 	return 0;
 }
 
+#define LINKLOCAL_WHY "link-local addresses (fe80::/10) are not taken: " \
+	"they need an interface (a zone such as %eth0), which moat cannot name"
+
 int
 addr_port_parse(const char *s, struct addr_port *out, const char **why)
 {
@@ -129,7 +132,14 @@ addr_port_parse(const char *s, struct addr_port *out, const char **why)
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
 
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
-			*why = "not an IPv6 address";
+			*why = strchr(host, '%') != NULL ? LINKLOCAL_WHY :
+			    "not an IPv6 address";
+			return -1;
+		}
+		/* Without the interface (sin6_scope_id) the kernel refuses
+		 * to bind or connect to one: "Invalid argument". */
+		if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr)) {
+			*why = LINKLOCAL_WHY;
 			return -1;
 		}
 		sin6->sin6_family = AF_INET6;

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "addr.h"
 #include "check.h"
@@ -49,6 +50,14 @@ test_addr_port(void)
 	CHECK_INT_EQ(addr_port_parse("[::1]25", &ap, &why), -1);
 	CHECK_INT_EQ(addr_port_parse(":25", &ap, &why), -1);
 	CHECK_INT_EQ(addr_port_parse("", &ap, &why), -1);
+	/* Link-local: no bind or connect works without a zone, and moat
+	 * takes none; said as such, not as "not an IPv6 address". */
+	CHECK_INT_EQ(addr_port_parse("[fe80::1]:25", &ap, &why), -1);
+	CHECK(strstr(why, "link-local") != NULL);
+	CHECK_INT_EQ(addr_port_parse("[fe80::1%eth0]:25", &ap, &why), -1);
+	CHECK(strstr(why, "link-local") != NULL);
+	CHECK_INT_EQ(addr_port_parse("[fe9f::1]:25", &ap, &why), -1);
+	CHECK_INT_EQ(addr_port_parse("[fec0::1]:25", &ap, &why), 0);
 }
 
 static void
