@@ -131,15 +131,23 @@ addr_port_parse(const char *s, struct addr_port *out, const char **why)
 	if (s[0] == '[') {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
 
+		char *zone = strchr(host, '%');
+
+		if (zone != NULL)
+			*zone = '\0';	/* said below, after what it qualifies */
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
-			*why = strchr(host, '%') != NULL ? LINKLOCAL_WHY :
-			    "not an IPv6 address";
+			*why = "not an IPv6 address";
 			return -1;
 		}
 		/* Without the interface (sin6_scope_id) the kernel refuses
 		 * to bind or connect to one: "Invalid argument". */
 		if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr)) {
 			*why = LINKLOCAL_WHY;
+			return -1;
+		}
+		if (zone != NULL) {
+			*why = "a zone (%...) is not taken: moat cannot name "
+			    "an interface";
 			return -1;
 		}
 		sin6->sin6_family = AF_INET6;

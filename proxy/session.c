@@ -2009,13 +2009,6 @@ backend_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	session_done(s);
 }
 
-/*
- * Nothing moved either way for the idle time. The client reads what the
- * backend's own timeout would have said (Postfix 421 4.4.2, Dovecot's
- * -ERR) and, on TLS, a close_notify: mail clients report a connection
- * that just drops as broken ("unexpected eof", "non-properly
- * terminated"). A client side already closed gets nothing more.
- */
 /* Whether the filter has relayed every reply whole, so that a line of
  * moat's written now reaches the client as a reply of its own. */
 static bool
@@ -2026,11 +2019,19 @@ replies_whole(const struct session *s)
 	    s->filter.ops->between_replies(s->filter.state);
 }
 
+/*
+ * Nothing moved either way for the idle time. The client reads what the
+ * backend's own timeout would have said (Postfix 421 4.4.2, Dovecot's
+ * -ERR) and, on TLS, a close_notify: mail clients report a connection
+ * that just drops as broken ("unexpected eof", "non-properly
+ * terminated"). A client side already closed gets nothing more, nor one
+ * that a line would not reach as a reply of its own (replies_whole()):
+ * a backend stalled inside a reply (a RETR body, a multi-line 250), a
+ * STARTTLS "ready" whose handshake is next, a session already ending.
+ */
 static void
 idle_timeout(struct session *s)
 {
-	/* A backend that stalled inside a reply: a line now would land in
-	 * it (a RETR body, a multi-line 250), so the client gets none. */
 	if (s->client.wr_shut || s->client.ssl_broken ||
 	    (s->state == SESSION_RELAY && !replies_whole(s))) {
 		session_kill(s, "idle_timeout");

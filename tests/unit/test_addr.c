@@ -56,6 +56,9 @@ test_addr_port(void)
 	CHECK(strstr(why, "link-local") != NULL);
 	CHECK_INT_EQ(addr_port_parse("[fe80::1%eth0]:25", &ap, &why), -1);
 	CHECK(strstr(why, "link-local") != NULL);
+	CHECK_INT_EQ(addr_port_parse("[2001:db8::1%eth0]:25", &ap, &why), -1);
+	CHECK(strstr(why, "zone") != NULL);
+	CHECK_INT_EQ(addr_port_parse("[::1%]:25", &ap, &why), -1);
 	CHECK_INT_EQ(addr_port_parse("[fe9f::1]:25", &ap, &why), -1);
 	CHECK_INT_EQ(addr_port_parse("[fec0::1]:25", &ap, &why), 0);
 }
