@@ -163,6 +163,7 @@ struct report_item {
 
 struct fw {
 	const struct fw_backend *be;
+	bool said_local;		/* a loopback ban was noted (under mu) */
 	struct config cfgcopy;		/* set names, create, max_entries */
 	char *table, *set4, *set6;
 	struct ev_loop *loop;
@@ -960,16 +961,49 @@ fw_close(struct fw *fw)
 	free(fw);
 }
 
+/*
+ * Loopback and unspecified addresses are never written: a drop rule on
+ * 127.0.0.1 or ::1 drops the host's own traffic on lo, the replies of a
+ * backend on loopback to moat among it, so that a rate ban of a local
+ * webmail would cut every client off. moat still refuses them itself.
+ */
+static bool
+fw_addr_local(const uint8_t addr[16])
+{
+	static const uint8_t zero[16], one[16] = { [15] = 1 };
+
+	if (fw_addr_is_v4(addr))
+		return addr[12] == 127 || memcmp(addr + 12, zero, 4) == 0;
+	return memcmp(addr, zero, 16) == 0 || memcmp(addr, one, 16) == 0;
+}
+
 static void
 fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
     uint64_t timeout_ms, bool exact)
 {
 	uint64_t now = mono_ms(), deadline = now + timeout_ms;
 	struct slot *sl;
-	bool isnew;
+	bool isnew, say;
+	char a[64], msg[256];
 
 	if (!fw_enabled(fw) || !fw->running)
 		return;
+	if (fw_addr_local(addr)) {
+		pthread_mutex_lock(&fw->mu);
+		say = op == FW_OP_ADD && !fw->said_local;
+		fw->said_local = fw->said_local || say;
+		pthread_mutex_unlock(&fw->mu);
+		if (say) {
+			snprintf(msg, sizeof(msg), "%s is banned by moat "
+			    "alone, not in the kernel sets, where it would "
+			    "drop this host's own traffic (a loopback "
+			    "backend's too); add it to [policy] allow if "
+			    "local clients should never be banned (said once)",
+			    fw_addr_str(addr, a, sizeof(a)));
+			fw_post(fw, FW_OK, NULL, msg, false, true);
+		}
+		return;
+	}
 	pthread_mutex_lock(&fw->mu);
 	fw->stats.queued++;
 	fw->seq_queued++;

@@ -750,6 +750,28 @@ def test_operator_ban_shortens_kernel_timeout(tmp_path, pki, net, stack):
         assert m.stop() == 0
 
 
+def test_loopback_ban_stays_out_of_the_kernel_sets(tmp_path, pki, net, stack):
+    """A ban of 127.0.0.1 or ::1 (a local webmail over the rate limit, or
+    a moatctl ban) in the kernel sets would drop the host's own loopback
+    traffic, the replies of a backend on loopback to moat among it: moat
+    keeps such a ban to itself, and says so once."""
+    net.reset_nft()
+    m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
+    try:
+        for a in ("127.0.0.1", "::1", "127.3.2.1", "10.66.1.9"):
+            assert m.ctl("ban", a, "1h").returncode == 0, a
+        wait_for(lambda: "10.66.1.9" in net.nft_elems("blocked4"), 5.0,
+                 "the other ban's element")
+        assert set(net.nft_elems("blocked4")) == {"10.66.1.9"}
+        assert net.nft_elems("blocked6") == {}
+        m.wait_log("127.0.0.1 is banned by moat alone", timeout=5)
+        assert m.log().count("is banned by moat alone") == 1
+        assert "127.0.0.1" in m.ctl("bans", "127.0.0.1").stdout
+    finally:
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, stack):
     """An operator deletes the table (moat re-creates it at its next write)
     or reloads the ruleset, which empties the sets: the bans in force go
