@@ -1,4 +1,5 @@
 """`moat -t`, `moat -V` and `moat -p` as an operator runs them."""
+import contextlib
 import os
 import re
 import shutil
@@ -556,6 +557,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def public_dir(confdir, prefix: str):
+    """A directory outside pytest's 0700 tree, with the test certificate
+    and key readable by all, so that moat run as nobody can read them;
+    removed afterwards."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        for name in ("cert.pem", "key.pem"):
+            shutil.copy(confdir / name, d)
+            os.chmod(os.path.join(d, name), 0o644)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_own_file_daemon_user_cannot_write_fails_the_check(confdir):
     """An events file (or state file) left by a run as root, or made by
     logrotate's create: daemon.user cannot write it, so the start stops
@@ -564,12 +581,7 @@ def test_own_file_daemon_user_cannot_write_fails_the_check(confdir):
     the check passes it."""
     if os.geteuid() != 0:
         pytest.skip("needs root to check files as daemon.user")
-    d = tempfile.mkdtemp(prefix="moat-own-", dir="/tmp")
-    try:
-        os.chmod(d, 0o755)
-        for name in ("cert.pem", "key.pem"):
-            shutil.copy(confdir / name, d)
-            os.chmod(os.path.join(d, name), 0o644)
+    with public_dir(confdir, "moat-own-") as d:
         var = os.path.join(d, "var")
         os.mkdir(var)
         shutil.chown(var, "nobody")
@@ -603,8 +615,6 @@ def test_own_file_daemon_user_cannot_write_fails_the_check(confdir):
         sd = subprocess.run([MOAT, "-t", "-c", cfg], capture_output=True,
                             text=True, timeout=30, env=env,
                             stdin=subprocess.DEVNULL)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     assert start.returncode == 1, start.stderr
     assert "nobody cannot read and write" in start.stderr, start.stderr
     assert r.returncode == 1, r.stderr
@@ -651,14 +661,8 @@ def test_start_without_root_says_why(confdir):
     root, not that a restart would do."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start moat as nobody")
-    # Outside pytest's 0700 tree, so that nobody can read the files.
-    d = tempfile.mkdtemp(prefix="moat-lowport-", dir="/tmp")
     runs = []
-    try:
-        os.chmod(d, 0o755)
-        for name in ("cert.pem", "key.pem"):
-            shutil.copy(confdir / name, d)
-            os.chmod(os.path.join(d, name), 0o644)
+    with public_dir(confdir, "moat-lowport-") as d:
         cfg = os.path.join(d, "moat.toml")
         with open(cfg, "w") as f:
             f.write(textwrap.dedent(f"""\
@@ -691,8 +695,6 @@ def test_start_without_root_says_why(confdir):
                  "--clear-groups", MOAT, "-c", cfg],
                 capture_output=True, text=True, timeout=30,
                 stdin=subprocess.DEVNULL))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     r = runs[0]
     assert r.returncode == 1, r.stderr
     assert f"control socket: cannot create directory {d}/run: Permission " \

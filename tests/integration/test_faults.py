@@ -482,6 +482,17 @@ def tiny_fs(tmp_path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
+def fill(fs: Path) -> None:
+    """Takes what is left of the tiny filesystem fs (fs/filler; removing
+    it gives the room back)."""
+    with open(fs / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
 def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
     """The events file lives on a 64 KiB tmpfs that fills up: moat keeps
     rejecting and serving, says so once, counts dropped events in moatctl
@@ -505,13 +516,7 @@ def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
                     assert s.recv(200).startswith(b"554 ")
         denied(3)
         assert (tiny_fs / "events.jsonl").stat().st_size > 0
-        # Fill the rest of the filesystem.
-        with open(tiny_fs / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+        fill(tiny_fs)
         denied(40)
         serves(m, "smtp")
         m.wait_log("events: cannot write to")

@@ -5,6 +5,8 @@ odd descriptors and limits, and how it stops.  A scripted backend
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import subprocess
 import time
 
@@ -12,7 +14,7 @@ import pytest
 
 from moatrun import Moat, listener
 from scripted import ScriptedBackend
-from test_faults import tiny_fs  # noqa: F401  (a fixture)
+from test_faults import fill, tiny_fs  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,7 @@ def test_final_save_on_a_full_disk_says_what_is_lost(pki, good, tmp_path,
         while "192.0.2.1" not in (state.read_text() if state.exists() else ""):
             assert time.monotonic() < deadline, m.log()[-2000:]
             time.sleep(0.05)
-        with open(tiny_fs / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+        fill(tiny_fs)
         ok(m.ctl("ban", "192.0.2.2", "1h"))
         m.wait_log("cannot write state file")
         ok(m.ctl("ban", "192.0.2.3", "1h"))
@@ -101,8 +98,7 @@ def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
     `systemctl start` waits for them and fails with a start that fails,
     and STOPPING=1 when SIGTERM starts the drain. $NOTIFY_SOCKET may name
     a path or an abstract socket (@)."""
-    import socket as so
-    n = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     if abstract:
         name = f"@moat-test-{os.getpid()}-{time.monotonic_ns()}"
         n.bind("\0" + name[1:])
@@ -116,7 +112,7 @@ def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
     try:
         assert n.recv(4096) == b"READY=1", m.log()
         # Ready means serving: the port and the control socket answer.
-        with so.create_connection(m.addr("smtp"), timeout=10) as c:
+        with socket.create_connection(m.addr("smtp"), timeout=10) as c:
             c.settimeout(10)
             assert c.recv(100).startswith(b"220 ")
         ok(m.ctl("status"))
@@ -137,6 +133,17 @@ def _read_to_end(sock) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+def _client(m: Moat, name: str, pki, tls: str):
+    """A connection to listener name; on implicit TLS one that raises at
+    an end of stream without close_notify, so that _read_to_end() tells
+    an orderly end from a cut."""
+    c = socket.create_connection(m.addr(name), timeout=10)
+    if tls != "implicit":
+        return c
+    return ssl.create_default_context(cafile=str(pki.ca_cert)).wrap_socket(
+        c, server_hostname="localhost", suppress_ragged_eofs=False)
 
 
 def _stopped_by_drain(m: Moat, second: bool = False) -> None:
@@ -160,8 +167,6 @@ def test_drain_end_tells_idle_smtp_clients_421(pki, good, tmp_path, workers,
     SIGTERM comes) reads the 421 and then an orderly end, on TLS with
     close_notify (it used to read nothing: "unexpected eof"). Each worker
     says it to its own sessions."""
-    import socket
-    import ssl
     from test_workers import with_workers
     m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none"),
                              listener("smtps", good.addr, tls="implicit")],
@@ -169,14 +174,11 @@ def test_drain_end_tells_idle_smtp_clients_421(pki, good, tmp_path, workers,
     if workers > 1:
         with_workers(m, workers)
     m.start()
-    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     clients = []
     try:
         for i in range(4):
-            clients.append(socket.create_connection(m.addr("smtp"), timeout=10))
-            t = socket.create_connection(m.addr("smtps"), timeout=10)
-            clients.append(ctx.wrap_socket(t, server_hostname="localhost",
-                                           suppress_ragged_eofs=False))
+            clients.append(_client(m, "smtp", pki, "none"))
+            clients.append(_client(m, "smtps", pki, "implicit"))
         for c in clients:
             f = c.makefile("rb")
             assert f.readline().startswith(b"220 "), m.log()[-2000:]
@@ -200,17 +202,11 @@ def test_drain_end_tells_idle_smtp_clients_421(pki, good, tmp_path, workers,
 @pytest.mark.parametrize("tls", ["none", "implicit"])
 def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
     """A POP3 client between commands reads -ERR before the end."""
-    import socket
-    import ssl
     b = ScriptedBackend("pop3").start()
     m = Moat(tmp_path, pki, [listener("pop3", b.addr, protocol="pop3",
                                       tls=tls)], drain="1s").start()
     try:
-        c = socket.create_connection(m.addr("pop3"), timeout=10)
-        if tls == "implicit":
-            c = ssl.create_default_context(cafile=str(pki.ca_cert)).wrap_socket(
-                c, server_hostname="localhost", suppress_ragged_eofs=False)
-        with c:
+        with _client(m, "pop3", pki, tls) as c:
             f = c.makefile("rb")
             assert f.readline().startswith(b"+OK")
             c.sendall(b"NOOP\r\n")
@@ -228,7 +224,6 @@ def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
     part of the reply in moat's buffers when drain_timeout runs out: a
     line added now would read as message text, so none is. What the
     client reads is a prefix of the backend's reply."""
-    import socket
     from scripted import BIG_RETR
     b = ScriptedBackend("big_retr").start()
     m = Moat(tmp_path, pki, [listener("pop3", b.addr, protocol="pop3",
@@ -260,17 +255,11 @@ def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
 def test_drain_end_says_421_before_the_backend_greets(pki, tmp_path, tls):
     """A client still waiting for the backend's greeting has read nothing:
     the 421 stands in for the greeting, as when the backend fails."""
-    import socket
-    import ssl
     b = ScriptedBackend("stall").start()
     m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls=tls,
                                       connect="1m")], drain="1s").start()
     try:
-        c = socket.create_connection(m.addr("smtp"), timeout=10)
-        if tls == "implicit":
-            c = ssl.create_default_context(cafile=str(pki.ca_cert)).wrap_socket(
-                c, server_hostname="localhost", suppress_ragged_eofs=False)
-        with c:
+        with _client(m, "smtp", pki, tls) as c:
             m.wait_log("connect listener=smtp")
             _stopped_by_drain(m)
             assert _read_to_end(c) == \
@@ -289,7 +278,6 @@ def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
     client has read them all when drain_timeout (or the idle timeout)
     runs out, and a line of moat's would read as the rest of that reply.
     It gets none, only the end of stream."""
-    import socket
     from scripted import HALF_LINES
     b = ScriptedBackend("half_" + protocol).start()
     m = Moat(tmp_path, pki, [listener("x", b.addr, protocol=protocol,
