@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "addr.h"
 #include "mono.h"
 #include "siphash.h"
 
@@ -962,21 +963,12 @@ fw_close(struct fw *fw)
 }
 
 /*
- * Loopback and unspecified addresses are never written: a drop rule on
- * 127.0.0.1 or ::1 drops the host's own traffic on lo, the replies of a
- * backend on loopback to moat among it, so that a rate ban of a local
- * webmail would cut every client off. moat still refuses them itself.
+ * Loopback and unspecified addresses (addr_is_local) are never written: a
+ * drop rule on 127.0.0.1 or ::1 drops the host's own traffic on lo, the
+ * replies of a backend on loopback to moat among it, so that a rate ban
+ * of a local webmail would cut every client off. moat still refuses them
+ * itself.
  */
-static bool
-fw_addr_local(const uint8_t addr[16])
-{
-	static const uint8_t zero[16], one[16] = { [15] = 1 };
-
-	if (fw_addr_is_v4(addr))
-		return addr[12] == 127 || memcmp(addr + 12, zero, 4) == 0;
-	return memcmp(addr, zero, 16) == 0 || memcmp(addr, one, 16) == 0;
-}
-
 static void
 fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
     uint64_t timeout_ms, bool exact)
@@ -988,7 +980,7 @@ fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
 
 	if (!fw_enabled(fw) || !fw->running)
 		return;
-	if (fw_addr_local(addr)) {
+	if (addr_is_local(addr)) {
 		pthread_mutex_lock(&fw->mu);
 		say = op == FW_OP_ADD && !fw->said_local;
 		fw->said_local = fw->said_local || say;

@@ -17,6 +17,16 @@ addr_is_v4mapped(const uint8_t addr[16])
 	return memcmp(addr, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0;
 }
 
+bool
+addr_is_local(const uint8_t addr[16])
+{
+	static const uint8_t zero[16], one[16] = { [15] = 1 };
+
+	if (addr_is_v4mapped(addr))
+		return addr[12] == 127 || memcmp(addr + 12, zero, 4) == 0;
+	return memcmp(addr, zero, 16) == 0 || memcmp(addr, one, 16) == 0;
+}
+
 size_t
 addr_source_len(const uint8_t addr[16])
 {

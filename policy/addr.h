@@ -50,6 +50,9 @@ bool cidr_contains(const struct cidr *c, const uint8_t addr[16]);
  * but also IPv6 prefixes such as ::/0 or ::/8. */
 bool cidr_covers_v4(const struct cidr *c);
 bool addr_is_v4mapped(const uint8_t addr[16]);
+/* Whether addr (16-byte form) is this host's own: loopback (127.0.0.0/8,
+ * ::1) or unspecified (0.0.0.0, ::). */
+bool addr_is_local(const uint8_t addr[16]);
 /* The leading bytes of addr that name one client source for the session
  * cap and the metrics endpoint: the whole IPv4 address (16), an IPv6
  * address's /64 (8), since one host may pick any address of its /64. */

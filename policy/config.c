@@ -1531,7 +1531,7 @@ backend_hits_listener(const struct addr_port *be, const struct addr_port *ln)
 	static const uint8_t zero[16], lo4[4] = { 127, 0, 0, 1 },
 	    lo6[16] = { [15] = 1 };
 	uint8_t b[16], l[16];
-	bool v4, b_any, b_lo, l_lo;
+	bool v4, b_any, l_lo;
 
 	if (addr_port_port(be) != addr_port_port(ln) ||
 	    addr_to_v6((const struct sockaddr *)&be->ss, b) == -1 ||
@@ -1541,10 +1541,9 @@ backend_hits_listener(const struct addr_port *be, const struct addr_port *ln)
 	if (memcmp(b, l, 16) == 0)
 		return true;
 	b_any = v4 ? memcmp(b + 12, zero, 4) == 0 : memcmp(b, zero, 16) == 0;
-	b_lo = v4 ? b[12] == 127 : memcmp(b, lo6, 16) == 0;
 	l_lo = v4 ? memcmp(l + 12, lo4, 4) == 0 : memcmp(l, lo6, 16) == 0;
 	if (addr_port_wildcard(ln))
-		return b_any || b_lo;
+		return addr_is_local(b);
 	return b_any && l_lo;
 }
 

@@ -35,8 +35,7 @@
 
 struct said {
 	bool failing;		/* a warning said, and no recovery since */
-	bool ever;		/* ms holds the last warning's time */
-	uint64_t ms;
+	uint64_t ms;		/* the last warning's time, 0: none yet */
 };
 
 struct event_log {
@@ -598,10 +597,9 @@ say_fail(struct said *sd)
 {
 	uint64_t now = mono_ms();
 
-	if (sd->failing || (sd->ever && now - sd->ms < EVENTS_SAY_MS))
+	if (sd->failing || (sd->ms != 0 && now - sd->ms < EVENTS_SAY_MS))
 		return false;
 	sd->failing = true;
-	sd->ever = true;
 	sd->ms = now;
 	return true;
 }

@@ -328,15 +328,14 @@ static struct {
 	uint8_t addr[REFILL_EVICTED_MAX][16];
 } refill_ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
-/* Queues v's bans to the writer and empties it. */
+/* Queues the copied bans to the writer. */
 static void
-guard_fw_queue(struct fw_assert *fa)
+guard_fw_queue(const struct fw_assert *fa)
 {
 	size_t i;
 
 	for (i = 0; i < fa->n; i++)
 		fw_add(guard.fw, fa->v[i].addr, fa->v[i].left_ms);
-	fa->n = 0;
 }
 
 static void

@@ -80,21 +80,6 @@ stdio_open(void)
 	return 0;
 }
 
-/*
- * A start's configuration problems go to the log, with the priority
- * prefix journald reads, as a reload's do; moat -t prints them bare
- * (config_report_stderr).
- */
-static void
-report_start(void *arg, enum config_severity sev, const char *line)
-{
-	(void)arg;
-	if (sev != CONFIG_INFO)
-		log_warnx("%s", line);
-	else
-		log_info("%s", line);
-}
-
 int
 main(int argc, char *argv[])
 {
@@ -144,7 +129,7 @@ main(int argc, char *argv[])
 		log_debug("OpenSSL allocated before main(): its record "
 		    "buffers keep the default alignment");
 
-	report = check ? config_report_stderr : report_start;
+	report = check ? config_report_stderr : server_report_log;
 	if (path != NULL)
 		cfg = config_load(path, report, NULL);
 	else

@@ -72,9 +72,8 @@ struct server {
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
 
-/* Reload diagnostics go to the log: stderr may be long gone. */
-static void
-report_log(void *arg, enum config_severity sev, const char *line)
+void
+server_report_log(void *arg, enum config_severity sev, const char *line)
 {
 	(void)arg;
 	if (sev != CONFIG_INFO)
@@ -95,7 +94,7 @@ report_tee(void *arg, enum config_severity sev, const char *line)
 {
 	struct reload_report *rr = arg;
 
-	report_log(NULL, sev, line);
+	server_report_log(NULL, sev, line);
 	if (rr != NULL && rr->fn != NULL)
 		rr->fn(rr->arg, sev, line);
 }
@@ -1180,7 +1179,7 @@ server_run(struct config *cfg, const char *config_path)
 		config_free(cfg);
 		return 1;
 	}
-	if ((srv.gen = gen_new(cfg, report_log, NULL)) == NULL)
+	if ((srv.gen = gen_new(cfg, server_report_log, NULL)) == NULL)
 		return 1;
 	log_set_level(gen_config(srv.gen)->daemon.log_level);
 	ticketkeys_configure(gen_config(srv.gen)->tls.ticket_rotation_ms);

@@ -2,7 +2,7 @@
 #ifndef MOAT_SERVER_H
 #define MOAT_SERVER_H
 
-struct config;
+#include "config.h"
 
 /*
  * Runs the daemon in the foreground until SIGTERM/SIGINT has drained it.
@@ -29,5 +29,13 @@ void server_hold_signals(void);
  * Returns 0 when everything would start.
  */
 int server_check(const struct config *cfg);
+
+/*
+ * A config_report_fn for the log: a start's and a reload's findings carry
+ * the priority prefix journald reads (warnings and errors at warning
+ * level), where moat -t prints them bare (config_report_stderr).
+ */
+void server_report_log(void *arg, enum config_severity sev,
+    const char *line);
 
 #endif

@@ -112,6 +112,20 @@ test_cidr(void)
 	CHECK(cidr_contains(&c, a));
 	inet_pton(AF_INET6, "2001:db8:8000::1", a);
 	CHECK(!cidr_contains(&c, a));
+
+	/* This host's own addresses, which never go into kernel sets. */
+	inet_pton(AF_INET6, "::ffff:127.3.2.1", a);
+	CHECK(addr_is_local(a));
+	inet_pton(AF_INET6, "::ffff:0.0.0.0", a);
+	CHECK(addr_is_local(a));
+	inet_pton(AF_INET6, "::1", a);
+	CHECK(addr_is_local(a));
+	inet_pton(AF_INET6, "::", a);
+	CHECK(addr_is_local(a));
+	inet_pton(AF_INET6, "::ffff:128.0.0.1", a);
+	CHECK(!addr_is_local(a));
+	inet_pton(AF_INET6, "::2", a);
+	CHECK(!addr_is_local(a));
 }
 
 static void
