@@ -221,9 +221,11 @@ def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
 
 def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
     """A client that asked for a large message and does not read it holds
-    part of the reply in moat's buffers when drain_timeout runs out: a
-    line added now would read as message text, so none is. What the
-    client reads is a prefix of the backend's reply."""
+    part of the reply in moat's buffers when drain_timeout runs out: moat
+    still exits at once (its one goodbye try does not wait), and what
+    the client reads is a byte-exact prefix of the backend's reply. (Its
+    socket is full, so a wrongly added line could not be written here
+    anyway: the half-reply test below is the one that catches that.)"""
     from scripted import BIG_RETR
     b = ScriptedBackend("big_retr").start()
     m = Moat(tmp_path, pki, [listener("pop3", b.addr, protocol="pop3",
