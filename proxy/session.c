@@ -1271,7 +1271,10 @@ conn_write(struct session *s, struct conn *c)
 		c->wr_retry = false;
 		c->wr_ev = EV_WRITE;
 	} else {
-		r = send(c->fd, buf_data(&c->out), len, MSG_NOSIGNAL);
+		/* With our end of stream next, the FIN rides the last
+		 * bytes (tlsout_fin_follows()). */
+		r = send(c->fd, buf_data(&c->out), len, MSG_NOSIGNAL |
+		    (c->shut_pending ? MSG_MORE : 0));
 		if (r == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				return IO_AGAIN;
@@ -1471,6 +1474,8 @@ conn_flush(struct session *s, struct conn *c, bool more)
 	}
 	if (buf_len(&c->out) > 0 || (more && !c->shut_pending))
 		return progress;
+	if (c->shut_pending && c->ssl != NULL)
+		tlsout_fin_follows(SSL_get_wbio(c->ssl));
 	if (tls_held(c)) {
 		if (!tls_drained(s, c))
 			return progress;

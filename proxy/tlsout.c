@@ -69,6 +69,7 @@ enum { WATCH_ON, WATCH_DONE, WATCH_REFUSED };
 
 struct out {
 	int fd;
+	int flags;		/* send()'s: MSG_MORE once a FIN follows */
 	struct held *h;		/* NULL while nothing is held */
 	struct watch w;
 };
@@ -142,7 +143,7 @@ send_held(struct out *o)
 		memset(&m, 0, sizeof(m));
 		m.msg_iov = iov;
 		m.msg_iovlen = (size_t)n;
-		if ((r = sendmsg(o->fd, &m, MSG_NOSIGNAL)) == -1) {
+		if ((r = sendmsg(o->fd, &m, o->flags)) == -1) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -314,7 +315,7 @@ out_write(BIO *b, const char *in, int inl)
 	}
 	/* Larger than a block (a long certificate chain), or no memory for
 	 * one; nothing is held, so order is kept. */
-	r = send(o->fd, in, len, MSG_NOSIGNAL);
+	r = send(o->fd, in, len, o->flags);
 	if (r == -1) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			BIO_set_retry_write(b);
@@ -438,6 +439,7 @@ tlsout_new(int fd)
 	if ((o = malloc(sizeof(*o))) == NULL)
 		return NULL;
 	o->fd = fd;
+	o->flags = MSG_NOSIGNAL;
 	o->h = NULL;
 	memset(&o->w, 0, sizeof(o->w));
 	o->w.state = WATCH_ON;
@@ -450,16 +452,30 @@ tlsout_new(int fd)
 	return b;
 }
 
+/* b's struct out, or NULL when b is not one of ours. */
+static struct out *
+out_of(BIO *b)
+{
+	if (b == NULL || method == NULL || BIO_method_type(b) != method_type)
+		return NULL;
+	return BIO_get_data(b);
+}
+
 int
 tlsout_hello_too_large(BIO *b)
 {
-	struct out *o;
+	struct out *o = out_of(b);
 
-	if (b == NULL || method == NULL ||
-	    BIO_method_type(b) != method_type ||
-	    (o = BIO_get_data(b)) == NULL)
-		return 0;
-	return o->w.state == WATCH_REFUSED;
+	return o != NULL && o->w.state == WATCH_REFUSED;
+}
+
+void
+tlsout_fin_follows(BIO *b)
+{
+	struct out *o = out_of(b);
+
+	if (o != NULL)
+		o->flags |= MSG_MORE;
 }
 
 size_t

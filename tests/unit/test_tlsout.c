@@ -2,15 +2,19 @@
  * reads as a socket BIO's. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <openssl/bio.h>
 
@@ -254,6 +258,22 @@ tcp_pair(int t[2])
 	return 0;
 }
 
+/* A BIO on t[0] of a fresh loopback TCP pair; NULL (a failed check)
+ * when there is none. */
+static BIO *
+open_tcp(int t[2])
+{
+	BIO *b;
+
+	if (tcp_pair(t) == -1) {
+		CHECK(!"loopback TCP pair");
+		return NULL;
+	}
+	if ((b = tlsout_new(t[0])) == NULL)
+		abort();
+	return b;
+}
+
 /* Reads: what the peer sent; a retry while nothing is there; end of
  * stream as BIO_eof() (OpenSSL tells it from an error so); an error. */
 static void
@@ -289,12 +309,8 @@ test_read_reset(void)
 	BIO *b;
 
 	/* socketpair() cannot reset; a loopback TCP pair can. */
-	if (tcp_pair(t) == -1) {
-		CHECK(!"loopback TCP pair");
+	if ((b = open_tcp(t)) == NULL)
 		return;
-	}
-	if ((b = tlsout_new(t[0])) == NULL)
-		abort();
 	CHECK(setsockopt(t[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
 	CHECK(write(t[1], "y", 1) == 1);
 	close(t[1]);			/* linger 0: a reset */
@@ -305,6 +321,67 @@ test_read_reset(void)
 	CHECK(!BIO_should_retry(b) && !BIO_eof(b) && errno == ECONNRESET);
 	BIO_free(b);
 	close(t[0]);
+}
+
+/* Bytes fd's kernel has not sent yet; -1 on failure. */
+static int
+unsent(int fd)
+{
+	int n;
+
+	return ioctl(fd, SIOCOUTQNSD, &n) == 0 ? n : -1;
+}
+
+/* Reads from fd until end of stream (waiting up to a second for each
+ * piece) into buf; returns how many bytes came, -1 without the end. */
+static int
+read_to_end(int fd, char *buf, size_t size)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	size_t n = 0;
+	ssize_t r;
+
+	while (n < size && poll(&p, 1, 1000) == 1) {
+		if ((r = read(fd, buf + n, size - n)) <= 0)
+			return r == 0 ? (int)n : -1;
+		n += (size_t)r;
+	}
+	return -1;
+}
+
+/* After tlsout_fin_follows() the kernel keeps what is flushed until the
+ * FIN, which then rides with it; before, a flush sends at once, Nagle
+ * off as on moat's sockets. */
+static void
+test_fin_follows(void)
+{
+	char buf[64];
+	int t[2], on = 1;
+	BIO *b;
+
+	if ((b = open_tcp(t)) == NULL)
+		return;
+	CHECK(setsockopt(t[0], IPPROTO_TCP, TCP_NODELAY, &on,
+	    sizeof(on)) == 0);
+	CHECK(BIO_write(b, "reply", 5) == 5 && BIO_flush(b) == 1);
+	CHECK_INT_EQ(unsent(t[0]), 0);
+	tlsout_fin_follows(b);
+	CHECK(BIO_write(b, "alert", 5) == 5 && BIO_flush(b) == 1);
+	CHECK_INT_EQ(unsent(t[0]), 5);
+	CHECK(shutdown(t[0], SHUT_WR) == 0);
+	CHECK_INT_EQ(unsent(t[0]), 0);
+	CHECK(read_to_end(t[1], buf, sizeof(buf)) == 10 &&
+	    memcmp(buf, "replyalert", 10) == 0);
+	BIO_free(b);
+	close(t[0]);
+	close(t[1]);
+
+	/* Any other BIO is left alone. */
+	tlsout_fin_follows(NULL);
+	b = BIO_new(BIO_s_mem());
+	tlsout_fin_follows(b);
+	CHECK(BIO_write(b, "x", 1) == 1 && BIO_pending(b) == 1);
+	BIO_free(b);
 }
 
 /* Feeds the BIO s, one read per byte when trickle (the header then
@@ -374,6 +451,7 @@ main(void)
 	test_peer_gone();
 	test_reads();
 	test_read_reset();
+	test_fin_follows();
 	test_hello_size();
 	tlsout_thread_end();	/* the leak check sees any block kept */
 	free(sent);
