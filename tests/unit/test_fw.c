@@ -150,10 +150,13 @@ static const struct fw_backend fake = {
 	.close = fake_close,
 };
 
+/* On the writer's thread when there is no loop: under fk.mu, as the
+ * tests poll fk.nreports (nreports()) while it writes. */
 static void
 on_report(void *arg, const struct fw_report *r)
 {
 	(void)arg;
+	pthread_mutex_lock(&fk.mu);
 	if (fk.nreports < 16) {
 		fk.reports[fk.nreports] = *r;
 		snprintf(fk.messages[fk.nreports], 64, "%s", r->message);
@@ -165,6 +168,18 @@ on_report(void *arg, const struct fw_report *r)
 		fk.reports[fk.nreports].message = fk.messages[fk.nreports];
 		fk.nreports++;
 	}
+	pthread_mutex_unlock(&fk.mu);
+}
+
+static int
+nreports(void)
+{
+	int n;
+
+	pthread_mutex_lock(&fk.mu);
+	n = fk.nreports;
+	pthread_mutex_unlock(&fk.mu);
+	return n;
 }
 
 static const uint8_t *
@@ -462,7 +477,7 @@ test_both_families_fail(void)
 	fk.nreports = 0;
 	fk.open_both_bad = true;
 	fw = open_fake();
-	for (i = 0; i < 500 && fk.nreports < 2; i++)
+	for (i = 0; i < 500 && nreports() < 2; i++)
 		usleep(10000);	/* the writer opens on its own thread */
 	fw_close(fw);
 	fk.open_both_bad = false;
