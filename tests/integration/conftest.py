@@ -14,6 +14,12 @@ Helpers:
 
 Environment:
   CI=true              missing Postfix/Dovecot/openssl is a failure, not a skip
+  TSAN_OPTIONS         set without log_path (tests/meson.build does, in a
+                       -Db_sanitize=thread build): ThreadSanitizer reports
+                       of every moat the tests start go to files of a
+                       temporary directory, and the test after which one
+                       appears fails with it (one that appears later, as a
+                       module's moat exits, fails the run)
   MAILSTACK_KEEP=1     keep every MailStack workdir (logs, maildirs, configs);
                        workdirs of failed tests are always kept and named
 """
@@ -24,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +73,47 @@ def make_test_mmdb(path, *opts: str) -> Path:
     subprocess.run(["perl", str(Path(root) / "tests" / "geo" / "make-test-mmdb.pl"),
                     *opts, str(path)], check=True, capture_output=True, timeout=60)
     return Path(path)
+
+
+# ThreadSanitizer writes each process's reports to log_path.PID; moat may
+# run as daemon.user, hence a directory anyone may write. A log_path the
+# caller chose is left alone (and not checked).
+_tsan_dir = None
+_tsan_seen = set()
+
+
+def pytest_configure(config):
+    global _tsan_dir
+    opts = os.environ.get("TSAN_OPTIONS")
+    if opts is None or "log_path=" in opts:
+        return
+    _tsan_dir = Path(tempfile.mkdtemp(prefix="moat-tsan-"))
+    os.chmod(_tsan_dir, 0o1777)
+    os.environ["TSAN_OPTIONS"] = f"{opts}:log_path={_tsan_dir}/report"
+
+
+def _tsan_new() -> str:
+    """The reports written since the last call, as one text."""
+    new = sorted(set(_tsan_dir.iterdir()) - _tsan_seen)
+    _tsan_seen.update(new)
+    return "\n".join(f"{p.name}:\n{p.read_text(errors='replace')}" for p in new)
+
+
+@pytest.fixture(autouse=True)
+def _tsan_reports():
+    yield
+    if _tsan_dir is not None and (text := _tsan_new()):
+        pytest.fail(f"ThreadSanitizer reports:\n{text}", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _tsan_dir is None:
+        return
+    if text := _tsan_new():
+        print(f"\nThreadSanitizer reports after the last test:\n{text}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        shutil.rmtree(_tsan_dir, ignore_errors=True)
 
 
 def _keep() -> bool:
