@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from conftest import require_mailstack
+from conftest import make_test_mmdb, require_mailstack
 from mailstack import MailStack, proxy_v1_header
-from moatrun import Moat, free_port, listener
+from moatrun import Moat, free_port, listener, render_config
+from scripted import ScriptedBackend
 
 N = 20
 
@@ -542,3 +543,58 @@ def test_reload_with_a_list_file_turned_fifo_fails_at_once(tmp_path, pki):
         assert m.ctl("status", timeout=10).returncode == 0
     finally:
         assert m.stop() == 0
+
+
+def test_reloads_leave_no_descriptors_or_mappings_behind(tmp_path, pki):
+    """A moat that lives for weeks is reloaded hundreds of times: each
+    generation's listening sockets, events file and geo database copy (a
+    memfd mapping) must go with it, with two workers, a listener added and
+    removed, the certificate and the geo database changed each time, and
+    a session on the removed listener that outlives its reload."""
+    dbs = [make_test_mmdb(tmp_path / f"geo{v}.mmdb") for v in (0, 1)]
+    b = ScriptedBackend("smtp").start()
+    one = listener("one", b.addr, tls="none")
+    two = listener("two", b.addr, tls="none")
+    m = Moat(tmp_path, pki, [one])
+
+    def write(v):
+        leaf = (pki.server, pki.other)[v]
+        text = render_config(tmp_path, leaf.chain, leaf.key, [one, two][:1 + v],
+                             extra=f'[policy.geo]\ndatabase = "{dbs[v]}"\n')
+        m.config_path.write_text(text.replace("[daemon]\n", "[daemon]\nworkers = 2\n", 1))
+
+    def held():
+        pid = m.proc.pid
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+        return (len(os.listdir(f"/proc/{pid}/fd")), maps.count("moat-geo"),
+                maps.count("\n"))
+
+    write(0)
+    m.start()
+    try:
+        base = None
+        for i in range(26):
+            write(1 - i % 2)
+            r = m.ctl("reload", timeout=30)
+            assert r.returncode == 0, r.stderr
+            if i == 1:           # after a first round trip (lazy loads)
+                time.sleep(0.5)  # moat closes moatctl's connection
+                base = held()
+                assert base[1] == 1, base
+            if i == 12:          # two is there: hold a session on it
+                s = socket.create_connection(
+                    ("127.0.0.1", int(two["listen"][0].rsplit(":", 1)[1])), timeout=10)
+                assert s.recv(100).startswith(b"220")
+        # i == 25 wrote configuration A: two is gone, its session is not.
+        s.sendall(b"NOOP\r\n")
+        assert s.recv(100).startswith(b"250")
+        s.close()
+        deadline = time.monotonic() + 10
+        while held() != base and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert held() == base, (base, held(), m.log()[-2000:])
+    finally:
+        rc = m.stop()
+        b.stop()
+    assert rc == 0, m.log()[-3000:]

@@ -1,6 +1,7 @@
 """valgrind memcheck over the integration smoke path: one message in
 through SMTPS (with a STARTTLS SMTP session too) and read back through
-POP3S, real Postfix and Dovecot behind moat, then SIGTERM.  moat runs
+POP3S, real Postfix and Dovecot behind moat, with two reloads under the
+SMTPS session, then SIGTERM.  moat runs
 under `valgrind --error-exitcode=99 --leak-check=full
 --errors-for-leak-kinds=definite`: zero errors and zero definite leaks.
 See issue 9.
@@ -68,6 +69,12 @@ def test_smoke_under_memcheck(valgrind, pki, tmp_path):
         before = len(ms.maildir_messages("alice"))
         with smtplib.SMTP_SSL(*m.addr("smtps"), context=ctx, timeout=60) as c:
             c.ehlo("vg.example")
+            # Two reloads under this session: the generation it holds
+            # and the one between must both be freed, the first when
+            # the session ends.
+            for _ in range(2):
+                r = m.ctl("reload", timeout=120)
+                assert r.returncode == 0, r.stderr
             c.sendmail("a@example.org", ["alice@example.test"], msg)
         with smtplib.SMTP(*m.addr("smtp"), timeout=60) as c:
             c.starttls(context=ctx)
