@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "config.h"
 #include "events.h"
 #include "fw.h"
@@ -556,6 +557,16 @@ guard_fw_evict(void *arg, const uint8_t addr[16])
 	pthread_mutex_unlock(&refill_ev.mu);
 }
 
+/* The backend whose sets take addr's ban or unban, for an event's
+ * firewall field: none for a loopback or unspecified address, which the
+ * writer never puts in a set (fw.h). */
+static const char *
+fw_for(const uint8_t addr[16])
+{
+	return fw_enabled(guard.fw) && !addr_is_local(addr) ?
+	    fw_name(guard.fw) : NULL;
+}
+
 /* A ban lifted: out of the kernel set, logged and written as an event. */
 static void
 note_unban(const uint8_t addr[16], const char *reason)
@@ -569,8 +580,7 @@ note_unban(const uint8_t addr[16], const char *reason)
 	ev.event = "unban";
 	ev.ip = addr;
 	ev.reason = reason;
-	if (fw_enabled(guard.fw))
-		ev.firewall = fw_name(guard.fw);
+	ev.firewall = fw_for(addr);
 	events_emit(&ev);
 }
 
@@ -842,8 +852,8 @@ emit_result(const char *what, const uint8_t addr[16],
 	ev.listener = lc ? lc->name : NULL;
 	ev.reason = policy_reason_str(res->reason);
 	ev.session = sid;
-	if (strcmp(what, "ban") == 0 && fw_enabled(guard.fw))
-		ev.firewall = fw_name(guard.fw);
+	if (strcmp(what, "ban") == 0)
+		ev.firewall = fw_for(addr);
 	if (res->country[0] != '\0')
 		ev.country = res->country;
 	if (res->limit > 0) {

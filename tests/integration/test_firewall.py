@@ -754,7 +754,8 @@ def test_loopback_ban_stays_out_of_the_kernel_sets(tmp_path, pki, net, stack):
     """A ban of 127.0.0.1 or ::1 (a local webmail over the rate limit, or
     a moatctl ban) in the kernel sets would drop the host's own loopback
     traffic, the replies of a backend on loopback to moat among it: moat
-    keeps such a ban to itself, and says so once."""
+    keeps such a ban to itself, and says so once; its events name no
+    firewall."""
     net.reset_nft()
     m = start_moat(tmp_path, pki, net, stack, "nftables", extra=BAN_1H)
     try:
@@ -767,6 +768,15 @@ def test_loopback_ban_stays_out_of_the_kernel_sets(tmp_path, pki, net, stack):
         m.wait_log("127.0.0.1 is banned by moat alone", timeout=5)
         assert m.log().count("is banned by moat alone") == 1
         assert "127.0.0.1" in m.ctl("bans", "127.0.0.1").stdout
+        for a in ("127.0.0.1", "10.66.1.9"):
+            assert m.ctl("unban", a).returncode == 0, a
+        fws = {(e["event"], e["ip"]): e.get("firewall")
+               for e in events(m) if e["event"] in ("ban", "unban")}
+        assert fws == {("ban", "127.0.0.1"): None, ("ban", "::1"): None,
+                       ("ban", "127.3.2.1"): None,
+                       ("ban", "10.66.1.9"): "nftables",
+                       ("unban", "127.0.0.1"): None,
+                       ("unban", "10.66.1.9"): "nftables"}, fws
     finally:
         assert m.stop() == 0
         net.reset_nft()
