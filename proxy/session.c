@@ -1512,7 +1512,10 @@ conn_flush(struct session *s, struct conn *c, bool more)
 	/*
 	 * When this end of stream is the session's last act (the peer has
 	 * ended too, and the other side is finished both ways), the close()
-	 * that follows at once sends the same FIN: skip the syscall.
+	 * that follows at once sends the same FIN: skip the syscall. (A TLS
+	 * peer that sent bytes after its close_notify, which RFC 8446 6.1
+	 * says are ignored, has them unread: close() resets, and the last
+	 * records held for the FIN go with the reset. Such a peer alone.)
 	 */
 	o = c == &s->client ? &s->backend : &s->client;
 	if (!c->rd_eof || !o->rd_eof || !o->wr_shut)
