@@ -71,7 +71,8 @@ int tlsout_hello_too_large(BIO *b);
  * segment costs the sender its transmission and the receiver's kernel
  * work, about 2 % of a handshake's CPU (tests/bench/ab.sh). The caller
  * must not wait for anything but a writable socket in between: the
- * kernel sends the last bytes only with the FIN (or a full segment).
+ * kernel holds the last bytes until the FIN comes, a segment fills, or
+ * about 200 ms have passed.
  */
 void tlsout_fin_follows(BIO *b);
 
