@@ -38,7 +38,7 @@ def test_workers_share_without_races(tmp_path, workers):
         pytest.skip("needs root and unshare(1) for a network namespace")
     stress = Path(__file__).resolve().parents[1] / "tsan" / "stress.py"
     r = subprocess.run([sys.executable, str(stress), "--workers",
-                        str(workers), "--seconds", "30", "--seed",
+                        str(workers), "--seconds", "20", "--seed",
                         str(workers // 2), "--workdir", str(tmp_path)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
