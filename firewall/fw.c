@@ -283,6 +283,12 @@ fw_enabled(const struct fw *fw)
 	return fw != NULL && fw->be != &fw_backend_none;
 }
 
+bool
+fw_takes(const struct fw *fw, const uint8_t addr[16])
+{
+	return fw_enabled(fw) && !addr_is_local(addr);
+}
+
 /* Hands reports to the loop thread (or delivers them at once). */
 static void
 fw_deliver(struct fw *fw)
@@ -981,9 +987,11 @@ fw_queue(struct fw *fw, const uint8_t addr[16], enum fw_op op,
 	if (!fw_enabled(fw) || !fw->running)
 		return;
 	if (addr_is_local(addr)) {
+		if (op != FW_OP_ADD)
+			return;
 		pthread_mutex_lock(&fw->mu);
-		say = op == FW_OP_ADD && !fw->said_local;
-		fw->said_local = fw->said_local || say;
+		say = !fw->said_local;
+		fw->said_local = true;
 		pthread_mutex_unlock(&fw->mu);
 		if (say) {
 			snprintf(msg, sizeof(msg), "%s is banned by moat "

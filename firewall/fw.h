@@ -106,6 +106,9 @@ void fw_inherit_failing(struct fw *fw);
 /* "nftables", "ipset" or "none". */
 const char *fw_name(const struct fw *fw);
 bool fw_enabled(const struct fw *fw);
+/* Whether addr's bans go into the sets: fw is enabled and addr is not
+ * loopback or unspecified (fw_add() keeps those out, see fw.c). */
+bool fw_takes(const struct fw *fw, const uint8_t addr[16]);
 
 /* Queue addr (16-byte form; IPv4-mapped goes to set4 as IPv4) for
  * timeout_ms from now, or its removal. Never block on the kernel. */

@@ -11,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "addr.h"
 #include "config.h"
 #include "events.h"
 #include "fw.h"
@@ -557,14 +556,12 @@ guard_fw_evict(void *arg, const uint8_t addr[16])
 	pthread_mutex_unlock(&refill_ev.mu);
 }
 
-/* The backend whose sets take addr's ban or unban, for an event's
- * firewall field: none for a loopback or unspecified address, which the
- * writer never puts in a set (fw.h). */
+/* An event's firewall field: the backend whose sets take addr's ban or
+ * unban, if any. */
 static const char *
 fw_for(const uint8_t addr[16])
 {
-	return fw_enabled(guard.fw) && !addr_is_local(addr) ?
-	    fw_name(guard.fw) : NULL;
+	return fw_takes(guard.fw, addr) ? fw_name(guard.fw) : NULL;
 }
 
 /* A ban lifted: out of the kernel set, logged and written as an event. */
