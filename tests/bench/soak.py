@@ -55,7 +55,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from certs import _leaf, make_pki  # noqa: E402
+from certs import make_leaf, make_pki  # noqa: E402
 from moatrun import Moat, free_port, listener, moatctl_binary, render_config  # noqa: E402
 from scripted import ScriptedBackend  # noqa: E402
 
@@ -258,7 +258,7 @@ def main():
         time; returns once moat's log says how the reload went."""
         nxt = 1 - variant[0]
         write_lists(lists, nxt, rnd)
-        _leaf(pki.dir, "server", pki.names, "ec", ("127.0.0.1", "::1"))
+        make_leaf(pki.dir, "server", pki.names, "ec", ("127.0.0.1", "::1"))
         tmp = m.config_path.with_suffix(".tmp")
         tmp.write_text(render(nxt))
         tmp.replace(m.config_path)

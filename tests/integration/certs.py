@@ -116,9 +116,11 @@ commonName = supplied
 """
 
 
-def _leaf(d: Path, stem: str, names: Sequence[str], key: str, ips: Sequence[str],
-          *, startdate: Optional[str] = None, enddate: Optional[str] = None,
-          days: int = 825) -> Leaf:
+def make_leaf(d: Path, stem: str, names: Sequence[str], key: str,
+              ips: Sequence[str], *, startdate: Optional[str] = None,
+              enddate: Optional[str] = None, days: int = 825) -> Leaf:
+    """A leaf d/STEM.{crt,key,chain.pem} signed by the CA in d; called
+    again for a stem, it replaces them (soak.py renews the server's)."""
     cn = names[0]
     ext = d / f"{stem}.ext"
     ext.write_text(
@@ -165,9 +167,9 @@ def make_pki(dir, names: Sequence[str] = ("localhost", "mail.example.test"),
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     os.chmod(d / "ca.key", 0o600)
 
-    server = _leaf(d, "server", names, key, ips)
-    other = _leaf(d, "other", list(other_names), key, ips)
-    exp = (_leaf(d, "expired", names, key, ips,
+    server = make_leaf(d, "server", names, key, ips)
+    other = make_leaf(d, "other", list(other_names), key, ips)
+    exp = (make_leaf(d, "expired", names, key, ips,
                  startdate="20200101000000Z", enddate="20200201000000Z")
            if expired else None)
     ss = None

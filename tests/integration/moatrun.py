@@ -340,6 +340,18 @@ def first_line(sock) -> bytes:
     return data
 
 
+def read_to_end(sock) -> bytes:
+    """Everything sock gives until its end of stream, within the socket's
+    own timeout; a TLS socket made with suppress_ragged_eofs=False raises
+    at an end without close_notify."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def proxied_hello(port: int, ip: str, tls_ctx=None) -> bytes:
     """Connects to an accept_proxy listener on 127.0.0.1:port as ip (a
     PROXY v1 header), with TLS when tls_ctx is given; returns the first

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from moatrun import Moat, listener
+from moatrun import Moat, listener, read_to_end
 from scripted import ScriptedBackend
 from test_faults import fill, tiny_fs  # noqa: F401  (a fixture)
 
@@ -113,7 +113,6 @@ def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
         assert n.recv(4096) == b"READY=1", m.log()
         # Ready means serving: the port and the control socket answer.
         with socket.create_connection(m.addr("smtp"), timeout=10) as c:
-            c.settimeout(10)
             assert c.recv(100).startswith(b"220 ")
         ok(m.ctl("status"))
         m.signal(15)
@@ -123,21 +122,9 @@ def test_systemd_hears_ready_and_stopping(pki, good, tmp_path, monkeypatch,
         n.close()
 
 
-def _read_to_end(sock) -> bytes:
-    """Everything sock gives until its end of stream; a TLS socket made
-    with suppress_ragged_eofs=False raises on an end without close_notify."""
-    sock.settimeout(20)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 def _client(m: Moat, name: str, pki, tls: str):
     """A connection to listener name; on implicit TLS one that raises at
-    an end of stream without close_notify, so that _read_to_end() tells
+    an end of stream without close_notify, so that read_to_end() tells
     an orderly end from a cut."""
     c = socket.create_connection(m.addr(name), timeout=10)
     if tls != "implicit":
@@ -191,7 +178,7 @@ def test_drain_end_tells_idle_smtp_clients_421(pki, good, tmp_path, workers,
             f.close()
         _stopped_by_drain(m, second)
         for c in clients:
-            assert _read_to_end(c) == \
+            assert read_to_end(c) == \
                 b"421 4.3.2 Service shutting down, closing connection\r\n"
     finally:
         for c in clients:
@@ -213,7 +200,7 @@ def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
             assert f.readline() == b"+OK\r\n"
             f.close()
             _stopped_by_drain(m)
-            assert _read_to_end(c) == b"-ERR Service shutting down\r\n"
+            assert read_to_end(c) == b"-ERR Service shutting down\r\n"
     finally:
         m.stop()
         b.stop()
@@ -238,7 +225,7 @@ def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
             c.sendall(b"RETR 1\r\n")
             time.sleep(1)           # moat's buffer and the sockets fill up
             _stopped_by_drain(m)
-            got = _read_to_end(c)
+            got = read_to_end(c)
         want = b"+OK message follows\r\n"
         n = 0
         while len(want) < len(got):
@@ -264,7 +251,7 @@ def test_drain_end_says_421_before_the_backend_greets(pki, tmp_path, tls):
         with _client(m, "smtp", pki, tls) as c:
             m.wait_log("connect listener=smtp")
             _stopped_by_drain(m)
-            assert _read_to_end(c) == \
+            assert read_to_end(c) == \
                 b"421 4.3.2 Service shutting down, closing connection\r\n"
     finally:
         m.stop()
@@ -307,7 +294,7 @@ def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
             f.close()
             if end == "drain":
                 _stopped_by_drain(m)
-            assert _read_to_end(c) == b""
+            assert read_to_end(c) == b""
             if end == "idle":
                 m.wait_log("reason=idle_timeout")
     finally:

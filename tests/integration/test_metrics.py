@@ -12,7 +12,7 @@ import pytest
 
 from conftest import require_mailstack
 from mailstack import MailStack
-from moatrun import Moat, free_port, listener, proxied_hello as hello
+from moatrun import Moat, free_port, listener, proxied_hello as hello, read_to_end
 
 # Loopback itself (the TLS clients below) is never limited.
 RATE = ('[policy]\nallow = ["127.0.0.1"]\n'
@@ -37,12 +37,7 @@ def lb(name, backend, **kw):
 def http(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(request)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return read_to_end(s)
 
 
 def scrape(port: int) -> dict:
