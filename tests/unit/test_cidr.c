@@ -196,11 +196,14 @@ test_host_bits(void)
 	cidr_set_free(s);
 }
 
-/* A large random set against a linear scan, with and without the index. */
+/* A large random set against a linear scan, with and without the index.
+ * The scan makes each query cost N checks: 4,000 queries keep the test
+ * within seconds in the -O0 ThreadSanitizer build, which took 40 s over
+ * 20,000. */
 static void
 test_random(void)
 {
-	enum { N = 20000, Q = 20000 };
+	enum { N = 20000, Q = 4000 };
 	struct cidr *v = calloc(N, sizeof(*v));
 	struct cidr_set *s;
 	unsigned seed = 12345;
