@@ -1,6 +1,8 @@
 """The manual pages render cleanly: no groff warnings, mandoc -T lint
-quiet, every page through man -l, and moat.toml(5) names every key that
-config.example.toml does."""
+quiet, every page through man -l; and they name what the code has:
+moat.toml(5) every key config.example.toml names and every key the loader
+takes, in its section; moat(8) every event and reason; moatctl(8) every
+metric with its labels."""
 import os
 import re
 import shutil
@@ -121,3 +123,94 @@ def test_moat_8_lists_every_event_and_reason():
     missing = sorted(w for w in words
                      if not re.search(r"(?<![a-z_])%s(?![a-z_])" % w, section))
     assert not missing, f"moat(8) EVENTS does not name: {missing}"
+
+
+def _section(page, start, end):
+    return page[page.index(start):page.index(end, page.index(start) + 1)]
+
+
+def _bold_words(text):
+    """The words of text's .B and .BR lines, where the pages name keys."""
+    words = set()
+    for line in text.splitlines():
+        if line.startswith((".B ", ".BR ")):
+            words |= set(re.findall(r"[a-z_0-9]+", line.replace("\\", " ")))
+    return words
+
+
+def test_moat_toml_5_documents_every_key_the_loader_takes():
+    """Each key of each section the loader walks is named in that
+    section of moat.toml(5), not only somewhere in the page."""
+    src = _src("policy/config.c")
+    specs = {m.group(1): re.findall(r'\{ "([a-z_0-9]+)", k_', m.group(2))
+             for m in re.finditer(r"key_spec (\w+)_keys\[\] = \{(.*?)\n\};",
+                                  src, re.S)}
+    page = _src("doc/moat.toml.5")
+    where = {"daemon": ".SH [daemon]", "tls": ".SH [tls]",
+             "sni": ".SH [[tls.sni]]", "listener": ".SH [[listener]]",
+             "timeout": ".SH [[listener]]", "policy": ".SH [policy]",
+             "geo": ".SH [policy.geo]", "rate": ".SH [policy.rate]",
+             "ban": ".SH [ban]", "firewall": ".SH [firewall]",
+             "events": ".SH [events]"}
+    # The extraction itself is checked, so that a rename cannot empty it.
+    assert set(specs) == set(where) | {"top"}, sorted(specs)
+    assert "reserved_sessions" in specs["daemon"], specs["daemon"]
+    missing = []
+    for name, keys in specs.items():
+        if name == "top":
+            continue
+        words = _bold_words(_section(page, where[name], "\n.SH "))
+        missing += [f"{name}.{k}" for k in keys
+                    if k not in words and not (name == "policy" and
+                                               k in ("geo", "rate"))]
+    # The inline tables' own keys.
+    rate = _bold_words(_section(page, ".SH [policy.rate]", "\n.SH "))
+    missing += [f"rate.{k}" for k in ("limit", "window") if k not in rate]
+    assert not missing, f"keys missing from moat.toml(5): {missing}"
+
+
+def _metric_families():
+    """Every metric name metrics.c writes, with the labels of those kept
+    in its table of families."""
+    src = re.sub(r'"\s*\n\s*"', "", _src("proxy/metrics.c"))
+    names = set(re.findall(r'"(moat_[a-z_]+)(?![a-z_.])', src))
+    labels = {m.group(1): [l for l in m.group(2, 3) if l]
+              for m in re.finditer(r'\{ "(moat_[a-z_]+)",\s*"[^"]*",\s*'
+                                   r'\{ "([a-z_]+)", (?:"([a-z_]+)"|NULL) \}',
+                                   src)}
+    labels["moat_session_duration_seconds"] = ["listener"]
+    labels["moat_worker_connections_total"] = ["worker"]
+    labels["moat_worker_sessions"] = ["worker"]
+    labels["moat_certificate_expiry_seconds"] = ["certificate"]
+    labels["moat_certificate_not_after_timestamp_seconds"] = ["certificate"]
+    labels["moat_info"] = ["version"]
+    return names, labels
+
+
+def test_moatctl_8_lists_every_metric_with_its_labels():
+    names, labels = _metric_families()
+    assert {"moat_rejects_total", "moat_workers", "moat_info",
+            "moat_geo_database_build_timestamp_seconds"} <= names, names
+    assert labels["moat_rejects_total"] == ["listener", "reason"], labels
+    page = _src("doc/moatctl.8")
+    section = _section(page, ".SH METRICS", "\n.SH ")
+    missing = sorted(n for n in names
+                     if not re.search(r"(?<![a-z_])%s(?![a-z_])" % n, section))
+    assert not missing, f"moatctl(8) METRICS does not name: {missing}"
+    wrong = sorted(f"{n}{{{','.join(ls)}}}" for n, ls in labels.items()
+                   if f"{n}{{{','.join(ls)}}}" not in section)
+    assert not wrong, f"moatctl(8) METRICS has other labels for: {wrong}"
+
+
+def test_tls_failure_reasons_are_in_both_pages():
+    """The fixed reasons of tls_fail, which the handshake-failure metric
+    counts by too: named in moat(8), EVENTS, and moatctl(8), METRICS."""
+    session = _src("proxy/session.c")
+    reasons = ("eof", "timeout", "no_tls_context", "client hello too large")
+    for r in reasons:
+        assert f'"{r}"' in session, f"{r} is gone from session.c"
+    events = _section(_src("doc/moat.8"), ".SH EVENTS", "\n.SH ")
+    metrics = _section(_src("doc/moatctl.8"), ".SH METRICS", "\n.SH ")
+    for page, text in (("moat(8)", events), ("moatctl(8)", metrics)):
+        missing = [r for r in reasons if r not in text]
+        assert not missing, f"{page} does not name: {missing}"
