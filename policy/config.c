@@ -518,7 +518,8 @@ cidrs_add(struct cfg_cidrs *c, const struct cidr *p)
 	c->v[c->n++] = *p;
 }
 
-/* Accepts an array of strings, or a lone string as an array of one. */
+/* Accepts an array only; a lone string is refused, with the way to write
+ * it as an array. */
 static bool
 get_array(struct loader *l, const struct toml_value *v, const char *what)
 {
