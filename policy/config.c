@@ -65,6 +65,8 @@ struct key_spec {
 	key_fn *fn;
 };
 
+static const char *key_homes(const char *, size_t, const char *, char *,
+    size_t);
 static void vdiag(struct loader *, bool, const char *, struct toml_pos,
     const char *, va_list) __attribute__((format(printf, 5, 0)));
 
@@ -235,7 +237,7 @@ walk_table(struct loader *l, const struct toml_value *t, const char *section,
 		const char *key = toml_table_key(t, i, &klen, &kpos);
 		const struct key_spec *hit = NULL;
 		const char *close = NULL;
-		char kq[128];
+		char kq[128], homes[128];
 		size_t best = 3;
 
 		for (j = 0; j < nspecs; j++) {
@@ -262,7 +264,13 @@ walk_table(struct loader *l, const struct toml_value *t, const char *section,
 			continue;
 		}
 		toml_quote(key, klen, kq, sizeof(kq));
-		if (close != NULL)
+		/* A known key under the wrong header (appended at the end of
+		 * the file, say) is no typo: name its table instead. */
+		if (key_homes(key, klen, section, homes, sizeof(homes)) !=
+		    NULL)
+			err_at(l, kpos, "unknown key '%s' in %s (it belongs in "
+			    "%s)", kq, section, homes);
+		else if (close != NULL)
 			err_at(l, kpos, "unknown key '%s' in %s (did you mean "
 			    "'%s'?)", kq, section, close);
 		else
@@ -2200,6 +2208,51 @@ static const struct key_spec top_keys[] = {
 	{ "firewall", k_firewall },
 	{ "events", k_events },
 };
+
+#define HOME(spec, label) { spec, sizeof(spec) / sizeof(spec[0]), label }
+
+static const struct {
+	const struct key_spec *spec;
+	size_t n;
+	const char *label;
+} key_tables[] = {
+	HOME(daemon_keys, "[daemon]"),
+	HOME(tls_keys, "[tls]"),
+	HOME(sni_keys, "[[tls.sni]]"),
+	HOME(listener_keys, "[[listener]]"),
+	HOME(timeout_keys, "listener.timeouts"),
+	HOME(policy_keys, "[policy]"),
+	HOME(geo_keys, "[policy.geo]"),
+	HOME(rate_keys, "[policy.rate]"),
+	HOME(ban_keys, "[ban]"),
+	HOME(firewall_keys, "[firewall]"),
+	HOME(events_keys, "[events]"),
+	HOME(top_keys, "the top level"),
+};
+
+/* The tables other than section that have a key named key, as
+ * "[tls] or [[tls.sni]]" in buf; NULL if none. */
+static const char *
+key_homes(const char *key, size_t klen, const char *section, char *buf,
+    size_t len)
+{
+	size_t i, j, off = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(key_tables) / sizeof(key_tables[0]); i++) {
+		if (strcmp(key_tables[i].label, section) == 0)
+			continue;
+		for (j = 0; j < key_tables[i].n; j++)
+			if (strlen(key_tables[i].spec[j].name) == klen &&
+			    memcmp(key_tables[i].spec[j].name, key, klen) == 0)
+				break;
+		if (j == key_tables[i].n || off >= len)
+			continue;
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+		    off > 0 ? " or " : "", key_tables[i].label);
+	}
+	return buf[0] != '\0' ? buf : NULL;
+}
 
 /* daemon.reserved_sessions not given: a tenth of max_sessions. */
 #define RESERVED_UNSET UINT32_MAX

@@ -320,6 +320,18 @@ test_errors(void)
 	EXPECT_ERROR("a = \n", "t.toml:1:");
 	EXPECT_ERROR(LISTENER "daemon = 3\n", "unknown key 'daemon' in "
 	    "[[listener]]");
+	/* A known key under the wrong header (appended at the end of the
+	 * file) is named with its table, not taken for a typo. */
+	EXPECT_ERROR(LISTENER "[events]\nfile = \"-\"\nlog_level = \"debug\"\n",
+	    "t.toml:9:1: unknown key 'log_level' in [events] (it belongs in "
+	    "[daemon])");
+	EXPECT_ERROR("workers = 2\n" LISTENER, "t.toml:1:1: unknown key "
+	    "'workers' in the top level (it belongs in [daemon])");
+	EXPECT_ERROR(LISTENER "idle = \"5m\"\n", "unknown key 'idle' in "
+	    "[[listener]] (it belongs in listener.timeouts)");
+	EXPECT_ERROR(LISTENER "[events]\ncertificate = \"c.pem\"\n",
+	    "unknown key 'certificate' in [events] (it belongs in [tls] or "
+	    "[[tls.sni]])");
 	EXPECT_ERROR(LISTENER "[[daemon]]\n", "daemon must be a table, not an "
 	    "array");
 }
