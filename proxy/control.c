@@ -27,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "moat_version.h"
+#include "privdrop.h"
 #include "sbuf.h"
 #include "tls.h"
 
@@ -1120,7 +1121,7 @@ static const char *
 root_hint(int e)
 {
 	return e == EACCES && geteuid() != 0 ? " (moat starts as root and "
-	    "then runs as daemon.user)" : "";
+	    "then runs as daemon.user)" : privdrop_rofs_hint(e);
 }
 
 /* Makes the directories above path (mode 0750), like mkdir -p. */
@@ -1215,6 +1216,11 @@ control_check(const char *path, char *err, size_t errlen)
 	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
 		snprintf(err, errlen, "%s exists and is not a socket, where "
 		    "moat makes its control socket", path);
+		return -1;
+	}
+	if (privdrop_read_only(path, buf, sizeof(buf)) != NULL) {
+		snprintf(err, errlen, "%s is on a read-only file system, so the "
+		    "control socket %s cannot be made", buf, path);
 		return -1;
 	}
 	return 0;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -168,6 +169,56 @@ say_cannot_write(const char *user, const char *dir, const struct stat *st,
 	    (unsigned)(st->st_mode & 07777), file, user, dir);
 }
 
+const char *
+privdrop_rofs_hint(int e)
+{
+	/* Only the unit's own mounts are read-only this way, and a moat -t
+	 * from a shell sees the host's: the start is where it shows. */
+	if (e != EROFS || getenv("INVOCATION_ID") == NULL)
+		return "";
+	return " (under systemd: moat.service's ProtectSystem=strict leaves "
+	    "moat only /run/moat, /var/lib/moat and /var/log/moat to write; "
+	    "move the file there or add ReadWritePaths= to the unit)";
+}
+
+const char *
+privdrop_read_only(const char *path, char *buf, size_t len)
+{
+	struct statvfs vfs;
+	char up[4096];
+
+	privdrop_dirname(path, buf, len);
+	while (statvfs(buf, &vfs) == -1) {
+		if (errno != ENOENT || strcmp(buf, "/") == 0 ||
+		    strcmp(buf, ".") == 0)
+			return NULL;
+		snprintf(up, sizeof(up), "%s", buf);
+		privdrop_dirname(up, buf, len);
+	}
+	return (vfs.f_flag & ST_RDONLY) != 0 ? buf : NULL;
+}
+
+/*
+ * Root's access() cannot tell a read-only mount, whose permission bits
+ * are fine: the events file would fail to open after the ports were
+ * bound, and the state file's saves would fail for good. A device or
+ * FIFO there (/dev/null under systemd's PrivateDevices=) opens for
+ * writing all the same.
+ */
+static bool
+read_only(const char *file, char *err, size_t errlen)
+{
+	struct stat st;
+	char dir[4096];
+
+	if ((stat(file, &st) == 0 && !S_ISREG(st.st_mode)) ||
+	    privdrop_read_only(file, dir, sizeof(dir)) == NULL)
+		return false;
+	snprintf(err, errlen, "%s: %s is on a read-only file system%s", file,
+	    dir, privdrop_rofs_hint(EROFS));
+	return true;
+}
+
 /* dir, or else its parent (make_dir_for() makes one level), must be a
  * directory. */
 static int
@@ -244,6 +295,8 @@ privdrop_dirs(const char *user, const char *const *own, bool dry_run,
 		privdrop_dirname(own[i], dir, sizeof(dir));
 		if (dry_run ? can_make(dir, own[i], err, errlen) == -1 :
 		    make_dir_for(dir, own[i], uid, gid, err, errlen) == -1)
+			return -1;
+		if (read_only(own[i], err, errlen))
 			return -1;
 		if (pw == NULL || geteuid() != 0)
 			continue;

@@ -13,7 +13,7 @@
  * a directory systemd made for the unit ($STATE_DIRECTORY,
  * $LOGS_DIRECTORY, ...) and the file in it are given to user, as systemd
  * gives them to root. Other existing directories are left alone, and
- * one that user could not write is an error. With dry_run (moat -t)
+ * one that user could not write, or on a read-only mount, is an error. With dry_run (moat -t)
  * nothing is made or changed: only whether the start would get through
  * this. Returns 0, or -1 with a message in err and, in *which, the index
  * in own of the file it is about.
@@ -58,6 +58,15 @@ int privdrop_readable(const char *user, const char *const *files, size_t n,
  */
 int privdrop_writable(const char *user, const char *const *files, size_t n,
     int *errs);
+
+/* What to do about errno e where moat makes a file, as " (...)" after
+ * strerror(e): for EROFS under systemd, the unit's ProtectSystem=strict;
+ * "" otherwise. */
+const char *privdrop_rofs_hint(int e);
+
+/* The directory path would be made in, or the nearest one above it
+ * that exists, into buf when it is on a read-only mount; else NULL. */
+const char *privdrop_read_only(const char *path, char *buf, size_t len);
 
 /* The directory part of path into buf ("." for a bare name). */
 const char *privdrop_dirname(const char *path, char *buf, size_t len);

@@ -748,6 +748,70 @@ def test_state_and_events_paths_are_checked(confdir, key, value, want):
     assert not (confdir / "no").exists()
 
 
+@pytest.mark.parametrize("key,want", [
+    ("events", "16:8: events.file: {ro}/events.jsonl: {ro} is on a "
+     "read-only file system"),
+    ("state_file", "11:14: daemon.state_file: {ro}/state: {ro} is on a "
+     "read-only file system"),
+    # The start tries to make the directory, and says that.
+    ("control_socket", ("12:18: daemon.control_socket: {ro} is on a "
+     "read-only file system, so the control socket {ro}/run/moat.sock "
+     "cannot be made", "control socket: cannot create directory {ro}/run: "
+     "Read-only file system")),
+])
+def test_own_file_on_a_read_only_mount(confdir, key, want):
+    """An events file, state file or control socket moved onto a
+    read-only mount: root's permission bits let everything through, so
+    moat -t said "configuration OK"; the start then failed at the events
+    file after binding its ports, or ran with state saves failing every
+    2 s. Under systemd, where the unit's ProtectSystem=strict is the
+    usual cause, the message says so."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a read-only mount")
+    ro = confdir / "ro"
+    ro.mkdir()
+    paths = {"events": f"{confdir}/events.jsonl",
+             "state_file": f"{confdir}/state",
+             "control_socket": f"{confdir}/s"}
+    paths[key] = {"events": f"{ro}/events.jsonl", "state_file": f"{ro}/state",
+                  "control_socket": f"{ro}/run/moat.sock"}[key]
+    path = confdir / "moat.toml"
+    path.write_text('[tls]\ncertificate = "cert.pem"\nkey = "key.pem"\n' +
+                    LISTENER.replace("10465", str(free_port())) +
+                    f'[daemon]\nstate_file = "{paths["state_file"]}"\n'
+                    f'control_socket = "{paths["control_socket"]}"\n'
+                    '[firewall]\nbackend = "none"\n'
+                    f'[events]\nfile = "{paths["events"]}"\n')
+    want, want_start = (want, None) if isinstance(want, str) else want
+    want = f"{path}:" + want.format(ro=ro)
+    want_start = want if want_start is None else want_start.format(ro=ro)
+    hint = ("(under systemd: moat.service's ProtectSystem=strict leaves "
+            "moat only /run/moat, /var/lib/moat and /var/log/moat to write; "
+            "move the file there or add ReadWritePaths= to the unit)")
+    mount = f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
+    for args, env in ((["-t"], {}), ([], {}), ([], {"INVOCATION_ID": "1"})):
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c",
+             mount + 'exec "$@"', "sh", MOAT, *args, "-c", str(path)],
+            capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL, env=dict(os.environ, **env))
+        assert r.returncode == 1, (args, r.stderr)
+        assert (want if args else want_start) in r.stderr, (args, r.stderr)
+        assert "listening on" not in r.stderr, r.stderr
+        assert (hint in r.stderr) == bool(env), r.stderr
+    assert not (ro / "run").exists()
+    # A device there opens for writing all the same.
+    if key == "events":
+        path.write_text(path.read_text().replace(paths["events"],
+                                                 "/dev/null"))
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c", "mount -o remount,bind,ro "
+             "/dev && exec \"$@\"", "sh", MOAT, "-t", "-c", str(path)],
+            capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("body,want", [
     ('[daemon]\ncontrol_socket = "x.sock"\nstate_file = "x.sock"\n',
      "12:1: daemon.state_file and daemon.control_socket are both "
