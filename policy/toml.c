@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /*
  * A value deeper than this below the root is refused. It bounds the
@@ -1264,6 +1265,21 @@ parse_float_text(struct parser *p, const char *t, size_t n, size_t start,
 	return 0;
 }
 
+/* 5m or 192.0.2.1 written without quotes: no number has such a
+ * letter, a colon or two dots. */
+static bool
+meant_as_string(const char *t, size_t n)
+{
+	size_t i, dots = 0;
+
+	for (i = 0; i < n; i++) {
+		if (strchr("0123456789+-._eE", t[i]) == NULL)
+			return true;
+		dots += t[i] == '.';
+	}
+	return dots > 1;
+}
+
 /* An integer or a float in token t (n bytes) written at start. */
 static int
 parse_number(struct parser *p, const char *t, size_t n, size_t start,
@@ -1344,8 +1360,9 @@ parse_number(struct parser *p, const char *t, size_t n, size_t start,
 	v->type = TOML_FLOAT;
 	return parse_float_text(p, t, n, start, &v->u.f);
  bad:
-	perr(p, start, "invalid number '%s'", quote_bytes(t, n, tok,
-	    sizeof(tok)));
+	perr(p, start, "invalid number '%s'%s", quote_bytes(t, n, tok,
+	    sizeof(tok)), meant_as_string(t, n) ? " (a string needs quotes)" :
+	    "");
 	return -1;
  range:
 	perr(p, start, "integer '%s' out of range", quote_bytes(t, n, tok,
@@ -1518,21 +1535,19 @@ is_token(unsigned char c)
 	return is_bare(c) || c == '+' || c == '.' || c == ':';
 }
 
-/* Digits then '-' or ':' (not an exponent's sign): meant as a date. */
+/*
+ * A year and '-', or an hour and ':': meant as a date or a time. An
+ * address written without quotes (10.0.0.5:110, 2001:db8::1) is not,
+ * and is told it needs them rather than a date format.
+ */
 static bool
 looks_like_date(const char *t, size_t n)
 {
-	size_t i;
+	size_t i = 0;
 
-	if (!is_digit((unsigned char)t[0]))
-		return false;
-	for (i = 1; i < n; i++) {
-		if (t[i] == ':')
-			return true;
-		if (t[i] == '-')
-			return t[i - 1] != 'e' && t[i - 1] != 'E';
-	}
-	return false;
+	while (i < n && is_digit((unsigned char)t[i]))
+		i++;
+	return i < n && ((t[i] == '-' && i == 4) || (t[i] == ':' && i == 2));
 }
 
 /* Booleans, numbers and dates: one run of token bytes, then checked. */
@@ -1565,8 +1580,12 @@ parse_scalar(struct parser *p, struct toml_pos pos)
 		v->u.b = false;
 	else if (!is_digit((unsigned char)t[0]) && t[0] != '+' &&
 	    t[0] != '-' && t[0] != 'i' && t[0] != 'n') {
-		perr(p, start, "invalid value '%s'",
-		    quote_bytes(t, n, tok, sizeof(tok)));
+		perr(p, start, "invalid value '%s' (%s)",
+		    quote_bytes(t, n, tok, sizeof(tok)),
+		    (n == 4 && strncasecmp(t, "true", 4) == 0) ||
+		    (n == 5 && strncasecmp(t, "false", 5) == 0) ?
+		    "true and false are lower case" :
+		    "a string needs quotes");
 		r = -1;
 	} else if (looks_like_date(t, n))
 		r = parse_datetime(p, t, n, start, v);
@@ -1613,6 +1632,12 @@ parse_array(struct parser *p, struct toml_pos pos, int depth)
 			break;
 		if (p->at >= p->len)
 			perr_pos(p, pos, "unterminated array");
+		else if (pos_at(p, p->at).line != pos.line)
+			/* A ']' forgotten: what follows is the next key, far
+			 * from the array it is taken for. */
+			perr(p, p->at, "expected ',' or ']' in array, found %s "
+			    "(the array opened at line %d)",
+			    char_name(p, p->at, tmp, sizeof(tmp)), pos.line);
 		else
 			perr(p, p->at, "expected ',' or ']' in array, found %s",
 			    char_name(p, p->at, tmp, sizeof(tmp)));

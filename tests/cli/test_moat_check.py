@@ -147,6 +147,8 @@ AUDIT = [
     ("max_duration position",
      LISTENER + "[ban]\nduration = \"2d\"\nmax_duration = \"1d\"\n",
      "12:1: ban.max_duration (1d) is shorter than ban.duration (2d)"),
+    ("duration without quotes", LISTENER + "timeouts = { idle = 5m }\n",
+     "10:21: invalid number '5m' (a string needs quotes)"),
     ("key under the wrong header", LISTENER + "[events]\nfile = \"-\"\n"
      "log_level = \"debug\"\n",
      "12:1: unknown key 'log_level' in [events] (it belongs in [daemon])"),

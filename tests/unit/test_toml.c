@@ -234,6 +234,57 @@ test_positions(void)
 	}
 }
 
+/*
+ * What a config's author meant, where TOML wants it otherwise: quotes
+ * around a duration or an address (not a date format for one with a
+ * colon), true and false in lower case, and where an array whose ']'
+ * was forgotten began.
+ */
+static void
+test_meant_errors(void)
+{
+	static const struct {
+		const char *doc;
+		int line, col;
+		const char *msg;
+	} cases[] = {
+		{ "idle = 5m\n", 1, 8, "invalid number '5m' (a string needs "
+		    "quotes)" },
+		{ "b = 10.0.0.5:110\n", 1, 5, "invalid number '10.0.0.5:110' "
+		    "(a string needs quotes)" },
+		{ "b = 2001:db8::1\n", 1, 5, "invalid number '2001:db8::1' "
+		    "(a string needs quotes)" },
+		{ "b = 192.0.2.1\n", 1, 5, "invalid number '192.0.2.1' (a "
+		    "string needs quotes)" },
+		{ "tls = implicit\n", 1, 7, "invalid number 'implicit' (a "
+		    "string needs quotes)" },
+		{ "tls = starttls\n", 1, 7, "invalid value 'starttls' (a "
+		    "string needs quotes)" },
+		{ "on = True\n", 1, 6, "invalid value 'True' (true and false "
+		    "are lower case)" },
+		{ "a = 01\n", 1, 5, "leading zeros not allowed in '01'" },
+		{ "a = [\"x\",\n  \"y\"\nb = 1\n", 3, 1, "expected ',' or "
+		    "']' in array, found 'b' (the array opened at line 1)" },
+		{ "a = [\"x\" \"y\"]\n", 1, 10, "expected ',' or ']' in "
+		    "array, found '\"'" },
+	};
+	struct toml_error err;
+	struct toml_value *v;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		v = parse(cases[i].doc, strlen(cases[i].doc), &err);
+		CHECK(v == NULL);
+		toml_free(v);
+		if (v != NULL)
+			continue;
+		CHECK_INT_EQ(err.pos.line, cases[i].line);
+		CHECK_INT_EQ(err.pos.col, cases[i].col);
+		CHECK_STR_EQ(err.msg, cases[i].msg);
+	}
+	CHECK_VALID("a = 1.5e-3\nd = 1979-05-27\nt = 07:32:00\n");
+}
+
 static void
 test_errors(void)
 {
@@ -251,6 +302,7 @@ test_errors(void)
 	    "carriage return not followed by newline");
 	CHECK_ERROR("a = \"\xc3\x28\"\n", 1, 6, "invalid UTF-8 in string");
 	CHECK_ERROR("# \xed\xa0\x80\n", 1, 3, "invalid UTF-8 in comment");
+	test_meant_errors();
 	CHECK_ERROR("a = \"\\ud800\"\n", 1, 6,
 	    "escape '\\ud800' is not a Unicode scalar value");
 	CHECK_ERROR("a = \"\\U00110000\"\n", 1, 6,
