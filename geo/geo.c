@@ -109,7 +109,12 @@ geo_open(const char *path, char **errmsg)
 			snprintf(why, sizeof(why), "cannot map its copy in "
 			    "memory (%s: %s)", fdpath, strerror(saved));
 		else
-			snprintf(why, sizeof(why), "%s", MMDB_strerror(rc));
+			/* An empty or truncated file (a download cut off)
+			 * gets only "invalid metadata" or "read failed". */
+			snprintf(why, sizeof(why), "%s%s", MMDB_strerror(rc),
+			    rc == MMDB_INVALID_METADATA_ERROR ||
+			    rc == MMDB_IO_ERROR ? " (not a MaxMind database, "
+			    "or one cut short)" : "");
 		goto fail;
 	}
 	type = g->db.metadata.database_type;

@@ -497,11 +497,17 @@ def test_unreadable_geo_database_located(confdir):
     readable) and fails when libmaxminddb opens it: the message names the
     config line as well as the file."""
     (confdir / "bad.mmdb").write_text("not a database\n" * 100)
-    path, r = check(confdir, LISTENER + '[policy.geo]\n'
-                    'database = "bad.mmdb"\n')
-    assert r.returncode == 1, r.stderr
-    assert f"{path}:11:12: policy.geo.database: {confdir}/bad.mmdb: " \
-        in r.stderr, r.stderr
+    (confdir / "empty.mmdb").write_text("")
+    for name in ("bad.mmdb", "empty.mmdb"):
+        path, r = check(confdir, LISTENER + '[policy.geo]\n'
+                        f'database = "{name}"\n')
+        assert r.returncode == 1, r.stderr
+        assert f"{path}:11:12: policy.geo.database: {confdir}/{name}: " \
+            in r.stderr, r.stderr
+        # libmaxminddb's words alone ("An attempt to read data from the
+        # MaxMind DB file failed") do not say the file is the problem.
+        assert "(not a MaxMind database, or one cut short)" in r.stderr, \
+            r.stderr
 
 
 def test_missing_file():
