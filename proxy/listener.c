@@ -77,21 +77,18 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* A socket bound to ap (name for logs), listening unless probe; -1 with
- * errno set and a log line on failure. */
+/* A socket bound to ap, listening unless probe; -1 with errno set on
+ * failure, which the caller says with the listener's name. */
 static int
-listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
-    bool probe)
+listener_socket(const struct addr_port *ap, bool reuseport, bool probe)
 {
 	struct linger reset = { .l_onoff = 1, .l_linger = 0 };
 	int fd, on = 1, saved;
 
 	fd = socket(ap->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		log_warn("listener %s: socket", name);
+	if (fd == -1)
 		return -1;
-	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
 		goto fail;
 	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on,
@@ -122,7 +119,6 @@ listener_socket(const struct addr_port *ap, const char *name, bool reuseport,
 	return fd;
 fail:
 	saved = errno;
-	log_warn("listener %s", name);
 	close(fd);
 	errno = saved;
 	return -1;
@@ -131,13 +127,11 @@ fail:
 int
 listener_bind(const struct addr_port *ap, int *fds, size_t n)
 {
-	char name[ADDR_PORT_STRLEN];
 	size_t i;
 	int fd, saved;
 
-	addr_port_str(ap, name, sizeof(name));
 	if (n == 1) {
-		fds[0] = listener_socket(ap, name, false, false);
+		fds[0] = listener_socket(ap, false, false);
 		return fds[0] == -1 ? -1 : 0;
 	}
 	/*
@@ -147,11 +141,11 @@ listener_bind(const struct addr_port *ap, int *fds, size_t n)
 	 * (or anything else there) into the plain "address in use" of a
 	 * single socket before the group is made.
 	 */
-	if ((fd = listener_socket(ap, name, false, true)) == -1)
+	if ((fd = listener_socket(ap, false, true)) == -1)
 		return -1;
 	close(fd);
 	for (i = 0; i < n; i++)
-		if ((fds[i] = listener_socket(ap, name, true, false)) == -1) {
+		if ((fds[i] = listener_socket(ap, true, false)) == -1) {
 			saved = errno;
 			while (i > 0)
 				close(fds[--i]);
@@ -159,6 +153,19 @@ listener_bind(const struct addr_port *ap, int *fds, size_t n)
 			return -1;
 		}
 	return 0;
+}
+
+const char *
+listener_hint(int err)
+{
+	switch (err) {
+	case EADDRINUSE:
+		return " (another program listens there; ss -ltnp shows which)";
+	case EADDRNOTAVAIL:
+		return " (no interface of this host has that address)";
+	default:
+		return "";
+	}
 }
 
 struct listener *

@@ -25,9 +25,13 @@ typedef void listener_accept_fn(void *arg, struct listener *l, int fd,
  * after a probe bind without SO_REUSEPORT succeeded, so that an address
  * somebody else listens on (a second moat too) fails as it does for one
  * socket. Fills fds[0..n-1]. Returns 0, or -1 with errno set
- * (EADDRINUSE, ...) and a log line; then no descriptor is left open.
+ * (EADDRINUSE, ...) for the caller to say; then no descriptor is left
+ * open.
  */
 int listener_bind(const struct addr_port *ap, int *fds, size_t n);
+/* What an operator does about a bind error err, as " (...)" to follow
+ * strerror(err); "" when strerror says enough. */
+const char *listener_hint(int err);
 /*
  * Starts accepting on fd (from listener_bind, taken over in every case)
  * on loop; call it on the thread that runs loop. NULL when out of memory.

@@ -22,6 +22,7 @@
 #include "gen.h"
 #include "geo.h"
 #include "guard.h"
+#include "listener.h"
 #include "log.h"
 #include "moat_version.h"
 #include "sbuf.h"
@@ -855,8 +856,11 @@ metrics_http_open(struct ev_loop *loop, const struct addr_port *ap,
 	    IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1) ||
 	    bind(mh->fd, (const struct sockaddr *)&ap->ss, ap->len) == -1 ||
 	    listen(mh->fd, 16) == -1) {
-		snprintf(err, errlen, "metrics: cannot listen on %s: %s",
-		    addr_port_str(ap, name, sizeof(name)), strerror(errno));
+		int e = errno;
+
+		snprintf(err, errlen, "metrics: cannot listen on %s: %s%s",
+		    addr_port_str(ap, name, sizeof(name)), strerror(e),
+		    listener_hint(e));
 		if (mh->fd != -1)
 			close(mh->fd);
 		free(mh);

@@ -210,14 +210,15 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 				if (e == EADDRINUSE && own != NULL) {
 					addr_port_str(own, oname,
 					    sizeof(oname));
-					reload_say(rr, CONFIG_ERROR, "cannot "
-					    "listen on %s: moat's own socket "
-					    "on %s holds the port, and a "
-					    "reload opens new sockets before "
-					    "it closes old ones; changing "
+					reload_say(rr, CONFIG_ERROR,
+					    "listener '%s': cannot listen on "
+					    "%s: moat's own socket on %s "
+					    "holds the port, and a reload "
+					    "opens new sockets before it "
+					    "closes old ones; changing "
 					    "between a wildcard and an "
 					    "address on one port needs a "
-					    "restart", name, oname);
+					    "restart", lc->name, name, oname);
 					free(fds);
 					lplan_discard(srv, pl);
 					return -1;
@@ -226,9 +227,10 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 				 * not started as root; on a reload after the
 				 * drop, it is out of reach until a restart. */
 				reload_say(rr, CONFIG_ERROR,
-				    "cannot listen on %s: "
-				    "%s%s", name, strerror(e),
-				    e != EACCES || geteuid() == 0 ? "" :
+				    "listener '%s': cannot listen on %s: "
+				    "%s%s", lc->name, name, strerror(e),
+				    e != EACCES ? listener_hint(e) :
+				    geteuid() == 0 ? "" :
 				    rr == NULL ? " (a port below 1024 needs "
 				    "moat to start as root)" :
 				    " (moat no longer runs as root; a new "

@@ -724,6 +724,37 @@ def test_start_without_root_says_why(confdir):
     assert "restart" not in r.stderr, r.stderr
 
 
+def test_start_on_an_address_it_cannot_listen_on(confdir):
+    """A port another program holds, an address no interface has (a typo,
+    an address moved to another host): moat -t cannot know, the start
+    fails with one line naming the listener, and says what the errno
+    means. It used to print two lines, neither naming the listener, and
+    "Cannot assign requested address" bare."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    tail = (f'[firewall]\nbackend = "none"\n[events]\nfile = ""\n'
+            f'[daemon]\nstate_file = "{confdir}/st"\n'
+            f'control_socket = "{confdir}/s"\n')
+    try:
+        for listen, want in [
+                (f"127.0.0.1:{port}", "Address already in use (another "
+                 "program listens there; ss -ltnp shows which)"),
+                ("192.0.2.77:10465", "Cannot assign requested address (no "
+                 "interface of this host has that address)")]:
+            path, r = check(confdir, LISTENER.replace("127.0.0.1:10465",
+                                                      listen) + tail)
+            assert r.returncode == 0, r.stderr
+            r = run("-c", path)
+            assert r.returncode == 1, r.stderr
+            line = f"listener 'smtps': cannot listen on {listen}: {want}"
+            assert line in r.stderr, r.stderr
+            assert r.stderr.count(listen) == 1, r.stderr
+    finally:
+        busy.close()
+
+
 @pytest.mark.parametrize("key,value,want", [
     ("state_file", "{dir}/statedir", "{dir}/statedir is a directory; name a file"),
     ("events", "{dir}/eventsdir", "{dir}/eventsdir is a directory; name a file"),

@@ -181,7 +181,8 @@ def test_reload_failing_late_changes_nothing(tmp_path, pki, stack):
         assert taken in m.config_path.read_text()
         r = m.ctl("reload")
         assert r.returncode == 1, r.stdout
-        assert f"cannot listen on {taken}: Address already in use" in r.stderr
+        assert (f"listener 'smtp': cannot listen on {taken}: Address already "
+                "in use (another program listens there") in r.stderr, r.stderr
         assert "reload done" not in r.stdout + r.stderr
         # The listener's own port widened to the wildcard: the new socket
         # is opened before the old one closes, which the kernel refuses.
@@ -192,8 +193,9 @@ def test_reload_failing_late_changes_nothing(tmp_path, pki, stack):
         assert wide in m.config_path.read_text()
         r = m.ctl("reload")
         assert r.returncode == 1, r.stdout
-        assert (f"cannot listen on {wide}: moat's own socket on {own} holds "
-                "the port") in r.stderr and "needs a restart" in r.stderr, r.stderr
+        assert (f"listener 'smtp': cannot listen on {wide}: moat's own "
+                f"socket on {own} holds the port") in r.stderr \
+            and "needs a restart" in r.stderr, r.stderr
         c = Smtp(port, "192.0.2.9")
         assert c.reply().startswith(b"220 ")
         c.close()

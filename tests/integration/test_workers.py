@@ -486,8 +486,8 @@ def test_second_moat_cannot_join_the_port(tmp_path, pki, stack):
                                 str(other.config_path)], capture_output=True,
                                text=True, timeout=30)
             assert r.returncode == 1, r.stderr
-            assert f"listener 127.0.0.1:{port}: Address already in use" \
-                in r.stderr, r.stderr
+            assert f"listener 'smtp': cannot listen on 127.0.0.1:{port}: " \
+                "Address already in use" in r.stderr, r.stderr
         # The first still gets every connection.
         before = sum(accepted(m))
         for i in range(20):
