@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -252,6 +253,62 @@ pem_has_block(const char *path, const char *what)
 }
 
 /*
+ * What a file with no PEM block of the kind wanted (a certificate when
+ * want_cert, else a private key) holds instead, as "; ..." for the
+ * error: the other kind, or the wanted one in binary form (DER, or a
+ * PKCS#12 bundle), with the openssl command that makes PEM of it. ""
+ * when none of these. The bytes may be a key: wiped after.
+ */
+static const char *
+pem_missing_why(const char *path, bool want_cert, char *buf, size_t len)
+{
+	unsigned char data[32768];
+	const unsigned char *p;
+	const char *kind = NULL, *cmd = NULL;
+	bool cert = false, key = false;
+	size_t n;
+	X509 *x;
+	EVP_PKEY *k;
+	PKCS12 *p12;
+	FILE *f;
+
+	if (pem_has_block(path, want_cert ? "PRIVATE KEY" : "CERTIFICATE"))
+		return want_cert ? "; it holds a private key" :
+		    "; it holds a certificate";
+	if ((f = fopen(path, "re")) == NULL)
+		return "";
+	setvbuf(f, NULL, _IONBF, 0);
+	n = fread(data, 1, sizeof(data), f);
+	fclose(f);
+	if ((p = data, x = d2i_X509(NULL, &p, (long)n)) != NULL) {
+		cert = true;
+		X509_free(x);
+	} else if ((p = data, k = d2i_AutoPrivateKey(NULL, &p,
+	    (long)n)) != NULL) {
+		key = true;
+		EVP_PKEY_free(k);
+	} else if ((p = data, p12 = d2i_PKCS12(NULL, &p, (long)n)) != NULL) {
+		kind = "a PKCS#12 bundle";
+		cmd = "pkcs12 -nodes";
+		PKCS12_free(p12);
+	}
+	OPENSSL_cleanse(data, sizeof(data));
+	ERR_clear_error();
+	if (cert || key) {
+		if (cert != want_cert)
+			return cert ? "; it holds a certificate, in DER form" :
+			    "; it holds a private key, in DER form";
+		kind = cert ? "a DER certificate" : "a DER private key";
+		cmd = cert ? "x509 -inform der" : "pkey -inform der";
+	}
+	if (kind == NULL)
+		return "";
+	snprintf(buf, len, "; it is %s, not PEM: convert it with openssl %s "
+	    "-in %s -out NEW.pem", kind, cmd, path);
+	return buf;
+}
+
+/*
  * Loads the private key, saying in words what OpenSSL reports as
  * "PEM lib": an encrypted key, or a file with no key in it.
  */
@@ -259,7 +316,7 @@ static bool
 ctx_use_key(SSL_CTX *ctx, const char *key, const char *cert,
     config_report_fn *report, void *arg)
 {
-	char line[1024];
+	char line[1024], why[512];
 	bool asked = false;
 	int ok;
 
@@ -288,8 +345,7 @@ ctx_use_key(SSL_CTX *ctx, const char *key, const char *cert,
 		ERR_clear_error();
 		snprintf(line, sizeof(line), "%s: no private key found in the "
 		    "file (expected a PEM \"BEGIN PRIVATE KEY\" block)%s", key,
-		    pem_has_block(key, "CERTIFICATE") ? "; it holds a "
-		    "certificate" : "");
+		    pem_missing_why(key, false, why, sizeof(why)));
 		report(arg, CONFIG_ERROR, line);
 	} else
 		report_ssl(report, arg, key, "cannot load private key: the "
@@ -321,7 +377,7 @@ static bool
 ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
     void *arg)
 {
-	char line[1024];
+	char line[1024], why[512];
 	const char *weak;
 
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert))
@@ -341,8 +397,7 @@ ctx_use_chain(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 		ERR_clear_error();
 		snprintf(line, sizeof(line), "%s: no certificate found in the "
 		    "file (expected a PEM \"BEGIN CERTIFICATE\" block)%s",
-		    cert, pem_has_block(cert, "PRIVATE KEY") ? "; it holds a "
-		    "private key" : "");
+		    cert, pem_missing_why(cert, true, why, sizeof(why)));
 		report(arg, CONFIG_ERROR, line);
 	} else if (SSL_CTX_get0_certificate(ctx) != NULL) {
 		/* The leaf went in; what broke is behind it. */

@@ -274,6 +274,45 @@ def test_key_file_without_key(confdir):
     assert "it holds a certificate" in r.stderr
 
 
+def test_der_or_pkcs12_files_said_with_the_conversion(confdir):
+    """A certificate or key in DER form, or a PKCS#12 bundle, as a CA or
+    a Windows export hands them out: "no certificate found (expected a
+    PEM block)" did not say the file was fine but in another format, nor
+    how to convert it."""
+    cert, key = str(confdir / "cert.pem"), str(confdir / "key.pem")
+    _openssl("x509", "-in", cert, "-outform", "der",
+             "-out", str(confdir / "cert.der"))
+    _openssl("pkey", "-in", key, "-outform", "der",
+             "-out", str(confdir / "key.der"))
+    _openssl("pkcs12", "-export", "-in", cert, "-inkey", key,
+             "-passout", "pass:", "-out", str(confdir / "both.p12"))
+    for c, k, want in [
+            ("cert.der", "key.pem", "2:15: tls.certificate: {d}/cert.der: no "
+             "certificate found in the file (expected a PEM \"BEGIN "
+             "CERTIFICATE\" block); it is a DER certificate, not PEM: "
+             "convert it with openssl x509 -inform der -in {d}/cert.der "
+             "-out NEW.pem"),
+            ("cert.pem", "key.der", "3:7: tls.key: {d}/key.der: no private "
+             "key found in the file (expected a PEM \"BEGIN PRIVATE KEY\" "
+             "block); it is a DER private key, not PEM: convert it with "
+             "openssl pkey -inform der -in {d}/key.der -out NEW.pem"),
+            ("both.p12", "key.pem", "2:15: tls.certificate: {d}/both.p12: no "
+             "certificate found in the file (expected a PEM \"BEGIN "
+             "CERTIFICATE\" block); it is a PKCS#12 bundle, not PEM: "
+             "convert it with openssl pkcs12 -nodes -in {d}/both.p12 "
+             "-out NEW.pem"),
+            # The other kind, in DER: converting it would not help.
+            ("key.der", "key.pem", "2:15: tls.certificate: {d}/key.der: no "
+             "certificate found in the file (expected a PEM \"BEGIN "
+             "CERTIFICATE\" block); it holds a private key, in DER form")]:
+        path = confdir / "moat.toml"
+        path.write_text(f'[tls]\ncertificate = "{c}"\nkey = "{k}"\n'
+                        + LISTENER)
+        r = run("-t", "-c", str(path))
+        assert r.returncode == 1, r.stderr
+        assert f"{path}:{want.format(d=confdir)}\n" in r.stderr, r.stderr
+
+
 def test_key_of_another_certificate_or_chain_in_the_wrong_order(confdir):
     """OpenSSL says "key values mismatch"; the operator needs to hear
     which files disagree and that the server's certificate comes first."""
