@@ -96,6 +96,14 @@ main(int argc, char *argv[])
 	while ((ch = getopt(argc, argv, "c:htpvV")) != -1) {
 		switch (ch) {
 		case 'c':
+			/* moat -c a.toml -c b.toml: which one runs would be a
+			 * guess; say so rather than take the last. */
+			if (path != NULL) {
+				fprintf(stderr, "moat: -c given twice ('%s' and "
+				    "'%s'); moat reads one configuration "
+				    "file\n", path, optarg);
+				usage(2);
+			}
 			path = optarg;
 			break;
 		case 't':

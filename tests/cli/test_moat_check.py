@@ -601,6 +601,19 @@ def test_config_without_c_is_named():
     assert "usage: moat" in r.stderr
 
 
+def test_c_given_twice_is_refused(tmp_path):
+    """`moat -t -c a.toml -c b.toml` used to check b.toml alone without a
+    word: which file the operator meant is a guess, so it is refused."""
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    for f in (a, b):
+        f.write_text("")
+    r = run("-t", "-c", str(a), "-c", str(b))
+    assert r.returncode == 2, r.stderr
+    assert f"moat: -c given twice ('{a}' and '{b}'); moat reads one " \
+        "configuration file" in r.stderr, r.stderr
+    assert "usage: moat" in r.stderr
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
