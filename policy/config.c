@@ -1659,8 +1659,13 @@ check_listener(struct loader *l, struct listener_ctx *lc,
 		    "be cut off", lis->name);
 	if (lis->require_tls && lis->tls == CFG_TLS_NONE && !lc->tls_bad)
 		err_at(l, lc->tls_pos.line ? lc->tls_pos : pos, "listener "
-		    "'%s': require_tls = true needs tls = \"starttls\" or "
-		    "\"implicit\"", lis->name);
+		    "'%s': require_tls = true needs tls = \"starttls\" (on "
+		    "a plaintext listener there is no TLS to require)",
+		    lis->name);
+	else if (lis->require_tls && lis->tls == CFG_TLS_IMPLICIT)
+		warn_at(l, pos, "listener '%s': require_tls has no effect with "
+		    "tls = \"implicit\", where every command comes over TLS "
+		    "already", lis->name);
 	if (lis->accept_proxy && lis->accept_proxy_from.n == 0 &&
 	    !lc->from_bad)
 		err_at(l, lc->accept_proxy_pos, "listener '%s': accept_proxy "

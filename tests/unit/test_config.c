@@ -253,7 +253,7 @@ test_errors(void)
 	    "t.toml:7:16: listener 'smtp': accept_proxy = true needs "
 	    "accept_proxy_from");
 	EXPECT_ERROR(LISTENER "require_tls = true\n",
-	    "require_tls = true needs tls = \"starttls\" or \"implicit\"");
+	    "require_tls = true needs tls = \"starttls\"");
 	EXPECT_ERROR(LISTENER "listen2 = []\n", "unknown key 'listen2'");
 	EXPECT_ERROR("[[listener]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\n"
 	    "protocol = \"smtp\"\ntls = \"none\"\nbackend = \"127.0.0.1:1\"\n"
@@ -589,6 +589,24 @@ test_open_relay_warning(void)
 	config_free(cfg);
 }
 
+/* require_tls on an implicit-TLS listener changes nothing: said once. */
+static void
+test_require_tls_implicit_warning(void)
+{
+	struct diags d;
+	struct config *cfg = load("[tls]\ncertificate = \"/etc/passwd\"\nkey = "
+	    "\"/etc/passwd\"\n[[listener]]\nname = \"smtps\"\nlisten = "
+	    "[\"127.0.0.1:4650\"]\nprotocol = \"smtp\"\ntls = \"implicit\"\n"
+	    "require_tls = true\nbackend = \"127.0.0.1:25\"\n"
+	    "backend_proxy = \"v2\"\n", &d);
+
+	CHECK(cfg != NULL);
+	CHECK_INT_EQ(d.warnings, 1);
+	CHECK(strstr(d.text, "t.toml:4:1: warning: listener 'smtps': "
+	    "require_tls has no effect with tls = \"implicit\"") != NULL);
+	config_free(cfg);
+}
+
 /* A POP3 listener with timeouts (may be ""): its idle time, warnings. */
 static void
 check_pop3_idle(const char *timeouts, uint64_t want_ms, int want_warnings,
@@ -900,6 +918,7 @@ main(void)
 	test_passes_only_what_starts();
 	test_duration_hints();
 	test_open_relay_warning();
+	test_require_tls_implicit_warning();
 	test_pop3_idle();
 	test_v4_cover_warning();
 	test_risky_values();
