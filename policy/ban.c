@@ -199,7 +199,7 @@ ban_table_reconfigure(struct ban_table *t, const struct ban_params *p)
 {
 	t->p = *p;
 	params_fix(&t->p);
-	/* A smaller cap is enforced as records are added (see make_room). */
+	/* A smaller cap is enforced by ban_table_trim(). */
 }
 
 void
@@ -224,23 +224,25 @@ sweep(struct ban_table *t, uint64_t now, uint32_t k)
 }
 
 /*
- * Ensures one free slot; -1 if memory is short and nothing can go. The
- * work is bounded: a full table during a flood of new addresses gets a
- * record per connection, under the lock every worker takes, so sweeping
- * all of it each time (milliseconds at a million records) would stall
- * every accept. A part is swept; if nothing there is forgotten yet, a
- * live record goes even if a forgotten one waits further on. A ban in
- * force that goes is handed to the evict callback, so that its kernel
- * element goes too.
+ * Drops records until at most keep stay; returns how many bans in force
+ * went. The work per record is bounded: a full table during a flood of
+ * new addresses gets a record per connection, under the lock every worker
+ * takes, so sweeping all of it each time (milliseconds at a million
+ * records) would stall every accept. A part is swept; if nothing there is
+ * forgotten yet, a live record goes even if a forgotten one waits further
+ * on. A ban in force that goes is handed to the evict callback, so that
+ * its kernel element goes too.
  */
-static int
-make_room(struct ban_table *t, uint64_t now)
+static size_t
+shed(struct ban_table *t, uint64_t now, size_t keep)
 {
-	while (t->n >= t->p.max_entries) {
+	size_t live = 0;
+
+	while (t->n > keep) {
 		uint32_t victim = NIL;
 
 		sweep(t, now, EVICT_SWEEP);
-		if (t->n < t->p.max_entries)
+		if (t->n <= keep)
 			break;
 		/* Everything is live: drop the record forgotten soonest
 		 * among a few, starting at the cursor. */
@@ -255,12 +257,33 @@ make_room(struct ban_table *t, uint64_t now)
 		/* Counted only with a callback: the drops while the
 		 * state file is read, before there is one, are in the
 		 * start's log line instead. */
-		if (now < t->e[victim].expiry_ms && t->evict != NULL) {
-			t->evicted++;
-			t->evict(t->evict_arg, t->e[victim].addr);
+		if (now < t->e[victim].expiry_ms) {
+			live++;
+			if (t->evict != NULL) {
+				t->evicted++;
+				t->evict(t->evict_arg, t->e[victim].addr);
+			}
 		}
 		remove_at(t, victim);
 	}
+	return live;
+}
+
+size_t
+ban_table_trim(struct ban_table *t, uint64_t now, size_t *live)
+{
+	size_t before = t->n, l = shed(t, now, t->p.max_entries);
+
+	if (live != NULL)
+		*live = l;
+	return before - t->n;
+}
+
+/* Ensures one free slot; -1 if memory is short and nothing can go. */
+static int
+make_room(struct ban_table *t, uint64_t now)
+{
+	(void)shed(t, now, t->p.max_entries - 1);
 	if (t->n == t->cap) {
 		struct ban_entry *ne = addrindex_grow(&t->ix, t->e, t->n,
 		    &t->cap, (uint32_t)t->p.max_entries);

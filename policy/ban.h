@@ -83,8 +83,14 @@ void ban_table_free(struct ban_table *t);
  * owner's lock: two copies of memory, no per-record work. NULL when out
  * of memory. */
 struct ban_table *ban_table_copy(const struct ban_table *t);
-/* New durations apply to future bans; bans in force keep their expiry. */
+/* New durations apply to future bans; bans in force keep their expiry.
+ * A lower max_entries waits for ban_table_trim(). */
 void ban_table_reconfigure(struct ban_table *t, const struct ban_params *p);
+/* Drops records past max_entries at once, as a full table makes room
+ * (the evict callback sees each ban in force that goes): the records
+ * dropped, and in *live (may be NULL) how many of them were bans in
+ * force. */
+size_t ban_table_trim(struct ban_table *t, uint64_t now, size_t *live);
 
 /*
  * fn(arg, addr) is called when a full table drops the record of a ban

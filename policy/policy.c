@@ -641,6 +641,20 @@ policy_state_save(struct policy *p, uint64_t now_ms, uint64_t wall_ms,
 	return rc;
 }
 
+size_t
+policy_trim_bans(struct policy *p, uint64_t now_ms, size_t *live)
+{
+	size_t n;
+
+	pthread_mutex_lock(&p->lock);
+	n = ban_table_trim(p->bans, now_ms, live);
+	/* The state file must not bring them back at the next start. */
+	if (n > 0)
+		p->dirty = true;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
 void
 policy_on_evict(struct policy *p, ban_evict_fn *fn, void *arg)
 {

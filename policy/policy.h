@@ -134,6 +134,10 @@ void policy_free(struct policy *p);
  */
 int policy_reload(struct policy *p, const struct config *cfg,
     struct geo *geo, char **err);
+/* After a reload that lowered ban.max_entries: the ban records past it
+ * dropped at once (ban_table_trim), rather than all together at the next
+ * ban. Returns how many went; *live (may be NULL) as ban_table_trim. */
+size_t policy_trim_bans(struct policy *p, uint64_t now_ms, size_t *live);
 
 /* The verdict at accept time; see the order above. Fills *res. */
 enum policy_verdict policy_admit(struct policy *p, const uint8_t addr[16],

@@ -756,6 +756,24 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	return 0;
 }
 
+/* A lowered ban.max_entries takes effect with the reload that says so,
+ * not as a silent mass drop at some later ban. */
+static void
+guard_trim_bans(const struct config *cfg, config_report_fn *report,
+    void *arg)
+{
+	char msg[512];
+	size_t live, n = policy_trim_bans(guard.policy, guard_now_ms(), &live);
+
+	if (n == 0)
+		return;
+	snprintf(msg, sizeof(msg), "warning: ban.max_entries = %u: %zu ban "
+	    "records dropped to fit, %zu of them bans in force, whose "
+	    "addresses are admitted again (no unban events)",
+	    cfg->ban.max_entries, n, live);
+	report(arg, CONFIG_WARNING, msg);
+}
+
 int
 guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
     char *err, size_t errlen)
@@ -773,6 +791,7 @@ guard_reload(const struct config *cfg, config_report_fn *report, void *arg,
 		geo_close(geo);
 		return -1;
 	}
+	guard_trim_bans(cfg, report, arg);
 	if (old != NULL)
 		guard.geo_errors_past += geo_errors(old);
 	guard.geo_errors_said = 0;

@@ -606,3 +606,33 @@ def test_reloads_leave_no_descriptors_or_mappings_behind(tmp_path, pki):
         rc = m.stop()
         b.stop()
     assert rc == 0, m.log()[-3000:]
+
+
+def test_reload_lowering_ban_max_entries_drops_the_surplus_and_says_so(tmp_path, pki):
+    """A reload that lowered ban.max_entries below the bans in force
+    said nothing and kept them all, until the next ban dropped the whole
+    surplus at once, silently. It is applied with the reload now, whose
+    reply says how many went."""
+    b = ScriptedBackend("smtp").start()
+    m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls="none")],
+             extra="[ban]\nmax_entries = 2000\n").start()
+    try:
+        for i in range(1100):
+            r = m.ctl("ban", f"10.{i // 250}.{i % 250}.1", "1h")
+            assert r.returncode == 0, r.stderr
+        assert "1100 active" in m.ctl("status").stdout
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "max_entries = 2000", "max_entries = 1000"))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "warning: ban.max_entries = 1000: 100 ban records dropped " \
+            "to fit, 100 of them bans in force" in r.stdout, r.stdout + r.stderr
+        assert "1000 active" in m.ctl("status").stdout
+        # The next ban makes room for itself alone.
+        assert m.ctl("ban", "192.0.2.9", "1h").returncode == 0
+        assert "1000 active" in m.ctl("status").stdout
+        r = m.ctl("reload")
+        assert "max_entries" not in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        assert m.stop() == 0
+        b.stop()

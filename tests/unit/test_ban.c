@@ -432,21 +432,31 @@ on_evict(void *arg, const uint8_t addr[16])
  * has ended (kept only for escalation) goes without a call: the kernel's
  * timeout has taken its element already.
  */
-static void
-test_evict(void)
+/* A table of max records whose evictions ev records, as seen at now. */
+static struct ban_table *
+evict_table(struct evicted *ev, size_t max, uint64_t now)
 {
 	struct ban_params p = params;
 	struct ban_table *t;
-	struct ban_info b;
+
+	p.max_entries = max;
+	t = ban_table_new(&p);
+	memset(ev, 0, sizeof(*ev));
+	ev->t = t;
+	ev->now = now;
+	ban_table_on_evict(t, on_evict, ev);
+	return t;
+}
+
+static void
+test_evict(void)
+{
 	static struct evicted ev;
+	struct ban_table *t = evict_table(&ev, 1000, 1);
+	struct ban_info b;
 	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
 	int bad = 0, held = 0;
 
-	p.max_entries = 1000;
-	t = ban_table_new(&p);
-	ev.t = t;
-	ev.now = 1;
-	ban_table_on_evict(t, on_evict, &ev);
 	for (int i = 0; i < 3000; i++) {
 		memcpy(a + 12, &i, sizeof(i));
 		if (!ban_add(t, a, BAN_MANUAL, H, 1, &b))
@@ -505,6 +515,40 @@ test_evict(void)
 	ban_table_free(t);
 }
 
+/*
+ * A reload that lowers max_entries drops the surplus at once, each ban in
+ * force through the evict callback, and says how many: not all of them
+ * together at the next ban. Records kept only for escalation go first.
+ */
+static void
+test_trim(void)
+{
+	static struct evicted ev;
+	struct ban_table *t = evict_table(&ev, 3000, H + 2);
+	struct ban_params p = params;
+	struct ban_info b;
+	uint8_t a[16] = { 0x20, 0x01, 0x0d, 0xb8 };
+	size_t live = 99;
+
+	/* 500 bans over by H + 2, 1500 in force. */
+	for (int i = 0; i < 2000; i++) {
+		memcpy(a + 12, &i, sizeof(i));
+		ban_add(t, a, BAN_MANUAL, i < 500 ? H : 2 * H, 1, &b);
+	}
+	CHECK_INT_EQ(ban_table_trim(t, H + 2, &live), 0);
+	CHECK_INT_EQ(live, 0);
+	p.max_entries = 1000;
+	ban_table_reconfigure(t, &p);
+	CHECK_INT_EQ(ban_entries(t), 2000);
+	CHECK_INT_EQ(ban_table_trim(t, H + 2, &live), 1000);
+	CHECK_INT_EQ(ban_entries(t), 1000);
+	CHECK(live >= 500 && live <= 1000);
+	CHECK_INT_EQ(ev.n, live);
+	CHECK_INT_EQ(ev.bad, 0);
+	CHECK_INT_EQ(ban_evicted(t), live);
+	ban_table_free(t);
+}
+
 int
 main(void)
 {
@@ -517,6 +561,7 @@ main(void)
 	test_copy();
 	test_active_count();
 	test_evict();
+	test_trim();
 	test_reason_names();
 	return check_report("ban");
 }
