@@ -112,15 +112,22 @@ reload_say(struct reload_report *rr, enum config_severity sev,
 	report_tee(rr, sev, line);
 }
 
-static bool
-server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
+/* The group of gs at ap, or NULL. */
+static const struct lgroup *
+server_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
 {
 	size_t k;
 
 	for (k = 0; k < n; k++)
 		if (addr_port_equal(&gs[k].ap, ap))
-			return true;
-	return false;
+			return &gs[k];
+	return NULL;
+}
+
+static bool
+server_has_group(const struct lgroup *gs, size_t n, const struct addr_port *ap)
+{
+	return server_group(gs, n, ap) != NULL;
 }
 
 /* One of moat's open sockets whose port a bind of ap collides with (a
@@ -254,28 +261,78 @@ lplan_bind(struct server *srv, struct gen *g, struct lplan *pl,
 	return 0;
 }
 
-/* Hands the plan to every worker; vanished addresses are closed by each
- * worker. Cannot fail. */
-static void
-lplan_commit(struct server *srv, struct gen *g, struct lplan *pl)
+/* Appends " key a -> b" to buf (at bytes used) when a and b differ. */
+static size_t
+diff_add(char *buf, size_t len, size_t at, const char *key, const char *a,
+    const char *b)
 {
-	char name[ADDR_PORT_STRLEN];
+	int n;
+
+	if (strcmp(a, b) == 0 || at >= len)
+		return at;
+	n = snprintf(buf + at, len - at, "%s %s %s -> %s", at > 0 ? "," : "",
+	    key, a, b);
+	return n < 0 ? at : at + (size_t)n;
+}
+
+/* What new sessions on a kept address get that the old ones did not, as
+ * " tls none -> starttls, ..." in buf; "" when nothing the reply names. */
+static const char *
+listener_diff(const struct cfg_listener *o, const struct cfg_listener *n,
+    char *buf, size_t len)
+{
+	char ob[ADDR_PORT_STRLEN], nb[ADDR_PORT_STRLEN];
+	size_t at;
+
+	buf[0] = '\0';
+	at = diff_add(buf, len, 0, "protocol", cfg_protocol_str(o->protocol),
+	    cfg_protocol_str(n->protocol));
+	at = diff_add(buf, len, at, "tls", cfg_tls_mode_str(o->tls),
+	    cfg_tls_mode_str(n->tls));
+	at = diff_add(buf, len, at, "backend", addr_port_str(&o->backend, ob,
+	    sizeof(ob)), addr_port_str(&n->backend, nb, sizeof(nb)));
+	(void)diff_add(buf, len, at, "backend_proxy",
+	    cfg_backend_proxy_str(o->backend_proxy),
+	    cfg_backend_proxy_str(n->backend_proxy));
+	return buf;
+}
+
+/* Hands the plan to every worker; vanished addresses are closed by each
+ * worker. Cannot fail. What opens, closes or serves new sessions
+ * otherwise goes to the log and to whoever asked for the reload. */
+static void
+lplan_commit(struct server *srv, struct gen *g, struct lplan *pl,
+    struct reload_report *rr)
+{
+	char name[ADDR_PORT_STRLEN], diff[512];
+	const struct lgroup *was;
 	size_t j, k;
 
 	for (j = 0; j < pl->n; j++) {
-		if (server_has_group(srv->groups, srv->ngroups, &pl->ng[j].ap))
-			continue;
+		const struct cfg_listener *lc = pl->ng[j].lc;
+
 		addr_port_str(&pl->ng[j].ap, name, sizeof(name));
-		if (srv->nw > 1)
-			log_info("listening on %s (%zu workers)", name,
+		was = server_group(srv->groups, srv->ngroups, &pl->ng[j].ap);
+		if (was != NULL) {
+			if (*listener_diff(was->lc, lc, diff,
+			    sizeof(diff)) != '\0')
+				reload_say(rr, CONFIG_INFO, "listener '%s' on "
+				    "%s, for new sessions:%s", lc->name, name,
+				    diff);
+		} else if (srv->nw > 1)
+			reload_say(rr, CONFIG_INFO, "listening on %s "
+			    "(listener '%s', %zu workers)", name, lc->name,
 			    srv->nw);
 		else
-			log_info("listening on %s", name);
+			reload_say(rr, CONFIG_INFO, "listening on %s "
+			    "(listener '%s')", name, lc->name);
 	}
 	for (k = 0; k < srv->ngroups; k++)
 		if (!server_has_group(pl->ng, pl->n, &srv->groups[k].ap))
-			log_info("stopped listening on %s", addr_port_str(
-			    &srv->groups[k].ap, name, sizeof(name)));
+			reload_say(rr, CONFIG_INFO, "stopped listening on %s "
+			    "(listener '%s'; its sessions carry on)",
+			    addr_port_str(&srv->groups[k].ap, name,
+			    sizeof(name)), srv->groups[k].lc->name);
 	for (k = 0; k < srv->nw; k++)
 		worker_apply(srv->w[k], g, &pl->wl[k * pl->total], pl->n);
 	free(srv->groups);
@@ -627,7 +684,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	guard_reload_fw(gen_config(g));
 	for (k = 0; park && k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
-	lplan_commit(srv, g, &pl);
+	lplan_commit(srv, g, &pl, &rr);
 	old = gen_config(srv->gen);
 	warn_restart_only(srv, gen_config(g), &rr);
 	if (*nofile_short(gen_config(g), msg, sizeof(msg)) != '\0')
@@ -1228,7 +1285,7 @@ server_run(struct config *cfg, const char *config_path)
 	if (server_dirs(gen_config(srv.gen)) == -1 || server_ops_open(&srv) == -1 ||
 	    lplan_bind(&srv, srv.gen, &pl, NULL) == -1)
 		goto fail;
-	lplan_commit(&srv, srv.gen, &pl);
+	lplan_commit(&srv, srv.gen, &pl, NULL);
 	if (server_privdrop(&srv) == -1 ||
 	    events_prepare(&srv, gen_config(srv.gen), &log, NULL) == -1)
 		goto fail;

@@ -636,3 +636,57 @@ def test_reload_lowering_ban_max_entries_drops_the_surplus_and_says_so(tmp_path,
     finally:
         assert m.stop() == 0
         b.stop()
+
+
+def test_reload_reply_names_listeners_opened_closed_and_changed(tmp_path, pki):
+    """`moatctl reload` said only how many sockets listen: a listener
+    added, removed, or serving new sessions otherwise (tls, backend) is
+    named in the reply now. The session on the removed one carries on;
+    new ones on the changed one get its new tls mode."""
+    b = ScriptedBackend("smtp").start()
+    b2 = ScriptedBackend("smtp").start()
+    m = Moat(tmp_path, pki, [listener("a", b.addr, tls="none"),
+                             listener("b", b.addr, tls="none")]).start()
+    held = None
+    try:
+        pa, pb, pc = m.port("a"), m.port("b"), free_port()
+        held = socket.create_connection(("127.0.0.1", pb), timeout=10)
+        assert held.recv(4096).startswith(b"220 ")
+        text = m.config_path.read_text()
+        at = text.index("[[listener]]", text.index('name = "b"') - 40)
+        end = text.index("[policy.rate]")
+        text = text[:at] + text[at:end].replace('name = "b"', 'name = "c"').replace(
+            f"127.0.0.1:{pb}", f"127.0.0.1:{pc}") + text[end:]
+        text = text.replace('tls = "none"', 'tls = "starttls"', 1).replace(
+            f'backend = "127.0.0.1:{b.addr[1]}"', f'backend = "127.0.0.1:{b2.addr[1]}"', 1)
+        m.config_path.write_text(text)
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        out = r.stdout + r.stderr
+        assert f"listening on 127.0.0.1:{pc} (listener 'c')" in out, out
+        assert f"stopped listening on 127.0.0.1:{pb} (listener 'b'; its " \
+            "sessions carry on)" in out, out
+        assert f"listener 'a' on 127.0.0.1:{pa}, for new sessions: tls none " \
+            f"-> starttls, backend 127.0.0.1:{b.addr[1]} -> 127.0.0.1:" \
+            f"{b2.addr[1]}" in out, out
+        assert "reload done: 2 listening sockets, 1 sessions carry on" in out
+        held.sendall(b"NOOP\r\n")
+        assert held.recv(4096).startswith(b"250")
+        with socket.create_connection(("127.0.0.1", pa), timeout=10) as c:
+            assert c.recv(4096).startswith(b"220 ")
+            c.sendall(b"EHLO x\r\nSTARTTLS\r\n")
+            got = b""
+            while b"Ready to start TLS" not in got:
+                chunk = c.recv(4096)
+                assert chunk, got
+                got += chunk
+        # Nothing changed: nothing named.
+        r = m.ctl("reload")
+        assert "listening on" not in r.stdout, r.stdout
+        assert "for new sessions" not in r.stdout, r.stdout
+    finally:
+        if held is not None:
+            held.close()
+        assert m.stop() == 0
+        b.stop()
+        b2.stop()
