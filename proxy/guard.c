@@ -586,8 +586,11 @@ note_unban(const uint8_t addr[16], const char *reason)
 static void
 guard_lift(void *arg, const uint8_t addr[16], const struct ban_info *b)
 {
-	(void)arg, (void)b;
+	size_t *lifted = arg;
+
+	(void)b;
 	note_unban(addr, "allowlist");
+	(*lifted)++;
 }
 
 /* On the writer thread: a kernel element moat holds no ban for, whose
@@ -601,13 +604,17 @@ guard_kernel_allowed(void *arg, const uint8_t addr[16])
 }
 
 /* The allow list beats bans: those moat holds, and what the kernel still
- * holds from before (a state file set aside), at start and each reload. */
-static void
+ * holds from before (a state file set aside), at start and each reload.
+ * Returns how many of moat's bans in force it lifted. */
+static size_t
 guard_lift_allowed(void)
 {
+	size_t lifted = 0;
+
 	(void)policy_unban_allowed(guard.policy, guard_now_ms(), guard_lift,
-	    NULL);
+	    &lifted);
 	fw_lift(guard.fw, guard_kernel_allowed, NULL);
+	return lifted;
 }
 
 /*
@@ -746,7 +753,7 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	}
 	/* Bans from before that the allow list now covers: the kernel may
 	 * still hold them from the last run. */
-	guard_lift_allowed();
+	(void)guard_lift_allowed();
 	if (loop != NULL)
 		ev_timer_start(loop, &guard.save);
 	guard_geo_report(guard.geo, NULL, NULL);
@@ -811,9 +818,11 @@ guard_fw_changes(const struct config *cfg)
 }
 
 void
-guard_reload_fw(const struct config *cfg)
+guard_reload_fw(const struct config *cfg, config_report_fn *report,
+    void *arg)
 {
-	char err[1024];
+	char err[1024], msg[128];
+	size_t lifted;
 
 	if (!guard.open)
 		return;
@@ -838,7 +847,12 @@ guard_reload_fw(const struct config *cfg)
 		fw_resync(guard.fw);
 		guard_fw_refill(NULL);
 	}
-	guard_lift_allowed();
+	/* Each is in the log and the events; the reply says how many. */
+	if ((lifted = guard_lift_allowed()) > 0) {
+		snprintf(msg, sizeof(msg), "%zu bans lifted: the allow list "
+		    "covers their addresses now", lifted);
+		report(arg, CONFIG_INFO, msg);
+	}
 }
 
 void

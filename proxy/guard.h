@@ -35,12 +35,14 @@ int guard_reload(const struct config *cfg, config_report_fn *report,
 /*
  * Then, after a guard_reload() that worked: a changed [firewall] gets a
  * new writer, an unchanged one reads its sets back and fills in what they
- * lack, and bans the allow list now covers are lifted. Workers read the
- * writer without a lock, so while guard_fw_changes(cfg) they must be
- * parked around guard_reload_fw(); otherwise it is safe while they run.
+ * lack, and bans the allow list now covers are lifted (report, as for
+ * guard_reload, says how many). Workers read the writer without a lock,
+ * so while guard_fw_changes(cfg) they must be parked around
+ * guard_reload_fw(); otherwise it is safe while they run.
  */
 bool guard_fw_changes(const struct config *cfg);
-void guard_reload_fw(const struct config *cfg);
+void guard_reload_fw(const struct config *cfg, config_report_fn *report,
+    void *arg);
 void guard_close(void);
 
 /*

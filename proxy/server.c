@@ -681,7 +681,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	park = guard_fw_changes(gen_config(g));
 	for (k = 0; park && k < srv->nw; k++)
 		worker_park(srv->w[k]);
-	guard_reload_fw(gen_config(g));
+	guard_reload_fw(gen_config(g), report_tee, &rr);
 	for (k = 0; park && k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
 	lplan_commit(srv, g, &pl, &rr);

@@ -3,6 +3,7 @@ the config they started with, new ones get the new config; a broken
 config keeps the running one and says why."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -608,34 +609,50 @@ def test_reloads_leave_no_descriptors_or_mappings_behind(tmp_path, pki):
     assert rc == 0, m.log()[-3000:]
 
 
+
+@contextlib.contextmanager
+def scripted_moat(tmp_path, pki, extra: str = ""):
+    """A running moat with one plaintext SMTP listener on a scripted
+    backend."""
+    b = ScriptedBackend("smtp").start()
+    try:
+        m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls="none")],
+                 extra=extra).start()
+        try:
+            yield m
+        finally:
+            assert m.stop() == 0
+    finally:
+        b.stop()
+
+
+def reload_after(m, old: str, new: str) -> str:
+    """The reply of `moatctl reload` once old is new in m's config."""
+    m.config_path.write_text(m.config_path.read_text().replace(old, new))
+    r = m.ctl("reload")
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
 def test_reload_lowering_ban_max_entries_drops_the_surplus_and_says_so(tmp_path, pki):
     """A reload that lowered ban.max_entries below the bans in force
     said nothing and kept them all, until the next ban dropped the whole
     surplus at once, silently. It is applied with the reload now, whose
     reply says how many went."""
-    b = ScriptedBackend("smtp").start()
-    m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls="none")],
-             extra="[ban]\nmax_entries = 2000\n").start()
-    try:
+    with scripted_moat(tmp_path, pki, "[ban]\nmax_entries = 2000\n") as m:
         for i in range(1100):
             r = m.ctl("ban", f"10.{i // 250}.{i % 250}.1", "1h")
             assert r.returncode == 0, r.stderr
         assert "1100 active" in m.ctl("status").stdout
-        m.config_path.write_text(m.config_path.read_text().replace(
-            "max_entries = 2000", "max_entries = 1000"))
-        r = m.ctl("reload")
-        assert r.returncode == 0, r.stderr
+        out = reload_after(m, "max_entries = 2000", "max_entries = 1000")
         assert "warning: ban.max_entries = 1000: 100 ban records dropped " \
-            "to fit, 100 of them bans in force" in r.stdout, r.stdout + r.stderr
+            "to fit, 100 of them bans in force" in out, out
         assert "1000 active" in m.ctl("status").stdout
         # The next ban makes room for itself alone.
         assert m.ctl("ban", "192.0.2.9", "1h").returncode == 0
         assert "1000 active" in m.ctl("status").stdout
-        r = m.ctl("reload")
-        assert "max_entries" not in r.stdout + r.stderr, r.stdout + r.stderr
-    finally:
-        assert m.stop() == 0
-        b.stop()
+        out = reload_after(m, "", "")
+        assert "max_entries" not in out, out
 
 
 def test_reload_reply_names_listeners_opened_closed_and_changed(tmp_path, pki):
@@ -690,3 +707,21 @@ def test_reload_reply_names_listeners_opened_closed_and_changed(tmp_path, pki):
         assert m.stop() == 0
         b.stop()
         b2.stop()
+
+
+
+def test_reload_reply_counts_bans_the_allow_list_lifts(tmp_path, pki):
+    """Bans of addresses a new allow list covers are lifted, each in the
+    log and the events; the reply of `moatctl reload` said only "reload
+    done", so the operator who allowed a banned customer could not tell
+    from it that the ban went. It says how many now."""
+    with scripted_moat(tmp_path, pki) as m:
+        for ip in ("192.0.2.5", "192.0.2.6", "198.51.100.1"):
+            assert m.ctl("ban", ip, "1h").returncode == 0
+        out = reload_after(m, "[policy.rate]",
+                           '[policy]\nallow = ["192.0.2.0/24"]\n\n[policy.rate]')
+        assert "2 bans lifted: the allow list covers their addresses now" \
+            in out, out
+        assert "1 active" in m.ctl("status").stdout
+        out = reload_after(m, "", "")
+        assert "lifted" not in out, out
