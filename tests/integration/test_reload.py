@@ -609,7 +609,6 @@ def test_reloads_leave_no_descriptors_or_mappings_behind(tmp_path, pki):
     assert rc == 0, m.log()[-3000:]
 
 
-
 @contextlib.contextmanager
 def scripted_moat(tmp_path, pki, extra: str = ""):
     """A running moat with one plaintext SMTP listener on a scripted
@@ -707,7 +706,6 @@ def test_reload_reply_names_listeners_opened_closed_and_changed(tmp_path, pki):
         assert m.stop() == 0
         b.stop()
         b2.stop()
-
 
 
 def test_reload_reply_counts_bans_the_allow_list_lifts(tmp_path, pki):

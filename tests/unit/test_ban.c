@@ -424,14 +424,6 @@ on_evict(void *arg, const uint8_t addr[16])
 	ev->n++;
 }
 
-/*
- * A full table that drops a ban still in force says so through the
- * evict callback (the guard deletes the kernel element with it), so that
- * the firewall set never holds more bans than the table: 3000 bans into
- * a table of 1000 name exactly the 2000 that went. A record whose ban
- * has ended (kept only for escalation) goes without a call: the kernel's
- * timeout has taken its element already.
- */
 /* A table of max records whose evictions ev records, as seen at now. */
 static struct ban_table *
 evict_table(struct evicted *ev, size_t max, uint64_t now)
@@ -448,6 +440,14 @@ evict_table(struct evicted *ev, size_t max, uint64_t now)
 	return t;
 }
 
+/*
+ * A full table that drops a ban still in force says so through the
+ * evict callback (the guard deletes the kernel element with it), so that
+ * the firewall set never holds more bans than the table: 3000 bans into
+ * a table of 1000 name exactly the 2000 that went. A record whose ban
+ * has ended (kept only for escalation) goes without a call: the kernel's
+ * timeout has taken its element already.
+ */
 static void
 test_evict(void)
 {
@@ -518,7 +518,8 @@ test_evict(void)
 /*
  * A reload that lowers max_entries drops the surplus at once, each ban in
  * force through the evict callback, and says how many: not all of them
- * together at the next ban. Records kept only for escalation go first.
+ * together at the next ban. Of 500 records kept only for escalation and
+ * 1,500 bans in force, 1,000 go: at least 500 of them bans.
  */
 static void
 test_trim(void)
