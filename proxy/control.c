@@ -18,6 +18,7 @@
 
 #include "acceptpause.h"
 #include "addr.h"
+#include "backendwatch.h"
 #include "ban.h"
 #include "duration.h"
 #include "events.h"
@@ -312,7 +313,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct metrics_totals t;
 	struct policy_stats st;
 	struct policy *p;
-	struct sbuf h, j, wj, certs_h, certs_j;
+	struct sbuf h, j, wj, bj, certs_h, certs_j;
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
@@ -337,6 +338,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_init(&h, CTL_REPLY_MAX);
 	sbuf_init(&j, CTL_REPLY_MAX);
 	sbuf_init(&wj, CTL_REPLY_MAX);
+	sbuf_init(&bj, CTL_REPLY_MAX);
 	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
 	    (long)getpid(), secs_str(uptime_ms, up, sizeof(up)));
 	(void)sbuf_printf(&h, "%-12s %s\n", "config", cfg->path);
@@ -372,6 +374,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.tls_handshakes,
 	    (unsigned long long)t.tls_failures);
 	status_workers(srv, &h, &wj);
+	(void)backendwatch_status(&h, &bj, "backends");
 	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",
 	    bans_active, (unsigned long long)t.bans);
 	if (have_policy)
@@ -398,7 +401,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		    (unsigned long long)events_syslog_dropped());
 	(void)sbuf_printf(&h, "; %zu following (tail)\n", tails);
 	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
-	    "\"totals\":{"
+	    "\"backends_failing\":[%.*s],\"totals\":{"
 	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
 	    "\"tls_handshakes\":%llu,\"tls_failures\":%llu,"
 	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
@@ -408,6 +411,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "\"dropped\":%llu,\"syslog_dropped\":%llu,\"tail_clients\":%zu},"
 	    "\"certificates\":[",
 	    sessions, (int)wj.len, wj.p ? wj.p : "",
+	    (int)bj.len, bj.p ? bj.p : "",
 	    (unsigned long long)t.connections,
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
 	    (unsigned long long)t.tls_handshakes,
@@ -457,11 +461,13 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_add(&r->body, j.p, j.len);
 	else
 		(void)sbuf_add(&r->body, h.p, h.len);
-	if (sbuf_overflow(&h) || sbuf_overflow(&j) || sbuf_overflow(&certs_h))
+	if (sbuf_overflow(&h) || sbuf_overflow(&j) || sbuf_overflow(&bj) ||
+	    sbuf_overflow(&certs_h))
 		r->body.overflow = true;
 	sbuf_clear(&h);
 	sbuf_clear(&j);
 	sbuf_clear(&wj);
+	sbuf_clear(&bj);
 	sbuf_clear(&certs_h);
 	sbuf_clear(&certs_j);
 }

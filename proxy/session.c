@@ -22,6 +22,7 @@
 
 #include "addr.h"
 #include "backend.h"
+#include "backendwatch.h"
 #include "buf.h"
 #include "duration.h"
 #include "events.h"
@@ -653,6 +654,7 @@ backend_fail(struct session *s, const char *why)
 	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
 	    log_value(why, b1, sizeof(b1)), s->ip);
 	metrics_backend_failure(s->lc->name);
+	backendwatch_fail(s->lc->name, &s->lc->backend, why);
 	unavailable(s, why, "backend_unavailable");
 }
 
@@ -1769,8 +1771,10 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 	buf_consume(&from->in, n - s->moved);	/* moved: already gone */
 	/* The backend's first words are on their way to the client: from
 	 * now on the idle timeout applies. */
-	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING)
+	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING) {
 		enter_state(s, SESSION_RELAY);
+		backendwatch_ok(s->lc->name, &s->lc->backend);
+	}
 	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
 	    buf_len(&s->client.out) == 0 && (from != &s->client ||
 	    s->filter.ops->awaiting == NULL ||

@@ -76,7 +76,8 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
                   min_version: str = "1.2", sni: Optional[List[Dict]] = None,
                   drain: str = "5s", extra: str = "",
                   metrics: Optional[str] = None, firewall="none",
-                  events_syslog: bool = False) -> str:
+                  events_syslog: bool = False,
+                  log_level: Optional[str] = None) -> str:
     """extra is raw TOML ([policy], [ban], ...) placed after the listeners.
     firewall is the [firewall] backend ("none", "nftables", "ipset") or a
     dict of [firewall] keys (e.g. {"backend": "nftables", "create": False}).
@@ -84,8 +85,10 @@ def render_config(workdir: Path, cert, key, listeners: List[Dict], *,
     features make many connections from one loopback address and must not
     be throttled or banned by moat's defaults. events_syslog sets [events]
     syslog (events then go to /dev/log too: see test_syslog.py for a
-    /dev/log of the test's own)."""
+    /dev/log of the test's own). log_level sets daemon.log_level (with
+    Moat's verbose=0, or -v keeps info)."""
     out = ["[daemon]",
+           *([f"log_level = {_q(log_level)}"] if log_level else []),
            f"control_socket = {_q(workdir / 'moat.sock')}",
            f"state_file = {_q(workdir / 'moat.state')}",
            f"drain_timeout = {_q(drain)}",

@@ -9,6 +9,7 @@ failures.  See issue 3.
 
 from __future__ import annotations
 
+import json
 import os
 import poplib
 import re
@@ -430,3 +431,51 @@ backend = "127.0.0.1:2600"
                 "address (moat's own shortage, no local port free: see "
                 "net.ipv4.ip_local_port_range; the backend was not tried)") in text, text
         assert "backend_fail" not in text, text
+
+
+def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
+    """At log_level "warning" the per-session backend_fail lines are gone:
+    the first failure is still a warning naming the listener, backend and
+    error, later ones add no line, moatctl status shows the backend
+    failing since when and how many sessions, and its return is a
+    warning too, so that the log does not end on the failure."""
+    port = free_port()
+    m = Moat(tmp_path, pki, [listener("sub", ("127.0.0.1", port), tls="none")],
+             verbose=0, log_level="warning")
+    m.start()
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as s:
+                assert read_all(s) == bye("sub")
+        text = m.wait_log("backend 127.0.0.1:%d of listener 'sub' fails: "
+                          "Connection refused; its clients are told the service "
+                          "is temporarily unavailable until it answers again" % port)
+        assert text.count("of listener 'sub'") == 1, text
+        assert "backend_fail" not in text
+        # Readiness probes of the start count too: as many as the metric.
+        j = json.loads(m.ctl("--json", "status").stdout)
+        n = j["totals"]["backend_failures"]
+        assert n >= 3
+        assert [(b["listener"], b["backend"], b["sessions"], b["error"])
+                for b in j["backends_failing"]] == \
+            [("sub", "127.0.0.1:%d" % port, n, "Connection refused")]
+        r = m.ctl("status")
+        assert r.returncode == 0, r.stderr
+        line = [l for l in r.stdout.splitlines() if l.startswith("backends")]
+        assert re.fullmatch(r"backends +sub -> 127\.0\.0\.1:%d failing since "
+                            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, %d sessions: "
+                            r"Connection refused" % (port, n), line[0]), r.stdout
+
+        srv = socket.create_server(("127.0.0.1", port))
+        with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as c:
+            b, _ = srv.accept()
+            b.sendall(b"220 back\r\n")
+            assert c.recv(100) == b"220 back\r\n"
+            b.close()
+        srv.close()
+        m.wait_log("backend 127.0.0.1:%d of listener 'sub' answers again after " % port)
+        assert "%d sessions failed meanwhile" % n in m.log()
+        assert "backends" not in m.ctl("status").stdout
+        assert json.loads(m.ctl("--json", "status").stdout)["backends_failing"] == []
+    finally:
+        assert m.stop() == 0, m.log()[-3000:]

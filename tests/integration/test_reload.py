@@ -455,10 +455,7 @@ def test_log_level_warning_keeps_warnings_and_reload_changes_it(tmp_path, pki, s
     m = Moat(tmp_path, pki, [listener("smtp", stack.smtp_addr, tls="none",
                                       backend_proxy="v1", accept_proxy=True,
                                       accept_proxy_from=["127.0.0.0/8"])],
-             verbose=0)
-    conf = m.config_path.read_text()
-    m.config_path.write_text(conf.replace("[daemon]\n",
-                                          '[daemon]\nlog_level = "warning"\n', 1))
+             verbose=0, log_level="warning")
     m.start()
     try:
         session(m, "192.0.2.61")

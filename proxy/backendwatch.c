@@ -1,0 +1,146 @@
+/* backendwatch.c - a backend that stops answering is said once as a
+ * warning, with reminders and its return, not only per session. */
+#include "backendwatch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "duration.h"
+#include "log.h"
+#include "mono.h"
+
+#define WATCH_MAX 64		/* backends failing at once that are tracked */
+#define REMIND_MS 60000		/* a reminder while failures go on */
+
+struct watch {
+	bool failing;
+	char listener[40];
+	char backend[ADDR_PORT_STRLEN];
+	char why[160];		/* the last failure's error */
+	time_t since;		/* wall clock, for status */
+	uint64_t since_ms, told_ms;	/* monotonic */
+	uint64_t sessions, untold;	/* failed since, and since told */
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct watch watches[WATCH_MAX];	/* under mu */
+/* Backends failing now: the healthy path (every session's greeting)
+ * reads this and takes no lock while it is 0. */
+static atomic_size_t nfailing;
+
+static struct watch *
+find(const char *listener, const char *backend, bool make)
+{
+	struct watch *w, *free_w = NULL;
+
+	for (w = watches; w < watches + WATCH_MAX; w++) {
+		if (!w->failing) {
+			if (free_w == NULL)
+				free_w = w;
+		} else if (strcmp(w->listener, listener) == 0 &&
+		    strcmp(w->backend, backend) == 0)
+			return w;
+	}
+	return make ? free_w : NULL;
+}
+
+void
+backendwatch_fail(const char *listener, const struct addr_port *ap,
+    const char *why)
+{
+	struct watch *w;
+	uint64_t now = mono_ms();
+	char d[32], backend[ADDR_PORT_STRLEN];
+
+	addr_port_str(ap, backend, sizeof(backend));
+	pthread_mutex_lock(&mu);
+	/* Past WATCH_MAX at once the sessions' own lines still say it. */
+	if ((w = find(listener, backend, true)) == NULL)
+		goto out;
+	snprintf(w->why, sizeof(w->why), "%s", why);
+	if (!w->failing) {
+		w->failing = true;
+		snprintf(w->listener, sizeof(w->listener), "%s", listener);
+		snprintf(w->backend, sizeof(w->backend), "%s", backend);
+		w->since = time(NULL);
+		w->since_ms = w->told_ms = now;
+		w->sessions = 1;
+		w->untold = 0;
+		atomic_fetch_add(&nfailing, 1);
+		log_warnx("backend %s of listener '%s' fails: %s; its clients "
+		    "are told the service is temporarily unavailable until "
+		    "it answers again", backend, listener, why);
+		goto out;
+	}
+	w->sessions++;
+	w->untold++;
+	if (now - w->told_ms >= REMIND_MS) {
+		log_warnx("backend %s of listener '%s' still fails after %s: "
+		    "%llu sessions in the last %llu s, %llu in all (last: %s)",
+		    backend, listener, duration_str((now - w->since_ms) /
+		    1000 * 1000, d, sizeof(d)), (unsigned long long)w->untold,
+		    (unsigned long long)(now - w->told_ms) / 1000,
+		    (unsigned long long)w->sessions, why);
+		w->told_ms = now;
+		w->untold = 0;
+	}
+out:
+	pthread_mutex_unlock(&mu);
+}
+
+void
+backendwatch_ok(const char *listener, const struct addr_port *ap)
+{
+	struct watch *w;
+	char d[32], backend[ADDR_PORT_STRLEN];
+
+	if (atomic_load_explicit(&nfailing, memory_order_relaxed) == 0)
+		return;
+	addr_port_str(ap, backend, sizeof(backend));
+	pthread_mutex_lock(&mu);
+	if ((w = find(listener, backend, false)) != NULL) {
+		w->failing = false;
+		atomic_fetch_sub(&nfailing, 1);
+		/* A warning, as it ends one: at log_level "warning" the
+		 * failure would otherwise be the last word. */
+		log_warnx("backend %s of listener '%s' answers again after %s; "
+		    "%llu sessions failed meanwhile", backend, listener,
+		    duration_str((mono_ms() - w->since_ms) / 1000 * 1000, d,
+		    sizeof(d)), (unsigned long long)w->sessions);
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+size_t
+backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
+{
+	const struct watch *w;
+	struct tm tm;
+	char ts[32];
+	size_t n = 0;
+
+	pthread_mutex_lock(&mu);
+	for (w = watches; w < watches + WATCH_MAX; w++) {
+		if (!w->failing)
+			continue;
+		gmtime_r(&w->since, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		(void)sbuf_printf(human, "%-12s %s -> %s failing since %s, "
+		    "%llu sessions: %s\n", n == 0 ? label : "", w->listener,
+		    w->backend, ts, (unsigned long long)w->sessions, w->why);
+		(void)sbuf_adds(json, n == 0 ? "{\"listener\":" :
+		    ",{\"listener\":");
+		(void)sbuf_json_str(json, w->listener);
+		(void)sbuf_printf(json, ",\"backend\":\"%s\",\"since\":\"%s\","
+		    "\"sessions\":%llu,\"error\":", w->backend, ts,
+		    (unsigned long long)w->sessions);
+		(void)sbuf_json_str(json, w->why);
+		(void)sbuf_adds(json, "}");
+		n++;
+	}
+	pthread_mutex_unlock(&mu);
+	return n;
+}
