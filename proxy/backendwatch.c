@@ -12,17 +12,19 @@
 #include "log.h"
 #include "mono.h"
 
-#define WATCH_MAX 64		/* backends failing at once that are tracked */
-#define REMIND_MS 60000		/* a reminder while failures go on */
+#define WATCH_MAX 64		/* backends tracked (failing or lately) */
+#define REMIND_MS 60000		/* a warning a minute at most, per backend */
 
 struct watch {
-	bool failing;
+	bool used, failing;
+	bool quiet;		/* this failure came too soon to be said */
 	char listener[40];
 	char backend[ADDR_PORT_STRLEN];
 	char why[160];		/* the last failure's error */
 	time_t since;		/* wall clock, for status */
 	uint64_t since_ms, told_ms;	/* monotonic */
 	uint64_t sessions, untold;	/* failed since, and since told */
+	uint64_t spells;	/* quiet failures over since told */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -31,20 +33,53 @@ static struct watch watches[WATCH_MAX];	/* under mu */
  * reads this and takes no lock while it is 0. */
 static atomic_size_t nfailing;
 
+/* A backend keeps its slot after it answers again, so that one that
+ * flaps is told of once a minute, not at every failure; a new one takes
+ * a free slot, or the one that works and was told of longest ago. */
 static struct watch *
 find(const char *listener, const char *backend, bool make)
 {
-	struct watch *w, *free_w = NULL;
+	struct watch *w, *spare = NULL;
 
 	for (w = watches; w < watches + WATCH_MAX; w++) {
-		if (!w->failing) {
-			if (free_w == NULL)
-				free_w = w;
-		} else if (strcmp(w->listener, listener) == 0 &&
+		if (w->used && strcmp(w->listener, listener) == 0 &&
 		    strcmp(w->backend, backend) == 0)
 			return w;
+		if (!w->failing && (spare == NULL || (spare->used &&
+		    (!w->used || w->told_ms < spare->told_ms))))
+			spare = w;
 	}
-	return make ? free_w : NULL;
+	if (!make || spare == NULL)
+		return NULL;
+	memset(spare, 0, sizeof(*spare));
+	spare->used = true;
+	snprintf(spare->listener, sizeof(spare->listener), "%s", listener);
+	snprintf(spare->backend, sizeof(spare->backend), "%s", backend);
+	return spare;
+}
+
+/* The warning that a failure starts; also the first word of one that
+ * came too soon after the last warning and has lasted since. */
+static void
+say_fails(struct watch *w, uint64_t now)
+{
+	char d[32], lasted[96] = "", spells[96] = "";
+
+	if (w->sessions > 1)
+		snprintf(lasted, sizeof(lasted), " for %s now, %llu sessions",
+		    duration_str((now - w->since_ms) / 1000 * 1000, d,
+		    sizeof(d)), (unsigned long long)w->sessions);
+	if (w->spells > 0)
+		snprintf(spells, sizeof(spells), " (and %llu times for a "
+		    "moment in the last %llu s)", (unsigned long long)w->spells,
+		    (unsigned long long)(now - w->told_ms) / 1000);
+	log_warnx("backend %s of listener '%s' fails%s: %s%s; its clients are "
+	    "told the service is temporarily unavailable until it answers "
+	    "again", w->backend, w->listener, lasted, w->why, spells);
+	w->told_ms = now;
+	w->untold = 0;
+	w->spells = 0;
+	w->quiet = false;
 }
 
 void
@@ -63,26 +98,23 @@ backendwatch_fail(const char *listener, const struct addr_port *ap,
 	snprintf(w->why, sizeof(w->why), "%s", why);
 	if (!w->failing) {
 		w->failing = true;
-		snprintf(w->listener, sizeof(w->listener), "%s", listener);
-		snprintf(w->backend, sizeof(w->backend), "%s", backend);
 		w->since = time(NULL);
-		w->since_ms = w->told_ms = now;
-		w->sessions = 1;
-		w->untold = 0;
+		w->since_ms = now;
+		w->sessions = 0;
 		atomic_fetch_add(&nfailing, 1);
-		log_warnx("backend %s of listener '%s' fails: %s; its clients "
-		    "are told the service is temporarily unavailable until "
-		    "it answers again", backend, listener, why);
-		goto out;
+		/* A backend that flaps: its next failure is told of once
+		 * a minute has passed since the last warning. */
+		w->quiet = w->told_ms != 0 && now - w->told_ms < REMIND_MS;
 	}
 	w->sessions++;
 	w->untold++;
-	if (now - w->told_ms >= REMIND_MS) {
+	if (w->quiet ? now - w->told_ms >= REMIND_MS : w->sessions == 1)
+		say_fails(w, now);
+	else if (now - w->told_ms >= REMIND_MS) {
 		log_warnx("backend %s of listener '%s' still fails after %s: "
-		    "%llu sessions in the last %llu s, %llu in all (last: %s)",
+		    "%llu sessions since the last line, %llu in all (last: %s)",
 		    backend, listener, duration_str((now - w->since_ms) /
 		    1000 * 1000, d, sizeof(d)), (unsigned long long)w->untold,
-		    (unsigned long long)(now - w->told_ms) / 1000,
 		    (unsigned long long)w->sessions, why);
 		w->told_ms = now;
 		w->untold = 0;
@@ -101,15 +133,20 @@ backendwatch_ok(const char *listener, const struct addr_port *ap)
 		return;
 	addr_port_str(ap, backend, sizeof(backend));
 	pthread_mutex_lock(&mu);
-	if ((w = find(listener, backend, false)) != NULL) {
+	if ((w = find(listener, backend, false)) != NULL && w->failing) {
 		w->failing = false;
 		atomic_fetch_sub(&nfailing, 1);
 		/* A warning, as it ends one: at log_level "warning" the
-		 * failure would otherwise be the last word. */
-		log_warnx("backend %s of listener '%s' answers again after %s; "
-		    "%llu sessions failed meanwhile", backend, listener,
-		    duration_str((mono_ms() - w->since_ms) / 1000 * 1000, d,
-		    sizeof(d)), (unsigned long long)w->sessions);
+		 * failure would otherwise be the last word. A failure that
+		 * was not said ends without a word too. */
+		if (w->quiet)
+			w->spells++;
+		else
+			log_warnx("backend %s of listener '%s' answers again "
+			    "after %s; %llu sessions failed meanwhile", backend,
+			    listener, duration_str((mono_ms() - w->since_ms) /
+			    1000 * 1000, d, sizeof(d)),
+			    (unsigned long long)w->sessions);
 	}
 	pthread_mutex_unlock(&mu);
 }

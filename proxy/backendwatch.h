@@ -17,6 +17,7 @@
  * listener, the backend and the error; while failures go on, a reminder a
  * minute counts them; the first session whose backend greets again ends
  * it with a warning too (it closes one), saying how long and how many.
+ * One that flaps gets at most a warning a minute.
  * moatctl status lists the backends failing now. Shared by every worker
  * (under a lock taken only while a backend fails). listener is copied.
  */

@@ -433,6 +433,16 @@ backend = "127.0.0.1:2600"
         assert "backend_fail" not in text, text
 
 
+def greeted_once(m: Moat, port: int) -> None:
+    """A backend on port that greets one session of listener sub."""
+    with socket.create_server(("127.0.0.1", port)) as srv, \
+            socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as c:
+        b, _ = srv.accept()
+        b.sendall(b"220 back\r\n")
+        assert c.recv(100) == b"220 back\r\n"
+        b.close()
+
+
 def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
     """At log_level "warning" the per-session backend_fail lines are gone:
     the first failure is still a warning naming the listener, backend and
@@ -466,16 +476,21 @@ def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
                             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, %d sessions: "
                             r"Connection refused" % (port, n), line[0]), r.stdout
 
-        srv = socket.create_server(("127.0.0.1", port))
-        with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as c:
-            b, _ = srv.accept()
-            b.sendall(b"220 back\r\n")
-            assert c.recv(100) == b"220 back\r\n"
-            b.close()
-        srv.close()
+        greeted_once(m, port)
         m.wait_log("backend 127.0.0.1:%d of listener 'sub' answers again after " % port)
         assert "%d sessions failed meanwhile" % n in m.log()
         assert "backends" not in m.ctl("status").stdout
         assert json.loads(m.ctl("--json", "status").stdout)["backends_failing"] == []
+
+        # Flapping within the minute: status shows it, the log adds
+        # no pair of warnings per failure.
+        with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as s:
+            assert read_all(s) == bye("sub")
+        assert "sub -> 127.0.0.1:%d failing since" % port in m.ctl("status").stdout
+        greeted_once(m, port)
+        assert "backends" not in m.ctl("status").stdout
+        text = m.log()
+        assert text.count("of listener 'sub' fails") == 1, text
+        assert text.count("of listener 'sub' answers again") == 1, text
     finally:
         assert m.stop() == 0, m.log()[-3000:]
