@@ -373,6 +373,10 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
 	    (unsigned long long)t.tls_handshakes,
 	    (unsigned long long)t.tls_failures);
+	(void)sbuf_printf(&h, "%-12s %llu auth, %llu backend, %llu smuggling "
+	    "(since start)\n", "failures", (unsigned long long)t.auth_failures,
+	    (unsigned long long)t.backend_failures,
+	    (unsigned long long)t.smuggling);
 	status_workers(srv, &h, &wj);
 	(void)backendwatch_status(&h, &bj, "backends");
 	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",

@@ -9,6 +9,7 @@ issue 4.
 from __future__ import annotations
 
 import base64
+import json
 import poplib
 import smtplib
 import time
@@ -146,6 +147,10 @@ def test_pop3_pass_and_auth_failures(stack, moat, pki):
     assert {e["listener"] for e in evs} == {"pop3", "pop3s"}
     assert all(e["ip"] in ("127.0.0.1", "::ffff:127.0.0.1") for e in evs)
     no_secrets(moat, pw)
+    # What an operator reads in status agrees with the events.
+    r = moat.ctl("status")
+    assert "\nfailures     3 auth, 0 backend, 0 smuggling (since start)\n" in r.stdout, r.stdout
+    assert json.loads(moat.ctl("--json", "status").stdout)["totals"]["auth_failures"] == 3
 
 
 def test_pop3_exchanges_without_credentials_count_nothing(stack, moat, pki):
