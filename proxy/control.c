@@ -981,7 +981,8 @@ cclient_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 tail_human(struct sbuf *o, const struct event *ev, uint64_t unix_ms)
 {
-	char ts[40], ip[64], v[256];
+	/* v holds a firewall error's detail whole, its fix included. */
+	char ts[40], ip[64], v[1024];
 	time_t secs = (time_t)(unix_ms / 1000);
 	struct tm tm;
 

@@ -597,6 +597,32 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
         net.reset_nft()
 
 
+def test_tail_shows_a_firewall_error_whole(tmp_path, pki, net, stack):
+    """A set replaced by one of the wrong type while moat runs: the
+    human tail line carries the error's whole detail, its fix at the end
+    (it was cut at 255 bytes)."""
+    net.reset_nft(load=False)        # moat makes the sets, no rule holds them
+    m = start_moat(tmp_path, pki, net, stack, "nftables")
+    tail = subprocess.Popen([str(moatrun.moatctl_binary()), "-s", str(m.control_socket),
+                             "tail", "--event", "firewall_error"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: json.loads(m.ctl("--json", "status").stdout)
+                 ["events"]["tail_clients"] == 1, 5.0, "tail following")
+        net.nft("delete", "set", "inet", "moat", "blocked4")
+        net.nft("add", "set", "inet", "moat", "blocked4", "{ type inet_service; }")
+        trigger_rate_ban(net.att, SRV4, m.pop3_port)
+        err = wait_for(lambda: events(m, "firewall_error"), 5.0, "firewall_error")
+        assert len(err[0]["detail"]) > 255, err
+        line = tail.stdout.readline()
+        assert line.endswith(' detail="%s"\n' % err[0]["detail"]), line
+    finally:
+        tail.kill()
+        tail.wait()
+        assert m.stop() == 0
+        net.reset_nft()
+
+
 def test_both_sets_broken_each_reported_once(tmp_path, pki, net, stack):
     """blocked4 of the wrong type and blocked6 missing (create = false):
     two problems to fix, each reported once, at start and not again at
