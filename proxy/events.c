@@ -347,7 +347,8 @@ use_file(struct event_log *log, int fd)
 	pthread_mutex_lock(&mu);
 	close(log->fd);
 	log->fd = fd;
-	memset(&log->failing, 0, sizeof(log->failing));
+	/* log->failing stays: a full disk is often cured by rotating the
+	 * file away, and the new file's first line must say it works. */
 	log->torn = false;	/* the old file's partial line stays there */
 	pthread_mutex_unlock(&mu);
 }

@@ -546,6 +546,37 @@ def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
         assert m.stop() == 0
 
 
+def test_events_full_disk_cured_by_a_new_file_is_said(pki, good, tmp_path, tiny_fs):
+    """The full events file is moved away (off the full disk) and moat
+    reopens: the warning about the full disk is followed by a line that
+    writing works again; the reopen used to forget the failure, so the
+    log's last word on the events file stayed "cannot write"."""
+    m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")],
+             extra='[policy]\ndeny = ["127.0.0.5"]')
+    m.config_path.write_text(m.config_path.read_text().replace(
+        str(tmp_path / "m" / "events.jsonl"), str(tiny_fs / "events.jsonl")))
+    m.start()
+    try:
+        def denied():
+            with socket.socket() as s:
+                s.bind(("127.0.0.5", 0))
+                s.settimeout(10)
+                s.connect(m.addr("smtp"))
+                assert s.recv(200).startswith(b"554 ")
+        denied()
+        fill(tiny_fs)
+        for _ in range(40):
+            denied()
+        m.wait_log("events: cannot write to")
+        shutil.move(str(tiny_fs / "events.jsonl"), str(tmp_path / "events.old"))
+        os.unlink(tiny_fs / "filler")
+        assert m.ctl("reopen").returncode == 0
+        denied()
+        m.wait_log("events: writing to %s again (" % (tiny_fs / "events.jsonl"))
+    finally:
+        assert m.stop() == 0
+
+
 def test_events_fifo_reader_that_keeps_catching_up(pki, good, tmp_path):
     """An events FIFO whose reader reads, but slower than refusals come:
     writes fail, work, fail again every few events. Each turn was a log
