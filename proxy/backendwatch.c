@@ -151,6 +151,31 @@ backendwatch_ok(const char *listener, const struct addr_port *ap)
 	pthread_mutex_unlock(&mu);
 }
 
+void
+backendwatch_keep_only(const struct config *cfg)
+{
+	struct watch *w;
+	char backend[ADDR_PORT_STRLEN];
+	size_t i;
+
+	pthread_mutex_lock(&mu);
+	for (w = watches; w < watches + WATCH_MAX; w++) {
+		if (!w->used)
+			continue;
+		for (i = 0; i < cfg->nlisteners; i++)
+			if (strcmp(cfg->listeners[i].name, w->listener) == 0 &&
+			    strcmp(addr_port_str(&cfg->listeners[i].backend,
+			    backend, sizeof(backend)), w->backend) == 0)
+				break;
+		if (i < cfg->nlisteners)
+			continue;
+		if (w->failing)
+			atomic_fetch_sub(&nfailing, 1);
+		memset(w, 0, sizeof(*w));
+	}
+	pthread_mutex_unlock(&mu);
+}
+
 size_t
 backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
 {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "config.h"
 #include "sbuf.h"
 
 /*
@@ -24,6 +25,14 @@
 void backendwatch_fail(const char *listener, const struct addr_port *backend,
     const char *why);
 void backendwatch_ok(const char *listener, const struct addr_port *backend);
+
+/*
+ * After a reload: a failing backend no listener of cfg has any more (the
+ * listener gone or renamed, its backend moved) is forgotten, without a
+ * word, so that status does not list it for good. Its sessions still
+ * say what happened to them.
+ */
+void backendwatch_keep_only(const struct config *cfg);
 
 /*
  * Appends the backends failing now: to human, one line each under

@@ -15,6 +15,7 @@
 
 #include <ev.h>
 
+#include "backendwatch.h"
 #include "config.h"
 #include "control.h"
 #include "events.h"
@@ -685,6 +686,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 	for (k = 0; park && k < srv->nw; k++)
 		worker_unpark(srv->w[k]);
 	lplan_commit(srv, g, &pl, &rr);
+	backendwatch_keep_only(gen_config(g));
 	old = gen_config(srv->gen);
 	warn_restart_only(srv, gen_config(g), &rr);
 	if (*nofile_short(gen_config(g), msg, sizeof(msg)) != '\0')

@@ -492,5 +492,18 @@ def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
         text = m.log()
         assert text.count("of listener 'sub' fails") == 1, text
         assert text.count("of listener 'sub' answers again") == 1, text
+
+        # Failing, then moved by a reload: status does not keep listing
+        # a backend the listener no longer has.
+        with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as s:
+            assert read_all(s) == bye("sub")
+        assert "sub -> 127.0.0.1:%d failing since" % port in m.ctl("status").stdout
+        other = free_port()
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "127.0.0.1:%d" % port, "127.0.0.1:%d" % other))
+        r = m.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "backends" not in m.ctl("status").stdout
+        assert json.loads(m.ctl("--json", "status").stdout)["backends_failing"] == []
     finally:
         assert m.stop() == 0, m.log()[-3000:]
