@@ -89,7 +89,7 @@ acceptpause_drained(struct acceptpause *p)
 {
 	if (!p->starved)
 		return;
-	log_info("%s: accepting again after %.1f s", p->name,
+	log_warnx("%s: accepting again after %.1f s", p->name,
 	    (double)(mono_ms() - p->starved_ms) / 1000.);
 	p->starved = false;
 }

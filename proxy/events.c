@@ -697,7 +697,7 @@ syslog_write(struct event_log *log, const char *line, int n)
 
 	if (syslog_sink_send(log->syslog, line, (size_t)n - 1) == 0) {
 		if (say_ok(&log->syslog_failing))
-			log_info("events: syslog (%s) takes events again "
+			log_warnx("events: syslog (%s) takes events again "
 			    "(%llu not sent to it so far)", SYSLOG_SINK_DEVLOG,
 			    (unsigned long long)syslog_dropped);
 		return true;
@@ -744,7 +744,7 @@ sink_write(struct event_log *log, const char *line, int n)
 	w = sink_put(log, line, (size_t)n);
 	if (w == n) {
 		if (say_ok(&log->failing))
-			log_info("events: writing to %s again (%llu events "
+			log_warnx("events: writing to %s again (%llu events "
 			    "dropped so far)", log->path,
 			    (unsigned long long)dropped);
 		written++;

@@ -162,7 +162,9 @@ guard_save_now(bool last)
 	}
 	if (rc == 0) {
 		if (guard.save_err[0] != '\0')
-			log_info("state: saved again after failures");
+			/* A warning, as the failures were: at log_level
+			 * "warning" the log must not end on them. */
+			log_warnx("state: saved again after failures");
 		guard.save_err[0] = '\0';
 		return;
 	}
@@ -408,8 +410,10 @@ guard_fw_refill(const char *why)
 		guard_fw_queue(&fa);
 	free(fa.v);
 	guard_fw_settle_evicted();
+	/* The kernel dropped bans meanwhile (a flushed ruleset): worth a
+	 * warning, even though moat repairs it. */
 	if (why != NULL && fa.total > 0)
-		log_info("firewall: %s; writing the %zu bans in force again",
+		log_warnx("firewall: %s; writing the %zu bans in force again",
 		    why, fa.total);
 }
 
@@ -441,9 +445,12 @@ guard_fw_report(void *arg, const struct fw_report *r)
 		guard.fw_replaced = FW_OK;
 	}
 	if (r->problem == FW_OK) {
-		log_info("firewall: %s", r->message);
-		if (r->note || was == FW_OK)
+		/* The end of a problem is a warning, as its start was. */
+		if (r->note || was == FW_OK) {
+			log_info("firewall: %s", r->message);
 			return;
+		}
+		log_warnx("firewall: %s", r->message);
 		ev.event = "firewall_recovered";
 		ev.reason = fw_problem_str(was);
 		ev.firewall = r->backend;

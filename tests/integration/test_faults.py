@@ -550,9 +550,11 @@ def test_events_full_disk_cured_by_a_new_file_is_said(pki, good, tmp_path, tiny_
     """The full events file is moved away (off the full disk) and moat
     reopens: the warning about the full disk is followed by a line that
     writing works again; the reopen used to forget the failure, so the
-    log's last word on the events file stayed "cannot write"."""
+    log's last word on the events file stayed "cannot write". That line
+    is a warning too: at log_level "warning" it is there."""
     m = Moat(tmp_path / "m", pki, [listener("smtp", good.addr, tls="none")],
-             extra='[policy]\ndeny = ["127.0.0.5"]')
+             extra='[policy]\ndeny = ["127.0.0.5"]', verbose=0,
+             log_level="warning")
     m.config_path.write_text(m.config_path.read_text().replace(
         str(tmp_path / "m" / "events.jsonl"), str(tiny_fs / "events.jsonl")))
     m.start()

@@ -22,6 +22,7 @@ import ctypes
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import shutil
@@ -824,6 +825,9 @@ def test_bans_written_again_after_table_deleted_or_flushed(tmp_path, pki, net, s
         wait_for(lambda: ATT4 in net.nft_elems("blocked4"), 5.0,
                  f"{ATT4} written again into the re-created set: {elems}")
         m.wait_log("writing the 2 bans in force again", timeout=5)
+        # A warning (<4>): the kernel went without those bans meanwhile.
+        assert re.search(r"^<4>moat: firewall: .*; writing the 2 bans in "
+                         r"force again$", m.log(), re.M), m.log()[-2000:]
         # The ruleset is loaded again (nft -f): sets exist, but empty.
         net.reset_nft()
         assert net.nft_elems("blocked4") == {}
