@@ -58,24 +58,31 @@ find(const char *listener, const char *backend, bool make)
 	return spare;
 }
 
+/* How long w's failure has lasted at now, in whole seconds, into d. */
+static const char *
+lasted(const struct watch *w, uint64_t now, char *d, size_t len)
+{
+	return duration_str((now - w->since_ms) / 1000 * 1000, d, len);
+}
+
 /* The warning that a failure starts; also the first word of one that
  * came too soon after the last warning and has lasted since. */
 static void
 say_fails(struct watch *w, uint64_t now)
 {
-	char d[32], lasted[96] = "", spells[96] = "";
+	char d[32], so_far[96] = "", spells[96] = "";
 
 	if (w->sessions > 1)
-		snprintf(lasted, sizeof(lasted), " for %s now, %llu sessions",
-		    duration_str((now - w->since_ms) / 1000 * 1000, d,
-		    sizeof(d)), (unsigned long long)w->sessions);
+		snprintf(so_far, sizeof(so_far), " for %s now, %llu sessions",
+		    lasted(w, now, d, sizeof(d)),
+		    (unsigned long long)w->sessions);
 	if (w->spells > 0)
 		snprintf(spells, sizeof(spells), " (and %llu times for a "
 		    "moment in the last %llu s)", (unsigned long long)w->spells,
 		    (unsigned long long)(now - w->told_ms) / 1000);
 	log_warnx("backend %s of listener '%s' fails%s: %s%s; its clients are "
 	    "told the service is temporarily unavailable until it answers "
-	    "again", w->backend, w->listener, lasted, w->why, spells);
+	    "again", w->backend, w->listener, so_far, w->why, spells);
 	w->told_ms = now;
 	w->untold = 0;
 	w->spells = 0;
@@ -113,8 +120,8 @@ backendwatch_fail(const char *listener, const struct addr_port *ap,
 	else if (now - w->told_ms >= REMIND_MS) {
 		log_warnx("backend %s of listener '%s' still fails after %s: "
 		    "%llu sessions since the last line, %llu in all (last: %s)",
-		    backend, listener, duration_str((now - w->since_ms) /
-		    1000 * 1000, d, sizeof(d)), (unsigned long long)w->untold,
+		    backend, listener, lasted(w, now, d, sizeof(d)),
+		    (unsigned long long)w->untold,
 		    (unsigned long long)w->sessions, why);
 		w->told_ms = now;
 		w->untold = 0;
@@ -144,8 +151,7 @@ backendwatch_ok(const char *listener, const struct addr_port *ap)
 		else
 			log_warnx("backend %s of listener '%s' answers again "
 			    "after %s; %llu sessions failed meanwhile", backend,
-			    listener, duration_str((mono_ms() - w->since_ms) /
-			    1000 * 1000, d, sizeof(d)),
+			    listener, lasted(w, mono_ms(), d, sizeof(d)),
 			    (unsigned long long)w->sessions);
 	}
 	pthread_mutex_unlock(&mu);
