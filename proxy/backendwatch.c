@@ -25,6 +25,10 @@ struct watch {
 	uint64_t since_ms, told_ms;	/* monotonic */
 	uint64_t sessions, untold;	/* failed since, and since told */
 	uint64_t spells;	/* quiet failures over since told */
+	const char *hint;	/* for this failure's first warning */
+	/* Replies sent unasked (backendwatch_stray()), which a failing
+	 * backend cannot send, and which do not make it failing. */
+	uint64_t stray_ms, strays;	/* told at, and not told since */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -65,6 +69,43 @@ lasted(const struct watch *w, uint64_t now, char *d, size_t len)
 	return duration_str((now - w->since_ms) / 1000 * 1000, d, len);
 }
 
+/*
+ * What goes with a failure, or a stray reply, that may come from the
+ * PROXY header: the listener's backend_proxy and the backend's set up
+ * must agree on it.
+ */
+#define STRAY_FIX ": have it accept the header from moat's address " \
+	"(Postfix: smtpd_upstream_proxy_protocol = haproxy; Dovecot: " \
+	"haproxy = yes on its listener, moat's address in " \
+	"haproxy_trusted_networks), or choose another backend_proxy " \
+	"(moat.toml(5))"
+
+static const char *
+header_hint(const char *why, enum cfg_backend_proxy bp)
+{
+	bool sends = bp == CFG_BPROXY_V1 || bp == CFG_BPROXY_V2;
+
+	if (why == NULL)	/* a stray reply */
+		return !sends ? "" : bp == CFG_BPROXY_V1 ?
+		    "; a backend that does not expect the PROXY header moat "
+		    "sends first (backend_proxy = \"v1\") answers it as a "
+		    "command" STRAY_FIX : "; a backend that does not expect "
+		    "the PROXY header moat sends first (backend_proxy = "
+		    "\"v2\") answers it as a command" STRAY_FIX;
+	if (sends)
+		return strstr(why, "before greeting") == NULL ? "" :
+		    "; a backend that does not take PROXY headers from moat's "
+		    "address closes at once (Dovecot: haproxy_trusted_networks)";
+	if (strstr(why, "before greeting") == NULL &&
+	    strncmp(why, "no greeting", 11) != 0 &&
+	    strstr(why, "during XCLIENT") == NULL)
+		return "";
+	return "; a backend that waits for a PROXY header (Postfix: "
+	    "smtpd_upstream_proxy_protocol = haproxy; Dovecot: haproxy = yes) "
+	    "greets no one without it: backend_proxy = \"v2\" or \"v1\" "
+	    "sends one";
+}
+
 /* The warning that a failure starts; also the first word of one that
  * came too soon after the last warning and has lasted since. */
 static void
@@ -82,7 +123,8 @@ say_fails(struct watch *w, uint64_t now)
 		    (unsigned long long)(now - w->told_ms) / 1000);
 	log_warnx("backend %s of listener '%s' fails%s: %s%s; its clients are "
 	    "told the service is temporarily unavailable until it answers "
-	    "again", w->backend, w->listener, so_far, w->why, spells);
+	    "again%s", w->backend, w->listener, so_far, w->why, spells,
+	    w->hint);
 	w->told_ms = now;
 	w->untold = 0;
 	w->spells = 0;
@@ -91,7 +133,7 @@ say_fails(struct watch *w, uint64_t now)
 
 void
 backendwatch_fail(const char *listener, const struct addr_port *ap,
-    const char *why)
+    const char *why, enum cfg_backend_proxy bp)
 {
 	struct watch *w;
 	uint64_t now = mono_ms();
@@ -103,6 +145,7 @@ backendwatch_fail(const char *listener, const struct addr_port *ap,
 	if ((w = find(listener, backend, true)) == NULL)
 		goto out;
 	snprintf(w->why, sizeof(w->why), "%s", why);
+	w->hint = header_hint(why, bp);
 	if (!w->failing) {
 		w->failing = true;
 		w->since = time(NULL);
@@ -154,6 +197,34 @@ backendwatch_ok(const char *listener, const struct addr_port *ap)
 			    listener, lasted(w, mono_ms(), d, sizeof(d)),
 			    (unsigned long long)w->sessions);
 	}
+	pthread_mutex_unlock(&mu);
+}
+
+void
+backendwatch_stray(const char *listener, const struct addr_port *ap,
+    const char *line, enum cfg_backend_proxy bp)
+{
+	struct watch *w;
+	uint64_t now = mono_ms();
+	char backend[ADDR_PORT_STRLEN], since[64] = "";
+
+	addr_port_str(ap, backend, sizeof(backend));
+	pthread_mutex_lock(&mu);
+	if ((w = find(listener, backend, true)) == NULL)
+		goto out;
+	w->strays++;
+	if (w->stray_ms != 0 && now - w->stray_ms < REMIND_MS)
+		goto out;
+	if (w->stray_ms != 0)
+		snprintf(since, sizeof(since), " (%llu sessions so in the last "
+		    "%llu s)", (unsigned long long)w->strays,
+		    (unsigned long long)(now - w->stray_ms) / 1000);
+	log_warnx("backend %s of listener '%s' sent a reply no command asked "
+	    "for, \"%s\", and the session ended%s%s", backend, listener, line,
+	    since, header_hint(NULL, bp));
+	w->stray_ms = now;
+	w->strays = 0;
+out:
 	pthread_mutex_unlock(&mu);
 }
 

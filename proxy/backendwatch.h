@@ -21,10 +21,24 @@
  * One that flaps gets at most a warning a minute.
  * moatctl status lists the backends failing now. Shared by every worker
  * (under a lock taken only while a backend fails). listener is copied.
+ * A backend that closes or stays silent before its greeting may be one
+ * that wants a PROXY header it does not get, or that refuses the one it
+ * gets: bp, the listener's backend_proxy, picks the hint for that.
  */
 void backendwatch_fail(const char *listener, const struct addr_port *backend,
-    const char *why);
+    const char *why, enum cfg_backend_proxy bp);
 void backendwatch_ok(const char *listener, const struct addr_port *backend);
+
+/*
+ * A session of listener ended on a reply its backend sent unasked (line:
+ * its first line, printable): a warning at most once a minute per
+ * listener and backend, counting the sessions since. The backend is not
+ * failing (it answered), so it is not listed as such. bp says which
+ * hint goes with it: a backend that does not expect the PROXY header
+ * moat sends answers it as a command.
+ */
+void backendwatch_stray(const char *listener, const struct addr_port *backend,
+    const char *line, enum cfg_backend_proxy bp);
 
 /*
  * After a reload: a failing backend no listener of cfg has any more (the

@@ -97,6 +97,17 @@ bool filter_client_tls(const struct filter_io *io);
 void filter_abort_backend(struct filter_io *io);
 
 /*
+ * The backend sent a reply no command asked for; line is its first line
+ * (CRLF excluded), which the session logs and may warn about: a backend
+ * that does not expect the PROXY header moat sends answers it so, right
+ * after its greeting. last_words: a 421 / -ERR, which a backend says as
+ * it hangs up; the filter passes it on and ends the session behind it.
+ * Any other ends the session with the filter's protocol error line.
+ */
+void filter_stray_reply(struct filter_io *io, const uint8_t *line,
+    size_t len, bool last_words);
+
+/*
  * What a filter observed that policy cares about. Each goes through
  * session_signal() in session.c, the one place that logs it, emits the
  * block event and feeds the policy module.

@@ -199,8 +199,11 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 	struct pend *e = pendq_head(&s->q);
 	bool ok = st->kind == POP3_STATUS_OK;
 
-	if (e == NULL)
+	if (e == NULL) {
+		/* unsolicited (-ERR on timeout): relayed, and the last */
+		filter_close(io, "backend_closing");
 		return;
+	}
 	switch (e->kind) {
 	case PEND_GREETING:
 		s->greeted = true;
@@ -257,19 +260,31 @@ bad_backend(struct pop3 *s, struct filter_io *io)
 }
 
 /*
- * A status line no command asked for. The backend may say -ERR as it
- * hangs up (Dovecot's inactivity or shutdown line), which goes on to
- * the client; anything else would be read as the answer to the client's
- * next command, and the two would stay out of step, with auth verdicts
- * counted against the wrong commands. After STLS was accepted even the
- * -ERR must not follow the plaintext "+OK Begin TLS negotiation".
- * True when the session ends for it.
+ * A status line no command asked for, at p. The backend may say -ERR as
+ * it hangs up (Dovecot's inactivity or shutdown line), which goes on to
+ * the client, and the session ends behind it (status_done()): one that
+ * said it and stayed (Dovecot answering a PROXY header it does not
+ * expect) would leave the client taking the next reply for the answer
+ * to its next command. Anything else would be read so at once, and the
+ * two would stay out of step, with auth verdicts counted against the
+ * wrong commands. After STLS was accepted even the -ERR must not follow
+ * the plaintext "+OK Begin TLS negotiation". True when the session ends
+ * for it now.
  */
 static bool
-unsolicited(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
+unsolicited(struct pop3 *s, struct filter_io *io, const uint8_t *p,
+    const struct pop3_status *st)
 {
-	if (pendq_head(&s->q) != NULL ||
-	    (st->kind == POP3_STATUS_ERR && s->cmode != CM_DISCARD))
+	bool last_words = st->kind == POP3_STATUS_ERR &&
+	    s->cmode != CM_DISCARD;
+	size_t n = st->consumed;
+
+	if (pendq_head(&s->q) != NULL)
+		return false;
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+		n--;
+	filter_stray_reply(io, p, n, last_words);
+	if (last_words)
 		return false;
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
 	    "backend_unsolicited");
@@ -363,7 +378,7 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			bad_backend(s, io);
 			return len;
 		}
-		if (unsolicited(s, io, &st))
+		if (unsolicited(s, io, p + off, &st))
 			return len;
 		if (filter_room_client(io) < st.consumed +
 		    pendq_locals_len(&s->q, 1))

@@ -148,6 +148,7 @@ struct session {
 	ev_timer timer;
 	ev_tstamp started;	/* mono_s() */
 	ev_tstamp last_active;	/* mono_s(): the last byte moved */
+	ev_tstamp greeted;	/* mono_s(): the backend's first words */
 	/* The client as believed: the PROXY header's when there was one. */
 	union sockaddr_ip peer, local;
 	socklen_t locallen;
@@ -654,7 +655,8 @@ backend_fail(struct session *s, const char *why)
 	    addr_port_str(&s->lc->backend, b2, sizeof(b2)),
 	    log_value(why, b1, sizeof(b1)), s->ip);
 	metrics_backend_failure(s->lc->name);
-	backendwatch_fail(s->lc->name, &s->lc->backend, why);
+	backendwatch_fail(s->lc->name, &s->lc->backend, why,
+	    s->lc->backend_proxy);
 	unavailable(s, why, "backend_unavailable");
 }
 
@@ -1598,6 +1600,40 @@ filter_close(struct filter_io *io, const char *reason)
 	s->filter_close = reason;
 }
 
+/*
+ * The reply to a PROXY header the backend does not expect comes right
+ * after its greeting, before any command of the client's reached it; a
+ * 421 or -ERR then (Dovecot's "Unknown command") is that, not a hang-up.
+ */
+#define STRAY_HEADER_S 2.0
+
+void
+filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
+    bool last_words)
+{
+	struct session *s = container_of(io, struct session, filter);
+	char text[84], b1[sizeof(text) + 2];
+	size_t i;
+	bool header;
+
+	header = (s->lc->backend_proxy == CFG_BPROXY_V1 ||
+	    s->lc->backend_proxy == CFG_BPROXY_V2) &&
+	    s->backend.nout == 0 && buf_len(&s->backend.out) == 0 &&
+	    mono_s() - s->greeted < STRAY_HEADER_S;
+	if (len > sizeof(text) - 1)
+		len = sizeof(text) - 1;
+	for (i = 0; i < len; i++)
+		text[i] = line[i] < ' ' || line[i] >= 0x7f ? '?' :
+		    line[i] == '"' ? '\'' : (char)line[i];
+	text[len] = '\0';
+	log_info("%s backend_stray reply=%s ip=%s", s->id,
+	    log_value(text, b1, sizeof(b1)), s->ip);
+	/* A backend's hang-up line says nothing wrong of it. */
+	if (!last_words || header)
+		backendwatch_stray(s->lc->name, &s->lc->backend, text,
+		    s->lc->backend_proxy);
+}
+
 bool
 filter_closing(const struct filter_io *io)
 {
@@ -1772,6 +1808,7 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 	/* The backend's first words are on their way to the client: from
 	 * now on the idle timeout applies. */
 	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING) {
+		s->greeted = mono_s();
 		enter_state(s, SESSION_RELAY);
 		backendwatch_ok(s->lc->name, &s->lc->backend);
 	}

@@ -251,8 +251,11 @@ reply_done(struct smtp *s, struct filter_io *io,
 	struct pend *e = pendq_head(&s->q);
 	bool ok = r->code / 100 == 2;
 
-	if (e == NULL)
-		return;		/* unsolicited (421 on timeout): relayed */
+	if (e == NULL) {
+		/* unsolicited (421 on timeout): relayed, and the last */
+		filter_close(io, "backend_closing");
+		return;
+	}
 	switch (e->kind) {
 	case PEND_GREETING:
 		s->greeted = true;
@@ -367,20 +370,27 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 }
 
 /*
- * A reply no command asked for. RFC 5321 3.8 lets a server say 421 as
- * it closes (Postfix on its timeout), which goes on to the client;
- * anything else would be read as the reply to the client's next
- * command, and the two would stay out of step, with AUTH verdicts
- * counted against the wrong commands. After STARTTLS was accepted even
- * the 421 must not follow the plaintext "220 Ready to start TLS". True
- * when the session ends for it.
+ * A reply no command asked for, at line p. RFC 5321 3.8 lets a server
+ * say 421 as it closes (Postfix on its timeout), which goes on to the
+ * client, and the session ends behind it (reply_done()): a backend that
+ * said it and stayed would leave the client taking the next reply for
+ * the answer to its next command. Anything else would be read so at
+ * once, and the two would stay out of step, with AUTH verdicts counted
+ * against the wrong commands. After STARTTLS was accepted even the 421
+ * must not follow the plaintext "220 Ready to start TLS". True when the
+ * session ends for it now.
  */
 static bool
-unsolicited(struct smtp *s, struct filter_io *io,
+unsolicited(struct smtp *s, struct filter_io *io, const uint8_t *p,
     const struct smtp_reply_line *r)
 {
-	if (pendq_head(&s->q) != NULL || s->mid_reply ||
-	    (r->code == 421 && s->cmode != CM_DISCARD))
+	bool last_words = r->code == 421 && s->cmode != CM_DISCARD;
+
+	if (pendq_head(&s->q) != NULL || s->mid_reply)
+		return false;
+	filter_stray_reply(io, p, (size_t)(r->text - p) + r->textlen,
+	    last_words);
+	if (last_words)
 		return false;
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
 	    "backend_unsolicited");
@@ -419,7 +429,7 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 			s->cmode = CM_DEAD;
 			return len;
 		}
-		if (unsolicited(s, io, &r))
+		if (unsolicited(s, io, p + off, &r))
 			return len;
 		if (!reply_line(s, io, p + off, &r))
 			break;

@@ -189,6 +189,7 @@ def failing(pki, scripted, tmp_path_factory):
         listener("pop3s-v2-mute", st, protocol="pop3", backend_proxy="v2", **t),
         listener("smtp-hangup", hup, tls="none", **t),
         listener("pop3s-hangup", hup, protocol="pop3", **t),
+        listener("pop3s-v2-hangup", hup, protocol="pop3", backend_proxy="v2", **t),
         listener("smtps-reset", rst, **t),
         listener("pop3-reset", rst, protocol="pop3", tls="none", **t),
         listener("smtps-xclient-reset", xrst, backend_proxy="xclient", **t),
@@ -286,6 +287,32 @@ def test_backend_gone_before_greeting(failing, pki, name):
 def test_backend_hangup_is_logged(failing, pki):
     assert reply(failing, pki, "pop3s-hangup") == bye("pop3s-hangup")
     failing.wait_log('reason="closed before greeting"')
+
+
+def warning_of(m: Moat, name: str) -> str:
+    log = m.wait_log(f"of listener '{name}' fails")
+    return next(l for l in log.splitlines() if f"of listener '{name}' fails" in l)
+
+
+def test_failure_warning_names_a_header_mismatch(failing, pki):
+    """A backend that closes before its greeting, behind a listener that
+    sends a PROXY header, may be refusing the header from moat's address
+    (Dovecot outside haproxy_trusted_networks says "Client not trusted" and
+    closes); behind one that sends none, silent or closing, it may be
+    waiting for a header. The first failure warning says so; a silent
+    backend behind a header is not put down to the header."""
+    for name in ("pop3s-v2-hangup", "pop3s-hangup", "smtp-v1-mute"):
+        assert reply(failing, pki, name) == bye(name)
+    line = warning_of(failing, "pop3s-v2-hangup")
+    # Closed, or reset: the header it never read was still queued.
+    assert "before greeting" in line and \
+        "does not take PROXY headers from moat's address" in line and \
+        "haproxy_trusted_networks" in line, line
+    line = warning_of(failing, "pop3s-hangup")
+    assert "waits for a PROXY header" in line and \
+        'backend_proxy = "v2" or "v1" sends one' in line, line
+    line = warning_of(failing, "smtp-v1-mute")
+    assert "no greeting within 1s" in line and "PROXY" not in line, line
 
 
 def test_backend_reset_during_xclient_gives_421(failing, pki):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import poplib
+import re
 import smtplib
 import socket
 import ssl
@@ -421,3 +422,101 @@ def test_v2_ssl_tlv_lets_dovecot_trust_tls(make_mailstack, pki, tmp_path):
             p.close()
     finally:
         assert m.stop() == 0
+
+
+# --- backend and backend_proxy that disagree ---------------------------------
+
+def talk_until_close(port: int, pki, command: bytes) -> bytes:
+    """Over implicit TLS: the greeting, then command, then all until the
+    end of stream."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s = ctx_for(pki).wrap_socket(raw, server_hostname="localhost")
+    got = b""
+    try:
+        while b"\r\n" not in got:
+            got += s.recv(4096)
+        time.sleep(0.3)     # what comes unasked comes before the command
+        s.sendall(command)
+        while True:
+            d = s.recv(4096)
+            if not d:
+                return got
+            got += d
+    except (ConnectionError, ssl.SSLError):
+        return got
+    finally:
+        s.close()
+
+
+def test_backend_that_does_not_expect_the_header(make_mailstack, pki, tmp_path):
+    """A Postfix and a Dovecot set up for no PROXY header, behind moat's
+    default backend_proxy = "v2" (and "v1"): they take the header for a
+    command and answer it after their greeting. The client gets an error
+    and the end, never a reply out of step with its commands; the log
+    warns once a minute per listener, with the reply and what to set on
+    either side. Dovecot's "-ERR Unknown command." reads like a hang-up
+    line, and is taken for the header's answer because it comes right
+    after the greeting, before the client said a word."""
+    ms = make_mailstack()
+    m = Moat(tmp_path, pki, [
+        listener("smtps-v2", ms.smtp_addr, backend_proxy="v2"),
+        listener("smtps-v1", ms.smtp_addr, backend_proxy="v1"),
+        listener("pop3s-v1", ms.pop3_addr, backend_proxy="v1", protocol="pop3"),
+        listener("pop3s-v2", ms.pop3_addr, backend_proxy="v2", protocol="pop3"),
+    ]).start()
+    hint = "smtpd_upstream_proxy_protocol = haproxy"
+    try:
+        for name, cmd in (("smtps-v2", b"EHLO client.example\r\n"),
+                          ("smtps-v1", b"EHLO client.example\r\n"),
+                          ("pop3s-v1", b"USER alice\r\n"),
+                          ("pop3s-v2", b"USER alice\r\n")):
+            for _ in range(3):
+                got = talk_until_close(m.port(name), pki, cmd)
+                lines = got.split(b"\r\n")
+                assert lines[0].startswith(b"220 " if name.startswith("smtp")
+                                           else b"+OK"), got
+                # No reply after the greeting but an error.
+                assert not any(l.startswith((b"250", b"+OK")) for l in lines[1:]), got
+                assert lines[1][:1] in (b"4", b"5", b"-"), got
+            log = m.wait_log(f"of listener '{name}' sent a reply no command asked for")
+            warned = [l for l in log.splitlines()
+                      if f"of listener '{name}' sent a reply" in l]
+            assert len(warned) == 1, warned
+            assert hint in warned[0] and "haproxy_trusted_networks" in warned[0], warned
+            h, p = ms.smtp_addr if name.startswith("smtp") else ms.pop3_addr
+            assert f"backend {h}:{p} of listener '{name}'" in warned[0], warned
+        log = m.log()
+        # What each backend said, quoted.
+        assert re.search(r'smtps-v1\' sent a reply no command asked for, "5\d\d ', log), log
+        assert 'pop3s-v1\' sent a reply no command asked for, "-ERR' in log, log
+        assert "backend_stray reply=" in log
+        assert "close reason=backend_unsolicited" in log
+        assert "close reason=backend_closing" in log
+    finally:
+        assert m.stop() == 0
+
+
+def test_backend_that_waits_for_a_header(stack, pki, tmp_path):
+    """Postfix and Dovecot that want a PROXY header, behind
+    backend_proxy = "none": they greet no one. The client hears the
+    service is unavailable at the connect timeout; the backend failure
+    warning says a backend waiting for a header looks like this."""
+    m = Moat(tmp_path, pki, [
+        listener("smtps-none", stack.smtp_addr, backend_proxy="none", connect="1s"),
+        listener("pop3s-none", stack.pop3_addr, backend_proxy="none", connect="1s",
+                 protocol="pop3"),
+    ]).start()
+    try:
+        for name, unavailable in (("smtps-none", b"421 4.3.0 "),
+                                  ("pop3s-none", b"-ERR [SYS/TEMP] ")):
+            raw = socket.create_connection(m.addr(name), timeout=20)
+            s = ctx_for(pki).wrap_socket(raw, server_hostname="localhost")
+            assert s.recv(4096).startswith(unavailable)
+            s.close()
+            log = m.wait_log(f"of listener '{name}' fails")
+            line = next(l for l in log.splitlines() if f"of listener '{name}' fails" in l)
+            assert "no greeting within 1s" in line and \
+                "greets no one without it" in line and 'backend_proxy = "v2"' in line, line
+    finally:
+        assert m.stop() == 0
+

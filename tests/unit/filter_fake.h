@@ -52,6 +52,8 @@ struct filter_io {
 	const char *sigreason[8];
 	char sigs[4096];	/* "auth_fail:smtp_auth;" ... */
 	size_t discarded;	/* client bytes dropped at STARTTLS */
+	int nstray, nlastwords;	/* filter_stray_reply() calls */
+	char stray[128];	/* the last stray line */
 };
 
 size_t
@@ -123,6 +125,19 @@ filter_abort_backend(struct filter_io *io)
 	io->aborted = true;
 	io->backend.outlen = 0;	/* queued bytes die with the socket */
 	io->backend.inlen = 0;
+}
+
+void
+filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
+    bool last_words)
+{
+	if (len >= sizeof(io->stray))
+		len = sizeof(io->stray) - 1;
+	memcpy(io->stray, line, len);
+	io->stray[len] = '\0';
+	io->nstray++;
+	if (last_words)
+		io->nlastwords++;
 }
 
 void

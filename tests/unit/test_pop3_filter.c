@@ -395,9 +395,50 @@ test_between_replies(void)
 	fake_free(io);
 }
 
+/*
+ * Status lines no command asked for. An -ERR (Dovecot's inactivity or
+ * shutdown line) goes on and the session ends behind it: Dovecot's
+ * "-ERR Unknown command." for a PROXY header it does not expect comes
+ * without a hang-up, and the client would read it as the answer to its
+ * next command. A +OK ends the session with moat's protocol error.
+ */
+static void
+test_stray_replies(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	fake_backend(io, "-ERR Unknown command.\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR Unknown command.\r\n");
+	CHECK_STR_EQ(io->closed, "backend_closing");
+	CHECK_STR_EQ(io->stray, "-ERR Unknown command.");
+	CHECK(io->nstray == 1 && io->nlastwords == 1);
+	fake_client(io, "USER a\r\n");
+	fake_backend(io, "+OK\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	fake_free(io);
+
+	io = greeted(CFG_TLS_NONE, false);
+	fake_backend(io, "+OK Logging out\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR [SYS/TEMP] backend protocol "
+	    "error, closing connection\r\n");
+	CHECK_STR_EQ(io->closed, "backend_unsolicited");
+	CHECK_STR_EQ(io->stray, "+OK Logging out");
+	CHECK(io->nstray == 1 && io->nlastwords == 0);
+	fake_free(io);
+
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "NOOP\r\n");
+	fake_backend(io, "-ERR no\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "-ERR no\r\n");
+	CHECK(io->nstray == 0 && io->closed == NULL);
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_stray_replies();
 	test_between_replies();
 	test_pipelining_burst();
 	test_endless_line_closes();

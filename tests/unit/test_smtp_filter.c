@@ -650,9 +650,62 @@ test_between_replies(void)
 	fake_free(io);
 }
 
+/*
+ * Replies no command asked for. A 421 (the backend hanging up, RFC 5321
+ * 3.8) goes on and the session ends behind it, whether or not the
+ * backend then closes; anything else (Postfix's answer to a PROXY header
+ * it does not expect) ends it with moat's protocol error. Neither is
+ * ever taken for the reply to the client's next command.
+ */
+static void
+test_stray_replies(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+
+	fake_backend(io, "421 4.4.2 mx Error: timeout exceeded\r\n");
+	CHECK_STR_EQ(fake_take_client(io),
+	    "421 4.4.2 mx Error: timeout exceeded\r\n");
+	CHECK_STR_EQ(io->closed, "backend_closing");
+	CHECK_STR_EQ(io->stray, "421 4.4.2 mx Error: timeout exceeded");
+	CHECK(io->nstray == 1 && io->nlastwords == 1);
+	fake_client(io, "EHLO a\r\n");
+	fake_backend(io, "250 mx\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	fake_free(io);
+
+	/* One stray of several lines is one. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_backend(io, "421-4.3.2 shutting\r\n421 4.3.2 down\r\n");
+	CHECK_STR_EQ(fake_take_client(io),
+	    "421-4.3.2 shutting\r\n421 4.3.2 down\r\n");
+	CHECK(io->nstray == 1 && io->nlastwords == 1);
+	CHECK_STR_EQ(io->stray, "421-4.3.2 shutting");
+	CHECK_STR_EQ(io->closed, "backend_closing");
+	fake_free(io);
+
+	io = greeted(CFG_TLS_NONE, false);
+	fake_backend(io, "502 5.5.2 Error: command not recognized\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "421 4.3.0 Error: backend protocol "
+	    "error, closing connection\r\n");
+	CHECK_STR_EQ(io->closed, "backend_unsolicited");
+	CHECK_STR_EQ(io->stray, "502 5.5.2 Error: command not recognized");
+	CHECK(io->nstray == 1 && io->nlastwords == 0);
+	fake_free(io);
+
+	/* Owed replies are not strays. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "NOOP\r\nNOOP\r\n");
+	fake_backend(io, "250 ok\r\n421 4.4.2 bye\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "250 ok\r\n421 4.4.2 bye\r\n");
+	CHECK(io->nstray == 0 && io->closed == NULL);
+	fake_free(io);
+}
+
 int
 main(void)
 {
+	test_stray_replies();
 	test_between_replies();
 	test_pipelining_burst();
 	test_endless_line_closes();
