@@ -16,6 +16,7 @@
 #include <ev.h>
 
 #include "backendwatch.h"
+#include "certwatch.h"
 #include "config.h"
 #include "control.h"
 #include "events.h"
@@ -687,6 +688,7 @@ server_reload_config(struct server *srv, config_report_fn *report,
 		worker_unpark(srv->w[k]);
 	lplan_commit(srv, g, &pl, &rr);
 	backendwatch_keep_only(gen_config(g));
+	certwatch_loaded(gen_tls(g), gen_config(g), (int64_t)time(NULL));
 	old = gen_config(srv->gen);
 	warn_restart_only(srv, gen_config(g), &rr);
 	if (*nofile_short(gen_config(g), msg, sizeof(msg)) != '\0')
@@ -1058,12 +1060,15 @@ server_follow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 server_heap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	struct server *srv = container_of(w, struct server, heap);
 	size_t n;
 
-	(void)loop, (void)w, (void)revents;
+	(void)loop, (void)revents;
 	/* Here too, so that a quiet spell keeps no ticket key longer
 	 * than ticketkeys.h says. */
 	ticketkeys_expire(mono_ms());
+	certwatch_tick(gen_tls(srv->gen), gen_config(srv->gen),
+	    (int64_t)time(NULL));
 	if ((n = heap_tick()) > 0)
 		log_debug("heap: %zu KiB that closed sessions freed given back",
 		    n >> 10);
@@ -1244,6 +1249,8 @@ server_run(struct config *cfg, const char *config_path)
 		return 1;
 	log_set_level(gen_config(srv.gen)->daemon.log_level);
 	ticketkeys_configure(gen_config(srv.gen)->tls.ticket_rotation_ms);
+	certwatch_loaded(gen_tls(srv.gen), gen_config(srv.gen),
+	    (int64_t)time(NULL));
 	metrics_init();
 	server_nofile(gen_config(srv.gen));
 	ev_async_init(&srv.done, server_done_cb);

@@ -9,9 +9,11 @@ import socket
 import ssl
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from certs import make_leaf
 from moatrun import Moat, listener, read_to_end
 from scripted import ScriptedBackend
 from test_faults import fill, tiny_fs  # noqa: F401  (a fixture)
@@ -304,4 +306,27 @@ def test_drain_end_adds_nothing_to_a_reply_the_backend_left_half(
                 m.wait_log("reason=idle_timeout")
     finally:
         m.stop()
+        b.stop()
+
+
+def test_certificate_that_expires_while_moat_runs_is_warned_of(pki, tmp_path):
+    """The start warns of a certificate with less than a day left; when
+    it then expires, with moat running, the log says so (it used to say
+    nothing until the next reload), naming the file. Once, and a day at a
+    time before: test_certwatch.c."""
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))  # noqa: E731
+    leaf = make_leaf(pki.dir, "soon", pki.names, pki.key_type, ["127.0.0.1"],
+                     startdate=stamp(now - 3600), enddate=stamp(now + 6))
+    soon = SimpleNamespace(server_chain=leaf.chain, server_key=leaf.key)
+    b = ScriptedBackend("smtp").start()
+    m = Moat(tmp_path, soon, [listener("smtps", b.addr)]).start()
+    try:
+        m.wait_log("in less than a day")
+        log = m.wait_log("expired on", timeout=30)
+        line = next(l for l in log.splitlines() if "expired on" in l)
+        assert f"certificate 'default' ({leaf.chain})" in line, line
+        assert "renew it and reload moat" in line, line
+    finally:
+        assert m.stop() == 0
         b.stop()
