@@ -283,3 +283,9 @@ backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
 	pthread_mutex_unlock(&mu);
 	return n;
 }
+
+size_t
+backendwatch_failing(void)
+{
+	return atomic_load_explicit(&nfailing, memory_order_relaxed);
+}

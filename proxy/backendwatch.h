@@ -56,5 +56,7 @@ void backendwatch_keep_only(const struct config *cfg);
  */
 size_t backendwatch_status(struct sbuf *human, struct sbuf *json,
     const char *label);
+/* How many backends fail now. */
+size_t backendwatch_failing(void);
 
 #endif

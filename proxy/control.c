@@ -313,12 +313,13 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct metrics_totals t;
 	struct policy_stats st;
 	struct policy *p;
-	struct sbuf h, j, wj, bj, certs_h, certs_j;
+	struct sbuf h, j, wj, bj, ej, fj, certs_h, certs_j;
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
-	char geosum[1024];
+	char geosum[1024], why[128], when[32];
 	const struct geo *geo;
+	int64_t since;
 	const char *fw_state;
 	uint64_t uptime_ms;
 	size_t i, sessions = srv->sessions(srv->arg), bans_active = 0;
@@ -339,6 +340,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_init(&j, CTL_REPLY_MAX);
 	sbuf_init(&wj, CTL_REPLY_MAX);
 	sbuf_init(&bj, CTL_REPLY_MAX);
+	sbuf_init(&ej, CTL_REPLY_MAX);
+	sbuf_init(&fj, CTL_REPLY_MAX);
 	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
 	    (long)getpid(), secs_str(uptime_ms, up, sizeof(up)));
 	(void)sbuf_printf(&h, "%-12s %s\n", "config", cfg->path);
@@ -400,10 +403,31 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	(void)sbuf_printf(&h, "%-12s %llu written, %llu dropped", "events",
 	    (unsigned long long)events_written(),
 	    (unsigned long long)events_dropped());
+	if (events_file_failing(&since, why, sizeof(why))) {
+		iso_time(since, when, sizeof(when));
+		(void)sbuf_printf(&h, " (failing since %s: %s)", when, why);
+		(void)sbuf_printf(&ej, ",\"file_failing\":{\"since\":\"%s\","
+		    "\"error\":", when);
+		(void)sbuf_json_str(&ej, why);
+		(void)sbuf_adds(&ej, "}");
+	}
 	if (cfg->events.syslog)
 		(void)sbuf_printf(&h, ", %llu not sent to syslog",
 		    (unsigned long long)events_syslog_dropped());
+	if (events_syslog_failing(&since, why, sizeof(why))) {
+		iso_time(since, when, sizeof(when));
+		(void)sbuf_printf(&h, " (failing since %s: syslog %s)", when,
+		    why);
+		(void)sbuf_printf(&ej, ",\"syslog_failing\":{\"since\":\"%s\","
+		    "\"error\":", when);
+		(void)sbuf_json_str(&ej, why);
+		(void)sbuf_adds(&ej, "}");
+	}
 	(void)sbuf_printf(&h, "; %zu following (tail)\n", tails);
+	if ((since = guard_fw_failing_since()) != 0) {
+		iso_time(since, when, sizeof(when));
+		(void)sbuf_printf(&fj, ",\"failing_since\":\"%s\"", when);
+	}
 	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
 	    "\"backends_failing\":[%.*s],\"totals\":{"
 	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
@@ -411,9 +435,9 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
 	    "\"backend_failures\":%llu,\"bans\":%llu},"
 	    "\"bans_active\":%zu,\"firewall\":{\"backend\":\"%s\","
-	    "\"state\":\"%s\"},\"events\":{\"written\":%llu,"
-	    "\"dropped\":%llu,\"syslog_dropped\":%llu,\"tail_clients\":%zu},"
-	    "\"certificates\":[",
+	    "\"state\":\"%s\"%.*s},\"events\":{\"written\":%llu,"
+	    "\"dropped\":%llu,\"syslog_dropped\":%llu,\"tail_clients\":%zu"
+	    "%.*s},\"certificates\":[",
 	    sessions, (int)wj.len, wj.p ? wj.p : "",
 	    (int)bj.len, bj.p ? bj.p : "",
 	    (unsigned long long)t.connections,
@@ -425,9 +449,11 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.backend_failures,
 	    (unsigned long long)t.bans, bans_active,
 	    cfg_firewall_str(cfg->firewall.backend), fw_state,
+	    (int)fj.len, fj.p ? fj.p : "",
 	    (unsigned long long)events_written(),
 	    (unsigned long long)events_dropped(),
-	    (unsigned long long)events_syslog_dropped(), tails);
+	    (unsigned long long)events_syslog_dropped(), tails,
+	    (int)ej.len, ej.p ? ej.p : "");
 	sbuf_init(&certs_h, CTL_REPLY_MAX);
 	sbuf_init(&certs_j, CTL_REPLY_MAX);
 	cl.human = &certs_h;
@@ -472,6 +498,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_clear(&j);
 	sbuf_clear(&wj);
 	sbuf_clear(&bj);
+	sbuf_clear(&ej);
+	sbuf_clear(&fj);
 	sbuf_clear(&certs_h);
 	sbuf_clear(&certs_j);
 }

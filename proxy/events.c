@@ -36,6 +36,11 @@
 struct said {
 	bool failing;		/* a warning said, and no recovery since */
 	uint64_t ms;		/* the last warning's time, 0: none yet */
+	/* For status, said or not: from the first failure to the next
+	 * success. */
+	bool down;
+	int64_t down_since;	/* Unix seconds */
+	char why[128];		/* the last failure's error */
 };
 
 struct event_log {
@@ -470,6 +475,40 @@ events_written(void)
 	return counter_read(&written);
 }
 
+static bool
+down_read(const struct said *sd, int64_t *since, char *why, size_t len)
+{
+	if (!sd->down)
+		return false;
+	*since = sd->down_since;
+	snprintf(why, len, "%s", sd->why);
+	return true;
+}
+
+bool
+events_file_failing(int64_t *since, char *why, size_t len)
+{
+	bool down;
+
+	pthread_mutex_lock(&mu);
+	down = current != NULL && current->fd != -1 &&
+	    down_read(&current->failing, since, why, len);
+	pthread_mutex_unlock(&mu);
+	return down;
+}
+
+bool
+events_syslog_failing(int64_t *since, char *why, size_t len)
+{
+	bool down;
+
+	pthread_mutex_lock(&mu);
+	down = current != NULL && current->syslog != NULL &&
+	    down_read(&current->syslog_failing, since, why, len);
+	pthread_mutex_unlock(&mu);
+	return down;
+}
+
 /* Appends s as a JSON string. Control bytes are escaped and bytes above
  * 0x7e replaced: event fields may quote client input, and a line must
  * stay one valid UTF-8 JSON object whatever a client sent. */
@@ -592,11 +631,18 @@ now_unix_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Whether to warn of a failure now; then the next success is said. */
+/* Whether to warn of a failure (why) now; then the next success is
+ * said. */
 static bool
-say_fail(struct said *sd)
+say_fail(struct said *sd, const char *why)
 {
 	uint64_t now = mono_ms();
+
+	if (!sd->down) {
+		sd->down = true;
+		sd->down_since = (int64_t)time(NULL);
+	}
+	snprintf(sd->why, sizeof(sd->why), "%s", why);
 
 	if (sd->failing || (sd->ms != 0 && now - sd->ms < EVENTS_SAY_MS))
 		return false;
@@ -612,6 +658,7 @@ say_ok(struct said *sd)
 	bool was = sd->failing;
 
 	sd->failing = false;
+	sd->down = false;
 	return was;
 }
 
@@ -619,7 +666,7 @@ static void
 event_drop(struct event_log *log, const char *why)
 {
 	dropped++;
-	if (say_fail(&log->failing))
+	if (say_fail(&log->failing, why))
 		log_warnx("events: cannot write to %s: %s; moat keeps serving "
 		    "and counts dropped events", log->path, why);
 }
@@ -693,6 +740,7 @@ sink_put(const struct event_log *log, const void *p, size_t n)
 static bool
 syslog_write(struct event_log *log, const char *line, int n)
 {
+	char why[96];
 	int err;
 
 	if (syslog_sink_send(log->syslog, line, (size_t)n - 1) == 0) {
@@ -704,11 +752,12 @@ syslog_write(struct event_log *log, const char *line, int n)
 	}
 	err = errno;
 	syslog_dropped++;
-	if (say_fail(&log->syslog_failing))
-		log_warnx("events: syslog (%s) %s (%s): events not sent to it "
-		    "are counted", SYSLOG_SINK_DEVLOG, err == EAGAIN ||
-		    err == EWOULDBLOCK || err == ENOBUFS ?
-		    "is not keeping up" : "cannot be reached", strerror(err));
+	snprintf(why, sizeof(why), "%s (%s)", err == EAGAIN ||
+	    err == EWOULDBLOCK || err == ENOBUFS ? "is not keeping up" :
+	    "cannot be reached", strerror(err));
+	if (say_fail(&log->syslog_failing, why))
+		log_warnx("events: syslog (%s) %s: events not sent to it are "
+		    "counted", SYSLOG_SINK_DEVLOG, why);
 	return false;
 }
 

@@ -98,6 +98,13 @@ void events_emit(const struct event *ev);
 uint64_t events_dropped(void);
 uint64_t events_written(void);
 uint64_t events_syslog_dropped(void);
+/*
+ * Whether writing to the events file (sending to syslog) fails now, from
+ * its first failure to the next success: since when, in Unix seconds,
+ * and the last error into why. For status and metrics.
+ */
+bool events_file_failing(int64_t *since, char *why, size_t len);
+bool events_syslog_failing(int64_t *since, char *why, size_t len);
 
 /*
  * Live followers (moatctl tail). events_emit() hands each event to every

@@ -43,6 +43,7 @@ static struct {
 	uint64_t save_err_ms;	/* when it was last logged */
 	struct fw *fw;		/* kernel set writer; never NULL once open */
 	enum fw_problem fw_problem;	/* the writer's last report */
+	int64_t fw_since;	/* Unix seconds: when it started failing */
 	enum fw_problem fw_replaced;	/* of a writer a reload replaced
 					 * while failing, until the new one
 					 * writes or fails */
@@ -441,6 +442,8 @@ guard_fw_report(void *arg, const struct fw_report *r)
 		return;
 	}
 	if (!r->note) {
+		if (r->problem != FW_OK && was == FW_OK)
+			guard.fw_since = (int64_t)time(NULL);
 		guard.fw_problem = r->problem;
 		guard.fw_replaced = FW_OK;
 	}
@@ -1035,18 +1038,35 @@ guard_fw_on(void)
 	return guard.fw != NULL && fw_enabled(guard.fw);
 }
 
+int64_t
+guard_fw_failing_since(void)
+{
+	return guard_fw_on() && guard.fw_problem != FW_OK ? guard.fw_since :
+	    0;
+}
+
 const char *
 guard_fw_state(char *buf, size_t len)
 {
 	struct fw_stats st;
+	char since[32];
+	struct tm tm;
+	time_t tt;
 
 	if (!guard_fw_on())
 		return "off";
 	fw_stats(guard.fw, &st);
-	if (guard.fw_problem != FW_OK)
-		snprintf(buf, len, "failing (%s); %llu elements written, "
-		    "bans enforced in moat", fw_problem_str(guard.fw_problem),
+	if (guard.fw_problem != FW_OK) {
+		tt = (time_t)guard.fw_since;
+		if (gmtime_r(&tt, &tm) == NULL ||
+		    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ",
+		    &tm) == 0)
+			snprintf(since, sizeof(since), "?");
+		snprintf(buf, len, "failing since %s (%s); %llu elements "
+		    "written, bans enforced in moat", since,
+		    fw_problem_str(guard.fw_problem),
 		    (unsigned long long)st.written);
+	}
 	else
 		snprintf(buf, len, "ok; %llu elements written in %llu batches",
 		    (unsigned long long)st.written,

@@ -129,6 +129,8 @@ bool guard_fw_on(void);
 /* The firewall writer's state in words ("off", "ok; ...", "failing
  * (permission); ..."), for moatctl status; returns buf or a constant. */
 const char *guard_fw_state(char *buf, size_t len);
+/* Since when (Unix seconds) the firewall writer fails; 0 when it works. */
+int64_t guard_fw_failing_since(void);
 
 /* The policy tables, for the control socket and metrics; NULL before
  * guard_open(). */

@@ -17,6 +17,7 @@
 
 #include "acceptpause.h"
 #include "addr.h"
+#include "backendwatch.h"
 #include "control.h"
 #include "events.h"
 #include "gen.h"
@@ -474,6 +475,8 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 	struct policy *p;
 	const struct geo *geo;
 	struct cert_out co;
+	char why[128];
+	int64_t since;
 	size_t i;
 
 	pthread_mutex_lock(&m.mu);
@@ -540,6 +543,23 @@ metrics_render(struct sbuf *out, const struct control_server *srv)
 	    "could not be reached).");
 	(void)sbuf_printf(out, "moat_events_syslog_dropped_total %llu\n",
 	    (unsigned long long)events_syslog_dropped());
+	header(out, "moat_events_failing", "gauge", "1 while writing to an "
+	    "events sink fails, from its first failure to the next success.");
+	(void)sbuf_printf(out, "moat_events_failing{sink=\"file\"} %d\n"
+	    "moat_events_failing{sink=\"syslog\"} %d\n",
+	    events_file_failing(&since, why, sizeof(why)),
+	    events_syslog_failing(&since, why, sizeof(why)));
+	if (guard_fw_on()) {
+		header(out, "moat_firewall_failing", "gauge", "1 while writes "
+		    "to the firewall sets fail (bans are enforced in moat "
+		    "only).");
+		(void)sbuf_printf(out, "moat_firewall_failing %d\n",
+		    guard_fw_failing_since() != 0);
+	}
+	header(out, "moat_backends_failing", "gauge", "Backends whose "
+	    "sessions fail now (moatctl status names them).");
+	(void)sbuf_printf(out, "moat_backends_failing %zu\n",
+	    backendwatch_failing());
 	if (srv == NULL)
 		return;
 	header(out, "moat_sessions", "gauge", "Sessions open now.");

@@ -477,9 +477,16 @@ def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
     failing since when and how many sessions, and its return is a
     warning too, so that the log does not end on the failure."""
     port = free_port()
+    mport = free_port()
     m = Moat(tmp_path, pki, [listener("sub", ("127.0.0.1", port), tls="none")],
-             verbose=0, log_level="warning")
+             verbose=0, log_level="warning", metrics=f"127.0.0.1:{mport}")
     m.start()
+
+    def gauge() -> int:
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = read_all(s).decode()
+        return int(re.search(r"^moat_backends_failing (\d+)$", body, re.M).group(1))
     try:
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", m.port("sub")), timeout=20) as s:
@@ -502,11 +509,13 @@ def test_dead_backend_is_a_warning_in_status_until_it_answers(pki, tmp_path):
         assert re.fullmatch(r"backends +sub -> 127\.0\.0\.1:%d failing since "
                             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, %d sessions: "
                             r"Connection refused" % (port, n), line[0]), r.stdout
+        assert gauge() == 1
 
         greeted_once(m, port)
         m.wait_log("backend 127.0.0.1:%d of listener 'sub' answers again after " % port)
         assert "%d sessions failed meanwhile" % n in m.log()
         assert "backends" not in m.ctl("status").stdout
+        assert gauge() == 0
         assert json.loads(m.ctl("--json", "status").stdout)["backends_failing"] == []
 
         # Flapping within the minute: status shows it, the log adds

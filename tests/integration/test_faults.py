@@ -13,6 +13,7 @@ import concurrent.futures
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -527,15 +528,32 @@ def test_events_on_full_filesystem(pki, good, tmp_path, tiny_fs):
         dropped = ev["dropped"]
         # The events file's last page may still take a few lines.
         assert dropped >= 5 and ev["written"] + dropped >= 43, st.stdout
-        with socket.create_connection(("127.0.0.1", mport), timeout=5) as s:
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            text = read_until_close(s, 5).decode()
+        # Failing now, since when, and why: in status and as a gauge.
+        # A write cut short, or none at all.
+        full = ("short write (disk full?)", "No space left on device")
+        assert ev["file_failing"]["error"] in full, ev
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+                            ev["file_failing"]["since"]), ev
+        human = m.ctl("status").stdout
+        assert re.search(r"\nevents +\d+ written, \d+ dropped \(failing since "
+                         r"\S+Z: (short write \(disk full\?\)|No space left on "
+                         r"device)\)", human), human
+
+        def metrics():
+            with socket.create_connection(("127.0.0.1", mport), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                return read_until_close(s, 5).decode()
+        text = metrics()
         line = [l for l in text.splitlines() if l.startswith("moat_events_dropped_total ")]
         assert line and int(float(line[0].split()[1])) >= dropped, line
+        assert 'moat_events_failing{sink="file"} 1\n' in text
         # Space again: events flow again and moat says so.
         os.unlink(tiny_fs / "filler")
         denied(1)
         m.wait_log("events: writing to")
+        assert "file_failing" not in json.loads(m.ctl("--json", "status").stdout)["events"]
+        assert "failing" not in m.ctl("status").stdout
+        assert 'moat_events_failing{sink="file"} 0\n' in metrics()
         lines = (tiny_fs / "events.jsonl").read_text().splitlines()
         assert json.loads(lines[-1])["event"] == "reject"
         # No half line is left where the disk filled up: every line is

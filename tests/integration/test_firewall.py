@@ -577,7 +577,11 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
         trigger_rate_ban(net.att, SRV6, m.pop3_port)
         wait_for(lambda: ATT6 in net.nft_elems("blocked6"), 5.0, "v6 element")
         status = lambda: json.loads(m.ctl("--json", "status").stdout)["firewall"]
-        assert status()["state"].startswith("failing"), status()
+        assert status()["state"].startswith("failing since "), status()
+        since = status()["failing_since"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", since), since
+        human = m.ctl("status").stdout
+        assert f"failing since {since} (wrong_set_type)" in human, human
         # Pointed at a good set: the new writer's status is its own.
         net.nft("add", "set", "inet", "moat", "good4",
                 "{ type ipv4_addr; flags timeout; }")
@@ -585,6 +589,7 @@ def test_wrong_set_type_reported_userspace_still_rejects(tmp_path, pki, net, sta
             "[firewall]\n", '[firewall]\nset4 = "good4"\n'))
         assert m.ctl("reload").returncode == 0
         assert status()["state"].startswith("ok"), status()
+        assert "failing_since" not in status()
         # The event stream that had the error learns of the fix at the
         # new writer's first write.
         assert m.ctl("ban", "10.66.1.7", "1h").returncode == 0

@@ -160,6 +160,11 @@ def test_metrics_match_what_happened(tmp_path, pki, stack):
     assert val(after, "moat_events_dropped_total") == 0
     assert ("moat_events_syslog_dropped_total", frozenset()) in after
     assert val(after, "moat_events_syslog_dropped_total") == 0
+    assert val(after, "moat_events_failing", sink="file") == 0
+    assert val(after, "moat_events_failing", sink="syslog") == 0
+    assert val(after, "moat_backends_failing") == 0
+    # No firewall set configured: no firewall health to tell.
+    assert not any(n == "moat_firewall_failing" for n, _ in after)
 
 
 def fill_places(mport: int, first: bytes) -> list:

@@ -199,7 +199,10 @@ def test_lagging_syslog_never_holds_up_sessions(tmp_path, pki, dev):
         st = status(m)
         lost = st["events"]["syslog_dropped"]
         assert 0 < lost < n and st["events"]["written"] == n
-        assert f", {lost} not sent to syslog;" in events_line(m)
+        # The reader has not read since: sending fails now.
+        assert f", {lost} not sent to syslog (failing since " in events_line(m)
+        assert "syslog is not keeping up (Resource temporarily unavailable))" \
+            in events_line(m), events_line(m)
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
                                     timeout=10) as r:
             metrics = r.read().decode()
@@ -276,11 +279,18 @@ def test_syslog_started_late_and_restarted(tmp_path, pki, dev):
         assert len(event_lines(m, 2)) == 2
         m.wait_log(ABSENT)
         assert status(m)["events"]["syslog_dropped"] == 2
+        # Failing now: since when and why, in status.
+        down = status(m)["events"]["syslog_failing"]
+        assert down["error"] == "cannot be reached (No such file or directory)", down
+        assert f"(failing since {down['since']}: syslog cannot be reached (No such " \
+            "file or directory))" in events_line(m), events_line(m)
         reader = Reader(dev / "log")
         time.sleep(1.2)             # a connect is tried at most once a second
         assert refused(m) == DENIED
         assert reader.recv()["msg"] == event_lines(m, 3)[-1]
         m.wait_log(f"{AGAIN} (2 not sent to it so far)")
+        assert "syslog_failing" not in status(m)["events"]
+        assert "failing" not in events_line(m)
         # The daemon restarts: a new socket at the same path.
         reader.close()
         reader = Reader(dev / "log")
