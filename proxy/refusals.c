@@ -1,7 +1,9 @@
 /* refusals.c - refusal log lines that stay readable during a flood. */
 #include "refusals.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <netinet/in.h>
 
@@ -27,6 +29,12 @@ struct tally {
 	unsigned long long n;
 };
 
+/* Worker threads that said who they are; with more than one, each names
+ * itself in its summaries, or two "1234 more" lines within a second
+ * would read as a repeat. */
+static atomic_uint nworkers;
+static _Thread_local int worker = -1;
+
 static _Thread_local struct {
 	struct ev_loop *loop;	/* NULL: nothing logged yet */
 	ev_timer timer;		/* writes the summaries of an interval */
@@ -36,16 +44,26 @@ static _Thread_local struct {
 	struct tally tally[REASONS];
 } rf;
 
+void
+refusals_worker(unsigned id)
+{
+	worker = (int)id;
+	atomic_fetch_add(&nworkers, 1);
+}
+
 static void
 summarise(void)
 {
+	char who[32] = "";
 	size_t i;
 
+	if (worker >= 0 && atomic_load(&nworkers) > 1)
+		snprintf(who, sizeof(who), " (worker %d)", worker);
 	for (i = 0; i < REASONS && rf.tally[i].reason != NULL; i++) {
 		if (rf.tally[i].n > 0)
 			log_info("refusals: %llu more of reason=%s in the last "
-			    "%.0f s", rf.tally[i].n, rf.tally[i].reason,
-			    REFUSALS_INTERVAL);
+			    "%.0f s%s", rf.tally[i].n, rf.tally[i].reason,
+			    REFUSALS_INTERVAL, who);
 		rf.tally[i].n = 0;
 	}
 }

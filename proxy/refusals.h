@@ -34,6 +34,10 @@ bool refusals_log(struct ev_loop *loop, const uint8_t addr[16],
     const char *reason, const char *listener, const char *sid,
     const char *detail);
 
+/* The calling thread is worker id: with more than one worker, its
+ * summaries say "(worker id)", as moatctl status numbers them. */
+void refusals_worker(unsigned id);
+
 /* Writes the summaries due now and forgets the thread's state (its loop
  * is ending); refusals_log() may be called again afterwards. */
 void refusals_flush(void);

@@ -14,6 +14,7 @@
 #include "gen.h"
 #include "listener.h"
 #include "log.h"
+#include "refusals.h"
 #include "session.h"
 
 /* What the main thread asks of a worker; under mu. */
@@ -252,6 +253,7 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 
+	refusals_worker(w->id);
 	ev_run(w->loop, 0);
 	/* Drained, or the process ends: nothing may outlive the loop. */
 	w->sessions.on_empty = NULL;

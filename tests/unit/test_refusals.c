@@ -1,5 +1,6 @@
 /* test_refusals.c - unit tests for the summarised refusal log. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,56 @@ test_timer_does_not_hold_loop(struct ev_loop *loop)
 	free(out);
 }
 
+static pthread_barrier_t started;
+
+static void *
+worker_thread(void *arg)
+{
+	static const char banned[] = "banned";
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	uint8_t a[16];
+
+	refusals_worker((unsigned)(uintptr_t)arg);
+	/* As in moat, every worker is known by its first summary (which
+	 * comes 10 s after its start). */
+	pthread_barrier_wait(&started);
+	addr4(a, 0xc0000202);
+	refusals_log(loop, a, banned, "smtp", NULL, NULL);
+	refusals_log(loop, a, banned, "smtp", NULL, NULL);
+	refusals_flush();
+	ev_loop_destroy(loop);
+	return NULL;
+}
+
+/* With several workers, each summary names its worker: two "1 more"
+ * lines would otherwise read as one said twice. Last, since the count
+ * of workers stays. */
+static void
+test_workers_named(void)
+{
+	pthread_t t[2];
+	uintptr_t i;
+	char *out;
+
+	pthread_barrier_init(&started, NULL, 2);
+	capture_start();
+	for (i = 0; i < 2; i++)
+		CHECK(pthread_create(&t[i], NULL, worker_thread, (void *)i) ==
+		    0);
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&started);
+	out = capture_end();
+	CHECK(out != NULL);
+	if (out == NULL)
+		return;
+	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=banned in "
+	    "the last 10 s (worker 0)\n"), 1);
+	CHECK_INT_EQ(check_count(out, "refusals: 1 more of reason=banned in "
+	    "the last 10 s (worker 1)\n"), 1);
+	free(out);
+}
+
 int
 main(void)
 {
@@ -162,6 +213,7 @@ main(void)
 	test_first_in_full_rest_summarised(loop);
 	test_full_lines_capped(loop);
 	test_timer_does_not_hold_loop(loop);
+	test_workers_named();
 	ev_loop_destroy(loop);
 	return check_report("refusals");
 }
