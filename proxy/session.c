@@ -1616,10 +1616,12 @@ filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
 	size_t i;
 	bool header;
 
+	/* In the greeting's own read, s->greeted is not set yet. */
 	header = (s->lc->backend_proxy == CFG_BPROXY_V1 ||
 	    s->lc->backend_proxy == CFG_BPROXY_V2) &&
 	    s->backend.nout == 0 && buf_len(&s->backend.out) == 0 &&
-	    mono_s() - s->greeted < STRAY_HEADER_S;
+	    (s->state == SESSION_GREETING ||
+	    mono_s() - s->greeted < STRAY_HEADER_S);
 	if (len > sizeof(text) - 1)
 		len = sizeof(text) - 1;
 	for (i = 0; i < len; i++)

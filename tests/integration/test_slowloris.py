@@ -477,7 +477,8 @@ def test_memory_given_back_after_a_flood(pki, backend, tmp_path):
 
 def test_trickle_after_the_backend_hung_up_ends_with_the_linger(pki, tmp_path):
     """Postfix times a client out (smtpd_timeout) and closes; moat relays
-    its 421 and end of stream. A client that goes on trickling a byte a
+    its 421 and end of stream (a 421 that no command asked for is a
+    server's last word: moat ends the session behind it). A client that goes on trickling a byte a
     second used to keep the session (each byte re-armed the idle timer),
     with its slot and per-address count, for as long as it liked; it now
     gets the 5 s linger to hang up, as a client of Postfix itself would
@@ -518,7 +519,7 @@ def test_trickle_after_the_backend_hung_up_ends_with_the_linger(pki, tmp_path):
             assert eof_at is not None, got
             assert closed_at is not None, m.log()[-1500:]
             assert closed_at - eof_at < 10, (closed_at - eof_at, m.log()[-1500:])
-            assert "close reason=backend_closed" in m.log()
+            assert "close reason=backend_closing" in m.log()
         finally:
             assert m.stop() == 0
     finally:
