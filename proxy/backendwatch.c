@@ -29,7 +29,14 @@ struct watch {
 	/* Replies sent unasked (backendwatch_stray()), which a failing
 	 * backend cannot send, and which do not make it failing. */
 	uint64_t stray_ms, strays;	/* told at, and not told since */
+	/* For status, while the last came within STRAY_SHOWN_MS. */
+	time_t stray_first, stray_last;	/* wall clock */
+	uint64_t stray_last_ms, stray_total;
+	char stray_line[84];
 };
+
+/* A backend that sent a stray reply is listed this long after the last. */
+#define STRAY_SHOWN_MS (10 * 60000)
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct watch watches[WATCH_MAX];	/* under mu */
@@ -212,6 +219,14 @@ backendwatch_stray(const char *listener, const struct addr_port *ap,
 	pthread_mutex_lock(&mu);
 	if ((w = find(listener, backend, true)) == NULL)
 		goto out;
+	if (w->stray_last_ms == 0 || now - w->stray_last_ms >= STRAY_SHOWN_MS) {
+		w->stray_first = time(NULL);
+		w->stray_total = 0;
+	}
+	w->stray_last = time(NULL);
+	w->stray_last_ms = now;
+	w->stray_total++;
+	snprintf(w->stray_line, sizeof(w->stray_line), "%s", line);
 	w->strays++;
 	if (w->stray_ms != 0 && now - w->stray_ms < REMIND_MS)
 		goto out;
@@ -253,11 +268,54 @@ backendwatch_keep_only(const struct config *cfg)
 	pthread_mutex_unlock(&mu);
 }
 
-size_t
-backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
+static void
+iso(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The backends whose sessions lately ended on stray replies. */
+static size_t
+status_strays(struct sbuf *human, struct sbuf *json, const char *label,
+    size_t n)
 {
 	const struct watch *w;
-	struct tm tm;
+	uint64_t now = mono_ms();
+	char first[32], last[32];
+	size_t k = 0;
+
+	for (w = watches; w < watches + WATCH_MAX; w++) {
+		if (!w->used || w->stray_last_ms == 0 ||
+		    now - w->stray_last_ms >= STRAY_SHOWN_MS)
+			continue;
+		iso(w->stray_first, first, sizeof(first));
+		iso(w->stray_last, last, sizeof(last));
+		(void)sbuf_printf(human, "%-12s %s -> %s sent replies no command "
+		    "asked for: %llu sessions ended so since %s, the last at "
+		    "%s: \"%s\"\n", n + k == 0 ? label : "", w->listener,
+		    w->backend, (unsigned long long)w->stray_total, first, last,
+		    w->stray_line);
+		(void)sbuf_adds(json, k == 0 ? "{\"listener\":" :
+		    ",{\"listener\":");
+		(void)sbuf_json_str(json, w->listener);
+		(void)sbuf_printf(json, ",\"backend\":\"%s\",\"since\":\"%s\","
+		    "\"last\":\"%s\",\"sessions\":%llu,\"reply\":", w->backend,
+		    first, last, (unsigned long long)w->stray_total);
+		(void)sbuf_json_str(json, w->stray_line);
+		(void)sbuf_adds(json, "}");
+		k++;
+	}
+	return k;
+}
+
+size_t
+backendwatch_status(struct sbuf *human, struct sbuf *json,
+    struct sbuf *stray_json, const char *label)
+{
+	const struct watch *w;
 	char ts[32];
 	size_t n = 0;
 
@@ -265,8 +323,7 @@ backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
 	for (w = watches; w < watches + WATCH_MAX; w++) {
 		if (!w->failing)
 			continue;
-		gmtime_r(&w->since, &tm);
-		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		iso(w->since, ts, sizeof(ts));
 		(void)sbuf_printf(human, "%-12s %s -> %s failing since %s, "
 		    "%llu sessions: %s\n", n == 0 ? label : "", w->listener,
 		    w->backend, ts, (unsigned long long)w->sessions, w->why);
@@ -280,6 +337,7 @@ backendwatch_status(struct sbuf *human, struct sbuf *json, const char *label)
 		(void)sbuf_adds(json, "}");
 		n++;
 	}
+	n += status_strays(human, stray_json, label, n);
 	pthread_mutex_unlock(&mu);
 	return n;
 }

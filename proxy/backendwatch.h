@@ -52,10 +52,12 @@ void backendwatch_keep_only(const struct config *cfg);
  * Appends the backends failing now: to human, one line each under
  * label ("backends     smtps -> 127.0.0.1:10025 failing since
  * 2026-12-05T03:00:00Z, 12 sessions: Connection refused"); to json, the
- * members of an array. Returns how many.
+ * members of an array. Then those whose sessions ended on a stray reply
+ * in the last 10 minutes, to human and, as another array's members, to
+ * stray_json. Returns how many lines.
  */
 size_t backendwatch_status(struct sbuf *human, struct sbuf *json,
-    const char *label);
+    struct sbuf *stray_json, const char *label);
 /* How many backends fail now. */
 size_t backendwatch_failing(void);
 

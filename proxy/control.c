@@ -313,7 +313,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct metrics_totals t;
 	struct policy_stats st;
 	struct policy *p;
-	struct sbuf h, j, wj, bj, ej, fj, certs_h, certs_j;
+	struct sbuf h, j, wj, bj, sj, ej, fj, certs_h, certs_j;
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
@@ -340,6 +340,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_init(&j, CTL_REPLY_MAX);
 	sbuf_init(&wj, CTL_REPLY_MAX);
 	sbuf_init(&bj, CTL_REPLY_MAX);
+	sbuf_init(&sj, CTL_REPLY_MAX);
 	sbuf_init(&ej, CTL_REPLY_MAX);
 	sbuf_init(&fj, CTL_REPLY_MAX);
 	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
@@ -381,7 +382,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.backend_failures,
 	    (unsigned long long)t.smuggling);
 	status_workers(srv, &h, &wj);
-	(void)backendwatch_status(&h, &bj, "backends");
+	(void)backendwatch_status(&h, &bj, &sj, "backends");
 	(void)sbuf_printf(&h, "%-12s %zu active, %llu since start\n", "bans",
 	    bans_active, (unsigned long long)t.bans);
 	if (have_policy)
@@ -429,7 +430,8 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 		(void)sbuf_printf(&fj, ",\"failing_since\":\"%s\"", when);
 	}
 	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
-	    "\"backends_failing\":[%.*s],\"totals\":{"
+	    "\"backends_failing\":[%.*s],\"backends_stray\":[%.*s],"
+	    "\"totals\":{"
 	    "\"connections\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
 	    "\"tls_handshakes\":%llu,\"tls_failures\":%llu,"
 	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
@@ -440,6 +442,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "%.*s},\"certificates\":[",
 	    sessions, (int)wj.len, wj.p ? wj.p : "",
 	    (int)bj.len, bj.p ? bj.p : "",
+	    (int)sj.len, sj.p ? sj.p : "",
 	    (unsigned long long)t.connections,
 	    (unsigned long long)t.accepted, (unsigned long long)t.rejected,
 	    (unsigned long long)t.tls_handshakes,
@@ -492,12 +495,14 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	else
 		(void)sbuf_add(&r->body, h.p, h.len);
 	if (sbuf_overflow(&h) || sbuf_overflow(&j) || sbuf_overflow(&bj) ||
+	    sbuf_overflow(&sj) ||
 	    sbuf_overflow(&certs_h))
 		r->body.overflow = true;
 	sbuf_clear(&h);
 	sbuf_clear(&j);
 	sbuf_clear(&wj);
 	sbuf_clear(&bj);
+	sbuf_clear(&sj);
 	sbuf_clear(&ej);
 	sbuf_clear(&fj);
 	sbuf_clear(&certs_h);

@@ -73,6 +73,7 @@ enum {
 	F_GLITCH,
 	F_BANS,
 	F_BACKEND_FAIL,
+	F_BACKEND_STRAY,
 	F_BYTES,
 	F_COUNT
 };
@@ -105,6 +106,10 @@ static struct family fams[F_COUNT] = {
 	[F_BACKEND_FAIL] = { "moat_backend_connect_failures_total",
 	    "Sessions whose backend could not be reached or failed before "
 	    "its greeting, by listener.",
+	    { "listener", NULL }, NULL, 0, 0 },
+	[F_BACKEND_STRAY] = { "moat_backend_stray_replies_total",
+	    "Sessions ended by a backend reply no command asked for (a "
+	    "hang-up line aside), by listener.",
 	    { "listener", NULL }, NULL, 0, 0 },
 	[F_BYTES] = { "moat_relayed_bytes_total",
 	    "Bytes relayed, by listener and direction (client_to_backend is "
@@ -277,6 +282,14 @@ metrics_backend_failure(const char *listener)
 	pthread_mutex_lock(&m.mu);
 	m.t.backend_failures++;
 	count(F_BACKEND_FAIL, listener, NULL, 1);
+	pthread_mutex_unlock(&m.mu);
+}
+
+void
+metrics_backend_stray(const char *listener)
+{
+	pthread_mutex_lock(&m.mu);
+	count(F_BACKEND_STRAY, listener, NULL, 1);
 	pthread_mutex_unlock(&m.mu);
 }
 

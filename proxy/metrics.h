@@ -38,6 +38,8 @@ void metrics_ban(const char *reason);
 /* The backend could not be reached (connect, PROXY header, XCLIENT), or
  * failed before its greeting reached the client. */
 void metrics_backend_failure(const char *listener);
+/* A session ended on a backend reply no command asked for. */
+void metrics_backend_stray(const char *listener);
 /* A session ended: its length and the bytes it relayed. */
 void metrics_session_end(const char *listener, double seconds,
     uint64_t from_client, uint64_t to_client);

@@ -1631,9 +1631,11 @@ filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
 	log_info("%s backend_stray reply=%s ip=%s", s->id,
 	    log_value(text, b1, sizeof(b1)), s->ip);
 	/* A backend's hang-up line says nothing wrong of it. */
-	if (!last_words || header)
+	if (!last_words || header) {
+		metrics_backend_stray(s->lc->name);
 		backendwatch_stray(s->lc->name, &s->lc->backend, text,
 		    s->lc->backend_proxy);
+	}
 }
 
 bool

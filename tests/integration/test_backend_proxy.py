@@ -20,7 +20,7 @@ import pytest
 
 from conftest import started_stack
 from mailstack import proxy_v1_header
-from moatrun import Moat, listener
+from moatrun import Moat, free_port, listener
 
 SENDER = "sender@example.org"
 
@@ -458,12 +458,13 @@ def test_backend_that_does_not_expect_the_header(make_mailstack, pki, tmp_path):
     line, and is taken for the header's answer because it comes right
     after the greeting, before the client said a word."""
     ms = make_mailstack()
+    mport = free_port()
     m = Moat(tmp_path, pki, [
         listener("smtps-v2", ms.smtp_addr, backend_proxy="v2"),
         listener("smtps-v1", ms.smtp_addr, backend_proxy="v1"),
         listener("pop3s-v1", ms.pop3_addr, backend_proxy="v1", protocol="pop3"),
         listener("pop3s-v2", ms.pop3_addr, backend_proxy="v2", protocol="pop3"),
-    ]).start()
+    ], metrics=f"127.0.0.1:{mport}").start()
     hint = "smtpd_upstream_proxy_protocol = haproxy"
     try:
         for name, cmd in (("smtps-v2", b"EHLO client.example\r\n"),
@@ -492,6 +493,26 @@ def test_backend_that_does_not_expect_the_header(make_mailstack, pki, tmp_path):
         assert "backend_stray reply=" in log
         assert "close reason=backend_unsolicited" in log
         assert "close reason=backend_closing" in log
+        # moatctl status lists them, with the count and the last reply;
+        # the metric counts them.
+        st = json.loads(m.ctl("--json", "status").stdout)
+        strays = {b["listener"]: b for b in st["backends_stray"]}
+        assert sorted(strays) == ["pop3s-v1", "pop3s-v2", "smtps-v1", "smtps-v2"], st
+        assert all(b["sessions"] == 3 for b in strays.values()), strays
+        assert strays["pop3s-v1"]["reply"] == "-ERR Unknown command.", strays
+        assert st["backends_failing"] == [], st
+        human = m.ctl("status").stdout
+        assert re.search(r"\n(backends)? +smtps-v1 -> 127\.0\.0\.1:\d+ sent replies no "
+                         r"command asked for: 3 sessions ended so since \S+Z, the "
+                         r"last at \S+Z: \"5\d\d ", human), human
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = b""
+            while (d := s.recv(65536)):
+                body += d
+        for name in strays:
+            assert f'moat_backend_stray_replies_total{{listener="{name}"}} 3\n' \
+                in body.decode(), body.decode()
     finally:
         assert m.stop() == 0
 
