@@ -87,8 +87,8 @@ lasted(const struct watch *w, uint64_t now, char *d, size_t len)
 	"haproxy_trusted_networks), or choose another backend_proxy " \
 	"(moat.toml(5))"
 
-static const char *
-header_hint(const char *why, enum cfg_backend_proxy bp)
+const char *
+backendwatch_hint(const char *why, enum cfg_backend_proxy bp)
 {
 	bool sends = bp == CFG_BPROXY_V1 || bp == CFG_BPROXY_V2;
 
@@ -152,7 +152,7 @@ backendwatch_fail(const char *listener, const struct addr_port *ap,
 	if ((w = find(listener, backend, true)) == NULL)
 		goto out;
 	snprintf(w->why, sizeof(w->why), "%s", why);
-	w->hint = header_hint(why, bp);
+	w->hint = backendwatch_hint(why, bp);
 	if (!w->failing) {
 		w->failing = true;
 		w->since = time(NULL);
@@ -236,7 +236,7 @@ backendwatch_stray(const char *listener, const struct addr_port *ap,
 		    (unsigned long long)(now - w->stray_ms) / 1000);
 	log_warnx("backend %s of listener '%s' sent a reply no command asked "
 	    "for, \"%s\", and the session ended%s%s", backend, listener, line,
-	    since, header_hint(NULL, bp));
+	    since, backendwatch_hint(NULL, bp));
 	w->stray_ms = now;
 	w->strays = 0;
 out:

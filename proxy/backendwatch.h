@@ -41,6 +41,14 @@ void backendwatch_stray(const char *listener, const struct addr_port *backend,
     const char *line, enum cfg_backend_proxy bp);
 
 /*
+ * The hint that goes with a failure why of a listener whose
+ * backend_proxy is bp, or with a stray reply (why NULL): "" or text that
+ * starts with "; ", naming the settings of both sides that must agree
+ * on a PROXY header. Also for moat -T (backendprobe.h).
+ */
+const char *backendwatch_hint(const char *why, enum cfg_backend_proxy bp);
+
+/*
  * After a reload: a failing backend no listener of cfg has any more (the
  * listener gone or renamed, its backend moved) is forgotten, without a
  * word, so that status does not list it for good. Its sessions still

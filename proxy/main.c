@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backendprobe.h"
 #include "config.h"
 #include "defaults.h"
 #include "log.h"
@@ -35,12 +36,14 @@ static void __attribute__((noreturn))
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: moat [-tv] [-c FILE]\n"
+	    "usage: moat [-tTv] [-c FILE]\n"
 	    "       moat -V | -p | -h\n"
 	    "\n"
 	    "  -c FILE  configuration file (default: the built-in demo "
 	    "configuration)\n"
 	    "  -t       check the configuration and exit\n"
+	    "  -T       check it, then meet each listener's backend as a "
+	    "session would\n"
 	    "  -v       more verbose logging (twice for debug)\n"
 	    "  -V       print the versions of moat and its libraries\n"
 	    "  -p       print the built-in configuration\n"
@@ -88,12 +91,12 @@ main(int argc, char *argv[])
 	const char *path = NULL;
 	config_report_fn *report;
 	struct config *cfg;
-	bool check = false;
+	bool check = false, probe = false;
 	int ch, verbose = 0;
 
 	if (stdio_open() == -1)
 		return 1;
-	while ((ch = getopt(argc, argv, "c:htpvV")) != -1) {
+	while ((ch = getopt(argc, argv, "c:htTpvV")) != -1) {
 		switch (ch) {
 		case 'c':
 			/* moat -c a.toml -c b.toml: which one runs would be a
@@ -106,6 +109,9 @@ main(int argc, char *argv[])
 			}
 			path = optarg;
 			break;
+		case 'T':
+			probe = true;
+			/* FALLTHROUGH */
 		case 't':
 			check = true;
 			break;
@@ -155,10 +161,18 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	if (check) {
-		int rc = server_check(cfg);
+		int rc = server_check(cfg), failed;
 
 		if (rc == 0)
 			fprintf(stderr, "%s: configuration OK\n", cfg->path);
+		/* A backend that disagrees fails every session: an error. */
+		if (rc == 0 && probe && (failed = backendprobe_run(cfg,
+		    stderr)) > 0) {
+			fprintf(stderr, "%s: %d of %zu listeners' backends do "
+			    "not answer as their sessions would need\n",
+			    cfg->path, failed, cfg->nlisteners);
+			rc = 1;
+		}
 		config_free(cfg);
 		return rc == 0 ? 0 : 1;
 	}

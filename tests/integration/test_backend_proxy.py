@@ -13,6 +13,7 @@ import smtplib
 import socket
 import ssl
 import struct
+import subprocess
 import time
 import uuid
 
@@ -20,7 +21,7 @@ import pytest
 
 from conftest import started_stack
 from mailstack import proxy_v1_header
-from moatrun import Moat, free_port, listener
+from moatrun import Moat, free_port, listener, moat_binary
 
 SENDER = "sender@example.org"
 
@@ -541,3 +542,79 @@ def test_backend_that_waits_for_a_header(stack, pki, tmp_path):
     finally:
         assert m.stop() == 0
 
+
+
+# --- moat -T: the backends met before the clients come ------------------------
+
+def probe(m: Moat) -> subprocess.CompletedProcess:
+    return subprocess.run([str(moat_binary()), "-T", "-c", str(m.config_path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def probe_lines(r: subprocess.CompletedProcess) -> dict:
+    return {re.match(r"listener '([^']+)'", l).group(1): l
+            for l in r.stderr.splitlines() if l.startswith("listener '")}
+
+
+def test_moat_T_meets_each_backend_as_a_session_would(stack, make_mailstack, pki,
+                                                     tmp_path):
+    """moat -t says a configuration is sound; whether each backend
+    expects what moat sends first shows only once clients come. moat -T
+    meets each listener's backend as a session would, real Postfix and
+    Dovecot either way, and says which agree (exit 0 only if all do),
+    naming the settings for those that do not."""
+    plain = make_mailstack(xclient_hosts="127.0.0.0/8")
+    dead = free_port()
+    listeners = [
+        # Postfix and Dovecot that expect a header (the module's stack).
+        listener("good-v2", stack.smtp_addr, backend_proxy="v2"),
+        listener("good-pop3-v1", stack.pop3_addr, backend_proxy="v1", protocol="pop3"),
+        listener("waits", stack.smtp_addr, backend_proxy="none", connect="1s"),
+        # Postfix and Dovecot that expect none.
+        listener("good-none", plain.pop3_addr, backend_proxy="none", protocol="pop3"),
+        listener("good-xclient", plain.smtp_addr, backend_proxy="xclient"),
+        listener("unexpected", plain.smtp_addr, backend_proxy="v2"),
+        listener("unexpected-pop3", plain.pop3_addr, backend_proxy="v1", protocol="pop3"),
+        listener("no-xclient", stack.submission_addr, backend_proxy="xclient",
+                 connect="1s"),
+        listener("dead", ("127.0.0.1", dead), connect="1s"),
+    ]
+    m = Moat(tmp_path, pki, listeners)
+    r = probe(m)
+    lines = probe_lines(r)
+    assert r.returncode == 1, r.stderr
+    assert "configuration OK" in r.stderr
+    assert sorted(lines) == sorted(l["name"] for l in listeners), r.stderr
+    for name in ("good-v2", "good-pop3-v1", "good-none", "good-xclient"):
+        assert " answers: " in lines[name], lines[name]
+    assert '"220 ' in lines["good-v2"] and '"+OK' in lines["good-pop3-v1"]
+    assert "FAILS: no greeting within 1s" in lines["waits"] and \
+        "waits for a PROXY header" in lines["waits"], lines["waits"]
+    assert re.search(r'FAILS: sent a reply no command asked for, "5\d\d ',
+                     lines["unexpected"]) and \
+        "smtpd_upstream_proxy_protocol = haproxy" in lines["unexpected"], lines["unexpected"]
+    assert 'FAILS: sent a reply no command asked for, "-ERR' in \
+        lines["unexpected-pop3"], lines["unexpected-pop3"]
+    # Behind a header-expecting Postfix, XCLIENT waits in vain for a
+    # greeting too.
+    assert "FAILS: no greeting within 1s" in lines["no-xclient"], lines["no-xclient"]
+    assert "FAILS: cannot connect: Connection refused" in lines["dead"], lines["dead"]
+
+    # All agree: exit 0.
+    m2 = Moat(tmp_path / "ok", pki, [l for l in listeners
+                                     if l["name"].startswith("good")])
+    r = probe(m2)
+    assert r.returncode == 0, r.stderr
+    assert len(probe_lines(r)) == 4, r.stderr
+
+
+def test_moat_T_sees_a_postfix_that_refuses_xclient(make_mailstack, pki, tmp_path):
+    """A Postfix that does not let moat's address use XCLIENT greets, but
+    every session would get 550 for XCLIENT: -T says which setting."""
+    ms = make_mailstack()
+    m = Moat(tmp_path, pki, [listener("x", ms.smtp_addr, backend_proxy="xclient")])
+    r = probe(m)
+    assert r.returncode == 1, r.stderr
+    line = probe_lines(r)["x"]
+    assert "FAILS: does not offer XCLIENT to moat's address (Postfix: " \
+        "smtpd_authorized_xclient_hosts)" in line, line
