@@ -57,6 +57,8 @@ struct pop3 {
 	bool sasl_cancel;	/* the last SASL response was "*" */
 	bool sasl_sent;		/* this AUTH carried a response other
 				 * than "*" */
+	bool stray_told;	/* the stray reply, the session's last, was
+				 * said (and waits for room, maybe) */
 };
 
 /*
@@ -283,7 +285,10 @@ unsolicited(struct pop3 *s, struct filter_io *io, const uint8_t *p,
 		return false;
 	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
 		n--;
-	filter_stray_reply(io, p, n, last_words);
+	/* An -ERR that waits for room comes here again. */
+	if (!s->stray_told)
+		filter_stray_reply(io, p, n, last_words);
+	s->stray_told = true;
 	if (last_words)
 		return false;
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,

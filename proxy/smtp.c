@@ -63,6 +63,8 @@ struct smtp {
 				 * than "*" */
 	bool rset_due;		/* moat's RSET still to be sent */
 	bool ehlo_wait;		/* client bytes held for that EHLO's reply */
+	bool stray_told;	/* the stray reply, the session's last, was
+				 * said (and waits for room, maybe) */
 	/* The reply being relayed. */
 	bool mid_reply;		/* lines of it were seen already */
 	bool rewrite;		/* an EHLO 250 reply: capabilities rewritten */
@@ -388,8 +390,11 @@ unsolicited(struct smtp *s, struct filter_io *io, const uint8_t *p,
 
 	if (pendq_head(&s->q) != NULL || s->mid_reply)
 		return false;
-	filter_stray_reply(io, p, (size_t)(r->text - p) + r->textlen,
-	    last_words);
+	/* A 421 that waits for room comes here again. */
+	if (!s->stray_told)
+		filter_stray_reply(io, p, (size_t)(r->text - p) + r->textlen,
+		    last_words);
+	s->stray_told = true;
 	if (last_words)
 		return false;
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,

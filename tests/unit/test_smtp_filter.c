@@ -693,6 +693,17 @@ test_stray_replies(void)
 	CHECK(io->nstray == 1 && io->nlastwords == 0);
 	fake_free(io);
 
+	/* One that waits for room to the client is said once. */
+	io = greeted(CFG_TLS_NONE, false);
+	io->client.room = 4;
+	fake_backend(io, "421 4.3.2 shutting down\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	io->client.room = FAKE_CAP;
+	fake_pump(io);
+	CHECK_STR_EQ(fake_take_client(io), "421 4.3.2 shutting down\r\n");
+	CHECK(io->nstray == 1 && io->nlastwords == 1);
+	fake_free(io);
+
 	/* Owed replies are not strays. */
 	io = greeted(CFG_TLS_NONE, false);
 	fake_client(io, "NOOP\r\nNOOP\r\n");
