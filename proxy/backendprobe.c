@@ -148,11 +148,17 @@ read_reply(struct probe *p, uint64_t ms, const char *what, bool *good,
 		return false;
 	}
 	if (*len < 0) {
+		const char *proto = p->lc->protocol == CFG_PROTO_SMTP ?
+		    "SMTP" : "POP3";
 		char l[128];
 
-		snprintf(p->why, sizeof(p->why), "%s is no %s reply: %s",
-		    what, p->lc->protocol == CFG_PROTO_SMTP ? "SMTP" : "POP3",
-		    first_line(p, l, sizeof(l)));
+		if (strcmp(what, "before greeting") == 0)
+			snprintf(p->why, sizeof(p->why), "its greeting is no "
+			    "%s reply: %s", proto, first_line(p, l, sizeof(l)));
+		else
+			snprintf(p->why, sizeof(p->why), "its reply %s is no "
+			    "%s reply: %s", what, proto,
+			    first_line(p, l, sizeof(l)));
 		return false;
 	}
 	return true;

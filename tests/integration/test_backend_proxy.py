@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 import uuid
 
@@ -618,3 +619,35 @@ def test_moat_T_sees_a_postfix_that_refuses_xclient(make_mailstack, pki, tmp_pat
     line = probe_lines(r)["x"]
     assert "FAILS: does not offer XCLIENT to moat's address (Postfix: " \
         "smtpd_authorized_xclient_hosts)" in line, line
+
+
+def test_moat_T_names_a_backend_that_speaks_another_protocol(pki, tmp_path):
+    """The backend port is an SSH server's (a typo): -T quotes what it
+    said instead of a greeting."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+
+    def serve():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                c.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+                c.recv(100)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        m = Moat(tmp_path, pki, [listener("ssh", ls.getsockname()),
+                                 listener("ssh-pop3", ls.getsockname(),
+                                          protocol="pop3")])
+        r = probe(m)
+        assert r.returncode == 1, r.stderr
+        lines = probe_lines(r)
+        assert 'FAILS: its greeting is no SMTP reply: "SSH-2.0-OpenSSH_9.2p1 ' \
+            'Debian-2"' in lines["ssh"], lines
+        assert 'FAILS: its greeting is no POP3 reply: "SSH-2.0-' in lines["ssh-pop3"], lines
+    finally:
+        ls.close()
