@@ -111,7 +111,8 @@ main(int argc, char *argv[])
 			break;
 		case 'T':
 			probe = true;
-			/* FALLTHROUGH */
+			check = true;
+			break;
 		case 't':
 			check = true;
 			break;
