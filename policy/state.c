@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "utc.h"
 
 #define HEADER "moat-state"
 
@@ -592,19 +593,6 @@ remove_temps(const char *path, state_report_fn *report_fn, void *arg)
 	closedir(d);
 }
 
-/* "2026-01-01T00:00:00Z" */
-static const char *
-utc_str(uint64_t unix_ms, char *buf, size_t len)
-{
-	time_t t = (time_t)(unix_ms / 1000);
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "%llu", (unsigned long long)t);
-	return buf;
-}
-
 /*
  * The time bans have left is measured by the wall clock: a file last
  * written later than the clock says it is now (no RTC, before NTP) means
@@ -626,8 +614,8 @@ clock_check(const char *path, const struct stat *st, uint64_t wall_ms,
 	snprintf(msg, sizeof(msg), "%s: last written %s, later than the "
 	    "clock says it is now (%s): the clock looks wrong, and with it "
 	    "the time the bans have left", path,
-	    utc_str(file_ms, then, sizeof(then)),
-	    utc_str(wall_ms, now, sizeof(now)));
+	    utc_iso((int64_t)(file_ms / 1000), then, sizeof(then)),
+	    utc_iso((int64_t)(wall_ms / 1000), now, sizeof(now)));
 	report_fn(arg, msg);
 }
 

@@ -11,6 +11,7 @@
 #include "duration.h"
 #include "log.h"
 #include "mono.h"
+#include "utc.h"
 
 #define WATCH_MAX 64		/* backends tracked (failing or lately) */
 #define REMIND_MS 60000		/* a warning a minute at most, per backend */
@@ -30,7 +31,7 @@ struct watch {
 	 * backend cannot send, and which do not make it failing. */
 	uint64_t stray_ms, strays;	/* told at, and not told since */
 	/* For status, while the last came within STRAY_SHOWN_MS. */
-	time_t stray_first, stray_last;	/* wall clock */
+	time_t stray_first;	/* wall clock */
 	uint64_t stray_last_ms, stray_total;
 	char stray_line[84];
 };
@@ -81,24 +82,19 @@ lasted(const struct watch *w, uint64_t now, char *d, size_t len)
  * PROXY header: the listener's backend_proxy and the backend's set up
  * must agree on it.
  */
-#define STRAY_FIX ": have it accept the header from moat's address " \
-	"(Postfix: smtpd_upstream_proxy_protocol = haproxy; Dovecot: " \
-	"haproxy = yes on its listener, moat's address in " \
-	"haproxy_trusted_networks), or choose another backend_proxy " \
-	"(moat.toml(5))"
-
 const char *
 backendwatch_hint(const char *why, enum cfg_backend_proxy bp)
 {
 	bool sends = bp == CFG_BPROXY_V1 || bp == CFG_BPROXY_V2;
 
 	if (why == NULL)	/* a stray reply */
-		return !sends ? "" : bp == CFG_BPROXY_V1 ?
-		    "; a backend that does not expect the PROXY header moat "
-		    "sends first (backend_proxy = \"v1\") answers it as a "
-		    "command" STRAY_FIX : "; a backend that does not expect "
-		    "the PROXY header moat sends first (backend_proxy = "
-		    "\"v2\") answers it as a command" STRAY_FIX;
+		return !sends ? "" : "; a backend that does not expect the "
+		    "PROXY header moat sends first (backend_proxy) answers it "
+		    "as a command: have it accept the header from moat's "
+		    "address (Postfix: smtpd_upstream_proxy_protocol = haproxy; "
+		    "Dovecot: haproxy = yes on its listener, moat's address in "
+		    "haproxy_trusted_networks), or choose another backend_proxy "
+		    "(moat.toml(5))";
 	if (sends)
 		return strstr(why, "before greeting") == NULL ? "" :
 		    "; a backend that does not take PROXY headers from moat's "
@@ -223,7 +219,6 @@ backendwatch_stray(const char *listener, const struct addr_port *ap,
 		w->stray_first = time(NULL);
 		w->stray_total = 0;
 	}
-	w->stray_last = time(NULL);
 	w->stray_last_ms = now;
 	w->stray_total++;
 	snprintf(w->stray_line, sizeof(w->stray_line), "%s", line);
@@ -268,15 +263,6 @@ backendwatch_keep_only(const struct config *cfg)
 	pthread_mutex_unlock(&mu);
 }
 
-static void
-iso(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* The backends whose sessions lately ended on stray replies. */
 static size_t
 status_strays(struct sbuf *human, struct sbuf *json, const char *label,
@@ -291,8 +277,10 @@ status_strays(struct sbuf *human, struct sbuf *json, const char *label,
 		if (!w->used || w->stray_last_ms == 0 ||
 		    now - w->stray_last_ms >= STRAY_SHOWN_MS)
 			continue;
-		iso(w->stray_first, first, sizeof(first));
-		iso(w->stray_last, last, sizeof(last));
+		utc_iso((int64_t)w->stray_first, first, sizeof(first));
+		/* The wall clock of the last, from its age. */
+		utc_iso((int64_t)time(NULL) - (int64_t)((now -
+		    w->stray_last_ms) / 1000), last, sizeof(last));
 		(void)sbuf_printf(human, "%-12s %s -> %s sent replies no command "
 		    "asked for: %llu sessions ended so since %s, the last at "
 		    "%s: \"%s\"\n", n + k == 0 ? label : "", w->listener,
@@ -323,7 +311,7 @@ backendwatch_status(struct sbuf *human, struct sbuf *json,
 	for (w = watches; w < watches + WATCH_MAX; w++) {
 		if (!w->failing)
 			continue;
-		iso(w->since, ts, sizeof(ts));
+		utc_iso((int64_t)w->since, ts, sizeof(ts));
 		(void)sbuf_printf(human, "%-12s %s -> %s failing since %s, "
 		    "%llu sessions: %s\n", n == 0 ? label : "", w->listener,
 		    w->backend, ts, (unsigned long long)w->sessions, w->why);

@@ -7,9 +7,10 @@
 #include <time.h>
 
 #include "log.h"
+#include "utc.h"
 
 #define WATCH_MAX 64		/* certificates followed; more go unsaid */
-#define WARN_DAYS 14		/* as tls.c's CERT_WARN_DAYS */
+#define WARN_DAYS CERT_WARN_DAYS	/* as loading warns */
 #define DAY 86400
 
 /* Where a certificate stands: WARN_DAYS while it has that many days or
@@ -41,8 +42,6 @@ certwatch_note(const char *name, const char *path, int64_t not_after,
 {
 	struct seen *s;
 	char when[32];
-	struct tm tm;
-	time_t tt = (time_t)not_after;
 	int st = stage(not_after, now);
 	bool say;
 	size_t i;
@@ -63,9 +62,7 @@ certwatch_note(const char *name, const char *path, int64_t not_after,
 	s->stage = st;
 	if (!say)
 		return false;
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm) == 0)
-		snprintf(when, sizeof(when), "?");
+	utc_human(not_after, when, sizeof(when));
 	if (st < 0)
 		snprintf(msg, len, "certificate '%s' (%s) expired on %s: clients "
 		    "refuse it now; renew it and reload moat", name, path, when);

@@ -26,6 +26,7 @@
 #include "geo.h"
 #include "guard.h"
 #include "log.h"
+#include "utc.h"
 #include "metrics.h"
 #include "moat_version.h"
 #include "privdrop.h"
@@ -246,16 +247,6 @@ secs_str(uint64_t ms, char *buf, size_t len)
 	return duration_str((ms + 999) / 1000 * 1000, buf, len);
 }
 
-static void
-iso_time(int64_t t, char *buf, size_t len)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	gmtime_r(&tt, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 struct cert_list {
 	struct sbuf *human, *json;
 	int64_t now;
@@ -269,7 +260,7 @@ status_cert(void *arg, const char *name, int64_t not_after)
 	char when[32], left[64];
 	int64_t secs = not_after - cl->now;
 
-	iso_time(not_after, when, sizeof(when));
+	utc_iso(not_after, when, sizeof(when));
 	if (secs >= 0)
 		secs_str((uint64_t)secs * 1000, left, sizeof(left));
 	(void)sbuf_printf(cl->human, "%-12s %s expires %s (%s%s)\n",
@@ -303,6 +294,22 @@ status_workers(const struct control_server *srv, struct sbuf *h,
 	(void)sbuf_adds(h, ")\n");
 }
 
+/* An events sink failing now: to the events line, and its JSON member
+ * (file_failing, syslog_failing). */
+static void
+status_sink_failing(struct sbuf *h, struct sbuf *j, const char *sink,
+    const char *prefix, int64_t since, const char *why)
+{
+	char when[32];
+
+	utc_iso(since, when, sizeof(when));
+	(void)sbuf_printf(h, " (failing since %s: %s%s)", when, prefix, why);
+	(void)sbuf_printf(j, ",\"%s_failing\":{\"since\":\"%s\",\"error\":",
+	    sink, when);
+	(void)sbuf_json_str(j, why);
+	(void)sbuf_adds(j, "}");
+}
+
 static void
 cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 {
@@ -313,11 +320,11 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	struct metrics_totals t;
 	struct policy_stats st;
 	struct policy *p;
-	struct sbuf h, j, wj, bj, sj, ej, fj, certs_h, certs_j;
+	struct sbuf h, j, wj, bj, sj, ej, certs_h, certs_j;
 	struct cert_list cl;
 	struct timespec now;
 	char a[ADDR_PORT_STRLEN], b[ADDR_PORT_STRLEN], up[64], fwbuf[160];
-	char geosum[1024], why[128], when[32];
+	char geosum[1024], why[128], when[32], fwsince[64] = "";
 	const struct geo *geo;
 	int64_t since;
 	const char *fw_state;
@@ -342,7 +349,6 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_init(&bj, CTL_REPLY_MAX);
 	sbuf_init(&sj, CTL_REPLY_MAX);
 	sbuf_init(&ej, CTL_REPLY_MAX);
-	sbuf_init(&fj, CTL_REPLY_MAX);
 	(void)sbuf_printf(&h, "moat %s, pid %ld, up %s\n", MOAT_VERSION,
 	    (long)getpid(), secs_str(uptime_ms, up, sizeof(up)));
 	(void)sbuf_printf(&h, "%-12s %s\n", "config", cfg->path);
@@ -404,31 +410,17 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	(void)sbuf_printf(&h, "%-12s %llu written, %llu dropped", "events",
 	    (unsigned long long)events_written(),
 	    (unsigned long long)events_dropped());
-	if (events_file_failing(&since, why, sizeof(why))) {
-		iso_time(since, when, sizeof(when));
-		(void)sbuf_printf(&h, " (failing since %s: %s)", when, why);
-		(void)sbuf_printf(&ej, ",\"file_failing\":{\"since\":\"%s\","
-		    "\"error\":", when);
-		(void)sbuf_json_str(&ej, why);
-		(void)sbuf_adds(&ej, "}");
-	}
+	if (events_file_failing(&since, why, sizeof(why)))
+		status_sink_failing(&h, &ej, "file", "", since, why);
 	if (cfg->events.syslog)
 		(void)sbuf_printf(&h, ", %llu not sent to syslog",
 		    (unsigned long long)events_syslog_dropped());
-	if (events_syslog_failing(&since, why, sizeof(why))) {
-		iso_time(since, when, sizeof(when));
-		(void)sbuf_printf(&h, " (failing since %s: syslog %s)", when,
-		    why);
-		(void)sbuf_printf(&ej, ",\"syslog_failing\":{\"since\":\"%s\","
-		    "\"error\":", when);
-		(void)sbuf_json_str(&ej, why);
-		(void)sbuf_adds(&ej, "}");
-	}
+	if (events_syslog_failing(&since, why, sizeof(why)))
+		status_sink_failing(&h, &ej, "syslog", "syslog ", since, why);
 	(void)sbuf_printf(&h, "; %zu following (tail)\n", tails);
-	if ((since = guard_fw_failing_since()) != 0) {
-		iso_time(since, when, sizeof(when));
-		(void)sbuf_printf(&fj, ",\"failing_since\":\"%s\"", when);
-	}
+	if ((since = guard_fw_failing_since()) != 0)
+		snprintf(fwsince, sizeof(fwsince), ",\"failing_since\":\"%s\"",
+		    utc_iso(since, when, sizeof(when)));
 	(void)sbuf_printf(&j, "],\"sessions\":%zu,\"workers\":[%.*s],"
 	    "\"backends_failing\":[%.*s],\"backends_stray\":[%.*s],"
 	    "\"totals\":{"
@@ -437,7 +429,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    "\"auth_failures\":%llu,\"smuggling\":%llu,"
 	    "\"backend_failures\":%llu,\"bans\":%llu},"
 	    "\"bans_active\":%zu,\"firewall\":{\"backend\":\"%s\","
-	    "\"state\":\"%s\"%.*s},\"events\":{\"written\":%llu,"
+	    "\"state\":\"%s\"%s},\"events\":{\"written\":%llu,"
 	    "\"dropped\":%llu,\"syslog_dropped\":%llu,\"tail_clients\":%zu"
 	    "%.*s},\"certificates\":[",
 	    sessions, (int)wj.len, wj.p ? wj.p : "",
@@ -452,7 +444,7 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	    (unsigned long long)t.backend_failures,
 	    (unsigned long long)t.bans, bans_active,
 	    cfg_firewall_str(cfg->firewall.backend), fw_state,
-	    (int)fj.len, fj.p ? fj.p : "",
+	    fwsince,
 	    (unsigned long long)events_written(),
 	    (unsigned long long)events_dropped(),
 	    (unsigned long long)events_syslog_dropped(), tails,
@@ -504,7 +496,6 @@ cmd_status(struct control *ctl, struct cclient *c, struct reply *r)
 	sbuf_clear(&bj);
 	sbuf_clear(&sj);
 	sbuf_clear(&ej);
-	sbuf_clear(&fj);
 	sbuf_clear(&certs_h);
 	sbuf_clear(&certs_j);
 }

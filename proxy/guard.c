@@ -16,6 +16,7 @@
 #include "fw.h"
 #include "geo.h"
 #include "log.h"
+#include "utc.h"
 #include "metrics.h"
 #include "mono.h"
 #include "state.h"
@@ -1050,20 +1051,14 @@ guard_fw_state(char *buf, size_t len)
 {
 	struct fw_stats st;
 	char since[32];
-	struct tm tm;
-	time_t tt;
 
 	if (!guard_fw_on())
 		return "off";
 	fw_stats(guard.fw, &st);
 	if (guard.fw_problem != FW_OK) {
-		tt = (time_t)guard.fw_since;
-		if (gmtime_r(&tt, &tm) == NULL ||
-		    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ",
-		    &tm) == 0)
-			snprintf(since, sizeof(since), "?");
 		snprintf(buf, len, "failing since %s (%s); %llu elements "
-		    "written, bans enforced in moat", since,
+		    "written, bans enforced in moat",
+		    utc_iso(guard.fw_since, since, sizeof(since)),
 		    fw_problem_str(guard.fw_problem),
 		    (unsigned long long)st.written);
 	}

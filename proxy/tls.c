@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "log.h"
+#include "utc.h"
 #include "sni.h"
 #include "ticketkeys.h"
 #include "tlsout.h"
@@ -424,10 +425,8 @@ cert_not_after(const X509 *x)
 /*
  * A certificate out of its dates still loads (a renewal may be on its
  * way), but every client will refuse it: said at the check, the start
- * and each reload, as is one about to expire.
+ * and each reload, as is one about to expire (CERT_WARN_DAYS).
  */
-#define CERT_WARN_DAYS 14
-
 static void
 cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
     void *arg)
@@ -435,15 +434,10 @@ cert_dates(SSL_CTX *ctx, const char *cert, config_report_fn *report,
 	const X509 *x = SSL_CTX_get0_certificate(ctx);
 	int64_t now = (int64_t)time(NULL), end;
 	char line[1024], when[32];
-	struct tm tm;
-	time_t tt;
 
 	if (x == NULL || (end = cert_not_after(x)) == 0)
 		return;
-	tt = (time_t)end;
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm) == 0)
-		snprintf(when, sizeof(when), "?");
+	utc_human(end, when, sizeof(when));
 	if (X509_cmp_time(X509_get0_notBefore(x), NULL) > 0)
 		snprintf(line, sizeof(line), "%s: warning: the certificate is "
 		    "not valid yet (its notBefore is in the future); clients "
