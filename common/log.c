@@ -132,6 +132,20 @@ fatalx(const char *fmt, ...)
  * must not start a forged line of its own.
  */
 const char *
+log_line_text(const void *p, size_t n, char *buf, size_t len)
+{
+	const unsigned char *u = p;
+	size_t i;
+
+	for (i = 0; i < n && i + 1 < len && u[i] != '\r' && u[i] != '\n';
+	    i++)
+		buf[i] = u[i] == '"' ? '\'' :
+		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+const char *
 log_value(const char *v, char *buf, size_t len)
 {
 	const unsigned char *u = (const unsigned char *)v;

@@ -43,4 +43,12 @@ void fatalx(const char *fmt, ...)
  */
 const char *log_value(const char *v, char *buf, size_t len);
 
+/*
+ * The first line of the n bytes at p (up to CR, LF or n), as text fit to
+ * quote: bytes that are not printable ASCII as '?', '"' as '\'', cut to
+ * fit buf (len >= 1). For what a peer sent, which may hold anything,
+ * NUL included. Returns buf.
+ */
+const char *log_line_text(const void *p, size_t n, char *buf, size_t len);
+
 #endif

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "backendwatch.h"
 #include "duration.h"
+#include "log.h"
 #include "mono.h"
 #include "pop3.h"
 #include "pop3_parse.h"
@@ -102,15 +103,9 @@ reply_len(const struct probe *p, bool *good)
 static const char *
 first_line(const struct probe *p, char *buf, size_t len)
 {
-	size_t i, o = 0;
-
-	buf[o++] = '"';
-	for (i = 0; i < p->len && p->buf[i] != '\r' && p->buf[i] != '\n' &&
-	    o + 2 < len && i < 100; i++)
-		buf[o++] = p->buf[i] < ' ' || p->buf[i] >= 0x7f ||
-		    p->buf[i] == '"' ? '?' : (char)p->buf[i];
-	buf[o++] = '"';
-	buf[o] = '\0';
+	buf[0] = '"';
+	log_line_text(p->buf, p->len, buf + 1, len - 2);
+	strcat(buf, "\"");
 	return buf;
 }
 

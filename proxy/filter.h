@@ -97,8 +97,9 @@ bool filter_client_tls(const struct filter_io *io);
 void filter_abort_backend(struct filter_io *io);
 
 /*
- * The backend sent a reply no command asked for; line is its first line
- * (CRLF excluded), which the session logs and may warn about: a backend
+ * The backend sent a reply no command asked for; line starts with its
+ * line (first, or for a hang-up the last), which the session logs and
+ * may warn about: a backend
  * that does not expect the PROXY header moat sends answers it so, right
  * after its greeting. last_words: a 421 / -ERR, which a backend says as
  * it hangs up; the filter passes it on and ends the session behind it.

@@ -57,8 +57,6 @@ struct pop3 {
 	bool sasl_cancel;	/* the last SASL response was "*" */
 	bool sasl_sent;		/* this AUTH carried a response other
 				 * than "*" */
-	bool stray_told;	/* the stray reply, the session's last, was
-				 * said (and waits for room, maybe) */
 };
 
 /*
@@ -277,20 +275,10 @@ static bool
 unsolicited(struct pop3 *s, struct filter_io *io, const uint8_t *p,
     const struct pop3_status *st)
 {
-	bool last_words = st->kind == POP3_STATUS_ERR &&
-	    s->cmode != CM_DISCARD;
-	size_t n = st->consumed;
-
-	if (pendq_head(&s->q) != NULL)
+	if (pendq_head(&s->q) != NULL ||
+	    (st->kind == POP3_STATUS_ERR && s->cmode != CM_DISCARD))
 		return false;
-	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
-		n--;
-	/* An -ERR that waits for room comes here again. */
-	if (!s->stray_told)
-		filter_stray_reply(io, p, n, last_words);
-	s->stray_told = true;
-	if (last_words)
-		return false;
+	filter_stray_reply(io, p, st->consumed, false);
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
 	    "backend_unsolicited");
 	s->cmode = CM_DEAD;
@@ -389,6 +377,8 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 		    pendq_locals_len(&s->q, 1))
 			break;
 		(void)filter_to_client(io, p + off, st.consumed);
+		if (pendq_head(&s->q) == NULL)	/* an -ERR unasked */
+			filter_stray_reply(io, p + off, st.consumed, true);
 		status_done(s, io, &st);
 		(void)q_drain(s, io);
 		off += st.consumed;

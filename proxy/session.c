@@ -148,7 +148,8 @@ struct session {
 	ev_timer timer;
 	ev_tstamp started;	/* mono_s() */
 	ev_tstamp last_active;	/* mono_s(): the last byte moved */
-	ev_tstamp greeted;	/* mono_s(): the backend's first words */
+	ev_tstamp greeted;	/* mono_s(): the backend's first words read,
+				 * 0 before */
 	/* The client as believed: the PROXY header's when there was one. */
 	union sockaddr_ip peer, local;
 	socklen_t locallen;
@@ -1613,21 +1614,13 @@ filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
 {
 	struct session *s = container_of(io, struct session, filter);
 	char text[84], b1[sizeof(text) + 2];
-	size_t i;
 	bool header;
 
-	/* In the greeting's own read, s->greeted is not set yet. */
 	header = (s->lc->backend_proxy == CFG_BPROXY_V1 ||
 	    s->lc->backend_proxy == CFG_BPROXY_V2) &&
 	    s->backend.nout == 0 && buf_len(&s->backend.out) == 0 &&
-	    (s->state == SESSION_GREETING ||
-	    mono_s() - s->greeted < STRAY_HEADER_S);
-	if (len > sizeof(text) - 1)
-		len = sizeof(text) - 1;
-	for (i = 0; i < len; i++)
-		text[i] = line[i] < ' ' || line[i] >= 0x7f ? '?' :
-		    line[i] == '"' ? '\'' : (char)line[i];
-	text[len] = '\0';
+	    mono_s() - s->greeted < STRAY_HEADER_S;
+	log_line_text(line, len, text, sizeof(text));
 	log_info("%s backend_stray reply=%s ip=%s", s->id,
 	    log_value(text, b1, sizeof(b1)), s->ip);
 	/* A backend's hang-up line says nothing wrong of it. */
@@ -1799,6 +1792,10 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 		return true;
 	}
 	s->moved = 0;
+	/* Before the filter: a stray reply in the greeting's own read is
+	 * "right after" it (filter_stray_reply()). */
+	if (from == &s->backend && s->greeted == 0)
+		s->greeted = mono_s();
 	if (from == &s->client)
 		n = s->filter.ops->client_data(s->filter.state, &s->filter,
 		    buf_data(&from->in), len, from->rd_eof);
@@ -1812,7 +1809,6 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 	/* The backend's first words are on their way to the client: from
 	 * now on the idle timeout applies. */
 	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING) {
-		s->greeted = mono_s();
 		enter_state(s, SESSION_RELAY);
 		backendwatch_ok(s->lc->name, &s->lc->backend);
 	}

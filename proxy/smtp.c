@@ -63,8 +63,6 @@ struct smtp {
 				 * than "*" */
 	bool rset_due;		/* moat's RSET still to be sent */
 	bool ehlo_wait;		/* client bytes held for that EHLO's reply */
-	bool stray_told;	/* the stray reply, the session's last, was
-				 * said (and waits for room, maybe) */
 	/* The reply being relayed. */
 	bool mid_reply;		/* lines of it were seen already */
 	bool rewrite;		/* an EHLO 250 reply: capabilities rewritten */
@@ -365,6 +363,8 @@ reply_line(struct smtp *s, struct filter_io *io, const uint8_t *p,
 	}
 	s->mid_reply = !r->last;
 	if (r->last) {
+		if (e == NULL)	/* a 421 unasked, relayed whole now */
+			filter_stray_reply(io, p, r->consumed, true);
 		reply_done(s, io, r);
 		(void)q_drain(s, io);
 	}
@@ -386,17 +386,10 @@ static bool
 unsolicited(struct smtp *s, struct filter_io *io, const uint8_t *p,
     const struct smtp_reply_line *r)
 {
-	bool last_words = r->code == 421 && s->cmode != CM_DISCARD;
-
-	if (pendq_head(&s->q) != NULL || s->mid_reply)
+	if (pendq_head(&s->q) != NULL || s->mid_reply ||
+	    (r->code == 421 && s->cmode != CM_DISCARD))
 		return false;
-	/* A 421 that waits for room comes here again. */
-	if (!s->stray_told)
-		filter_stray_reply(io, p, (size_t)(r->text - p) + r->textlen,
-		    last_words);
-	s->stray_told = true;
-	if (last_words)
-		return false;
+	filter_stray_reply(io, p, r->consumed, false);
 	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
 	    "backend_unsolicited");
 	s->cmode = CM_DEAD;

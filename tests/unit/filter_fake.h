@@ -53,7 +53,7 @@ struct filter_io {
 	char sigs[4096];	/* "auth_fail:smtp_auth;" ... */
 	size_t discarded;	/* client bytes dropped at STARTTLS */
 	int nstray, nlastwords;	/* filter_stray_reply() calls */
-	char stray[128];	/* the last stray line */
+	char stray[128];	/* the last stray reply's line */
 };
 
 size_t
@@ -131,10 +131,13 @@ void
 filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
     bool last_words)
 {
-	if (len >= sizeof(io->stray))
-		len = sizeof(io->stray) - 1;
-	memcpy(io->stray, line, len);
-	io->stray[len] = '\0';
+	size_t i;
+
+	/* The line, as the session quotes it: up to its CR or LF. */
+	for (i = 0; i < len && i + 1 < sizeof(io->stray) && line[i] != '\r' &&
+	    line[i] != '\n'; i++)
+		io->stray[i] = (char)line[i];
+	io->stray[i] = '\0';
 	io->nstray++;
 	if (last_words)
 		io->nlastwords++;
