@@ -1,6 +1,7 @@
 """[events] syslog = true: each block event goes to /dev/log as one BSD
-syslog datagram, and a syslog daemon that lags, is absent or restarts
-never holds up a session (doc/moat.toml.5, [events]).
+syslog datagram (or, on a stream socket, a message ended by a NUL), and
+a syslog daemon that lags, is absent or restarts never holds up a session
+(doc/moat.toml.5, [events]).
 
 /dev/log is not created on the host: moat runs in a mount namespace of its
 own (unshare -m) whose /dev is a temporary directory holding null, zero,
@@ -115,6 +116,45 @@ class Reader:
         self.path.unlink()
 
 
+BSD = re.compile(rb"<(\d+)>([A-Z][a-z]{2}) ([ 123]\d) "
+                 rb"(\d\d):(\d\d):(\d\d) moat\[(\d+)\]: ([^\n\0]*)", re.S)
+
+
+class StreamReader:
+    """/dev/log as syslog-ng may bind it: a stream listener, where each
+    message ends with a NUL."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o666)
+        self.sock.listen(4)
+        self.conn = None
+        self.buf = b""
+
+    def recv(self, timeout: float = 5.0) -> dict:
+        """The next message, split into its BSD syslog parts."""
+        if self.conn is None:
+            self.sock.settimeout(timeout)
+            self.conn, _ = self.sock.accept()
+        self.conn.settimeout(timeout)
+        while b"\0" not in self.buf:
+            data = self.conn.recv(65536)
+            assert data, "moat closed the stream"
+            self.buf += data
+        msg, self.buf = self.buf.split(b"\0", 1)
+        m = BSD.fullmatch(msg)
+        assert m, msg
+        return {"pri": int(m[1]), "pid": int(m[7]), "msg": m[8].decode()}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.sock.close()
+        self.path.unlink()
+
+
 def refused(m: Moat, timeout: float = 5.0) -> bytes:
     """One refused client: the first line moat sends it. A moat that
     stalls fails the read within timeout."""
@@ -178,6 +218,40 @@ def test_events_reach_syslog_as_bsd_datagrams(tmp_path, pki, dev):
     finally:
         assert m.stop() == 0
         reader.close()
+
+
+def test_events_reach_a_stream_syslog_nul_ended(tmp_path, pki, dev):
+    """syslog-ng may bind /dev/log as a stream socket, where a datagram
+    connect fails (EPROTOTYPE): moat connects as a stream and ends each
+    message with a NUL, as syslog(3) does. A daemon that restarts (as a
+    datagram one this time) is connected to again."""
+    reader = StreamReader(dev / "log")
+    m = start(tmp_path, pki, dev)
+    dgram = None
+    try:
+        for _ in range(3):
+            assert refused(m) == DENIED
+        got = [reader.recv() for _ in range(4)]     # start()'s probe's too
+        assert [g["msg"] for g in got] == event_lines(m, 4)
+        assert all(g["pri"] == PRI and g["pid"] == m.proc.pid for g in got)
+        assert reader.buf == b""
+        assert status(m)["events"]["syslog_dropped"] == 0
+        assert "events: syslog" not in m.log()
+        # The daemon restarts with a datagram socket at the same path:
+        # the next event finds the stream closed and goes to the new one.
+        reader.close()
+        reader = None
+        dgram = Reader(dev / "log")
+        time.sleep(1.2)             # a connect is tried at most once a second
+        assert refused(m) == DENIED
+        assert dgram.recv()["msg"] == event_lines(m, 5)[-1]
+        assert status(m)["events"]["syslog_dropped"] == 0
+        assert "events: syslog" not in m.log()
+    finally:
+        assert m.stop() == 0
+        for r in (reader, dgram):
+            if r is not None:
+                r.close()
 
 
 def test_lagging_syslog_never_holds_up_sessions(tmp_path, pki, dev):

@@ -32,6 +32,53 @@ reader_open(void)
 	return fd;
 }
 
+/* syslog-ng's end when it binds /dev/log as a stream: a listener. */
+static int
+stream_listen(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    listen(fd, 8) == -1) {
+		perror("stream reader");
+		exit(1);
+	}
+	return fd;
+}
+
+/* What a stream reader has read: len bytes at p, room for cap. */
+struct rbuf {
+	char *p;
+	size_t cap;
+};
+
+/* Appends what the stream holds now to buf (grown as needed); the new
+ * length. */
+static size_t
+stream_drain(int fd, struct rbuf *rb, size_t have)
+{
+	char **buf = &rb->p;
+	size_t cap = rb->cap;
+	ssize_t n;
+
+	for (;;) {
+		if (cap - have < 65536) {
+			cap = have + 1024 * 1024;
+			if ((*buf = realloc(*buf, cap)) == NULL) {
+				perror("realloc");
+				exit(1);
+			}
+		}
+		rb->cap = cap;
+		n = recv(fd, *buf + have, cap - have, MSG_DONTWAIT);
+		if (n <= 0)
+			return have;
+		have += (size_t)n;
+	}
+}
+
 static void
 reader_close(int fd)
 {
@@ -140,6 +187,141 @@ test_restart(void)
 }
 
 static void
+test_stream(void)
+{
+	struct sockaddr_un peer;
+	socklen_t plen = sizeof(peer);
+	struct syslog_sink *sink;
+	struct rbuf rb = { NULL, 0 };
+	char tag[64];
+	size_t have;
+	int lfd = stream_listen(), fd, pri, off = 0;
+
+	/* A stream /dev/log: each message ends with a NUL, as syslog(3)
+	 * ends them there. */
+	sink = syslog_sink_open(path, "moat", PRI);
+	CHECK_INT_EQ(syslog_sink_send(sink, "{\"event\":\"ban\"}", 15), 0);
+	CHECK_INT_EQ(syslog_sink_send(sink, "two", 3), 0);
+	fd = accept(lfd, (struct sockaddr *)&peer, &plen);
+	CHECK(fd != -1);
+	have = stream_drain(fd, &rb, 0);
+	CHECK(have > 0 && rb.p[have - 1] == '\0');
+	CHECK_INT_EQ(sscanf(rb.p, "<%d>%*3s %*2d %*2d:%*2d:%*2d %63s %n", &pri,
+	    tag, &off), 2);
+	CHECK_INT_EQ(pri, 21);
+	CHECK_STR_EQ(rb.p + off, "{\"event\":\"ban\"}");
+	off = (int)strlen(rb.p) + 1;
+	CHECK((size_t)off < have);
+	CHECK(strlen(rb.p + off) > 5 && strcmp(rb.p + off + strlen(rb.p + off) -
+	    5, ": two") == 0);
+	CHECK_INT_EQ((size_t)off + strlen(rb.p + off) + 1, have);
+	free(rb.p);
+	syslog_sink_close(sink);
+	close(fd);
+	reader_close(lfd);
+}
+
+/* Whether rb.p (have bytes) holds exactly want whole messages, each a
+ * header and then len copies of one letter, ended by a NUL, and then
+ * one whose text is "end". */
+static int
+stream_whole(const char *buf, size_t have, int want, size_t len)
+{
+	const char *p = buf, *end = buf + have, *body, *nul;
+	int got = 0;
+	size_t i;
+
+	while (p < end) {
+		if ((nul = memchr(p, '\0', (size_t)(end - p))) == NULL)
+			return 0;
+		if (nul + 1 == end)
+			return got == want && nul - p > 5 &&
+			    memcmp(nul - 5, ": end", 5) == 0;
+		body = nul - len;
+		if (body < p + 3 || memcmp(body - 2, ": ", 2) != 0)
+			return 0;
+		for (i = 0; i < len; i++)
+			if (body[i] != body[0])
+				return 0;
+		got++;
+		p = nul + 1;
+	}
+	return 0;
+}
+
+static void
+test_stream_lagging_reader(void)
+{
+	enum { LEN = 150 * 1024 };
+	struct timespec pause = { 0, 10 * 1000 * 1000 };
+	struct syslog_sink *sink;
+	struct rbuf rb = { NULL, 0 };
+	char *msg = malloc(LEN);
+	size_t have;
+	int lfd = stream_listen(), fd, i, sent = 0, rc = 0;
+
+	/* Messages larger than what the socket takes at once: a daemon that
+	 * does not read gets part of one, and the rest goes first when the
+	 * next is sent, so it never sees two run together or half a one. */
+	CHECK(msg != NULL);
+	sink = syslog_sink_open(path, "moat", PRI);
+	fd = accept(lfd, NULL, NULL);
+	for (i = 0; i < 1000; i++) {
+		memset(msg, 'a' + i % 26, LEN);
+		if ((rc = syslog_sink_send(sink, msg, LEN)) != 0)
+			break;
+		sent++;
+	}
+	CHECK_INT_EQ(rc, -1);
+	CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+	CHECK(sent > 0 && sent < 1000);
+	/* The daemon reads again; what is owed goes out before "end". */
+	have = stream_drain(fd, &rb, 0);
+	for (i = 0; i < 100 && syslog_sink_send(sink, "end", 3) != 0; i++) {
+		nanosleep(&pause, NULL);
+		have = stream_drain(fd, &rb, have);
+	}
+	CHECK(i < 100);
+	for (i = 0; i < 100 && (have < 4 || memcmp(rb.p + have - 4, "end",
+	    4) != 0); i++) {
+		nanosleep(&pause, NULL);
+		have = stream_drain(fd, &rb, have);
+	}
+	CHECK(stream_whole(rb.p, have, sent, LEN));
+	free(rb.p);
+	free(msg);
+	syslog_sink_close(sink);
+	close(fd);
+	reader_close(lfd);
+}
+
+static void
+test_stream_restart(void)
+{
+	struct timespec pause = { 1, 100 * 1000 * 1000 };
+	struct syslog_sink *sink;
+	struct rbuf rb = { NULL, 0 };
+	size_t have;
+	int lfd = stream_listen(), fd;
+
+	sink = syslog_sink_open(path, "moat", PRI);
+	CHECK_INT_EQ(syslog_sink_send(sink, "a", 1), 0);
+	fd = accept(lfd, NULL, NULL);
+	/* The daemon restarts, as a datagram reader this time: the sink
+	 * finds the broken stream, connects again and sends there. */
+	close(fd);
+	reader_close(lfd);
+	lfd = reader_open();
+	nanosleep(&pause, NULL);
+	CHECK_INT_EQ(syslog_sink_send(sink, "b", 1), 0);
+	have = stream_drain(lfd, &rb, 0);
+	CHECK(have > 3 && memcmp(rb.p + have - 3, ": b", 3) == 0);
+	free(rb.p);
+	syslog_sink_close(sink);
+	reader_close(lfd);
+}
+
+static void
 test_path_too_long(void)
 {
 	char lpath[200];
@@ -167,6 +349,9 @@ main(void)
 	test_format();
 	test_lagging_reader();
 	test_restart();
+	test_stream();
+	test_stream_lagging_reader();
+	test_stream_restart();
 	test_path_too_long();
 	syslog_sink_close(NULL);
 	rmdir(dir);
