@@ -50,7 +50,7 @@ struct server {
 	struct worker **w;		/* each on a thread of its own */
 	size_t nw;
 	struct slots *slots;		/* the global cap, shared */
-	ev_signal sighup, sigterm, sigint, sigusr1;
+	ev_signal sighup, sigterm, sigint, sigquit, sigusr1;
 	ev_async done;			/* a worker may have finished */
 	struct event_log *events;
 	ev_timer drain;
@@ -1196,6 +1196,7 @@ held_signals(sigset_t *set)
 	sigaddset(set, SIGUSR1);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
+	sigaddset(set, SIGQUIT);
 }
 
 void
@@ -1220,7 +1221,7 @@ static void
 server_ignore_signals(void)
 {
 	struct sigaction sa;
-	int sigs[] = { SIGHUP, SIGUSR1, SIGTERM, SIGINT };
+	int sigs[] = { SIGHUP, SIGUSR1, SIGTERM, SIGINT, SIGQUIT };
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
@@ -1270,9 +1271,13 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_init(&srv.sighup, server_sighup_cb, SIGHUP);
 	ev_signal_init(&srv.sigterm, server_sigterm_cb, SIGTERM);
 	ev_signal_init(&srv.sigint, server_sigterm_cb, SIGINT);
+	/* Its default would dump core and cut every session and the last
+	 * bans off; nginx's operators know it as the graceful stop. */
+	ev_signal_init(&srv.sigquit, server_sigterm_cb, SIGQUIT);
 	ev_signal_init(&srv.sigusr1, server_sigusr1_cb, SIGUSR1);
 	srv.sigterm.data = &srv;
 	srv.sigint.data = &srv;
+	srv.sigquit.data = &srv;
 	ev_timer_init(&srv.drain, server_drain_cb, 0., 0.);
 	ev_timer_init(&srv.heap, server_heap_cb, HEAP_TICK, HEAP_TICK);
 	ev_timer_init(&srv.follow, server_follow_cb, EVENTS_FOLLOW_S,
@@ -1280,6 +1285,7 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_start(srv.loop, &srv.sighup);
 	ev_signal_start(srv.loop, &srv.sigterm);
 	ev_signal_start(srv.loop, &srv.sigint);
+	ev_signal_start(srv.loop, &srv.sigquit);
 	ev_signal_start(srv.loop, &srv.sigusr1);
 	server_release_signals();
 	/*
@@ -1327,6 +1333,7 @@ server_run(struct config *cfg, const char *config_path)
 	ev_signal_stop(srv.loop, &srv.sighup);
 	ev_signal_stop(srv.loop, &srv.sigterm);
 	ev_signal_stop(srv.loop, &srv.sigint);
+	ev_signal_stop(srv.loop, &srv.sigquit);
 	ev_signal_stop(srv.loop, &srv.sigusr1);
 	server_ignore_signals();
 	ev_timer_stop(srv.loop, &srv.drain);

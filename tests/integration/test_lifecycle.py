@@ -5,6 +5,7 @@ odd descriptors and limits, and how it stops.  A scripted backend
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -135,13 +136,13 @@ def _client(m: Moat, name: str, pki, tls: str):
         c, server_hostname="localhost", suppress_ragged_eofs=False)
 
 
-def _stopped_by_drain(m: Moat, second: bool = False) -> None:
-    """SIGTERM; moat exits once drain_timeout (1 s) is over, or at once
-    on a second SIGTERM (second)."""
-    m.signal(15)
+def _stopped_by_drain(m: Moat, second: bool = False, sig: int = 15) -> None:
+    """SIGTERM (or sig); moat exits once drain_timeout (1 s) is over, or
+    at once on a second signal (second)."""
+    m.signal(sig)
     if second:
         m.wait_log("draining ")
-        m.signal(15)
+        m.signal(sig)
         m.wait_log("second signal: closing")
     else:
         m.wait_log("drain: grace period over, closing")
@@ -206,6 +207,29 @@ def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
     finally:
         m.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT])
+def test_sigquit_and_sigint_drain_like_sigterm(pki, good, tmp_path, sig):
+    """SIGQUIT (nginx's graceful stop, Ctrl-\\ in a terminal) used to keep
+    its default action: a core dump that cut every session and the bans
+    of the last two seconds. It drains as SIGTERM does, then saves."""
+    m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none")],
+             drain="1s").start()
+    try:
+        ok(m.ctl("ban", "192.0.2.7", "1h"))
+        with _client(m, "smtp", pki, "none") as c:
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"220 ")
+            f.close()
+            _stopped_by_drain(m, sig=sig)
+            assert read_to_end(c) == \
+                b"421 4.3.2 Service shutting down, closing connection\r\n"
+    finally:
+        m.stop()
+    assert m.proc.returncode == 0, m.log()[-2000:]
+    assert "stopped" in m.log()
+    assert "\nban 192.0.2.7 " in (tmp_path / "moat.state").read_text()
 
 
 def test_drain_end_adds_nothing_to_a_reply_half_relayed(pki, tmp_path):
