@@ -1159,27 +1159,46 @@ root_hint(int e)
 	    "then runs as daemon.user)" : privdrop_rofs_hint(e);
 }
 
-/* Makes the directories above path (mode 0750), like mkdir -p. */
-static int
-make_parents(const char *path, char *err, size_t errlen)
+/*
+ * The socket's own directory and the one above it, into dir and parent;
+ * true when neither exists, so that the socket cannot be made: moat
+ * makes only that last level, as it does for its other files, lest a
+ * typo build a tree of directories from / as root.
+ */
+static bool
+no_parent(const char *path, char *dir, char *parent, size_t len)
 {
-	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *p;
+	struct stat st;
 
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (p = buf + 1; (p = strchr(p, '/')) != NULL; p++) {
-		*p = '\0';
-		if (mkdir(buf, 0750) == -1 && errno != EEXIST) {
-			int e = errno;
+	privdrop_dirname(path, dir, len);
+	privdrop_dirname(dir, parent, len);
+	return stat(dir, &st) == -1 && errno == ENOENT &&
+	    stat(parent, &st) == -1 && errno == ENOENT;
+}
 
-			snprintf(err, errlen, "control socket: cannot create "
-			    "directory %s: %s%s", buf, strerror(e),
-			    root_hint(e));
-			return -1;
-		}
-		*p = '/';
+/* Makes the socket's own directory (mode 0750) when missing. */
+static int
+make_dir(const char *path, char *err, size_t errlen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char parent[sizeof(dir)];
+	int e;
+
+	if (no_parent(path, dir, parent, sizeof(dir))) {
+		snprintf(err, errlen, "control socket %s: neither %s nor %s "
+		    "exists (moat makes only the socket's own directory; "
+		    "check the path)", path, dir, parent);
+		return -1;
 	}
-	return 0;
+	if (mkdir(dir, 0750) == 0) {
+		log_info("created %s", dir);
+		return 0;
+	}
+	if ((e = errno) == EEXIST)
+		return 0;
+	snprintf(err, errlen, "control socket: cannot create directory %s: "
+	    "%s%s", dir, strerror(e), root_hint(e));
+	return -1;
 }
 
 /* Removes a socket file nobody answers on; refuses a live one or a file
@@ -1235,6 +1254,7 @@ int
 control_check(const char *path, char *err, size_t errlen)
 {
 	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char parent[sizeof(buf)];
 	struct stat st;
 	char *p;
 
@@ -1247,6 +1267,12 @@ control_check(const char *path, char *err, size_t errlen)
 			return -1;
 		}
 		*p = '/';
+	}
+	if (no_parent(path, buf, parent, sizeof(buf))) {
+		snprintf(err, errlen, "control socket %s: neither %s nor %s "
+		    "exists (moat makes only the socket's own directory; "
+		    "check the path)", path, buf, parent);
+		return -1;
 	}
 	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
 		snprintf(err, errlen, "%s exists and is not a socket, where "
@@ -1279,7 +1305,7 @@ control_open(struct ev_loop *loop, const char *path,
 		return NULL;
 	}
 	memcpy(sun.sun_path, path, strlen(path));
-	if (make_parents(path, err, errlen) == -1 ||
+	if (make_dir(path, err, errlen) == -1 ||
 	    clear_stale(path, &sun, err, errlen) == -1)
 		return NULL;
 	if ((ctl = calloc(1, sizeof(*ctl))) == NULL ||

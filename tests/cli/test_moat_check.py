@@ -813,11 +813,17 @@ def test_start_on_an_address_it_cannot_listen_on(confdir):
     ("events", "{dir}/no/such/events.jsonl",
      "{dir}/no/such/events.jsonl: neither {dir}/no/such nor {dir}/no exists "
      "(moat makes only a file's own directory; check the path)"),
+    ("control_socket", "{dir}/no/such/control.sock",
+     "control socket {dir}/no/such/control.sock: neither {dir}/no/such nor "
+     "{dir}/no exists (moat makes only the socket's own directory; check "
+     "the path)"),
 ])
 def test_state_and_events_paths_are_checked(confdir, key, value, want):
-    """A state or events file that is a directory, or sits under a
-    directory tree that does not exist (a typo): moat -t refuses it as
-    the start does, and the start makes no directories for it."""
+    """A state or events file that is a directory, or a state file, events
+    file or control socket under a directory tree that does not exist (a
+    typo): moat -t refuses it as the start does, and the start makes no
+    directories for it (the control socket's used to be made as with
+    mkdir -p)."""
     (confdir / "statedir").mkdir()
     (confdir / "eventsdir").mkdir()
     value, want = value.format(dir=confdir), want.format(dir=confdir)
@@ -827,6 +833,8 @@ def test_state_and_events_paths_are_checked(confdir, key, value, want):
     port.close()
     section = (f'[daemon]\nstate_file = "{value}"\ncontrol_socket = "{confdir}/s"\n'
                if key == "state_file" else
+               f'[daemon]\nstate_file = "{confdir}/st"\ncontrol_socket = "{value}"\n'
+               if key == "control_socket" else
                f'[daemon]\nstate_file = "{confdir}/st"\ncontrol_socket = "{confdir}/s"\n'
                f'[events]\nfile = "{value}"\n')
     path, r = check(confdir, LISTENER.replace("10465", str(free)) +

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from certs import make_leaf
-from moatrun import Moat, listener, read_to_end
+from moatrun import Moat, listener, moatctl_binary, read_to_end
 from scripted import ScriptedBackend
 from test_faults import fill, tiny_fs  # noqa: F401  (a fixture)
 
@@ -207,6 +207,25 @@ def test_drain_end_tells_idle_pop3_clients_err(pki, tmp_path, tls):
     finally:
         m.stop()
         b.stop()
+
+
+def test_control_socket_own_directory_is_made(pki, good, tmp_path):
+    """The control socket's own directory (/run/moat by default) is made,
+    mode 0750, when missing; only that level (tests/cli shows a deeper
+    typo refused)."""
+    m = Moat(tmp_path, pki, [listener("smtp", good.addr, tls="none")])
+    sock = tmp_path / "run" / "ctl.sock"
+    m.config_path.write_text(m.config_path.read_text().replace(
+        str(m.control_socket), str(sock)))
+    m.start()
+    try:
+        assert (os.stat(sock.parent).st_mode & 0o777) == 0o750
+        assert f"created {sock.parent}" in m.log()
+        r = subprocess.run([str(moatctl_binary()), "-s", str(sock), "status"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "sessions" in r.stdout, r
+    finally:
+        assert m.stop() == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT])
