@@ -95,10 +95,19 @@ backendwatch_hint(const char *why, enum cfg_backend_proxy bp)
 		    "Dovecot: haproxy = yes on its listener, moat's address in "
 		    "haproxy_trusted_networks), or choose another backend_proxy "
 		    "(moat.toml(5))";
+	/* The mail server's TLS port (465, 995) where its plaintext one
+	 * belongs: it answers in TLS, closes on the header or waits. */
+	if (strncmp(why, "answers in TLS", 14) == 0 ||
+	    strstr(why, "greeting is no ") != NULL)
+		return "; backend must be the mail server's plaintext port "
+		    "(SMTP 25 or 587, POP3 110), where it greets in the clear: "
+		    "moat does the TLS";
 	if (sends)
 		return strstr(why, "before greeting") == NULL ? "" :
 		    "; a backend that does not take PROXY headers from moat's "
-		    "address closes at once (Dovecot: haproxy_trusted_networks)";
+		    "address closes at once (Dovecot: haproxy_trusted_networks), "
+		    "and so does a TLS port (465, 995): backend must be the "
+		    "plaintext one";
 	if (strstr(why, "before greeting") == NULL &&
 	    strncmp(why, "no greeting", 11) != 0 &&
 	    strstr(why, "during XCLIENT") == NULL)
@@ -106,7 +115,8 @@ backendwatch_hint(const char *why, enum cfg_backend_proxy bp)
 	return "; a backend that waits for a PROXY header (Postfix: "
 	    "smtpd_upstream_proxy_protocol = haproxy; Dovecot: haproxy = yes) "
 	    "greets no one without it: backend_proxy = \"v2\" or \"v1\" "
-	    "sends one";
+	    "sends one; a TLS port (465, 995) waits too: backend must be the "
+	    "plaintext one";
 }
 
 /* The warning that a failure starts; also the first word of one that

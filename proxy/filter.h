@@ -109,6 +109,16 @@ void filter_stray_reply(struct filter_io *io, const uint8_t *line,
     size_t len, bool last_words);
 
 /*
+ * The backend's first words are not the protocol's: line starts with
+ * them (len bytes, not NUL-terminated). An SSH or HTTP server, or a TLS
+ * port, at the backend address says so; the session counts and warns of
+ * it as a backend failure. The filter still ends the session with its
+ * protocol error line.
+ */
+void filter_bad_greeting(struct filter_io *io, const uint8_t *line,
+    size_t len);
+
+/*
  * What a filter observed that policy cares about. Each goes through
  * session_signal() in session.c, the one place that logs it, emits the
  * block event and feeds the policy module.

@@ -368,6 +368,8 @@ pop3_backend(void *state, struct filter_io *io, const uint8_t *p,
 			break;
 		}
 		if (rc == POP3_PARSE_ERROR) {
+			if (!s->greeted)
+				filter_bad_greeting(io, p + off, len - off);
 			bad_backend(s, io);
 			return len;
 		}

@@ -158,6 +158,7 @@ struct session {
 	unsigned port;
 	int xc_step;
 	bool admitted;		/* policy let it in */
+	bool bad_greeting;	/* filter_bad_greeting(): not "answers" */
 	uint32_t tag;		/* nonzero: holds a guard_release() */
 	bool lb_own;		/* a trusted load balancer's own connection
 				 * (PROXY LOCAL): outside policy */
@@ -1631,6 +1632,30 @@ filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
 	}
 }
 
+void
+filter_bad_greeting(struct filter_io *io, const uint8_t *line, size_t len)
+{
+	struct session *s = container_of(io, struct session, filter);
+	const char *proto = s->lc->protocol == CFG_PROTO_SMTP ? "SMTP" :
+	    "POP3";
+	char text[84], why[128], b1[sizeof(text) + 2];
+
+	s->bad_greeting = true;
+	log_line_text(line, len, text, sizeof(text));
+	/* A TLS record's header: an alert or handshake, version 3.x. */
+	if (len >= 2 && (line[0] == 0x15 || line[0] == 0x16) &&
+	    line[1] == 0x03)
+		snprintf(why, sizeof(why), "answers in TLS, not %s", proto);
+	else
+		snprintf(why, sizeof(why), "greeting is no %s reply: \"%s\"",
+		    proto, text);
+	log_info("%s backend_bad_greeting greeting=%s ip=%s", s->id,
+	    log_value(text, b1, sizeof(b1)), s->ip);
+	metrics_backend_failure(s->lc->name);
+	backendwatch_fail(s->lc->name, &s->lc->backend, why,
+	    s->lc->backend_proxy);
+}
+
 bool
 filter_closing(const struct filter_io *io)
 {
@@ -1810,7 +1835,8 @@ run_filter(struct session *s, struct conn *from, struct conn *to)
 	 * now on the idle timeout applies. */
 	if (n > 0 && from == &s->backend && s->state == SESSION_GREETING) {
 		enter_state(s, SESSION_RELAY);
-		backendwatch_ok(s->lc->name, &s->lc->backend);
+		if (!s->bad_greeting)
+			backendwatch_ok(s->lc->name, &s->lc->backend);
 	}
 	if (n == 0 && buf_full(&from->in) && buf_len(&to->out) == 0 &&
 	    buf_len(&s->client.out) == 0 && (from != &s->client ||

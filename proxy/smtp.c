@@ -422,6 +422,8 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 			break;
 		}
 		if (rc == SMTP_PARSE_ERROR) {
+			if (!s->greeted)
+				filter_bad_greeting(io, p + off, len - off);
 			cmdflow_backend_broke(io, R_BADREPLY, false,
 			    "backend_bad_reply");
 			s->cmode = CM_DEAD;

@@ -651,3 +651,128 @@ def test_moat_T_names_a_backend_that_speaks_another_protocol(pki, tmp_path):
         assert 'FAILS: its greeting is no POP3 reply: "SSH-2.0-' in lines["ssh-pop3"], lines
     finally:
         ls.close()
+
+
+class OtherServer:
+    """A server of another protocol where the mail server's plaintext port
+    belongs: "ssh" greets with an SSH banner; "http" is Python's HTTP
+    server, which answers the PROXY header as a request; "tls" is a TLS
+    server (Python's ssl, OpenSSL), like a mail server's port 465 or 995,
+    which waits silently for a ClientHello."""
+
+    def __init__(self, kind: str, pki=None):
+        self.kind = kind
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.addr = self.ls.getsockname()
+        self.ctx = None
+        if kind == "tls":
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, peer = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c, peer), daemon=True).start()
+
+    def _one(self, c, peer) -> None:
+        import http.server
+        c.settimeout(10)
+        try:
+            if self.kind == "ssh":
+                c.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+                c.recv(100)
+            elif self.kind == "http":
+                class Quiet(http.server.BaseHTTPRequestHandler):
+                    def log_message(self, *args):
+                        pass
+                Quiet(c, peer, None)
+            else:
+                self.ctx.wrap_socket(c, server_side=True)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.ls.close()
+
+
+@pytest.mark.parametrize("kind,proto,bp,want", [
+    ("ssh", "smtp", "none", 'greeting is no SMTP reply: "SSH-2.0-OpenSSH_9.2p1 Debian-2"'),
+    ("ssh", "pop3", "v2", 'greeting is no POP3 reply: "SSH-2.0-OpenSSH_9.2p1 Debian-2"'),
+    # It takes "PROXY TCP4 ..." for an HTTP/0.9 request: no status line.
+    ("http", "smtp", "v1", 'greeting is no SMTP reply: "<!DOCTYPE HTML>"'),
+])
+def test_backend_of_another_protocol_is_a_backend_failure(pki, tmp_path, kind, proto,
+                                                          bp, want):
+    """The backend address is an SSH or HTTP server's (a typo): each client
+    got the filter's protocol error and the log a close reason alone,
+    backend_bad_reply, while status, the failure metric and the warnings
+    said every backend was fine. The greeting is now a backend failure,
+    quoted, with where the backend should point."""
+    srv = OtherServer(kind)
+    mport = free_port()
+    m = Moat(tmp_path, pki, [listener("sub", srv.addr, protocol=proto, tls="none",
+                                      backend_proxy=bp)],
+             metrics=f"127.0.0.1:{mport}")
+    try:
+        m.start()
+        for _ in range(2):
+            with socket.create_connection(m.addr("sub"), timeout=20) as c:
+                got = c.recv(4096)
+            assert got in (b"421 4.3.0 Error: backend protocol error, closing "
+                           b"connection\r\n",
+                           b"-ERR [SYS/TEMP] backend protocol error, closing "
+                           b"connection\r\n"), got
+        line = m.wait_log("of listener 'sub' fails: ")
+        line = next(l for l in line.splitlines() if "of listener 'sub' fails" in l)
+        assert want in line, line
+        assert "backend must be the mail server's plaintext port (SMTP 25 or " \
+            "587, POP3 110)" in line, line
+        assert "backend_bad_greeting greeting=" in m.log()
+        st = json.loads(m.ctl("--json", "status").stdout)
+        [b] = st["backends_failing"]
+        assert want in b["error"] and b["sessions"] >= 2, b
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = b""
+            while (d := s.recv(65536)):
+                body += d
+        n = re.search(rb'^moat_backend_connect_failures_total\{listener="sub"\} (\d+)$',
+                      body, re.M)
+        assert n and int(n.group(1)) >= 2, body[-2000:]
+        if kind == "ssh" and proto == "smtp":
+            r = probe(m)
+            assert r.returncode == 1, r.stderr
+            assert "backend must be the mail server's plaintext port" in \
+                probe_lines(r)["sub"], r.stderr
+    finally:
+        m.stop()
+        srv.close()
+
+
+def test_backend_on_a_tls_port_is_hinted(pki, tmp_path):
+    """backend = the mail server's port 465: a TLS server waits silently
+    for a ClientHello (no greeting), or closes on the PROXY header. Both
+    failure warnings name the TLS port among the causes."""
+    srv = OtherServer("tls", pki)
+    m = Moat(tmp_path, pki, [listener("none", srv.addr, tls="none", connect="1s"),
+                             listener("v2", srv.addr, tls="none", backend_proxy="v2")])
+    try:
+        m.start()
+        for name in ("none", "v2"):
+            with socket.create_connection(m.addr(name), timeout=20) as c:
+                assert c.recv(4096).startswith(b"421 4.3.0 ")
+            log = m.wait_log(f"of listener '{name}' fails: ")
+            line = next(l for l in log.splitlines() if f"of listener '{name}' fails" in l)
+            assert "a TLS port (465, 995)" in line and \
+                "backend must be the plaintext one" in line, line
+    finally:
+        m.stop()
+        srv.close()

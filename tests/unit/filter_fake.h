@@ -54,6 +54,7 @@ struct filter_io {
 	size_t discarded;	/* client bytes dropped at STARTTLS */
 	int nstray, nlastwords;	/* filter_stray_reply() calls */
 	char stray[128];	/* the last stray reply's line */
+	int nbadgreeting;	/* filter_bad_greeting() calls */
 };
 
 size_t
@@ -141,6 +142,14 @@ filter_stray_reply(struct filter_io *io, const uint8_t *line, size_t len,
 	io->nstray++;
 	if (last_words)
 		io->nlastwords++;
+}
+
+void
+filter_bad_greeting(struct filter_io *io, const uint8_t *line, size_t len)
+{
+	(void)line;
+	(void)len;
+	io->nbadgreeting++;
 }
 
 void

@@ -317,6 +317,15 @@ test_abuse(void)
 	CHECK_STR_EQ(fake_take_backend(io), "CAPA\r\n");
 	fake_backend(io, "garbage\r\n");
 	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_INT_EQ(io->nbadgreeting, 0);
+	fake_free(io);
+
+	/* As the greeting (an SSH server at the backend address), it is a
+	 * backend failure. */
+	io = fake_new(&filter_pop3, CFG_PROTO_POP3, CFG_TLS_NONE, false, 2048);
+	fake_backend(io, "SSH-2.0-OpenSSH_9.2p1\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_INT_EQ(io->nbadgreeting, 1);
 	fake_free(io);
 }
 

@@ -487,10 +487,21 @@ test_abuse(void)
 	CHECK_INT_EQ(io->nsig[FILTER_SIG_GLITCH], 3);
 	fake_free(io);
 
-	/* A broken backend reply ends the session. */
+	/* A broken backend reply ends the session; as its greeting it is
+	 * a backend failure (an HTTP server at the backend address). */
 	io = fake_new(&filter_smtp, CFG_PROTO_SMTP, CFG_TLS_NONE, false, 2048);
 	fake_backend(io, "HTTP/1.0 200 OK\r\n");
 	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_INT_EQ(io->nbadgreeting, 1);
+	fake_free(io);
+
+	/* Later, it is the session's end alone. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "NOOP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
+	fake_backend(io, "garbage\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_INT_EQ(io->nbadgreeting, 0);
 	fake_free(io);
 }
 
