@@ -294,15 +294,19 @@ relaying(const struct session *s)
 
 /*
  * The client still waits for the backend's first words: it has seen no
- * byte of the backend's and has not left. Losing the backend now is a
- * backend failure, and the client is told so (backend_fail()); later a
- * backend that goes is relayed as such, like any end of the session.
+ * byte of the backend's, and moat has not passed its end of stream on
+ * (which may be why a backend goes). A client that half-closed behind
+ * early commands, held until the greeting, waits for their replies.
+ * Losing the backend now is a backend failure, and the client is told so
+ * (backend_fail()); later a backend that goes is relayed as such, like
+ * any end of the session.
  */
 static bool
 backend_awaited(const struct session *s)
 {
 	return (s->state == SESSION_XCLIENT ||
-	    s->state == SESSION_GREETING) && !s->client.rd_eof;
+	    s->state == SESSION_GREETING) && !s->client.gone &&
+	    !s->backend.wr_shut && !s->backend.shut_pending;
 }
 
 static void
@@ -1357,7 +1361,7 @@ conn_fill(struct session *s, struct conn *c)
 		log_debug("%s eof side=%s", s->id, side_str(s, c));
 		/* do_xclient() reads a reply that came before the end. */
 		if (c == &s->backend && s->state == SESSION_GREETING &&
-		    !s->client.rd_eof) {
+		    backend_awaited(s)) {
 			backend_fail(s, "closed before greeting");
 			return false;
 		}

@@ -25,6 +25,7 @@ Modes:
   stall         accepts and never sends a byte
   hangup        accepts and closes at once, without a byte
   reset         accepts and resets at once (SO_LINGER 0), without a byte
+  late_hangup, late_reset  the same after half a second
   reset_in_xclient  greeting, reads one line (moat's EHLO), then resets
   late_smtp     like smtp, but greets only after half a second
   close_in_data like smtp, but closes after 354 and the first DATA bytes,
@@ -150,6 +151,13 @@ class ScriptedBackend:
         return                      # _handle closes: an end of stream
 
     async def _mode_reset(self, r, w):
+        self._reset(w)
+
+    async def _mode_late_hangup(self, r, w):
+        await asyncio.sleep(0.5)
+
+    async def _mode_late_reset(self, r, w):
+        await asyncio.sleep(0.5)
         self._reset(w)
 
     async def _mode_reset_in_xclient(self, r, w):

@@ -164,7 +164,8 @@ def bye(name: str) -> bytes:
 @pytest.fixture(scope="module")
 def scripted():
     bs = {mode: ScriptedBackend(mode).start()
-          for mode in ("stall", "hangup", "reset", "reset_in_xclient")}
+          for mode in ("stall", "hangup", "reset", "reset_in_xclient",
+                       "late_hangup", "late_reset")}
     yield bs
     for b in bs.values():
         b.stop()
@@ -194,6 +195,9 @@ def failing(pki, scripted, tmp_path_factory):
         listener("pop3-reset", rst, protocol="pop3", tls="none", **t),
         listener("smtps-xclient-reset", xrst, backend_proxy="xclient", **t),
         listener("smtp-xclient-reset", xrst, tls="none", backend_proxy="xclient", **t),
+        listener("smtp-late-hangup", scripted["late_hangup"].addr, tls="none", **t),
+        listener("pop3-late-reset", scripted["late_reset"].addr, protocol="pop3",
+                 tls="none", **t),
     ], metrics=f"127.0.0.1:{metrics}")
     m.metrics_port = metrics
     yield from running(m)
@@ -282,6 +286,40 @@ def test_backend_gone_before_greeting(failing, pki, name):
     """The backend accepts and closes, or resets, before its greeting:
     the client reads the backend-failure reply, not a silent close."""
     assert reply(failing, pki, name) == bye(name)
+
+
+@pytest.mark.parametrize("name,early,why", [
+    ("smtp-late-hangup", b"EHLO early.example.org\r\n", "closed before greeting"),
+    ("pop3-late-reset", b"CAPA\r\n", "Connection reset by peer before greeting"),
+])
+def test_backend_gone_before_greeting_of_a_half_closed_early_talker(failing, name,
+                                                                    early, why):
+    """A client that sends its command before the greeting and half-closes
+    (printf ... | nc -N) still waits for the reply, which moat holds until
+    the greeting. Its backend closing or resetting first used to give it
+    a bare end of stream: the close as the greeting timeout later, the
+    reset as backend_error, neither counted or warned of as the backend's."""
+    before = backend_failures(failing, name)
+    with socket.create_connection(failing.addr(name), timeout=30) as c:
+        c.sendall(early)
+        c.shutdown(socket.SHUT_WR)
+        assert until_closed(c, timeout=20) == bye(name)
+    failing.wait_log(f'backend_fail backend={failing.listeners[name]["backend"]} '
+                     f'reason="{why}"')
+    assert backend_failures(failing, name) == before + 1
+
+
+def test_client_that_left_before_greeting_does_not_blame_the_backend(failing):
+    """A client that connects and closes at once (a port scan, a health
+    check): moat passes its end of stream on, and the backend that then
+    closes may close because of it, so that is no backend failure."""
+    name = "smtp-late-hangup"
+    before = backend_failures(failing, name)
+    with socket.create_connection(failing.addr(name), timeout=30) as c:
+        c.shutdown(socket.SHUT_WR)
+        assert until_closed(c, timeout=20) == b""
+    time.sleep(0.3)
+    assert backend_failures(failing, name) == before
 
 
 def test_backend_hangup_is_logged(failing, pki):
