@@ -225,7 +225,9 @@ cmdflow_skip(struct cmdflow *f, struct filter_io *io, const uint8_t *p,
 		f->skipped += len - *off;
 		*off = len;
 		if (f->skipped > CMDFLOW_SKIP_MAX) {
-			(void)filter_to_client(io, endless, strlen(endless));
+			if (endless != NULL)
+				(void)filter_to_client(io, endless,
+				    strlen(endless));
 			filter_close(io, "line_too_long");
 			return CMDFLOW_DEAD;
 		}
@@ -242,7 +244,8 @@ cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
 {
 	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
 	if (++f->long_lines >= CMDFLOW_LONG_LINES_MAX) {
-		(void)filter_to_client(io, toomany, strlen(toomany));
+		if (toomany != NULL)
+			(void)filter_to_client(io, toomany, strlen(toomany));
 		filter_close(io, "line_too_long");
 		return CMDFLOW_DEAD;
 	}

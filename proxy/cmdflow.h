@@ -100,6 +100,9 @@ enum cmdflow_rc cmdflow_gate(struct cmdflow *f, struct filter_io *io,
 /*
  * While skipping an over-long line, drops bytes up to and including its
  * LF, advancing *off; an endless one gets the endless reply and DEAD.
+ * The filter passes NULL for endless (and toomany below) while it relays
+ * a reply in part: a line of moat's inside it would be read as part of
+ * that reply, so the session only closes.
  */
 enum cmdflow_rc cmdflow_skip(struct cmdflow *f, struct filter_io *io,
     const uint8_t *p, size_t len, size_t *off, const char *endless);

@@ -255,7 +255,9 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 static void
 bad_backend(struct pop3 *s, struct filter_io *io)
 {
-	cmdflow_backend_broke(io, R_BADREPLY, false, "backend_bad_reply");
+	/* Inside a CAPA body the line would end up in it. */
+	cmdflow_backend_broke(io, R_BADREPLY, s->body != BODY_NONE,
+	    "backend_bad_reply");
 	s->cmode = CM_DEAD;
 }
 
@@ -500,7 +502,8 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 static bool
 long_line(struct pop3 *s, struct filter_io *io)
 {
-	if (cmdflow_long_line(&s->flow, io, R_TOOMANY) == CMDFLOW_DEAD) {
+	if (cmdflow_long_line(&s->flow, io, s->body != BODY_NONE ? NULL :
+	    R_TOOMANY) == CMDFLOW_DEAD) {
 		s->cmode = CM_DEAD;
 		return false;
 	}
@@ -541,7 +544,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->flow.skipping) {
 			fr = cmdflow_skip(&s->flow, io, p, len, &off,
-			    R_ENDLESS);
+			    s->body != BODY_NONE ? NULL : R_ENDLESS);
 			if (fr == CMDFLOW_DEAD)
 				s->cmode = CM_DEAD;
 			if (fr != CMDFLOW_GO)

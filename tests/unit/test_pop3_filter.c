@@ -329,6 +329,40 @@ test_abuse(void)
 	fake_free(io);
 }
 
+/* moat's closing lines wait for the end of a body the backend relays in
+ * part (RETR, CAPA): inside it an -ERR would be read as a body line. */
+static void
+test_closing_lines_not_inside_a_body(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+	char line[3000];
+	int i;
+
+	memset(line, 'a', sizeof(line));
+	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_client(io, "RETR 1\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "RETR 1\r\n");
+	fake_backend(io, "+OK 100 octets\r\nSubject: x\r\n");
+	for (i = 0; i < 3; i++)
+		fake_client(io, line);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK_STR_EQ(fake_take_client(io), "+OK 100 octets\r\nSubject: x\r\n");
+	fake_free(io);
+
+	/* A CAPA line longer than a reply may be. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "CAPA\r\n");
+	fake_backend(io, "+OK\r\nTOP\r\n");
+	memcpy(line, "X-", 2);
+	memset(line + sizeof(line) - 3, 'a', 2);	/* no LF */
+	line[sizeof(line) - 1] = '\0';
+	fake_backend(io, line);
+	fake_backend(io, line);
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK(strstr(fake_take_client(io), "-ERR") == NULL);
+	fake_free(io);
+}
+
 /* Regression (issue 9): a line that never ends closes the session
  * instead of being skipped for as long as the client sends. */
 static void
@@ -470,5 +504,6 @@ main(void)
 	test_ban_stops_pipelined_verdicts();
 	test_xclient();
 	test_abuse();
+	test_closing_lines_not_inside_a_body();
 	return check_report("pop3_filter");
 }

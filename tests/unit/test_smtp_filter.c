@@ -533,6 +533,52 @@ test_endless_line_closes(void)
 }
 
 /*
+ * moat's closing lines wait for the end of a reply the backend relays in
+ * part: inside "214-part one" a 421 would be read as that reply's last
+ * line. There the session only closes.
+ */
+static void
+test_closing_lines_not_inside_a_reply(void)
+{
+	struct filter_io *io = greeted(CFG_TLS_NONE, false);
+	char line[3000], chunk[4096];
+	int i;
+
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "NOOP ", 5);
+	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_client(io, "HELP\r\n");
+	CHECK_STR_EQ(fake_take_backend(io), "HELP\r\n");
+	fake_backend(io, "214-part one\r\n");
+	for (i = 0; i < 3; i++)
+		fake_client(io, line);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK_STR_EQ(fake_take_client(io), "214-part one\r\n");
+	fake_free(io);
+
+	/* An endless line. */
+	io = greeted(CFG_TLS_NONE, false);
+	memset(chunk, 'x', sizeof(chunk) - 1);
+	chunk[sizeof(chunk) - 1] = '\0';
+	fake_client(io, "HELP\r\n");
+	fake_backend(io, "214-part one\r\n");
+	for (i = 0; i < 44 && io->closed == NULL; i++)
+		fake_client(io, chunk);
+	CHECK_STR_EQ(io->closed, "line_too_long");
+	CHECK(strstr(fake_take_client(io), "421") == NULL);
+	fake_free(io);
+
+	/* A broken line inside the backend's reply. */
+	io = greeted(CFG_TLS_NONE, false);
+	fake_client(io, "HELP\r\n");
+	fake_backend(io, "214-part one\r\n");
+	fake_backend(io, "\x01\x02garbage\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_STR_EQ(fake_take_client(io), "214-part one\r\n");
+	fake_free(io);
+}
+
+/*
  * A client pipelining n commands in one write, every fifth one refused
  * by moat itself: the backend is answered until it has seen them all.
  * Returns how many commands the backend had before its first reply.
@@ -731,6 +777,7 @@ main(void)
 	test_between_replies();
 	test_pipelining_burst();
 	test_endless_line_closes();
+	test_closing_lines_not_inside_a_reply();
 	test_ehlo_rewrite();
 	test_starttls();
 	test_ehlo_pipelined_after_starttls();
