@@ -145,6 +145,9 @@ struct session {
 	struct conn client;
 	struct conn backend;
 	struct filter_io filter;
+	/* The generation the client's TLS was built from when that is not
+	 * gen (a reload came between accept and handshake); NULL else. */
+	struct gen *tls_gen;
 	ev_timer timer;
 	ev_tstamp started;	/* mono_s() */
 	ev_tstamp last_active;	/* mono_s(): the last byte moved */
@@ -489,6 +492,8 @@ session_free(struct session *s)
 	kick_forget(s);
 	conn_clear(s, &s->client);
 	conn_clear(s, &s->backend);
+	if (s->tls_gen != NULL)		/* after the SSL it holds */
+		gen_unref(s->tls_gen);
 	ev_timer_stop(s->loop, &s->timer);
 	if (s->tag != 0)
 		guard_release(s->addr, s->tag);
@@ -943,12 +948,31 @@ tls_failed(struct session *s, const char *reason)
 	emit_plain("tls_fail", s->addr, s->lc->name, reason, s->id);
 }
 
+/*
+ * The TLS contexts a handshake starting now takes: those of the current
+ * generation, so that a STARTTLS after a reload gets the new certificate,
+ * min_version and ticket setting, not those of its accept (a replaced
+ * certificate, tickets turned off). The listener's own settings stay the
+ * session's generation's. Without TLS contexts there now, the session's.
+ */
+static struct tls_set *
+handshake_tls(struct session *s)
+{
+	struct gen *now = s->list->gen;
+
+	if (now == NULL || now == s->gen || tls_set_empty(gen_tls(now)))
+		return gen_tls(s->gen);
+	if (s->tls_gen == NULL)
+		s->tls_gen = gen_ref(now);
+	return gen_tls(s->tls_gen);
+}
+
 static void
 start_handshake(struct session *s)
 {
 	struct conn *c = &s->client;
 
-	c->ssl = tls_ssl_new(gen_tls(s->gen), c->fd, s->lc->name);
+	c->ssl = tls_ssl_new(handshake_tls(s), c->fd, s->lc->name);
 	if (c->ssl == NULL) {
 		char reason[200];
 

@@ -23,6 +23,10 @@ struct slots;
 struct session_list {
 	struct session *head;
 	size_t n;
+	/* The owner's current generation (not a reference): a TLS
+	 * handshake that starts after a reload, a STARTTLS in a session
+	 * accepted before it, takes its certificates and settings. */
+	struct gen *gen;
 	struct slots *slots;	/* the global cap (slots.h); NULL: none */
 	void (*on_empty)(void *arg);
 	void *arg;

@@ -669,6 +669,12 @@ tls_set_free(struct tls_set *t)
 	free(t);
 }
 
+bool
+tls_set_empty(const struct tls_set *t)
+{
+	return t == NULL || t->def == NULL;
+}
+
 SSL *
 tls_ssl_new(struct tls_set *t, int fd, const char *context)
 {

@@ -26,6 +26,8 @@ struct tls_set;
 struct tls_set *tls_set_new(const struct config *cfg,
     config_report_fn *report, void *arg);
 void tls_set_free(struct tls_set *t);
+/* Whether t (NULL too) has no context to hand out: no listener uses TLS. */
+bool tls_set_empty(const struct tls_set *t);
 
 /*
  * A server-side SSL on fd in accept state, ready for SSL_do_handshake().

@@ -147,6 +147,7 @@ worker_do_apply(struct worker *w, struct gen *g,
 	w->nls = m;
 	gen_unref(w->gen);
 	w->gen = g;
+	w->sessions.gen = g;
 }
 
 static void
@@ -294,6 +295,7 @@ worker_free(struct worker *w)
 	w->sessions.on_empty = NULL;
 	session_list_close_all(&w->sessions, "shutdown");
 	worker_close_listeners(w);
+	w->sessions.gen = NULL;
 	gen_unref(w->gen);
 	ev_async_stop(w->loop, &w->kick);
 	free(w->kicks);

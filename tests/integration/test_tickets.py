@@ -200,3 +200,38 @@ def test_failed_reload_keeps_ticket_rotation(stack, pki, tmp_path):
         m.wait_log("reload failed: TLS setup has errors")
         time.sleep(2.5)
         assert visit(m, "smtps", ctx, sess)[0]
+
+
+def test_starttls_after_a_reload_takes_the_new_tls_settings(pki, tmp_path):
+    """A client connected before a reload that starts TLS after it: its
+    handshake used the contexts of its accept, so a reload meant to
+    replace a certificate, or to turn tickets off, still gave it the old
+    certificate and a ticket (whose fresh key then lived on for up to two
+    rotations). It now takes the running ones, as a new client does."""
+    import smtplib
+    from scripted import ScriptedBackend
+    b = ScriptedBackend("smtp").start()
+    m = tickets_on(Moat(tmp_path, pki, [listener("sub", b.addr, tls="starttls")]),
+                   "1h")
+    ctx = client_ctx(pki)
+    ctx.check_hostname = False      # "other" names other.example.test
+    try:
+        with started(m):
+            before = smtplib.SMTP("127.0.0.1", m.port("sub"), timeout=20)
+            before.ehlo("before.example.org")
+            text = m.config_path.read_text()
+            m.config_path.write_text(
+                text.replace(str(pki.server_chain), str(pki.other.chain))
+                .replace(str(pki.server_key), str(pki.other.key))
+                .replace("session_tickets = true", "session_tickets = false"))
+            m.signal(signal.SIGHUP)
+            m.wait_log("reload done")
+            before.starttls(context=ctx)
+            before.ehlo("before.example.org")   # a ticket would have come
+            cert = before.sock.getpeercert()
+            cn = dict(x[0] for x in cert["subject"])["commonName"]
+            assert cn == "other.example.test", cert
+            assert not before.sock.session.has_ticket
+            before.quit()
+    finally:
+        b.stop()
