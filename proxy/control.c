@@ -932,6 +932,39 @@ cclient_process(struct cclient *c)
 		c->inlen = 0;	/* a tail client has nothing more to say */
 }
 
+/* The line that says how many events c missed, into note; its length,
+ * 0 when none were. */
+static int
+tail_note(const struct cclient *c, char *note, size_t len)
+{
+	int n;
+
+	if (c->tail_dropped == 0)
+		return 0;
+	n = snprintf(note, len, c->json ?
+	    "{\"event\":\"tail_dropped\",\"count\":%llu}\n" :
+	    "# %llu events dropped: this reader or moat fell behind\n",
+	    (unsigned long long)c->tail_dropped);
+	return n < 0 || (size_t)n >= len ? 0 : n;
+}
+
+/*
+ * Says at once what c missed, once it has read all it was sent: without
+ * an event to come (the flood was over) the count would wait for one.
+ */
+static void
+tail_catch_up(struct cclient *c)
+{
+	char note[96];
+	int nn;
+
+	if (!c->tail || c->closing || c->out.len > 0 ||
+	    (nn = tail_note(c, note, sizeof(note))) == 0)
+		return;
+	(void)sbuf_add(&c->out, note, (size_t)nn);
+	c->tail_dropped = 0;
+}
+
 static void
 cclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -949,6 +982,7 @@ cclient_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			ev_timer_again(loop, &c->timer);
 			if (c->out.len == 0)
 				cclient_process(c);	/* the next request */
+			tail_catch_up(c);
 		}
 		if (c->out.len == 0 && c->closing) {
 			cclient_free(c);
@@ -1069,14 +1103,11 @@ control_event_cb(void *arg, uint64_t lost, const struct event *ev,
 		 * unknown: counted for every follower, whatever it follows. */
 		if (!tail_wants(c, ev)) {
 			c->tail_dropped += lost;
+			tail_catch_up(c);
+			cclient_update(c);
 			continue;
 		}
-		nn = 0;
-		if (c->tail_dropped > 0)
-			nn = snprintf(note, sizeof(note), c->json ?
-			    "{\"event\":\"tail_dropped\",\"count\":%llu}\n" :
-			    "# %llu events dropped: this reader or moat fell "
-			    "behind\n", (unsigned long long)c->tail_dropped);
+		nn = tail_note(c, note, sizeof(note));
 		sbuf_init(&tmp, 4096);
 		if (c->json)
 			(void)sbuf_add(&tmp, line, len);
@@ -1361,8 +1392,14 @@ control_close(struct control *ctl)
 		/* Tail readers learn that the stream ended on purpose; the
 		 * mark goes even past a full queue, and with everything
 		 * before it if the socket takes it all. */
-		if (c->tail)
+		if (c->tail) {
+			char note[96];
+			int nn = tail_note(c, note, sizeof(note));
+
+			if (nn > 0)
+				(void)sbuf_add(&c->out, note, (size_t)nn);
 			(void)sbuf_adds(&c->out, ".\n");
+		}
 		if (c->out.len > 0)
 			(void)!write(c->fd, c->out.p, c->out.len);
 		cclient_free(c);
