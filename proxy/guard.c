@@ -753,9 +753,16 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	    STATE_SAVE_DELAY);
 	n = policy_state_load(guard.policy, guard_now_ms(), wall_ms(),
 	    state_report, NULL);
-	if (n > 0)
-		log_info("state: %ld bans restored from %s", n,
-		    cfg->daemon.state_file);
+	if (n > 0) {
+		struct policy_stats st;
+
+		/* Ended bans are kept too, so that a repeat offence
+		 * escalates: not counted as bans. */
+		policy_stats(guard.policy, guard_now_ms(), &st);
+		log_info("state: %zu bans restored from %s (%zu ended, kept "
+		    "for escalation)", st.bans_active, cfg->daemon.state_file,
+		    st.ban_records - st.bans_active);
+	}
 	if (guard_fw_start(cfg, FW_OK, err, errlen) == -1) {
 		policy_free(guard.policy);
 		geo_close(guard.geo);

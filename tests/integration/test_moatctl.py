@@ -240,6 +240,26 @@ def flood_state(path, n: int) -> None:
     path.write_text("\n".join(lines))
 
 
+def test_restored_bans_counted_apart_from_ended_ones(tmp_path, pki, stack):
+    """A state file keeps ended bans too, so that a repeat offence
+    escalates: the start's log line counted them as bans restored (3,
+    while status said 2 in force)."""
+    now = int(time.time() * 1000)
+    (tmp_path / "moat.state").write_text("\n".join([
+        "moat-state 1",
+        f"ban 192.0.2.1 {now + 3_600_000} 1 manual",
+        f"ban 192.0.2.2 {now + 3_600_000} 2 rate",
+        f"ban 192.0.2.3 {now - 1_000} 1 rate",
+        "end 3", ""]))
+    m = Moat(tmp_path, pki, [lb("smtp", stack.smtp_addr, tls="none")]).start()
+    try:
+        m.wait_log(f"state: 2 bans restored from {tmp_path / 'moat.state'} "
+                   "(1 ended, kept for escalation)")
+        assert js(m.ctl("--json", "status"))["bans_active"] == 2
+    finally:
+        assert m.stop() == 0
+
+
 def test_bans_of_a_prefix_when_the_table_is_too_large(tmp_path, pki, stack):
     """A flood leaves more bans than one reply holds (8 MiB): the full
     list is refused with the count and the way out, and a prefix or one
