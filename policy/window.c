@@ -446,7 +446,10 @@ window_admit(struct window_table *t, const uint8_t addr[16],
 		return WINDOW_AUTH;
 	}
 	if (t->p.conc_limit > 0 && e->sessions >= t->p.conc_limit) {
-		*count = c;
+		/* Still a new connection: a client that holds its sessions
+		 * and keeps connecting fills its window and is banned. */
+		ring_add(e->conn, e->last_ms, t->conn_slot_ms);
+		*count = c + 1;
 		return WINDOW_CONCURRENCY;
 	}
 	ring_add(e->conn, e->last_ms, t->conn_slot_ms);

@@ -107,10 +107,12 @@ enum window_verdict {
  * already holds conn_limit events returns WINDOW_RATE; else if the failure
  * window holds auth_limit failures returns WINDOW_AUTH (with aggregation
  * another address of the prefix may have made them: it is one client);
- * else if conc_limit sessions are open returns WINDOW_CONCURRENCY; in
- * these cases nothing is counted. Otherwise counts the connection, opens a
- * session (the caller must window_close it later with *tag) and returns
- * WINDOW_OK.
+ * in these two cases nothing is counted. Else if conc_limit sessions are
+ * open returns WINDOW_CONCURRENCY, the attempt counted in the connection
+ * window (a client that holds its sessions and keeps connecting is rate
+ * limited as any other) but no session opened. Otherwise counts the
+ * connection, opens a session (the caller must window_close it later with
+ * *tag) and returns WINDOW_OK.
  * *count gets the connection window's count (after counting, or the full
  * count; for WINDOW_AUTH the failure count), *open the sessions open
  * (after opening, or the count at the limit).

@@ -280,6 +280,37 @@ def test_rate_limit_rejects_sixth_and_allow_list_beats_it(tmp_path, pki, stack):
         assert m.stop() == 0
 
 
+def test_connecting_at_the_concurrency_limit_counts_and_bans(tmp_path, pki, stack):
+    """A client that holds concurrent_per_ip sessions and keeps connecting:
+    its refused attempts never reached the connection window, so it was
+    refused (554, an event) without end and never banned, while a client
+    holding none was banned after its limit. They count now."""
+    extra = ('[policy.rate]\nconnections = { limit = 6, window = "1m" }\n'
+             'concurrent_per_ip = 2\n')
+    m = start(tmp_path, pki, stack, extra)
+    port = m.port("smtp")
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(proxy_v1_header("203.0.113.90", "127.0.0.1", 40000, 25))
+            assert moatrun_first_line(s).startswith(b"220 ")
+            held.append(s)
+        # Two held and four refused for concurrency fill the window of 6;
+        # the next is refused for the rate, and banned; then closed at
+        # accept.
+        replies = [hello(port, "203.0.113.90") for _ in range(6)]
+        assert all(b"too many connections" in r for r in replies[:4]), replies
+        assert replies[4].startswith(b"554 ") and replies[5] == b"", replies
+        b = wait_event(m, "ban", "203.0.113.90")
+        assert b["reason"] == "rate", b
+        assert "203.0.113.90" in m.ctl("bans").stdout
+    finally:
+        for s in held:
+            s.close()
+        assert m.stop() == 0
+
+
 def test_ban_survives_restart(tmp_path, pki, stack):
     extra = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
     m = start(tmp_path, pki, stack, extra)

@@ -186,6 +186,28 @@ test_concurrency(void)
 	window_close(t, ip("192.0.2.77"), g1);	/* unknown: ignored */
 	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 0);
 	window_table_free(t);
+
+	/* Attempts refused for concurrency are new connections all the
+	 * same: holding its sessions, a client that keeps connecting fills
+	 * its connection window (and policy bans it), as any other. */
+	wp.conn_limit = 5;
+	wp.conn_window_ms = 60000;
+	t = window_table_new(&wp);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &g1),
+	    WINDOW_OK);
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 0, &c, &o, &g2),
+	    WINDOW_OK);
+	for (int i = 3; i <= 5; i++) {
+		CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 1, &c, &o, &g),
+		    WINDOW_CONCURRENCY);
+		CHECK_INT_EQ(c, (uint32_t)i);
+		CHECK_INT_EQ(g, 0);
+	}
+	CHECK_INT_EQ(window_admit(t, ip("192.0.2.1"), 2, &c, &o, &g),
+	    WINDOW_RATE);
+	CHECK_INT_EQ(c, 5);
+	CHECK_INT_EQ(window_open_count(t, ip("192.0.2.1")), 2);
+	window_table_free(t);
 }
 
 /*
