@@ -930,11 +930,11 @@ note_ban(const uint8_t addr[16], const struct cfg_listener *lc,
 	emit_result("ban", addr, lc, sid, res);
 	metrics_ban(policy_reason_str(res->reason));
 	/* Ending them walks every worker's sessions: not for each address
-	 * of a flood that holds none. An operator's ban walks always, as
-	 * sessions the allow list admitted were never counted. */
-	if ((res->open > 0 || res->reason == POLICY_MANUAL) &&
-	    (fn = atomic_load(&on_ban)) != NULL)
-		fn(on_ban_arg, addr);
+	 * of a flood that holds none (guard.h). An operator's ban walks
+	 * always, as sessions the allow list admitted were never counted. */
+	if ((fn = atomic_load(&on_ban)) != NULL)
+		fn(on_ban_arg, addr, res->open > 0 ||
+		    res->reason == POLICY_MANUAL);
 }
 
 void

@@ -113,13 +113,16 @@ int guard_ban(const uint8_t addr[16], uint64_t duration_ms, const char **why);
 bool guard_unban(const uint8_t addr[16]);
 
 /*
- * fn runs for every new ban of an address with sessions open, and every
- * operator's ban, on the thread that made it, after the event: the server
- * ends the address's open sessions there (worker_kick). NULL stops it.
+ * fn runs for every new ban, on the thread that made it, after the event:
+ * the server ends the address's open sessions there (worker_kick). open
+ * is true when policy counted sessions of the address, and for every
+ * operator's ban; else the server looks for some itself (policy forgets
+ * sessions its window table dropped: a new aggregation, eviction), so
+ * that a flood of addresses holding none costs no walk. NULL stops it.
  * Set it before the worker threads start; it must stay callable until
  * they are joined.
  */
-typedef void guard_ban_fn(void *arg, const uint8_t addr[16]);
+typedef void guard_ban_fn(void *arg, const uint8_t addr[16], bool open);
 void guard_on_ban(guard_ban_fn *fn, void *arg);
 
 /* Whether bans reach a firewall set (backend other than "none", and

@@ -1111,11 +1111,16 @@ server_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 /* Any thread: a new ban ends the address's sessions in every worker, as
  * the kernel set would (guard_on_ban). */
 static void
-server_ban_cb(void *arg, const uint8_t addr[16])
+server_ban_cb(void *arg, const uint8_t addr[16], bool open)
 {
 	struct server *srv = arg;
 	size_t k;
 
+	/* The session cap counts every session by its TCP peer, whatever
+	 * policy's window table still knows (one behind a load balancer
+	 * is counted under the balancer's address, though). */
+	if (!open && slots_held(srv->slots, addr) == 0)
+		return;
 	for (k = 0; k < srv->nw; k++)
 		worker_kick(srv->w[k], addr);
 }

@@ -311,6 +311,59 @@ def test_connecting_at_the_concurrency_limit_counts_and_bans(tmp_path, pki, stac
         assert m.stop() == 0
 
 
+def test_ban_ends_sessions_policy_no_longer_counts(tmp_path, pki):
+    """A session admitted before a reload that changed aggregate_ipv4 is
+    no longer in policy's window table; a rate ban of its address then
+    left it running (moat.toml(5): a new ban ends every session the
+    address has open). The session cap's count finds it now."""
+    from scripted import ScriptedBackend
+    b = ScriptedBackend("smtp").start()
+    rate = ('[policy.rate]\nconnections = { limit = 3, window = "1m" }\n'
+            'concurrent_per_ip = 0\n')
+    m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls="none")], extra=rate)
+
+    def conn() -> socket.socket:
+        s = socket.socket()
+        s.bind(("127.0.5.77", 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", m.port("smtp")))
+        return s
+    held = None
+    try:
+        m.start()
+        held = conn()
+        assert moatrun_first_line(held).startswith(b"220 ")
+        m.config_path.write_text(m.config_path.read_text().replace(
+            "concurrent_per_ip = 0", "concurrent_per_ip = 0\naggregate_ipv4 = 24"))
+        assert m.ctl("reload").returncode == 0
+        # Three sessions counted under the new aggregation, each ended
+        # (so policy counts none open), then one too many: banned.
+        for _ in range(3):
+            with conn() as c:
+                assert moatrun_first_line(c).startswith(b"220 ")
+                c.sendall(b"QUIT\r\n")
+                while c.recv(4096):
+                    pass
+        time.sleep(0.3)
+        with conn() as c:
+            assert moatrun_first_line(c).startswith(b"554 ")
+        wait_event(m, "ban", "127.0.5.77")
+        # The held session is ended: EOF (or a reset) within the wait.
+        held.sendall(b"NOOP\r\n")
+        got = b""
+        try:
+            while (d := held.recv(4096)):
+                got += d
+        except ConnectionResetError:
+            pass
+        assert b"250" not in got, got
+    finally:
+        if held is not None:
+            held.close()
+        assert m.stop() == 0
+        b.stop()
+
+
 def test_ban_survives_restart(tmp_path, pki, stack):
     extra = '[policy.rate]\nconnections = { limit = 2, window = "1m" }\n'
     m = start(tmp_path, pki, stack, extra)
