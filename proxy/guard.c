@@ -745,7 +745,6 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 		return -1;
 	}
 	guard.loop = loop;
-	policy_on_evict(guard.policy, guard_fw_evict, NULL);
 	/* Bans are made on worker threads too, which may not arm a timer of
 	 * this loop: it ticks instead and saves what policy_state_dirty()
 	 * reports (read under the policy's own lock). */
@@ -753,6 +752,10 @@ guard_open(struct ev_loop *loop, const struct config *cfg, char *err,
 	    STATE_SAVE_DELAY);
 	n = policy_state_load(guard.policy, guard_now_ms(), wall_ms(),
 	    state_report, NULL);
+	/* Only now: what the load dropped for room is in its own warning,
+	 * not in moat_bans_evicted_total (ban.c), and the firewall is not
+	 * written yet. */
+	policy_on_evict(guard.policy, guard_fw_evict, NULL);
 	if (n > 0) {
 		struct policy_stats st;
 

@@ -651,6 +651,41 @@ def test_reload_lowering_ban_max_entries_drops_the_surplus_and_says_so(tmp_path,
         assert "max_entries" not in out, out
 
 
+def test_state_file_larger_than_the_table_is_not_counted_as_evictions(tmp_path, pki):
+    """Records the start drops because the state file holds more than
+    ban.max_entries are said in the start's warning, and (moatctl(8)) not
+    counted in moat_bans_evicted_total, which counts a flood pushing bans
+    out while moat runs: they were counted there too."""
+    expiry = int(time.time() * 1000) + 3_600_000
+    (tmp_path / "moat.state").write_text("\n".join(
+        ["moat-state 1"] +
+        [f"ban 10.1.{i // 250}.{i % 250 + 1} {expiry} 1 rate" for i in range(1100)] +
+        ["end 1100", ""]))
+    mport = free_port()
+    b = ScriptedBackend("smtp").start()
+    m = Moat(tmp_path, pki, [listener("smtp", b.addr, tls="none")],
+             extra="[ban]\nmax_entries = 1000\n", metrics=f"127.0.0.1:{mport}")
+
+    def evicted() -> bytes:
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = b""
+            while (d := s.recv(65536)):
+                body += d
+        return body.split(b"\nmoat_bans_evicted_total ", 1)[1].split(b"\n")[0]
+    try:
+        m.start()
+        m.wait_log("1100 records, more than ban.max_entries = 1000: kept 1000, "
+                   "dropped 100")
+        assert evicted() == b"0"
+        # While moat runs, a ban that makes room for itself is counted.
+        assert m.ctl("ban", "192.0.2.9", "1h").returncode == 0
+        assert evicted() == b"1"
+    finally:
+        assert m.stop() == 0
+        b.stop()
+
+
 def test_reload_reply_names_listeners_opened_closed_and_changed(tmp_path, pki):
     """`moatctl reload` said only how many sockets listen: a listener
     added, removed, or serving new sessions otherwise (tls, backend) is
