@@ -794,19 +794,24 @@ metrics_source_full(const struct metrics_http *mh, const uint8_t peer[16])
 }
 
 /*
- * All places are taken: the one held longest by a client that has not
- * finished its request, or else by one that has all of its answer and
- * is only waiting to hang up, goes to the newcomer, so that connections
- * that send nothing, or do not read, cannot keep a scraper out for as
- * long as they reconnect. False when every place is still being
- * answered (a scrape too large for the socket buffers, not read).
+ * All places are taken (of src's source, when src is not NULL: else of
+ * all): the one held longest by a client that has not finished its
+ * request, or else by one that has all of its answer and is only waiting
+ * to hang up, goes to the newcomer, so that connections that send
+ * nothing, or do not read, cannot keep a scraper out for as long as they
+ * reconnect, not even one on the same address. False when every such
+ * place is still being answered (a scrape too large for the socket
+ * buffers, not read).
  */
 static bool
-metrics_make_room(struct metrics_http *mh)
+metrics_make_room(struct metrics_http *mh, const uint8_t *src)
 {
 	struct mclient *c, *head = NULL, *done = NULL;
+	size_t len = src != NULL ? addr_source_len(src) : 0;
 
 	for (c = mh->clients; c != NULL; c = c->next) {	/* newest first */
+		if (src != NULL && memcmp(c->peer, src, len) != 0)
+			continue;
 		if (!c->responding && !c->lingering)
 			head = c;
 		else if (c->lingering)
@@ -840,9 +845,10 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if (addr_to_v6((struct sockaddr *)&ss, peer) == -1)
 			memset(peer, 0, sizeof(peer));
-		if (metrics_source_full(mh, peer) ||
+		if ((metrics_source_full(mh, peer) &&
+		    !metrics_make_room(mh, peer)) ||
 		    (mh->nclients >= HTTP_CLIENTS_MAX &&
-		    !metrics_make_room(mh)) ||
+		    !metrics_make_room(mh, NULL)) ||
 		    (c = calloc(1, sizeof(*c))) == NULL) {
 			close(fd);
 			continue;

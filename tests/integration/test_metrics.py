@@ -235,6 +235,24 @@ def test_metrics_http_edges(tmp_path, pki, stack):
         assert open_ == 4, open_
         assert http(mport, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(
             b"HTTP/1.0 200 ")
+        # A scraper on the hog's own address: it used to be refused (a
+        # reset) while four idle connections held the address's places;
+        # the oldest of them makes way for it now.
+        for _ in range(2):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", mport))
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            got = b""
+            while (d := s.recv(65536)):
+                got += d
+            s.close()
+            assert got.startswith(b"HTTP/1.0 200 "), got[:200]
+            h = socket.socket()         # the hog takes its place back
+            h.bind(("127.0.0.2", 0))
+            h.connect(("127.0.0.1", mport))
+            hog.append(h)
         for h in hog:
             h.close()
         # Eight addresses holding four places each fill all 32: the
