@@ -225,10 +225,7 @@ cmdflow_skip(struct cmdflow *f, struct filter_io *io, const uint8_t *p,
 		f->skipped += len - *off;
 		*off = len;
 		if (f->skipped > CMDFLOW_SKIP_MAX) {
-			if (endless != NULL)
-				(void)filter_to_client(io, endless,
-				    strlen(endless));
-			filter_close(io, "line_too_long");
+			filter_close_saying(io, endless, "line_too_long");
 			return CMDFLOW_DEAD;
 		}
 		return CMDFLOW_HOLD;
@@ -244,9 +241,7 @@ cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
 {
 	filter_signal(io, FILTER_SIG_GLITCH, "line_too_long");
 	if (++f->long_lines >= CMDFLOW_LONG_LINES_MAX) {
-		if (toomany != NULL)
-			(void)filter_to_client(io, toomany, strlen(toomany));
-		filter_close(io, "line_too_long");
+		filter_close_saying(io, toomany, "line_too_long");
 		return CMDFLOW_DEAD;
 	}
 	f->skipping = true;
@@ -261,15 +256,6 @@ cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len)
 	(void)filter_to_backend(io, p, len);
 	(void)filter_to_backend(io, "\r\n", 2);
 	return true;
-}
-
-void
-cmdflow_backend_broke(struct filter_io *io, const char *bad, bool quiet,
-    const char *reason)
-{
-	if (!quiet)
-		(void)filter_to_client(io, bad, strlen(bad));
-	filter_close(io, reason);
 }
 
 enum cmdflow_rc
@@ -288,8 +274,7 @@ cmdflow_sasl(struct filter_io *io, const uint8_t *p, size_t len, bool eof,
 	if (rc == SMTP_PARSE_ERROR || memchr(l.p, '\r', l.len) != NULL ||
 	    memchr(l.p, '\0', l.len) != NULL) {
 		filter_signal(io, FILTER_SIG_GLITCH, "bad_sasl_line");
-		(void)filter_to_client(io, bad, strlen(bad));
-		filter_close(io, "bad_sasl_line");
+		filter_close_saying(io, bad, "bad_sasl_line");
 		return CMDFLOW_DEAD;
 	}
 	if (!cmdflow_forward(io, l.p, l.len))

@@ -99,26 +99,25 @@ enum cmdflow_rc cmdflow_gate(struct cmdflow *f, struct filter_io *io,
 
 /*
  * While skipping an over-long line, drops bytes up to and including its
- * LF, advancing *off; an endless one gets the endless reply and DEAD.
- * The filter passes NULL for endless (and toomany below) while it relays
- * a reply in part: a line of moat's inside it would be read as part of
- * that reply, so the session only closes.
+ * LF, advancing *off; an endless one ends the session (DEAD), saying
+ * endless (filter_close_saying()).
  */
 enum cmdflow_rc cmdflow_skip(struct cmdflow *f, struct filter_io *io,
     const uint8_t *p, size_t len, size_t *off, const char *endless);
 
 /*
  * Counts an over-long line: GO when the caller should answer it and go
- * on (skipping is now set), DEAD after too many (toomany was sent).
+ * on (skipping is now set), DEAD after too many (the session ends,
+ * saying toomany: filter_close_saying()).
  */
 enum cmdflow_rc cmdflow_long_line(struct cmdflow *f, struct filter_io *io,
     const char *toomany);
 
 /*
  * One SASL response line at p: forwarded with CRLF, never logged, *off
- * advanced (GO). HOLD: incomplete or no room. DEAD: malformed, and the
- * client was sent bad (the backend, midway through the exchange, cannot
- * be told; the session ends).
+ * advanced (GO). HOLD: incomplete or no room. DEAD: malformed; the
+ * session ends saying bad (the backend, midway through the exchange,
+ * cannot be told).
  */
 enum cmdflow_rc cmdflow_sasl(struct filter_io *io, const uint8_t *p,
     size_t len, bool eof, size_t *off, const char *bad);
@@ -143,14 +142,5 @@ bool cmdflow_auth_args_ok(const uint8_t *arg, size_t len);
 
 /* Forwards one line and a CRLF; false when it does not fit. */
 bool cmdflow_forward(struct filter_io *io, const uint8_t *p, size_t len);
-
-/*
- * The backend broke the protocol (a reply that is none, or one that no
- * command asked for): the session ends with reason, after bad (the
- * protocol's closing line) unless quiet, for a client whose last word
- * must stay the plaintext ready line of STARTTLS/STLS.
- */
-void cmdflow_backend_broke(struct filter_io *io, const char *bad, bool quiet,
-    const char *reason);
 
 #endif

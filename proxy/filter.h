@@ -84,6 +84,15 @@ void filter_close(struct filter_io *io, const char *reason);
  * password's verdict) nor a command pipelined behind it gets through.
  */
 bool filter_closing(const struct filter_io *io);
+
+/*
+ * filter_close(), after line (the protocol's closing line) to the client
+ * if it stands between whole replies (filter_ops.between_replies): inside
+ * a reply relayed in part the client would read it as part of that reply,
+ * and after STARTTLS's plaintext ready line it waits for a handshake.
+ */
+void filter_close_saying(struct filter_io *io, const char *line,
+    const char *reason);
 /* True once the client side runs TLS (implicit or after STARTTLS). */
 bool filter_client_tls(const struct filter_io *io);
 

@@ -255,9 +255,7 @@ status_done(struct pop3 *s, struct filter_io *io, const struct pop3_status *st)
 static void
 bad_backend(struct pop3 *s, struct filter_io *io)
 {
-	/* Inside a CAPA body the line would end up in it. */
-	cmdflow_backend_broke(io, R_BADREPLY, s->body != BODY_NONE,
-	    "backend_bad_reply");
+	filter_close_saying(io, R_BADREPLY, "backend_bad_reply");
 	s->cmode = CM_DEAD;
 }
 
@@ -281,8 +279,7 @@ unsolicited(struct pop3 *s, struct filter_io *io, const uint8_t *p,
 	    (st->kind == POP3_STATUS_ERR && s->cmode != CM_DISCARD))
 		return false;
 	filter_stray_reply(io, p, st->consumed, false);
-	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
-	    "backend_unsolicited");
+	filter_close_saying(io, R_BADREPLY, "backend_unsolicited");
 	s->cmode = CM_DEAD;
 	return true;
 }
@@ -502,8 +499,7 @@ command(struct pop3 *s, struct filter_io *io, const struct pop3_line *l)
 static bool
 long_line(struct pop3 *s, struct filter_io *io)
 {
-	if (cmdflow_long_line(&s->flow, io, s->body != BODY_NONE ? NULL :
-	    R_TOOMANY) == CMDFLOW_DEAD) {
+	if (cmdflow_long_line(&s->flow, io, R_TOOMANY) == CMDFLOW_DEAD) {
 		s->cmode = CM_DEAD;
 		return false;
 	}
@@ -544,7 +540,7 @@ pop3_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->flow.skipping) {
 			fr = cmdflow_skip(&s->flow, io, p, len, &off,
-			    s->body != BODY_NONE ? NULL : R_ENDLESS);
+			    R_ENDLESS);
 			if (fr == CMDFLOW_DEAD)
 				s->cmode = CM_DEAD;
 			if (fr != CMDFLOW_GO)

@@ -2122,6 +2122,17 @@ replies_whole(const struct session *s)
 	    s->filter.ops->between_replies(s->filter.state);
 }
 
+void
+filter_close_saying(struct filter_io *io, const char *line,
+    const char *reason)
+{
+	struct session *s = container_of(io, struct session, filter);
+
+	if (replies_whole(s))
+		(void)filter_to_client(io, line, strlen(line));
+	filter_close(io, reason);
+}
+
 /*
  * Nothing moved either way for the idle time. The client reads what the
  * backend's own timeout would have said (Postfix 421 4.4.2, Dovecot's

@@ -390,8 +390,7 @@ unsolicited(struct smtp *s, struct filter_io *io, const uint8_t *p,
 	    (r->code == 421 && s->cmode != CM_DISCARD))
 		return false;
 	filter_stray_reply(io, p, r->consumed, false);
-	cmdflow_backend_broke(io, R_BADREPLY, s->cmode == CM_DISCARD,
-	    "backend_unsolicited");
+	filter_close_saying(io, R_BADREPLY, "backend_unsolicited");
 	s->cmode = CM_DEAD;
 	return true;
 }
@@ -424,7 +423,7 @@ smtp_backend(void *state, struct filter_io *io, const uint8_t *p,
 		if (rc == SMTP_PARSE_ERROR) {
 			if (!s->greeted)
 				filter_bad_greeting(io, p + off, len - off);
-			cmdflow_backend_broke(io, R_BADREPLY, s->mid_reply,
+			filter_close_saying(io, R_BADREPLY,
 			    "backend_bad_reply");
 			s->cmode = CM_DEAD;
 			return len;
@@ -597,8 +596,7 @@ body(struct smtp *s, struct filter_io *io, const uint8_t *p, size_t len,
 static bool
 long_line(struct smtp *s, struct filter_io *io)
 {
-	if (cmdflow_long_line(&s->flow, io, s->mid_reply ? NULL :
-	    R_TOOMANY) == CMDFLOW_DEAD) {
+	if (cmdflow_long_line(&s->flow, io, R_TOOMANY) == CMDFLOW_DEAD) {
 		s->cmode = CM_DEAD;
 		return false;
 	}
@@ -651,7 +649,7 @@ smtp_client(void *state, struct filter_io *io, const uint8_t *p, size_t len,
 			break;
 		if (s->flow.skipping) {
 			fr = cmdflow_skip(&s->flow, io, p, len, &off,
-			    s->mid_reply ? NULL : R_ENDLESS);
+			    R_ENDLESS);
 			if (fr == CMDFLOW_DEAD)
 				s->cmode = CM_DEAD;
 			if (fr != CMDFLOW_GO)

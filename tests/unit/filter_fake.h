@@ -108,6 +108,15 @@ filter_close(struct filter_io *io, const char *reason)
 		io->closed = reason;
 }
 
+void
+filter_close_saying(struct filter_io *io, const char *line,
+    const char *reason)
+{
+	if (io->ops->between_replies(io->state))
+		(void)fake_append(&io->client, line, strlen(line));
+	filter_close(io, reason);
+}
+
 bool
 filter_closing(const struct filter_io *io)
 {
@@ -273,6 +282,17 @@ fake_input(struct fake_side *s, const void *p, size_t len)
 		len = FAKE_CAP - s->inlen;
 	memcpy(s->in + s->inlen, p, len);
 	s->inlen += len;
+}
+
+/* A command line of size - 1 bytes (CRLF included) into buf: prefix,
+ * then 'a's, longer than any listener's max_line when size is. */
+static inline char *
+fake_long_line(char *buf, size_t size, const char *prefix)
+{
+	memset(buf, 'a', size);
+	memcpy(buf, prefix, strlen(prefix));
+	memcpy(buf + size - 3, "\r\n", 3);
+	return buf;
 }
 
 static inline void

@@ -301,8 +301,7 @@ test_abuse(void)
 	fake_free(io);
 
 	io = greeted(CFG_TLS_NONE, false);
-	memset(line, 'a', sizeof(line));
-	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_long_line(line, sizeof(line), "");
 	fake_client(io, line);
 	CHECK_STR_EQ(fake_take_client(io), "-ERR line too long\r\n");
 	fake_client(io, line);
@@ -338,8 +337,7 @@ test_closing_lines_not_inside_a_body(void)
 	char line[3000];
 	int i;
 
-	memset(line, 'a', sizeof(line));
-	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_long_line(line, sizeof(line), "");
 	fake_client(io, "RETR 1\r\n");
 	CHECK_STR_EQ(fake_take_backend(io), "RETR 1\r\n");
 	fake_backend(io, "+OK 100 octets\r\nSubject: x\r\n");

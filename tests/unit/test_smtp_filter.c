@@ -471,9 +471,7 @@ test_abuse(void)
 
 	/* Long lines: 500 twice, the third closes. */
 	io = greeted(CFG_TLS_NONE, false);
-	memset(line, 'a', sizeof(line));
-	memcpy(line, "NOOP ", 5);
-	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_long_line(line, sizeof(line), "NOOP ");
 	fake_client(io, line);
 	fake_client(io, "NOOP\r\n");
 	CHECK_STR_EQ(fake_take_backend(io), "NOOP\r\n");
@@ -544,9 +542,7 @@ test_closing_lines_not_inside_a_reply(void)
 	char line[3000], chunk[4096];
 	int i;
 
-	memset(line, 'a', sizeof(line));
-	memcpy(line, "NOOP ", 5);
-	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	fake_long_line(line, sizeof(line), "NOOP ");
 	fake_client(io, "HELP\r\n");
 	CHECK_STR_EQ(fake_take_backend(io), "HELP\r\n");
 	fake_backend(io, "214-part one\r\n");
