@@ -347,6 +347,16 @@ test_closing_lines_not_inside_a_body(void)
 	CHECK_STR_EQ(fake_take_client(io), "+OK 100 octets\r\nSubject: x\r\n");
 	fake_free(io);
 
+	/* After STLS's plaintext +OK the client waits for a handshake:
+	 * a broken backend line ends the session without a word. */
+	io = greeted(CFG_TLS_STARTTLS, false);
+	fake_client(io, "STLS\r\n");
+	CHECK_STR_EQ(fake_take_client(io), "+OK Begin TLS negotiation\r\n");
+	fake_backend(io, "garbage\r\n");
+	CHECK_STR_EQ(io->closed, "backend_bad_reply");
+	CHECK_STR_EQ(fake_take_client(io), "");
+	fake_free(io);
+
 	/* A CAPA line longer than a reply may be. */
 	io = greeted(CFG_TLS_NONE, false);
 	fake_client(io, "CAPA\r\n");
