@@ -960,7 +960,7 @@ handshake_tls(struct session *s)
 {
 	struct gen *now = s->list->gen;
 
-	if (now == NULL || now == s->gen || tls_set_empty(gen_tls(now)))
+	if (now == s->gen || tls_set_empty(gen_tls(now)))
 		return gen_tls(s->gen);
 	if (s->tls_gen == NULL)
 		s->tls_gen = gen_ref(now);
@@ -2423,7 +2423,7 @@ screen_undo(struct session_list *list, const uint8_t addr[16],
 
 void
 session_start(struct ev_loop *loop, struct session_list *list,
-    struct gen *gen, const struct cfg_listener *lc, int fd,
+    const struct cfg_listener *lc, int fd,
     const struct sockaddr *peer, socklen_t peerlen)
 {
 	struct session *s;
@@ -2451,7 +2451,7 @@ session_start(struct ev_loop *loop, struct session_list *list,
 	memcpy(s->id, id, sizeof(s->id));
 	s->loop = loop;
 	s->list = list;
-	s->gen = gen_ref(gen);
+	s->gen = gen_ref(list->gen);
 	s->lc = lc;
 	s->state = SESSION_NEW;
 	s->started = mono_s();

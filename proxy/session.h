@@ -23,9 +23,9 @@ struct slots;
 struct session_list {
 	struct session *head;
 	size_t n;
-	/* The owner's current generation (not a reference): a TLS
-	 * handshake that starts after a reload, a STARTTLS in a session
-	 * accepted before it, takes its certificates and settings. */
+	/* What new sessions start under: a reference of the owner's, which
+	 * a reload replaces. A TLS handshake that starts later, a STARTTLS
+	 * in a session accepted before, takes its TLS contexts too. */
 	struct gen *gen;
 	struct slots *slots;	/* the global cap (slots.h); NULL: none */
 	void (*on_empty)(void *arg);
@@ -39,8 +39,8 @@ struct session_list {
 };
 
 /*
- * Starts a session for fd (accepted on listener lc of generation gen,
- * which the session references until it ends). Takes ownership of fd in
+ * Starts a session for fd (accepted on listener lc of list->gen, which
+ * the session references until it ends). Takes ownership of fd in
  * every case: on failure it is closed. With list->slots set, the session
  * first takes a slot for its TCP peer's address and gives it back when
  * freed; without one it is refused at once (a 421 / -ERR line on
@@ -52,7 +52,7 @@ struct session_list {
  * nothing outside holds a pointer to it except list.
  */
 void session_start(struct ev_loop *loop, struct session_list *list,
-    struct gen *gen, const struct cfg_listener *lc, int fd,
+    const struct cfg_listener *lc, int fd,
     const struct sockaddr *peer, socklen_t peerlen);
 
 /* Ends every session of list now (drain deadline, shutdown), a client

@@ -37,7 +37,6 @@ struct worker {
 	struct session_list sessions;
 	struct listener **ls;
 	size_t nls;
-	struct gen *gen;	/* what new sessions start under */
 	bool draining;
 	ev_async wake;		/* a job is waiting */
 	ev_async kick;		/* banned addresses are waiting */
@@ -74,7 +73,7 @@ worker_accept(void *arg, struct listener *l, int fd,
 	struct worker *w = arg;
 
 	atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
-	session_start(w->loop, &w->sessions, w->gen, listener_config(l), fd,
+	session_start(w->loop, &w->sessions, listener_config(l), fd,
 	    peer, peerlen);
 }
 
@@ -145,8 +144,7 @@ worker_do_apply(struct worker *w, struct gen *g,
 	worker_close_listeners(w);
 	w->ls = nl;
 	w->nls = m;
-	gen_unref(w->gen);
-	w->gen = g;
+	gen_unref(w->sessions.gen);
 	w->sessions.gen = g;
 }
 
@@ -295,8 +293,7 @@ worker_free(struct worker *w)
 	w->sessions.on_empty = NULL;
 	session_list_close_all(&w->sessions, "shutdown");
 	worker_close_listeners(w);
-	w->sessions.gen = NULL;
-	gen_unref(w->gen);
+	gen_unref(w->sessions.gen);
 	ev_async_stop(w->loop, &w->kick);
 	free(w->kicks);
 	ev_async_stop(w->loop, &w->wake);
