@@ -126,11 +126,13 @@ fatalx(const char *fmt, ...)
 	exit(1);
 }
 
-/*
- * Quoted when it holds spaces, so lines stay key=value. Bytes other than
- * printable ASCII become '?': a client's SNI may hold a line break, and
- * must not start a forged line of its own.
- */
+/* A byte of a peer's as logged: '"' as '\'', the unprintable as '?'. */
+static char
+log_char(unsigned char c)
+{
+	return c == '"' ? '\'' : c < ' ' || c >= 0x7f ? '?' : (char)c;
+}
+
 const char *
 log_line_text(const void *p, size_t n, char *buf, size_t len)
 {
@@ -139,12 +141,16 @@ log_line_text(const void *p, size_t n, char *buf, size_t len)
 
 	for (i = 0; i < n && i + 1 < len && u[i] != '\r' && u[i] != '\n';
 	    i++)
-		buf[i] = u[i] == '"' ? '\'' :
-		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
+		buf[i] = log_char(u[i]);
 	buf[i] = '\0';
 	return buf;
 }
 
+/*
+ * Quoted when it holds spaces, so lines stay key=value. Bytes other than
+ * printable ASCII become '?': a client's SNI may hold a line break, and
+ * must not start a forged line of its own.
+ */
 const char *
 log_value(const char *v, char *buf, size_t len)
 {
@@ -160,8 +166,7 @@ log_value(const char *v, char *buf, size_t len)
 		return v;
 	buf[o++] = '"';
 	for (i = 0; u[i] != '\0' && o + 2 < len; i++)
-		buf[o++] = u[i] == '"' ? '\'' :
-		    u[i] < ' ' || u[i] >= 0x7f ? '?' : (char)u[i];
+		buf[o++] = log_char(u[i]);
 	buf[o++] = '"';
 	buf[o] = '\0';
 	return buf;

@@ -10,11 +10,10 @@
 #include "utc.h"
 
 #define WATCH_MAX 64		/* certificates followed; more go unsaid */
-#define WARN_DAYS CERT_WARN_DAYS	/* as loading warns */
 #define DAY 86400
 
-/* Where a certificate stands: WARN_DAYS while it has that many days or
- * more, then the whole days left, 0 under a day, -1 once expired. Each
+/* Where a certificate stands: CERT_WARN_DAYS while it has that many days
+ * or more, then the whole days left, 0 under a day, -1 once expired. Each
  * step down is said. */
 static int
 stage(int64_t not_after, int64_t now)
@@ -23,8 +22,8 @@ stage(int64_t not_after, int64_t now)
 
 	if (left <= 0)
 		return -1;
-	if (left >= (int64_t)WARN_DAYS * DAY)
-		return WARN_DAYS;
+	if (left >= (int64_t)CERT_WARN_DAYS * DAY)
+		return CERT_WARN_DAYS;
 	return (int)(left / DAY);
 }
 
@@ -53,7 +52,7 @@ certwatch_note(const char *name, const char *path, int64_t not_after,
 			return false;
 		nseen++;
 		snprintf(seen[i].name, sizeof(seen[i].name), "%s", name);
-		seen[i].stage = WARN_DAYS;
+		seen[i].stage = CERT_WARN_DAYS;
 		quiet = true;	/* new: loading said it */
 	}
 	s = &seen[i];

@@ -26,12 +26,12 @@
 #include "geo.h"
 #include "guard.h"
 #include "log.h"
-#include "utc.h"
 #include "metrics.h"
 #include "moat_version.h"
 #include "privdrop.h"
 #include "sbuf.h"
 #include "tls.h"
+#include "utc.h"
 
 /* A request line may not be longer; the client is told and dropped. */
 #define CTL_LINE_MAX 1024

@@ -16,10 +16,10 @@
 #include "fw.h"
 #include "geo.h"
 #include "log.h"
-#include "utc.h"
 #include "metrics.h"
 #include "mono.h"
 #include "state.h"
+#include "utc.h"
 
 /* How long a changed ban table may wait before it is written out: long
  * enough to batch a burst of bans into one fsync, short enough that a

@@ -16,10 +16,10 @@
 #include <openssl/x509v3.h>
 
 #include "log.h"
-#include "utc.h"
 #include "sni.h"
 #include "ticketkeys.h"
 #include "tlsout.h"
+#include "utc.h"
 
 /* TLS 1.2 suites: forward secrecy (ECDHE) with AEAD only. */
 #define TLS12_CIPHERS							\

@@ -18,6 +18,10 @@
  */
 struct tls_set;
 
+/* Days left under which loading warns of a certificate (certwatch.h
+ * follows it while moat runs). */
+#define CERT_WARN_DAYS 14
+
 /*
  * Builds the contexts of cfg. Every problem goes to report as
  * "FILE: message" with OpenSSL's reason; returns NULL after reporting.
@@ -47,10 +51,6 @@ SSL *tls_ssl_new(struct tls_set *t, int fd, const char *context);
  * [[tls.sni]] entry with its first name; not_after is the end of its
  * validity in Unix seconds (0 if unreadable).
  */
-/* Days left under which loading warns of a certificate (certwatch.h
- * follows it while moat runs). */
-#define CERT_WARN_DAYS 14
-
 typedef void tls_cert_fn(void *arg, const char *name, int64_t not_after);
 void tls_set_certs(const struct tls_set *t, tls_cert_fn *fn, void *arg);
 
